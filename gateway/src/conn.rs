@@ -1,0 +1,824 @@
+//! The protocol state machine of one client connection, sans-IO: a plain struct fed
+//! whole client frames and events (timer ticks, link up/down, logic's answers) that
+//! pushes [`Action`]s (reply to the client, forward upstream, open/close the session on
+//! the link, close the connection) into a caller-owned queue.
+//!
+//! It decides everything about a connection's protocol life (login, signatures, rate
+//! limit, heartbeats, which frames a client may send, when logic must hear that a
+//! session ended) and nothing about sockets, WebSocket, buffers or the link encoding.
+//! It must never do I/O, read the clock, allocate per frame on the steady-state path
+//! (beyond the reply frames it builds) or panic on any input.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::Bytes;
+use tern_schema::client::{Body, KickReason};
+use tern_schema::frame::{self, FrameError};
+use tern_schema::link::CloseReason;
+use tern_schema::{codes, encode, sig, HEADER_LEN};
+
+/// User and device ids are 1..=64 bytes (PROTOCOL.md).
+pub const MAX_ID_BYTES: usize = 64;
+
+/// Per-connection limits, the same for every connection of a process.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub login_timeout_ms: u64,
+    pub heartbeat_timeout_ms: u64,
+    /// Largest client frame payload (header excluded).
+    pub max_payload: usize,
+    /// Sustained frames per second; the bucket holds twice as many.
+    pub frames_per_sec: u32,
+}
+
+/// App id -> HMAC secret, read-only after start.
+#[derive(Debug, Default)]
+pub struct Apps(HashMap<u32, Box<[u8]>>);
+
+impl Apps {
+    pub fn new(apps: impl IntoIterator<Item = (u32, String)>) -> Self {
+        Apps(apps.into_iter().map(|(id, secret)| (id, secret.into_bytes().into_boxed_slice())).collect())
+    }
+
+    pub fn secret(&self, app_id: u32) -> Option<&[u8]> {
+        self.0.get(&app_id).map(|s| &s[..])
+    }
+}
+
+/// What the state machine needs to know about the world for one event.
+#[derive(Debug, Clone, Copy)]
+pub struct Env<'a> {
+    /// Monotonic milliseconds (any epoch, the same for every call on a connection).
+    pub now_ms: u64,
+    /// Wall clock in Unix milliseconds (signature expiry, Pong server time).
+    pub unix_ms: u64,
+    /// Whether the link to logic can take frames right now.
+    pub link_up: bool,
+    pub apps: &'a Apps,
+    pub limits: &'a Limits,
+}
+
+/// Why a connection is closed: the metrics label, and what logic is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseCause {
+    /// Client sent Logout.
+    Logout,
+    /// Peer closed or reset the connection.
+    ClientClosed,
+    HeartbeatTimeout,
+    /// Bad header, undecodable frame, non-login first frame, WebSocket violation.
+    Protocol,
+    LoginTimeout,
+    /// Login refused by the gateway (fields, app, signature) or by logic.
+    LoginFailed,
+    /// Logic closed the session (Close frame, or a refused resume).
+    Kicked,
+    SlowConsumer,
+    /// The gateway is shutting down.
+    Shutdown,
+    /// The link dropped while logic was deciding the login.
+    LinkLost,
+    /// The core was at its connection cap.
+    ServerFull,
+}
+
+impl CloseCause {
+    pub const ALL: [CloseCause; 11] = [
+        CloseCause::Logout,
+        CloseCause::ClientClosed,
+        CloseCause::HeartbeatTimeout,
+        CloseCause::Protocol,
+        CloseCause::LoginTimeout,
+        CloseCause::LoginFailed,
+        CloseCause::Kicked,
+        CloseCause::SlowConsumer,
+        CloseCause::Shutdown,
+        CloseCause::LinkLost,
+        CloseCause::ServerFull,
+    ];
+
+    /// Metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseCause::Logout => "logout",
+            CloseCause::ClientClosed => "client_closed",
+            CloseCause::HeartbeatTimeout => "heartbeat_timeout",
+            CloseCause::Protocol => "protocol_error",
+            CloseCause::LoginTimeout => "login_timeout",
+            CloseCause::LoginFailed => "login_failed",
+            CloseCause::Kicked => "kicked",
+            CloseCause::SlowConsumer => "slow_consumer",
+            CloseCause::Shutdown => "shutdown",
+            CloseCause::LinkLost => "link_lost",
+            CloseCause::ServerFull => "server_full",
+        }
+    }
+
+    /// Index into per-cause metric handles.
+    pub fn index(self) -> usize {
+        CloseCause::ALL.iter().position(|c| *c == self).unwrap_or(0)
+    }
+
+    /// What `SessionClosed` says when logic holds the session.
+    fn link_reason(self) -> CloseReason {
+        match self {
+            CloseCause::Logout => CloseReason::ClientLogout,
+            CloseCause::ClientClosed => CloseReason::ClientClosed,
+            CloseCause::HeartbeatTimeout => CloseReason::HeartbeatTimeout,
+            CloseCause::Kicked => CloseReason::Kicked,
+            CloseCause::SlowConsumer => CloseReason::SlowConsumer,
+            CloseCause::Shutdown => CloseReason::GatewayShutdown,
+            // A login that timed out while logic was deciding it.
+            CloseCause::LoginTimeout => CloseReason::LoginTimeout,
+            // A protocol violation while logic was deciding the login; the rest never
+            // reach a session logic holds, but map somewhere sensible rather than panic.
+            CloseCause::Protocol | CloseCause::LoginFailed | CloseCause::LinkLost | CloseCause::ServerFull => {
+                CloseReason::ProtocolError
+            }
+        }
+    }
+}
+
+/// One thing the I/O layer must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Write this complete client frame to the client.
+    Reply(Bytes),
+    /// Forward the frame just fed to [`Conn::on_frame`] to logic, unchanged (`Upstream`).
+    Forward,
+    /// Send `SessionOpen` for this connection (identity from the accessors).
+    OpenSession { resume: bool },
+    /// Tell logic the session ended.
+    SessionClosed(CloseReason),
+    /// Flush what is queued, then close the connection. Always the last action of a
+    /// connection; nothing follows it.
+    Close(CloseCause),
+}
+
+/// The caller-owned action queue (reused across calls: no allocation per frame).
+pub type Actions = VecDeque<Action>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepted; the first frame must be a Login.
+    AwaitLogin,
+    /// Login verified locally, `SessionOpen` sent, waiting for logic's `SessionOpened`.
+    AwaitOpened,
+    /// Authenticated.
+    Open,
+    /// Closing or closed: every further input is ignored.
+    Closed,
+}
+
+/// Protocol state of one connection. Kept small: it is most of what an idle
+/// connection costs.
+#[derive(Debug)]
+pub struct Conn {
+    phase: Phase,
+    /// Logic holds (or is opening) a session for this connection on the current link.
+    session_on_link: bool,
+    client_type: u8,
+    app_id: u32,
+    login_request_id: u32,
+    /// Before login: accept time (login deadline). After: last frame received.
+    since_ms: u64,
+    /// Token bucket in milli-frames; refilled lazily on each frame.
+    tokens: u64,
+    refill_ms: u64,
+    user_id: Box<str>,
+    device_id: Box<str>,
+}
+
+fn is_client_only_server_kind(b: Body) -> bool {
+    matches!(
+        b,
+        Body::LoginAck
+            | Body::Pong
+            | Body::SendAck
+            | Body::Push
+            | Body::PullResult
+            | Body::ReadReceiptNotify
+            | Body::SyncNotify
+            | Body::RecallNotify
+            | Body::Kick
+            | Body::Error
+    )
+}
+
+fn error(request_id: u32, code: u32, message: &str) -> Action {
+    Action::Reply(encode::error(request_id, code, message).into())
+}
+
+/// The client-facing error for a header/decoding failure.
+pub fn frame_error_code(e: &FrameError) -> u32 {
+    match e {
+        FrameError::BadVersion(_) => codes::BAD_VERSION,
+        FrameError::TooLarge { .. } => codes::FRAME_TOO_LARGE,
+        FrameError::TooShort(_) | FrameError::Malformed(_) | FrameError::NoBody => codes::MALFORMED_FRAME,
+    }
+}
+
+impl Conn {
+    /// A freshly accepted connection at `now_ms`.
+    pub fn new(now_ms: u64, limits: &Limits) -> Self {
+        Conn {
+            phase: Phase::AwaitLogin,
+            session_on_link: false,
+            client_type: 0,
+            app_id: 0,
+            login_request_id: 0,
+            since_ms: now_ms,
+            tokens: bucket_capacity(limits),
+            refill_ms: now_ms,
+            user_id: Box::from(""),
+            device_id: Box::from(""),
+        }
+    }
+
+    /// Authenticated and not closing: may receive deliveries.
+    pub fn is_open(&self) -> bool {
+        self.phase == Phase::Open
+    }
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+    pub fn app_id(&self) -> u32 {
+        self.app_id
+    }
+    pub fn user_id(&self) -> &str {
+        &self.user_id
+    }
+    pub fn device_id(&self) -> &str {
+        &self.device_id
+    }
+    pub fn client_type(&self) -> u8 {
+        self.client_type
+    }
+    pub fn login_request_id(&self) -> u32 {
+        self.login_request_id
+    }
+
+    /// One whole client frame (4-byte header included) arrived.
+    pub fn on_frame(&mut self, bytes: &[u8], env: &Env<'_>, out: &mut Actions) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        let parsed = match frame::split_frame(bytes, env.limits.max_payload) {
+            Ok(Some(total)) if total == bytes.len() => frame::parse_client(&bytes[HEADER_LEN..]),
+            Ok(_) => Err(FrameError::Malformed("frame length does not match the message".into())),
+            Err(e) => Err(e),
+        };
+        let f = match parsed {
+            Ok(f) => f,
+            Err(e) => return self.on_frame_error(&e, out),
+        };
+        let rid = f.request_id();
+        if self.phase == Phase::Open {
+            self.since_ms = env.now_ms;
+        }
+        if !self.take_token(env) {
+            out.push_back(error(rid, codes::RATE_LIMITED, "inbound frame rate exceeded; frame dropped"));
+            return;
+        }
+        let body = f.body_type();
+        match self.phase {
+            Phase::AwaitLogin => match f.body_as_login() {
+                Some(login) => self.login(rid, login, env, out),
+                None => {
+                    out.push_back(error(rid, codes::LOGIN_REQUIRED, "the first frame must be a Login"));
+                    self.close(CloseCause::Protocol, out);
+                }
+            },
+            Phase::AwaitOpened => match body {
+                Body::Login => out.push_back(error(rid, codes::ALREADY_LOGGED_IN, "a login is already in progress")),
+                Body::Ping => self.pong(rid, &f, env, out),
+                Body::Logout => self.close(CloseCause::Logout, out),
+                _ => {
+                    out.push_back(error(rid, codes::LOGIN_REQUIRED, "wait for the LoginAck before sending"));
+                    self.close(CloseCause::Protocol, out);
+                }
+            },
+            Phase::Open => match body {
+                Body::Login => out.push_back(error(rid, codes::ALREADY_LOGGED_IN, "already logged in")),
+                Body::Ping => self.pong(rid, &f, env, out),
+                Body::Logout => self.close(CloseCause::Logout, out),
+                b if is_client_only_server_kind(b) => {
+                    out.push_back(error(rid, codes::UNEXPECTED_FRAME, "clients may not send this frame kind"))
+                }
+                _ if env.link_up => out.push_back(Action::Forward),
+                _ => out.push_back(error(rid, codes::SERVICE_UNAVAILABLE, "service unavailable, retry later")),
+            },
+            Phase::Closed => {}
+        }
+    }
+
+    /// The bytes could not be cut into a frame (bad header, oversize, not a frame).
+    pub fn on_frame_error(&mut self, e: &FrameError, out: &mut Actions) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        out.push_back(error(0, frame_error_code(e), &e.to_string()));
+        self.close(CloseCause::Protocol, out);
+    }
+
+    fn pong(&mut self, rid: u32, f: &tern_schema::client::Frame<'_>, env: &Env<'_>, out: &mut Actions) {
+        let client_time = f.body_as_ping().map_or(0, |p| p.client_time_ms());
+        out.push_back(Action::Reply(encode::pong(rid, client_time, env.unix_ms).into()));
+    }
+
+    fn login(&mut self, rid: u32, l: tern_schema::client::Login<'_>, env: &Env<'_>, out: &mut Actions) {
+        let user_id = l.user_id().unwrap_or("");
+        let device_id = l.device_id().unwrap_or("");
+        let fail = |this: &mut Self, code, msg: &str, out: &mut Actions| {
+            out.push_back(error(rid, code, msg));
+            this.close(CloseCause::LoginFailed, out);
+        };
+        if user_id.is_empty() || user_id.len() > MAX_ID_BYTES {
+            return fail(self, codes::INVALID_FIELD, "user_id must be 1..=64 bytes", out);
+        }
+        if device_id.is_empty() || device_id.len() > MAX_ID_BYTES {
+            return fail(self, codes::INVALID_FIELD, "device_id must be 1..=64 bytes", out);
+        }
+        let Some(secret) = env.apps.secret(l.app_id()) else {
+            return fail(self, codes::SIGN_BAD_APP, "unknown app id", out);
+        };
+        if let Err(e) = sig::verify(secret, l.app_id(), user_id, l.user_sign().unwrap_or(""), env.unix_ms / 1000) {
+            return fail(self, e.code(), &e.to_string(), out);
+        }
+        if !env.link_up {
+            return fail(self, codes::SERVICE_UNAVAILABLE, "service unavailable, retry later", out);
+        }
+        self.app_id = l.app_id();
+        self.user_id = user_id.into();
+        self.device_id = device_id.into();
+        self.client_type = l.client_type().0;
+        self.login_request_id = rid;
+        self.phase = Phase::AwaitOpened;
+        self.session_on_link = true;
+        out.push_back(Action::OpenSession { resume: false });
+    }
+
+    /// Logic answered `SessionOpen` (`frame` is a LoginAck or an Error).
+    pub fn on_session_opened(&mut self, ok: bool, frame: &[u8], env: &Env<'_>, out: &mut Actions) {
+        match (self.phase, ok) {
+            (Phase::AwaitOpened, true) => {
+                if !frame.is_empty() {
+                    out.push_back(Action::Reply(Bytes::copy_from_slice(frame)));
+                }
+                self.phase = Phase::Open;
+                self.since_ms = env.now_ms;
+            }
+            (Phase::AwaitOpened, false) => {
+                self.session_on_link = false;
+                if !frame.is_empty() {
+                    out.push_back(Action::Reply(Bytes::copy_from_slice(frame)));
+                }
+                self.close(CloseCause::LoginFailed, out);
+            }
+            // Logic refused a resumed session (e.g. the user was deleted meanwhile).
+            (Phase::Open, false) => {
+                self.session_on_link = false;
+                if !frame.is_empty() {
+                    out.push_back(Action::Reply(Bytes::copy_from_slice(frame)));
+                }
+                self.close(CloseCause::Kicked, out);
+            }
+            // Answer to a resume, or late: nothing to do.
+            _ => {}
+        }
+    }
+
+    /// Logic closes the session: write `frame` (typically a Kick), then close. Logic
+    /// already forgot the session, so no `SessionClosed` is sent back.
+    pub fn on_logic_close(&mut self, frame: &[u8], out: &mut Actions) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.session_on_link = false;
+        if !frame.is_empty() {
+            out.push_back(Action::Reply(Bytes::copy_from_slice(frame)));
+        }
+        self.close(CloseCause::Kicked, out);
+    }
+
+    /// Periodic check of the login deadline and the heartbeat timeout.
+    pub fn on_tick(&mut self, env: &Env<'_>, out: &mut Actions) {
+        let elapsed = env.now_ms.saturating_sub(self.since_ms);
+        match self.phase {
+            Phase::AwaitLogin | Phase::AwaitOpened if elapsed >= env.limits.login_timeout_ms => {
+                out.push_back(error(0, codes::LOGIN_TIMEOUT, "no login within the deadline"));
+                self.close(CloseCause::LoginTimeout, out);
+            }
+            Phase::Open if elapsed >= env.limits.heartbeat_timeout_ms => {
+                self.kick(KickReason::HeartbeatTimeout, "no heartbeat within the timeout", out);
+                self.close(CloseCause::HeartbeatTimeout, out);
+            }
+            _ => {}
+        }
+    }
+
+    /// The outbound queue overflowed. The caller drops what it had not started
+    /// writing before applying these actions.
+    pub fn on_slow_consumer(&mut self, out: &mut Actions) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.kick(KickReason::SlowConsumer, "too slow reading; reconnect and pull", out);
+        self.close(CloseCause::SlowConsumer, out);
+    }
+
+    /// The gateway is shutting down.
+    pub fn on_shutdown(&mut self, out: &mut Actions) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.kick(KickReason::ServerShutdown, "server shutting down; reconnect later", out);
+        self.close(CloseCause::Shutdown, out);
+    }
+
+    /// The peer closed or reset the connection (or writing to it failed).
+    pub fn on_peer_closed(&mut self, out: &mut Actions) {
+        self.close(CloseCause::ClientClosed, out);
+    }
+
+    /// The transport broke its own rules (e.g. a WebSocket violation the caller reports
+    /// with its own close frame).
+    pub fn on_transport_error(&mut self, out: &mut Actions) {
+        self.close(CloseCause::Protocol, out);
+    }
+
+    /// The link went down: logic lost every session of this core.
+    pub fn on_link_down(&mut self, out: &mut Actions) {
+        match self.phase {
+            Phase::AwaitOpened => {
+                self.session_on_link = false;
+                out.push_back(error(self.login_request_id, codes::SERVICE_UNAVAILABLE, "service unavailable"));
+                self.close(CloseCause::LinkLost, out);
+            }
+            Phase::Open => self.session_on_link = false,
+            _ => {}
+        }
+    }
+
+    /// The link is back: re-register the session.
+    pub fn on_link_up(&mut self, out: &mut Actions) {
+        if self.phase == Phase::Open {
+            self.session_on_link = true;
+            out.push_back(Action::OpenSession { resume: true });
+        }
+    }
+
+    fn kick(&mut self, reason: KickReason, msg: &str, out: &mut Actions) {
+        if self.phase == Phase::Open {
+            out.push_back(Action::Reply(encode::kick(reason, msg).into()));
+        }
+    }
+
+    fn close(&mut self, cause: CloseCause, out: &mut Actions) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        if self.session_on_link {
+            out.push_back(Action::SessionClosed(cause.link_reason()));
+            self.session_on_link = false;
+        }
+        self.phase = Phase::Closed;
+        out.push_back(Action::Close(cause));
+    }
+
+    fn take_token(&mut self, env: &Env<'_>) -> bool {
+        let rate = u64::from(env.limits.frames_per_sec);
+        let elapsed = env.now_ms.saturating_sub(self.refill_ms);
+        // `rate` frames/s is `rate` milli-frames per ms.
+        self.tokens = (self.tokens + elapsed.saturating_mul(rate)).min(bucket_capacity(env.limits));
+        self.refill_ms = env.now_ms;
+        if self.tokens >= 1000 {
+            self.tokens -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn bucket_capacity(l: &Limits) -> u64 {
+    u64::from(l.frames_per_sec) * 2 * 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_schema::client::{ClientType, SyncKind};
+
+    const APP: u32 = 7;
+    const SECRET: &str = "s3cret";
+    const NOW_UNIX_MS: u64 = 1_700_000_000_000;
+
+    struct T {
+        conn: Conn,
+        apps: Apps,
+        limits: Limits,
+        now_ms: u64,
+        link_up: bool,
+    }
+
+    impl T {
+        fn new() -> T {
+            let limits =
+                Limits { login_timeout_ms: 5_000, heartbeat_timeout_ms: 90_000, max_payload: 1024, frames_per_sec: 5 };
+            T {
+                conn: Conn::new(1_000, &limits),
+                apps: Apps::new([(APP, SECRET.to_owned())]),
+                limits,
+                now_ms: 1_000,
+                link_up: true,
+            }
+        }
+        fn env(&self) -> Env<'_> {
+            Env {
+                now_ms: self.now_ms,
+                unix_ms: NOW_UNIX_MS,
+                link_up: self.link_up,
+                apps: &self.apps,
+                limits: &self.limits,
+            }
+        }
+        fn feed(&mut self, frame: &[u8]) -> String {
+            let mut out = Actions::new();
+            let env = Env { apps: &self.apps, limits: &self.limits, ..self.env() };
+            self.conn.on_frame(frame, &env, &mut out);
+            describe(&out)
+        }
+        fn with(&mut self, f: impl FnOnce(&mut Conn, &Env<'_>, &mut Actions)) -> String {
+            let mut out = Actions::new();
+            let env = Env {
+                now_ms: self.now_ms,
+                unix_ms: NOW_UNIX_MS,
+                link_up: self.link_up,
+                apps: &self.apps,
+                limits: &self.limits,
+            };
+            f(&mut self.conn, &env, &mut out);
+            describe(&out)
+        }
+        fn logged_in() -> T {
+            let mut t = T::new();
+            assert_eq!(t.feed(&good_login()), "open");
+            assert_eq!(t.with(|c, e, o| c.on_session_opened(true, &ack(), e, o)), "reply LoginAck");
+            assert!(t.conn.is_open());
+            t
+        }
+    }
+
+    fn describe(out: &Actions) -> String {
+        out.iter()
+            .map(|a| match a {
+                Action::Reply(b) => {
+                    let f = frame::parse_client_framed(b, 1 << 20).expect("replies are valid frames");
+                    match f.body_type() {
+                        Body::Error => format!("reply Error({})", f.body_as_error().unwrap().code()),
+                        Body::Kick => format!("reply Kick({:?})", f.body_as_kick().unwrap().reason()),
+                        Body::Pong => format!("reply Pong({})", f.request_id()),
+                        other => format!("reply {}", other.variant_name().unwrap_or("?")),
+                    }
+                }
+                Action::Forward => "forward".to_owned(),
+                Action::OpenSession { resume: false } => "open".to_owned(),
+                Action::OpenSession { resume: true } => "resume".to_owned(),
+                Action::SessionClosed(r) => format!("session-closed {r:?}"),
+                Action::Close(c) => format!("close {}", c.as_str()),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn sign(user: &str, expiry_secs: u64) -> String {
+        sig::sign(SECRET.as_bytes(), APP, user, expiry_secs)
+    }
+    fn login_with(app: u32, user: &str, sign: &str, device: &str) -> Vec<u8> {
+        encode::login(3, app, user, sign, ClientType::Android, device, "1.0")
+    }
+    fn good_login() -> Vec<u8> {
+        login_with(APP, "alice", &sign("alice", NOW_UNIX_MS / 1000 + 3600), "phone")
+    }
+    fn ack() -> Vec<u8> {
+        encode::login_ack(3, &encode::LoginAckParts { session_id: 1, ..Default::default() })
+    }
+
+    /// One line per case: frames fed to a fresh connection, expected actions of the last.
+    fn check_first_frame(frame: &[u8], expect: &str) {
+        let mut t = T::new();
+        assert_eq!(t.feed(frame), expect, "frame {frame:?}");
+    }
+
+    #[test]
+    fn bad_shapes_close_with_the_right_code() {
+        let ping = encode::ping(1, 2);
+        let mut bad_version = ping.clone();
+        bad_version[3] = 2;
+        let mut too_large = ping.clone();
+        too_large[..3].copy_from_slice(&[0x01, 0x04, 0]); // 1025 > 1024
+        let mut too_short = ping.clone();
+        too_short[..3].copy_from_slice(&[4, 0, 0]);
+        let mut garbage = vec![12, 0, 0, 1];
+        garbage.extend_from_slice(&[0xff; 12]);
+        let mut truncated = ping.clone();
+        truncated.pop();
+
+        check_first_frame(&bad_version, "reply Error(80001), close protocol_error");
+        check_first_frame(&too_large, "reply Error(80002), close protocol_error");
+        check_first_frame(&too_short, "reply Error(80000), close protocol_error");
+        check_first_frame(&garbage, "reply Error(80000), close protocol_error");
+        check_first_frame(&truncated, "reply Error(80000), close protocol_error");
+        check_first_frame(&[1, 2], "reply Error(80000), close protocol_error");
+        check_first_frame(&ping, "reply Error(80003), close protocol_error");
+        check_first_frame(&encode::pull(1, SyncKind::Message, 0, 10), "reply Error(80003), close protocol_error");
+    }
+
+    #[test]
+    fn login_failures() {
+        let later = NOW_UNIX_MS / 1000 + 60;
+        let long = "x".repeat(65);
+        check_first_frame(&good_login(), "open");
+        check_first_frame(
+            &login_with(99, "alice", &sign("alice", later), "d"),
+            "reply Error(60001), close login_failed",
+        );
+        check_first_frame(
+            &login_with(APP, "alice", &sign("bob", later), "d"),
+            "reply Error(60003), close login_failed",
+        );
+        check_first_frame(
+            &login_with(APP, "alice", &sign("alice", NOW_UNIX_MS / 1000 - 1), "d"),
+            "reply Error(60004), close login_failed",
+        );
+        check_first_frame(&login_with(APP, "alice", "", "d"), "reply Error(60000), close login_failed");
+        check_first_frame(&login_with(APP, "alice", "not-a-sig", "d"), "reply Error(60006), close login_failed");
+        check_first_frame(&login_with(APP, "", &sign("", later), "d"), "reply Error(80010), close login_failed");
+        check_first_frame(&login_with(APP, &long, &sign(&long, later), "d"), "reply Error(80010), close login_failed");
+        check_first_frame(
+            &login_with(APP, "alice", &sign("alice", later), ""),
+            "reply Error(80010), close login_failed",
+        );
+        check_first_frame(
+            &login_with(APP, "alice", &sign("alice", later), &long),
+            "reply Error(80010), close login_failed",
+        );
+        let mut t = T::new();
+        t.link_up = false;
+        assert_eq!(t.feed(&good_login()), "reply Error(80009), close login_failed");
+    }
+
+    #[test]
+    fn login_is_decided_by_logic() {
+        let mut t = T::new();
+        assert_eq!(t.feed(&good_login()), "open");
+        assert_eq!((t.conn.app_id(), t.conn.user_id(), t.conn.device_id()), (APP, "alice", "phone"));
+        assert_eq!((t.conn.client_type(), t.conn.login_request_id()), (ClientType::Android.0, 3));
+        assert_eq!(t.feed(&good_login()), "reply Error(80007)");
+        assert_eq!(t.feed(&encode::ping(4, 1)), "reply Pong(4)");
+        let refusal = encode::error(3, codes::USER_DELETED, "deleted");
+        assert_eq!(
+            t.with(|c, e, o| c.on_session_opened(false, &refusal, e, o)),
+            "reply Error(20002), close login_failed"
+        );
+        // Nothing after close.
+        assert_eq!(t.feed(&encode::ping(5, 1)), "");
+
+        let mut t = T::new();
+        t.feed(&good_login());
+        assert_eq!(
+            t.feed(&encode::pull(5, SyncKind::Message, 0, 1)),
+            "reply Error(80003), session-closed ProtocolError, close protocol_error"
+        );
+        let mut t = T::new();
+        t.feed(&good_login());
+        assert_eq!(t.feed(&encode::logout(6)), "session-closed ClientLogout, close logout");
+    }
+
+    #[test]
+    fn login_timeout_covers_waiting_for_logic() {
+        let mut t = T::new();
+        t.now_ms = 5_999;
+        assert_eq!(t.with(|c, e, o| c.on_tick(e, o)), "");
+        t.now_ms = 6_000;
+        assert_eq!(t.with(|c, e, o| c.on_tick(e, o)), "reply Error(80004), close login_timeout");
+
+        let mut t = T::new();
+        t.feed(&good_login());
+        t.now_ms = 6_000;
+        assert_eq!(
+            t.with(|c, e, o| c.on_tick(e, o)),
+            "reply Error(80004), session-closed LoginTimeout, close login_timeout"
+        );
+    }
+
+    #[test]
+    fn authenticated_traffic() {
+        let mut t = T::logged_in();
+        assert_eq!(t.feed(&encode::ping(9, 5)), "reply Pong(9)");
+        assert_eq!(t.feed(&encode::pull(1, SyncKind::Message, 0, 10)), "forward");
+        assert_eq!(t.feed(&encode::push_ack(1, SyncKind::Message, 3)), "forward");
+        assert_eq!(t.feed(&good_login()), "reply Error(80007)");
+        for f in [
+            ack(),
+            encode::pong(1, 1, 1),
+            encode::kick(KickReason::AdminKick, "x"),
+            encode::error(1, 1, "x"),
+            encode::sync_notify(SyncKind::Message, 1),
+        ] {
+            t.now_ms += 1_000; // keep the bucket full
+            assert_eq!(t.feed(&f), "reply Error(80008)");
+        }
+        t.link_up = false;
+        assert_eq!(t.feed(&encode::pull(1, SyncKind::Message, 0, 10)), "reply Error(80009)");
+        assert!(t.conn.is_open());
+        assert_eq!(t.feed(&encode::logout(2)), "session-closed ClientLogout, close logout");
+    }
+
+    #[test]
+    fn garbage_after_login_closes() {
+        let mut t = T::logged_in();
+        let mut garbage = vec![12, 0, 0, 1];
+        garbage.extend_from_slice(&[0xff; 12]);
+        assert_eq!(t.feed(&garbage), "reply Error(80000), session-closed ProtocolError, close protocol_error");
+    }
+
+    #[test]
+    fn rate_limit_drops_frames() {
+        let mut t = T::logged_in(); // login used 1 of 10 tokens
+        for i in 0..9 {
+            assert_eq!(t.feed(&encode::ping(i, 0)), format!("reply Pong({i})"));
+        }
+        assert_eq!(t.feed(&encode::ping(10, 0)), "reply Error(80005)");
+        t.now_ms += 200; // 5/s: one token per 200 ms
+        assert_eq!(t.feed(&encode::ping(11, 0)), "reply Pong(11)");
+        assert_eq!(t.feed(&encode::ping(12, 0)), "reply Error(80005)");
+        assert!(t.conn.is_open());
+    }
+
+    #[test]
+    fn heartbeat_timeout_resets_on_frames() {
+        let mut t = T::logged_in();
+        t.now_ms += 80_000;
+        t.feed(&encode::ping(1, 0));
+        t.now_ms += 89_999;
+        assert_eq!(t.with(|c, e, o| c.on_tick(e, o)), "");
+        t.now_ms += 1;
+        assert_eq!(
+            t.with(|c, e, o| c.on_tick(e, o)),
+            "reply Kick(HeartbeatTimeout), session-closed HeartbeatTimeout, close heartbeat_timeout"
+        );
+    }
+
+    #[test]
+    fn link_events() {
+        let mut t = T::logged_in();
+        assert_eq!(t.with(|c, _, o| c.on_link_down(o)), "");
+        assert_eq!(t.with(|c, _, o| c.on_link_up(o)), "resume");
+        // Resume answered ok: nothing; refused: close without SessionClosed.
+        assert_eq!(t.with(|c, e, o| c.on_session_opened(true, &ack(), e, o)), "");
+        let kick = encode::kick(KickReason::UserDeleted, "bye");
+        assert_eq!(t.with(|c, e, o| c.on_session_opened(false, &kick, e, o)), "reply Kick(UserDeleted), close kicked");
+
+        let mut t = T::new();
+        t.feed(&good_login());
+        assert_eq!(t.with(|c, _, o| c.on_link_down(o)), "reply Error(80009), close link_lost");
+
+        let mut t = T::logged_in();
+        t.with(|c, _, o| c.on_link_down(o));
+        assert_eq!(t.with(|c, _, o| c.on_peer_closed(o)), "close client_closed");
+    }
+
+    #[test]
+    fn closes_initiated_by_the_gateway_or_logic() {
+        let mut t = T::logged_in();
+        let kick = encode::kick(KickReason::ReplacedByNewLogin, "other device");
+        assert_eq!(t.with(|c, _, o| c.on_logic_close(&kick, o)), "reply Kick(ReplacedByNewLogin), close kicked");
+        let mut t = T::logged_in();
+        assert_eq!(
+            t.with(|c, _, o| c.on_slow_consumer(o)),
+            "reply Kick(SlowConsumer), session-closed SlowConsumer, close slow_consumer"
+        );
+        let mut t = T::logged_in();
+        assert_eq!(
+            t.with(|c, _, o| c.on_shutdown(o)),
+            "reply Kick(ServerShutdown), session-closed GatewayShutdown, close shutdown"
+        );
+        let mut t = T::new();
+        assert_eq!(t.with(|c, _, o| c.on_shutdown(o)), "close shutdown");
+        let mut t = T::logged_in();
+        assert_eq!(t.with(|c, _, o| c.on_peer_closed(o)), "session-closed ClientClosed, close client_closed");
+        assert_eq!(t.with(|c, _, o| c.on_peer_closed(o)), "");
+    }
+
+    #[test]
+    fn unknown_future_kinds_are_forwarded() {
+        // A frame whose union type this build does not know: forwarded unchanged.
+        let mut fbb = tern_schema::flatbuffers::FlatBufferBuilder::new();
+        let body = tern_schema::client::Ping::create(&mut fbb, &tern_schema::client::PingArgs { client_time_ms: 1 });
+        let f = encode::finish_client(fbb, 1, Body(200), body.as_union_value());
+        let mut t = T::logged_in();
+        assert_eq!(t.feed(&f), "forward");
+    }
+}

@@ -1,0 +1,42 @@
+//! Metric handles of one core, registered once at core start so that the frame path
+//! only bumps pre-resolved counters (no label lookup or allocation per frame).
+//!
+//! No recorder is installed here: the binary decides where metrics go. Without one,
+//! every handle is a no-op.
+
+use metrics::{counter, gauge, Counter, Gauge};
+
+use crate::conn::CloseCause;
+
+pub struct Stats {
+    pub connections: Gauge,
+    pub frames_in: Counter,
+    pub frames_out: Counter,
+    pub link_reconnects: Counter,
+    /// Deliveries to a connection reference whose slot was reused or closed.
+    pub stale_deliveries: Counter,
+    closes: Vec<Counter>,
+}
+
+impl Stats {
+    pub fn new(core: u16) -> Self {
+        let core = core.to_string();
+        Stats {
+            connections: gauge!("tern_gateway_connections", "core" => core.clone()),
+            frames_in: counter!("tern_gateway_frames_in_total", "core" => core.clone()),
+            frames_out: counter!("tern_gateway_frames_out_total", "core" => core.clone()),
+            link_reconnects: counter!("tern_gateway_link_reconnects_total", "core" => core.clone()),
+            stale_deliveries: counter!("tern_gateway_stale_deliveries_total", "core" => core.clone()),
+            closes: CloseCause::ALL
+                .iter()
+                .map(|c| counter!("tern_gateway_closes_total", "reason" => c.as_str(), "core" => core.clone()))
+                .collect(),
+        }
+    }
+
+    pub fn closed(&self, cause: CloseCause) {
+        if let Some(c) = self.closes.get(cause.index()) {
+            c.increment(1);
+        }
+    }
+}

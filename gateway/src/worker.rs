@@ -1,0 +1,946 @@
+//! One core of the gateway: a monoio runtime on its own OS thread that owns its
+//! listeners, its connection table, its link to logic and its timers.
+//!
+//! Reading the code top-down follows the events of a core: accept (admission, per-core
+//! cap), readable connection (scratch-buffer reads, framing, the conn state machine,
+//! actions), link frames (SessionOpened, Deliver, Close), the periodic sweep (login
+//! deadlines, heartbeats, lingering closes) and shutdown.
+//!
+//! Memory per idle connection: one task parked in `readable()` (no buffer), one slab
+//! entry (`Entry`), the socket's `Rc<TcpStream>`, and the user/device id strings. Reads
+//! go into a per-core scratch buffer; only a partial frame is copied into the
+//! connection's own `inbuf`, freed once consumed. A writer task exists only while the
+//! socket pushes back.
+//!
+//! Timers: one periodic sweep over the table (every quarter of the shortest timeout,
+//! at most 1 s) instead of a timer wheel. Deadlines here are seconds long and tolerate
+//! up to one period of lateness; the sweep costs no memory per connection (two
+//! timestamps already in `Conn`) and a linear pass over a contiguous slab, which is
+//! microseconds per thousand connections.
+//!
+//! Invariants: no locks and no cross-core hops (state is `Rc<RefCell<..>>` owned by this
+//! thread; the only shared things are the connection counter and the stop socket); a
+//! `RefCell` borrow is never held across an `.await`; nothing here blocks the thread or
+//! panics on network input.
+
+use std::cell::RefCell;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use monoio::net::{TcpListener, TcpStream};
+use tern_schema::link::{self, ConnRef, LinkBody};
+use tern_schema::{codes, encode, frame};
+use tracing::{debug, field, warn, Instrument};
+
+use crate::config::GatewayConfig;
+use crate::conn::{Action, Actions, Apps, CloseCause, Conn, Env, Limits};
+use crate::outq::{OutFrame, OutQueue};
+use crate::slab::Slab;
+use crate::stats::Stats;
+use crate::sync::{Latch, Notify};
+use crate::wire::{Framing, Step, Wire};
+use crate::{link as linkio, sys, ws};
+
+/// Per-core receive buffer shared by all connections of the core.
+const SCRATCH_BYTES: usize = 64 * 1024;
+/// Reads per readiness wake-up before yielding to other connections (fairness).
+const READS_PER_WAKE: usize = 4;
+/// How long a closing connection may take to read our last frames and close its side
+/// before it is cut off.
+const LINGER_MS: u64 = 2_000;
+/// Outgoing link bytes buffered while logic is slow; past it upstream frames are
+/// refused with SERVICE_UNAVAILABLE rather than letting memory grow.
+pub(crate) const LINK_BUF_CAP: usize = 32 * 1024 * 1024;
+/// Whole shutdown budget of a core (the handle's `shutdown` is bounded by it).
+const SHUTDOWN_BUDGET: Duration = Duration::from_millis(2_500);
+/// io_uring submission queue size: one turn may submit a poll per busy connection.
+const URING_ENTRIES: u32 = 4_096;
+
+/// What a core thread is started with.
+pub(crate) struct Boot {
+    pub core: u16,
+    pub cores: u16,
+    pub gateway_id: u32,
+    pub cfg: Arc<GatewayConfig>,
+    pub link_addr: SocketAddr,
+    pub apps: Arc<Apps>,
+    pub tcp: std::net::TcpListener,
+    pub ws: std::net::TcpListener,
+    pub count: Arc<[crate::PaddedCount]>,
+    pub stop: std::os::unix::net::UnixStream,
+}
+
+enum AnyRuntime {
+    Uring(monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>),
+    Legacy(monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>>),
+}
+
+/// io_uring when the kernel has what monoio needs (and `MONOIO_FORCE_LEGACY_DRIVER` is
+/// unset) and the ring can be created; epoll otherwise.
+fn build_runtime() -> io::Result<AnyRuntime> {
+    if monoio::utils::detect_uring() {
+        match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(URING_ENTRIES).enable_timer().build()
+        {
+            Ok(rt) => return Ok(AnyRuntime::Uring(rt)),
+            Err(e) => warn!(error = %e, "io_uring runtime failed to start; using epoll"),
+        }
+    }
+    Ok(AnyRuntime::Legacy(monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build()?))
+}
+
+/// Body of a core thread: reports startup on `ready`, then runs until told to stop.
+pub(crate) fn run(boot: Boot, ready: std::sync::mpsc::Sender<io::Result<()>>) {
+    let rt = match build_runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    match rt {
+        AnyRuntime::Uring(mut rt) => rt.block_on(core_main(boot, true, ready)),
+        AnyRuntime::Legacy(mut rt) => rt.block_on(core_main(boot, false, ready)),
+    }
+}
+
+async fn core_main(boot: Boot, uring: bool, ready: std::sync::mpsc::Sender<io::Result<()>>) {
+    let setup = || -> io::Result<_> {
+        // io_uring arms its own poll for blocking sockets; epoll needs non-blocking ones.
+        boot.tcp.set_nonblocking(!uring)?;
+        boot.ws.set_nonblocking(!uring)?;
+        let tcp = TcpListener::from_std(boot.tcp.try_clone()?)?;
+        let ws = TcpListener::from_std(boot.ws.try_clone()?)?;
+        boot.stop.set_nonblocking(true)?;
+        let stop = monoio::net::UnixStream::from_std(boot.stop.try_clone()?)?;
+        Ok((tcp, ws, stop))
+    };
+    let (tcp, ws, stop) = match setup() {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let core = Rc::new(Core::new(&boot));
+    drop(boot);
+    debug!(core = core.id, uring, "core started");
+    let _ = ready.send(Ok(()));
+
+    monoio::spawn(accept_loop(core.clone(), tcp, false));
+    monoio::spawn(accept_loop(core.clone(), ws, true));
+    monoio::spawn(sweeper(core.clone()));
+    let link = monoio::spawn(linkio::run(core.clone()));
+
+    // A byte from the handle, or its end of stream when the handle is gone.
+    let _ = stop.readable(false).await;
+    core.shutdown().await;
+    link.await;
+}
+
+/// State of one core, shared by its tasks.
+pub(crate) struct Core {
+    pub id: u16,
+    pub cores: u16,
+    pub gateway_id: u32,
+    pub cfg: Arc<GatewayConfig>,
+    pub link_addr: SocketAddr,
+    apps: Arc<Apps>,
+    limits: Limits,
+    /// Connections this core admits.
+    cap: usize,
+    counts: Arc<[crate::PaddedCount]>,
+    epoch: Instant,
+    st: RefCell<State>,
+    /// Wakes the link writer when frames are queued.
+    pub link_wake: Notify,
+    /// Shutdown has begun: stop accepting.
+    pub stopping: Latch,
+    /// Close the link for good (after the shutdown drained it).
+    pub link_stop: Latch,
+    pub stats: Stats,
+}
+
+struct State {
+    conns: Slab<Entry>,
+    scratch: Box<[u8]>,
+    actions: Actions,
+    link: LinkOut,
+    /// Connections with frames queued by link traffic, flushed at the end of the batch.
+    dirty: Vec<(u32, u32)>,
+}
+
+/// The outgoing half of the link as the rest of the core sees it.
+struct LinkOut {
+    up: bool,
+    /// Frames waiting for the link writer (one write per turn).
+    buf: Vec<u8>,
+    /// The writer holds a buffer it has not finished writing.
+    writing: bool,
+}
+
+struct Entry {
+    wire: Wire,
+    io: ConnIo,
+}
+
+/// Everything of a connection besides its framing state.
+struct ConnIo {
+    conn: Conn,
+    fd: RawFd,
+    stream: Rc<TcpStream>,
+    peer: SocketAddr,
+    /// A partial frame carried over between reads; empty (unallocated) otherwise.
+    inbuf: Vec<u8>,
+    outq: OutQueue,
+    writer_active: bool,
+    dirty: bool,
+    wr_shut: bool,
+    /// Closing: when the linger ends (monotonic ms).
+    linger_until: Option<u64>,
+    /// Teardown requested (linger over, write failed, shutdown): the reader finishes.
+    doomed: bool,
+    /// WebSocket close status to send when closing (0 = derived from the cause).
+    ws_close: u16,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn doom(io: &mut ConnIo) {
+    if !io.doomed {
+        io.doomed = true;
+        sys::shutdown_both(io.fd);
+    }
+}
+
+fn push_link(link: &mut LinkOut, wake: &Notify, frame: &[u8]) {
+    if link.up {
+        link.buf.extend_from_slice(frame);
+        wake.notify();
+    }
+}
+
+impl Core {
+    fn new(boot: &Boot) -> Core {
+        let cfg = boot.cfg.clone();
+        let cores = usize::from(boot.cores.max(1));
+        Core {
+            id: boot.core,
+            cores: boot.cores,
+            gateway_id: boot.gateway_id,
+            link_addr: boot.link_addr,
+            limits: Limits {
+                login_timeout_ms: cfg.login_timeout_ms,
+                heartbeat_timeout_ms: u64::from(cfg.heartbeat_timeout_ms),
+                max_payload: cfg.max_frame_bytes,
+                frames_per_sec: cfg.inbound_frames_per_sec,
+            },
+            cap: (cfg.max_connections / cores).max(1),
+            cfg,
+            apps: boot.apps.clone(),
+            counts: boot.count.clone(),
+            epoch: Instant::now(),
+            st: RefCell::new(State {
+                conns: Slab::default(),
+                scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
+                actions: Actions::new(),
+                link: LinkOut { up: false, buf: Vec::new(), writing: false },
+                dirty: Vec::new(),
+            }),
+            link_wake: Notify::default(),
+            stopping: Latch::default(),
+            link_stop: Latch::default(),
+            stats: Stats::new(boot.core),
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn env(&self, link_up: bool) -> Env<'_> {
+        Env { now_ms: self.now_ms(), unix_ms: unix_ms(), link_up, apps: &self.apps, limits: &self.limits }
+    }
+
+    fn conn_ref(&self, (slot, generation): (u32, u32)) -> ConnRef {
+        ConnRef::new(self.gateway_id, self.id, slot, generation)
+    }
+
+    fn set_count(&self, n: usize) {
+        if let Some(c) = self.counts.get(usize::from(self.id)) {
+            c.0.store(n, Ordering::Relaxed);
+        }
+        self.stats.connections.set(n as f64);
+    }
+
+    // ------------------------------------------------------------------ accept
+
+    fn admit(self: &Rc<Self>, stream: TcpStream, peer: SocketAddr, ws: bool) {
+        let mut g = self.st.borrow_mut();
+        if g.conns.len() >= self.cap {
+            drop(g);
+            debug!(core = self.id, %peer, "connection refused: core at its connection cap");
+            self.stats.closed(CloseCause::ServerFull);
+            monoio::spawn(refuse_full(stream, ws));
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let fd = stream.as_raw_fd();
+        let stream = Rc::new(stream);
+        let io = ConnIo {
+            conn: Conn::new(self.now_ms(), &self.limits),
+            fd,
+            stream: stream.clone(),
+            peer,
+            inbuf: Vec::new(),
+            outq: OutQueue::default(),
+            writer_active: false,
+            dirty: false,
+            wr_shut: false,
+            linger_until: None,
+            doomed: false,
+            ws_close: 0,
+        };
+        let key = g.conns.insert(Entry { wire: Wire::new(ws), io });
+        let n = g.conns.len();
+        drop(g);
+        self.set_count(n);
+        let span = tracing::debug_span!(
+            "conn",
+            core = self.id,
+            slot = key.0,
+            %peer,
+            ws,
+            app_id = field::Empty,
+            user_id = field::Empty
+        );
+        monoio::spawn(reader(self.clone(), stream, key).instrument(span));
+    }
+
+    // ------------------------------------------------------------------ connection input
+
+    /// The socket reported readable (or failed). Returns whether to keep reading, and
+    /// whether the read budget ran out (more bytes are likely waiting).
+    fn on_readable(self: &Rc<Self>, key: (u32, u32), failed: bool) -> Flow {
+        let mut g = self.st.borrow_mut();
+        let State { conns, scratch, actions, link, .. } = &mut *g;
+        let Some(Entry { wire, io }) = conns.get_mut(key.0, key.1) else { return Flow::Stop };
+        if failed || io.doomed {
+            io.conn.on_peer_closed(actions);
+            self.apply(io, wire.framing(), key, actions, link, None);
+            return Flow::Stop;
+        }
+        let env = self.env(link.up && link.buf.len() < LINK_BUF_CAP);
+        let mut budget_spent = true;
+        for _ in 0..READS_PER_WAKE {
+            let n = match sys::recv(io.fd, scratch) {
+                Ok(0) => {
+                    io.conn.on_peer_closed(actions);
+                    self.apply(io, wire.framing(), key, actions, link, None);
+                    return Flow::Stop;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    budget_spent = false;
+                    break;
+                }
+                Err(e) => {
+                    debug!(error = %e, "connection read failed");
+                    io.conn.on_peer_closed(actions);
+                    self.apply(io, wire.framing(), key, actions, link, None);
+                    return Flow::Stop;
+                }
+            };
+            if io.linger_until.is_none() {
+                self.feed(wire, io, &mut scratch[..n], key, actions, link, &env);
+            }
+            if n < scratch.len() {
+                budget_spent = false;
+                break;
+            }
+        }
+        wire.release();
+        self.flush(io, key);
+        match (io.doomed, budget_spent) {
+            (true, _) => Flow::Stop,
+            (false, true) => Flow::Busy,
+            (false, false) => Flow::Idle,
+        }
+    }
+
+    /// New bytes of a connection: process whole frames, keep a partial one.
+    #[allow(clippy::too_many_arguments)]
+    fn feed(
+        self: &Rc<Self>,
+        wire: &mut Wire,
+        io: &mut ConnIo,
+        data: &mut [u8],
+        key: (u32, u32),
+        actions: &mut Actions,
+        link: &mut LinkOut,
+        env: &Env<'_>,
+    ) {
+        if io.inbuf.is_empty() {
+            let used = self.process(wire, io, data, key, actions, link, env);
+            if used < data.len() && !io.conn.is_closed() {
+                io.inbuf.extend_from_slice(&data[used..]);
+            }
+        } else {
+            let mut buf = std::mem::take(&mut io.inbuf);
+            buf.extend_from_slice(data);
+            let used = self.process(wire, io, &mut buf, key, actions, link, env);
+            if used < buf.len() && !io.conn.is_closed() {
+                buf.drain(..used);
+                io.inbuf = buf;
+            }
+        }
+    }
+
+    /// Decodes and handles every whole unit in `data`; returns the bytes consumed.
+    #[allow(clippy::too_many_arguments)]
+    fn process(
+        self: &Rc<Self>,
+        wire: &mut Wire,
+        io: &mut ConnIo,
+        data: &mut [u8],
+        key: (u32, u32),
+        actions: &mut Actions,
+        link: &mut LinkOut,
+        env: &Env<'_>,
+    ) -> usize {
+        let mut off = 0;
+        while off < data.len() {
+            if io.conn.is_closed() {
+                return data.len();
+            }
+            let framing = wire.framing();
+            let (n, step) = wire.step(&mut data[off..], self.limits.max_payload);
+            match step {
+                Step::NeedMore => break,
+                Step::Frame(f) => {
+                    self.stats.frames_in.increment(1);
+                    io.conn.on_frame(f, env, actions);
+                    self.apply(io, framing, key, actions, link, Some(f));
+                }
+                Step::Raw(bytes) => {
+                    self.enqueue(io, OutFrame::raw(bytes), actions);
+                    self.apply(io, framing, key, actions, link, None);
+                }
+                Step::Skip => {}
+                Step::BadFrame(e, ws_close) => {
+                    debug!(error = %e, "bad frame from client");
+                    io.ws_close = ws_close;
+                    io.conn.on_frame_error(&e, actions);
+                    self.apply(io, framing, key, actions, link, None);
+                }
+                Step::PeerClose => {
+                    io.conn.on_peer_closed(actions);
+                    self.apply(io, framing, key, actions, link, None);
+                }
+                Step::Reject(response) => {
+                    self.enqueue(io, OutFrame::raw(response), actions);
+                    io.conn.on_transport_error(actions);
+                    self.apply(io, Framing::None, key, actions, link, None);
+                }
+            }
+            off += n;
+        }
+        off
+    }
+
+    // ------------------------------------------------------------------ actions
+
+    /// Carries out the state machine's actions for one connection. `frame` is the client
+    /// frame the actions answer (for `Forward`).
+    fn apply(
+        self: &Rc<Self>,
+        io: &mut ConnIo,
+        framing: Framing,
+        key: (u32, u32),
+        actions: &mut Actions,
+        link: &mut LinkOut,
+        frame: Option<&[u8]>,
+    ) {
+        while let Some(a) = actions.pop_front() {
+            match a {
+                Action::Reply(body) => {
+                    let f = match framing {
+                        Framing::Tcp => OutFrame::raw(body),
+                        Framing::Ws => OutFrame::ws_binary(body),
+                        Framing::None => continue,
+                    };
+                    self.stats.frames_out.increment(1);
+                    self.enqueue(io, f, actions);
+                }
+                Action::Forward => {
+                    if let (Some(f), true) = (frame, link.up) {
+                        // Encoded straight into the batch buffer: no allocation per frame.
+                        encode::link_upstream_into(&mut link.buf, &self.conn_ref(key), f);
+                        self.link_wake.notify();
+                    }
+                }
+                Action::OpenSession { resume } => {
+                    let c = &io.conn;
+                    if !resume {
+                        let span = tracing::Span::current();
+                        span.record("app_id", c.app_id());
+                        span.record("user_id", c.user_id());
+                        debug!(app_id = c.app_id(), user_id = c.user_id(), "login verified; opening session");
+                    }
+                    let peer = io.peer.to_string();
+                    let open = encode::link_session_open(&encode::SessionOpenParts {
+                        conn: self.conn_ref(key),
+                        app_id: c.app_id(),
+                        user_id: c.user_id(),
+                        client_type: c.client_type(),
+                        device_id: c.device_id(),
+                        request_id: c.login_request_id(),
+                        resume,
+                        remote_addr: &peer,
+                    });
+                    push_link(link, &self.link_wake, &open);
+                }
+                Action::SessionClosed(reason) => {
+                    if link.up {
+                        encode::link_session_closed_into(&mut link.buf, &self.conn_ref(key), reason);
+                        self.link_wake.notify();
+                    }
+                }
+                Action::Close(cause) => self.begin_close(io, framing, cause),
+            }
+        }
+    }
+
+    /// Queues a frame; past the bound the connection is a slow consumer.
+    fn enqueue(&self, io: &mut ConnIo, f: OutFrame, actions: &mut Actions) {
+        if io.linger_until.is_some() {
+            return;
+        }
+        if io.outq.len() >= self.cfg.outbound_queue_frames {
+            debug!(queued = io.outq.len(), "slow consumer");
+            io.outq.drop_unstarted();
+            io.conn.on_slow_consumer(actions);
+            return;
+        }
+        io.outq.push(f);
+    }
+
+    fn begin_close(&self, io: &mut ConnIo, framing: Framing, cause: CloseCause) {
+        if io.linger_until.is_some() {
+            return;
+        }
+        debug!(reason = cause.as_str(), "closing connection");
+        self.stats.closed(cause);
+        if framing == Framing::Ws {
+            let code = match cause {
+                _ if io.ws_close != 0 => io.ws_close,
+                CloseCause::Protocol => ws::CLOSE_PROTOCOL_ERROR,
+                CloseCause::Shutdown => ws::CLOSE_GOING_AWAY,
+                _ => ws::CLOSE_NORMAL,
+            };
+            io.outq.push(OutFrame::raw(ws::close_frame(code).into()));
+        }
+        io.linger_until = Some(self.now_ms() + LINGER_MS);
+    }
+
+    /// Writes what the socket takes now; the rest goes to a writer task.
+    fn flush(self: &Rc<Self>, io: &mut ConnIo, key: (u32, u32)) {
+        if io.writer_active || io.doomed {
+            return;
+        }
+        let fd = io.fd;
+        match io.outq.flush(|iov| sys::sendv(fd, iov)) {
+            Ok(true) => {
+                if io.linger_until.is_some() && !io.wr_shut {
+                    io.wr_shut = true;
+                    sys::shutdown_write(fd);
+                }
+            }
+            Ok(false) => {
+                io.writer_active = true;
+                monoio::spawn(writer(self.clone(), io.stream.clone(), key));
+            }
+            Err(e) => {
+                debug!(error = %e, "connection write failed");
+                doom(io);
+            }
+        }
+    }
+
+    /// A connection's reader is done: drop it from the table.
+    fn finish(self: &Rc<Self>, key: (u32, u32)) {
+        let mut g = self.st.borrow_mut();
+        let State { conns, actions, link, .. } = &mut *g;
+        let Some(Entry { wire, mut io }) = conns.remove(key.0, key.1) else { return };
+        if !io.conn.is_closed() {
+            io.conn.on_peer_closed(actions);
+            self.apply(&mut io, wire.framing(), key, actions, link, None);
+        }
+        if io.writer_active {
+            // Wake the writer (the socket turns writable) so it lets go of the stream.
+            sys::shutdown_both(io.fd);
+        }
+        let n = conns.len();
+        drop(g);
+        self.set_count(n);
+    }
+
+    /// Flushes connections that link traffic queued frames for.
+    pub fn flush_dirty(self: &Rc<Self>) {
+        let mut g = self.st.borrow_mut();
+        let State { conns, dirty, .. } = &mut *g;
+        for (slot, generation) in dirty.drain(..) {
+            if let Some(e) = conns.get_mut(slot, generation) {
+                e.io.dirty = false;
+                self.flush(&mut e.io, (slot, generation));
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ link events
+
+    /// The link connected: `Hello` first, then re-register every live session.
+    pub fn link_connected(self: &Rc<Self>) {
+        let mut g = self.st.borrow_mut();
+        let State { conns, actions, link, .. } = &mut *g;
+        link.up = true;
+        link.buf.clear();
+        link.writing = false;
+        push_link(link, &self.link_wake, &encode::link_hello(self.gateway_id, self.id, self.cores));
+        for (slot, generation, e) in conns.iter_mut() {
+            e.io.conn.on_link_up(actions);
+            self.apply(&mut e.io, e.wire.framing(), (slot, generation), actions, link, None);
+        }
+    }
+
+    /// The link dropped: logic lost this core's sessions; logins in flight fail.
+    pub fn link_lost(self: &Rc<Self>) {
+        let mut g = self.st.borrow_mut();
+        let State { conns, actions, link, dirty, .. } = &mut *g;
+        link.up = false;
+        link.buf = Vec::new();
+        for (slot, generation, e) in conns.iter_mut() {
+            e.io.conn.on_link_down(actions);
+            if !actions.is_empty() {
+                self.apply(&mut e.io, e.wire.framing(), (slot, generation), actions, link, None);
+                if !e.io.dirty {
+                    e.io.dirty = true;
+                    dirty.push((slot, generation));
+                }
+            }
+        }
+        drop(g);
+        self.flush_dirty();
+    }
+
+    /// Hands the queued link bytes to the writer (swapping in its spare buffer).
+    /// `None` once the link is down: the writer must stop.
+    pub fn take_link_out(&self, spare: Vec<u8>) -> Option<Vec<u8>> {
+        let mut g = self.st.borrow_mut();
+        if !g.link.up {
+            return None;
+        }
+        let out = std::mem::replace(&mut g.link.buf, spare);
+        g.link.writing = !out.is_empty();
+        Some(out)
+    }
+
+    pub fn link_write_done(&self) {
+        self.st.borrow_mut().link.writing = false;
+    }
+
+    fn link_drained(&self) -> bool {
+        let g = self.st.borrow();
+        !g.link.up || (g.link.buf.is_empty() && !g.link.writing)
+    }
+
+    pub fn push_link_frame(&self, frame: &[u8]) {
+        let mut g = self.st.borrow_mut();
+        push_link(&mut g.link, &self.link_wake, frame);
+    }
+
+    /// One frame from logic (payload, header stripped).
+    pub fn on_link_frame(self: &Rc<Self>, payload: &[u8]) {
+        let f = match frame::parse_link(payload) {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(core = self.id, error = %e, "malformed frame from logic dropped");
+                return;
+            }
+        };
+        match f.body_type() {
+            LinkBody::Deliver => {
+                if let Some(d) = f.body_as_deliver() {
+                    self.deliver(d);
+                }
+            }
+            LinkBody::SessionOpened => {
+                if let Some(s) = f.body_as_session_opened() {
+                    let frame = s.frame().map_or(&[][..], |v| v.bytes());
+                    self.with_conn(s.conn(), |c, env, out| c.on_session_opened(s.ok(), frame, env, out));
+                }
+            }
+            LinkBody::Close => {
+                if let Some(c) = f.body_as_close() {
+                    let frame = c.frame().map_or(&[][..], |v| v.bytes());
+                    self.with_conn(c.conn(), |c, _, out| c.on_logic_close(frame, out));
+                }
+            }
+            LinkBody::LinkPing => {
+                let t = f.body_as_link_ping().map_or(0, |p| p.time_ms());
+                self.push_link_frame(&encode::link_pong(t));
+            }
+            LinkBody::LinkPong => {}
+            other => debug!(core = self.id, kind = ?other, "unexpected link frame ignored"),
+        }
+    }
+
+    fn owns(&self, c: &ConnRef) -> bool {
+        c.gateway_id() == self.gateway_id && c.core() == self.id
+    }
+
+    /// Feeds a link event to one connection's state machine.
+    fn with_conn(self: &Rc<Self>, conn: Option<&ConnRef>, f: impl FnOnce(&mut Conn, &Env<'_>, &mut Actions)) {
+        let Some(c) = conn.filter(|c| self.owns(c)) else {
+            self.stats.stale_deliveries.increment(1);
+            return;
+        };
+        let key = (c.slot(), c.generation());
+        let mut g = self.st.borrow_mut();
+        let State { conns, actions, link, dirty, .. } = &mut *g;
+        let Some(e) = conns.get_mut(key.0, key.1) else {
+            self.stats.stale_deliveries.increment(1);
+            return;
+        };
+        let env = self.env(link.up);
+        f(&mut e.io.conn, &env, actions);
+        self.apply(&mut e.io, e.wire.framing(), key, actions, link, None);
+        if !e.io.dirty {
+            e.io.dirty = true;
+            dirty.push(key);
+        }
+    }
+
+    /// One encoded frame for every listed connection of this core (one shared buffer).
+    fn deliver(self: &Rc<Self>, d: link::Deliver<'_>) {
+        let (Some(frame), Some(targets)) = (d.frame(), d.conns()) else { return };
+        let body = Bytes::copy_from_slice(frame.bytes());
+        let mut g = self.st.borrow_mut();
+        let State { conns, actions, link, dirty, .. } = &mut *g;
+        for c in targets.iter() {
+            let key = (c.slot(), c.generation());
+            let entry = if self.owns(c) { conns.get_mut(key.0, key.1) } else { None };
+            let Some(e) = entry.filter(|e| e.io.conn.is_open()) else {
+                self.stats.stale_deliveries.increment(1);
+                continue;
+            };
+            let framing = e.wire.framing();
+            let f =
+                if framing == Framing::Ws { OutFrame::ws_binary(body.clone()) } else { OutFrame::raw(body.clone()) };
+            self.stats.frames_out.increment(1);
+            self.enqueue(&mut e.io, f, actions);
+            self.apply(&mut e.io, framing, key, actions, link, None);
+            if !e.io.dirty {
+                e.io.dirty = true;
+                dirty.push(key);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ timers
+
+    /// Login deadlines, heartbeat timeouts and lingering closes.
+    fn sweep(self: &Rc<Self>) {
+        let mut g = self.st.borrow_mut();
+        let State { conns, actions, link, .. } = &mut *g;
+        let env = self.env(link.up && link.buf.len() < LINK_BUF_CAP);
+        for (slot, generation, e) in conns.iter_mut() {
+            let io = &mut e.io;
+            if let Some(until) = io.linger_until {
+                if env.now_ms >= until {
+                    doom(io);
+                }
+                continue;
+            }
+            io.conn.on_tick(&env, actions);
+            if !actions.is_empty() {
+                self.apply(io, e.wire.framing(), (slot, generation), actions, link, None);
+                self.flush(io, (slot, generation));
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ shutdown
+
+    /// Graceful stop, bounded by [`SHUTDOWN_BUDGET`]: stop accepting, kick every client
+    /// (logic hears `SessionClosed(GatewayShutdown)`), give clients a moment to close,
+    /// cut the rest, drain the link, close it.
+    async fn shutdown(self: &Rc<Self>) {
+        let deadline = Instant::now() + SHUTDOWN_BUDGET;
+        self.stopping.set();
+        {
+            let mut g = self.st.borrow_mut();
+            let State { conns, actions, link, .. } = &mut *g;
+            for (slot, generation, e) in conns.iter_mut() {
+                e.io.conn.on_shutdown(actions);
+                self.apply(&mut e.io, e.wire.framing(), (slot, generation), actions, link, None);
+                self.flush(&mut e.io, (slot, generation));
+            }
+        }
+        let cut_at = deadline - Duration::from_millis(700);
+        while !self.st.borrow().conns.is_empty() && Instant::now() < cut_at {
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for (_, _, e) in self.st.borrow_mut().conns.iter_mut() {
+            doom(&mut e.io);
+        }
+        while !(self.st.borrow().conns.is_empty() && self.link_drained()) && Instant::now() < deadline {
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.link_stop.set();
+    }
+}
+
+// ---------------------------------------------------------------------- tasks
+
+async fn accept_loop(core: Rc<Core>, listener: TcpListener, ws: bool) {
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            _ = core.stopping.wait() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => core.admit(stream, peer, ws),
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning.
+                warn!(core = core.id, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// What a connection's reader does after handling a wake-up.
+enum Flow {
+    /// Wait for the next readiness.
+    Idle,
+    /// The read budget ran out: yield to the other connections, then read on.
+    Busy,
+    Stop,
+}
+
+/// Reads a connection until it ends. Parks in `readable()` with no buffer while idle.
+async fn reader(core: Rc<Core>, stream: Rc<TcpStream>, key: (u32, u32)) {
+    loop {
+        let ready = stream.readable(false).await;
+        match core.on_readable(key, ready.is_err()) {
+            Flow::Idle => {}
+            Flow::Busy => crate::sync::yield_now().await,
+            Flow::Stop => break,
+        }
+    }
+    core.finish(key);
+}
+
+/// Drains a connection's queue while the socket pushes back; exits when empty.
+async fn writer(core: Rc<Core>, stream: Rc<TcpStream>, key: (u32, u32)) {
+    loop {
+        let ready = stream.writable(false).await;
+        let mut g = core.st.borrow_mut();
+        let Some(e) = g.conns.get_mut(key.0, key.1) else { return };
+        let io = &mut e.io;
+        if ready.is_err() || io.doomed {
+            io.writer_active = false;
+            doom(io);
+            return;
+        }
+        let fd = io.fd;
+        match io.outq.flush(|iov| sys::sendv(fd, iov)) {
+            Ok(true) => {
+                io.writer_active = false;
+                if io.linger_until.is_some() && !io.wr_shut {
+                    io.wr_shut = true;
+                    sys::shutdown_write(fd);
+                }
+                return;
+            }
+            Ok(false) => {}
+            Err(_) => {
+                io.writer_active = false;
+                doom(io);
+                return;
+            }
+        }
+    }
+}
+
+/// Answers a connection over the cap and closes it after a short drain (so the refusal
+/// is not lost to a reset caused by unread request bytes).
+async fn refuse_full(stream: TcpStream, ws: bool) {
+    let fd = stream.as_raw_fd();
+    let msg = if ws {
+        b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".to_vec()
+    } else {
+        encode::error(0, codes::SERVER_FULL, "server full; retry later")
+    };
+    let _ = sys::sendv(fd, &[IoSlice::new(&msg)]);
+    sys::shutdown_write(fd);
+    let drain = async {
+        let mut buf = [0u8; 512];
+        while stream.readable(false).await.is_ok() {
+            match sys::recv(fd, &mut buf) {
+                Ok(0) => return,
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => return,
+                _ => {}
+            }
+        }
+    };
+    let _ = monoio::time::timeout(Duration::from_millis(500), drain).await;
+}
+
+/// How often the sweep runs: timeouts fire up to one period late. A quarter of the
+/// shortest timeout, between 10 ms (tests) and 1 s (production: 5 s and 90 s timeouts).
+fn sweep_period(cfg: &GatewayConfig) -> Duration {
+    let shortest = cfg.login_timeout_ms.min(u64::from(cfg.heartbeat_timeout_ms));
+    Duration::from_millis((shortest / 4).clamp(10, 1_000))
+}
+
+async fn sweeper(core: Rc<Core>) {
+    let period = sweep_period(&core.cfg);
+    loop {
+        monoio::select! {
+            _ = monoio::time::sleep(period) => {},
+            _ = core.link_stop.wait() => return,
+        }
+        core.sweep();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_period_tracks_the_shortest_timeout() {
+        let c = GatewayConfig::default();
+        assert_eq!(sweep_period(&c), Duration::from_secs(1));
+        let c = GatewayConfig { login_timeout_ms: 200, ..GatewayConfig::default() };
+        assert_eq!(sweep_period(&c), Duration::from_millis(50));
+        let c = GatewayConfig { login_timeout_ms: 1, ..GatewayConfig::default() };
+        assert_eq!(sweep_period(&c), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn idle_entry_size() {
+        // Budget check: the table entry of a connection (without heap strings).
+        let size = std::mem::size_of::<Entry>();
+        assert!(size <= 256, "Entry grew to {size} bytes");
+    }
+}

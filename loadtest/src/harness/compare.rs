@@ -1,0 +1,196 @@
+//! `compare`: folds result files of the same workload against different systems into
+//! one table (with Tern/peer ratios), one `compare.json` and one HTML page. Used by
+//! `loadtest/bench/compare.sh`; reads only the JSON the scenarios wrote.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::harness::report::{fmt_us, table, RunResult};
+use crate::harness::HarnessError;
+
+/// Arguments of `tern loadtest compare`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CompareArgs {
+    /// Result files (`p2p` runs of tern / nats_core / jetstream, and optionally
+    /// `connect` runs whose memory figures go beside each other).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Directory for `<name>.json` and `<name>.html`.
+    #[arg(long, default_value = "target/bench")]
+    pub out_dir: PathBuf,
+    #[arg(long, default_value = "compare")]
+    pub name: String,
+}
+
+/// One system's line of `compare.json`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct SystemFigures {
+    pub delivered_per_s: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ack_p99_us: Option<u64>,
+    /// Gateway (or nats-server) user-space bytes per idle connection, from a `connect` run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_per_idle_conn: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_conns: Option<u64>,
+}
+
+/// Figures per system name, from p2p and connect results.
+pub fn figures(results: &[RunResult]) -> BTreeMap<String, SystemFigures> {
+    let mut out: BTreeMap<String, SystemFigures> = BTreeMap::new();
+    for r in results {
+        let f = out.entry(r.target.clone()).or_default();
+        if let Some(p) = &r.p2p {
+            f.delivered_per_s = p.delivered_per_s;
+            f.p50_us = p.p50_us;
+            f.p99_us = p.p99_us;
+            f.p999_us = p.p999_us;
+            f.lost = p.lost;
+            f.duplicates = p.duplicates;
+            f.ack_p99_us = (!p.ack_hist.buckets.is_empty()).then_some(p.ack_p99_us);
+        }
+        if let Some(c) = &r.connect {
+            f.bytes_per_idle_conn = c.bytes_per_idle_conn;
+            f.idle_conns = Some(c.alive_after_hold);
+        }
+    }
+    out
+}
+
+/// `a / b`, or `None` when `b` is 0.
+pub fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b != 0.0).then(|| a / b)
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or("n/a".into(), |r| format!("{r:.2}×"))
+}
+
+/// The comparison table printed by the benchmark script.
+pub fn render_table(f: &BTreeMap<String, SystemFigures>) -> String {
+    let mut rows = Vec::new();
+    let tern = f.get("tern");
+    for (name, s) in f {
+        let mut v = format!(
+            "{:>10.0} delivered/s  p50 {:>9}  p99 {:>9}  p99.9 {:>9}  lost {}  dup {}",
+            s.delivered_per_s,
+            fmt_us(s.p50_us),
+            fmt_us(s.p99_us),
+            fmt_us(s.p999_us),
+            s.lost,
+            s.duplicates
+        );
+        if let Some(a) = s.ack_p99_us {
+            v.push_str(&format!("  ack p99 {}", fmt_us(a)));
+        }
+        if let Some(b) = s.bytes_per_idle_conn {
+            v.push_str(&format!("  {b:.0} B/idle conn ({} conns)", s.idle_conns.unwrap_or(0)));
+        }
+        rows.push((name.clone(), v));
+    }
+    if let Some(t) = tern {
+        for (name, s) in f.iter().filter(|(n, _)| n.as_str() != "tern") {
+            rows.push((
+                format!("tern/{name}"),
+                format!(
+                    "delivered/s {}   p99 {}{}",
+                    fmt_ratio(ratio(t.delivered_per_s, s.delivered_per_s)),
+                    fmt_ratio(ratio(t.p99_us as f64, s.p99_us as f64)),
+                    match (t.bytes_per_idle_conn, s.bytes_per_idle_conn) {
+                        (Some(a), Some(b)) => format!("   memory/conn {}", fmt_ratio(ratio(a, b))),
+                        _ => String::new(),
+                    }
+                ),
+            ));
+        }
+    }
+    table("Tern vs peers (same workload, same machine, back to back)", &rows)
+}
+
+pub fn run_compare(args: CompareArgs) -> Result<(), HarnessError> {
+    let mut results = Vec::new();
+    for f in &args.files {
+        let text = std::fs::read_to_string(f).map_err(|e| HarnessError::Output(format!("{}: {e}", f.display())))?;
+        let r: RunResult =
+            serde_json::from_str(&text).map_err(|e| HarnessError::Output(format!("{}: {e}", f.display())))?;
+        results.push(r);
+    }
+    let figs = figures(&results);
+    println!("{}", render_table(&figs));
+    let mut json = serde_json::to_value(&figs).map_err(|e| HarnessError::Output(e.to_string()))?;
+    if let (Some(t), Some(obj)) = (figs.get("tern"), json.as_object_mut()) {
+        let mut ratios = serde_json::Map::new();
+        for (name, s) in figs.iter().filter(|(n, _)| n.as_str() != "tern") {
+            ratios.insert(
+                name.clone(),
+                serde_json::json!({
+                    "delivered_per_s": ratio(t.delivered_per_s, s.delivered_per_s),
+                    "p99": ratio(t.p99_us as f64, s.p99_us as f64),
+                    "bytes_per_idle_conn": t.bytes_per_idle_conn.zip(s.bytes_per_idle_conn).and_then(|(a, b)| ratio(a, b)),
+                }),
+            );
+        }
+        obj.insert("ratios_tern_over_peer".into(), serde_json::Value::Object(ratios));
+    }
+    std::fs::create_dir_all(&args.out_dir).map_err(|e| HarnessError::Output(format!("{}: {e}", args.out_dir.display())))?;
+    let json_path = args.out_dir.join(format!("{}.json", args.name));
+    let html_path = args.out_dir.join(format!("{}.html", args.name));
+    let text = serde_json::to_string_pretty(&json).map_err(|e| HarnessError::Output(e.to_string()))?;
+    std::fs::write(&json_path, text).map_err(|e| HarnessError::Output(format!("{}: {e}", json_path.display())))?;
+    let html = crate::harness::html::render("Tern vs NATS core vs NATS JetStream", &results);
+    std::fs::write(&html_path, html).map_err(|e| HarnessError::Output(format!("{}: {e}", html_path.display())))?;
+    println!("wrote {} and {}", json_path.display(), html_path.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::harness::report::{ConnectResult, P2pResult};
+
+    fn run(target: &str, delivered: f64, p99: u64, acks: bool) -> RunResult {
+        let mut ack = crate::harness::hist::Latency::new();
+        if acks {
+            ack.record(500);
+        }
+        RunResult {
+            scenario: "p2p".into(),
+            target: target.into(),
+            started_unix: 0,
+            config: serde_json::Value::Null,
+            connect: None,
+            p2p: Some(P2pResult { delivered_per_s: delivered, p99_us: p99, ack_p99_us: 500, ack_hist: ack.to_data(), ..Default::default() }),
+            sync: None,
+            ramp: None,
+        }
+    }
+
+    #[test]
+    fn figures_ratios_and_table() {
+        let mut conn = run("tern", 0.0, 0, false);
+        conn.scenario = "connect".into();
+        conn.p2p = None;
+        conn.connect = Some(ConnectResult { bytes_per_idle_conn: Some(400.0), alive_after_hold: 1000, ..Default::default() });
+        let rs = vec![run("tern", 150_000.0, 8_000, true), run("nats_core", 300_000.0, 4_000, false), run("jetstream", 100_000.0, 16_000, true), conn];
+        let f = figures(&rs);
+        assert_eq!(f["tern"].delivered_per_s, 150_000.0);
+        assert_eq!(f["tern"].bytes_per_idle_conn, Some(400.0));
+        assert_eq!(f["tern"].ack_p99_us, Some(500));
+        assert_eq!(f["nats_core"].ack_p99_us, None);
+        assert_eq!(ratio(f["tern"].delivered_per_s, f["jetstream"].delivered_per_s), Some(1.5));
+        assert_eq!(ratio(1.0, 0.0), None);
+        let t = render_table(&f);
+        assert!(t.contains("tern/jetstream") && t.contains("delivered/s 1.50×") && t.contains("p99 0.50×"), "{t}");
+        let json = serde_json::to_value(&f).unwrap();
+        for k in ["delivered_per_s", "p50_us", "p99_us", "p999_us", "lost", "duplicates", "ack_p99_us", "bytes_per_idle_conn"] {
+            assert!(json["tern"].get(k).is_some(), "tern lacks {k}");
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! What the coordinator and its worker processes say to each other: one JSON object
+//! per line, commands on the worker's stdin, events on its stdout.
+//!
+//! A worker's life: [`WorkerInit`] → connects its devices ([`Event::Progress`]…,
+//! [`Event::Connected`]) → any number of runs ([`Command::Run`] → [`Event::Tick`]…,
+//! [`Event::Sent`] → [`Command::Drain`] → [`Event::Drained`]) and [`Command::Status`]
+//! queries → [`Command::Stop`] → [`Event::Stopped`] and exit. A worker that cannot go
+//! on says [`Event::Fatal`] and exits non-zero.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::harness::config::TargetSpec;
+use crate::harness::hist::HistData;
+
+/// Failure counts by reason ("connect: Connection refused", "login 60003", ...).
+pub type Reasons = BTreeMap<String, u64>;
+
+/// The first line a worker reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerInit {
+    pub worker: u32,
+    pub target: TargetSpec,
+    /// Global user indices this worker owns: `[first, end)`; all devices of a user live
+    /// in the same worker.
+    pub first_user: u32,
+    pub end_user: u32,
+    pub devices: u32,
+    /// Source addresses for this worker's connections.
+    pub source_ips: Vec<Ipv4Addr>,
+    /// Logins per second for this worker.
+    pub connect_rate: f64,
+    /// When the first connection is due ([`crate::harness::schedule::mono_us`]).
+    pub connect_start_us: u64,
+    /// PushAck at most this often (ms); 0 = never.
+    pub push_ack_ms: u64,
+}
+
+/// One p2p run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub run: u32,
+    pub t0_us: u64,
+    pub rate: f64,
+    pub count: u64,
+    pub users: u32,
+    pub devices: u32,
+    pub payload: usize,
+    /// How long after its due time a send may stay unanswered before it counts as failed.
+    pub ack_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Command {
+    Run(RunSpec),
+    /// Every send is answered or failed: wait until each device of this worker has every
+    /// message addressed to it (except `failed` ones), or until `deadline_us`.
+    Drain {
+        run: u32,
+        failed: Vec<u64>,
+        deadline_us: u64,
+    },
+    /// Report how many connections are still up.
+    Status,
+    Stop,
+}
+
+/// Counters and histograms of one second (or the rest of a run at its end).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Tick {
+    pub run: u32,
+    /// Seconds since the run's t0 at the end of this interval (1 = the first second).
+    pub sec: u32,
+    pub sent: u64,
+    pub acked: u64,
+    pub failed: u64,
+    pub delivered: u64,
+    pub echoes: u64,
+    pub ack: HistData,
+    pub delivery: HistData,
+}
+
+/// How a worker's connection phase went.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConnectReport {
+    pub ok: u64,
+    pub failed: u64,
+    pub reasons: Reasons,
+    /// Connect start → LoginAck.
+    pub login: HistData,
+    pub first_start_us: u64,
+    pub last_done_us: u64,
+}
+
+/// After a run's drain.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DrainReport {
+    pub run: u32,
+    /// Deliveries expected at this worker's devices (sends that were acked or pending).
+    pub expected: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    /// Delivered although the sender counted the send as failed.
+    pub unexpected: u64,
+    /// Messages of another run, or not written by this harness.
+    pub stray: u64,
+    pub last_delivery_us: u64,
+    /// The rest of the run's counters since the last tick.
+    pub tail: Tick,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Progress {
+        connected: u64,
+        failed: u64,
+    },
+    Connected(ConnectReport),
+    Tick(Tick),
+    Sent {
+        run: u32,
+        sent: u64,
+        /// Global indices of sends that were refused, timed out or never written.
+        failed: Vec<u64>,
+        errors: Reasons,
+    },
+    Drained(DrainReport),
+    Status {
+        alive: u64,
+        closed: Reasons,
+    },
+    Stopped,
+    Fatal {
+        message: String,
+    },
+}
+
+/// A line that is not a command or event.
+#[derive(Debug, thiserror::Error)]
+#[error("bad worker protocol line: {0}")]
+pub struct ProtoError(#[from] serde_json::Error);
+
+pub fn encode<T: Serialize>(v: &T) -> String {
+    // Plain data structs with string keys always serialize.
+    serde_json::to_string(v).unwrap_or_else(|e| format!("{{\"event\":\"fatal\",\"message\":\"encode: {e}\"}}"))
+}
+
+pub fn decode<T: for<'de> Deserialize<'de>>(line: &str) -> Result<T, ProtoError> {
+    Ok(serde_json::from_str(line)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_and_events_round_trip() {
+        let c = Command::Drain { run: 2, failed: vec![5, 9], deadline_us: 77 };
+        let line = encode(&c);
+        assert!(line.starts_with("{\"cmd\":\"drain\""), "{line}");
+        let back: Command = decode(&line).unwrap();
+        assert!(matches!(back, Command::Drain { run: 2, ref failed, deadline_us: 77 } if failed == &[5, 9]));
+        let e = Event::Status { alive: 3, closed: Reasons::from([("kick".into(), 1)]) };
+        let back: Event = decode(&encode(&e)).unwrap();
+        assert!(matches!(back, Event::Status { alive: 3, .. }));
+        assert!(decode::<Command>("{\"cmd\":\"explode\"}").is_err());
+    }
+}

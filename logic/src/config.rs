@@ -1,0 +1,120 @@
+//! Configuration of the logic tier. Every knob has a default constant saying why.
+
+use serde::{Deserialize, Serialize};
+
+/// HTTP API listen address. Loopback: the management API is for business servers on the
+/// same host or behind a proxy, never the open internet by default.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8000";
+/// Gateway link listen address. Loopback: in the one-process deployment the gateway is
+/// local; multi-host deployments set it to a private interface.
+pub const DEFAULT_LINK_ADDR: &str = "127.0.0.1:9100";
+/// Most items one batch call may carry (importUser, getUserInfo, ...): bounds request
+/// cost and response size; the original system used 100 too.
+pub const DEFAULT_MAX_BATCH: usize = 100;
+/// Largest accepted HTTP request body: a full batch of profiles fits easily.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+/// Default and ceiling of `maxLimit`/`limit` on sync and paged calls.
+pub const DEFAULT_PAGE_LIMIT: usize = 100;
+pub const MAX_PAGE_LIMIT: usize = 1_000;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address of the HTTP management API.
+    pub addr: String,
+    /// Most items in one batch call.
+    pub max_batch: usize,
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { addr: DEFAULT_HTTP_ADDR.into(), max_batch: DEFAULT_MAX_BATCH, max_body_bytes: DEFAULT_MAX_BODY_BYTES }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinkConfig {
+    /// Where logic listens for gateway links (and where gateways connect).
+    pub addr: String,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self { addr: DEFAULT_LINK_ADDR.into() }
+    }
+}
+
+/// Largest message body (sum of element sizes), bytes: room for a long text or a small
+/// custom payload; files and images travel as references.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 12 * 1024;
+/// A resend with the same client message id within this window gets the original ack.
+pub const DEFAULT_DEDUP_WINDOW_SECS: u64 = 24 * 3600;
+/// Messages one connection may send per second (token bucket, burst twice this).
+pub const DEFAULT_SENDS_PER_SEC: u32 = 20;
+/// Largest page of a TCP Pull or HTTP offline/history call.
+pub const DEFAULT_MAX_PULL: usize = 500;
+
+/// Messaging limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MessageConfig {
+    /// Largest message body in bytes.
+    pub max_body_bytes: usize,
+    /// Dedup window for client message ids, seconds.
+    pub dedup_window_secs: u64,
+    /// Sends per second per connection.
+    pub sends_per_sec: u32,
+    /// Largest page of pulled messages.
+    pub max_pull: usize,
+}
+
+impl Default for MessageConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            dedup_window_secs: DEFAULT_DEDUP_WINDOW_SECS,
+            sends_per_sec: DEFAULT_SENDS_PER_SEC,
+            max_pull: DEFAULT_MAX_PULL,
+        }
+    }
+}
+
+/// Everything the logic tier needs that is not an app.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogicConfig {
+    pub http: HttpConfig,
+    pub link: LinkConfig,
+    /// Reserved-bound step of the seq allocator (one bound write per this many seqs).
+    pub seq_step: u64,
+    /// Gateway TCP addresses `/user/login` hands to clients.
+    pub advertise_tcp: Vec<String>,
+    /// Gateway WebSocket URLs `/user/login` hands to clients.
+    pub advertise_ws: Vec<String>,
+    /// Heartbeat settings reported in LoginAck (the gateway enforces them).
+    pub heartbeat_interval_ms: u32,
+    pub heartbeat_timeout_ms: u32,
+    /// Largest client frame the gateway accepts (reported in LoginAck).
+    pub max_frame_bytes: u32,
+    /// Messaging limits.
+    pub messages: MessageConfig,
+}
+
+impl Default for LogicConfig {
+    fn default() -> Self {
+        Self {
+            http: HttpConfig::default(),
+            link: LinkConfig::default(),
+            seq_step: crate::seq::DEFAULT_SEQ_STEP,
+            advertise_tcp: vec!["127.0.0.1:9000".into()],
+            advertise_ws: vec!["ws://127.0.0.1:19000/".into()],
+            heartbeat_interval_ms: 30_000,
+            heartbeat_timeout_ms: 90_000,
+            max_frame_bytes: 65_536,
+            messages: MessageConfig::default(),
+        }
+    }
+}

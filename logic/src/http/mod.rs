@@ -1,0 +1,279 @@
+//! The HTTP management API: business servers call `POST /v1/...` with JSON bodies (see
+//! `api.md` in the shared docs); operators use `GET /healthz`, `GET /metrics`,
+//! `GET /openapi.json` and `GET /docs`.
+//!
+//! [`router`] builds the whole API. Every answer is the envelope of [`error`]; every
+//! request runs in a tracing span carrying the app id (and the user id where one
+//! applies) and is counted in `tern_http_requests_total{path,code}` and timed in
+//! `tern_http_request_seconds{path}` (`path` is the route template, never the raw URI,
+//! so label cardinality stays bounded). The OpenAPI document is generated from the
+//! handlers' annotations; `/docs` renders it as one self-contained HTML page.
+//!
+//! This module must never hold business rules (they live in the services, e.g.
+//! `crate::users`), and never let a framework default (plain-text 404/405/413 or JSON
+//! rejections) reach a caller in place of the envelope.
+
+pub mod auth;
+pub mod docs;
+pub mod error;
+pub mod extract;
+pub mod users;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tern_schema::codes;
+use tracing::Instrument;
+use utoipa::{OpenApi, ToSchema};
+
+use self::error::{ApiCode, ApiError, ApiOk, Envelope, ErrorEnvelope, CODES};
+use crate::users::Users;
+use crate::Logic;
+
+/// What every handler shares.
+pub struct ApiState {
+    pub logic: Arc<Logic>,
+    pub users: Users,
+    /// `http.max_body_bytes`, for the 90002 message.
+    pub max_body_bytes: usize,
+    metrics: Option<PrometheusHandle>,
+    openapi_json: String,
+    docs_html: String,
+}
+
+/// Builds the management API over `logic`. `metrics` renders `/metrics` (the binary
+/// installs the recorder; without a handle `/metrics` answers 90004).
+pub fn router(logic: Arc<Logic>, metrics: Option<PrometheusHandle>) -> Router {
+    let doc = openapi();
+    let max_body_bytes = logic.config.http.max_body_bytes;
+    let state = Arc::new(ApiState {
+        users: Users::new(logic.clone()),
+        logic,
+        max_body_bytes,
+        metrics,
+        // Rendered once: the document cannot change while the process runs.
+        openapi_json: serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into()),
+        docs_html: docs::render(&doc),
+    });
+    Router::new()
+        .route("/v1/user/importUser", post(users::import_user))
+        .route("/v1/user/deleteUser", post(users::delete_user))
+        .route("/v1/user/login", post(users::login))
+        .route("/v1/user/data/getUserInfo", post(users::get_user_info))
+        .route("/v1/user/data/getSingleUserInfo", post(users::get_single_user_info))
+        .route("/v1/user/data/modifyUserInfo", post(users::modify_user_info))
+        .route("/v1/user/data/syncUserData", post(users::sync_user_data))
+        .route("/v1/user/queryOnlineStatus", post(users::query_online_status))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi_json))
+        .route("/docs", get(docs_page))
+        .fallback(no_such_endpoint)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(observe))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// Span, counter and latency histogram around every request.
+async fn observe(req: Request, next: Next) -> Response {
+    // Route templates only: raw URIs would make label cardinality unbounded.
+    let path = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
+    let span = tracing::info_span!(
+        "http",
+        method = %req.method(),
+        path = %path,
+        app_id = tracing::field::Empty,
+        user_id = tracing::field::Empty,
+    );
+    let start = Instant::now();
+    let resp = next.run(req).instrument(span.clone()).await;
+    let elapsed = start.elapsed();
+    let code = resp.extensions().get::<ApiCode>().map_or(u32::from(resp.status().as_u16()), |c| c.0);
+    span.in_scope(|| {
+        tracing::debug!(code, status = resp.status().as_u16(), elapsed_ms = elapsed.as_millis() as u64, "answered")
+    });
+    metrics::counter!("tern_http_requests_total", "path" => path.clone(), "code" => code.to_string()).increment(1);
+    metrics::histogram!("tern_http_request_seconds", "path" => path).record(elapsed.as_secs_f64());
+    resp
+}
+
+async fn no_such_endpoint(uri: axum::http::Uri) -> ApiError {
+    ApiError::NoSuchEndpoint(uri.path().to_string())
+}
+
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::MethodNotAllowed(method.to_string())
+}
+
+/// Answer of `/healthz`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// Always "ok" when the process answers.
+    pub status: String,
+    /// Client sessions online on this logic node.
+    pub sessions_online: usize,
+}
+
+/// Liveness, and the number of online sessions.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = Envelope<Health>)))]
+pub async fn healthz(State(state): State<Arc<ApiState>>) -> ApiOk<Health> {
+    ApiOk(Health { status: "ok".into(), sessions_online: state.logic.sessions.len() })
+}
+
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+pub async fn metrics_text(State(state): State<Arc<ApiState>>) -> Response {
+    match &state.metrics {
+        Some(handle) => ([(CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
+        None => ApiError::NoSuchEndpoint("/metrics (no metrics recorder is installed)".into()).into_response(),
+    }
+}
+
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object)))]
+pub async fn openapi_json(State(state): State<Arc<ApiState>>) -> Response {
+    ([(CONTENT_TYPE, "application/json")], state.openapi_json.clone()).into_response()
+}
+
+/// Browsable documentation of this API (one self-contained HTML page, no scripts).
+#[utoipa::path(get, path = "/docs", tag = "operations",
+    responses((status = 200, description = "HTML", content_type = "text/html", body = String)))]
+pub async fn docs_page(State(state): State<Arc<ApiState>>) -> Html<String> {
+    Html(state.docs_html.clone())
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Tern management API"),
+    paths(
+        users::import_user,
+        users::delete_user,
+        users::login,
+        users::get_user_info,
+        users::get_single_user_info,
+        users::modify_user_info,
+        users::sync_user_data,
+        users::query_online_status,
+        healthz,
+        metrics_text,
+        openapi_json,
+        docs_page,
+    ),
+    components(schemas(ErrorEnvelope)),
+    tags(
+        (name = "users", description = "Users: import, delete, login, profiles, profile sync, online status."),
+        (name = "operations", description = "Health, metrics and this documentation."),
+    )
+)]
+struct ApiDoc;
+
+/// Introduction of the document: the conventions every call follows.
+const INTRO: &str = "\
+Every management call is `POST /v1/<path>` with a JSON body and the query parameters `appId`, \
+`identifier` (an admin of the app) and `userSign` (that admin's signature, `tern sig`). The body may \
+repeat `appId`; the query wins. Unknown body fields are refused (90001), so typos never pass silently.\n\n\
+Every answer is the envelope `{\"code\": 200, \"msg\": \"success\", \"data\": ...}`; on failure `code` \
+is one of the error codes below, `msg` says what went wrong (for 90001 it starts with the field's path, \
+e.g. `userData[3].nickName`) and `data` is null. The HTTP status follows the error class.\n\n\
+Batch calls answer per item (`successId` / `errorId`); only a missing list or one over the batch limit \
+fails the whole call. Sync calls take `lastSequence` and `maxLimit` and answer `{maxSequence, completed, \
+dataList}`.";
+
+/// `[{code, status, meaning}]` for the document's `x-error-codes` extensions.
+fn code_list(codes: &[u32]) -> Value {
+    codes
+        .iter()
+        .filter_map(|c| error::code_info(*c))
+        .map(|i| json!({"code": i.code, "status": i.status, "meaning": i.meaning}))
+        .collect()
+}
+
+/// Codes every `/v1` call can answer, besides its own (see `users::PATH_ERRORS`).
+const COMMON_ERRORS: &[u32] = &[
+    codes::SIGN_MISSING,
+    codes::SIGN_BAD_APP,
+    error::NO_OPERATOR,
+    codes::SIGN_WRONG,
+    codes::SIGN_EXPIRED,
+    error::OPERATOR_MISMATCH,
+    codes::SIGN_MALFORMED,
+    codes::BAD_PARAMETER,
+    error::BODY_TOO_LARGE,
+    codes::INTERNAL,
+];
+
+/// The OpenAPI document, with each `/v1` operation's error codes added as responses
+/// (grouped by HTTP status) and as `x-error-codes` (failing the whole call) and
+/// `x-item-error-codes` (single items of a batch, in `errorId`), and the error table in
+/// the description.
+pub fn openapi() -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({}));
+    let mut table = String::from("\n\n| code | HTTP | meaning |\n|---|---|---|\n");
+    for c in CODES {
+        table.push_str(&format!("| {} | {} | {} |\n", c.code, c.status, c.meaning));
+    }
+    doc["info"]["description"] = Value::String(format!("{INTRO}{table}"));
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else { return doc };
+    for (path, item) in paths.iter_mut() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        let (own, per_item) =
+            users::PATH_ERRORS.iter().find(|(p, ..)| p == path).map_or((&[][..], &[][..]), |(_, c, i)| (*c, *i));
+        let mut codes: Vec<u32> = COMMON_ERRORS.iter().chain(own).copied().collect();
+        codes.sort_unstable();
+        codes.dedup();
+        let Some(op) = item.get_mut("post").and_then(Value::as_object_mut) else { continue };
+        let mut by_status: std::collections::BTreeMap<u16, Vec<String>> = Default::default();
+        for info in codes.iter().filter_map(|c| error::code_info(*c)) {
+            by_status.entry(info.status).or_default().push(format!("- {}: {}", info.code, info.meaning));
+        }
+        let responses = op.entry("responses").or_insert_with(|| json!({}));
+        for (status, lines) in by_status {
+            responses[status.to_string()] = json!({
+                "description": lines.join("\n"),
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
+            });
+        }
+        op.insert("x-error-codes".into(), code_list(&codes));
+        if !per_item.is_empty() {
+            op.insert("x-item-error-codes".into(), code_list(per_item));
+        }
+    }
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_v1_path_documents_its_errors() {
+        let doc = openapi();
+        let paths = doc["paths"].as_object().unwrap();
+        for (p, ..) in users::PATH_ERRORS {
+            let op = &paths[*p]["post"];
+            assert!(op.is_object(), "{p} is not in the document");
+            let codes = op["x-error-codes"].as_array().unwrap();
+            assert!(codes.iter().any(|c| c["code"] == json!(60003)), "{p}");
+            assert!(op["responses"]["401"].is_object(), "{p}");
+        }
+        let v1 = paths.keys().filter(|p| p.starts_with("/v1/")).count();
+        assert_eq!(v1, users::PATH_ERRORS.len(), "every /v1 path has a PATH_ERRORS row");
+    }
+}

@@ -1,0 +1,127 @@
+//! Tern's logic tier: the business rules, the owner of every user's sequences, the HTTP
+//! management API and the endpoint gateways link to.
+//!
+//! Entry point: [`Logic`] is the shared context (store, apps, sessions, seqs); [`serve`]
+//! starts the HTTP API and the link listener on a tokio runtime.
+//!
+//! Invariants: logic never speaks to clients directly (everything goes through a gateway
+//! link as pre-encoded client frames); only the slot owner (this node, for now every
+//! slot) allocates a user's seqs and writes that user's logs; HTTP handlers never touch
+//! storage types' encodings directly but go through services in this crate.
+
+pub mod apps;
+pub mod config;
+pub mod hooks;
+pub mod http;
+pub mod link;
+pub mod messages;
+pub mod server;
+pub mod upstream;
+pub mod seq;
+pub mod sessions;
+pub mod users;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tern_storage::{AppId, LogEntry, Seq, Store, StoreError, SyncKind, UserId, WriteBatch};
+
+pub use apps::{AppConfig, AppRegistry, LoginModel};
+pub use config::LogicConfig;
+use seq::SeqAllocator;
+use sessions::Sessions;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The logic node's shared state. One per process; handlers hold an `Arc<Logic>`.
+pub struct Logic {
+    pub config: LogicConfig,
+    pub store: Arc<dyn Store>,
+    pub apps: AppRegistry,
+    pub sessions: Sessions,
+    pub seqs: SeqAllocator,
+    pub messaging: messages::Messaging,
+}
+
+impl Logic {
+    pub fn new(config: LogicConfig, store: Arc<dyn Store>, apps: AppRegistry) -> Arc<Self> {
+        let seqs = SeqAllocator::new(store.clone(), config.seq_step);
+        Arc::new(Self { config, store, apps, sessions: Sessions::new(), seqs, messaging: messages::Messaging::new() })
+    }
+
+    /// Appends one entry to a user's `kind` log with the next seq, together with `extra`
+    /// writes, in one durable batch. Returns the seq once durable (and so visible to
+    /// sync and pushes).
+    pub async fn append(
+        &self,
+        app: AppId,
+        user: &UserId,
+        kind: SyncKind,
+        payload: Bytes,
+        mut extra: WriteBatch,
+    ) -> Result<Seq, StoreError> {
+        let alloc = self.seqs.allocate(app, user, kind, 1).await?;
+        let entry = LogEntry { seq: alloc.first, time_ms: now_ms(), payload };
+        extra.append_log(app, user.clone(), kind, entry);
+        let result = self.store.write(extra).await;
+        self.seqs.complete(&alloc, result.is_ok());
+        result.map(|()| alloc.first)
+    }
+
+    /// [`append`](Self::append) for several logs at once: appends each `(user, kind,
+    /// payload)` with that log's next seq, together with `extra`, in ONE durable batch.
+    /// Returns the seqs in input order once durable. Every allocation is completed
+    /// whatever happens (an allocation failure part-way fails the whole call and writes
+    /// nothing).
+    pub async fn append_many(
+        &self,
+        app: AppId,
+        entries: Vec<(UserId, SyncKind, Bytes)>,
+        mut extra: WriteBatch,
+    ) -> Result<Vec<Seq>, StoreError> {
+        let now = now_ms();
+        let mut allocs = Vec::with_capacity(entries.len());
+        for (user, kind, payload) in entries {
+            let alloc = match self.seqs.allocate(app, &user, kind, 1).await {
+                Ok(a) => a,
+                Err(e) => {
+                    for a in &allocs {
+                        self.seqs.complete(a, false);
+                    }
+                    return Err(e);
+                }
+            };
+            extra.append_log(app, user, kind, LogEntry { seq: alloc.first, time_ms: now, payload });
+            allocs.push(alloc);
+        }
+        let result = self.store.write(extra).await;
+        for a in &allocs {
+            self.seqs.complete(a, result.is_ok());
+        }
+        result.map(|()| allocs.iter().map(|a| a.first).collect())
+    }
+
+    /// Reads a user's `kind` log after `after`, at most `limit` entries, never past the
+    /// committed watermark. Returns (entries, watermark, completed).
+    pub async fn read_synced(
+        &self,
+        app: AppId,
+        user: &UserId,
+        kind: SyncKind,
+        after: Seq,
+        limit: usize,
+    ) -> Result<(Vec<LogEntry>, Seq, bool), StoreError> {
+        let watermark = self.seqs.committed(app, user, kind).await?;
+        if after >= watermark || limit == 0 {
+            return Ok((Vec::new(), watermark, after >= watermark));
+        }
+        let mut entries = self.store.read_log(app, user, kind, after, limit).await?;
+        entries.retain(|e| e.seq <= watermark);
+        let completed = entries.len() < limit || entries.last().is_some_and(|e| e.seq >= watermark);
+        Ok((entries, watermark, completed))
+    }
+}

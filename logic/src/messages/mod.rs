@@ -1,0 +1,580 @@
+//! 1:1 messaging: accept checks, durable write fan-out to both inbox timelines with
+//! dedup, ordered push, pull, push-acks, read receipts, recall, and the reads behind the
+//! HTTP message API.
+//!
+//! The send path: validate → dedup (durable record, plus an in-memory table so
+//! concurrent resends wait for the first) → allocate one seq in each user's Message
+//! timeline → ONE store batch (both timeline entries, the conversation index of both
+//! users, the message index, the dedup record, bound raises) that the store
+//! group-commits with concurrent sends → ack only after it is durable → ordered push to
+//! the recipient's devices and the sender's other devices.
+//!
+//! Must never: ack before durability, push above a user's committed watermark, or let
+//! one user read a pair's messages they are not part of.
+
+pub mod delivery;
+pub mod keys;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tern_schema::client::{ConversationType, ElemType, EntryKind, SyncKind as WireKind};
+use tern_schema::codes;
+use tern_schema::link::ConnRef;
+use tern_schema::message::{self, ElemParts, MessageParts};
+use tern_storage::{
+    AppId, DedupRecord, LogEntry, MessageLocator, Seq, StoreError, SyncKind, UserId, WriteBatch,
+};
+use tokio::sync::oneshot;
+
+use crate::{now_ms, Logic};
+use delivery::Item;
+
+/// Message error codes (50000s; users 20000s; blacklist 30007). Listed in PROTOCOL.md
+/// and the HTTP docs.
+pub mod errors {
+    /// A field of the message is invalid (the message names it).
+    pub const INVALID_MESSAGE: u32 = 50000;
+    /// The body exceeds the configured size.
+    pub const BODY_TOO_LARGE: u32 = 50001;
+    /// The recall window has passed.
+    pub const RECALL_WINDOW_PASSED: u32 = 50004;
+    /// The message was already recalled.
+    pub const ALREADY_RECALLED: u32 = 50005;
+    /// The connection sends faster than its rate allows.
+    pub const SEND_RATE_EXCEEDED: u32 = 50006;
+    /// No message with that key (in this app).
+    pub const NO_SUCH_MESSAGE: u32 = 50007;
+    /// The caller is not a party to the message (or not its sender, for a recall).
+    pub const NOT_A_PARTY: u32 = 50008;
+}
+
+/// Why a send, recall or read was refused: a documented code and a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Refusal {
+    pub code: u32,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(code: u32, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store failure on the message path");
+        Refusal::new(codes::INTERNAL, "internal error")
+    }
+}
+
+/// A message to send, from a device (TCP) or a business server (HTTP).
+#[derive(Debug, Clone)]
+pub struct SendRequest<'a> {
+    pub app: AppId,
+    pub from: UserId,
+    pub to: UserId,
+    pub client_msg_id: &'a str,
+    pub elems: Vec<ElemParts<'a>>,
+    pub client_time_ms: u64,
+    /// The sending device, or empty for server-side sends.
+    pub from_device: &'a str,
+    /// The sending connection: it gets the ack, not a push.
+    pub origin: Option<ConnRef>,
+}
+
+/// An accepted message as the sender sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    pub message_key: u64,
+    /// The sender's seq.
+    pub seq: Seq,
+    pub server_time_ms: u64,
+}
+
+impl Accepted {
+    fn encode(&self) -> Bytes {
+        let mut v = Vec::with_capacity(24);
+        v.extend_from_slice(&self.message_key.to_be_bytes());
+        v.extend_from_slice(&self.seq.0.to_be_bytes());
+        v.extend_from_slice(&self.server_time_ms.to_be_bytes());
+        Bytes::from(v)
+    }
+
+    fn decode(b: &[u8]) -> Option<Self> {
+        let n = |i: usize| b.get(i..i + 8).and_then(|s| s.try_into().ok()).map(u64::from_be_bytes);
+        Some(Self { message_key: n(0)?, seq: Seq(n(8)?), server_time_ms: n(16)? })
+    }
+}
+
+type SendResult = Result<Accepted, Refusal>;
+
+/// Messaging state kept in memory by the slot owner.
+#[derive(Default)]
+pub struct Messaging {
+    pub keys: keys::MessageKeys,
+    pub delivery: delivery::Delivery,
+    /// Sends being written, by dedup key: concurrent resends wait for the first.
+    in_flight: Mutex<HashMap<String, Vec<oneshot::Sender<SendResult>>>>,
+    /// Per-connection send token buckets.
+    buckets: Mutex<HashMap<(u32, u16, u32, u32), Bucket>>,
+    /// Device acks not yet written (coalesced; flushed by `flush_acks`).
+    acks: Mutex<HashMap<(AppId, UserId, String), u64>>,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+fn dedup_key(app: AppId, from: &UserId, client_msg_id: &str) -> String {
+    format!("m:{}:{}:{}", app.0, from.as_str(), client_msg_id)
+}
+
+fn validate(logic: &Logic, req: &SendRequest<'_>) -> Result<(), Refusal> {
+    if req.client_msg_id.is_empty() || req.client_msg_id.len() > 64 {
+        return Err(Refusal::new(errors::INVALID_MESSAGE, "client_msg_id: must be 1..=64 bytes"));
+    }
+    if req.elems.is_empty() {
+        return Err(Refusal::new(errors::INVALID_MESSAGE, "elems: a message needs at least one element"));
+    }
+    if req.elems.len() > 32 {
+        return Err(Refusal::new(errors::INVALID_MESSAGE, "elems: at most 32 elements"));
+    }
+    for (i, e) in req.elems.iter().enumerate() {
+        let ok = match e.elem_type {
+            ElemType::Text => !e.text.is_empty(),
+            ElemType::Custom => !e.data.is_empty() || !e.text.is_empty(),
+            ElemType::Image | ElemType::File | ElemType::Sound | ElemType::Video => !e.url.is_empty(),
+            ElemType::Location => !e.extra.is_empty(),
+            _ => false,
+        };
+        if !ok {
+            return Err(Refusal::new(errors::INVALID_MESSAGE, format!("elems[{i}]: empty or unknown element type")));
+        }
+    }
+    let size: usize = req.elems.iter().map(ElemParts::size).sum();
+    let max = logic.config.messages.max_body_bytes;
+    if size > max {
+        return Err(Refusal::new(errors::BODY_TOO_LARGE, format!("body is {size} bytes; the limit is {max}")));
+    }
+    Ok(())
+}
+
+impl Messaging {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes one send token of a connection.
+    fn take_token(&self, conn: &ConnRef, per_sec: u32) -> bool {
+        let key = (conn.gateway_id(), conn.core(), conn.slot(), conn.generation());
+        let mut g = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let cap = f64::from(per_sec.max(1)) * 2.0;
+        let b = g.entry(key).or_insert(Bucket { tokens: cap, at: now });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * f64::from(per_sec)).min(cap);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Forgets a closed connection's rate state.
+    pub fn forget_conn(&self, conn: &ConnRef) {
+        let key = (conn.gateway_id(), conn.core(), conn.slot(), conn.generation());
+        self.buckets.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+    }
+}
+
+/// Sends one message. Returns only once it is durable (or refused).
+pub async fn send(logic: &Logic, req: SendRequest<'_>) -> SendResult {
+    validate(logic, &req)?;
+    if let Some(conn) = &req.origin {
+        if !logic.messaging.take_token(conn, logic.config.messages.sends_per_sec) {
+            return Err(Refusal::new(errors::SEND_RATE_EXCEEDED, "sending too fast; slow down"));
+        }
+    }
+    let key = dedup_key(req.app, &req.from, req.client_msg_id);
+    // A resend already being written waits for the first attempt's outcome.
+    let waiter = {
+        let mut g = logic.messaging.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        match g.get_mut(&key) {
+            Some(waiters) => {
+                let (tx, rx) = oneshot::channel();
+                waiters.push(tx);
+                Some(rx)
+            }
+            None => {
+                g.insert(key.clone(), Vec::new());
+                None
+            }
+        }
+    };
+    if let Some(rx) = waiter {
+        return rx.await.unwrap_or_else(|_| Err(Refusal::new(codes::INTERNAL, "internal error")));
+    }
+    let result = send_first(logic, &req, &key).await;
+    let waiters = logic.messaging.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key).unwrap_or_default();
+    for w in waiters {
+        let _ = w.send(result.clone());
+    }
+    result
+}
+
+async fn send_first(logic: &Logic, req: &SendRequest<'_>, key: &str) -> SendResult {
+    let now = now_ms();
+    if let Some(rec) = logic.store.get_dedup(key, now).await? {
+        if let Some(acc) = Accepted::decode(&rec.value) {
+            metrics::counter!("tern_messages_deduplicated_total").increment(1);
+            return Ok(acc);
+        }
+    }
+    check_parties(logic, req.app, &req.from, &req.to).await?;
+    crate::hooks::check_send_allowed(logic, req.app, &req.from, &req.to).await?;
+
+    let self_message = req.from == req.to;
+    let from_alloc = logic.seqs.allocate(req.app, &req.from, SyncKind::Message, 1).await?;
+    let to_alloc = if self_message {
+        None
+    } else {
+        match logic.seqs.allocate(req.app, &req.to, SyncKind::Message, 1).await {
+            Ok(a) => Some(a),
+            Err(e) => {
+                logic.messaging.delivery.complete(logic, &from_alloc, false, Vec::new());
+                return Err(e.into());
+            }
+        }
+    };
+    let message_key = logic.messaging.keys.next(now);
+    let stored = message::encode_stored(&MessageParts {
+        message_key,
+        conversation_type: ConversationType::Single,
+        from_id: req.from.as_str(),
+        to_id: req.to.as_str(),
+        seq: 0,
+        server_time_ms: now,
+        client_time_ms: req.client_time_ms,
+        client_msg_id: req.client_msg_id,
+        elems: req.elems.clone(),
+        recalled: false,
+        from_device: req.from_device,
+        entry: EntryKind::Message,
+    });
+    let payload = Bytes::from(stored);
+    let accepted = Accepted { message_key, seq: from_alloc.first, server_time_ms: now };
+
+    let mut batch = WriteBatch::with_capacity(8);
+    let entry = |seq: Seq| LogEntry { seq, time_ms: now, payload: payload.clone() };
+    batch.append_log(req.app, req.from.clone(), SyncKind::Message, entry(from_alloc.first));
+    batch.append_conv_index(req.app, req.from.clone(), req.to.clone(), from_alloc.first);
+    let to_seq = to_alloc.as_ref().map_or(from_alloc.first, |a| a.first);
+    if let Some(a) = &to_alloc {
+        batch.append_log(req.app, req.to.clone(), SyncKind::Message, entry(a.first));
+        batch.append_conv_index(req.app, req.to.clone(), req.from.clone(), a.first);
+    }
+    batch.put_message_index(
+        req.app,
+        message_key,
+        MessageLocator { from: req.from.clone(), to: req.to.clone(), from_seq: from_alloc.first, to_seq, time_ms: now },
+    );
+    batch.put_dedup(DedupRecord {
+        key: key.to_string(),
+        value: accepted.encode(),
+        expires_ms: now + logic.config.messages.dedup_window_secs * 1000,
+    });
+    let written = logic.store.write(batch).await;
+    let durable = written.is_ok();
+    let d = &logic.messaging.delivery;
+    d.complete(logic, &from_alloc, durable, vec![(from_alloc.first, Item::Stored(payload.to_vec()), req.origin)]);
+    if let Some(a) = &to_alloc {
+        d.complete(logic, a, durable, vec![(a.first, Item::Stored(payload.to_vec()), None)]);
+    }
+    written?;
+    metrics::counter!("tern_messages_accepted_total").increment(1);
+    Ok(accepted)
+}
+
+/// Both users exist and are not deleted.
+async fn check_parties(logic: &Logic, app: AppId, from: &UserId, to: &UserId) -> Result<(), Refusal> {
+    let users = logic.store.get_users(app, &[from.clone(), to.clone()]).await?;
+    for (who, u) in [("sender", &users[0]), ("recipient", &users[1])] {
+        match u {
+            None => return Err(Refusal::new(codes::USER_NOT_FOUND, format!("{who} does not exist"))),
+            Some(u) if u.deleted => return Err(Refusal::new(codes::USER_DELETED, format!("{who} was deleted"))),
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// One stored timeline entry, decoded, with its owner's seq.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineItem {
+    pub seq: Seq,
+    pub time_ms: u64,
+    pub payload: Bytes,
+}
+
+impl TimelineItem {
+    /// The message view (borrowing `self`), with the owner's seq filled in.
+    pub fn parts(&self) -> Option<MessageParts<'_>> {
+        let m = message::decode_stored(&self.payload).ok()?;
+        let mut p = MessageParts::from_table(&m);
+        p.seq = self.seq.0;
+        Some(p)
+    }
+}
+
+fn retention_floor_ms(logic: &Logic, app: AppId) -> u64 {
+    let days = logic.apps.get(app).map_or(crate::apps::DEFAULT_RETENTION_DAYS, |a| a.retention_days);
+    now_ms().saturating_sub(u64::from(days) * 86_400_000)
+}
+
+/// A page of a user's Message timeline after `after`: entries within retention, never
+/// above the committed watermark. Returns (items, watermark, completed).
+pub async fn pull(
+    logic: &Logic,
+    app: AppId,
+    user: &UserId,
+    after: Seq,
+    limit: usize,
+) -> Result<(Vec<TimelineItem>, Seq, bool), Refusal> {
+    let limit = limit.clamp(1, logic.config.messages.max_pull);
+    let (entries, watermark, completed) = logic.read_synced(app, user, SyncKind::Message, after, limit).await?;
+    let floor = retention_floor_ms(logic, app);
+    let items = entries
+        .into_iter()
+        .filter(|e| e.time_ms >= floor)
+        .map(|e| TimelineItem { seq: e.seq, time_ms: e.time_ms, payload: e.payload })
+        .collect();
+    Ok((items, watermark, completed))
+}
+
+/// Answers a TCP Pull with a PullResult frame.
+pub async fn pull_frame(logic: &Logic, app: AppId, user: &UserId, request_id: u32, after: Seq, limit: u32) -> Vec<u8> {
+    match pull(logic, app, user, after, limit as usize).await {
+        Ok((items, watermark, completed)) => {
+            let parts: Vec<MessageParts<'_>> = items.iter().filter_map(TimelineItem::parts).collect();
+            message::pull_result(request_id, WireKind::Message, &parts, watermark.0, completed)
+        }
+        Err(r) => tern_schema::encode::error(request_id, r.code, &r.message),
+    }
+}
+
+/// Records that `device` of `user` has received everything up to `seq`. Coalesced in
+/// memory; [`flush_acks`] persists them (a crash loses at most one flush interval of
+/// acks, which only makes the device pull a few messages again).
+pub fn push_ack(logic: &Logic, app: AppId, user: &UserId, device: &str, seq: u64) {
+    // The gateway admits only valid device ids; a bad one here must not poison the
+    // whole coalesced batch.
+    if tern_storage::check_device_id(device).is_err() {
+        return;
+    }
+    let mut g = logic.messaging.acks.lock().unwrap_or_else(|p| p.into_inner());
+    let e = g.entry((app, user.clone(), device.to_string())).or_insert(0);
+    *e = (*e).max(seq);
+}
+
+/// Writes coalesced device acks in one batch.
+pub async fn flush_acks(logic: &Logic) -> Result<usize, StoreError> {
+    let pending: Vec<_> = std::mem::take(&mut *logic.messaging.acks.lock().unwrap_or_else(|p| p.into_inner()))
+        .into_iter()
+        .collect();
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let mut batch = WriteBatch::with_capacity(pending.len());
+    for ((app, user, device), seq) in &pending {
+        batch.put_device_ack(*app, user.clone(), device.clone(), SyncKind::Message, Seq(*seq));
+    }
+    if let Err(e) = logic.store.write(batch).await {
+        // Put them back (keeping any higher ack that arrived meanwhile) for the next try.
+        let mut g = logic.messaging.acks.lock().unwrap_or_else(|p| p.into_inner());
+        for (k, seq) in pending {
+            let e = g.entry(k).or_insert(0);
+            *e = (*e).max(seq);
+        }
+        return Err(e);
+    }
+    Ok(pending.len())
+}
+
+/// The device's acked seqs: persisted ones, raised by any not yet flushed.
+pub async fn device_acks(logic: &Logic, app: AppId, user: &UserId, device: &str) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
+    let mut acks = logic.store.get_device_acks(app, user, device).await?;
+    let pending = logic.messaging.acks.lock().unwrap_or_else(|p| p.into_inner()).get(&(app, user.clone(), device.to_string())).copied();
+    if let Some(p) = pending {
+        match acks.iter_mut().find(|(k, _)| *k == SyncKind::Message) {
+            Some((_, s)) => s.0 = s.0.max(p),
+            None => acks.push((SyncKind::Message, Seq(p))),
+        }
+    }
+    Ok(acks)
+}
+
+/// A device read its conversation with `peer` up to its own seq `read_seq`: persist the
+/// read mark (unread counts derive from it) and tell the reader's other devices and the
+/// peer's devices.
+pub async fn read_receipt(
+    logic: &Logic,
+    app: AppId,
+    reader: &UserId,
+    peer: &UserId,
+    read_seq: u64,
+    origin: Option<&ConnRef>,
+) -> Result<(), Refusal> {
+    let committed = logic.seqs.committed(app, reader, SyncKind::Message).await?;
+    if read_seq > committed.0 {
+        return Err(Refusal::new(errors::INVALID_MESSAGE, "read_seq: above the reader's newest message"));
+    }
+    let mut batch = WriteBatch::with_capacity(1);
+    batch.put_read_mark(app, reader.clone(), peer.clone(), Seq(read_seq));
+    logic.store.write(batch).await?;
+    let frame = message::read_receipt_notify(reader.as_str(), peer.as_str(), read_seq);
+    logic.sessions.send_to_user(app, reader, &frame, origin);
+    if peer != reader {
+        logic.sessions.send_to_user(app, peer, &frame, None);
+    }
+    Ok(())
+}
+
+/// Who asks for a recall.
+#[derive(Debug, Clone)]
+pub enum Recaller {
+    /// The sender (the recall window applies).
+    Sender(UserId),
+    /// An app admin (any time).
+    Admin,
+}
+
+/// Recalls a message: marks both stored copies recalled (body dropped), appends a
+/// recall event to both timelines (offline devices learn it by sync) and notifies online
+/// devices of both users, in timeline order.
+pub async fn recall(logic: &Logic, app: AppId, message_key: u64, by: Recaller) -> Result<(), Refusal> {
+    let loc = logic
+        .store
+        .get_message_index(app, message_key)
+        .await?
+        .ok_or_else(|| Refusal::new(errors::NO_SUCH_MESSAGE, "no such message"))?;
+    if let Recaller::Sender(u) = &by {
+        if *u != loc.from {
+            return Err(Refusal::new(errors::NOT_A_PARTY, "only the sender may recall a message"));
+        }
+        let window = logic.apps.get(app).map_or(crate::apps::DEFAULT_RECALL_WINDOW_SECS, |a| a.recall_window_secs);
+        if now_ms() > loc.time_ms + window * 1000 {
+            return Err(Refusal::new(errors::RECALL_WINDOW_PASSED, format!("the {window} s recall window has passed")));
+        }
+    }
+    let owners: Vec<(UserId, Seq, UserId)> = if loc.from == loc.to {
+        vec![(loc.from.clone(), loc.from_seq, loc.to.clone())]
+    } else {
+        vec![(loc.from.clone(), loc.from_seq, loc.to.clone()), (loc.to.clone(), loc.to_seq, loc.from.clone())]
+    };
+    let now = now_ms();
+    let mut batch = WriteBatch::with_capacity(8);
+    let mut allocs = Vec::new();
+    for (owner, seq, _) in &owners {
+        let entry = logic
+            .store
+            .get_log_entry(app, owner, SyncKind::Message, *seq)
+            .await?
+            .ok_or_else(|| Refusal::new(errors::NO_SUCH_MESSAGE, "message no longer stored"))?;
+        let m = message::decode_stored(&entry.payload)
+            .map_err(|_| Refusal::new(codes::INTERNAL, "stored message is corrupt"))?;
+        let mut parts = MessageParts::from_table(&m);
+        if parts.recalled {
+            return Err(Refusal::new(errors::ALREADY_RECALLED, "the message was already recalled"));
+        }
+        parts.recalled = true;
+        parts.elems.clear();
+        let replaced = Bytes::from(message::encode_stored(&parts));
+        batch.replace_log_entry(app, owner.clone(), SyncKind::Message, LogEntry { seq: *seq, time_ms: entry.time_ms, payload: replaced });
+        // The event: same key and parties, no body, entry = Recall.
+        parts.entry = EntryKind::Recall;
+        parts.server_time_ms = now;
+        let event = message::encode_stored(&parts);
+        let alloc = logic.seqs.allocate(app, owner, SyncKind::Message, 1).await?;
+        batch.append_log(app, owner.clone(), SyncKind::Message, LogEntry { seq: alloc.first, time_ms: now, payload: Bytes::from(event) });
+        allocs.push(alloc);
+    }
+    let written = logic.store.write(batch).await;
+    let durable = written.is_ok();
+    for alloc in &allocs {
+        let notify = message::recall_notify(message_key, loc.from.as_str(), loc.to.as_str(), alloc.first.0);
+        logic.messaging.delivery.complete(logic, alloc, durable, vec![(alloc.first, Item::Frame(notify), None)]);
+    }
+    written?;
+    metrics::counter!("tern_messages_recalled_total").increment(1);
+    Ok(())
+}
+
+/// Messages by key, as `asker` sees them (their own copy); keys they are not party to
+/// or that do not exist are reported per key.
+pub async fn get_messages(
+    logic: &Logic,
+    app: AppId,
+    asker: &UserId,
+    keys: &[u64],
+) -> Result<Vec<Result<TimelineItem, Refusal>>, Refusal> {
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        let item = match logic.store.get_message_index(app, *key).await? {
+            None => Err(Refusal::new(errors::NO_SUCH_MESSAGE, "no such message")),
+            Some(loc) => {
+                let seq = if *asker == loc.from {
+                    Some(loc.from_seq)
+                } else if *asker == loc.to {
+                    Some(loc.to_seq)
+                } else {
+                    None
+                };
+                match seq {
+                    None => Err(Refusal::new(errors::NOT_A_PARTY, "not a party to this message")),
+                    Some(seq) => match logic.store.get_log_entry(app, asker, SyncKind::Message, seq).await? {
+                        Some(e) => Ok(TimelineItem { seq: e.seq, time_ms: e.time_ms, payload: e.payload }),
+                        None => Err(Refusal::new(errors::NO_SUCH_MESSAGE, "message no longer stored")),
+                    },
+                }
+            }
+        };
+        out.push(item);
+    }
+    Ok(out)
+}
+
+/// The conversation of `user` with `peer`, newest first, strictly below `before` (None
+/// = from the newest), at most `limit`. Returns the items and the cursor for the next
+/// page (None when there is no more).
+pub async fn history(
+    logic: &Logic,
+    app: AppId,
+    user: &UserId,
+    peer: &UserId,
+    before: Option<Seq>,
+    limit: usize,
+) -> Result<(Vec<TimelineItem>, Option<Seq>), Refusal> {
+    let limit = limit.clamp(1, logic.config.messages.max_pull);
+    let watermark = logic.seqs.committed(app, user, SyncKind::Message).await?;
+    let before = before.map_or(Seq(watermark.0 + 1), |b| b.min(Seq(watermark.0 + 1)));
+    let seqs = logic.store.read_conv_back(app, user, peer, before, limit + 1).await?;
+    let more = seqs.len() > limit;
+    let floor = retention_floor_ms(logic, app);
+    let mut items = Vec::with_capacity(limit);
+    for seq in seqs.iter().take(limit) {
+        if let Some(e) = logic.store.get_log_entry(app, user, SyncKind::Message, *seq).await? {
+            if e.time_ms >= floor {
+                items.push(TimelineItem { seq: e.seq, time_ms: e.time_ms, payload: e.payload });
+            }
+        }
+    }
+    let next = if more { seqs.get(limit - 1).copied() } else { None };
+    Ok((items, next))
+}

@@ -1,0 +1,183 @@
+//! Per-user, per-kind sequence allocation in the seqsvr style, and the committed
+//! watermark that keeps the sync invariant.
+//!
+//! Seqs are handed out from memory. Each (app, user, kind) has a persisted *reserved
+//! upper bound*; a seq is handed out only when it is at or below a bound that is already
+//! durable. When an allocation would pass the bound, the allocator first writes a bound
+//! one step higher (one small write per `step` seqs, group-committed with everything
+//! else), then hands out seqs from memory again. After a restart allocation resumes
+//! above the persisted bound, so no seq is ever handed out twice, even when the process
+//! died between handing it out and writing the data that used it: seqs may skip, they
+//! never repeat and never go back.
+//!
+//! Watermark: a seq is *in flight* from allocation until its batch is durable (or has
+//! failed). `committed` is the highest seq below every in-flight one; pushes and sync
+//! serve only up to it, so once a client was told `maxSequence = S` nothing ≤ S can
+//! appear later. After a restart everything at or below the persisted bound that exists
+//! is already durable, so the bound is a valid watermark.
+//!
+//! This module must never be used for a user by anything but that user's slot owner.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use tern_storage::{AppId, Seq, Store, StoreError, SyncKind, UserId, WriteBatch};
+
+/// Default distance between reserved bounds: one bound write per this many seqs.
+pub const DEFAULT_SEQ_STEP: u64 = 1_000;
+
+const SHARDS: usize = 64;
+
+#[derive(Debug, Default)]
+struct KindState {
+    /// Last seq handed out.
+    last: u64,
+    /// Highest reserved bound known durable (≥ last).
+    bound: u64,
+    /// Allocated, not yet durable, ascending.
+    in_flight: VecDeque<u64>,
+}
+
+impl KindState {
+    fn committed(&self) -> u64 {
+        self.in_flight.front().map_or(self.last, |first| first - 1)
+    }
+}
+
+type UserKey = (AppId, UserId);
+
+#[derive(Default)]
+struct UserState {
+    kinds: [KindState; SyncKind::ALL.len()],
+}
+
+/// A run of freshly allocated seqs of one (app, user, kind). Complete it with
+/// [`SeqAllocator::complete`] once the batch using it is durable or has failed.
+#[derive(Debug)]
+pub struct Allocation {
+    pub app: AppId,
+    pub user: UserId,
+    pub kind: SyncKind,
+    pub first: Seq,
+    pub last: Seq,
+}
+
+impl Allocation {
+    pub fn seqs(&self) -> impl Iterator<Item = Seq> {
+        (self.first.0..=self.last.0).map(Seq)
+    }
+}
+
+/// The allocator. Shared by all tasks of the logic node; sharded mutexes, held only for
+/// in-memory bookkeeping (never across I/O).
+pub struct SeqAllocator {
+    store: Arc<dyn Store>,
+    step: u64,
+    shards: Vec<Mutex<HashMap<UserKey, UserState>>>,
+}
+
+impl SeqAllocator {
+    pub fn new(store: Arc<dyn Store>, step: u64) -> Self {
+        Self { store, step: step.max(1), shards: (0..SHARDS).map(|_| Mutex::default()).collect() }
+    }
+
+    fn shard(&self, app: AppId, user: &UserId) -> &Mutex<HashMap<UserKey, UserState>> {
+        use std::hash::{Hash, Hasher};
+        // DefaultHasher::new() has fixed keys: the same user always lands in one shard.
+        let mut h = std::hash::DefaultHasher::new();
+        app.0.hash(&mut h);
+        user.as_str().hash(&mut h);
+        &self.shards[(h.finish() as usize) % SHARDS]
+    }
+
+    fn lock(m: &Mutex<HashMap<UserKey, UserState>>) -> std::sync::MutexGuard<'_, HashMap<UserKey, UserState>> {
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Loads a user's persisted bounds unless they are in memory already.
+    async fn ensure_loaded(&self, app: AppId, user: &UserId) -> Result<(), StoreError> {
+        let shard = self.shard(app, user);
+        if Self::lock(shard).contains_key(&(app, user.clone())) {
+            return Ok(());
+        }
+        let bounds = self.store.seq_bounds(app, user).await?;
+        let mut state = UserState::default();
+        for (kind, bound) in bounds {
+            let k = &mut state.kinds[kind.as_u8() as usize];
+            k.last = bound.0;
+            k.bound = bound.0;
+        }
+        // Another task may have loaded it meanwhile; theirs wins (it may have allocated).
+        Self::lock(shard).entry((app, user.clone())).or_insert(state);
+        Ok(())
+    }
+
+    /// Allocates `n ≥ 1` consecutive seqs. Pair with [`complete`](Self::complete).
+    /// Does I/O only when the reserved bound must be raised (once per `step` seqs).
+    pub async fn allocate(&self, app: AppId, user: &UserId, kind: SyncKind, n: u64) -> Result<Allocation, StoreError> {
+        let n = n.max(1);
+        self.ensure_loaded(app, user).await?;
+        loop {
+            let target = {
+                let mut g = Self::lock(self.shard(app, user));
+                let st = g.get_mut(&(app, user.clone())).expect("loaded above; users are never evicted");
+                let k = &mut st.kinds[kind.as_u8() as usize];
+                let (first, last) = (k.last + 1, k.last + n);
+                if last <= k.bound {
+                    k.last = last;
+                    k.in_flight.extend(first..=last);
+                    return Ok(Allocation { app, user: user.clone(), kind, first: Seq(first), last: Seq(last) });
+                }
+                last + self.step
+            };
+            // Concurrent raisers may each write a bound; the store keeps the maximum.
+            let mut batch = WriteBatch::with_capacity(1);
+            batch.set_seq_bound(app, user.clone(), kind, Seq(target));
+            self.store.write(batch).await?;
+            metrics::counter!("tern_seq_bound_writes_total").increment(1);
+            let mut g = Self::lock(self.shard(app, user));
+            if let Some(st) = g.get_mut(&(app, user.clone())) {
+                let k = &mut st.kinds[kind.as_u8() as usize];
+                k.bound = k.bound.max(target);
+            }
+        }
+    }
+
+    /// Marks an allocation's seqs as no longer in flight: `durable` when its batch was
+    /// acknowledged by the store, otherwise abandoned (the seqs stay unused forever).
+    pub fn complete(&self, alloc: &Allocation, durable: bool) {
+        // Both outcomes end the seqs' flight; a failed one is skipped forever.
+        if !durable {
+            metrics::counter!("tern_seqs_abandoned_total").increment(alloc.last.0 - alloc.first.0 + 1);
+        }
+        let mut g = Self::lock(self.shard(alloc.app, &alloc.user));
+        let Some(st) = g.get_mut(&(alloc.app, alloc.user.clone())) else { return };
+        let k = &mut st.kinds[alloc.kind.as_u8() as usize];
+        k.in_flight.retain(|s| *s < alloc.first.0 || *s > alloc.last.0);
+    }
+
+    /// The committed watermark of one kind.
+    pub async fn committed(&self, app: AppId, user: &UserId, kind: SyncKind) -> Result<Seq, StoreError> {
+        self.ensure_loaded(app, user).await?;
+        let g = Self::lock(self.shard(app, user));
+        Ok(g.get(&(app, user.clone())).map_or(Seq::ZERO, |st| Seq(st.kinds[kind.as_u8() as usize].committed())))
+    }
+
+    /// The committed watermark of a user already in memory (zero if not loaded: then
+    /// nothing of theirs is in flight either).
+    pub fn committed_now(&self, app: AppId, user: &UserId, kind: SyncKind) -> Seq {
+        let g = Self::lock(self.shard(app, user));
+        g.get(&(app, user.clone())).map_or(Seq::ZERO, |st| Seq(st.kinds[kind.as_u8() as usize].committed()))
+    }
+
+    /// The committed watermark of every kind (kinds at zero included).
+    pub async fn committed_all(&self, app: AppId, user: &UserId) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
+        self.ensure_loaded(app, user).await?;
+        let g = Self::lock(self.shard(app, user));
+        let st = g.get(&(app, user.clone()));
+        Ok(SyncKind::ALL
+            .iter()
+            .map(|k| (*k, Seq(st.map_or(0, |st| st.kinds[k.as_u8() as usize].committed()))))
+            .collect())
+    }
+}

@@ -1,0 +1,347 @@
+//! The registry of online sessions: which device of which user is connected through
+//! which gateway core, and the outbound queue of every gateway link.
+//!
+//! This is the only place that knows where a user's devices are. It decides nothing
+//! about business rules: callers ask it to admit a session under a [`LoginModel`], to
+//! send a frame to a user's devices, or to close sessions. Frames are encoded by the
+//! caller once and wrapped once per gateway core here.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tern_schema::client::KickReason;
+use tern_schema::encode;
+use tern_schema::link::ConnRef;
+use tern_storage::{AppId, UserId};
+use tokio::sync::mpsc;
+
+use crate::apps::LoginModel;
+
+/// (gateway id, core): one link connection.
+pub type LinkKey = (u32, u16);
+
+/// Bytes queued towards one gateway core. Bounded so a stuck gateway cannot make logic
+/// grow without limit; when full, frames for that core are dropped (devices catch up by
+/// seq) and counted.
+pub type LinkSender = mpsc::Sender<Vec<u8>>;
+
+/// One online device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub conn: ConnRef,
+    pub client_type: u8,
+    pub device_id: String,
+    pub session_id: u64,
+    pub since_ms: u64,
+}
+
+fn link_of(c: &ConnRef) -> LinkKey {
+    (c.gateway_id(), c.core())
+}
+
+fn same_conn(a: &ConnRef, b: &ConnRef) -> bool {
+    a.gateway_id() == b.gateway_id() && a.core() == b.core() && a.slot() == b.slot() && a.generation() == b.generation()
+}
+
+type ConnKey = (u32, u16, u32);
+
+fn conn_key(c: &ConnRef) -> ConnKey {
+    (c.gateway_id(), c.core(), c.slot())
+}
+
+struct Link {
+    sender: LinkSender,
+    /// Distinguishes a reconnected link from the one it replaced.
+    epoch: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_user: HashMap<(AppId, UserId), Vec<Session>>,
+    by_conn: HashMap<ConnKey, (AppId, UserId, u32)>,
+    links: HashMap<LinkKey, Link>,
+    next_epoch: u64,
+}
+
+/// Outcome of [`Sessions::admit`].
+#[derive(Debug, Default)]
+pub struct Admission {
+    /// Sessions the new login replaced; they have been removed and sent a Kick.
+    pub kicked: Vec<Session>,
+}
+
+/// The registry. Cheap operations under one mutex: the logic tier's session changes are
+/// logins and logouts, not messages, and a message fan-out holds it only to copy targets.
+#[derive(Default)]
+pub struct Sessions {
+    inner: Mutex<Inner>,
+}
+
+impl Sessions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain maps behind; keep serving.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers the link of one gateway core. Returns its epoch, needed to unregister.
+    pub fn register_link(&self, key: LinkKey, sender: LinkSender) -> u64 {
+        let mut g = self.lock();
+        g.next_epoch += 1;
+        let epoch = g.next_epoch;
+        if g.links.insert(key, Link { sender, epoch }).is_some() {
+            tracing::info!(gateway = key.0, core = key.1, "gateway link replaced by a new connection");
+        }
+        epoch
+    }
+
+    /// Forgets a link (if it is still the one registered with `epoch`) and every session
+    /// on it: the gateway re-registers live sessions when it reconnects.
+    pub fn unregister_link(&self, key: LinkKey, epoch: u64) -> usize {
+        let mut g = self.lock();
+        if g.links.get(&key).is_some_and(|l| l.epoch == epoch) {
+            g.links.remove(&key);
+        } else {
+            return 0;
+        }
+        let mut removed = 0;
+        g.by_user.retain(|_, list| {
+            let before = list.len();
+            list.retain(|s| link_of(&s.conn) != key);
+            removed += before - list.len();
+            !list.is_empty()
+        });
+        g.by_conn.retain(|k, _| (k.0, k.1) != key);
+        metrics::gauge!("tern_sessions_online").decrement(removed as f64);
+        removed
+    }
+
+    /// Admits a new session of a user, replacing the sessions `model` says it replaces
+    /// (unless `resume`: a re-registration after a link reconnect replaces nobody).
+    /// Replaced sessions are removed and sent a Kick followed by a close.
+    pub fn admit(&self, app: AppId, user: &UserId, session: Session, model: LoginModel, resume: bool) -> Admission {
+        let mut g = self.lock();
+        let mut kicked = Vec::new();
+        let key = (app, user.clone());
+        let list = g.by_user.entry(key.clone()).or_default();
+        if !resume {
+            let new = (session.client_type, session.device_id.as_str());
+            let mut i = 0;
+            while i < list.len() {
+                if model.replaces(new, (list[i].client_type, &list[i].device_id)) {
+                    kicked.push(list.swap_remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        // A re-registered or reused slot must not leave a stale entry behind.
+        list.retain(|s| conn_key(&s.conn) != conn_key(&session.conn));
+        let ck = conn_key(&session.conn);
+        let generation = session.conn.generation();
+        list.push(session);
+        g.by_conn.insert(ck, (app, user.clone(), generation));
+        for k in &kicked {
+            g.by_conn.remove(&conn_key(&k.conn));
+        }
+        let frame = encode::kick(KickReason::ReplacedByNewLogin, "another login of this user replaced this device");
+        for k in &kicked {
+            send_locked(&g, link_of(&k.conn), encode::link_close(&k.conn, &frame));
+        }
+        metrics::gauge!("tern_sessions_online").increment(1.0 - kicked.len() as f64);
+        Admission { kicked }
+    }
+
+    /// Removes a closed session. Returns its user if it was registered.
+    pub fn close(&self, conn: &ConnRef) -> Option<(AppId, UserId)> {
+        let mut g = self.lock();
+        let ck = conn_key(conn);
+        match g.by_conn.get(&ck) {
+            Some((_, _, generation)) if *generation == conn.generation() => {}
+            _ => return None,
+        }
+        let (app, user, _) = g.by_conn.remove(&ck)?;
+        let key = (app, user);
+        if let Some(list) = g.by_user.get_mut(&key) {
+            list.retain(|s| !same_conn(&s.conn, conn));
+            if list.is_empty() {
+                g.by_user.remove(&key);
+            }
+        }
+        metrics::gauge!("tern_sessions_online").decrement(1.0);
+        Some(key)
+    }
+
+    /// The user and device behind a live connection (generation-checked).
+    pub fn session_of(&self, conn: &ConnRef) -> Option<(AppId, UserId, Session)> {
+        let g = self.lock();
+        let (app, user, generation) = g.by_conn.get(&conn_key(conn))?;
+        if *generation != conn.generation() {
+            return None;
+        }
+        let session = g.by_user.get(&(*app, user.clone()))?.iter().find(|s| same_conn(&s.conn, conn))?.clone();
+        Some((*app, user.clone(), session))
+    }
+
+    /// The online devices of a user.
+    pub fn devices(&self, app: AppId, user: &UserId) -> Vec<Session> {
+        self.lock().by_user.get(&(app, user.clone())).cloned().unwrap_or_default()
+    }
+
+    /// Number of online sessions.
+    pub fn len(&self) -> usize {
+        self.lock().by_conn.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sends a complete client frame to every online device of `user` except `except`.
+    /// The frame is wrapped once per gateway core. Returns how many devices it targeted.
+    pub fn send_to_user(&self, app: AppId, user: &UserId, frame: &[u8], except: Option<&ConnRef>) -> usize {
+        let g = self.lock();
+        let Some(list) = g.by_user.get(&(app, user.clone())) else { return 0 };
+        let mut per_link: Vec<(LinkKey, Vec<ConnRef>)> = Vec::new();
+        for s in list {
+            if except.is_some_and(|e| same_conn(e, &s.conn)) {
+                continue;
+            }
+            let lk = link_of(&s.conn);
+            match per_link.iter_mut().find(|(k, _)| *k == lk) {
+                Some((_, v)) => v.push(s.conn),
+                None => per_link.push((lk, vec![s.conn])),
+            }
+        }
+        let mut n = 0;
+        for (lk, conns) in per_link {
+            n += conns.len();
+            send_locked(&g, lk, encode::link_deliver(&conns, frame));
+        }
+        n
+    }
+
+    /// Sends `frame` to one connection, then closes it; forgets the session.
+    pub fn close_with(&self, conn: &ConnRef, frame: &[u8]) {
+        self.close(conn);
+        let g = self.lock();
+        send_locked(&g, link_of(conn), encode::link_close(conn, frame));
+    }
+
+    /// Kicks every session of a user with `reason`. Returns how many were kicked.
+    pub fn kick_user(&self, app: AppId, user: &UserId, reason: KickReason, message: &str) -> usize {
+        let frame = encode::kick(reason, message);
+        let devices = self.devices(app, user);
+        for d in &devices {
+            self.close_with(&d.conn, &frame);
+        }
+        devices.len()
+    }
+
+    /// Sends a raw link frame to one gateway core.
+    pub fn send_link(&self, link: LinkKey, link_frame: Vec<u8>) {
+        let g = self.lock();
+        send_locked(&g, link, link_frame);
+    }
+}
+
+fn send_locked(g: &Inner, link: LinkKey, link_frame: Vec<u8>) {
+    match g.links.get(&link) {
+        Some(l) => {
+            if l.sender.try_send(link_frame).is_err() {
+                metrics::counter!("tern_link_frames_dropped_total").increment(1);
+                tracing::warn!(gateway = link.0, core = link.1, "link queue full or closed; frame dropped");
+            }
+        }
+        None => {
+            metrics::counter!("tern_link_frames_dropped_total").increment(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_schema::frame::{parse_link, HEADER_LEN};
+
+    fn session(core: u16, slot: u32, client_type: u8, device: &str) -> Session {
+        Session {
+            conn: ConnRef::new(1, core, slot, 1),
+            client_type,
+            device_id: device.into(),
+            session_id: slot as u64,
+            since_ms: 0,
+        }
+    }
+
+    fn user(s: &str) -> UserId {
+        UserId::new(s).unwrap()
+    }
+
+    #[test]
+    fn admit_kicks_per_policy_and_sends_close() {
+        let s = Sessions::new();
+        let (tx, mut rx) = mpsc::channel(16);
+        s.register_link((1, 0), tx);
+        let app = AppId(1);
+        assert!(s.admit(app, &user("a"), session(0, 1, 1, "phone"), LoginModel::OneDevice, false).kicked.is_empty());
+        let adm = s.admit(app, &user("a"), session(0, 2, 3, "web"), LoginModel::OneDevice, false);
+        assert_eq!(adm.kicked.len(), 1);
+        assert_eq!(adm.kicked[0].device_id, "phone");
+        let f = rx.try_recv().unwrap();
+        let close = parse_link(&f[HEADER_LEN..]).unwrap();
+        assert_eq!(close.body_as_close().unwrap().conn().unwrap().slot(), 1);
+        assert_eq!(s.devices(app, &user("a")).len(), 1);
+    }
+
+    #[test]
+    fn close_checks_generation() {
+        let s = Sessions::new();
+        let app = AppId(1);
+        s.admit(app, &user("a"), session(0, 1, 1, "p"), LoginModel::Unlimited, false);
+        assert!(s.close(&ConnRef::new(1, 0, 1, 2)).is_none(), "stale generation must not close");
+        assert!(s.close(&ConnRef::new(1, 0, 1, 1)).is_some());
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn send_to_user_groups_by_core_and_skips_except() {
+        let s = Sessions::new();
+        let (tx0, mut rx0) = mpsc::channel(16);
+        let (tx1, mut rx1) = mpsc::channel(16);
+        s.register_link((1, 0), tx0);
+        s.register_link((1, 1), tx1);
+        let app = AppId(7);
+        let a = user("a");
+        s.admit(app, &a, session(0, 1, 1, "p"), LoginModel::Unlimited, false);
+        s.admit(app, &a, session(0, 2, 3, "w"), LoginModel::Unlimited, false);
+        s.admit(app, &a, session(1, 3, 5, "m"), LoginModel::Unlimited, false);
+        let frame = encode::ping(0, 1);
+        let n = s.send_to_user(app, &a, &frame, Some(&ConnRef::new(1, 0, 2, 1)));
+        assert_eq!(n, 2);
+        let d0 = rx0.try_recv().unwrap();
+        let d0 = parse_link(&d0[HEADER_LEN..]).unwrap();
+        assert_eq!(d0.body_as_deliver().unwrap().conns().unwrap().len(), 1);
+        assert!(rx0.try_recv().is_err(), "one frame per core");
+        assert!(rx1.try_recv().is_ok());
+    }
+
+    #[test]
+    fn unregister_link_drops_its_sessions_only() {
+        let s = Sessions::new();
+        let (tx0, _rx0) = mpsc::channel(16);
+        let (tx1, _rx1) = mpsc::channel(16);
+        let e0 = s.register_link((1, 0), tx0);
+        s.register_link((1, 1), tx1);
+        let app = AppId(1);
+        s.admit(app, &user("a"), session(0, 1, 1, "p"), LoginModel::Unlimited, false);
+        s.admit(app, &user("b"), session(1, 2, 1, "p"), LoginModel::Unlimited, false);
+        assert_eq!(s.unregister_link((1, 0), e0 + 100), 0, "wrong epoch is ignored");
+        assert_eq!(s.unregister_link((1, 0), e0), 1);
+        assert_eq!(s.len(), 1);
+        assert!(s.devices(app, &user("a")).is_empty());
+    }
+}

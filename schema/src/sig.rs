@@ -1,0 +1,140 @@
+//! User signatures (`userSign`): proof from a business server that a user of an app may
+//! log in until an expiry time.
+//!
+//! Format (PROTOCOL.md §Signatures): `base64url_nopad(0x01 ‖ expiry_unix_secs:u64 BE ‖
+//! HMAC-SHA256(app_secret, "tern-sig-v1\n{app_id}\n{user_id}\n{expiry}"))`, 55 characters.
+//! Verification is constant-time in the MAC. The same format signs app admins
+//! (`identifier` as the user id) for the HTTP management API.
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+const VERSION: u8 = 1;
+const MAC_LEN: usize = 32;
+const RAW_LEN: usize = 1 + 8 + MAC_LEN;
+/// Length of an encoded signature in characters.
+pub const ENCODED_LEN: usize = 55;
+
+/// Why a signature was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SigError {
+    #[error("signature is empty")]
+    Missing,
+    #[error("signature is not in the expected encoding")]
+    Malformed,
+    #[error("signature has expired")]
+    Expired,
+    #[error("signature does not match")]
+    Mismatch,
+}
+
+impl SigError {
+    /// The protocol/API error code for this failure.
+    pub fn code(self) -> u32 {
+        match self {
+            SigError::Missing => crate::codes::SIGN_MISSING,
+            SigError::Malformed => crate::codes::SIGN_MALFORMED,
+            SigError::Expired => crate::codes::SIGN_EXPIRED,
+            SigError::Mismatch => crate::codes::SIGN_WRONG,
+        }
+    }
+}
+
+fn mac(secret: &[u8], app_id: u32, user_id: &str, expiry: u64) -> Hmac<Sha256> {
+    // HMAC accepts keys of any length; new_from_slice cannot fail for it.
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(b"tern-sig-v1\n");
+    mac.update(app_id.to_string().as_bytes());
+    mac.update(b"\n");
+    mac.update(user_id.as_bytes());
+    mac.update(b"\n");
+    mac.update(expiry.to_string().as_bytes());
+    mac
+}
+
+/// Mints a signature for `user_id` of `app_id` valid until `expiry_unix_secs`.
+pub fn sign(secret: &[u8], app_id: u32, user_id: &str, expiry_unix_secs: u64) -> String {
+    let tag = mac(secret, app_id, user_id, expiry_unix_secs).finalize().into_bytes();
+    let mut raw = [0u8; RAW_LEN];
+    raw[0] = VERSION;
+    raw[1..9].copy_from_slice(&expiry_unix_secs.to_be_bytes());
+    raw[9..].copy_from_slice(&tag);
+    URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// Checks `signature` for `user_id` of `app_id` at time `now_unix_secs`; returns the
+/// expiry on success.
+pub fn verify(secret: &[u8], app_id: u32, user_id: &str, signature: &str, now_unix_secs: u64) -> Result<u64, SigError> {
+    if signature.is_empty() {
+        return Err(SigError::Missing);
+    }
+    if signature.len() != ENCODED_LEN {
+        return Err(SigError::Malformed);
+    }
+    let mut raw = [0u8; RAW_LEN + 2];
+    let n = URL_SAFE_NO_PAD.decode_slice(signature, &mut raw).map_err(|_| SigError::Malformed)?;
+    if n != RAW_LEN || raw[0] != VERSION {
+        return Err(SigError::Malformed);
+    }
+    let expiry = u64::from_be_bytes(raw[1..9].try_into().expect("8 bytes"));
+    // Check the MAC before the expiry so an attacker learns nothing from the order.
+    mac(secret, app_id, user_id, expiry).verify_slice(&raw[9..RAW_LEN]).map_err(|_| SigError::Mismatch)?;
+    if expiry <= now_unix_secs {
+        return Err(SigError::Expired);
+    }
+    Ok(expiry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"s3cret";
+
+    #[test]
+    fn roundtrip() {
+        let s = sign(SECRET, 10_000, "alice", 2_000);
+        assert_eq!(s.len(), ENCODED_LEN);
+        assert_eq!(verify(SECRET, 10_000, "alice", &s, 1_999), Ok(2_000));
+    }
+
+    #[test]
+    fn expiry_is_enforced() {
+        let s = sign(SECRET, 1, "alice", 2_000);
+        assert_eq!(verify(SECRET, 1, "alice", &s, 2_000), Err(SigError::Expired));
+        assert_eq!(verify(SECRET, 1, "alice", &s, 5_000), Err(SigError::Expired));
+    }
+
+    #[test]
+    fn every_bound_field_matters() {
+        let s = sign(SECRET, 1, "alice", 2_000);
+        assert_eq!(verify(b"other", 1, "alice", &s, 0), Err(SigError::Mismatch));
+        assert_eq!(verify(SECRET, 2, "alice", &s, 0), Err(SigError::Mismatch));
+        assert_eq!(verify(SECRET, 1, "alicf", &s, 0), Err(SigError::Mismatch));
+        // Extending the expiry in the token breaks the MAC.
+        let forged = {
+            let mut raw = URL_SAFE_NO_PAD.decode(&s).unwrap();
+            raw[8] ^= 1;
+            URL_SAFE_NO_PAD.encode(raw)
+        };
+        assert_eq!(verify(SECRET, 1, "alice", &forged, 0), Err(SigError::Mismatch));
+    }
+
+    #[test]
+    fn malformed_inputs() {
+        assert_eq!(verify(SECRET, 1, "a", "", 0), Err(SigError::Missing));
+        assert_eq!(verify(SECRET, 1, "a", "short", 0), Err(SigError::Malformed));
+        let bad_chars = "!".repeat(ENCODED_LEN);
+        assert_eq!(verify(SECRET, 1, "a", &bad_chars, 0), Err(SigError::Malformed));
+        let mut raw = [0u8; RAW_LEN];
+        raw[0] = 2;
+        assert_eq!(verify(SECRET, 1, "a", &URL_SAFE_NO_PAD.encode(raw), 0), Err(SigError::Malformed));
+    }
+
+    #[test]
+    fn codes_are_documented_ones() {
+        assert_eq!(SigError::Expired.code(), 60004);
+        assert_eq!(SigError::Mismatch.code(), 60003);
+    }
+}

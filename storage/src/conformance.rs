@@ -1,0 +1,879 @@
+//! The conformance suite every [`Store`] backend must pass, written once against
+//! `&dyn Store`.
+//!
+//! A backend's test file gets every case as its own `#[tokio::test]` with one line:
+//!
+//! ```text
+//! tern_storage::conformance_tests!(fresh_store());
+//! ```
+//!
+//! where `fresh_store()` is an async expression yielding a [`StoreUnderTest`]: an
+//! isolated, empty store plus a guard that keeps its resources (a temp dir, a keyspace)
+//! alive until the store has been dropped. The calling crate needs `tokio` with the
+//! `macros` and `rt-multi-thread` features.
+//!
+//! Cases assert behaviour callers rely on, never a backend's internals. They must not
+//! depend on each other, on wall-clock time, or on data left by another case.
+
+use crate::{
+    AppId, AppRecord, DedupRecord, LogEntry, MessageLocator, Seq, Store, StoreError, SyncKind, UserId, UserRecord,
+    WriteBatch,
+};
+use bytes::Bytes;
+use std::{any::Any, future::Future, pin::Pin, sync::Arc, task::Poll};
+
+/// A fresh store and whatever must outlive it. The macro drops the store first.
+pub type StoreUnderTest = (Arc<dyn Store>, Box<dyn Any + Send>);
+
+/// Expands into one `#[tokio::test]` per conformance case. The argument is an async
+/// expression (evaluated once per case) yielding a [`StoreUnderTest`].
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:expr) => {
+        $crate::__conformance_cases!(
+            $factory;
+            users_roundtrip,
+            log_read_forward_paging,
+            log_read_back_paging,
+            log_isolation,
+            log_get_entry,
+            log_append_is_idempotent,
+            seq_bounds_never_go_down,
+            dedup_roundtrip_and_expiry,
+            apps_roundtrip,
+            mixed_batch,
+            invalid_batch_writes_nothing,
+            concurrent_writers,
+            empty_batch,
+            large_payload,
+            flush_ok,
+            device_acks_keep_max,
+            message_index_roundtrip,
+            conv_index_paging,
+            conv_index_isolation,
+            read_marks_keep_max,
+            index_ops_with_log_in_one_batch,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    ($factory:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (store, guard): $crate::conformance::StoreUnderTest = $factory.await;
+                $crate::conformance::$case(&*store).await;
+                // The store first: its guard may own the directory it writes to.
+                drop(store);
+                drop(guard);
+            }
+        )*
+    };
+}
+
+const APP: AppId = AppId(1);
+const KIND: SyncKind = SyncKind::Message;
+
+fn uid(s: &str) -> UserId {
+    UserId::new(s).expect("test user ids are valid")
+}
+
+fn entry(seq: u64, payload: &str) -> LogEntry {
+    LogEntry { seq: Seq(seq), time_ms: seq.wrapping_add(1_000), payload: Bytes::copy_from_slice(payload.as_bytes()) }
+}
+
+fn seqs(entries: &[LogEntry]) -> Vec<u64> {
+    entries.iter().map(|e| e.seq.0).collect()
+}
+
+async fn write(store: &dyn Store, batch: WriteBatch) {
+    store.write(batch).await.expect("write");
+}
+
+async fn append(store: &dyn Store, app: AppId, user: &str, kind: SyncKind, entries: &[LogEntry]) {
+    let mut b = WriteBatch::new();
+    for e in entries {
+        b.append_log(app, uid(user), kind, e.clone());
+    }
+    write(store, b).await;
+}
+
+async fn read(store: &dyn Store, app: AppId, user: &str, kind: SyncKind, after: u64, limit: usize) -> Vec<LogEntry> {
+    store.read_log(app, &uid(user), kind, Seq(after), limit).await.expect("read_log")
+}
+
+/// Reads a whole log forwards in pages of `page`, checking every page on the way.
+pub async fn collect_log(store: &dyn Store, app: AppId, user: &UserId, kind: SyncKind, page: usize) -> Vec<LogEntry> {
+    assert!(page > 0);
+    let mut all: Vec<LogEntry> = Vec::new();
+    let mut after = Seq::ZERO;
+    loop {
+        let got = store.read_log(app, user, kind, after, page).await.expect("read_log");
+        assert!(got.len() <= page, "page of {} for limit {page}", got.len());
+        if got.is_empty() {
+            return all;
+        }
+        for e in &got {
+            assert!(e.seq > after, "seq {} not after {after}", e.seq);
+            after = e.seq;
+        }
+        all.extend(got);
+    }
+}
+
+/// Reads a whole log backwards in pages of `page`, checking every page on the way.
+pub async fn collect_log_back(
+    store: &dyn Store,
+    app: AppId,
+    user: &UserId,
+    kind: SyncKind,
+    page: usize,
+) -> Vec<LogEntry> {
+    assert!(page > 0);
+    let mut all: Vec<LogEntry> = Vec::new();
+    let mut before = Seq::MAX;
+    loop {
+        let got = store.read_log_back(app, user, kind, before, page).await.expect("read_log_back");
+        assert!(got.len() <= page, "page of {} for limit {page}", got.len());
+        if got.is_empty() {
+            return all;
+        }
+        for e in &got {
+            assert!(e.seq < before, "seq {} not before {before}", e.seq);
+            before = e.seq;
+        }
+        all.extend(got);
+    }
+}
+
+/// Reads a whole conversation index backwards in pages of `page`, checking every page
+/// on the way (descending, below `before`, no repeats).
+pub async fn collect_conv_back(store: &dyn Store, app: AppId, user: &UserId, peer: &UserId, page: usize) -> Vec<Seq> {
+    assert!(page > 0);
+    let mut all = Vec::new();
+    let mut before = Seq::MAX;
+    loop {
+        let got = store.read_conv_back(app, user, peer, before, page).await.expect("read_conv_back");
+        assert!(got.len() <= page, "page of {} for limit {page}", got.len());
+        if got.is_empty() {
+            return all;
+        }
+        for &seq in &got {
+            assert!(seq < before, "seq {seq} not before {before}");
+            before = seq;
+        }
+        all.extend(got);
+    }
+}
+
+/// Polls all futures concurrently on the current task (the cases only get a borrowed
+/// store, so they cannot spawn).
+async fn join_all<F: Future<Output = ()>>(futs: impl IntoIterator<Item = F>) {
+    let mut futs: Vec<Option<Pin<Box<F>>>> = futs.into_iter().map(|f| Some(Box::pin(f))).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for slot in &mut futs {
+            if let Some(f) = slot {
+                if f.as_mut().poll(cx).is_ready() {
+                    *slot = None;
+                } else {
+                    pending = true;
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+}
+
+/// Users: missing is `None`, order follows the request, updates overwrite, the deleted
+/// flag round-trips, and apps do not share users.
+pub async fn users_roundtrip(store: &dyn Store) {
+    let (a, b, c) = (uid("alice"), uid("bob"), uid("carol"));
+    assert_eq!(store.get_users(APP, std::slice::from_ref(&a)).await.unwrap(), vec![None]);
+    assert_eq!(store.get_users(APP, &[]).await.unwrap(), vec![]);
+
+    let mut alice = UserRecord::new(a.clone(), 10);
+    alice.nick_name = "Alice".into();
+    alice.extra = "{\"k\":1}".into();
+    let mut bob = UserRecord::new(b.clone(), 11);
+    bob.deleted = true;
+    bob.user_sex = 2;
+    bob.silent_flag = true;
+    let mut other_app_alice = UserRecord::new(a.clone(), 12);
+    other_app_alice.nick_name = "Other".into();
+    let mut batch = WriteBatch::new();
+    batch.put_user(APP, alice.clone()).put_user(APP, bob.clone()).put_user(AppId(2), other_app_alice.clone());
+    write(store, batch).await;
+
+    let got = store.get_users(APP, &[b.clone(), c.clone(), a.clone(), b.clone()]).await.unwrap();
+    assert_eq!(got, vec![Some(bob.clone()), None, Some(alice.clone()), Some(bob.clone())]);
+    assert_eq!(store.get_users(AppId(2), &[a.clone(), b.clone()]).await.unwrap(), vec![Some(other_app_alice), None]);
+
+    // Overwrite, including un-deleting.
+    alice.nick_name = "Alice 2".into();
+    alice.updated_ms = 20;
+    bob.deleted = false;
+    let mut batch = WriteBatch::new();
+    batch.put_user(APP, alice.clone()).put_user(APP, bob.clone());
+    write(store, batch).await;
+    assert_eq!(store.get_users(APP, &[a, b]).await.unwrap(), vec![Some(alice), Some(bob)]);
+}
+
+/// `read_log` pages ascending with `after`/`limit`, with no skip and no repeat, over
+/// seqs that are not dense.
+pub async fn log_read_forward_paging(store: &dyn Store) {
+    let user = "u1";
+    let written: Vec<LogEntry> = (1..=40u64).map(|i| entry(i * 3, &format!("m{i}"))).collect();
+    // Out of order and split over batches: storage orders by seq, not by arrival.
+    append(store, APP, user, KIND, &written[20..]).await;
+    append(store, APP, user, KIND, &written[..20]).await;
+
+    assert_eq!(read(store, APP, user, KIND, 0, 1000).await, written);
+    assert_eq!(read(store, APP, user, KIND, 0, 0).await, vec![]);
+    assert_eq!(seqs(&read(store, APP, user, KIND, 0, 2).await), vec![3, 6]);
+    // `after` need not be a stored seq.
+    assert_eq!(seqs(&read(store, APP, user, KIND, 4, 2).await), vec![6, 9]);
+    assert_eq!(seqs(&read(store, APP, user, KIND, 6, 2).await), vec![9, 12]);
+    assert_eq!(seqs(&read(store, APP, user, KIND, 117, 5).await), vec![120]);
+    assert_eq!(read(store, APP, user, KIND, 120, 5).await, vec![]);
+    assert_eq!(read(store, APP, user, KIND, u64::MAX, 5).await, vec![]);
+    for page in [1, 3, 7, 40, 41] {
+        assert_eq!(collect_log(store, APP, &uid(user), KIND, page).await, written, "page {page}");
+    }
+    // Extreme seqs are ordinary positions.
+    append(store, APP, "edge", KIND, &[entry(u64::MAX, "max"), entry(1, "one")]).await;
+    assert_eq!(seqs(&read(store, APP, "edge", KIND, 0, 10).await), vec![1, u64::MAX]);
+    assert_eq!(seqs(&read(store, APP, "edge", KIND, 1, 10).await), vec![u64::MAX]);
+}
+
+/// `read_log_back` pages descending with `before`/`limit`.
+pub async fn log_read_back_paging(store: &dyn Store) {
+    let user = uid("u1");
+    let written: Vec<LogEntry> = (1..=25u64).map(|i| entry(i * 2, &format!("m{i}"))).collect();
+    append(store, APP, user.as_str(), KIND, &written).await;
+    let back = |before: u64, limit: usize| {
+        let user = user.clone();
+        async move { store.read_log_back(APP, &user, KIND, Seq(before), limit).await.unwrap() }
+    };
+    assert_eq!(seqs(&back(u64::MAX, 3).await), vec![50, 48, 46]);
+    assert_eq!(seqs(&back(46, 2).await), vec![44, 42]);
+    assert_eq!(seqs(&back(45, 2).await), vec![44, 42]);
+    assert_eq!(seqs(&back(3, 10).await), vec![2]);
+    assert_eq!(back(2, 10).await, vec![]);
+    assert!(back(0, 10).await.is_empty());
+    assert!(back(u64::MAX, 0).await.is_empty());
+    let mut expected = written.clone();
+    expected.reverse();
+    for page in [1, 4, 25, 26] {
+        assert_eq!(collect_log_back(store, APP, &user, KIND, page).await, expected, "page {page}");
+    }
+    assert_eq!(back(u64::MAX, 100).await, expected);
+}
+
+/// Logs of different apps, users (including ids that are prefixes of each other) and
+/// kinds never see each other's entries.
+pub async fn log_isolation(store: &dyn Store) {
+    let cases: [(AppId, &str, SyncKind); 8] = [
+        (APP, "a", SyncKind::Message),
+        (APP, "ab", SyncKind::Message),
+        (APP, "a", SyncKind::Profile),
+        (APP, "a", SyncKind::Conversation),
+        (APP, "b", SyncKind::Message),
+        (AppId(2), "a", SyncKind::Message),
+        (AppId(256), "a", SyncKind::Message),
+        (AppId(u32::MAX), "ab", SyncKind::Profile),
+    ];
+    let mut batch = WriteBatch::new();
+    for (i, (app, user, kind)) in cases.iter().enumerate() {
+        for seq in 1..=3u64 {
+            batch.append_log(*app, uid(user), *kind, entry(seq, &format!("{i}/{seq}")));
+        }
+    }
+    write(store, batch).await;
+    for (i, (app, user, kind)) in cases.iter().enumerate() {
+        let expected: Vec<LogEntry> = (1..=3u64).map(|seq| entry(seq, &format!("{i}/{seq}"))).collect();
+        assert_eq!(read(store, *app, user, *kind, 0, 100).await, expected, "log {i}");
+        let mut rev = expected.clone();
+        rev.reverse();
+        assert_eq!(
+            store.read_log_back(*app, &uid(user), *kind, Seq::MAX, 100).await.unwrap(),
+            rev,
+            "log {i} backwards"
+        );
+    }
+    assert_eq!(read(store, APP, "a", SyncKind::Friendship, 0, 100).await, vec![]);
+    assert_eq!(read(store, APP, "aa", KIND, 0, 100).await, vec![]);
+    assert_eq!(read(store, AppId(3), "a", KIND, 0, 100).await, vec![]);
+}
+
+/// `get_log_entry` finds exactly one seq of one log.
+pub async fn log_get_entry(store: &dyn Store) {
+    let u = uid("u");
+    append(store, APP, "u", KIND, &[entry(5, "five"), entry(7, "seven")]).await;
+    let get = |user: &'static str, kind: SyncKind, seq: u64| async move {
+        store.get_log_entry(APP, &uid(user), kind, Seq(seq)).await.unwrap()
+    };
+    assert_eq!(get("u", KIND, 5).await, Some(entry(5, "five")));
+    assert_eq!(get("u", KIND, 7).await, Some(entry(7, "seven")));
+    assert_eq!(get("u", KIND, 6).await, None);
+    assert_eq!(get("u", SyncKind::Profile, 5).await, None);
+    assert_eq!(get("uu", KIND, 5).await, None);
+    assert_eq!(store.get_log_entry(AppId(2), &u, KIND, Seq(5)).await.unwrap(), None);
+}
+
+/// Writing a seq twice leaves one entry holding the latest write (retries are
+/// harmless; recall rewrites in place).
+pub async fn log_append_is_idempotent(store: &dyn Store) {
+    append(store, APP, "u", KIND, &[entry(1, "a"), entry(2, "b")]).await;
+    append(store, APP, "u", KIND, &[entry(2, "b")]).await;
+    assert_eq!(read(store, APP, "u", KIND, 0, 10).await, vec![entry(1, "a"), entry(2, "b")]);
+
+    let mut recalled = entry(2, "recalled");
+    recalled.time_ms = 9_999;
+    let mut batch = WriteBatch::new();
+    batch.replace_log_entry(APP, uid("u"), KIND, recalled.clone());
+    write(store, batch).await;
+    assert_eq!(read(store, APP, "u", KIND, 0, 10).await, vec![entry(1, "a"), recalled.clone()]);
+    assert_eq!(store.get_log_entry(APP, &uid("u"), KIND, Seq(2)).await.unwrap(), Some(recalled));
+
+    // Within one batch the later op wins.
+    let mut batch = WriteBatch::new();
+    batch.append_log(APP, uid("u"), KIND, entry(3, "first")).append_log(APP, uid("u"), KIND, entry(3, "second"));
+    write(store, batch).await;
+    assert_eq!(read(store, APP, "u", KIND, 2, 10).await, vec![entry(3, "second")]);
+}
+
+/// Seq bounds are per (app, user, kind), absent until set, and never go down —
+/// neither across writes nor within one batch.
+pub async fn seq_bounds_never_go_down(store: &dyn Store) {
+    let (a, ab) = (uid("a"), uid("ab"));
+    let bounds = |user: UserId| async move { store.seq_bounds(APP, &user).await.unwrap() };
+    assert_eq!(bounds(a.clone()).await, vec![]);
+
+    let set = |user: &UserId, kind: SyncKind, bound: u64| {
+        let mut b = WriteBatch::new();
+        b.set_seq_bound(APP, user.clone(), kind, Seq(bound));
+        b
+    };
+    write(store, set(&a, SyncKind::Message, 100)).await;
+    write(store, set(&a, SyncKind::Profile, 10)).await;
+    assert_eq!(bounds(a.clone()).await, vec![(SyncKind::Message, Seq(100)), (SyncKind::Profile, Seq(10))]);
+    write(store, set(&a, SyncKind::Message, 50)).await;
+    assert_eq!(bounds(a.clone()).await[0], (SyncKind::Message, Seq(100)));
+    write(store, set(&a, SyncKind::Message, 200)).await;
+    assert_eq!(bounds(a.clone()).await[0], (SyncKind::Message, Seq(200)));
+
+    // Within one batch, and with a lower value after a higher one.
+    let mut batch = set(&a, SyncKind::Profile, 300);
+    batch.extend(set(&a, SyncKind::Profile, 250));
+    batch.extend(set(&ab, SyncKind::Conversation, 7));
+    write(store, batch).await;
+    assert_eq!(bounds(a.clone()).await, vec![(SyncKind::Message, Seq(200)), (SyncKind::Profile, Seq(300))]);
+    // "ab" is not "a" with more data, and vice versa.
+    assert_eq!(bounds(ab.clone()).await, vec![(SyncKind::Conversation, Seq(7))]);
+    assert_eq!(store.seq_bounds(AppId(2), &a).await.unwrap(), vec![]);
+
+    // Concurrent lower writes cannot undo a higher one.
+    join_all((0..20u64).map(|i| {
+        let a = a.clone();
+        async move {
+            let mut b = WriteBatch::new();
+            b.set_seq_bound(APP, a, SyncKind::Message, Seq(150 + i * 5));
+            store.write(b).await.unwrap();
+        }
+    }))
+    .await;
+    assert_eq!(bounds(a).await[0], (SyncKind::Message, Seq(245)));
+}
+
+/// Dedup records round-trip, expire at `expires_ms`, and can be overwritten.
+pub async fn dedup_roundtrip_and_expiry(store: &dyn Store) {
+    let rec =
+        DedupRecord { key: "alice/client-1".into(), value: Bytes::from_static(b"server-id-1"), expires_ms: 10_000 };
+    assert_eq!(store.get_dedup(&rec.key, 0).await.unwrap(), None);
+    let mut batch = WriteBatch::new();
+    batch.put_dedup(rec.clone());
+    write(store, batch).await;
+    assert_eq!(store.get_dedup(&rec.key, 0).await.unwrap(), Some(rec.clone()));
+    assert_eq!(store.get_dedup(&rec.key, 9_999).await.unwrap(), Some(rec.clone()));
+    assert_eq!(store.get_dedup(&rec.key, 10_000).await.unwrap(), None);
+    assert_eq!(store.get_dedup(&rec.key, u64::MAX).await.unwrap(), None);
+    assert_eq!(store.get_dedup("alice/client-", 0).await.unwrap(), None);
+    assert_eq!(store.get_dedup("alice/client-10", 0).await.unwrap(), None);
+
+    let renewed = DedupRecord { value: Bytes::from_static(b"server-id-2"), expires_ms: 20_000, ..rec.clone() };
+    let mut batch = WriteBatch::new();
+    batch.put_dedup(renewed.clone());
+    write(store, batch).await;
+    assert_eq!(store.get_dedup(&rec.key, 15_000).await.unwrap(), Some(renewed));
+}
+
+/// Apps round-trip and overwrite.
+pub async fn apps_roundtrip(store: &dyn Store) {
+    assert_eq!(store.get_app(APP).await.unwrap(), None);
+    let app = AppRecord { app_id: APP, secret: "s3cret".into(), created_ms: 42 };
+    let other = AppRecord { app_id: AppId(u32::MAX), secret: "other".into(), created_ms: 43 };
+    let mut batch = WriteBatch::new();
+    batch.put_app(app.clone()).put_app(other.clone());
+    write(store, batch).await;
+    assert_eq!(store.get_app(APP).await.unwrap(), Some(app.clone()));
+    assert_eq!(store.get_app(AppId(u32::MAX)).await.unwrap(), Some(other));
+    assert_eq!(store.get_app(AppId(2)).await.unwrap(), None);
+    let rotated = AppRecord { secret: "rotated".into(), ..app };
+    let mut batch = WriteBatch::new();
+    batch.put_app(rotated.clone());
+    write(store, batch).await;
+    assert_eq!(store.get_app(APP).await.unwrap(), Some(rotated));
+}
+
+/// One batch carrying every kind of op makes all of them visible.
+pub async fn mixed_batch(store: &dyn Store) {
+    let u = uid("mixed");
+    let user = UserRecord::new(u.clone(), 1);
+    let dedup = DedupRecord { key: "mixed/1".into(), value: Bytes::from_static(b"x"), expires_ms: u64::MAX };
+    let app = AppRecord { app_id: APP, secret: "s".into(), created_ms: 1 };
+    let mut batch = WriteBatch::with_capacity(5);
+    batch
+        .put_user(APP, user.clone())
+        .append_log(APP, u.clone(), SyncKind::Profile, entry(1, "p"))
+        .set_seq_bound(APP, u.clone(), SyncKind::Profile, Seq(1000))
+        .put_dedup(dedup.clone())
+        .put_app(app.clone());
+    assert_eq!(batch.len(), 5);
+    write(store, batch).await;
+    assert_eq!(store.get_users(APP, std::slice::from_ref(&u)).await.unwrap(), vec![Some(user)]);
+    assert_eq!(read(store, APP, "mixed", SyncKind::Profile, 0, 10).await, vec![entry(1, "p")]);
+    assert_eq!(store.seq_bounds(APP, &u).await.unwrap(), vec![(SyncKind::Profile, Seq(1000))]);
+    assert_eq!(store.get_dedup("mixed/1", 0).await.unwrap(), Some(dedup));
+    assert_eq!(store.get_app(APP).await.unwrap(), Some(app));
+}
+
+/// A batch with an invalid op is refused as a whole, and the store keeps working.
+pub async fn invalid_batch_writes_nothing(store: &dyn Store) {
+    let bad_dedup = |key: String| {
+        let mut b = WriteBatch::new();
+        b.append_log(APP, uid("inv"), KIND, entry(1, "must not land"));
+        b.put_dedup(DedupRecord { key, value: Bytes::new(), expires_ms: u64::MAX });
+        b
+    };
+    for key in [String::new(), "k".repeat(crate::MAX_DEDUP_KEY_LEN + 1)] {
+        let err = store.write(bad_dedup(key)).await.unwrap_err();
+        assert!(matches!(err, StoreError::InvalidArgument(_)), "{err:?}");
+    }
+    let mut huge = WriteBatch::new();
+    huge.append_log(
+        APP,
+        uid("inv"),
+        KIND,
+        LogEntry { seq: Seq(2), time_ms: 0, payload: Bytes::from(vec![0u8; crate::MAX_VALUE_LEN + 1]) },
+    );
+    let err = store.write(huge).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidArgument(_)), "{err:?}");
+    assert!(matches!(store.get_dedup("", 0).await, Err(StoreError::InvalidArgument(_))));
+    assert_eq!(read(store, APP, "inv", KIND, 0, 10).await, vec![]);
+
+    append(store, APP, "inv", KIND, &[entry(3, "ok")]).await;
+    assert_eq!(read(store, APP, "inv", KIND, 0, 10).await, vec![entry(3, "ok")]);
+}
+
+/// Many concurrent writers (64 × 50 batches): every write is visible afterwards, in
+/// seq order, with the right payload.
+pub async fn concurrent_writers(store: &dyn Store) {
+    const WRITERS: u64 = 64;
+    const BATCHES: u64 = 50;
+    join_all((0..WRITERS).map(|w| async move {
+        let user = uid(&format!("w{w}"));
+        for i in 1..=BATCHES {
+            let mut b = WriteBatch::new();
+            b.append_log(APP, user.clone(), KIND, entry(i, &format!("{w}:{i}"))).set_seq_bound(
+                APP,
+                user.clone(),
+                KIND,
+                Seq(i),
+            );
+            store.write(b).await.expect("concurrent write");
+        }
+    }))
+    .await;
+    for w in 0..WRITERS {
+        let user = uid(&format!("w{w}"));
+        let expected: Vec<LogEntry> = (1..=BATCHES).map(|i| entry(i, &format!("{w}:{i}"))).collect();
+        assert_eq!(collect_log(store, APP, &user, KIND, 17).await, expected, "writer {w}");
+        assert_eq!(store.seq_bounds(APP, &user).await.unwrap(), vec![(KIND, Seq(BATCHES))]);
+    }
+}
+
+/// An empty batch is accepted and changes nothing.
+pub async fn empty_batch(store: &dyn Store) {
+    let batch = WriteBatch::new();
+    assert!(batch.is_empty());
+    store.write(batch).await.expect("empty batch");
+    store.write(WriteBatch::from(vec![])).await.expect("empty batch");
+    assert_eq!(read(store, APP, "u", KIND, 0, 10).await, vec![]);
+}
+
+/// 64 KiB payloads (and binary ones) round-trip exactly.
+pub async fn large_payload(store: &dyn Store) {
+    let payload: Vec<u8> = (0..64 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let big = LogEntry { seq: Seq(1), time_ms: 7, payload: Bytes::from(payload) };
+    let mut batch = WriteBatch::new();
+    batch.append_log(APP, uid("big"), KIND, big.clone());
+    batch.put_dedup(DedupRecord { key: "big".into(), value: big.payload.clone(), expires_ms: u64::MAX });
+    write(store, batch).await;
+    assert_eq!(read(store, APP, "big", KIND, 0, 10).await, vec![big.clone()]);
+    assert_eq!(store.get_dedup("big", 0).await.unwrap().map(|r| r.value), Some(big.payload));
+}
+
+/// `flush` succeeds with and without pending data.
+pub async fn flush_ok(store: &dyn Store) {
+    store.flush().await.expect("flush of an empty store");
+    append(store, APP, "f", KIND, &[entry(1, "x")]).await;
+    store.flush().await.expect("flush");
+    assert_eq!(read(store, APP, "f", KIND, 0, 10).await, vec![entry(1, "x")]);
+}
+
+fn sorted_marks(mut marks: Vec<(UserId, Seq)>) -> Vec<(UserId, Seq)> {
+    marks.sort();
+    marks
+}
+
+fn marks(list: &[(&str, u64)]) -> Vec<(UserId, Seq)> {
+    sorted_marks(list.iter().map(|&(peer, seq)| (uid(peer), Seq(seq))).collect())
+}
+
+/// Device acks are per (app, user, device, kind), absent until put, never go down —
+/// across writes, within one batch and under concurrent writers — and an empty or
+/// over-long device id is refused (on write, failing the whole batch, and on read).
+pub async fn device_acks_keep_max(store: &dyn Store) {
+    let (a, ab) = (uid("a"), uid("ab"));
+    let acks = |user: &UserId, device: &str| {
+        let (user, device) = (user.clone(), device.to_owned());
+        async move { store.get_device_acks(APP, &user, &device).await.unwrap() }
+    };
+    let ack = |user: &UserId, device: &str, kind: SyncKind, seq: u64| {
+        let mut b = WriteBatch::new();
+        b.put_device_ack(APP, user.clone(), device.to_owned(), kind, Seq(seq));
+        b
+    };
+    assert_eq!(acks(&a, "phone").await, vec![]);
+
+    write(store, ack(&a, "phone", SyncKind::Message, 10)).await;
+    write(store, ack(&a, "phone", SyncKind::Profile, 5)).await;
+    write(store, ack(&a, "tablet", SyncKind::Message, 3)).await;
+    assert_eq!(acks(&a, "phone").await, vec![(SyncKind::Message, Seq(10)), (SyncKind::Profile, Seq(5))]);
+    assert_eq!(acks(&a, "tablet").await, vec![(SyncKind::Message, Seq(3))]);
+    write(store, ack(&a, "phone", SyncKind::Message, 7)).await;
+    assert_eq!(acks(&a, "phone").await[0], (SyncKind::Message, Seq(10)));
+    write(store, ack(&a, "phone", SyncKind::Message, 12)).await;
+    assert_eq!(acks(&a, "phone").await[0], (SyncKind::Message, Seq(12)));
+
+    // Within one batch, a lower value after a higher one.
+    let mut batch = ack(&a, "tablet", SyncKind::Message, 30);
+    batch.extend(ack(&a, "tablet", SyncKind::Message, 20));
+    write(store, batch).await;
+    assert_eq!(acks(&a, "tablet").await, vec![(SyncKind::Message, Seq(30))]);
+
+    // Length-prefixed ids: user "a" device "bc" is not user "ab" device "c", and a
+    // device id that extends another is a different device.
+    let mut batch = ack(&a, "bc", SyncKind::Message, 1);
+    batch.extend(ack(&ab, "c", SyncKind::Message, 2));
+    batch.extend(ack(&a, "phone2", SyncKind::Message, 99));
+    write(store, batch).await;
+    assert_eq!(acks(&a, "bc").await, vec![(SyncKind::Message, Seq(1))]);
+    assert_eq!(acks(&ab, "c").await, vec![(SyncKind::Message, Seq(2))]);
+    assert_eq!(acks(&a, "b").await, vec![]);
+    assert_eq!(acks(&a, "phone").await, vec![(SyncKind::Message, Seq(12)), (SyncKind::Profile, Seq(5))]);
+    assert_eq!(acks(&ab, "phone").await, vec![]);
+    assert_eq!(store.get_device_acks(AppId(2), &a, "phone").await.unwrap(), vec![]);
+    // Any UTF-8 of 1..=64 bytes is a device id.
+    let odd = "Ä/ \u{1F600}".to_owned() + &"d".repeat(64 - "Ä/ \u{1F600}".len());
+    write(store, ack(&a, &odd, SyncKind::Conversation, 4)).await;
+    assert_eq!(acks(&a, &odd).await, vec![(SyncKind::Conversation, Seq(4))]);
+
+    // Concurrent lower writes cannot undo a higher one.
+    join_all((0..20u64).map(|i| {
+        let a = a.clone();
+        async move { store.write(ack(&a, "phone", SyncKind::Message, 50 + i * 5)).await.unwrap() }
+    }))
+    .await;
+    assert_eq!(acks(&a, "phone").await[0], (SyncKind::Message, Seq(145)));
+
+    // Invalid device ids.
+    for bad in [String::new(), "d".repeat(crate::MAX_DEVICE_ID_LEN + 1)] {
+        let mut batch = WriteBatch::new();
+        batch.append_log(APP, uid("inv"), KIND, entry(1, "must not land"));
+        batch.put_device_ack(APP, a.clone(), bad.clone(), KIND, Seq(1));
+        let err = store.write(batch).await.unwrap_err();
+        assert!(matches!(err, StoreError::InvalidArgument(_)), "{err:?}");
+        let err = store.get_device_acks(APP, &a, &bad).await.unwrap_err();
+        assert!(matches!(err, StoreError::InvalidArgument(_)), "{err:?}");
+    }
+    assert_eq!(read(store, APP, "inv", KIND, 0, 10).await, vec![]);
+}
+
+/// Message locators round-trip under their key, missing keys give `None`, a put
+/// overwrites, and apps do not share keys.
+pub async fn message_index_roundtrip(store: &dyn Store) {
+    let loc = |from: &str, to: &str, n: u64| MessageLocator {
+        from: uid(from),
+        to: uid(to),
+        from_seq: Seq(n),
+        to_seq: Seq(n + 100),
+        time_ms: n.wrapping_mul(1_000),
+    };
+    assert_eq!(store.get_message_index(APP, 1).await.unwrap(), None);
+    let long = "x".repeat(UserId::MAX_LEN);
+    let mut batch = WriteBatch::new();
+    batch
+        .put_message_index(APP, 1, loc("alice", "bob", 1))
+        .put_message_index(APP, 0, loc("a", &long, 0))
+        .put_message_index(APP, u64::MAX, loc(&long, "a", u64::MAX - 100))
+        .put_message_index(AppId(2), 1, loc("carol", "dave", 2))
+        .put_message_index(APP, 256, loc("self", "self", 3));
+    write(store, batch).await;
+    assert_eq!(store.get_message_index(APP, 1).await.unwrap(), Some(loc("alice", "bob", 1)));
+    assert_eq!(store.get_message_index(APP, 0).await.unwrap(), Some(loc("a", &long, 0)));
+    assert_eq!(store.get_message_index(APP, u64::MAX).await.unwrap(), Some(loc(&long, "a", u64::MAX - 100)));
+    assert_eq!(store.get_message_index(APP, 256).await.unwrap(), Some(loc("self", "self", 3)));
+    assert_eq!(store.get_message_index(AppId(2), 1).await.unwrap(), Some(loc("carol", "dave", 2)));
+    for missing in [2, 255, 257, u64::MAX - 1] {
+        assert_eq!(store.get_message_index(APP, missing).await.unwrap(), None, "key {missing}");
+    }
+    assert_eq!(store.get_message_index(AppId(3), 1).await.unwrap(), None);
+
+    // Overwrite, across batches and within one (the later op wins).
+    let mut batch = WriteBatch::new();
+    batch.put_message_index(APP, 1, loc("alice", "bob", 7)).put_message_index(APP, 1, loc("alice", "bob", 8));
+    write(store, batch).await;
+    assert_eq!(store.get_message_index(APP, 1).await.unwrap(), Some(loc("alice", "bob", 8)));
+}
+
+/// `read_conv_back` pages descending with `before`/`limit` over sparse seqs, with no
+/// skip and no repeat; appending a seq again keeps one.
+pub async fn conv_index_paging(store: &dyn Store) {
+    let (u, p) = (uid("u1"), uid("p1"));
+    let written: Vec<u64> = (1..=30u64).map(|i| i * 3).collect();
+    // Out of order, split over batches, with duplicates.
+    for chunk in [&written[15..], &written[..15], &written[10..20]] {
+        let mut batch = WriteBatch::new();
+        for &seq in chunk {
+            batch.append_conv_index(APP, u.clone(), p.clone(), Seq(seq));
+        }
+        write(store, batch).await;
+    }
+    let back = |before: u64, limit: usize| {
+        let (u, p) = (u.clone(), p.clone());
+        async move {
+            let got = store.read_conv_back(APP, &u, &p, Seq(before), limit).await.unwrap();
+            got.into_iter().map(|s| s.0).collect::<Vec<u64>>()
+        }
+    };
+    assert_eq!(back(u64::MAX, 3).await, vec![90, 87, 84]);
+    assert_eq!(back(84, 2).await, vec![81, 78]);
+    // `before` need not be a stored seq.
+    assert_eq!(back(83, 2).await, vec![81, 78]);
+    assert_eq!(back(4, 10).await, vec![3]);
+    assert!(back(3, 10).await.is_empty());
+    assert!(back(0, 10).await.is_empty());
+    assert!(back(u64::MAX, 0).await.is_empty());
+    let mut expected = written.clone();
+    expected.reverse();
+    assert_eq!(back(u64::MAX, 100).await, expected);
+    for page in [1, 4, 29, 30, 31] {
+        let got: Vec<u64> = collect_conv_back(store, APP, &u, &p, page).await.into_iter().map(|s| s.0).collect();
+        assert_eq!(got, expected, "page {page}");
+    }
+
+    // Extreme seqs are ordinary positions (`before` is exclusive, so Seq::MAX itself
+    // is never returned by a read that must pass a larger `before`).
+    let mut batch = WriteBatch::new();
+    batch
+        .append_conv_index(APP, uid("edge"), p.clone(), Seq(0))
+        .append_conv_index(APP, uid("edge"), p.clone(), Seq(u64::MAX - 1))
+        .append_conv_index(APP, uid("edge"), p.clone(), Seq(1));
+    write(store, batch).await;
+    let edge = store.read_conv_back(APP, &uid("edge"), &p, Seq::MAX, 10).await.unwrap();
+    assert_eq!(edge, vec![Seq(u64::MAX - 1), Seq(1), Seq(0)]);
+    assert_eq!(store.read_conv_back(APP, &uid("edge"), &p, Seq(1), 10).await.unwrap(), vec![Seq(0)]);
+}
+
+/// Conversation indexes of different apps, users and peers never mix — including
+/// user "a" with peer "bc" against user "ab" with peer "c" — and a conversation is
+/// directional (user's view, not peer's).
+pub async fn conv_index_isolation(store: &dyn Store) {
+    let cases: [(AppId, &str, &str); 9] = [
+        (APP, "a", "bc"),
+        (APP, "ab", "c"),
+        (APP, "a", "b"),
+        (APP, "a", "bcd"),
+        (APP, "bc", "a"),
+        (APP, "a", "a"),
+        (AppId(2), "a", "bc"),
+        (AppId(256), "a", "bc"),
+        (AppId(u32::MAX), "ab", "c"),
+    ];
+    let mut batch = WriteBatch::new();
+    for (i, (app, user, peer)) in cases.iter().enumerate() {
+        for k in 0..3u64 {
+            batch.append_conv_index(*app, uid(user), uid(peer), Seq(10 * k + i as u64));
+        }
+    }
+    write(store, batch).await;
+    for (i, (app, user, peer)) in cases.iter().enumerate() {
+        let expected: Vec<Seq> = (0..3u64).rev().map(|k| Seq(10 * k + i as u64)).collect();
+        assert_eq!(
+            store.read_conv_back(*app, &uid(user), &uid(peer), Seq::MAX, 100).await.unwrap(),
+            expected,
+            "conversation {i}"
+        );
+    }
+    for (app, user, peer) in
+        [(APP, "ab", "bc"), (APP, "a", "c"), (APP, "abc", "a"), (APP, "b", "a"), (AppId(3), "a", "bc")]
+    {
+        assert_eq!(
+            store.read_conv_back(app, &uid(user), &uid(peer), Seq::MAX, 100).await.unwrap(),
+            vec![],
+            "{app}/{user}/{peer}"
+        );
+    }
+}
+
+/// Read marks are per (app, user, peer), never go down (across writes, within one
+/// batch, under concurrent writers), and `get_read_marks` lists exactly the user's.
+pub async fn read_marks_keep_max(store: &dyn Store) {
+    let (a, ab) = (uid("a"), uid("ab"));
+    let list = |user: &UserId| {
+        let user = user.clone();
+        async move { sorted_marks(store.get_read_marks(APP, &user).await.unwrap()) }
+    };
+    let mark = |user: &UserId, peer: &str, seq: u64| {
+        let mut b = WriteBatch::new();
+        b.put_read_mark(APP, user.clone(), uid(peer), Seq(seq));
+        b
+    };
+    assert_eq!(list(&a).await, vec![]);
+
+    write(store, mark(&a, "bc", 10)).await;
+    write(store, mark(&a, "b", 5)).await;
+    write(store, mark(&ab, "c", 7)).await;
+    assert_eq!(list(&a).await, marks(&[("bc", 10), ("b", 5)]));
+    assert_eq!(list(&ab).await, marks(&[("c", 7)]));
+    write(store, mark(&a, "bc", 8)).await;
+    assert_eq!(list(&a).await, marks(&[("bc", 10), ("b", 5)]));
+    write(store, mark(&a, "bc", 11)).await;
+    assert_eq!(list(&a).await, marks(&[("bc", 11), ("b", 5)]));
+
+    // Within one batch, a lower value after a higher one; a mark on oneself is a mark.
+    let mut batch = mark(&a, "b", 40);
+    batch.extend(mark(&a, "b", 30)).extend(mark(&a, "a", 1));
+    write(store, batch).await;
+    assert_eq!(list(&a).await, marks(&[("bc", 11), ("b", 40), ("a", 1)]));
+    assert_eq!(list(&ab).await, marks(&[("c", 7)]));
+    assert_eq!(list(&uid("abc")).await, vec![]);
+    assert_eq!(store.get_read_marks(AppId(2), &a).await.unwrap(), vec![]);
+
+    // A long peer id and many peers.
+    let long = "p".repeat(UserId::MAX_LEN);
+    let mut batch = WriteBatch::new();
+    for i in 0..50u64 {
+        batch.put_read_mark(APP, uid("many"), uid(&format!("peer{i}")), Seq(i));
+    }
+    batch.put_read_mark(APP, uid("many"), uid(&long), Seq(u64::MAX));
+    write(store, batch).await;
+    let mut want: Vec<(UserId, Seq)> = (0..50u64).map(|i| (uid(&format!("peer{i}")), Seq(i))).collect();
+    want.push((uid(&long), Seq::MAX));
+    assert_eq!(list(&uid("many")).await, sorted_marks(want));
+
+    // Concurrent lower writes cannot undo a higher one.
+    join_all((0..20u64).map(|i| {
+        let a = a.clone();
+        async move { store.write(mark(&a, "bc", 50 + i * 5)).await.unwrap() }
+    }))
+    .await;
+    assert_eq!(list(&a).await, marks(&[("bc", 145), ("b", 40), ("a", 1)]));
+}
+
+/// A message's whole fan-out — log appends, seq bounds, conversation index, message
+/// index, read mark and device ack — goes in one batch and is visible together once
+/// `write` returns; a concurrent reader that sees the batch's ack sees all the rest.
+pub async fn index_ops_with_log_in_one_batch(store: &dyn Store) {
+    let (from, to) = (uid("from"), uid("to"));
+    let fan_out = |n: u64| {
+        let mut b = WriteBatch::new();
+        b.append_log(APP, from.clone(), KIND, entry(n, &format!("out {n}")))
+            .append_log(APP, to.clone(), KIND, entry(n + 1_000, &format!("in {n}")))
+            .set_seq_bound(APP, from.clone(), KIND, Seq(n + 10))
+            .append_conv_index(APP, from.clone(), to.clone(), Seq(n))
+            .append_conv_index(APP, to.clone(), from.clone(), Seq(n + 1_000))
+            .put_message_index(
+                APP,
+                n,
+                MessageLocator {
+                    from: from.clone(),
+                    to: to.clone(),
+                    from_seq: Seq(n),
+                    to_seq: Seq(n + 1_000),
+                    time_ms: n,
+                },
+            )
+            .put_read_mark(APP, from.clone(), to.clone(), Seq(n))
+            .put_device_ack(APP, from.clone(), "dev".into(), KIND, Seq(n));
+        b
+    };
+    let check = |n: u64| {
+        let (from, to) = (from.clone(), to.clone());
+        async move {
+            assert_eq!(
+                store.get_log_entry(APP, &from, KIND, Seq(n)).await.unwrap(),
+                Some(entry(n, &format!("out {n}")))
+            );
+            assert_eq!(
+                store.get_log_entry(APP, &to, KIND, Seq(n + 1_000)).await.unwrap(),
+                Some(entry(n + 1_000, &format!("in {n}")))
+            );
+            assert!(store.seq_bounds(APP, &from).await.unwrap()[0].1 >= Seq(n + 10), "bound of {n}");
+            assert_eq!(store.read_conv_back(APP, &from, &to, Seq(n + 1), 1).await.unwrap(), vec![Seq(n)]);
+            assert_eq!(store.read_conv_back(APP, &to, &from, Seq(n + 1_001), 1).await.unwrap(), vec![Seq(n + 1_000)]);
+            let loc = store.get_message_index(APP, n).await.unwrap().expect("locator");
+            assert_eq!((loc.from_seq, loc.to_seq), (Seq(n), Seq(n + 1_000)));
+            let marks = store.get_read_marks(APP, &from).await.unwrap();
+            assert!(marks.len() == 1 && marks[0].0 == to && marks[0].1 >= Seq(n), "read mark of {n}: {marks:?}");
+        }
+    };
+
+    write(store, fan_out(1)).await;
+    check(1).await;
+    assert_eq!(store.get_device_acks(APP, &from, "dev").await.unwrap(), vec![(KIND, Seq(1))]);
+
+    // Writer and reader interleaved: whatever ack the reader sees, that batch is whole.
+    const BATCHES: u64 = 40;
+    let writer = async {
+        for n in 2..=BATCHES {
+            store.write(fan_out(n)).await.expect("fan-out write");
+        }
+    };
+    let reader = async {
+        loop {
+            let acks = store.get_device_acks(APP, &from, "dev").await.unwrap();
+            let n = acks[0].1 .0;
+            check(n).await;
+            if n == BATCHES {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    let writer: Pin<Box<dyn Future<Output = ()> + '_>> = Box::pin(writer);
+    let reader: Pin<Box<dyn Future<Output = ()> + '_>> = Box::pin(reader);
+    join_all([writer, reader]).await;
+    let conv: Vec<u64> = collect_conv_back(store, APP, &from, &to, 7).await.into_iter().map(|s| s.0).collect();
+    assert_eq!(conv, (1..=BATCHES).rev().collect::<Vec<_>>());
+}

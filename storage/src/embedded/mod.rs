@@ -1,0 +1,583 @@
+//! The embedded backend: a [`Store`] on the fjall LSM engine, for one-machine
+//! deployments (the default).
+//!
+//! Writes go to one dedicated writer thread that group-commits everything queued into
+//! one atomic fjall batch (see `writer.rs`); reads run on tokio's blocking pool. fjall
+//! is a blocking library, so no fjall call may ever run on an async executor thread.
+//! This module is the only place in Tern that knows fjall exists; nothing fjall-typed
+//! may leak out of it. The key layout is in `codec.rs`.
+//!
+//! Expired dedup records are ignored by reads and dropped by a compaction filter when
+//! compaction reaches them; there is no periodic sweep.
+
+mod codec;
+mod ttl;
+mod writer;
+
+use crate::{
+    store::{check_dedup_key, check_device_id},
+    AppId, AppRecord, DedupRecord, LogEntry, MessageLocator, Seq, Store, StoreError, SyncKind, UserId, UserRecord,
+    WriteBatch,
+};
+use async_trait::async_trait;
+use bytes::Bytes;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use serde::{Deserialize, Serialize};
+use std::{path::PathBuf, sync::Arc, thread::JoinHandle};
+use tokio::sync::oneshot;
+use writer::Command;
+
+/// When a write counts as durable, i.e. when [`Store::write`] may return.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// The batch is in the journal in OS buffers: survives a crash of the process, not
+    /// of the machine. The default, because it costs no fsync per batch and a
+    /// one-machine chat server's usual failure is a process restart.
+    #[default]
+    Process,
+    /// The journal is fsync'd before the write returns: survives power loss. Group
+    /// commit shares one fsync among all batches queued at that moment.
+    Fsync,
+}
+
+/// How to open an [`EmbeddedStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddedConfig {
+    /// Directory of the database; created if missing. One process at a time.
+    pub path: PathBuf,
+    /// When writes are acknowledged.
+    pub durability: Durability,
+}
+
+impl EmbeddedConfig {
+    /// A config for `path` with the default durability.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into(), durability: Durability::default() }
+    }
+}
+
+const KS_USERS: &str = "users";
+const KS_LOG: &str = "log";
+const KS_BOUNDS: &str = "seq_bounds";
+const KS_DEDUP: &str = "dedup";
+const KS_APPS: &str = "apps";
+const KS_DEVICE_ACKS: &str = "device_acks";
+const KS_MSG_INDEX: &str = "msg_index";
+const KS_CONV_INDEX: &str = "conv_index";
+const KS_READ_MARKS: &str = "read_marks";
+const KS_META: &str = "meta";
+
+/// Key in `meta` holding the on-disk layout number.
+const FORMAT_KEY: &[u8] = b"format";
+/// The on-disk layout this code reads and writes. Bump it (and write a migration) when
+/// the key layout in [`codec`] changes incompatibly. Adding a keyspace is compatible:
+/// an older directory simply gets the new keyspace, empty, on open.
+const FORMAT: u8 = 1;
+
+/// The fjall handles, shared by the writer thread and the read tasks.
+struct Engine {
+    db: Database,
+    users: Keyspace,
+    log: Keyspace,
+    bounds: Keyspace,
+    dedup: Keyspace,
+    apps: Keyspace,
+    device_acks: Keyspace,
+    msg_index: Keyspace,
+    conv_index: Keyspace,
+    read_marks: Keyspace,
+}
+
+/// Maps an engine error to the backend-neutral one.
+fn io_err(e: fjall::Error) -> StoreError {
+    match e {
+        fjall::Error::Io(e) => StoreError::Io(e.to_string()),
+        other => StoreError::Backend(other.to_string()),
+    }
+}
+
+impl Engine {
+    fn open(path: &std::path::Path) -> Result<Self, StoreError> {
+        let db = Database::builder(path)
+            .with_compaction_filter_factories(Arc::new(|name: &str| {
+                (name == KS_DEDUP).then(|| Arc::new(ttl::DedupExpiryFactory) as _)
+            }))
+            .open()
+            .map_err(|e| match e {
+                fjall::Error::Locked => {
+                    StoreError::Backend(format!("database at {} is in use by another process", path.display()))
+                }
+                e => io_err(e),
+            })?;
+        let ks = |name| db.keyspace(name, KeyspaceCreateOptions::default).map_err(io_err);
+        let engine = Engine {
+            users: ks(KS_USERS)?,
+            log: ks(KS_LOG)?,
+            bounds: ks(KS_BOUNDS)?,
+            dedup: ks(KS_DEDUP)?,
+            apps: ks(KS_APPS)?,
+            device_acks: ks(KS_DEVICE_ACKS)?,
+            msg_index: ks(KS_MSG_INDEX)?,
+            conv_index: ks(KS_CONV_INDEX)?,
+            read_marks: ks(KS_READ_MARKS)?,
+            db: db.clone(),
+        };
+        let meta = ks(KS_META)?;
+        match meta.get(FORMAT_KEY).map_err(io_err)? {
+            None => {
+                meta.insert(FORMAT_KEY, [FORMAT]).map_err(io_err)?;
+                db.persist(PersistMode::SyncAll).map_err(io_err)?;
+            }
+            Some(v) if *v == [FORMAT] => {}
+            Some(v) => {
+                return Err(StoreError::Backend(format!(
+                    "database at {} has on-disk format {v:?}, this build reads format {FORMAT}",
+                    path.display()
+                )))
+            }
+        }
+        Ok(engine)
+    }
+
+    fn get_users(&self, app: AppId, ids: &[UserId]) -> Result<Vec<Option<UserRecord>>, StoreError> {
+        ids.iter()
+            .map(|id| {
+                let Some(v) = self.users.get(codec::user_key(app, id)).map_err(io_err)? else {
+                    return Ok(None);
+                };
+                let rec = codec::decode_user(&v)?;
+                if rec.user_id != *id {
+                    return Err(StoreError::corrupt(format!(
+                        "user record under {app}/{id} names user {}",
+                        rec.user_id
+                    )));
+                }
+                Ok(Some(rec))
+            })
+            .collect()
+    }
+
+    fn read_log(
+        &self,
+        app: AppId,
+        user: &UserId,
+        kind: SyncKind,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        let Some(first) = after.checked_next() else {
+            return Ok(Vec::new());
+        };
+        let prefix = codec::log_prefix(app, user, kind);
+        let range = codec::seq_key(&prefix, first)..=codec::seq_key(&prefix, Seq::MAX);
+        self.log.range(range).take(limit).map(|guard| decode_entry(&prefix, guard)).collect()
+    }
+
+    fn read_log_back(
+        &self,
+        app: AppId,
+        user: &UserId,
+        kind: SyncKind,
+        before: Seq,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        let prefix = codec::log_prefix(app, user, kind);
+        let range = codec::seq_key(&prefix, Seq::ZERO)..codec::seq_key(&prefix, before);
+        self.log.range(range).rev().take(limit).map(|guard| decode_entry(&prefix, guard)).collect()
+    }
+
+    fn get_log_entry(
+        &self,
+        app: AppId,
+        user: &UserId,
+        kind: SyncKind,
+        seq: Seq,
+    ) -> Result<Option<LogEntry>, StoreError> {
+        let Some(v) = self.log.get(codec::log_key(app, user, kind, seq)).map_err(io_err)? else {
+            return Ok(None);
+        };
+        let (time_ms, payload) = codec::decode_log_value(&v)?;
+        Ok(Some(LogEntry { seq, time_ms, payload: Bytes::copy_from_slice(payload) }))
+    }
+
+    fn seq_bounds(&self, app: AppId, user: &UserId) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
+        let prefix = codec::user_prefix(app, user);
+        let mut out = Vec::new();
+        for guard in self.bounds.prefix(&prefix) {
+            let (key, value) = guard.into_inner().map_err(io_err)?;
+            let kind = match key.strip_prefix(prefix.as_slice()) {
+                Some(&[n]) => n,
+                _ => return Err(StoreError::corrupt(format!("seq bound key of {} bytes", key.len()))),
+            };
+            let Some(kind) = SyncKind::from_u8(kind) else {
+                // Written by a newer build that knows more kinds; this build cannot use
+                // it, and failing the whole user over it would be worse.
+                tracing::warn!(%app, %user, kind, "embedded store: skipping seq bound of unknown kind");
+                continue;
+            };
+            out.push((kind, codec::decode_seq_value("seq bound", &value)?));
+        }
+        Ok(out)
+    }
+
+    fn get_dedup(&self, key: &str, now_ms: u64) -> Result<Option<DedupRecord>, StoreError> {
+        check_dedup_key(key)?;
+        let Some(v) = self.dedup.get(key.as_bytes()).map_err(io_err)? else {
+            return Ok(None);
+        };
+        let (expires_ms, value) = codec::decode_dedup_value(&v)?;
+        if now_ms >= expires_ms {
+            return Ok(None);
+        }
+        Ok(Some(DedupRecord { key: key.to_owned(), value: Bytes::copy_from_slice(value), expires_ms }))
+    }
+
+    fn get_app(&self, app: AppId) -> Result<Option<AppRecord>, StoreError> {
+        let Some(v) = self.apps.get(codec::app_key(app)).map_err(io_err)? else {
+            return Ok(None);
+        };
+        let rec = codec::decode_app(&v)?;
+        if rec.app_id != app {
+            return Err(StoreError::corrupt(format!("app record under {app} names app {}", rec.app_id)));
+        }
+        Ok(Some(rec))
+    }
+
+    fn get_device_acks(&self, app: AppId, user: &UserId, device_id: &str) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
+        check_device_id(device_id)?;
+        let prefix = codec::device_prefix(app, user, device_id);
+        let mut out = Vec::new();
+        for guard in self.device_acks.prefix(&prefix) {
+            let (key, value) = guard.into_inner().map_err(io_err)?;
+            let kind = match key.strip_prefix(prefix.as_slice()) {
+                Some(&[n]) => n,
+                _ => return Err(StoreError::corrupt(format!("device ack key of {} bytes", key.len()))),
+            };
+            let Some(kind) = SyncKind::from_u8(kind) else {
+                // As for seq bounds: a newer build's kind, useless here but harmless.
+                tracing::warn!(%app, %user, device_id, kind, "embedded store: skipping device ack of unknown kind");
+                continue;
+            };
+            out.push((kind, codec::decode_seq_value("device ack", &value)?));
+        }
+        Ok(out)
+    }
+
+    fn get_message_index(&self, app: AppId, message_key: u64) -> Result<Option<MessageLocator>, StoreError> {
+        let Some(v) = self.msg_index.get(codec::message_index_key(app, message_key)).map_err(io_err)? else {
+            return Ok(None);
+        };
+        codec::decode_locator(&v).map(Some)
+    }
+
+    fn read_conv_back(
+        &self,
+        app: AppId,
+        user: &UserId,
+        peer: &UserId,
+        before: Seq,
+        limit: usize,
+    ) -> Result<Vec<Seq>, StoreError> {
+        let prefix = codec::peer_prefix(app, user, peer);
+        let range = codec::seq_key(&prefix, Seq::ZERO)..codec::seq_key(&prefix, before);
+        self.conv_index
+            .range(range)
+            .rev()
+            .take(limit)
+            .map(|guard| {
+                let (key, value) = guard.into_inner().map_err(io_err)?;
+                codec::check_conv_value(&value)?;
+                codec::seq_of_key("conv index", &prefix, &key)
+            })
+            .collect()
+    }
+
+    fn get_read_marks(&self, app: AppId, user: &UserId) -> Result<Vec<(UserId, Seq)>, StoreError> {
+        let prefix = codec::user_prefix(app, user);
+        self.read_marks
+            .prefix(&prefix)
+            .map(|guard| {
+                let (key, value) = guard.into_inner().map_err(io_err)?;
+                let peer = codec::peer_of_read_mark_key(&prefix, &key)?;
+                Ok((peer, codec::decode_seq_value("read mark", &value)?))
+            })
+            .collect()
+    }
+}
+
+fn decode_entry(prefix: &[u8], guard: fjall::Guard) -> Result<LogEntry, StoreError> {
+    let (key, value) = guard.into_inner().map_err(io_err)?;
+    let seq = codec::seq_of_key("log", prefix, &key)?;
+    let (time_ms, payload) = codec::decode_log_value(&value)?;
+    Ok(LogEntry { seq, time_ms, payload: Bytes::copy_from_slice(payload) })
+}
+
+/// The fjall-backed [`Store`].
+///
+/// Dropping it stops the writer thread after it has committed everything queued and
+/// synced the journal; the database directory is unlocked once in-flight reads finish.
+pub struct EmbeddedStore {
+    engine: Arc<Engine>,
+    /// `None` only during drop: dropping the sender is what stops the writer.
+    tx: Option<crossbeam_channel::Sender<Command>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore").finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the database at `config.path` and starts the writer
+    /// thread. Blocking (it may replay the journal): call it before serving, or from
+    /// `spawn_blocking`.
+    pub fn open(config: EmbeddedConfig) -> Result<Self, StoreError> {
+        let engine = Arc::new(Engine::open(&config.path)?);
+        let durability = match config.durability {
+            Durability::Process => PersistMode::Buffer,
+            Durability::Fsync => PersistMode::SyncAll,
+        };
+        // Unbounded: every request has a caller awaiting its reply, so the queue is
+        // bounded by the number of concurrent callers, and a bounded send could block
+        // an executor thread.
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let writer_engine = Arc::clone(&engine);
+        let writer = std::thread::Builder::new()
+            .name("tern-store-writer".into())
+            .spawn(move || writer::run(&writer_engine, &rx, durability))
+            .map_err(|e| StoreError::Io(format!("cannot start the store writer thread: {e}")))?;
+        Ok(Self { engine, tx: Some(tx), writer: Some(writer) })
+    }
+
+    /// Sends a command to the writer thread and waits for its answer.
+    async fn ask(&self, cmd: impl FnOnce(writer::Reply) -> Command) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let tx = self.tx.as_ref().ok_or(StoreError::Closed)?;
+        tx.send(cmd(reply)).map_err(|_| StoreError::Closed)?;
+        // A dropped reply means the writer thread died before answering.
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs a read on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine) -> Result<T, StoreError> + Send + 'static,
+    {
+        let engine = Arc::clone(&self.engine);
+        tokio::task::spawn_blocking(move || f(&engine))
+            .await
+            .map_err(|e| StoreError::Backend(format!("store read task failed: {e}")))?
+    }
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(writer) = self.writer.take() {
+            if writer.join().is_err() {
+                tracing::error!("embedded store: writer thread panicked");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // Validate on the caller's thread: the writer thread is the serial bottleneck.
+        batch.validate()?;
+        self.ask(|reply| Command::Write(batch, reply)).await
+    }
+
+    async fn get_users(&self, app: AppId, ids: &[UserId]) -> Result<Vec<Option<UserRecord>>, StoreError> {
+        let ids = ids.to_vec();
+        self.read(move |e| e.get_users(app, &ids)).await
+    }
+
+    async fn read_log(
+        &self,
+        app: AppId,
+        user: &UserId,
+        kind: SyncKind,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let user = user.clone();
+        self.read(move |e| e.read_log(app, &user, kind, after, limit)).await
+    }
+
+    async fn read_log_back(
+        &self,
+        app: AppId,
+        user: &UserId,
+        kind: SyncKind,
+        before: Seq,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        if limit == 0 || before == Seq::ZERO {
+            return Ok(Vec::new());
+        }
+        let user = user.clone();
+        self.read(move |e| e.read_log_back(app, &user, kind, before, limit)).await
+    }
+
+    async fn get_log_entry(
+        &self,
+        app: AppId,
+        user: &UserId,
+        kind: SyncKind,
+        seq: Seq,
+    ) -> Result<Option<LogEntry>, StoreError> {
+        let user = user.clone();
+        self.read(move |e| e.get_log_entry(app, &user, kind, seq)).await
+    }
+
+    async fn seq_bounds(&self, app: AppId, user: &UserId) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
+        let user = user.clone();
+        self.read(move |e| e.seq_bounds(app, &user)).await
+    }
+
+    async fn get_dedup(&self, key: &str, now_ms: u64) -> Result<Option<DedupRecord>, StoreError> {
+        let key = key.to_owned();
+        self.read(move |e| e.get_dedup(&key, now_ms)).await
+    }
+
+    async fn get_app(&self, app: AppId) -> Result<Option<AppRecord>, StoreError> {
+        self.read(move |e| e.get_app(app)).await
+    }
+
+    async fn get_device_acks(
+        &self,
+        app: AppId,
+        user: &UserId,
+        device_id: &str,
+    ) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
+        let (user, device_id) = (user.clone(), device_id.to_owned());
+        self.read(move |e| e.get_device_acks(app, &user, &device_id)).await
+    }
+
+    async fn get_message_index(&self, app: AppId, message_key: u64) -> Result<Option<MessageLocator>, StoreError> {
+        self.read(move |e| e.get_message_index(app, message_key)).await
+    }
+
+    async fn read_conv_back(
+        &self,
+        app: AppId,
+        user: &UserId,
+        peer: &UserId,
+        before: Seq,
+        limit: usize,
+    ) -> Result<Vec<Seq>, StoreError> {
+        if limit == 0 || before == Seq::ZERO {
+            return Ok(Vec::new());
+        }
+        let (user, peer) = (user.clone(), peer.clone());
+        self.read(move |e| e.read_conv_back(app, &user, &peer, before, limit)).await
+    }
+
+    async fn get_read_marks(&self, app: AppId, user: &UserId) -> Result<Vec<(UserId, Seq)>, StoreError> {
+        let user = user.clone();
+        self.read(move |e| e.get_read_marks(app, &user)).await
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.ask(Command::Flush).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    /// The compaction filter drops expired dedup records (and only those). Uses fjall's
+    /// hidden flush/compact hooks because nothing public forces a compaction.
+    #[test]
+    fn compaction_drops_expired_dedup_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        engine.dedup.insert("expired", codec::encode_dedup_value(now_ms - 1, b"old")).unwrap();
+        engine.dedup.insert("live", codec::encode_dedup_value(now_ms + 3_600_000, b"new")).unwrap();
+        engine.dedup.insert("garbage", [9u8, 9]).unwrap();
+        engine.dedup.rotate_memtable_and_wait().unwrap();
+        engine.dedup.major_compact().unwrap();
+        assert_eq!(engine.dedup.get("expired").unwrap(), None);
+        assert!(engine.dedup.get("live").unwrap().is_some());
+        // Undecodable records are kept for a human to look at, not silently dropped.
+        assert!(engine.dedup.get("garbage").unwrap().is_some());
+    }
+
+    /// A directory written before the index keyspaces existed (format 1, only the
+    /// original keyspaces) opens, keeps its data and takes the new ops.
+    #[test]
+    fn directories_without_the_index_keyspaces_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = UserId::new("old").unwrap();
+        {
+            let db = Database::builder(dir.path()).open().unwrap();
+            for name in [KS_USERS, KS_LOG, KS_BOUNDS, KS_DEDUP, KS_APPS] {
+                db.keyspace(name, KeyspaceCreateOptions::default).unwrap();
+            }
+            let log = db.keyspace(KS_LOG, KeyspaceCreateOptions::default).unwrap();
+            log.insert(codec::log_key(AppId(1), &user, SyncKind::Message, Seq(1)), codec::encode_log_value(5, b"hi"))
+                .unwrap();
+            let meta = db.keyspace(KS_META, KeyspaceCreateOptions::default).unwrap();
+            meta.insert(FORMAT_KEY, [1u8]).unwrap();
+            db.persist(PersistMode::SyncAll).unwrap();
+        }
+        let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let got = store.get_log_entry(AppId(1), &user, SyncKind::Message, Seq(1)).await.unwrap();
+            assert_eq!(got.map(|e| e.payload), Some(Bytes::from_static(b"hi")));
+            assert_eq!(store.get_read_marks(AppId(1), &user).await.unwrap(), vec![]);
+            let mut b = WriteBatch::new();
+            b.append_conv_index(AppId(1), user.clone(), user.clone(), Seq(1));
+            store.write(b).await.unwrap();
+            assert_eq!(store.read_conv_back(AppId(1), &user, &user, Seq::MAX, 10).await.unwrap(), vec![Seq(1)]);
+        });
+    }
+
+    /// Undecodable index data is reported as corrupt, never panics or is skipped.
+    #[test]
+    fn bad_index_bytes_are_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let (app, user, peer) = (AppId(1), UserId::new("u").unwrap(), UserId::new("p").unwrap());
+        let corrupt = |r: Result<_, StoreError>| matches!(r, Err(StoreError::Corrupt { .. }));
+        engine.conv_index.insert(codec::conv_key(app, &user, &peer, Seq(3)), [1u8]).unwrap();
+        assert!(corrupt(engine.read_conv_back(app, &user, &peer, Seq::MAX, 10).map(|_| ())));
+        engine.msg_index.insert(codec::message_index_key(app, 9), [1u8, 0]).unwrap();
+        assert!(corrupt(engine.get_message_index(app, 9).map(|_| ())));
+        engine.read_marks.insert(codec::read_mark_key(app, &user, &peer), [2u8]).unwrap();
+        assert!(corrupt(engine.get_read_marks(app, &user).map(|_| ())));
+        let other = UserId::new("v").unwrap();
+        engine.read_marks.insert(codec::read_mark_key(app, &other, &peer), codec::encode_seq_value(Seq(1))).unwrap();
+        assert_eq!(engine.get_read_marks(app, &other).unwrap(), vec![(peer.clone(), Seq(1))]);
+        let broken = UserId::new("w").unwrap();
+        let mut bad_peer = codec::user_prefix(app, &broken);
+        bad_peer.extend_from_slice(&[3, b'a']); // says 3 bytes, holds 1
+        engine.read_marks.insert(bad_peer, codec::encode_seq_value(Seq(1))).unwrap();
+        assert!(corrupt(engine.get_read_marks(app, &broken).map(|_| ())));
+        let mut long_ack = codec::device_ack_key(app, &user, "d", SyncKind::Message);
+        long_ack.push(0);
+        engine.device_acks.insert(long_ack, codec::encode_seq_value(Seq(1))).unwrap();
+        assert!(corrupt(engine.get_device_acks(app, &user, "d").map(|_| ())));
+        // An unknown kind (a newer build's) is skipped, not an error.
+        let mut future_kind = codec::device_prefix(app, &other, "d");
+        future_kind.push(200);
+        engine.device_acks.insert(future_kind, codec::encode_seq_value(Seq(1))).unwrap();
+        assert_eq!(engine.get_device_acks(app, &other, "d").unwrap(), vec![]);
+    }
+}

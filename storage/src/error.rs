@@ -1,0 +1,36 @@
+//! The one error type every backend returns.
+//!
+//! Callers must be able to tell "retry later" (I/O, backend) from "this data is bad"
+//! (corrupt) from "you asked for something impossible" (invalid argument) from "we are
+//! shutting down" (closed). Variants carry text rather than engine error types so the
+//! type stays backend-neutral and `Clone`: one failed group commit answers many waiters.
+
+/// A storage failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The disk or network below the backend failed; the operation may be retried.
+    #[error("storage I/O error: {0}")]
+    Io(String),
+    /// The backend failed for another reason (engine poisoned, driver error, …).
+    #[error("storage backend error: {0}")]
+    Backend(String),
+    /// Stored bytes could not be decoded. Never retried: a human must look.
+    #[error("corrupt data in storage: {what}")]
+    Corrupt {
+        /// What could not be decoded, and where.
+        what: String,
+    },
+    /// The store has been shut down.
+    #[error("store is closed")]
+    Closed,
+    /// The request itself is invalid (e.g. an oversized or empty key).
+    #[error("invalid storage request: {0}")]
+    InvalidArgument(String),
+}
+
+impl StoreError {
+    /// Shorthand for [`StoreError::Corrupt`].
+    pub fn corrupt(what: impl Into<String>) -> Self {
+        StoreError::Corrupt { what: what.into() }
+    }
+}

@@ -1,0 +1,394 @@
+//! The storage trait and the write batch every backend applies.
+//!
+//! Logic talks to storage only through [`Store`] (as `Arc<dyn Store>`), so the
+//! embedded engine and a cluster database are interchangeable and are held to the same
+//! conformance suite. Writes are batches of [`WriteOp`]s so that one durable write can
+//! carry many messages (group commit) and a message's fan-out lands atomically.
+//!
+//! This module must never mention a particular engine or query language, and must never
+//! promise more than every backend can keep (e.g. no cross-batch transactions, no
+//! conditional writes on the hot path).
+
+use crate::{AppId, AppRecord, DedupRecord, LogEntry, MessageLocator, Seq, StoreError, SyncKind, UserId, UserRecord};
+use async_trait::async_trait;
+
+/// Longest accepted [`DedupRecord::key`] in bytes. A sender id is at most 64 bytes;
+/// the rest is room for the client's message id and logic's separators.
+pub const MAX_DEDUP_KEY_LEN: usize = 512;
+
+/// Largest accepted [`LogEntry::payload`] / [`DedupRecord::value`] in bytes. Messages
+/// are small; anything bigger belongs in object storage, and cluster databases degrade
+/// badly with multi-megabyte cells.
+pub const MAX_VALUE_LEN: usize = 1 << 20;
+
+/// Longest accepted device id in bytes (devices are named by their clients; the limit
+/// lets backends prefix keys with a one-byte length, as for [`UserId`]).
+pub const MAX_DEVICE_ID_LEN: usize = 64;
+
+/// One write. Add variants here as features need them (friendship records, group
+/// members, …); every backend then fails to compile until it handles the new op, which
+/// is the point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Insert or overwrite a user's profile (keyed by app and `user_id`).
+    PutUser(AppId, UserRecord),
+    /// Put `entry` into the (app, user, kind) log at `entry.seq`, overwriting any entry
+    /// already at that seq: appends are idempotent, and a recall rewrites an entry in
+    /// place with the same op.
+    AppendLog {
+        /// Tenant.
+        app: AppId,
+        /// Whose log.
+        user: UserId,
+        /// Which log.
+        kind: SyncKind,
+        /// The entry; its seq is the position.
+        entry: LogEntry,
+    },
+    /// Persist a reserved upper bound of the (app, user, kind) sequence. The stored bound
+    /// becomes `max(stored, bound)`: it never goes down, whatever the order of writes.
+    SetSeqBound {
+        /// Tenant.
+        app: AppId,
+        /// Whose sequence.
+        user: UserId,
+        /// Which sequence.
+        kind: SyncKind,
+        /// The new reserved upper bound.
+        bound: Seq,
+    },
+    /// Insert or overwrite a dedup-window record.
+    PutDedup(DedupRecord),
+    /// Insert or overwrite an app.
+    PutApp(AppRecord),
+    /// A device of a user received the (app, user, kind) log up to `seq`. The stored
+    /// value becomes `max(stored, seq)`, like [`WriteOp::SetSeqBound`].
+    PutDeviceAck {
+        /// Tenant.
+        app: AppId,
+        /// Whose device.
+        user: UserId,
+        /// The device, 1..=[`MAX_DEVICE_ID_LEN`] bytes.
+        device_id: String,
+        /// Which log.
+        kind: SyncKind,
+        /// Received up to here.
+        seq: Seq,
+    },
+    /// Insert or overwrite the locator stored under logic's `message_key`.
+    PutMessageIndex {
+        /// Tenant.
+        app: AppId,
+        /// Logic's key of the message (opaque here).
+        message_key: u64,
+        /// Where its copies live.
+        loc: MessageLocator,
+    },
+    /// The conversation of `user` with `peer` contains `user`'s message-log seq `seq`.
+    /// Idempotent: adding a seq twice keeps one.
+    AppendConvIndex {
+        /// Tenant.
+        app: AppId,
+        /// Whose view of the conversation (the seq is in this user's inbox).
+        user: UserId,
+        /// The other party.
+        peer: UserId,
+        /// A seq of `user`'s [`SyncKind::Message`] log.
+        seq: Seq,
+    },
+    /// `user` read the conversation with `peer` up to `seq`. The stored mark becomes
+    /// `max(stored, seq)`.
+    PutReadMark {
+        /// Tenant.
+        app: AppId,
+        /// Who read.
+        user: UserId,
+        /// The other party.
+        peer: UserId,
+        /// Read up to here (a seq of `user`'s inbox).
+        seq: Seq,
+    },
+}
+
+impl WriteOp {
+    /// Checks the limits every backend enforces, so backends refuse the same requests.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        match self {
+            WriteOp::PutUser(..)
+            | WriteOp::SetSeqBound { .. }
+            | WriteOp::PutApp(_)
+            | WriteOp::PutMessageIndex { .. }
+            | WriteOp::AppendConvIndex { .. }
+            | WriteOp::PutReadMark { .. } => Ok(()),
+            WriteOp::AppendLog { entry, .. } => check_value_len("log payload", entry.payload.len()),
+            WriteOp::PutDedup(rec) => {
+                check_dedup_key(&rec.key)?;
+                check_value_len("dedup value", rec.value.len())
+            }
+            WriteOp::PutDeviceAck { device_id, .. } => check_device_id(device_id),
+        }
+    }
+}
+
+/// Checks a device id against the shared limits.
+pub fn check_device_id(device_id: &str) -> Result<(), StoreError> {
+    if device_id.is_empty() {
+        return Err(StoreError::InvalidArgument("empty device id".into()));
+    }
+    if device_id.len() > MAX_DEVICE_ID_LEN {
+        return Err(StoreError::InvalidArgument(format!(
+            "device id is {} bytes, more than {MAX_DEVICE_ID_LEN}",
+            device_id.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a dedup key against the shared limits.
+pub fn check_dedup_key(key: &str) -> Result<(), StoreError> {
+    if key.is_empty() {
+        return Err(StoreError::InvalidArgument("empty dedup key".into()));
+    }
+    if key.len() > MAX_DEDUP_KEY_LEN {
+        return Err(StoreError::InvalidArgument(format!(
+            "dedup key is {} bytes, more than {MAX_DEDUP_KEY_LEN}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_value_len(what: &str, len: usize) -> Result<(), StoreError> {
+    if len > MAX_VALUE_LEN {
+        return Err(StoreError::InvalidArgument(format!("{what} is {len} bytes, more than {MAX_VALUE_LEN}")));
+    }
+    Ok(())
+}
+
+/// An ordered list of [`WriteOp`]s applied together by [`Store::write`]. Later ops win
+/// over earlier ones on the same key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    ops: Vec<WriteOp>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty batch with room for `n` ops.
+    pub fn with_capacity(n: usize) -> Self {
+        Self { ops: Vec::with_capacity(n) }
+    }
+
+    /// Adds any op.
+    pub fn push(&mut self, op: WriteOp) -> &mut Self {
+        self.ops.push(op);
+        self
+    }
+
+    /// Adds [`WriteOp::PutUser`].
+    pub fn put_user(&mut self, app: AppId, user: UserRecord) -> &mut Self {
+        self.push(WriteOp::PutUser(app, user))
+    }
+
+    /// Adds [`WriteOp::AppendLog`].
+    pub fn append_log(&mut self, app: AppId, user: UserId, kind: SyncKind, entry: LogEntry) -> &mut Self {
+        self.push(WriteOp::AppendLog { app, user, kind, entry })
+    }
+
+    /// Rewrites the entry at `entry.seq` (e.g. marks a message recalled). The same op as
+    /// [`WriteBatch::append_log`]; the separate name says what the caller means.
+    pub fn replace_log_entry(&mut self, app: AppId, user: UserId, kind: SyncKind, entry: LogEntry) -> &mut Self {
+        self.append_log(app, user, kind, entry)
+    }
+
+    /// Adds [`WriteOp::SetSeqBound`].
+    pub fn set_seq_bound(&mut self, app: AppId, user: UserId, kind: SyncKind, bound: Seq) -> &mut Self {
+        self.push(WriteOp::SetSeqBound { app, user, kind, bound })
+    }
+
+    /// Adds [`WriteOp::PutDedup`].
+    pub fn put_dedup(&mut self, rec: DedupRecord) -> &mut Self {
+        self.push(WriteOp::PutDedup(rec))
+    }
+
+    /// Adds [`WriteOp::PutApp`].
+    pub fn put_app(&mut self, rec: AppRecord) -> &mut Self {
+        self.push(WriteOp::PutApp(rec))
+    }
+
+    /// Adds [`WriteOp::PutDeviceAck`].
+    pub fn put_device_ack(
+        &mut self,
+        app: AppId,
+        user: UserId,
+        device_id: String,
+        kind: SyncKind,
+        seq: Seq,
+    ) -> &mut Self {
+        self.push(WriteOp::PutDeviceAck { app, user, device_id, kind, seq })
+    }
+
+    /// Adds [`WriteOp::PutMessageIndex`].
+    pub fn put_message_index(&mut self, app: AppId, message_key: u64, loc: MessageLocator) -> &mut Self {
+        self.push(WriteOp::PutMessageIndex { app, message_key, loc })
+    }
+
+    /// Adds [`WriteOp::AppendConvIndex`].
+    pub fn append_conv_index(&mut self, app: AppId, user: UserId, peer: UserId, seq: Seq) -> &mut Self {
+        self.push(WriteOp::AppendConvIndex { app, user, peer, seq })
+    }
+
+    /// Adds [`WriteOp::PutReadMark`].
+    pub fn put_read_mark(&mut self, app: AppId, user: UserId, peer: UserId, seq: Seq) -> &mut Self {
+        self.push(WriteOp::PutReadMark { app, user, peer, seq })
+    }
+
+    /// Appends every op of `other`, after this batch's ops.
+    pub fn extend(&mut self, other: WriteBatch) -> &mut Self {
+        self.ops.extend(other.ops);
+        self
+    }
+
+    /// Number of ops.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether there are no ops.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// The ops, in order.
+    pub fn ops(&self) -> &[WriteOp] {
+        &self.ops
+    }
+
+    /// Takes the ops out, in order.
+    pub fn into_ops(self) -> Vec<WriteOp> {
+        self.ops
+    }
+
+    /// Validates every op (see [`WriteOp::validate`]).
+    pub fn validate(&self) -> Result<(), StoreError> {
+        self.ops.iter().try_for_each(WriteOp::validate)
+    }
+}
+
+impl From<Vec<WriteOp>> for WriteBatch {
+    fn from(ops: Vec<WriteOp>) -> Self {
+        Self { ops }
+    }
+}
+
+impl FromIterator<WriteOp> for WriteBatch {
+    fn from_iter<I: IntoIterator<Item = WriteOp>>(iter: I) -> Self {
+        Self { ops: iter.into_iter().collect() }
+    }
+}
+
+impl IntoIterator for WriteBatch {
+    type Item = WriteOp;
+    type IntoIter = std::vec::IntoIter<WriteOp>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.ops.into_iter()
+    }
+}
+
+/// A storage backend. Object safe: logic holds an `Arc<dyn Store>`.
+///
+/// Reads see every write whose [`Store::write`] has returned. Nothing here is
+/// transactional across calls; the single-writer-per-user rule in logic makes that
+/// unnecessary.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies all ops of `batch` together (the embedded backend: one atomic batch) and
+    /// returns only once they are durable per the configured policy. An invalid op
+    /// fails the whole batch with [`StoreError::InvalidArgument`] and writes nothing.
+    /// If the returned future is dropped before it completes, the batch may or may not
+    /// be applied; callers that need to know must re-read (appends are idempotent).
+    async fn write(&self, batch: WriteBatch) -> Result<(), StoreError>;
+
+    /// Profiles of `ids`, in the same order (`None` for unknown users; deleted users
+    /// are returned with `deleted` set).
+    async fn get_users(&self, app: AppId, ids: &[UserId]) -> Result<Vec<Option<UserRecord>>, StoreError>;
+
+    /// Up to `limit` entries with `seq > after`, ascending (sync / catch-up paging).
+    async fn read_log(
+        &self,
+        app: AppId,
+        user: &UserId,
+        kind: SyncKind,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError>;
+
+    /// Up to `limit` entries with `seq < before`, descending (history paging; pass
+    /// [`Seq::MAX`] for the newest page).
+    async fn read_log_back(
+        &self,
+        app: AppId,
+        user: &UserId,
+        kind: SyncKind,
+        before: Seq,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError>;
+
+    /// The entry at exactly `seq`, if any.
+    async fn get_log_entry(
+        &self,
+        app: AppId,
+        user: &UserId,
+        kind: SyncKind,
+        seq: Seq,
+    ) -> Result<Option<LogEntry>, StoreError>;
+
+    /// The persisted reserved upper bounds (seqsvr `max_seq`) of the user's sequences,
+    /// in kind order. Kinds never set are absent.
+    async fn seq_bounds(&self, app: AppId, user: &UserId) -> Result<Vec<(SyncKind, Seq)>, StoreError>;
+
+    /// The dedup record under `key`, or `None` if there is none or it has expired at
+    /// `now_ms` (milliseconds since the Unix epoch).
+    async fn get_dedup(&self, key: &str, now_ms: u64) -> Result<Option<DedupRecord>, StoreError>;
+
+    /// The app, if it was ever put.
+    async fn get_app(&self, app: AppId) -> Result<Option<AppRecord>, StoreError>;
+
+    /// The seqs `device_id` of `user` acknowledged (see [`WriteOp::PutDeviceAck`]), in
+    /// kind order. Kinds never acked are absent. An empty or over-long device id is
+    /// refused with [`StoreError::InvalidArgument`], as it is on write.
+    async fn get_device_acks(
+        &self,
+        app: AppId,
+        user: &UserId,
+        device_id: &str,
+    ) -> Result<Vec<(SyncKind, Seq)>, StoreError>;
+
+    /// The locator stored under `message_key`, if any.
+    async fn get_message_index(&self, app: AppId, message_key: u64) -> Result<Option<MessageLocator>, StoreError>;
+
+    /// Up to `limit` seqs of `user`'s conversation with `peer` (see
+    /// [`WriteOp::AppendConvIndex`]) that are `< before`, descending (history paging;
+    /// pass [`Seq::MAX`] for the newest page).
+    async fn read_conv_back(
+        &self,
+        app: AppId,
+        user: &UserId,
+        peer: &UserId,
+        before: Seq,
+        limit: usize,
+    ) -> Result<Vec<Seq>, StoreError>;
+
+    /// Every read mark of `user` (see [`WriteOp::PutReadMark`]) as `(peer, seq)`, one
+    /// per peer, in no particular order.
+    async fn get_read_marks(&self, app: AppId, user: &UserId) -> Result<Vec<(UserId, Seq)>, StoreError>;
+
+    /// Makes every acknowledged write durable on disk regardless of the durability
+    /// policy (called at shutdown).
+    async fn flush(&self) -> Result<(), StoreError>;
+}

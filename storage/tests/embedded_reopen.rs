@@ -1,0 +1,133 @@
+//! Embedded-backend behaviour the shared suite cannot express: data survives closing
+//! and reopening the directory, the directory is exclusive, and group commit holds up
+//! under writers on many threads.
+
+use bytes::Bytes;
+use std::sync::Arc;
+use tern_storage::{
+    AppId, AppRecord, DedupRecord, Durability, EmbeddedConfig, EmbeddedStore, LogEntry, MessageLocator, Seq, Store,
+    StoreError, SyncKind, UserId, UserRecord, WriteBatch,
+};
+
+const APP: AppId = AppId(7);
+
+fn uid(s: &str) -> UserId {
+    UserId::new(s).unwrap()
+}
+
+fn entry(seq: u64) -> LogEntry {
+    LogEntry { seq: Seq(seq), time_ms: seq * 10, payload: Bytes::from(format!("payload {seq}")) }
+}
+
+async fn reopen_keeps_data(durability: Durability) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EmbeddedConfig { path: dir.path().to_path_buf(), durability };
+    let user = UserRecord::new(uid("alice"), 5);
+    let dedup = DedupRecord { key: "alice/1".into(), value: Bytes::from_static(b"sid"), expires_ms: u64::MAX };
+    let app = AppRecord { app_id: APP, secret: "dev".into(), created_ms: 1 };
+    let loc = MessageLocator { from: uid("alice"), to: uid("bob"), from_seq: Seq(1), to_seq: Seq(2), time_ms: 3 };
+    {
+        let store = EmbeddedStore::open(config.clone()).unwrap();
+        let mut batch = WriteBatch::new();
+        batch
+            .put_user(APP, user.clone())
+            .set_seq_bound(APP, uid("alice"), SyncKind::Message, Seq(10_000))
+            .set_seq_bound(APP, uid("alice"), SyncKind::Friendship, Seq(20))
+            .put_dedup(dedup.clone())
+            .put_app(app.clone())
+            .put_device_ack(APP, uid("alice"), "phone".into(), SyncKind::Message, Seq(50))
+            .put_message_index(APP, 77, loc.clone())
+            .append_conv_index(APP, uid("alice"), uid("bob"), Seq(1))
+            .append_conv_index(APP, uid("alice"), uid("bob"), Seq(4))
+            .put_read_mark(APP, uid("alice"), uid("bob"), Seq(4));
+        store.write(batch).await.unwrap();
+        for seq in 1..=100 {
+            let mut b = WriteBatch::new();
+            b.append_log(APP, uid("alice"), SyncKind::Message, entry(seq));
+            store.write(b).await.unwrap();
+        }
+        // No flush: drop alone must leave everything acknowledged on disk.
+    }
+    let store = EmbeddedStore::open(config.clone()).unwrap();
+    assert_eq!(store.get_users(APP, &[uid("alice")]).await.unwrap(), vec![Some(user)]);
+    let log = store.read_log(APP, &uid("alice"), SyncKind::Message, Seq::ZERO, 1000).await.unwrap();
+    assert_eq!(log, (1..=100).map(entry).collect::<Vec<_>>());
+    assert_eq!(
+        store.seq_bounds(APP, &uid("alice")).await.unwrap(),
+        vec![(SyncKind::Message, Seq(10_000)), (SyncKind::Friendship, Seq(20))]
+    );
+    assert_eq!(store.get_dedup("alice/1", 0).await.unwrap(), Some(dedup));
+    assert_eq!(store.get_app(APP).await.unwrap(), Some(app));
+    assert_eq!(store.get_device_acks(APP, &uid("alice"), "phone").await.unwrap(), vec![(SyncKind::Message, Seq(50))]);
+    assert_eq!(store.get_message_index(APP, 77).await.unwrap(), Some(loc));
+    assert_eq!(
+        store.read_conv_back(APP, &uid("alice"), &uid("bob"), Seq::MAX, 10).await.unwrap(),
+        vec![Seq(4), Seq(1)]
+    );
+    assert_eq!(store.get_read_marks(APP, &uid("alice")).await.unwrap(), vec![(uid("bob"), Seq(4))]);
+
+    // Max-keeping values still never go down after a restart (the writer re-reads
+    // them from disk).
+    let mut b = WriteBatch::new();
+    b.set_seq_bound(APP, uid("alice"), SyncKind::Message, Seq(5))
+        .put_device_ack(APP, uid("alice"), "phone".into(), SyncKind::Message, Seq(5))
+        .put_read_mark(APP, uid("alice"), uid("bob"), Seq(2));
+    store.write(b).await.unwrap();
+    drop(store);
+    let store = EmbeddedStore::open(config).unwrap();
+    assert_eq!(store.seq_bounds(APP, &uid("alice")).await.unwrap()[0], (SyncKind::Message, Seq(10_000)));
+    assert_eq!(store.get_device_acks(APP, &uid("alice"), "phone").await.unwrap(), vec![(SyncKind::Message, Seq(50))]);
+    assert_eq!(store.get_read_marks(APP, &uid("alice")).await.unwrap(), vec![(uid("bob"), Seq(4))]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopen_keeps_data_process() {
+    reopen_keeps_data(Durability::Process).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopen_keeps_data_fsync() {
+    reopen_keeps_data(Durability::Fsync).await;
+}
+
+#[tokio::test]
+async fn a_directory_is_opened_by_one_store_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EmbeddedConfig::new(dir.path());
+    let first = EmbeddedStore::open(config.clone()).unwrap();
+    let err = EmbeddedStore::open(config.clone()).unwrap_err();
+    assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+    drop(first);
+    EmbeddedStore::open(config).unwrap();
+}
+
+/// Writers spawned on every executor thread (not just interleaved on one task) while
+/// readers run: nothing is lost, and flush at the end succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_writers_and_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..32u64 {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            let user = uid(&format!("p{w}"));
+            for seq in 1..=40 {
+                let mut b = WriteBatch::new();
+                b.append_log(APP, user.clone(), SyncKind::Message, entry(seq));
+                store.write(b).await.unwrap();
+                // Read-your-writes: an acknowledged write is visible at once.
+                let got = store.get_log_entry(APP, &user, SyncKind::Message, Seq(seq)).await.unwrap();
+                assert_eq!(got, Some(entry(seq)));
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    store.flush().await.unwrap();
+    for w in 0..32u64 {
+        let log = store.read_log(APP, &uid(&format!("p{w}")), SyncKind::Message, Seq::ZERO, 100).await.unwrap();
+        assert_eq!(log.len(), 40);
+    }
+}

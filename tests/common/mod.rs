@@ -1,0 +1,261 @@
+//! Test harness for end-to-end tests: starts the real `tern` binary (one process, or a
+//! `tern logic` + `tern gateway` pair) on free ports with a private data dir, and talks
+//! to it as business servers and clients do: HTTP for the API, TCP and WebSocket for
+//! devices. Processes are killed when the handle drops.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use tern_loadtest::client::{Client, LoginOutcome, LoginRequest, Transport};
+use tern_schema::client::ClientType;
+
+pub const SECRET: &str = "e2e-secret-0123456789";
+
+/// How the server under test is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `tern all`.
+    AllInOne,
+    /// `tern logic` and `tern gateway` as two processes over the link.
+    Split,
+}
+
+/// Knobs a test may change from the defaults below.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub login_timeout_ms: u64,
+    pub heartbeat_timeout_ms: u32,
+    /// Appended to the [gateway] section.
+    pub extra_toml: String,
+    /// Extra [[apps]] entries.
+    pub extra_apps: String,
+}
+
+impl Options {
+    pub fn with_apps(mut self, apps: String) -> Self {
+        self.extra_apps = apps;
+        self
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { login_timeout_ms: 2_000, heartbeat_timeout_ms: 30_000, extra_toml: String::new(), extra_apps: String::new() }
+    }
+}
+
+pub struct Tern {
+    pub http: String,
+    pub tcp: String,
+    pub ws: String,
+    children: Vec<Child>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Tern {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Apps: 10000 (login model 4) plus 10001..=10003 with models 1..=3 and 10004 model 4.
+fn config_toml(dir: &std::path::Path, o: &Options) -> String {
+    let mut apps = String::new();
+    for (id, model) in [(10_000, 4), (10_001, 1), (10_002, 2), (10_003, 3)] {
+        apps.push_str(&format!("[[apps]]\nid = {id}\nsecret = \"{SECRET}\"\nadmins = [\"admin\"]\nlogin_model = {model}\n"));
+    }
+    format!(
+        "data_dir = \"{}\"\nlog = \"warn\"\n[gateway]\ncores = 2\nlogin_timeout_ms = {}\nheartbeat_timeout_ms = {}\n{}\n{}",
+        dir.join("data").display(),
+        o.login_timeout_ms,
+        o.heartbeat_timeout_ms,
+        o.extra_toml,
+        apps + &o.extra_apps
+    )
+}
+
+fn spawn(args: &[&str], config: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn tern");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(first)) = lines.next() {
+            let _ = tx.send(first);
+        }
+        // Keep draining so the child never blocks on a full pipe.
+        for _ in lines {}
+    });
+    let line = rx.recv_timeout(Duration::from_secs(60)).expect("tern printed its listen line");
+    (child, line)
+}
+
+fn field(line: &str, key: &str) -> String {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+        .to_string()
+}
+
+impl Tern {
+    pub fn start(mode: Mode) -> Tern {
+        Self::start_with(mode, Options::default())
+    }
+
+    pub fn start_with(mode: Mode, o: Options) -> Tern {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("tern.toml");
+        std::fs::write(&config, config_toml(dir.path(), &o)).unwrap();
+        let ports = ["--http-addr", "127.0.0.1:0", "--tcp-addr", "127.0.0.1:0", "--ws-addr", "127.0.0.1:0"];
+        match mode {
+            Mode::AllInOne => {
+                let mut args = vec!["all"];
+                args.extend_from_slice(&ports);
+                args.extend_from_slice(&["--link-addr", "127.0.0.1:0"]);
+                let (child, line) = spawn(&args, &config);
+                Tern { http: field(&line, "http"), tcp: field(&line, "tcp"), ws: field(&line, "ws"), children: vec![child], dir }
+            }
+            Mode::Split => {
+                let link = format!("127.0.0.1:{}", free_port());
+                let (logic, line) = spawn(&["logic", "--http-addr", "127.0.0.1:0", "--link-addr", &link], &config);
+                let http = field(&line, "http");
+                let (gw, gline) = spawn(
+                    &["gateway", "--tcp-addr", "127.0.0.1:0", "--ws-addr", "127.0.0.1:0", "--link-addr", &link],
+                    &config,
+                );
+                Tern { http, tcp: field(&gline, "tcp"), ws: field(&gline, "ws"), children: vec![logic, gw], dir }
+            }
+        }
+    }
+
+    pub fn addr(&self, t: Transport) -> &str {
+        match t {
+            Transport::Tcp => &self.tcp,
+            Transport::Ws => &self.ws,
+        }
+    }
+
+    /// POSTs `body` to `/v1{path}` as admin of `app`; returns the parsed envelope.
+    pub fn api(&self, app: u32, path: &str, body: Value) -> Value {
+        let q = format!("appId={app}&identifier=admin&userSign={}", sign(app, "admin", 3600));
+        self.post(&format!("/v1{path}?{q}"), &body.to_string())
+    }
+
+    /// POST with a raw query and body; returns the parsed JSON response body.
+    pub fn post(&self, path_and_query: &str, body: &str) -> Value {
+        let (_, text) = http(&self.http, "POST", path_and_query, body);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("non-JSON response {text:?}: {e}"))
+    }
+
+    pub fn import(&self, app: u32, users: &[&str]) {
+        let data: Vec<Value> = users.iter().map(|u| json!({"userId": u, "nickName": u})).collect();
+        let r = self.api(app, "/user/importUser", json!({ "userData": data }));
+        assert_eq!(r["code"], 200, "{r}");
+        assert_eq!(r["data"]["successId"].as_array().unwrap().len(), users.len(), "{r}");
+    }
+
+    /// Connects and logs in; panics unless the login succeeds.
+    pub async fn device(&self, t: Transport, app: u32, user: &str, ct: ClientType, device: &str) -> Client {
+        let (c, outcome) = self.login(t, app, user, &sign(app, user, 3600), ct, device).await;
+        match outcome {
+            LoginOutcome::Ok(_) => c,
+            other => panic!("login of {user}/{device} failed: {other:?}"),
+        }
+    }
+
+    pub async fn login(
+        &self,
+        t: Transport,
+        app: u32,
+        user: &str,
+        user_sign: &str,
+        ct: ClientType,
+        device: &str,
+    ) -> (Client, LoginOutcome) {
+        let mut c = Client::connect(t, self.addr(t)).await.expect("connect");
+        let req = LoginRequest {
+            app_id: app,
+            user_id: user.into(),
+            user_sign: user_sign.into(),
+            client_type: ct,
+            device_id: device.into(),
+            request_id: 1,
+        };
+        let outcome = c.login(&req).await.expect("login answered");
+        (c, outcome)
+    }
+
+    /// Polls queryOnlineStatus until `user`'s online device count is `n`.
+    pub fn wait_online(&self, app: u32, user: &str, n: usize) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = self.api(app, "/user/queryOnlineStatus", json!({"userIds": [user]}));
+            let entry = r["data"].as_array().and_then(|a| a.first()).cloned().unwrap_or(Value::Null);
+            let devices = entry["devices"].as_array().map_or(0, |d| d.len());
+            if devices == n {
+                return entry;
+            }
+            assert!(Instant::now() < deadline, "{user} never had {n} devices online: {r}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+pub fn sign(app: u32, user: &str, ttl: u64) -> String {
+    tern_schema::sig::sign(SECRET.as_bytes(), app, user, now_secs() + ttl)
+}
+
+/// Minimal HTTP/1.1 request (Connection: close). Returns (status, body).
+pub fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect http");
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").expect("http response");
+    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_string() };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
