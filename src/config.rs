@@ -237,7 +237,10 @@ mod tests {
 
         let e = env(&[("TERN_HTTP__ADDR", "127.0.0.1:4"), ("TERN_GATEWAY__CORES", "3"), ("HOME", "/x")]);
         let c = load(Some(&file), e.clone(), &FlagOverrides::default()).unwrap();
-        assert_eq!((c.http.addr.as_str(), c.gateway.cores, c.gateway.tcp_addr.as_str()), ("127.0.0.1:4", 3, "0.0.0.0:2"));
+        assert_eq!(
+            (c.http.addr.as_str(), c.gateway.cores, c.gateway.tcp_addr.as_str()),
+            ("127.0.0.1:4", 3, "0.0.0.0:2")
+        );
 
         let flags = FlagOverrides {
             http: Some(AddrOverride { addr: "127.0.0.1:5".into() }),
@@ -245,7 +248,10 @@ mod tests {
             ..Default::default()
         };
         let c = load(Some(&file), e, &flags).unwrap();
-        assert_eq!((c.http.addr.as_str(), c.gateway.ws_addr.as_str(), c.gateway.cores), ("127.0.0.1:5", "0.0.0.0:6", 3));
+        assert_eq!(
+            (c.http.addr.as_str(), c.gateway.ws_addr.as_str(), c.gateway.cores),
+            ("127.0.0.1:5", "0.0.0.0:6", 3)
+        );
     }
 
     #[test]
@@ -283,6 +289,8 @@ mod tests {
         assert!(err.contains("adress"), "{err}");
         let err = load(None, env(&[("TERN_GATEWAY__CORES", "many")]), &FlagOverrides::default()).unwrap_err();
         assert!(err.to_string().contains("cores"), "{err}");
-        assert!(load(Some(std::path::Path::new("/nonexistent/tern.toml")), env(&[]), &FlagOverrides::default()).is_err());
+        assert!(
+            load(Some(std::path::Path::new("/nonexistent/tern.toml")), env(&[]), &FlagOverrides::default()).is_err()
+        );
     }
 }

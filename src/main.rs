@@ -85,9 +85,12 @@ enum ConfigCommand {
 }
 
 fn flag_overrides(cli: &Cli) -> FlagOverrides {
-    let gateway = (cli.tcp_addr.is_some() || cli.ws_addr.is_some() || cli.link_addr.is_some()).then(|| {
-        GatewayOverride { tcp_addr: cli.tcp_addr.clone(), ws_addr: cli.ws_addr.clone(), link_addr: cli.link_addr.clone() }
-    });
+    let gateway =
+        (cli.tcp_addr.is_some() || cli.ws_addr.is_some() || cli.link_addr.is_some()).then(|| GatewayOverride {
+            tcp_addr: cli.tcp_addr.clone(),
+            ws_addr: cli.ws_addr.clone(),
+            link_addr: cli.link_addr.clone(),
+        });
     FlagOverrides {
         data_dir: cli.data_dir.clone(),
         http: cli.http_addr.clone().map(|addr| AddrOverride { addr }),

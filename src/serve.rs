@@ -45,7 +45,8 @@ fn open_store(c: &TernConfig) -> anyhow::Result<Arc<dyn Store>> {
             let path = c.data_dir.join("store");
             let mut cfg = EmbeddedConfig::new(&path);
             cfg.durability = c.storage.durability;
-            let store = EmbeddedStore::open(cfg).with_context(|| format!("opening the embedded store in {}", path.display()))?;
+            let store = EmbeddedStore::open(cfg)
+                .with_context(|| format!("opening the embedded store in {}", path.display()))?;
             Ok(Arc::new(store))
         }
     }
@@ -98,7 +99,12 @@ async fn shutdown_signal() {
 fn print_apps(apps: &[AppConfig], dev: bool, c: &TernConfig) {
     for a in apps {
         if dev {
-            println!("  app       {} (development app, secret in {}): secret {}", a.id, devapp::path(&c.data_dir).display(), a.secret);
+            println!(
+                "  app       {} (development app, secret in {}): secret {}",
+                a.id,
+                devapp::path(&c.data_dir).display(),
+                a.secret
+            );
             println!("  sign      tern sig --app-id {} --secret {} --user alice", a.id, a.secret);
         } else {
             println!("  app       {} (admins: {})", a.id, a.admins.join(", "));
@@ -124,17 +130,15 @@ pub fn all(c: TernConfig) -> anyhow::Result<()> {
         let gateway = tern_gateway::start(gw_config, secrets(&apps)).context("starting the gateway")?;
         let (tcp, ws) = (gateway.local_tcp_addr(), gateway.local_ws_addr());
         let logic = Logic::new(logic_config(&c, Some((tcp, ws))), store, AppRegistry::new(apps.clone()));
-        println!(
-            "tern listening http={} tcp={} ws={} link={}",
-            bound.http_addr(),
-            tcp,
-            ws,
-            bound.link_addr()
-        );
+        println!("tern listening http={} tcp={} ws={} link={}", bound.http_addr(), tcp, ws, bound.link_addr());
         println!("  http      http://{}/  (API docs: /docs, metrics: /metrics)", bound.http_addr());
         println!("  tcp       {tcp}");
         println!("  websocket ws://{ws}/");
-        println!("  store     {} (embedded, durability {:?})", c.data_dir.join("store").display(), c.storage.durability);
+        println!(
+            "  store     {} (embedded, durability {:?})",
+            c.data_dir.join("store").display(),
+            c.storage.durability
+        );
         print_apps(&apps, dev, &c);
         println!("  started in {} ms", started.elapsed().as_millis());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -120,7 +120,7 @@ impl CloseCause {
     }
 
     /// What `SessionClosed` says when logic holds the session.
-    fn link_reason(self) -> CloseReason {
+    pub(crate) fn link_reason(self) -> CloseReason {
         match self {
             CloseCause::Logout => CloseReason::ClientLogout,
             CloseCause::ClientClosed => CloseReason::ClientClosed,

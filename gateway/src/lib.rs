@@ -10,7 +10,9 @@
 //! Module map: [`config`] (settings and defaults), `conn` (sans-IO protocol state
 //! machine of a connection), `ws` (sans-IO WebSocket codec), `wire` (TCP/WebSocket
 //! framing), `outq` (bounded outbound queue), `worker` (a core: accept, I/O, timers,
-//! shutdown), `link` (the core's link to logic), `slab`, `sync`, `stats`, `sys`.
+//! shutdown), `link` (the core's link to logic), `scrape` (optional metrics endpoint on
+//! its own thread), `slab`, `sync`, `stats`, `sys`; `fuzzing` holds the fuzz harnesses
+//! (hidden, not API).
 //!
 //! Invariants: the gateway never touches storage and never interprets message bodies;
 //! it decodes only what routing needs. It never panics on network input and never
@@ -18,8 +20,11 @@
 
 pub mod config;
 mod conn;
+#[doc(hidden)]
+pub mod fuzzing;
 mod link;
 mod outq;
+mod scrape;
 mod slab;
 mod stats;
 mod sync;
@@ -37,6 +42,21 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use config::GatewayConfig;
+
+/// Optional hooks of [`start_with`], beyond the config.
+#[derive(Default)]
+pub struct GatewayExtras {
+    /// Renders this process's metrics in the Prometheus text format, e.g.
+    /// `Box::new(move || prometheus_handle.render())`. Served on `GET /metrics` at
+    /// [`GatewayConfig::metrics_addr`]; required when that is set.
+    pub metrics_render: Option<Box<dyn Fn() -> String + Send + Sync>>,
+}
+
+impl std::fmt::Debug for GatewayExtras {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayExtras").field("metrics_render", &self.metrics_render.is_some()).finish()
+    }
+}
 
 /// App id -> HMAC secret of each app; the gateway verifies user signatures locally.
 #[derive(Debug, Clone, Default)]
@@ -72,6 +92,7 @@ pub struct GatewayHandle {
     tcp_addr: SocketAddr,
     ws_addr: SocketAddr,
     gateway_id: u32,
+    metrics_addr: Option<SocketAddr>,
     counts: Arc<[PaddedCount]>,
     stops: Vec<UnixStream>,
     threads: Vec<JoinHandle<()>>,
@@ -86,6 +107,11 @@ impl GatewayHandle {
     /// The bound client WebSocket address.
     pub fn local_ws_addr(&self) -> SocketAddr {
         self.ws_addr
+    }
+
+    /// The bound metrics endpoint, when `metrics_addr` is set.
+    pub fn local_metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// This gateway's id on the link.
@@ -144,6 +170,15 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
+/// The metrics endpoint's listener (blocking accept is never used: the thread polls).
+fn bind_metrics(addr: &str) -> Result<std::net::TcpListener, GatewayError> {
+    let at = resolve("metrics_addr", addr)?;
+    let err = |source| GatewayError::Bind { addr: addr.to_owned(), source };
+    let l = std::net::TcpListener::bind(at).map_err(err)?;
+    l.set_nonblocking(true).map_err(err)?;
+    Ok(l)
+}
+
 /// One `SO_REUSEPORT` listener per core, all on the same concrete port (the first
 /// bind picks it when the config says port 0).
 fn bind_all(name: &str, addr: &str, cores: usize) -> Result<(SocketAddr, Vec<std::net::TcpListener>), GatewayError> {
@@ -160,8 +195,20 @@ fn bind_all(name: &str, addr: &str, cores: usize) -> Result<(SocketAddr, Vec<std
 
 /// Binds the listeners (errors such as "address in use" come back here), then starts
 /// one core thread per configured core and waits until every core runs.
+///
+/// Same as [`start_with`] without extras: `metrics_addr` must then be empty.
 pub fn start(config: GatewayConfig, apps: AppSecrets) -> Result<GatewayHandle, GatewayError> {
-    let problems = config.problems();
+    start_with(config, apps, GatewayExtras::default())
+}
+
+/// [`start`] with optional hooks: with `metrics_addr` set, the gateway serves
+/// `extras.metrics_render` there from a dedicated thread.
+pub fn start_with(config: GatewayConfig, apps: AppSecrets, extras: GatewayExtras) -> Result<GatewayHandle, GatewayError> {
+    let mut problems = config.problems();
+    let metrics_on = !config.metrics_addr.trim().is_empty();
+    if metrics_on && extras.metrics_render.is_none() {
+        problems.push("metrics_addr is set but no metrics renderer was given (start_with)".into());
+    }
     if !problems.is_empty() {
         return Err(GatewayError::Config(problems.join("; ")));
     }
@@ -182,12 +229,51 @@ pub fn start(config: GatewayConfig, apps: AppSecrets) -> Result<GatewayHandle, G
     let link_addr = resolve("link_addr", &config.link_addr)?;
     let (tcp_addr, tcp) = bind_all("tcp_addr", &config.tcp_addr, cores)?;
     let (ws_addr, ws) = bind_all("ws_addr", &config.ws_addr, cores)?;
+    let metrics = match (metrics_on, extras.metrics_render) {
+        (true, Some(render)) => Some((bind_metrics(&config.metrics_addr)?, render)),
+        _ => None,
+    };
+    // CPU of each core when pinning: the cores take the allowed CPUs in order, wrapping.
+    let cpus = if config.pin_cores {
+        match sys::allowed_cpus() {
+            Ok(c) if !c.is_empty() => c,
+            Ok(_) => Vec::new(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the CPU affinity; core threads are not pinned");
+                Vec::new()
+            }
+        }
+    } else {
+        Vec::new()
+    };
 
     let cfg = Arc::new(config);
     let apps = Arc::new(conn::Apps::new(apps.0));
     let counts: Arc<[PaddedCount]> = (0..cores).map(|_| PaddedCount::default()).collect();
-    let mut handle =
-        GatewayHandle { tcp_addr, ws_addr, gateway_id, counts: counts.clone(), stops: Vec::new(), threads: Vec::new() };
+    let mut handle = GatewayHandle {
+        tcp_addr,
+        ws_addr,
+        gateway_id,
+        metrics_addr: None,
+        counts: counts.clone(),
+        stops: Vec::new(),
+        threads: Vec::new(),
+    };
+    if let Some((listener, render)) = metrics {
+        let addr = listener.local_addr().map_err(|source| GatewayError::Bind { addr: cfg.metrics_addr.clone(), source })?;
+        let started = (|| -> std::io::Result<()> {
+            let (stop_tx, stop_rx) = UnixStream::pair()?;
+            let t = std::thread::Builder::new()
+                .name("tern-gw-metrics".into())
+                .spawn(move || scrape::serve(listener, stop_rx, render))?;
+            handle.stops.push(stop_tx);
+            handle.threads.push(t);
+            Ok(())
+        })();
+        started.map_err(|source| GatewayError::Core { core: cores, source })?;
+        handle.metrics_addr = Some(addr);
+        tracing::info!(%addr, "gateway metrics endpoint listening");
+    }
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     for (core, (tcp, ws)) in tcp.into_iter().zip(ws).enumerate() {
         let started = (|| -> std::io::Result<()> {
@@ -203,6 +289,7 @@ pub fn start(config: GatewayConfig, apps: AppSecrets) -> Result<GatewayHandle, G
                 ws,
                 count: counts.clone(),
                 stop: stop_rx,
+                cpu: (!cpus.is_empty()).then(|| cpus[core % cpus.len()]),
             };
             let ready = ready_tx.clone();
             let t =

@@ -1,8 +1,9 @@
 //! Thin wrappers over the socket calls the gateway makes itself on connection sockets
 //! (after the runtime reported readiness): non-blocking receive into the per-core
-//! scratch buffer, vectored non-blocking send, and shutdown.
+//! scratch buffer, vectored non-blocking send, and shutdown; plus the CPU affinity
+//! calls behind `pin_cores`.
 //!
-//! These never block (MSG_DONTWAIT, whatever the descriptor's mode under io_uring or
+//! The socket calls never block (MSG_DONTWAIT, whatever the descriptor's mode under io_uring or
 //! epoll), never raise SIGPIPE (MSG_NOSIGNAL), and retry EINTR.
 
 use std::io::{self, IoSlice};
@@ -55,4 +56,52 @@ pub fn shutdown_write(fd: RawFd) {
 pub fn shutdown_both(fd: RawFd) {
     // SAFETY: as above.
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+}
+
+/// The CPUs the calling thread may run on (its affinity mask), ascending.
+pub fn allowed_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: an all-zero cpu_set_t is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 = the calling thread.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: CPU_ISSET reads `set` within its CPU_SETSIZE bits.
+    Ok((0..libc::CPU_SETSIZE as usize).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) }).collect())
+}
+
+/// Pins the calling thread to `cpu`.
+pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("cpu {cpu} out of range")));
+    }
+    // SAFETY: as above; CPU_SET writes within the set (cpu < CPU_SETSIZE checked).
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 = the calling thread.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinning_restricts_the_calling_thread_only() {
+        let before = allowed_cpus().unwrap();
+        assert!(!before.is_empty());
+        let target = *before.last().unwrap();
+        let inside = std::thread::spawn(move || {
+            pin_current_thread(target).unwrap();
+            allowed_cpus().unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(inside, vec![target]);
+        assert_eq!(allowed_cpus().unwrap(), before);
+        assert!(pin_current_thread(libc::CPU_SETSIZE as usize).is_err());
+    }
 }

@@ -74,6 +74,8 @@ pub(crate) struct Boot {
     pub ws: std::net::TcpListener,
     pub count: Arc<[crate::PaddedCount]>,
     pub stop: std::os::unix::net::UnixStream,
+    /// Pin this core's thread to that CPU (`pin_cores`).
+    pub cpu: Option<usize>,
 }
 
 enum AnyRuntime {
@@ -96,6 +98,14 @@ fn build_runtime() -> io::Result<AnyRuntime> {
 
 /// Body of a core thread: reports startup on `ready`, then runs until told to stop.
 pub(crate) fn run(boot: Boot, ready: std::sync::mpsc::Sender<io::Result<()>>) {
+    if let Some(cpu) = boot.cpu {
+        // Before the runtime exists, so its ring and buffers are allocated on this CPU's
+        // memory node. A failure (e.g. a CPU set changed meanwhile) only costs locality.
+        match sys::pin_current_thread(cpu) {
+            Ok(()) => debug!(core = boot.core, cpu, "core thread pinned"),
+            Err(e) => warn!(core = boot.core, cpu, error = %e, "cannot pin core thread; running unpinned"),
+        }
+    }
     let rt = match build_runtime() {
         Ok(rt) => rt,
         Err(e) => {

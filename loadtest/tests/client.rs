@@ -98,7 +98,7 @@ impl ServerConn {
             }
             ServerConn::Ws(mut ws) => {
                 let cf = CloseFrame { code: CloseCode::Policy, reason: reason.into() };
-                let _ = ws.close(Some(cf)).await;
+                let _ = WebSocketStream::close(&mut *ws, Some(cf)).await;
                 // Let the close handshake finish before the socket goes.
                 let drain = async { while let Some(Ok(_)) = ws.next().await {} };
                 tokio::time::timeout(T, drain).await.expect("client completes the close handshake");

@@ -15,10 +15,10 @@ pub mod hooks;
 pub mod http;
 pub mod link;
 pub mod messages;
-pub mod server;
-pub mod upstream;
 pub mod seq;
+pub mod server;
 pub mod sessions;
+pub mod upstream;
 pub mod users;
 
 use std::sync::Arc;

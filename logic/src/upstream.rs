@@ -90,7 +90,15 @@ pub async fn handle(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, conn: ConnRe
         Body::Pull => {
             let p = f.body_as_pull().expect("checked type");
             if p.kind() != WireKind::Message {
-                return reply(tx, conn, &encode::error(rid, codes::INVALID_FIELD, "kind: only Message can be pulled over TCP; use the HTTP sync calls"));
+                return reply(
+                    tx,
+                    conn,
+                    &encode::error(
+                        rid,
+                        codes::INVALID_FIELD,
+                        "kind: only Message can be pulled over TCP; use the HTTP sync calls",
+                    ),
+                );
             }
             let (after, limit) = (Seq(p.after_seq()), p.limit());
             let (logic, tx) = (logic.clone(), tx.clone());
@@ -130,6 +138,10 @@ pub async fn handle(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, conn: ConnRe
                 reply(&tx, conn, &frame);
             });
         }
-        other => reply(tx, conn, &encode::error(rid, codes::UNEXPECTED_FRAME, &format!("{other:?} is not accepted from a client"))),
+        other => reply(
+            tx,
+            conn,
+            &encode::error(rid, codes::UNEXPECTED_FRAME, &format!("{other:?} is not accepted from a client")),
+        ),
     }
 }

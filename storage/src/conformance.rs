@@ -12,6 +12,11 @@
 //! alive until the store has been dropped. The calling crate needs `tokio` with the
 //! `macros` and `rt-multi-thread` features.
 //!
+//! A backend that needs an outside service (a CQL node) uses the `optional:` form, whose
+//! factory yields `Option<StoreUnderTest>`: `None` ends the case early, and the factory
+//! must only return it when the developer opted out explicitly (it prints why), never
+//! because the service happens to be down.
+//!
 //! Cases assert behaviour callers rely on, never a backend's internals. They must not
 //! depend on each other, on wall-clock time, or on data left by another case.
 
@@ -26,12 +31,13 @@ use std::{any::Any, future::Future, pin::Pin, sync::Arc, task::Poll};
 pub type StoreUnderTest = (Arc<dyn Store>, Box<dyn Any + Send>);
 
 /// Expands into one `#[tokio::test]` per conformance case. The argument is an async
-/// expression (evaluated once per case) yielding a [`StoreUnderTest`].
+/// expression (evaluated once per case) yielding a [`StoreUnderTest`], or, after
+/// `optional:`, an `Option<StoreUnderTest>` (see the module doc).
 #[macro_export]
 macro_rules! conformance_tests {
-    ($factory:expr) => {
+    (@cases $mode:ident $factory:expr) => {
         $crate::__conformance_cases!(
-            $factory;
+            $mode $factory;
             users_roundtrip,
             log_read_forward_paging,
             log_read_back_paging,
@@ -55,16 +61,35 @@ macro_rules! conformance_tests {
             index_ops_with_log_in_one_batch,
         );
     };
+    (optional: $factory:expr) => {
+        $crate::conformance_tests!(@cases optional $factory);
+    };
+    ($factory:expr) => {
+        $crate::conformance_tests!(@cases required $factory);
+    };
 }
 
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_cases {
-    ($factory:expr; $($case:ident),* $(,)?) => {
+    (required $factory:expr; $($case:ident),* $(,)?) => {
         $(
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let (store, guard): $crate::conformance::StoreUnderTest = $factory.await;
+                $crate::conformance::$case(&*store).await;
+                // The store first: its guard may own the directory it writes to.
+                drop(store);
+                drop(guard);
+            }
+        )*
+    };
+    (optional $factory:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let made: ::std::option::Option<$crate::conformance::StoreUnderTest> = $factory.await;
+                let ::std::option::Option::Some((store, guard)) = made else { return };
                 $crate::conformance::$case(&*store).await;
                 // The store first: its guard may own the directory it writes to.
                 drop(store);

@@ -26,6 +26,10 @@ pub enum StoreError {
     /// The request itself is invalid (e.g. an oversized or empty key).
     #[error("invalid storage request: {0}")]
     InvalidArgument(String),
+    /// The stored schema does not match this build (e.g. the CQL keyspace is missing or
+    /// older than the code: the message says to run `tern migrate`). Not retried.
+    #[error("storage schema mismatch: {0}")]
+    Schema(String),
 }
 
 impl StoreError {

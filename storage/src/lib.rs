@@ -6,18 +6,21 @@
 //! dedup values are opaque bytes encoded by logic.
 //!
 //! **Architecture invariant:** the types and trait here mention neither fjall nor CQL;
-//! only [`embedded`] knows fjall (and only a future ScyllaDB module will know CQL).
+//! only [`embedded`] knows fjall and only [`scylla`] knows CQL (its schema lives in
+//! `storage/cql/`).
 //! Every backend passes [`conformance`], so logic can rely on the trait's documented
 //! behaviour and nothing else.
 
 pub mod conformance;
 pub mod embedded;
 mod error;
+pub mod scylla;
 mod store;
 mod types;
 
 pub use embedded::{Durability, EmbeddedConfig, EmbeddedStore};
 pub use error::StoreError;
+pub use scylla::{MigrationReport, ScyllaConfig, ScyllaStore};
 pub use store::{
     check_dedup_key, check_device_id, Store, WriteBatch, WriteOp, MAX_DEDUP_KEY_LEN, MAX_DEVICE_ID_LEN, MAX_VALUE_LEN,
 };

@@ -45,7 +45,12 @@ impl Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { login_timeout_ms: 2_000, heartbeat_timeout_ms: 30_000, extra_toml: String::new(), extra_apps: String::new() }
+        Self {
+            login_timeout_ms: 2_000,
+            heartbeat_timeout_ms: 30_000,
+            extra_toml: String::new(),
+            extra_apps: String::new(),
+        }
     }
 }
 
@@ -74,12 +79,15 @@ fn free_port() -> u16 {
 fn config_toml(dir: &std::path::Path, o: &Options) -> String {
     let mut apps = String::new();
     for (id, model) in [(10_000, 4), (10_001, 1), (10_002, 2), (10_003, 3)] {
-        apps.push_str(&format!("[[apps]]\nid = {id}\nsecret = \"{SECRET}\"\nadmins = [\"admin\"]\nlogin_model = {model}\n"));
+        apps.push_str(&format!(
+            "[[apps]]\nid = {id}\nsecret = \"{SECRET}\"\nadmins = [\"admin\"]\nlogin_model = {model}\n"
+        ));
     }
     format!(
-        "data_dir = \"{}\"\nlog = \"warn\"\n[gateway]\ncores = 2\nlogin_timeout_ms = {}\nheartbeat_timeout_ms = {}\n{}\n{}",
+        "data_dir = \"{}\"\nlog = \"warn\"\n[gateway]\ncores = 2\nlogin_timeout_ms = {}\nheartbeat_interval_ms = {}\nheartbeat_timeout_ms = {}\n{}\n{}",
         dir.join("data").display(),
         o.login_timeout_ms,
+        o.heartbeat_timeout_ms / 3,
         o.heartbeat_timeout_ms,
         o.extra_toml,
         apps + &o.extra_apps
@@ -132,7 +140,13 @@ impl Tern {
                 args.extend_from_slice(&ports);
                 args.extend_from_slice(&["--link-addr", "127.0.0.1:0"]);
                 let (child, line) = spawn(&args, &config);
-                Tern { http: field(&line, "http"), tcp: field(&line, "tcp"), ws: field(&line, "ws"), children: vec![child], dir }
+                Tern {
+                    http: field(&line, "http"),
+                    tcp: field(&line, "tcp"),
+                    ws: field(&line, "ws"),
+                    children: vec![child],
+                    dir,
+                }
             }
             Mode::Split => {
                 let link = format!("127.0.0.1:{}", free_port());
@@ -209,7 +223,7 @@ impl Tern {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let r = self.api(app, "/user/queryOnlineStatus", json!({"userIds": [user]}));
-            let entry = r["data"].as_array().and_then(|a| a.first()).cloned().unwrap_or(Value::Null);
+            let entry = r["data"]["statusList"].as_array().and_then(|a| a.first()).cloned().unwrap_or(Value::Null);
             let devices = entry["devices"].as_array().map_or(0, |d| d.len());
             if devices == n {
                 return entry;
@@ -243,7 +257,8 @@ pub fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, rest) = text.split_once("\r\n\r\n").expect("http response");
     let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_string() };
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_string() };
     (status, body)
 }
 

@@ -139,7 +139,8 @@ pub fn run_compare(args: CompareArgs) -> Result<(), HarnessError> {
         }
         obj.insert("ratios_tern_over_peer".into(), serde_json::Value::Object(ratios));
     }
-    std::fs::create_dir_all(&args.out_dir).map_err(|e| HarnessError::Output(format!("{}: {e}", args.out_dir.display())))?;
+    std::fs::create_dir_all(&args.out_dir)
+        .map_err(|e| HarnessError::Output(format!("{}: {e}", args.out_dir.display())))?;
     let json_path = args.out_dir.join(format!("{}.json", args.name));
     let html_path = args.out_dir.join(format!("{}.html", args.name));
     let text = serde_json::to_string_pretty(&json).map_err(|e| HarnessError::Output(e.to_string()))?;
@@ -166,7 +167,13 @@ mod tests {
             started_unix: 0,
             config: serde_json::Value::Null,
             connect: None,
-            p2p: Some(P2pResult { delivered_per_s: delivered, p99_us: p99, ack_p99_us: 500, ack_hist: ack.to_data(), ..Default::default() }),
+            p2p: Some(P2pResult {
+                delivered_per_s: delivered,
+                p99_us: p99,
+                ack_p99_us: 500,
+                ack_hist: ack.to_data(),
+                ..Default::default()
+            }),
             sync: None,
             ramp: None,
         }
@@ -177,8 +184,14 @@ mod tests {
         let mut conn = run("tern", 0.0, 0, false);
         conn.scenario = "connect".into();
         conn.p2p = None;
-        conn.connect = Some(ConnectResult { bytes_per_idle_conn: Some(400.0), alive_after_hold: 1000, ..Default::default() });
-        let rs = vec![run("tern", 150_000.0, 8_000, true), run("nats_core", 300_000.0, 4_000, false), run("jetstream", 100_000.0, 16_000, true), conn];
+        conn.connect =
+            Some(ConnectResult { bytes_per_idle_conn: Some(400.0), alive_after_hold: 1000, ..Default::default() });
+        let rs = vec![
+            run("tern", 150_000.0, 8_000, true),
+            run("nats_core", 300_000.0, 4_000, false),
+            run("jetstream", 100_000.0, 16_000, true),
+            conn,
+        ];
         let f = figures(&rs);
         assert_eq!(f["tern"].delivered_per_s, 150_000.0);
         assert_eq!(f["tern"].bytes_per_idle_conn, Some(400.0));
@@ -189,7 +202,16 @@ mod tests {
         let t = render_table(&f);
         assert!(t.contains("tern/jetstream") && t.contains("delivered/s 1.50×") && t.contains("p99 0.50×"), "{t}");
         let json = serde_json::to_value(&f).unwrap();
-        for k in ["delivered_per_s", "p50_us", "p99_us", "p999_us", "lost", "duplicates", "ack_p99_us", "bytes_per_idle_conn"] {
+        for k in [
+            "delivered_per_s",
+            "p50_us",
+            "p99_us",
+            "p999_us",
+            "lost",
+            "duplicates",
+            "ack_p99_us",
+            "bytes_per_idle_conn",
+        ] {
             assert!(json["tern"].get(k).is_some(), "tern lacks {k}");
         }
     }

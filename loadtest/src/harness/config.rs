@@ -340,7 +340,9 @@ pub fn check_loopback(addr: &str) -> Result<(), String> {
 }
 
 fn finite_in(p: &mut Problems, name: &str, v: f64, lo_exclusive: f64, hi: f64) {
-    p.check(v.is_finite() && v > lo_exclusive && v <= hi, || format!("{name} must be > {lo_exclusive} and ≤ {hi} (got {v})"));
+    p.check(v.is_finite() && v > lo_exclusive && v <= hi, || {
+        format!("{name} must be > {lo_exclusive} and ≤ {hi} (got {v})")
+    });
 }
 
 impl TargetArgs {
@@ -587,7 +589,9 @@ impl RampArgs {
             p99_bound_us: (self.p99_bound_ms * 1_000.0) as u64,
         };
         let total = plan.rates().len() as f64 * (self.step_duration + self.load.drain.min(10.0));
-        p.check(total <= MAX_DURATION_SECS * 2.0, || format!("the ramp could take {total:.0} s; use fewer or shorter steps"));
+        p.check(total <= MAX_DURATION_SECS * 2.0, || {
+            format!("the ramp could take {total:.0} s; use fewer or shorter steps")
+        });
         p.finish(plan)
     }
 }
@@ -698,7 +702,16 @@ mod tests {
     #[test]
     fn ramp_steps() {
         let a = Cmd::try_parse_from([
-            "x", "ramp", "--secret", "s", "--start-rate", "100", "--step-rate", "50", "--max-rate", "260",
+            "x",
+            "ramp",
+            "--secret",
+            "s",
+            "--start-rate",
+            "100",
+            "--step-rate",
+            "50",
+            "--max-rate",
+            "260",
         ])
         .unwrap();
         let Cmd::Ramp(a) = a else { unreachable!() };

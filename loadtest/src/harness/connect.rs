@@ -58,7 +58,10 @@ pub async fn run_connect(plan: ConnectPlan, out: &OutputArgs) -> Result<(), Harn
     let result = RunResult::new("connect", &plan.target, &plan, |x| x.connect = Some(r));
     finish(&result, out)?;
     if failed > 0 || alive < c.ok {
-        return Err(HarnessError::Failed(format!("{failed} logins failed, {} connections dropped", c.ok - alive.min(c.ok))));
+        return Err(HarnessError::Failed(format!(
+            "{failed} logins failed, {} connections dropped",
+            c.ok - alive.min(c.ok)
+        )));
     }
     Ok(())
 }

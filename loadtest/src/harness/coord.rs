@@ -39,7 +39,9 @@ pub struct Workers {
 fn worker_command() -> Result<(PathBuf, Vec<&'static str>), HarnessError> {
     let exe = match std::env::var_os(WORKER_EXE_ENV) {
         Some(p) => PathBuf::from(p),
-        None => std::env::current_exe().map_err(|e| HarnessError::Worker(format!("cannot find own executable: {e}")))?,
+        None => {
+            std::env::current_exe().map_err(|e| HarnessError::Worker(format!("cannot find own executable: {e}")))?
+        }
     };
     Ok((exe, vec!["loadtest", "worker"]))
 }
@@ -210,7 +212,11 @@ pub fn hist(d: &HistData) -> Result<Latency, HarnessError> {
 }
 
 /// Waits for every worker's `Connected`, moving `pb` along.
-pub async fn connect_phase(workers: &mut Workers, total: u64, pb: &ProgressBar) -> Result<ConnectSummary, HarnessError> {
+pub async fn connect_phase(
+    workers: &mut Workers,
+    total: u64,
+    pb: &ProgressBar,
+) -> Result<ConnectSummary, HarnessError> {
     let n = workers.len();
     let mut progress = vec![(0u64, 0u64); n];
     let mut done = vec![false; n];

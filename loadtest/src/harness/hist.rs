@@ -95,7 +95,9 @@ impl Latency {
         }
         let mut out = Vec::new();
         let mut missing = 1.0f64;
-        while missing > 1e-7 {
+        // Beyond 1/count the quantiles are all the maximum; stop there.
+        let floor = (1.0 / self.count() as f64).max(1e-7);
+        while missing > floor {
             let q = 1.0 - missing;
             out.push((q, self.quantile(q)));
             missing /= 2f64.sqrt();

@@ -83,10 +83,13 @@ fn draw(
             mesh.draw().map_err(|e| e.to_string())?;
             for (k, l) in lines.iter().enumerate() {
                 let color = PALETTE[k % PALETTE.len()];
-                c.draw_series(LineSeries::new(l.points.iter().copied().filter(|p| p.1 > 0.0 || matches!(y, YScale::Linear)), color.stroke_width(2)))
-                    .map_err(|e| e.to_string())?
-                    .label(l.name.clone())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+                c.draw_series(LineSeries::new(
+                    l.points.iter().copied().filter(|p| p.1 > 0.0 || matches!(y, YScale::Linear)),
+                    color.stroke_width(2),
+                ))
+                .map_err(|e| e.to_string())?
+                .label(l.name.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
             }
             c.configure_series_labels()
                 .background_style(WHITE.mix(0.85))
@@ -100,7 +103,9 @@ fn draw(
         (YScale::Log, true) => {
             let lo = if y_min_pos.is_finite() && y_min_pos < y_max { y_min_pos * 0.8 } else { y_max / 10.0 };
             let xr = (x_range.start.max(1.0))..(x_range.end.max(10.0));
-            finish!(builder.build_cartesian_2d(xr.log_scale(), (lo..y_max * 1.25).log_scale()).map_err(|e| e.to_string())?)
+            finish!(builder
+                .build_cartesian_2d(xr.log_scale(), (lo..y_max * 1.25).log_scale())
+                .map_err(|e| e.to_string())?)
         }
         (YScale::Log, false) => {
             let lo = if y_min_pos.is_finite() && y_min_pos < y_max { y_min_pos * 0.8 } else { y_max / 10.0 };
@@ -137,7 +142,8 @@ pub fn render(title: &str, results: &[RunResult]) -> String {
     let mut body = String::new();
     let _ = write!(body, "<h1>{}</h1>", escape(title));
     for r in results {
-        let _ = write!(body, "<h2>{} — {}</h2><pre>{}</pre>", escape(&r.scenario), escape(&r.target), escape(&r.summary()));
+        let _ =
+            write!(body, "<h2>{} — {}</h2><pre>{}</pre>", escape(&r.scenario), escape(&r.target), escape(&r.summary()));
     }
     let p2p: Vec<(&str, &crate::harness::report::P2pResult)> =
         results.iter().filter_map(|r| r.p2p.as_ref().map(|p| (r.target.as_str(), p))).collect();
@@ -179,16 +185,33 @@ pub fn render(title: &str, results: &[RunResult]) -> String {
                     dist.push(spectrum_line(label("send→ack"), &h));
                     ack.push(Line {
                         name: label("ack p99"),
-                        points: p.series.iter().filter(|s| s.acked > 0).map(|s| (f64::from(s.t_s), ms(s.ack.p99_us))).collect(),
+                        points: p
+                            .series
+                            .iter()
+                            .filter(|s| s.acked > 0)
+                            .map(|s| (f64::from(s.t_s), ms(s.ack.p99_us)))
+                            .collect(),
                     });
                     ack.push(Line {
                         name: label("ack p50"),
-                        points: p.series.iter().filter(|s| s.acked > 0).map(|s| (f64::from(s.t_s), ms(s.ack.p50_us))).collect(),
+                        points: p
+                            .series
+                            .iter()
+                            .filter(|s| s.acked > 0)
+                            .map(|s| (f64::from(s.t_s), ms(s.ack.p50_us)))
+                            .collect(),
                     });
                 }
             }
         }
-        body.push_str(&chart("send→delivered latency over time", "seconds since start", "ms", &lat, YScale::Log, false));
+        body.push_str(&chart(
+            "send→delivered latency over time",
+            "seconds since start",
+            "ms",
+            &lat,
+            YScale::Log,
+            false,
+        ));
         body.push_str(&chart("throughput over time", "seconds since start", "messages/s", &thr, YScale::Linear, false));
         body.push_str(&chart("latency distribution", "percentile", "ms", &dist, YScale::Log, true));
         if !ack.is_empty() {
@@ -211,9 +234,19 @@ pub fn render(title: &str, results: &[RunResult]) -> String {
             let lines = vec![
                 Line { name: "p99".into(), points: ramp.steps.iter().map(|s| (s.rate, ms(s.p99_us))).collect() },
                 Line { name: "p50".into(), points: ramp.steps.iter().map(|s| (s.rate, ms(s.p50_us))).collect() },
-                Line { name: "bound".into(), points: ramp.steps.iter().map(|s| (s.rate, ms(ramp.p99_bound_us))).collect() },
+                Line {
+                    name: "bound".into(),
+                    points: ramp.steps.iter().map(|s| (s.rate, ms(ramp.p99_bound_us))).collect(),
+                },
             ];
-            body.push_str(&chart(&format!("{}: latency against offered rate", r.target), "messages/s", "ms", &lines, YScale::Log, false));
+            body.push_str(&chart(
+                &format!("{}: latency against offered rate", r.target),
+                "messages/s",
+                "ms",
+                &lines,
+                YScale::Log,
+                false,
+            ));
             let _ = write!(
                 body,
                 "<p>Best sustained rate: <b>{}</b> (p99 bound {})</p>",
@@ -258,9 +291,18 @@ mod tests {
             h.record(v * 3);
         }
         let series = (1..=5)
-            .map(|t| SeriesPoint { t_s: t, sent: 100, acked: 100, delivered: 200, delivery: h.summary(), ack: h.summary(), ..Default::default() })
+            .map(|t| SeriesPoint {
+                t_s: t,
+                sent: 100,
+                acked: 100,
+                delivered: 200,
+                delivery: h.summary(),
+                ack: h.summary(),
+                ..Default::default()
+            })
             .collect();
-        let p = P2pResult { series, delivery_hist: h.to_data(), ack_hist: h.to_data(), acked: 500, ..Default::default() };
+        let p =
+            P2pResult { series, delivery_hist: h.to_data(), ack_hist: h.to_data(), acked: 500, ..Default::default() };
         let r = RunResult {
             scenario: "p2p".into(),
             target: "tern".into(),

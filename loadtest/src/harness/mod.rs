@@ -165,7 +165,12 @@ pub(crate) async fn prepare(t: &TargetSpec, users: u32, quiet: bool) -> Result<(
 
 impl RunResult {
     /// A result with the plan as its `config`; `fill` sets the scenario section.
-    pub fn new<P: Serialize>(scenario: &str, target: &TargetSpec, plan: &P, fill: impl FnOnce(&mut RunResult)) -> RunResult {
+    pub fn new<P: Serialize>(
+        scenario: &str,
+        target: &TargetSpec,
+        plan: &P,
+        fill: impl FnOnce(&mut RunResult),
+    ) -> RunResult {
         let mut config = serde_json::to_value(plan).unwrap_or(serde_json::Value::Null);
         // The secret signs logins; it has no place in a result file.
         if let Some(t) = config.get_mut("target").and_then(|t| t.as_object_mut()) {

@@ -66,9 +66,10 @@ pub async fn connect_from(source: Ipv4Addr, target: SocketAddr) -> std::io::Resu
 
 /// Resolves a (validated, loopback) `host:port` once.
 pub async fn resolve(addr: &str) -> std::io::Result<SocketAddr> {
-    tokio::net::lookup_host(addr).await?.next().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::NotFound, format!("{addr} resolves to nothing"))
-    })
+    tokio::net::lookup_host(addr)
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{addr} resolves to nothing")))
 }
 
 /// A failed setup HTTP call.

@@ -219,9 +219,7 @@ pub async fn run_p2p(plan: P2pPlan, out: &OutputArgs) -> Result<(), HarnessError
     let result = RunResult::new("p2p", &plan.target, &plan, |r| r.p2p = Some(p));
     finish(&result, out)?;
     if lost > 0 || dups > 0 || failed > 0 {
-        return Err(HarnessError::Failed(format!(
-            "{lost} deliveries lost, {dups} duplicated, {failed} sends failed"
-        )));
+        return Err(HarnessError::Failed(format!("{lost} deliveries lost, {dups} duplicated, {failed} sends failed")));
     }
     Ok(())
 }

@@ -177,9 +177,10 @@ impl Series {
         self.failed += t.failed;
         self.delivered += t.delivered;
         self.echoes += t.echoes;
-        let e = self.points.entry(t.sec).or_insert_with(|| {
-            (SeriesPoint { t_s: t.sec, ..Default::default() }, Latency::new(), Latency::new())
-        });
+        let e = self
+            .points
+            .entry(t.sec)
+            .or_insert_with(|| (SeriesPoint { t_s: t.sec, ..Default::default() }, Latency::new(), Latency::new()));
         e.0.sent += t.sent;
         e.0.acked += t.acked;
         e.0.failed += t.failed;
@@ -307,13 +308,26 @@ impl RunResult {
                     fmt_us(c.login.max_us)
                 ),
             ));
-            rows.push(row("alive after hold", format!("{} ({:.0} s), closed: {}", c.alive_after_hold, c.hold_secs, fmt_reasons(&c.closed_during_hold))));
+            rows.push(row(
+                "alive after hold",
+                format!(
+                    "{} ({:.0} s), closed: {}",
+                    c.alive_after_hold,
+                    c.hold_secs,
+                    fmt_reasons(&c.closed_during_hold)
+                ),
+            ));
             if c.gateway_pids.is_empty() {
                 rows.push(row("gateway RSS", "not measured (pass --gateway-pid)"));
             } else {
                 rows.push(row(
                     "gateway RSS",
-                    format!("{} → {} (pids {:?})", fmt_bytes(c.gateway_rss_before), fmt_bytes(c.gateway_rss_after), c.gateway_pids),
+                    format!(
+                        "{} → {} (pids {:?})",
+                        fmt_bytes(c.gateway_rss_before),
+                        fmt_bytes(c.gateway_rss_after),
+                        c.gateway_pids
+                    ),
                 ));
             }
             if let Some(b) = c.bytes_per_idle_conn {
@@ -338,11 +352,17 @@ impl RunResult {
         }
         if let Some(s) = &self.sync {
             rows.push(row("stored", format!("{} messages over {} conversations", s.messages, s.conversations)));
-            rows.push(row("fill", format!("{:.2} s ({:.0} msgs/s, {} failed)", s.fill_secs, s.fill_msgs_per_s, s.fill_failed)));
+            rows.push(row(
+                "fill",
+                format!("{:.2} s ({:.0} msgs/s, {} failed)", s.fill_secs, s.fill_msgs_per_s, s.fill_failed),
+            ));
             rows.push(row("login (new device)", format!("{:.2} ms", s.login_ms)));
             rows.push(row(
                 "sync",
-                format!("{} messages in {:.3} s = {:.0} msgs/s ({} pages)", s.distinct, s.sync_secs, s.msgs_per_s, s.pages),
+                format!(
+                    "{} messages in {:.3} s = {:.0} msgs/s ({} pages)",
+                    s.distinct, s.sync_secs, s.msgs_per_s, s.pages
+                ),
             ));
             rows.push(row("complete", if s.complete { "yes" } else { "NO" }));
         }
@@ -380,7 +400,10 @@ impl RunResult {
         let html_path = dir.join(format!("{name}.html"));
         let json = serde_json::to_string_pretty(self).map_err(|e| HarnessError::Output(e.to_string()))?;
         std::fs::write(&json_path, json).map_err(|e| HarnessError::Output(format!("{}: {e}", json_path.display())))?;
-        let html = crate::harness::html::render(&format!("tern loadtest {} — {}", self.scenario, self.target), std::slice::from_ref(self));
+        let html = crate::harness::html::render(
+            &format!("tern loadtest {} — {}", self.scenario, self.target),
+            std::slice::from_ref(self),
+        );
         std::fs::write(&html_path, html).map_err(|e| HarnessError::Output(format!("{}: {e}", html_path.display())))?;
         Ok((json_path, html_path))
     }
@@ -388,12 +411,21 @@ impl RunResult {
 
 fn p2p_rows(p: &P2pResult) -> Vec<(String, String)> {
     vec![
-        row("population", format!("{} users × {} devices ({} logged in, {} failed)", p.users, p.devices, p.logins_ok, p.logins_failed)),
+        row(
+            "population",
+            format!(
+                "{} users × {} devices ({} logged in, {} failed)",
+                p.users, p.devices, p.logins_ok, p.logins_failed
+            ),
+        ),
         row("offered", format!("{:.0} msgs/s for {:.1} s, {} B payload", p.rate, p.duration_secs, p.payload)),
         row("sent / acked / failed", format!("{} / {} / {} ({:.0} sent/s)", p.sent, p.acked, p.failed, p.sent_per_s)),
         row("send errors", fmt_reasons(&p.errors)),
         row("delivered", format!("{} of {} expected ({:.0}/s)", p.delivered, p.expected_deliveries, p.delivered_per_s)),
-        row("lost / duplicates", format!("{} / {}{}", p.lost, p.duplicates, if p.clean() { "" } else { "   ← NOT ZERO" })),
+        row(
+            "lost / duplicates",
+            format!("{} / {}{}", p.lost, p.duplicates, if p.clean() { "" } else { "   ← NOT ZERO" }),
+        ),
         row("unexpected / stray / echoes", format!("{} / {} / {}", p.unexpected, p.stray, p.echoes)),
         row(
             "send→delivered",
@@ -432,7 +464,14 @@ mod tests {
         for &v in delivered {
             l.record(v);
         }
-        Tick { run: 1, sec, sent: delivered.len() as u64, delivered: delivered.len() as u64, delivery: l.to_data(), ..Default::default() }
+        Tick {
+            run: 1,
+            sec,
+            sent: delivered.len() as u64,
+            delivered: delivered.len() as u64,
+            delivery: l.to_data(),
+            ..Default::default()
+        }
     }
 
     #[test]

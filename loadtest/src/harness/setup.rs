@@ -27,7 +27,12 @@ pub fn user_sign(t: &TargetSpec, user: &str) -> String {
 
 /// Imports users `first..end` (ids from [`TargetSpec::user_id`]); `progress` is told
 /// how many are done after each call.
-pub async fn import_users(t: &TargetSpec, first: u32, end: u32, mut progress: impl FnMut(u32)) -> Result<(), SetupError> {
+pub async fn import_users(
+    t: &TargetSpec,
+    first: u32,
+    end: u32,
+    mut progress: impl FnMut(u32),
+) -> Result<(), SetupError> {
     let query = format!("appId={}&identifier={}&userSign={}", t.app_id, t.admin, user_sign(t, &t.admin));
     let mut lo = first;
     while lo < end {

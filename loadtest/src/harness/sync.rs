@@ -51,7 +51,13 @@ async fn login(t: &TargetSpec, user: u32, device: &str) -> Result<Client, Harnes
 
 /// One peer sends `count` messages to the target, `window` in flight. Returns how many
 /// were stored and how many failed for good.
-async fn fill(t: &TargetSpec, peer: u32, first_index: u64, count: u64, plan: &SyncPlan) -> Result<(u64, u64), HarnessError> {
+async fn fill(
+    t: &TargetSpec,
+    peer: u32,
+    first_index: u64,
+    count: u64,
+    plan: &SyncPlan,
+) -> Result<(u64, u64), HarnessError> {
     let mut c = login(t, peer, "fill").await?;
     let to = t.user_id(TARGET_USER);
     let mut queue: VecDeque<(u64, u32)> = (first_index..first_index + count).map(|i| (i, 0)).collect();
@@ -63,12 +69,19 @@ async fn fill(t: &TargetSpec, peer: u32, first_index: u64, count: u64, plan: &Sy
             let rid = c.next_request_id();
             let text = encode_payload(Stamp { run: 0, index: i, due_us: 0 }, plan.payload);
             let elems = [ElemParts { elem_type: ElemType::Text, text: &text, ..Default::default() }];
-            c.send(&message::send(rid, &format!("s{i}"), &to, &elems, wall_ms())).await.map_err(|e| protocol("send", e))?;
+            c.send(&message::send(rid, &format!("s{i}"), &to, &elems, wall_ms()))
+                .await
+                .map_err(|e| protocol("send", e))?;
             in_flight.insert(rid, (i, attempt));
         }
         let f = match c.recv_timeout(REPLY_TIMEOUT).await.map_err(|e| protocol("fill", e))? {
             Some(f) => f,
-            None => return Err(HarnessError::Failed(format!("no answer to {} sends in {REPLY_TIMEOUT:?}", in_flight.len()))),
+            None => {
+                return Err(HarnessError::Failed(format!(
+                    "no answer to {} sends in {REPLY_TIMEOUT:?}",
+                    in_flight.len()
+                )))
+            }
         };
         let code = match f.body_type() {
             Body::SendAck => f.frame().body_as_send_ack().map_or(0, |a| a.code()),

@@ -305,7 +305,8 @@ impl Ctx {
         while let Ok(cmd) = rx.try_recv() {
             self.on_unsent(&cmd, reason);
         }
-        let pending: Vec<u32> = self.st.borrow().devs.get(local).map(|d| d.pending.keys().copied().collect()).unwrap_or_default();
+        let pending: Vec<u32> =
+            self.st.borrow().devs.get(local).map(|d| d.pending.keys().copied().collect()).unwrap_or_default();
         for key in pending {
             self.on_answer(local, key, Err(reason.to_owned()));
         }
@@ -444,8 +445,9 @@ async fn tern_login(ctx: &Ctx, local: usize, src: Ipv4Addr, addr: SocketAddr) ->
     let t = &ctx.init.target;
     let user_id = t.user_id(user);
     let stream = connect_from(src, addr).await.map_err(|e| format!("connect: {:?}", e.kind()))?;
-    let mut client =
-        Client::from_stream(t.transport, &addr.to_string(), stream).await.map_err(|e| format!("handshake: {}", close_reason(&e)))?;
+    let mut client = Client::from_stream(t.transport, &addr.to_string(), stream)
+        .await
+        .map_err(|e| format!("handshake: {}", close_reason(&e)))?;
     let req = LoginRequest {
         app_id: t.app_id,
         user_sign: user_sign(t, &user_id),
@@ -565,7 +567,12 @@ impl<'a> DeviceLoop<'a> {
         }
     }
 
-    async fn send_batch(&mut self, client: &mut Client, batch: &mut Vec<SendCmd>, out: &mut Vec<u8>) -> Result<(), ClientError> {
+    async fn send_batch(
+        &mut self,
+        client: &mut Client,
+        batch: &mut Vec<SendCmd>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ClientError> {
         out.clear();
         let tcp = client.transport() == Transport::Tcp;
         for cmd in batch.drain(..) {
@@ -661,7 +668,8 @@ impl<'a> DeviceLoop<'a> {
 /// Starts a run: fresh receive sets, the scheduler thread, the tick reporter and the
 /// task that reports `Sent` once every send is answered.
 fn start_run(ctx: &Rc<Ctx>, spec: RunSpec) {
-    let sched = Schedule { users: spec.users, devices: spec.devices, rate: spec.rate, count: spec.count, t0_us: spec.t0_us };
+    let sched =
+        Schedule { users: spec.users, devices: spec.devices, rate: spec.rate, count: spec.count, t0_us: spec.t0_us };
     let dispatched = Arc::new(AtomicU64::new(0));
     {
         let mut st = ctx.st.borrow_mut();

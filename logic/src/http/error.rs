@@ -167,7 +167,8 @@ pub const CODES: &[CodeInfo] = &[
     CodeInfo {
         code: msg::INVALID_MESSAGE,
         status: 400,
-        meaning: "invalid message: msg names the field, e.g. messageBody[0] (empty element) or messageId (not 1..=64 bytes)",
+        meaning:
+            "invalid message: msg names the field, e.g. messageBody[0] (empty element) or messageId (not 1..=64 bytes)",
     },
     CodeInfo { code: msg::BODY_TOO_LARGE, status: 413, meaning: "message body larger than messages.max_body_bytes" },
     CodeInfo { code: msg::RECALL_WINDOW_PASSED, status: 403, meaning: "the sender's recall window has passed" },

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod docs;
 pub mod error;
 pub mod extract;
+pub mod messages;
 pub mod users;
 
 use std::sync::Arc;
@@ -74,6 +75,11 @@ pub fn router(logic: Arc<Logic>, metrics: Option<PrometheusHandle>) -> Router {
         .route("/v1/user/data/modifyUserInfo", post(users::modify_user_info))
         .route("/v1/user/data/syncUserData", post(users::sync_user_data))
         .route("/v1/user/queryOnlineStatus", post(users::query_online_status))
+        .route("/v1/message/sendMsg", post(messages::send_msg))
+        .route("/v1/message/getOfflineMessage", post(messages::get_offline_message))
+        .route("/v1/message/getHistoryMessage", post(messages::get_history_message))
+        .route("/v1/message/getMessage", post(messages::get_message))
+        .route("/v1/message/withdrawMessage", post(messages::withdraw_message))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi_json))
@@ -169,6 +175,11 @@ pub async fn docs_page(State(state): State<Arc<ApiState>>) -> Html<String> {
         users::modify_user_info,
         users::sync_user_data,
         users::query_online_status,
+        messages::send_msg,
+        messages::get_offline_message,
+        messages::get_history_message,
+        messages::get_message,
+        messages::withdraw_message,
         healthz,
         metrics_text,
         openapi_json,
@@ -177,6 +188,7 @@ pub async fn docs_page(State(state): State<Arc<ApiState>>) -> Html<String> {
     components(schemas(ErrorEnvelope)),
     tags(
         (name = "users", description = "Users: import, delete, login, profiles, profile sync, online status."),
+        (name = "messages", description = "1:1 messages: server-side send, inbox sync, history, get by key, recall."),
         (name = "operations", description = "Health, metrics and this documentation."),
     )
 )]
@@ -192,7 +204,9 @@ is one of the error codes below, `msg` says what went wrong (for 90001 it starts
 e.g. `userData[3].nickName`) and `data` is null. The HTTP status follows the error class.\n\n\
 Batch calls answer per item (`successId` / `errorId`); only a missing list or one over the batch limit \
 fails the whole call. Sync calls take `lastSequence` and `maxLimit` and answer `{maxSequence, completed, \
-dataList}`.";
+dataList}`.\n\n\
+A `messageKey` (server message id) is answered as a decimal string: it uses all 64 bits, and JavaScript \
+numbers lose precision above 2^53. Calls accept it as a string or a number.";
 
 /// `[{code, status, meaning}]` for the document's `x-error-codes` extensions.
 fn code_list(codes: &[u32]) -> Value {
@@ -203,7 +217,13 @@ fn code_list(codes: &[u32]) -> Value {
         .collect()
 }
 
-/// Codes every `/v1` call can answer, besides its own (see `users::PATH_ERRORS`).
+/// Every `/v1` path with its own error codes: (path, codes failing the whole call,
+/// codes of single items of a batch).
+fn path_errors() -> impl Iterator<Item = &'static (&'static str, &'static [u32], &'static [u32])> {
+    users::PATH_ERRORS.iter().chain(messages::PATH_ERRORS)
+}
+
+/// Codes every `/v1` call can answer, besides its own (see [`path_errors`]).
 const COMMON_ERRORS: &[u32] = &[
     codes::SIGN_MISSING,
     codes::SIGN_BAD_APP,
@@ -233,8 +253,7 @@ pub fn openapi() -> Value {
         if !path.starts_with("/v1/") {
             continue;
         }
-        let (own, per_item) =
-            users::PATH_ERRORS.iter().find(|(p, ..)| p == path).map_or((&[][..], &[][..]), |(_, c, i)| (*c, *i));
+        let (own, per_item) = path_errors().find(|(p, ..)| p == path).map_or((&[][..], &[][..]), |(_, c, i)| (*c, *i));
         let mut codes: Vec<u32> = COMMON_ERRORS.iter().chain(own).copied().collect();
         codes.sort_unstable();
         codes.dedup();
@@ -266,7 +285,7 @@ mod tests {
     fn every_v1_path_documents_its_errors() {
         let doc = openapi();
         let paths = doc["paths"].as_object().unwrap();
-        for (p, ..) in users::PATH_ERRORS {
+        for (p, ..) in path_errors() {
             let op = &paths[*p]["post"];
             assert!(op.is_object(), "{p} is not in the document");
             let codes = op["x-error-codes"].as_array().unwrap();
@@ -274,6 +293,6 @@ mod tests {
             assert!(op["responses"]["401"].is_object(), "{p}");
         }
         let v1 = paths.keys().filter(|p| p.starts_with("/v1/")).count();
-        assert_eq!(v1, users::PATH_ERRORS.len(), "every /v1 path has a PATH_ERRORS row");
+        assert_eq!(v1, path_errors().count(), "every /v1 path has a PATH_ERRORS row");
     }
 }

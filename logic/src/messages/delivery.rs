@@ -39,9 +39,16 @@ struct Parked {
 
 type Key = (AppId, UserId);
 
-#[derive(Default)]
 pub struct Delivery {
     shards: Vec<Mutex<HashMap<Key, BTreeMap<u64, Parked>>>>,
+}
+
+// Not derived: a derived Default would have no shards (and `shard` would index out of
+// bounds); `Messaging` is built by `Default`.
+impl Default for Delivery {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Delivery {
@@ -135,7 +142,10 @@ fn same(a: &Option<ConnRef>, b: &Option<ConnRef>) -> bool {
     match (a, b) {
         (None, None) => true,
         (Some(a), Some(b)) => {
-            a.gateway_id() == b.gateway_id() && a.core() == b.core() && a.slot() == b.slot() && a.generation() == b.generation()
+            a.gateway_id() == b.gateway_id()
+                && a.core() == b.core()
+                && a.slot() == b.slot()
+                && a.generation() == b.generation()
         }
         _ => false,
     }

@@ -24,9 +24,7 @@ use tern_schema::client::{ConversationType, ElemType, EntryKind, SyncKind as Wir
 use tern_schema::codes;
 use tern_schema::link::ConnRef;
 use tern_schema::message::{self, ElemParts, MessageParts};
-use tern_storage::{
-    AppId, DedupRecord, LogEntry, MessageLocator, Seq, StoreError, SyncKind, UserId, WriteBatch,
-};
+use tern_storage::{AppId, DedupRecord, LogEntry, MessageLocator, Seq, StoreError, SyncKind, UserId, WriteBatch};
 use tokio::sync::oneshot;
 
 use crate::{now_ms, Logic};
@@ -385,9 +383,8 @@ pub fn push_ack(logic: &Logic, app: AppId, user: &UserId, device: &str, seq: u64
 
 /// Writes coalesced device acks in one batch.
 pub async fn flush_acks(logic: &Logic) -> Result<usize, StoreError> {
-    let pending: Vec<_> = std::mem::take(&mut *logic.messaging.acks.lock().unwrap_or_else(|p| p.into_inner()))
-        .into_iter()
-        .collect();
+    let pending: Vec<_> =
+        std::mem::take(&mut *logic.messaging.acks.lock().unwrap_or_else(|p| p.into_inner())).into_iter().collect();
     if pending.is_empty() {
         return Ok(0);
     }
@@ -408,9 +405,20 @@ pub async fn flush_acks(logic: &Logic) -> Result<usize, StoreError> {
 }
 
 /// The device's acked seqs: persisted ones, raised by any not yet flushed.
-pub async fn device_acks(logic: &Logic, app: AppId, user: &UserId, device: &str) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
+pub async fn device_acks(
+    logic: &Logic,
+    app: AppId,
+    user: &UserId,
+    device: &str,
+) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
     let mut acks = logic.store.get_device_acks(app, user, device).await?;
-    let pending = logic.messaging.acks.lock().unwrap_or_else(|p| p.into_inner()).get(&(app, user.clone(), device.to_string())).copied();
+    let pending = logic
+        .messaging
+        .acks
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&(app, user.clone(), device.to_string()))
+        .copied();
     if let Some(p) = pending {
         match acks.iter_mut().find(|(k, _)| *k == SyncKind::Message) {
             Some((_, s)) => s.0 = s.0.max(p),
@@ -496,13 +504,23 @@ pub async fn recall(logic: &Logic, app: AppId, message_key: u64, by: Recaller) -
         parts.recalled = true;
         parts.elems.clear();
         let replaced = Bytes::from(message::encode_stored(&parts));
-        batch.replace_log_entry(app, owner.clone(), SyncKind::Message, LogEntry { seq: *seq, time_ms: entry.time_ms, payload: replaced });
+        batch.replace_log_entry(
+            app,
+            owner.clone(),
+            SyncKind::Message,
+            LogEntry { seq: *seq, time_ms: entry.time_ms, payload: replaced },
+        );
         // The event: same key and parties, no body, entry = Recall.
         parts.entry = EntryKind::Recall;
         parts.server_time_ms = now;
         let event = message::encode_stored(&parts);
         let alloc = logic.seqs.allocate(app, owner, SyncKind::Message, 1).await?;
-        batch.append_log(app, owner.clone(), SyncKind::Message, LogEntry { seq: alloc.first, time_ms: now, payload: Bytes::from(event) });
+        batch.append_log(
+            app,
+            owner.clone(),
+            SyncKind::Message,
+            LogEntry { seq: alloc.first, time_ms: now, payload: Bytes::from(event) },
+        );
         allocs.push(alloc);
     }
     let written = logic.store.write(batch).await;

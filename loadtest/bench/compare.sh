@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Tern vs NATS core vs NATS JetStream: the same p2p workload (users, devices, rate,
+# payload, duration, latency method) back to back on this machine, plus the memory of
+# idle connections (Tern's gateway vs nats-server, same number of connections).
+#
+# Knobs (environment):
+#   RATE      messages/s offered, all senders together          (default 50000)
+#   DURATION  seconds of sending per system                      (default 20)
+#   USERS     users; each has DEVICES connections                (default 5000)
+#   DEVICES   devices online per user                            (default 2)
+#   PAYLOAD   message text bytes                                 (default 64)
+#   CONNS     idle connections for the memory comparison         (default 10000)
+#   HOLD      seconds the idle connections are held              (default 10)
+#   LOADTEST  harness command (default: "target/release/tern loadtest")
+#   SKIP_BUILD=1 to use the binaries already built
+# Output: the comparison table on stdout, target/bench/compare.json, compare.html and
+# every run's own JSON/HTML in target/bench/.
+#
+# Limits: a process here holds at most 20,000 descriptors. The harness spreads its
+# connections over worker processes itself; Tern's connect run uses one gateway per
+# 15,000 connections (all sharing one logic tier); nats-server is one process, so keep
+# CONNS and USERS × DEVICES under ~19,000 when comparing with NATS.
+set -euo pipefail
+
+RATE=${RATE:-50000}
+DURATION=${DURATION:-20}
+USERS=${USERS:-5000}
+DEVICES=${DEVICES:-2}
+PAYLOAD=${PAYLOAD:-64}
+CONNS=${CONNS:-10000}
+HOLD=${HOLD:-10}
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+OUT=$ROOT/target/bench
+mkdir -p "$OUT"
+rm -f "$OUT"/p2p-*.json "$OUT"/connect-*.json "$OUT"/compare.json
+TERN=$ROOT/target/release/tern
+read -r -a LT <<<"${LOADTEST:-$TERN loadtest}"
+
+if ! command -v nats-server >/dev/null 2>&1; then
+  echo "== installing nats-server (Debian package)"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q nats-server
+fi
+if [[ -z "${SKIP_BUILD:-}" ]]; then
+  echo "== building tern (release, with the NATS peer)"
+  (cd "$ROOT" && cargo build --release --features tern-loadtest/nats)
+fi
+
+WORK=$(mktemp -d /tmp/tern-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+SECRET="bench-secret-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
+HTTP=127.0.0.1:18080
+LINK=127.0.0.1:18100
+NATS=127.0.0.1:14222
+cat >"$WORK/tern.toml" <<EOF
+data_dir = "$WORK/data"
+log = "warn"
+[gateway]
+# Load-test clients send and receive far faster than people do.
+inbound_frames_per_sec = 1000000
+outbound_queue_frames = 65536
+[messages]
+sends_per_sec = 1000000
+[[apps]]
+id = 10000
+secret = "$SECRET"
+admins = ["admin"]
+login_model = 4
+EOF
+export TERN_SECRET=$SECRET
+
+# start LOGFILE CMD... : runs CMD in the background, waits for its listen line.
+start() {
+  local log=$1; shift
+  "$@" >"$log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  for _ in $(seq 1 300); do
+    if grep -q -e " listening " -e "Server is ready" "$log" 2>/dev/null; then
+      STARTED=$pid
+      return 0
+    fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "failed to start: $*" >&2; cat "$log" >&2; exit 1
+    fi
+    sleep 0.1
+  done
+  echo "timed out starting: $*" >&2; exit 1
+}
+stop() { kill "$@" 2>/dev/null || true; for p in "$@"; do wait "$p" 2>/dev/null || true; done; }
+
+P2P=(--users "$USERS" --devices "$DEVICES" --rate "$RATE" --duration "$DURATION" --payload "$PAYLOAD" --out-dir "$OUT")
+STATUS=0
+
+echo "== tern p2p: all-in-one, embedded store, default durability"
+rm -rf "$WORK/data"
+start "$WORK/tern-all.log" "$TERN" all --config "$WORK/tern.toml" --http-addr "$HTTP" \
+  --tcp-addr 127.0.0.1:18200 --ws-addr 127.0.0.1:18300 --link-addr "$LINK"
+TERN_PID=$STARTED
+"${LT[@]}" p2p --addr 127.0.0.1:18200 --http "$HTTP" "${P2P[@]}" || STATUS=1
+stop "$TERN_PID"
+
+echo "== tern connect: $CONNS idle connections, gateway RSS (logic in its own process)"
+rm -rf "$WORK/data"
+start "$WORK/tern-logic.log" "$TERN" logic --config "$WORK/tern.toml" --http-addr "$HTTP" --link-addr "$LINK"
+LOGIC_PID=$STARTED
+GW_ARGS=()
+GW_PIDS=()
+for k in $(seq 0 $(((CONNS - 1) / 15000))); do
+  start "$WORK/tern-gw$k.log" "$TERN" gateway --config "$WORK/tern.toml" --link-addr "$LINK" \
+    --tcp-addr "127.0.0.1:$((18210 + k))" --ws-addr "127.0.0.1:$((18310 + k))"
+  GW_PIDS+=("$STARTED")
+  GW_ARGS+=(--addr "127.0.0.1:$((18210 + k))" --gateway-pid "$STARTED")
+done
+sleep 1
+"${LT[@]}" connect --conns "$CONNS" --hold "$HOLD" --http "$HTTP" "${GW_ARGS[@]}" --out-dir "$OUT" || STATUS=1
+stop "${GW_PIDS[@]}" "$LOGIC_PID"
+
+echo "== nats-server (core and JetStream, file storage)"
+start "$WORK/nats.log" nats-server -a 127.0.0.1 -p 14222 -js -sd "$WORK/nats"
+NATS_PID=$STARTED
+"${LT[@]}" p2p --target nats-core --addr "$NATS" "${P2P[@]}" || STATUS=1
+"${LT[@]}" p2p --target jetstream --addr "$NATS" "${P2P[@]}" || STATUS=1
+"${LT[@]}" connect --target nats-core --addr "$NATS" --conns "$CONNS" --hold "$HOLD" \
+  --gateway-pid "$NATS_PID" --out-dir "$OUT" || STATUS=1
+stop "$NATS_PID"
+
+echo "== comparison (RATE=$RATE DURATION=$DURATION USERS=$USERS DEVICES=$DEVICES PAYLOAD=$PAYLOAD CONNS=$CONNS)"
+FILES=()
+for f in p2p-tern p2p-nats_core p2p-jetstream connect-tern connect-nats_core; do
+  [[ -f "$OUT/$f.json" ]] && FILES+=("$OUT/$f.json")
+done
+"${LT[@]}" compare "${FILES[@]}" --out-dir "$OUT" --name compare
+exit $STATUS

@@ -1,0 +1,317 @@
+//! The ScyllaDB backend against a real CQL node: the shared conformance suite, schema
+//! migrations, bucket edges and retention TTLs.
+//!
+//! The node is `TERN_CQL_NODES` (comma-separated `host:port`, default `127.0.0.1:9042`):
+//! `scripts/cassandra start` runs one. If it does not answer, every test here FAILS and
+//! says so — unless `TERN_SKIP_CQL=1` is set, which skips them with a loud line (for a
+//! developer without Java; CI never sets it).
+//!
+//! Every test gets its own keyspace (migrated from scratch, dropped afterwards): the
+//! conformance cases use fixed app ids and global dedup keys, so sharing a keyspace would
+//! make them see each other's data.
+
+use std::{
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+use tern_storage::{
+    conformance::{collect_conv_back, collect_log, collect_log_back, StoreUnderTest},
+    scylla::{BucketBits, SCHEMA_VERSION},
+    AppId, LogEntry, ScyllaConfig, ScyllaStore, Seq, Store, StoreError, SyncKind, UserId, WriteBatch,
+};
+
+const DEFAULT_NODES: &str = "127.0.0.1:9042";
+
+fn nodes() -> Vec<String> {
+    std::env::var("TERN_CQL_NODES")
+        .unwrap_or_else(|_| DEFAULT_NODES.to_owned())
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The nodes to test against; `None` (after a loud message) only when the developer set
+/// `TERN_SKIP_CQL=1`. Panics when no node answers.
+async fn node_or_skip(test: &str) -> Option<Vec<String>> {
+    if std::env::var("TERN_SKIP_CQL").is_ok_and(|v| v == "1") {
+        eprintln!("\n!!!!! SKIPPED {test}: TERN_SKIP_CQL=1, the ScyllaDB backend is NOT being tested !!!!!\n");
+        return None;
+    }
+    let nodes = nodes();
+    let first = nodes.first().cloned().unwrap_or_else(|| DEFAULT_NODES.to_owned());
+    match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(&first)).await {
+        Ok(Ok(_)) => Some(nodes),
+        Ok(Err(e)) => panic!(
+            "no CQL node answers at {first} ({e}): run `scripts/cassandra start` (or point TERN_CQL_NODES at a \
+             node; TERN_SKIP_CQL=1 skips these tests explicitly)"
+        ),
+        Err(_) => panic!(
+            "connecting to the CQL node at {first} timed out: run `scripts/cassandra start` (or point \
+             TERN_CQL_NODES at a node; TERN_SKIP_CQL=1 skips these tests explicitly)"
+        ),
+    }
+}
+
+/// A keyspace name no other test or concurrent run uses (≤ 48 characters).
+fn unique_keyspace() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("tern_t{}_{}_{}", std::process::id(), nanos, NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+async fn raw_session(config: &ScyllaConfig) -> scylla::client::session::Session {
+    scylla::client::session_builder::SessionBuilder::new()
+        .known_nodes(&config.nodes)
+        .build()
+        .await
+        .expect("raw CQL session")
+}
+
+/// Drops its keyspace when dropped (on a thread of its own: drop cannot await).
+struct DropKeyspace(ScyllaConfig);
+
+impl Drop for DropKeyspace {
+    fn drop(&mut self) {
+        let config = self.0.clone();
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async {
+                raw_session(&config)
+                    .await
+                    .query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", config.keyspace), ())
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("warning: could not drop test keyspace {}: {dropped:?}", self.0.keyspace);
+        }
+    }
+}
+
+/// A config for a new, unmigrated keyspace (dropped with the guard).
+async fn fresh_config(test: &str) -> Option<(ScyllaConfig, DropKeyspace)> {
+    let nodes = node_or_skip(test).await?;
+    let config = ScyllaConfig { nodes, keyspace: unique_keyspace(), ..ScyllaConfig::default() };
+    Some((config.clone(), DropKeyspace(config)))
+}
+
+/// A migrated keyspace and a store on it with the given bucket sizes.
+async fn fresh_store_with(test: &str, bits: BucketBits, ttl: u64) -> Option<(ScyllaStore, DropKeyspace)> {
+    let (mut config, guard) = fresh_config(test).await?;
+    config.message_ttl_secs = ttl;
+    ScyllaStore::migrate(&config).await.expect("migrate a fresh keyspace");
+    let store = ScyllaStore::connect_with_buckets(&config, bits).await.expect("connect to a fresh keyspace");
+    Some((store, guard))
+}
+
+async fn fresh_store() -> Option<StoreUnderTest> {
+    let (store, guard) = fresh_store_with("scylla conformance case", BucketBits::DEFAULT, 0).await?;
+    Some((Arc::new(store), Box::new(guard)))
+}
+
+mod conformance {
+    tern_storage::conformance_tests!(optional: super::fresh_store());
+}
+
+fn uid(s: &str) -> UserId {
+    UserId::new(s).unwrap()
+}
+
+fn entry(seq: u64) -> LogEntry {
+    LogEntry { seq: Seq(seq), time_ms: seq.wrapping_mul(3), payload: bytes::Bytes::from(format!("e{seq}")) }
+}
+
+const APP: AppId = AppId(7);
+const KIND: SyncKind = SyncKind::Message;
+
+/// A timeline spanning many tiny buckets (4 seqs each), with empty buckets between and
+/// more non-empty buckets than one directory query returns, reads back in order, and
+/// paging across bucket edges, forwards and backwards, neither skips nor repeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_edges_neither_skip_nor_repeat() {
+    let Some((store, _guard)) = fresh_store_with("bucket edges", BucketBits { log: 2, conv: 2 }, 0).await else {
+        return;
+    };
+    let user = uid("edge");
+    let mut seqs: Vec<u64> = (1..=90).collect(); // 23 buckets, edges at 4, 8, …
+    seqs.retain(|s| !(40..56).contains(s)); // four empty buckets in the middle
+    seqs.extend([1_000, 1_003, 1_004, 5_000, 1 << 40, (1 << 63) - 1, 1 << 63, u64::MAX - 1, u64::MAX]);
+    let written: Vec<LogEntry> = seqs.iter().map(|&s| entry(s)).collect();
+    // Out of order, over several batches.
+    for chunk in written.rchunks(17) {
+        let mut b = WriteBatch::new();
+        for e in chunk {
+            b.append_log(APP, user.clone(), KIND, e.clone());
+            b.append_conv_index(APP, user.clone(), uid("peer"), e.seq);
+        }
+        store.write(b).await.unwrap();
+    }
+    // Backwards reads are below `before`, so u64::MAX itself is never read backwards.
+    let mut backwards: Vec<LogEntry> = written.iter().filter(|e| e.seq != Seq::MAX).cloned().collect();
+    backwards.reverse();
+    let conv_backwards: Vec<Seq> = backwards.iter().map(|e| e.seq).collect();
+    for page in [1, 2, 3, 4, 5, 7, 8, 16, 17, 33, 200] {
+        assert_eq!(collect_log(&store, APP, &user, KIND, page).await, written, "forward, page {page}");
+        assert_eq!(collect_log_back(&store, APP, &user, KIND, page).await, backwards, "backward, page {page}");
+        let conv = collect_conv_back(&store, APP, &user, &uid("peer"), page).await;
+        assert_eq!(conv, conv_backwards, "conversation, page {page}");
+    }
+    // From every position, including bucket edges, gaps and positions not stored.
+    for after in [0u64, 3, 4, 5, 39, 40, 55, 56, 90, 999, 1_003, 1 << 40, u64::MAX - 1] {
+        let want: Vec<LogEntry> = written.iter().filter(|e| e.seq.0 > after).take(6).cloned().collect();
+        assert_eq!(store.read_log(APP, &user, KIND, Seq(after), 6).await.unwrap(), want, "after {after}");
+        let want: Vec<LogEntry> = backwards.iter().filter(|e| e.seq.0 < after).take(6).cloned().collect();
+        assert_eq!(store.read_log_back(APP, &user, KIND, Seq(after), 6).await.unwrap(), want, "before {after}");
+    }
+    for e in &written {
+        assert_eq!(store.get_log_entry(APP, &user, KIND, e.seq).await.unwrap().as_ref(), Some(e));
+    }
+}
+
+/// One bucket holding more entries than one query fetches: paging inside a bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_within_one_bucket() {
+    let Some((store, _guard)) = fresh_store_with("pages within a bucket", BucketBits::DEFAULT, 0).await else {
+        return;
+    };
+    let user = uid("dense");
+    let written: Vec<LogEntry> = (1..=700).map(entry).collect();
+    let mut b = WriteBatch::new();
+    for e in &written {
+        b.append_log(APP, user.clone(), KIND, e.clone());
+    }
+    store.write(b).await.unwrap();
+    assert_eq!(store.read_log(APP, &user, KIND, Seq(0), 600).await.unwrap(), written[..600]);
+    assert_eq!(store.read_log(APP, &user, KIND, Seq(0), 10_000).await.unwrap(), written);
+    let newest: Vec<LogEntry> = written.iter().rev().take(513).cloned().collect();
+    assert_eq!(store.read_log_back(APP, &user, KIND, Seq::MAX, 513).await.unwrap(), newest);
+    assert_eq!(collect_log(&store, APP, &user, KIND, 300).await, written);
+}
+
+/// `message_ttl_secs` puts a TTL on message timelines (entries, conversation index and
+/// their directory markers, the markers longer), on nothing else; dedup records always
+/// get one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_ttls() {
+    let Some((store, guard)) = fresh_store_with("retention TTLs", BucketBits::DEFAULT, 3_600).await else {
+        return;
+    };
+    let u = uid("ttl");
+    let mut b = WriteBatch::new();
+    b.append_log(APP, u.clone(), SyncKind::Message, entry(1))
+        .append_log(APP, u.clone(), SyncKind::Profile, entry(1))
+        .append_conv_index(APP, u.clone(), uid("p"), Seq(1))
+        .put_dedup(tern_storage::DedupRecord {
+            key: "ttl/1".into(),
+            value: bytes::Bytes::new(),
+            expires_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+                + 60_000,
+        });
+    store.write(b).await.unwrap();
+    let session = raw_session(&guard.0).await;
+    let ks = &guard.0.keyspace;
+    let ttl = |cql: String| {
+        let session = &session;
+        async move {
+            let rows = session.query_unpaged(cql, ()).await.unwrap().into_rows_result().unwrap();
+            rows.rows::<(Option<i32>,)>().unwrap().map(|r| r.unwrap().0).collect::<Vec<_>>()
+        }
+    };
+    let msg = ttl(format!(
+        "SELECT TTL(payload) FROM {ks}.log_entries WHERE app_id = 7 AND user_id = 'ttl' AND kind = 0 AND bucket = 0"
+    ))
+    .await;
+    assert!(matches!(msg[..], [Some(t)] if t > 3_500 && t <= 3_600), "{msg:?}");
+    let profile = ttl(format!(
+        "SELECT TTL(payload) FROM {ks}.log_entries WHERE app_id = 7 AND user_id = 'ttl' AND kind = 1 AND bucket = 0"
+    ))
+    .await;
+    assert_eq!(profile, vec![None]);
+    let rows = session
+        .query_unpaged(
+            format!("SELECT TTL(seq) FROM {ks}.conv_index WHERE app_id = 7 AND user_id = 'ttl' AND peer_id = 'p' AND bucket = 0"),
+            (),
+        )
+        .await;
+    // A table of key columns only has no cell to ask TTL of; the row must exist.
+    assert!(rows.is_err() || rows.unwrap().into_rows_result().unwrap().rows_num() == 1);
+    let dedup = ttl(format!("SELECT TTL(value) FROM {ks}.dedup WHERE key = 'ttl/1'")).await;
+    assert!(matches!(dedup[..], [Some(t)] if t > 600 && t <= 660), "{dedup:?}");
+    assert_eq!(store.read_conv_back(APP, &u, &uid("p"), Seq::MAX, 10).await.unwrap(), vec![Seq(1)]);
+}
+
+fn is_schema_error(e: &StoreError, needle: &str) -> bool {
+    matches!(e, StoreError::Schema(m) if m.contains(needle))
+}
+
+/// `migrate` creates, is re-runnable, and keeps data; `connect` refuses a missing, older
+/// or newer schema with a message saying what to do; an edited migration is caught.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_are_rerunnable_and_connect_refuses_other_schemas() {
+    let Some((config, _guard)) = fresh_config("migrations").await else { return };
+    let ks = config.keyspace.clone();
+
+    let err = ScyllaStore::connect(&config).await.err().expect("no keyspace yet");
+    assert!(is_schema_error(&err, "tern migrate"), "{err}");
+
+    let first = ScyllaStore::migrate(&config).await.unwrap();
+    assert!(first.created_keyspace);
+    assert_eq!(first.applied.len(), SCHEMA_VERSION as usize);
+    assert_eq!(first.version, SCHEMA_VERSION);
+    let store = ScyllaStore::connect(&config).await.unwrap();
+    let mut b = WriteBatch::new();
+    b.append_log(APP, uid("keep"), KIND, entry(1));
+    store.write(b).await.unwrap();
+
+    let again = ScyllaStore::migrate(&config).await.unwrap();
+    assert!(!again.created_keyspace);
+    assert!(again.applied.is_empty(), "{again:?}");
+    assert!(again.to_string().contains("nothing to do"), "{again}");
+
+    let session = raw_session(&config).await;
+    let cql = |q: String| {
+        let session = &session;
+        async move { session.query_unpaged(q, ()).await.unwrap() }
+    };
+    // An older recorded schema (here: none of this build's migrations) is refused…
+    cql(format!("DELETE FROM {ks}.schema_migrations WHERE version = {SCHEMA_VERSION}")).await;
+    let err = ScyllaStore::connect(&config).await.err().expect("older schema");
+    assert!(is_schema_error(&err, "older") && is_schema_error(&err, "run `tern migrate"), "{err}");
+    // …until migrate brings it up to date again, data untouched.
+    let redo = ScyllaStore::migrate(&config).await.unwrap();
+    assert_eq!(redo.applied.last().map(|a| a.0), Some(SCHEMA_VERSION));
+    let store = ScyllaStore::connect(&config).await.unwrap();
+    assert_eq!(store.read_log(APP, &uid("keep"), KIND, Seq(0), 10).await.unwrap(), vec![entry(1)]);
+
+    // A newer schema (written by a later tern) is refused by connect and by migrate.
+    cql(format!("INSERT INTO {ks}.schema_migrations (version, name) VALUES (999, '999_future')")).await;
+    let err = ScyllaStore::connect(&config).await.err().expect("newer schema");
+    assert!(is_schema_error(&err, "newer"), "{err}");
+    let err = ScyllaStore::migrate(&config).await.unwrap_err();
+    assert!(is_schema_error(&err, "newer"), "{err}");
+    cql(format!("DELETE FROM {ks}.schema_migrations WHERE version = 999")).await;
+
+    // A released migration edited after it was applied is caught.
+    cql(format!("UPDATE {ks}.schema_migrations SET checksum = 1 WHERE version = 1")).await;
+    let err = ScyllaStore::migrate(&config).await.unwrap_err();
+    assert!(is_schema_error(&err, "changed"), "{err}");
+}
+
+/// A bad config is refused before any connection, with every problem listed.
+#[tokio::test]
+async fn invalid_config_is_refused_up_front() {
+    let config = ScyllaConfig { keyspace: "No-Such".into(), nodes: vec![], ..ScyllaConfig::default() };
+    let err = ScyllaStore::connect(&config).await.err().expect("invalid config");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, StoreError::InvalidArgument(_)) && msg.contains("keyspace") && msg.contains("nodes"),
+        "{msg}"
+    );
+}

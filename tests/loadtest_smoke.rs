@@ -1,0 +1,194 @@
+//! Smoke runs of every load-test scenario against a real `tern all`: seconds each, small
+//! numbers, loopback only. They fail on any lost or duplicated message, any failed
+//! login or send, and on result files that lack the figures the reports promise.
+//!
+//! The harness runs as `tern loadtest ...` (its worker processes are the same binary);
+//! `TERN_LOADTEST_EXE` may name another harness executable (e.g. `tern-loadtest`).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+const SECRET: &str = "smoke-secret-0123456789";
+
+/// A `tern all` on free ports with a private data dir, killed on drop.
+struct Server {
+    child: Child,
+    http: String,
+    tcp: String,
+    ws: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn field(line: &str, key: &str) -> String {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+        .to_owned()
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("tern.toml");
+        // Per-connection limits raised: a load test sends faster than a person.
+        let toml = format!(
+            "data_dir = \"{}\"\nlog = \"warn\"\n[gateway]\ncores = 1\ninbound_frames_per_sec = 100000\n\
+             [messages]\nsends_per_sec = 100000\n[[apps]]\nid = 10000\nsecret = \"{SECRET}\"\nadmins = [\"admin\"]\nlogin_model = 4\n",
+            dir.path().join("data").display()
+        );
+        std::fs::write(&config, toml).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(["all", "--config"])
+            .arg(&config)
+            .args(["--http-addr", "127.0.0.1:0", "--tcp-addr", "127.0.0.1:0", "--ws-addr", "127.0.0.1:0"])
+            .args(["--link-addr", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tern");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            for _ in lines {}
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("tern printed its listen line");
+        Server { http: field(&line, "http"), tcp: field(&line, "tcp"), ws: field(&line, "ws"), child, dir }
+    }
+
+    fn out_dir(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    /// Runs `loadtest <args>` with this server's addresses; returns the result JSON.
+    fn loadtest(&self, scenario: &str, args: &[&str], addr: &str) -> Value {
+        let (exe, prefix): (PathBuf, Vec<&str>) = match std::env::var_os("TERN_LOADTEST_EXE") {
+            Some(p) => (PathBuf::from(p), vec![]),
+            None => (PathBuf::from(env!("CARGO_BIN_EXE_tern")), vec!["loadtest"]),
+        };
+        let out_dir = self.out_dir();
+        let mut cmd = Command::new(&exe);
+        cmd.args(&prefix)
+            .arg(scenario)
+            .args(["--addr", addr, "--http", &self.http, "--secret", SECRET, "--quiet", "--name", scenario])
+            .arg("--out-dir")
+            .arg(&out_dir)
+            .args(args);
+        let out = cmd.output().expect("run the harness");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("unrecognized subcommand"),
+            "{} has no `loadtest` command: wire tern_loadtest::harness into the binary",
+            exe.display()
+        );
+        assert!(out.status.success(), "loadtest {scenario} failed ({}):\n{stdout}\n{stderr}", out.status);
+        read_json(&out_dir.join(format!("{scenario}.json")), &out_dir.join(format!("{scenario}.html")))
+    }
+}
+
+fn read_json(json: &Path, html: &Path) -> Value {
+    let page = std::fs::read_to_string(html).expect("HTML report written");
+    assert!(page.contains("<svg") || page.contains("<pre>"), "report has no content");
+    serde_json::from_str(&std::fs::read_to_string(json).expect("JSON result written")).expect("valid JSON")
+}
+
+#[track_caller]
+fn assert_clean(p: &Value) {
+    assert_eq!(p["lost"], 0, "{p}");
+    assert_eq!(p["duplicates"], 0, "{p}");
+    assert_eq!(p["failed"], 0, "{p}");
+    let delivered = p["delivered"].as_u64().unwrap();
+    assert!(delivered > 0 && Some(delivered) == p["expected_deliveries"].as_u64(), "{p}");
+    for k in ["p50_us", "p99_us", "p999_us", "ack_p99_us", "delivered_per_s"] {
+        assert!(p[k].as_f64().is_some_and(|v| v > 0.0), "{k} missing in {p}");
+    }
+}
+
+#[test]
+fn connect_holds_every_connection_and_measures_memory() {
+    let s = Server::start();
+    let pid = s.child.id().to_string();
+    let r = s.loadtest(
+        "connect",
+        &["--conns", "300", "--hold", "1", "--connect-rate", "2000", "--gateway-pid", &pid],
+        &s.tcp,
+    );
+    let c = &r["connect"];
+    assert_eq!(
+        (c["ok"].as_u64(), c["failed"].as_u64(), c["alive_after_hold"].as_u64()),
+        (Some(300), Some(0), Some(300)),
+        "{c}"
+    );
+    assert!(c["bytes_per_idle_conn"].is_number(), "{c}");
+    assert!(c["login"]["p99_us"].as_u64().is_some_and(|v| v > 0), "{c}");
+}
+
+#[test]
+fn p2p_over_tcp_loses_nothing() {
+    let s = Server::start();
+    let r = s.loadtest("p2p", &["--users", "20", "--devices", "2", "--rate", "200", "--duration", "2"], &s.tcp);
+    let p = &r["p2p"];
+    assert_clean(p);
+    assert_eq!(p["expected_deliveries"], 800, "every message to both devices of its recipient");
+    assert!(p["echoes"].as_u64().is_some_and(|e| e > 0), "the sender's other device gets a copy: {p}");
+}
+
+#[test]
+fn p2p_over_websocket_loses_nothing() {
+    let s = Server::start();
+    let r = s.loadtest("p2p", &["--users", "10", "--devices", "2", "--rate", "100", "--duration", "2"], &s.ws);
+    assert_eq!(r["p2p"]["lost"], 0);
+    assert_clean(&r["p2p"]);
+}
+
+#[test]
+fn sync_pulls_everything_on_a_new_device() {
+    let s = Server::start();
+    let r = s.loadtest("sync", &["--messages", "1500", "--conversations", "3", "--page", "200"], &s.tcp);
+    let y = &r["sync"];
+    assert_eq!((y["distinct"].as_u64(), y["complete"].as_bool()), (Some(1500), Some(true)), "{y}");
+    assert!(y["msgs_per_s"].as_f64().is_some_and(|v| v > 0.0), "{y}");
+}
+
+#[test]
+fn ramp_finds_a_sustained_rate() {
+    let s = Server::start();
+    let r = s.loadtest(
+        "ramp",
+        &[
+            "--users",
+            "10",
+            "--devices",
+            "1",
+            "--start-rate",
+            "50",
+            "--step-rate",
+            "50",
+            "--max-rate",
+            "100",
+            "--step-duration",
+            "1",
+            "--p99-bound-ms",
+            "5000",
+        ],
+        &s.tcp,
+    );
+    let ramp = &r["ramp"];
+    assert_eq!(ramp["steps"].as_array().map(Vec::len), Some(2), "{ramp}");
+    assert_eq!(ramp["best_rate"], 100.0, "{ramp}");
+}
