@@ -146,6 +146,9 @@ pub fn load(
     Ok(config)
 }
 
+/// Top-level keys the environment may set.
+const CONFIG_SECTIONS: &[&str] = &["data_dir", "log", "http", "link", "gateway", "storage", "logic", "messages"];
+
 /// Renders TERN_ variables as a TOML document: `TERN_GATEWAY__TCP_ADDR=x` becomes
 /// `[gateway] tcp_addr = "x"`. Values that parse as TOML (numbers, booleans, arrays) keep
 /// their type; anything else is a string.
@@ -153,11 +156,12 @@ fn env_to_toml(vars: &[(String, String)]) -> String {
     let mut root = toml::Table::new();
     for (k, v) in vars {
         let Some(path) = k.strip_prefix("TERN_") else { continue };
-        // TERN_APP_ID / TERN_SECRET are the client's variables, not configuration.
-        if matches!(path, "APP_ID" | "SECRET" | "CONFIG" | "E2E_BACKEND") {
+        let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        // Other TERN_ variables (TERN_SECRET for `tern client`, TERN_CONFIG, test
+        // switches) are not configuration keys.
+        if !CONFIG_SECTIONS.contains(&parts[0].as_str()) {
             continue;
         }
-        let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
         let value = toml::from_str::<toml::Table>(&format!("v = {v}"))
             .ok()
             .and_then(|mut t| t.remove("v"))
@@ -235,7 +239,13 @@ mod tests {
         let c = load(Some(&file), env(&[]), &FlagOverrides::default()).unwrap();
         assert_eq!((c.data_dir.to_str().unwrap(), c.http.addr.as_str()), ("/from/file", "127.0.0.1:1"));
 
-        let e = env(&[("TERN_HTTP__ADDR", "127.0.0.1:4"), ("TERN_GATEWAY__CORES", "3"), ("HOME", "/x")]);
+        let e = env(&[
+            ("TERN_HTTP__ADDR", "127.0.0.1:4"),
+            ("TERN_GATEWAY__CORES", "3"),
+            ("HOME", "/x"),
+            ("TERN_SECRET", "not config"),
+            ("TERN_SLOW_TESTS", "1"),
+        ]);
         let c = load(Some(&file), e.clone(), &FlagOverrides::default()).unwrap();
         assert_eq!(
             (c.http.addr.as_str(), c.gateway.cores, c.gateway.tcp_addr.as_str()),

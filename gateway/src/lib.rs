@@ -79,6 +79,8 @@ pub enum GatewayError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot start the gateway metrics endpoint: {0}")]
+    Metrics(#[source] std::io::Error),
 }
 
 /// One core's connection count, alone on its cache line (cores update theirs often).
@@ -203,7 +205,11 @@ pub fn start(config: GatewayConfig, apps: AppSecrets) -> Result<GatewayHandle, G
 
 /// [`start`] with optional hooks: with `metrics_addr` set, the gateway serves
 /// `extras.metrics_render` there from a dedicated thread.
-pub fn start_with(config: GatewayConfig, apps: AppSecrets, extras: GatewayExtras) -> Result<GatewayHandle, GatewayError> {
+pub fn start_with(
+    config: GatewayConfig,
+    apps: AppSecrets,
+    extras: GatewayExtras,
+) -> Result<GatewayHandle, GatewayError> {
     let mut problems = config.problems();
     let metrics_on = !config.metrics_addr.trim().is_empty();
     if metrics_on && extras.metrics_render.is_none() {
@@ -234,17 +240,13 @@ pub fn start_with(config: GatewayConfig, apps: AppSecrets, extras: GatewayExtras
         _ => None,
     };
     // CPU of each core when pinning: the cores take the allowed CPUs in order, wrapping.
-    let cpus = if config.pin_cores {
-        match sys::allowed_cpus() {
-            Ok(c) if !c.is_empty() => c,
-            Ok(_) => Vec::new(),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the CPU affinity; core threads are not pinned");
-                Vec::new()
-            }
+    let cpus = match config.pin_cores.then(sys::allowed_cpus) {
+        Some(Ok(cpus)) => cpus,
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "cannot read the CPU affinity; core threads are not pinned");
+            Vec::new()
         }
-    } else {
-        Vec::new()
+        None => Vec::new(),
     };
 
     let cfg = Arc::new(config);
@@ -260,7 +262,7 @@ pub fn start_with(config: GatewayConfig, apps: AppSecrets, extras: GatewayExtras
         threads: Vec::new(),
     };
     if let Some((listener, render)) = metrics {
-        let addr = listener.local_addr().map_err(|source| GatewayError::Bind { addr: cfg.metrics_addr.clone(), source })?;
+        let addr = listener.local_addr().map_err(GatewayError::Metrics)?;
         let started = (|| -> std::io::Result<()> {
             let (stop_tx, stop_rx) = UnixStream::pair()?;
             let t = std::thread::Builder::new()
@@ -270,7 +272,7 @@ pub fn start_with(config: GatewayConfig, apps: AppSecrets, extras: GatewayExtras
             handle.threads.push(t);
             Ok(())
         })();
-        started.map_err(|source| GatewayError::Core { core: cores, source })?;
+        started.map_err(GatewayError::Metrics)?;
         handle.metrics_addr = Some(addr);
         tracing::info!(%addr, "gateway metrics endpoint listening");
     }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tern_gateway::{AppSecrets, GatewayConfig, GatewayHandle};
+use tern_gateway::{AppSecrets, GatewayConfig, GatewayExtras, GatewayHandle};
 use tern_schema::client::{Body, ClientType, KickReason, SyncKind};
 use tern_schema::link::{CloseReason, ConnRef, LinkBody};
 use tern_schema::{codes, encode, frame, sig, HEADER_LEN};
@@ -649,4 +649,47 @@ impl FakeLogic {
             _ => None,
         })
     }
+}
+
+#[test]
+fn metrics_endpoint_serves_the_render_callback() {
+    let fake = FakeLogic::start();
+    let c = GatewayConfig { metrics_addr: "127.0.0.1:0".into(), ..config(&fake) };
+    let err = tern_gateway::start(c.clone(), AppSecrets::default()).unwrap_err().to_string();
+    assert!(err.contains("metrics_addr"), "without a renderer the knob is refused: {err}");
+
+    let extras = GatewayExtras { metrics_render: Some(Box::new(|| "tern_test_total 3\n".to_owned())) };
+    let g = tern_gateway::start_with(c, AppSecrets(vec![(APP, SECRET.to_owned())]), extras).unwrap();
+    fake.wait_hellos(2);
+    let addr = g.local_metrics_addr().expect("metrics endpoint bound");
+    let get = |req: &str| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    };
+    let r = get("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.0 200 OK\r\n") && r.ends_with("\r\n\r\ntern_test_total 3\n"), "{r}");
+    assert!(r.contains("Content-Type: text/plain; version=0.0.4"), "{r}");
+    assert!(get("GET /other HTTP/1.1\r\n\r\n").starts_with("HTTP/1.0 404"));
+    // A client that never finishes its request does not block the next scrape forever.
+    let idle = TcpStream::connect(addr).unwrap();
+    assert!(get("GET /metrics HTTP/1.0\r\n\r\n").starts_with("HTTP/1.0 200"));
+    drop(idle);
+    g.shutdown();
+    assert!(TcpStream::connect(addr).is_err(), "endpoint closed with the gateway");
+}
+
+#[test]
+fn pinned_cores_serve_clients() {
+    let fake = FakeLogic::start();
+    let g = gateway(&fake, |c| c.pin_cores = true);
+    let mut c = Client::tcp(g.local_tcp_addr());
+    assert_eq!(c.login("pinned"), "LoginAck(42)");
+    c.send(&encode::ping(5, 1));
+    assert_eq!(c.recv_kind(), "Pong(5)");
+    drop(c);
+    g.shutdown();
 }

@@ -6,20 +6,21 @@
 //! says so — unless `TERN_SKIP_CQL=1` is set, which skips them with a loud line (for a
 //! developer without Java; CI never sets it).
 //!
-//! Every test gets its own keyspace (migrated from scratch, dropped afterwards): the
-//! conformance cases use fixed app ids and global dedup keys, so sharing a keyspace would
-//! make them see each other's data.
+//! Isolation: the conformance cases use fixed app ids and global dedup keys, so every store
+//! gets a namespace of its own (a hidden layout parameter that moves its app ids and dedup
+//! keys apart) in one keyspace migrated once per run — creating a keyspace per case costs
+//! Cassandra ≈ 5 s. The migration tests create (and drop) keyspaces of their own.
 
 use std::{
     sync::{
         atomic::{AtomicU32, Ordering},
-        Arc,
+        Arc, OnceLock,
     },
     time::Duration,
 };
 use tern_storage::{
     conformance::{collect_conv_back, collect_log, collect_log_back, StoreUnderTest},
-    scylla::{BucketBits, SCHEMA_VERSION},
+    scylla::{BucketBits, TestLayout, SCHEMA_VERSION},
     AppId, LogEntry, ScyllaConfig, ScyllaStore, Seq, Store, StoreError, SyncKind, UserId, WriteBatch,
 };
 
@@ -56,11 +57,21 @@ async fn node_or_skip(test: &str) -> Option<Vec<String>> {
     }
 }
 
+/// Prefix of every keyspace these tests create; the rest of the name is the creation
+/// time (unix seconds), so a later run can drop what a killed run left behind.
+const KEYSPACE_PREFIX: &str = "tern_test_";
+/// Test keyspaces older than this are leftovers of dead runs.
+const STALE_KEYSPACE_SECS: u64 = 3_600;
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
 /// A keyspace name no other test or concurrent run uses (≤ 48 characters).
-fn unique_keyspace() -> String {
+fn unique_keyspace(tag: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("tern_t{}_{}_{}", std::process::id(), nanos, NEXT.fetch_add(1, Ordering::Relaxed))
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{KEYSPACE_PREFIX}{}_{}_{tag}{n}", unix_secs(), std::process::id())
 }
 
 async fn raw_session(config: &ScyllaConfig) -> scylla::client::session::Session {
@@ -71,49 +82,95 @@ async fn raw_session(config: &ScyllaConfig) -> scylla::client::session::Session 
         .expect("raw CQL session")
 }
 
-/// Drops its keyspace when dropped (on a thread of its own: drop cannot await).
+/// Runs `f` to completion on a runtime of its own, on a thread of its own: for drop and
+/// one-time set-up, which cannot await on the test's runtime.
+fn on_own_runtime<T: Send + 'static>(f: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(f)
+    })
+    .join()
+    .expect("set-up thread")
+}
+
+/// Drops its keyspace when dropped.
 struct DropKeyspace(ScyllaConfig);
 
 impl Drop for DropKeyspace {
     fn drop(&mut self) {
         let config = self.0.clone();
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            rt.block_on(async {
-                raw_session(&config)
-                    .await
-                    .query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", config.keyspace), ())
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("warning: could not drop test keyspace {}: {dropped:?}", self.0.keyspace);
+        let dropped = on_own_runtime(async move {
+            raw_session(&config)
+                .await
+                .query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", config.keyspace), ())
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = dropped {
+            eprintln!("warning: could not drop test keyspace {}: {e}", self.0.keyspace);
         }
     }
 }
 
-/// A config for a new, unmigrated keyspace (dropped with the guard).
+/// Drops test keyspaces that killed runs left behind.
+async fn drop_stale_keyspaces(config: &ScyllaConfig) {
+    let session = raw_session(config).await;
+    let rows = session
+        .query_unpaged("SELECT keyspace_name FROM system_schema.keyspaces", ())
+        .await
+        .expect("list keyspaces")
+        .into_rows_result()
+        .expect("keyspace rows");
+    let names: Vec<String> = rows.rows::<(String,)>().expect("keyspace names").map(|r| r.expect("name").0).collect();
+    for name in names {
+        let Some(rest) = name.strip_prefix(KEYSPACE_PREFIX) else { continue };
+        let created = rest.split('_').next().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        if created + STALE_KEYSPACE_SECS < unix_secs() {
+            let _ = session.query_unpaged(format!("DROP KEYSPACE IF EXISTS {name}"), ()).await;
+        }
+    }
+}
+
+/// A config for a new, unmigrated keyspace of its own (dropped with the guard).
 async fn fresh_config(test: &str) -> Option<(ScyllaConfig, DropKeyspace)> {
     let nodes = node_or_skip(test).await?;
-    let config = ScyllaConfig { nodes, keyspace: unique_keyspace(), ..ScyllaConfig::default() };
+    let config = ScyllaConfig { nodes, keyspace: unique_keyspace("m"), ..ScyllaConfig::default() };
     Some((config.clone(), DropKeyspace(config)))
 }
 
-/// A migrated keyspace and a store on it with the given bucket sizes.
-async fn fresh_store_with(test: &str, bits: BucketBits, ttl: u64) -> Option<(ScyllaStore, DropKeyspace)> {
-    let (mut config, guard) = fresh_config(test).await?;
+/// The keyspace shared by every store test of this process, migrated once. Creating a
+/// keyspace costs seconds on Cassandra, so stores share it, each in a namespace of its
+/// own (`TestLayout::namespace`). It is left behind on exit (a test binary has no exit
+/// hook) and dropped as stale by a later run, or wiped by `scripts/cassandra stop`.
+fn shared_keyspace(nodes: Vec<String>) -> ScyllaConfig {
+    static SHARED: OnceLock<Result<ScyllaConfig, String>> = OnceLock::new();
+    let made = SHARED.get_or_init(|| {
+        let config = ScyllaConfig { nodes, keyspace: unique_keyspace("s"), ..ScyllaConfig::default() };
+        on_own_runtime(async move {
+            drop_stale_keyspaces(&config).await;
+            ScyllaStore::migrate(&config).await.map_err(|e| e.to_string())?;
+            Ok(config)
+        })
+    });
+    made.clone().expect("migrating the shared test keyspace")
+}
+
+/// A store with a namespace of its own in the shared keyspace.
+async fn fresh_store_with(test: &str, bits: BucketBits, ttl: u64) -> Option<(ScyllaStore, ScyllaConfig, u32)> {
+    static NAMESPACE: AtomicU32 = AtomicU32::new(1);
+    let nodes = node_or_skip(test).await?;
+    let mut config = shared_keyspace(nodes);
     config.message_ttl_secs = ttl;
-    ScyllaStore::migrate(&config).await.expect("migrate a fresh keyspace");
-    let store = ScyllaStore::connect_with_buckets(&config, bits).await.expect("connect to a fresh keyspace");
-    Some((store, guard))
+    let namespace = NAMESPACE.fetch_add(1, Ordering::Relaxed);
+    let store = ScyllaStore::connect_with_layout(&config, TestLayout { bits, namespace })
+        .await
+        .expect("connect to the shared test keyspace");
+    Some((store, config, namespace))
 }
 
 async fn fresh_store() -> Option<StoreUnderTest> {
-    let (store, guard) = fresh_store_with("scylla conformance case", BucketBits::DEFAULT, 0).await?;
-    Some((Arc::new(store), Box::new(guard)))
+    let (store, _, _) = fresh_store_with("scylla conformance case", BucketBits::DEFAULT, 0).await?;
+    Some((Arc::new(store), Box::new(())))
 }
 
 mod conformance {
@@ -136,7 +193,7 @@ const KIND: SyncKind = SyncKind::Message;
 /// paging across bucket edges, forwards and backwards, neither skips nor repeats.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bucket_edges_neither_skip_nor_repeat() {
-    let Some((store, _guard)) = fresh_store_with("bucket edges", BucketBits { log: 2, conv: 2 }, 0).await else {
+    let Some((store, _, _)) = fresh_store_with("bucket edges", BucketBits { log: 2, conv: 2 }, 0).await else {
         return;
     };
     let user = uid("edge");
@@ -178,7 +235,7 @@ async fn bucket_edges_neither_skip_nor_repeat() {
 /// One bucket holding more entries than one query fetches: paging inside a bucket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_within_one_bucket() {
-    let Some((store, _guard)) = fresh_store_with("pages within a bucket", BucketBits::DEFAULT, 0).await else {
+    let Some((store, _, _)) = fresh_store_with("pages within a bucket", BucketBits::DEFAULT, 0).await else {
         return;
     };
     let user = uid("dense");
@@ -200,7 +257,7 @@ async fn pages_within_one_bucket() {
 /// get one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_ttls() {
-    let Some((store, guard)) = fresh_store_with("retention TTLs", BucketBits::DEFAULT, 3_600).await else {
+    let Some((store, config, namespace)) = fresh_store_with("retention TTLs", BucketBits::DEFAULT, 3_600).await else {
         return;
     };
     let u = uid("ttl");
@@ -215,8 +272,9 @@ async fn retention_ttls() {
                 + 60_000,
         });
     store.write(b).await.unwrap();
-    let session = raw_session(&guard.0).await;
-    let ks = &guard.0.keyspace;
+    let session = raw_session(&config).await;
+    let ks = &config.keyspace;
+    let app = (i64::from(namespace) << 32) | i64::from(APP.0);
     let ttl = |cql: String| {
         let session = &session;
         async move {
@@ -225,24 +283,24 @@ async fn retention_ttls() {
         }
     };
     let msg = ttl(format!(
-        "SELECT TTL(payload) FROM {ks}.log_entries WHERE app_id = 7 AND user_id = 'ttl' AND kind = 0 AND bucket = 0"
+        "SELECT TTL(payload) FROM {ks}.log_entries WHERE app_id = {app} AND user_id = 'ttl' AND kind = 0 AND bucket = 0"
     ))
     .await;
     assert!(matches!(msg[..], [Some(t)] if t > 3_500 && t <= 3_600), "{msg:?}");
     let profile = ttl(format!(
-        "SELECT TTL(payload) FROM {ks}.log_entries WHERE app_id = 7 AND user_id = 'ttl' AND kind = 1 AND bucket = 0"
+        "SELECT TTL(payload) FROM {ks}.log_entries WHERE app_id = {app} AND user_id = 'ttl' AND kind = 1 AND bucket = 0"
     ))
     .await;
     assert_eq!(profile, vec![None]);
     let rows = session
         .query_unpaged(
-            format!("SELECT TTL(seq) FROM {ks}.conv_index WHERE app_id = 7 AND user_id = 'ttl' AND peer_id = 'p' AND bucket = 0"),
+            format!("SELECT TTL(seq) FROM {ks}.conv_index WHERE app_id = {app} AND user_id = 'ttl' AND peer_id = 'p' AND bucket = 0"),
             (),
         )
         .await;
     // A table of key columns only has no cell to ask TTL of; the row must exist.
     assert!(rows.is_err() || rows.unwrap().into_rows_result().unwrap().rows_num() == 1);
-    let dedup = ttl(format!("SELECT TTL(value) FROM {ks}.dedup WHERE key = 'ttl/1'")).await;
+    let dedup = ttl(format!("SELECT TTL(value) FROM {ks}.dedup WHERE key = '{namespace}/ttl/1'")).await;
     assert!(matches!(dedup[..], [Some(t)] if t > 600 && t <= 660), "{dedup:?}");
     assert_eq!(store.read_conv_back(APP, &u, &uid("p"), Seq::MAX, 10).await.unwrap(), vec![Seq(1)]);
 }

@@ -130,7 +130,23 @@ impl Tern {
     }
 
     pub fn start_with(mode: Mode, o: Options) -> Tern {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(mode, o, tempfile::tempdir().unwrap())
+    }
+
+    /// Kills every process with SIGKILL (a crash, not a shutdown) and returns the data
+    /// directory, so a new instance can start on the same data.
+    pub fn crash(mut self) -> tempfile::TempDir {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.children.clear();
+        let placeholder = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, placeholder)
+    }
+
+    /// Starts on an existing directory (its data dir and config are reused).
+    pub fn start_in(mode: Mode, o: Options, dir: tempfile::TempDir) -> Tern {
         let config = dir.path().join("tern.toml");
         std::fs::write(&config, config_toml(dir.path(), &o)).unwrap();
         let ports = ["--http-addr", "127.0.0.1:0", "--tcp-addr", "127.0.0.1:0", "--ws-addr", "127.0.0.1:0"];

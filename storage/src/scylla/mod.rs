@@ -54,9 +54,14 @@
 //! no read-before-write and no LWT: each is one cell written `USING TIMESTAMP f(value)`
 //! with `f` monotonic in the value, so the cell with the highest value has the highest
 //! write timestamp and wins reconciliation on every replica, in any arrival order, under
-//! concurrent writers and retries. (`f` maps u64 order onto i64 order; 0 and 1 share a
-//! timestamp and the tie is resolved by comparing values, which also keeps the larger.) A
-//! consequence: those cells can only be overwritten or deleted `USING TIMESTAMP` ≥ theirs.
+//! concurrent writers and retries. `f(v) = i64::MIN + 1 + v / 2` lies in the past (at or
+//! before 1970): ScyllaDB refuses timestamps more than 3 days ahead
+//! (`restrict_future_timestamp`), and `i64::MIN` is reserved. It maps two values onto
+//! each timestamp; on equal timestamps both ScyllaDB and Cassandra keep the cell with the
+//! larger value (bytes compared unsigned: the u64 order), so the maximum still wins.
+//! Because these cells are "older" than any wall-clock write, they must never be deleted
+//! without an explicit `USING TIMESTAMP` (a plain DELETE would hide every later update
+//! until compaction purges the tombstone); Tern never deletes them.
 //! Ordinary overwrites (a recall rewriting an entry, a profile update) use client-side
 //! monotonic timestamps, so a later write from this process wins even if another
 //! coordinator with a slower clock applies it.
@@ -173,11 +178,30 @@ impl BucketBits {
     pub const DEFAULT: BucketBits = BucketBits { log: LOG_BUCKET_BITS, conv: CONV_BUCKET_BITS };
 }
 
+/// How a store lays out its rows, for tests only: bucket sizes (to reach bucket edges
+/// with few rows) and a namespace that lets many test stores share one keyspace (creating
+/// a keyspace per test costs seconds). Production always uses [`TestLayout::DEFAULT`].
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TestLayout {
+    /// Bucket sizes.
+    pub bits: BucketBits,
+    /// Stored in the upper half of every `app_id` and as a prefix of dedup keys; 0 (the
+    /// default) stores both unchanged.
+    pub namespace: u32,
+}
+
+impl TestLayout {
+    /// The production layout.
+    pub const DEFAULT: TestLayout = TestLayout { bits: BucketBits::DEFAULT, namespace: 0 };
+}
+
 /// The CQL store. Cheap to share (`Arc<dyn Store>`); one driver session inside.
 pub struct ScyllaStore {
     session: Session,
     st: Statements,
     bits: BucketBits,
+    namespace: u32,
     message_ttl: i32,
     marker_ttl: i32,
     markers: MarkerCache,
@@ -196,12 +220,13 @@ impl ScyllaStore {
     /// message says to run `tern migrate`) a keyspace whose schema is missing or older than
     /// this code's, and one newer than it.
     pub async fn connect(config: &ScyllaConfig) -> Result<ScyllaStore, StoreError> {
-        Self::connect_with_buckets(config, BucketBits::DEFAULT).await
+        Self::connect_with_layout(config, TestLayout::DEFAULT).await
     }
 
-    /// [`ScyllaStore::connect`] with other bucket sizes: for tests of bucket edges only.
+    /// [`ScyllaStore::connect`] with another row layout: for tests only.
     #[doc(hidden)]
-    pub async fn connect_with_buckets(config: &ScyllaConfig, bits: BucketBits) -> Result<ScyllaStore, StoreError> {
+    pub async fn connect_with_layout(config: &ScyllaConfig, layout: TestLayout) -> Result<ScyllaStore, StoreError> {
+        let bits = layout.bits;
         assert!((1..=62).contains(&bits.log) && (1..=62).contains(&bits.conv), "bucket bits {bits:?}");
         let session = open_session(config).await?;
         schema::check_current(&session, &config.keyspace).await?;
@@ -212,11 +237,26 @@ impl ScyllaStore {
             session,
             st,
             bits,
+            namespace: layout.namespace,
             // Validated ≤ 5 years: both fit an i32 of seconds.
             message_ttl: ttl as i32,
             marker_ttl: (ttl * 2) as i32,
             markers: MarkerCache::new(refresh),
         })
+    }
+
+    /// The stored `app_id` (see [`TestLayout::namespace`]).
+    fn app(&self, app: AppId) -> i64 {
+        (i64::from(self.namespace) << 32) | i64::from(app.0)
+    }
+
+    /// The stored dedup key (see [`TestLayout::namespace`]).
+    fn dedup_key<'a>(&self, key: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.namespace == 0 {
+            key.into()
+        } else {
+            format!("{}/{key}", self.namespace).into()
+        }
     }
 
     fn ttl_for(&self, kind: SyncKind) -> i32 {
@@ -278,10 +318,6 @@ fn from_cql(v: i64) -> u64 {
     v as u64
 }
 
-fn app_cql(app: AppId) -> i64 {
-    i64::from(app.0)
-}
-
 fn kind_cql(kind: SyncKind) -> i8 {
     kind.as_u8() as i8
 }
@@ -294,10 +330,11 @@ fn user_from_cql(s: String, what: &str) -> Result<UserId, StoreError> {
     UserId::new(s).map_err(|e| StoreError::corrupt(format!("{what}: {e}")))
 }
 
-/// The write timestamp of a max-register holding `v`: order-preserving from u64 onto i64,
-/// avoiding i64::MIN (which CQL reserves). Higher value, later write.
+/// The write timestamp of a max-register holding `v` (see the module doc): a higher value
+/// never gets an earlier timestamp, equal timestamps are broken by value, and every
+/// timestamp lies in `[i64::MIN + 1, 0]`, in the past and clear of the reserved `i64::MIN`.
 fn max_register_ts(v: u64) -> i64 {
-    ((v ^ (1 << 63)) as i64).max(i64::MIN + 1)
+    i64::MIN + 1 + (v >> 1) as i64
 }
 
 fn bucket_of(seq: u64, bits: u8) -> i64 {
@@ -595,7 +632,7 @@ impl ScyllaStore {
         async move {
             let rows = self
                 .session
-                .execute_unpaged(&self.st.get_user, (app_cql(app), id.as_str()))
+                .execute_unpaged(&self.st.get_user, (self.app(app), id.as_str()))
                 .await
                 .map_err(|e| driver_error("reading a user", e))?
                 .into_rows_result()
@@ -632,13 +669,13 @@ impl ScyllaStore {
                 self.exec(
                     "writing a timeline bucket marker",
                     &self.st.put_log_bucket,
-                    (app_cql(*app), user.as_str(), kind_cql(*kind), *bucket, ttl),
+                    (self.app(*app), user.as_str(), kind_cql(*kind), *bucket, ttl),
                 )
             }
             Marker::Conv(app, user, peer, bucket) => self.exec(
                 "writing a conversation bucket marker",
                 &self.st.put_conv_bucket,
-                (app_cql(*app), user.as_str(), peer.as_str(), *bucket, self.marker_ttl),
+                (self.app(*app), user.as_str(), peer.as_str(), *bucket, self.marker_ttl),
             ),
         }
     }
@@ -647,13 +684,13 @@ impl ScyllaStore {
         let bits = self.bits;
         let mut out: Vec<Pending<'a>> = Vec::new();
         for (app, user, json) in users {
-            out.push(self.exec("writing a user", &self.st.put_user, (app_cql(*app), *user, json.as_str())));
+            out.push(self.exec("writing a user", &self.st.put_user, (self.app(*app), *user, json.as_str())));
         }
         for rec in plan.apps.values() {
             out.push(self.exec(
                 "writing an app",
                 &self.st.put_app,
-                (app_cql(rec.app_id), rec.secret.as_str(), to_cql(rec.created_ms)),
+                (self.app(rec.app_id), rec.secret.as_str(), to_cql(rec.created_ms)),
             ));
         }
         for ((app, user, kind, seq), e) in &plan.logs {
@@ -661,7 +698,7 @@ impl ScyllaStore {
                 "writing a log entry",
                 &self.st.put_log,
                 (
-                    app_cql(*app),
+                    self.app(*app),
                     user.as_str(),
                     kind_cql(*kind),
                     bucket_of(seq.0, bits.log),
@@ -677,7 +714,7 @@ impl ScyllaStore {
                 "writing the conversation index",
                 &self.st.put_conv,
                 (
-                    app_cql(*app),
+                    self.app(*app),
                     user.as_str(),
                     peer.as_str(),
                     bucket_of(seq.0, bits.conv),
@@ -691,7 +728,7 @@ impl ScyllaStore {
                 "writing a message locator",
                 &self.st.put_msg_index,
                 (
-                    app_cql(*app),
+                    self.app(*app),
                     to_cql(*key),
                     loc.from.as_str(),
                     loc.to.as_str(),
@@ -705,7 +742,7 @@ impl ScyllaStore {
             out.push(self.exec(
                 "writing a seq bound",
                 &self.st.set_bound,
-                (max_register_ts(bound.0), to_cql(bound.0), app_cql(*app), user.as_str(), kind_cql(*kind)),
+                (max_register_ts(bound.0), to_cql(bound.0), self.app(*app), user.as_str(), kind_cql(*kind)),
             ));
         }
         out
@@ -717,14 +754,21 @@ impl ScyllaStore {
             out.push(self.exec(
                 "writing a device ack",
                 &self.st.put_ack,
-                (max_register_ts(seq.0), to_cql(seq.0), app_cql(*app), user.as_str(), device.as_str(), kind_cql(*kind)),
+                (
+                    max_register_ts(seq.0),
+                    to_cql(seq.0),
+                    self.app(*app),
+                    user.as_str(),
+                    device.as_str(),
+                    kind_cql(*kind),
+                ),
             ));
         }
         for ((app, user, peer), seq) in &plan.marks {
             out.push(self.exec(
                 "writing a read mark",
                 &self.st.put_mark,
-                (max_register_ts(seq.0), to_cql(seq.0), app_cql(*app), user.as_str(), peer.as_str()),
+                (max_register_ts(seq.0), to_cql(seq.0), self.app(*app), user.as_str(), peer.as_str()),
             ));
         }
         out
@@ -737,7 +781,12 @@ impl ScyllaStore {
                 self.exec(
                     "writing a dedup record",
                     &self.st.put_dedup,
-                    (rec.key.as_str(), rec.value.as_ref(), to_cql(rec.expires_ms), dedup_ttl(rec.expires_ms, now)),
+                    (
+                        self.dedup_key(&rec.key).into_owned(),
+                        rec.value.as_ref(),
+                        to_cql(rec.expires_ms),
+                        dedup_ttl(rec.expires_ms, now),
+                    ),
                 )
             })
             .collect()
@@ -749,17 +798,17 @@ impl ScyllaStore {
         let result = match (t, forward) {
             (Timeline::Log(app, user, kind), true) => {
                 self.session
-                    .execute_unpaged(&self.st.log_dir_fwd, (app_cql(app), user.as_str(), kind_cql(kind), from, n))
+                    .execute_unpaged(&self.st.log_dir_fwd, (self.app(app), user.as_str(), kind_cql(kind), from, n))
                     .await
             }
             (Timeline::Log(app, user, kind), false) => {
                 self.session
-                    .execute_unpaged(&self.st.log_dir_back, (app_cql(app), user.as_str(), kind_cql(kind), from, n))
+                    .execute_unpaged(&self.st.log_dir_back, (self.app(app), user.as_str(), kind_cql(kind), from, n))
                     .await
             }
             (Timeline::Conv(app, user, peer), false) => {
                 self.session
-                    .execute_unpaged(&self.st.conv_dir_back, (app_cql(app), user.as_str(), peer.as_str(), from, n))
+                    .execute_unpaged(&self.st.conv_dir_back, (self.app(app), user.as_str(), peer.as_str(), from, n))
                     .await
             }
             (Timeline::Conv(..), true) => unreachable!("the conversation index is only read backwards"),
@@ -787,7 +836,7 @@ impl ScyllaStore {
                 let st = if forward { &self.st.log_fwd } else { &self.st.log_back };
                 let rows = self
                     .session
-                    .execute_unpaged(st, (app_cql(app), user.as_str(), kind_cql(kind), b, to_cql(bound), n))
+                    .execute_unpaged(st, (self.app(app), user.as_str(), kind_cql(kind), b, to_cql(bound), n))
                     .await
                     .map_err(|e| driver_error("reading a log", e))?
                     .into_rows_result()
@@ -810,7 +859,7 @@ impl ScyllaStore {
                     .session
                     .execute_unpaged(
                         &self.st.conv_back,
-                        (app_cql(app), user.as_str(), peer.as_str(), b, to_cql(bound), n),
+                        (self.app(app), user.as_str(), peer.as_str(), b, to_cql(bound), n),
                     )
                     .await
                     .map_err(|e| driver_error("reading a conversation index", e))?
@@ -964,7 +1013,7 @@ impl Store for ScyllaStore {
             .session
             .execute_unpaged(
                 &self.st.get_log,
-                (app_cql(app), user.as_str(), kind_cql(kind), bucket_of(seq.0, self.bits.log), to_cql(seq.0)),
+                (self.app(app), user.as_str(), kind_cql(kind), bucket_of(seq.0, self.bits.log), to_cql(seq.0)),
             )
             .await
             .map_err(|e| driver_error("reading a log entry", e))?
@@ -981,7 +1030,7 @@ impl Store for ScyllaStore {
     async fn seq_bounds(&self, app: AppId, user: &UserId) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
         let rows = self
             .session
-            .execute_unpaged(&self.st.get_bounds, (app_cql(app), user.as_str()))
+            .execute_unpaged(&self.st.get_bounds, (self.app(app), user.as_str()))
             .await
             .map_err(|e| driver_error("reading seq bounds", e))?
             .into_rows_result()
@@ -1002,7 +1051,7 @@ impl Store for ScyllaStore {
         check_dedup_key(key)?;
         let rows = self
             .session
-            .execute_unpaged(&self.st.get_dedup, (key,))
+            .execute_unpaged(&self.st.get_dedup, (self.dedup_key(key).as_ref(),))
             .await
             .map_err(|e| driver_error("reading a dedup record", e))?
             .into_rows_result()
@@ -1021,7 +1070,7 @@ impl Store for ScyllaStore {
     async fn get_app(&self, app: AppId) -> Result<Option<AppRecord>, StoreError> {
         let rows = self
             .session
-            .execute_unpaged(&self.st.get_app, (app_cql(app),))
+            .execute_unpaged(&self.st.get_app, (self.app(app),))
             .await
             .map_err(|e| driver_error("reading an app", e))?
             .into_rows_result()
@@ -1043,7 +1092,7 @@ impl Store for ScyllaStore {
         check_device_id(device_id)?;
         let rows = self
             .session
-            .execute_unpaged(&self.st.get_acks, (app_cql(app), user.as_str(), device_id))
+            .execute_unpaged(&self.st.get_acks, (self.app(app), user.as_str(), device_id))
             .await
             .map_err(|e| driver_error("reading device acks", e))?
             .into_rows_result()
@@ -1063,7 +1112,7 @@ impl Store for ScyllaStore {
     async fn get_message_index(&self, app: AppId, message_key: u64) -> Result<Option<MessageLocator>, StoreError> {
         let rows = self
             .session
-            .execute_unpaged(&self.st.get_msg_index, (app_cql(app), to_cql(message_key)))
+            .execute_unpaged(&self.st.get_msg_index, (self.app(app), to_cql(message_key)))
             .await
             .map_err(|e| driver_error("reading a message locator", e))?
             .into_rows_result()
@@ -1100,7 +1149,7 @@ impl Store for ScyllaStore {
         // Paged: a user may have read marks on very many peers.
         let mut rows = self
             .session
-            .execute_iter(self.st.get_marks.clone(), (app_cql(app), user.as_str()))
+            .execute_iter(self.st.get_marks.clone(), (self.app(app), user.as_str()))
             .await
             .map_err(|e| driver_error("reading read marks", e))?
             .rows_stream::<(String, Option<i64>)>()
@@ -1131,10 +1180,11 @@ mod tests {
         for w in values.windows(2) {
             assert!(max_register_ts(w[0]) <= max_register_ts(w[1]), "{w:?}");
         }
-        for w in values[1..].windows(2) {
-            assert!(max_register_ts(w[0]) < max_register_ts(w[1]), "{w:?}");
-        }
-        assert!(values.iter().all(|&v| max_register_ts(v) > i64::MIN));
+        // Never in the future (ScyllaDB refuses > 3 days ahead), never the reserved MIN.
+        assert!(values.iter().all(|&v| (i64::MIN + 1..=0).contains(&max_register_ts(v))));
+        assert_eq!(max_register_ts(u64::MAX), 0);
+        assert_eq!(max_register_ts(0), max_register_ts(1));
+        assert!(max_register_ts(1) < max_register_ts(2));
     }
 
     #[test]
