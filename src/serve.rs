@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tern_gateway::{AppSecrets, GatewayConfig};
+use tern_gateway::{AppSecrets, GatewayConfig, GatewayExtras};
 use tern_logic::server::BoundLogic;
 use tern_logic::{AppConfig, AppRegistry, Logic, LogicConfig};
 use tern_storage::{EmbeddedConfig, EmbeddedStore, Store};
@@ -174,9 +174,11 @@ pub fn logic(c: TernConfig) -> anyhow::Result<()> {
 /// `tern gateway`.
 pub fn gateway(c: TernConfig) -> anyhow::Result<()> {
     init_tracing(&c.log);
-    let _metrics = install_metrics()?;
+    let metrics = install_metrics()?;
     let (apps, _) = resolve_apps(&c, false)?;
-    let gateway = tern_gateway::start(c.gateway.clone(), secrets(&apps)).context("starting the gateway")?;
+    let extras = GatewayExtras { metrics_render: Some(Box::new(move || metrics.render())) };
+    let gateway =
+        tern_gateway::start_with(c.gateway.clone(), secrets(&apps), extras).context("starting the gateway")?;
     println!(
         "tern gateway listening tcp={} ws={} link={} id={}",
         gateway.local_tcp_addr(),
@@ -184,6 +186,9 @@ pub fn gateway(c: TernConfig) -> anyhow::Result<()> {
         c.gateway.link_addr,
         gateway.gateway_id()
     );
+    if let Some(m) = gateway.local_metrics_addr() {
+        println!("  metrics   http://{m}/metrics");
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(shutdown_signal());
     gateway.shutdown();

@@ -50,12 +50,15 @@ async fn load(t: &Tern, cycle: usize, acked: Arc<Mutex<Vec<Acked>>>) -> Vec<toki
                 if c.send(&message::send(rid, &client_id, &to, &elems, 0)).await.is_err() {
                     return;
                 }
-                match c.recv_until(|f| f.request_id() == rid && f.body_type() == Body::SendAck, Duration::from_secs(10)).await
+                match c
+                    .recv_until(|f| f.request_id() == rid && f.body_type() == Body::SendAck, Duration::from_secs(10))
+                    .await
                 {
                     Ok((f, _)) => {
                         let a = f.frame().body_as_send_ack().unwrap();
                         assert_eq!(a.code(), codes::OK, "send refused: {}", f.describe());
-                        let rec = Acked { from: from.clone(), to: to.clone(), client_id, key: a.message_key(), seq: a.seq() };
+                        let rec =
+                            Acked { from: from.clone(), to: to.clone(), client_id, key: a.message_key(), seq: a.seq() };
                         acked.lock().unwrap().push(rec);
                     }
                     Err(_) => return,

@@ -188,7 +188,11 @@ async fn run(seed: u64, steps: usize) {
                 assert_eq!(a.code(), codes::OK, "step {step}: {}", f.describe());
                 if resend {
                     let orig = sent_ids[from].iter().find(|(x, ..)| *x == id).unwrap();
-                    assert_eq!((a.message_key(), a.seq()), (orig.2, orig.3), "step {step}: resend created a new message");
+                    assert_eq!(
+                        (a.message_key(), a.seq()),
+                        (orig.2, orig.3),
+                        "step {step}: resend created a new message"
+                    );
                 } else {
                     sent_ids[from].push((id, to, a.message_key(), a.seq()));
                     acked.insert(a.message_key(), (from, to));
