@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tern_gateway::GatewayConfig;
 use tern_logic::config::{HttpConfig, LinkConfig, MessageConfig};
 use tern_logic::AppConfig;
-use tern_storage::Durability;
+use tern_storage::{Durability, ScyllaConfig};
 
 /// Where `tern` keeps its data when nothing says otherwise: beside the working
 /// directory, so a first run needs no setup and leaves nothing elsewhere.
@@ -59,6 +59,8 @@ pub struct StorageConfig {
     /// Embedded store: `process` (survives a process crash; default) or `fsync`
     /// (survives power loss; one fsync per group-committed batch).
     pub durability: Durability,
+    /// The ScyllaDB (or Cassandra) cluster, when `backend = "scylla"`.
+    pub scylla: ScyllaConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
@@ -67,6 +69,8 @@ pub enum Backend {
     /// fjall in `data_dir/store`.
     #[default]
     Embedded,
+    /// A ScyllaDB / Cassandra cluster (`[storage.scylla]`); run `tern migrate` first.
+    Scylla,
 }
 
 /// Logic-tier knobs that are not listeners.
@@ -198,6 +202,11 @@ fn validate(c: &TernConfig) -> Result<(), ConfigError> {
         }
         if app.admins.is_empty() {
             problems.push(format!("- apps[{i}].admins: at least one admin identifier is needed"));
+        }
+    }
+    if c.storage.backend == Backend::Scylla {
+        if let Err(e) = c.storage.scylla.validate() {
+            problems.push(format!("- storage.scylla: {e}"));
         }
     }
     if c.logic.seq_step == 0 {

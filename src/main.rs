@@ -52,6 +52,8 @@ enum Command {
     Gateway,
     /// Only the logic tier: HTTP API, link endpoint, store.
     Logic,
+    /// Create or upgrade the ScyllaDB schema (`[storage] backend = "scylla"`).
+    Migrate,
     /// Print a user signature (`userSign`) for an app.
     Sig(SigArgs),
     /// Configuration helpers.
@@ -106,6 +108,7 @@ fn main() -> anyhow::Result<()> {
         None | Some(Command::All) => serve::all(load()?),
         Some(Command::Gateway) => serve::gateway(load()?),
         Some(Command::Logic) => serve::logic(load()?),
+        Some(Command::Migrate) => serve::migrate(load()?),
         Some(Command::Sig(ref a)) => {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).context("system clock before 1970")?.as_secs();
             println!("{}", tern_schema::sig::sign(a.secret.as_bytes(), a.app_id, &a.user, now + a.ttl));

@@ -12,7 +12,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tern_gateway::{AppSecrets, GatewayConfig, GatewayExtras};
 use tern_logic::server::BoundLogic;
 use tern_logic::{AppConfig, AppRegistry, Logic, LogicConfig};
-use tern_storage::{EmbeddedConfig, EmbeddedStore, Store};
+use tern_storage::{EmbeddedConfig, EmbeddedStore, ScyllaStore, Store};
 
 use crate::config::{Backend, TernConfig};
 use crate::devapp;
@@ -39,17 +39,49 @@ fn resolve_apps(c: &TernConfig, create_dev_app: bool) -> anyhow::Result<(Vec<App
     Ok((vec![devapp::load_or_create(&c.data_dir, create_dev_app)?], true))
 }
 
-fn open_store(c: &TernConfig) -> anyhow::Result<Arc<dyn Store>> {
+/// Opens the configured store. Runs inside the tokio runtime: the CQL driver needs it.
+async fn open_store(c: &TernConfig) -> anyhow::Result<Arc<dyn Store>> {
     match c.storage.backend {
         Backend::Embedded => {
             let path = c.data_dir.join("store");
             let mut cfg = EmbeddedConfig::new(&path);
             cfg.durability = c.storage.durability;
-            let store = EmbeddedStore::open(cfg)
+            let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(cfg))
+                .await?
                 .with_context(|| format!("opening the embedded store in {}", path.display()))?;
             Ok(Arc::new(store))
         }
+        Backend::Scylla => {
+            let s = &c.storage.scylla;
+            let store = ScyllaStore::connect(s)
+                .await
+                .with_context(|| format!("connecting to ScyllaDB {:?} keyspace {}", s.nodes, s.keyspace))?;
+            Ok(Arc::new(store))
+        }
     }
+}
+
+fn describe_store(c: &TernConfig) -> String {
+    match c.storage.backend {
+        Backend::Embedded => {
+            format!("{} (embedded, durability {:?})", c.data_dir.join("store").display(), c.storage.durability)
+        }
+        Backend::Scylla => format!("scylla {:?} keyspace {}", c.storage.scylla.nodes, c.storage.scylla.keyspace),
+    }
+}
+
+/// `tern migrate`: create or upgrade the ScyllaDB schema.
+pub fn migrate(c: TernConfig) -> anyhow::Result<()> {
+    init_tracing(&c.log);
+    anyhow::ensure!(
+        c.storage.backend == Backend::Scylla,
+        "`tern migrate` applies the ScyllaDB schema; set [storage] backend = \"scylla\" (the embedded store needs no migration)"
+    );
+    c.storage.scylla.validate().context("invalid [storage.scylla]")?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let report = rt.block_on(ScyllaStore::migrate(&c.storage.scylla)).context("migrating the schema")?;
+    println!("{report}");
+    Ok(())
 }
 
 fn logic_config(c: &TernConfig, gateway: Option<(SocketAddr, SocketAddr)>) -> LogicConfig {
@@ -122,9 +154,9 @@ pub fn all(c: TernConfig) -> anyhow::Result<()> {
     init_tracing(&c.log);
     let metrics = install_metrics()?;
     let (apps, dev) = resolve_apps(&c, true)?;
-    let store = open_store(&c)?;
     let rt = runtime()?;
     rt.block_on(async move {
+        let store = open_store(&c).await?;
         let bound = BoundLogic::bind(&c.http.addr, &c.link.addr).await?;
         let gw_config = GatewayConfig { link_addr: bound.link_addr().to_string(), ..c.gateway.clone() };
         let gateway = tern_gateway::start(gw_config, secrets(&apps)).context("starting the gateway")?;
@@ -134,11 +166,7 @@ pub fn all(c: TernConfig) -> anyhow::Result<()> {
         println!("  http      http://{}/  (API docs: /docs, metrics: /metrics)", bound.http_addr());
         println!("  tcp       {tcp}");
         println!("  websocket ws://{ws}/");
-        println!(
-            "  store     {} (embedded, durability {:?})",
-            c.data_dir.join("store").display(),
-            c.storage.durability
-        );
+        println!("  store     {}", describe_store(&c));
         print_apps(&apps, dev, &c);
         println!("  started in {} ms", started.elapsed().as_millis());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -160,8 +188,8 @@ pub fn logic(c: TernConfig) -> anyhow::Result<()> {
     init_tracing(&c.log);
     let metrics = install_metrics()?;
     let (apps, dev) = resolve_apps(&c, true)?;
-    let store = open_store(&c)?;
     runtime()?.block_on(async move {
+        let store = open_store(&c).await?;
         let bound = BoundLogic::bind(&c.http.addr, &c.link.addr).await?;
         let logic = Logic::new(logic_config(&c, None), store, AppRegistry::new(apps.clone()));
         println!("tern logic listening http={} link={}", bound.http_addr(), bound.link_addr());

@@ -124,13 +124,18 @@ sleep 1
 "${LT[@]}" connect --conns "$CONNS" --hold "$HOLD" --http "$HTTP" "${GW_ARGS[@]}" --out-dir "$OUT" || STATUS=1
 stop "${GW_PIDS[@]}" "$LOGIC_PID"
 
-echo "== nats-server (core and JetStream, file storage)"
+echo "== nats-server connect: $CONNS idle connections (a fresh server, as for Tern)"
+start "$WORK/nats-connect.log" nats-server -a 127.0.0.1 -p 14222
+NATS_PID=$STARTED
+"${LT[@]}" connect --target nats-core --addr "$NATS" --conns "$CONNS" --hold "$HOLD" \
+  --gateway-pid "$NATS_PID" --out-dir "$OUT" || STATUS=1
+stop "$NATS_PID"
+
+echo "== nats-server p2p: core, then JetStream (file storage)"
 start "$WORK/nats.log" nats-server -a 127.0.0.1 -p 14222 -js -sd "$WORK/nats"
 NATS_PID=$STARTED
 "${LT[@]}" p2p --target nats-core --addr "$NATS" "${P2P[@]}" || STATUS=1
 "${LT[@]}" p2p --target jetstream --addr "$NATS" "${P2P[@]}" || STATUS=1
-"${LT[@]}" connect --target nats-core --addr "$NATS" --conns "$CONNS" --hold "$HOLD" \
-  --gateway-pid "$NATS_PID" --out-dir "$OUT" || STATUS=1
 stop "$NATS_PID"
 
 echo "== comparison (RATE=$RATE DURATION=$DURATION USERS=$USERS DEVICES=$DEVICES PAYLOAD=$PAYLOAD CONNS=$CONNS)"

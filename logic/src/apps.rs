@@ -31,12 +31,24 @@ pub struct AppConfig {
     /// history (retention by time, never by count).
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
+    /// Most friends one user may have (entries in their own friend list). An add or an
+    /// approval that would pass it is refused with 30018.
+    #[serde(default = "default_max_friends")]
+    pub max_friends: usize,
+    /// Most users one user may block. A block that would pass it is refused with 30019.
+    #[serde(default = "default_max_blacklist")]
+    pub max_blacklist: usize,
 }
 
 /// Two minutes: the customary recall window of IM apps.
 pub const DEFAULT_RECALL_WINDOW_SECS: u64 = 120;
 /// Thirty days of history for devices that come back after a long time.
 pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+/// 3,000 friends: the original system's default, and enough that a friend list (and the
+/// profile fan-out of one change to it) stays a small, bounded amount of work.
+pub const DEFAULT_MAX_FRIENDS: usize = 3_000;
+/// 1,000 blocked users: blocking is rare; the bound keeps the in-memory blacklist small.
+pub const DEFAULT_MAX_BLACKLIST: usize = 1_000;
 
 fn default_recall_window_secs() -> u64 {
     DEFAULT_RECALL_WINDOW_SECS
@@ -44,6 +56,14 @@ fn default_recall_window_secs() -> u64 {
 
 fn default_retention_days() -> u32 {
     DEFAULT_RETENTION_DAYS
+}
+
+fn default_max_friends() -> usize {
+    DEFAULT_MAX_FRIENDS
+}
+
+fn default_max_blacklist() -> usize {
+    DEFAULT_MAX_BLACKLIST
 }
 
 impl AppConfig {
@@ -56,6 +76,8 @@ impl AppConfig {
             login_model: LoginModel::default(),
             recall_window_secs: DEFAULT_RECALL_WINDOW_SECS,
             retention_days: DEFAULT_RETENTION_DAYS,
+            max_friends: DEFAULT_MAX_FRIENDS,
+            max_blacklist: DEFAULT_MAX_BLACKLIST,
         }
     }
 }

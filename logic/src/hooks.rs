@@ -1,13 +1,17 @@
-//! Checks other features add to the message path. Today: none is configured beyond the
-//! user checks in `messages`; the friendship issue's blacklist plugs in here (30007
-//! "they blocked you"), so the send path does not change when it lands.
+//! Checks other features add to the message path, so the send path does not change
+//! when a feature lands. Today: the blacklist (30007 "they blocked you").
 
 use tern_storage::{AppId, UserId};
 
+use crate::friends::{self, errors::THEY_BLOCKED_YOU};
 use crate::messages::Refusal;
 use crate::Logic;
 
-/// Whether `from` may message `to`.
-pub async fn check_send_allowed(_logic: &Logic, _app: AppId, _from: &UserId, _to: &UserId) -> Result<(), Refusal> {
+/// Whether `from` may message `to`: refused with 30007 when `to` blocked `from`.
+pub async fn check_send_allowed(logic: &Logic, app: AppId, from: &UserId, to: &UserId) -> Result<(), Refusal> {
+    if from != to && friends::is_blocked(logic, app, to, from).await? {
+        // "recipient ..." is renamed to "toId: recipient ..." by the HTTP layer.
+        return Err(Refusal::new(THEY_BLOCKED_YOU, "recipient has blocked the sender"));
+    }
     Ok(())
 }

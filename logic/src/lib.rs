@@ -11,6 +11,7 @@
 
 pub mod apps;
 pub mod config;
+pub mod friends;
 pub mod hooks;
 pub mod http;
 pub mod link;
@@ -45,12 +46,22 @@ pub struct Logic {
     pub sessions: Sessions,
     pub seqs: SeqAllocator,
     pub messaging: messages::Messaging,
+    /// Friend lists, blacklists and friend requests (materialized views of their logs).
+    pub friends: friends::Friends,
 }
 
 impl Logic {
     pub fn new(config: LogicConfig, store: Arc<dyn Store>, apps: AppRegistry) -> Arc<Self> {
         let seqs = SeqAllocator::new(store.clone(), config.seq_step);
-        Arc::new(Self { config, store, apps, sessions: Sessions::new(), seqs, messaging: messages::Messaging::new() })
+        Arc::new(Self {
+            config,
+            store,
+            apps,
+            sessions: Sessions::new(),
+            seqs,
+            messaging: messages::Messaging::new(),
+            friends: friends::Friends::new(),
+        })
     }
 
     /// Appends one entry to a user's `kind` log with the next seq, together with `extra`

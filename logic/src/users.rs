@@ -556,11 +556,27 @@ impl Users {
         self.logic.sessions.send_to_user(app, user, &frame, None);
     }
 
-    /// Seam for the friendship feature: a profile change must reach the user's friends'
-    /// `Profile` logs (write fan-out, as with 1:1 messages, so each friend's
-    /// `syncUserData` stays one range read of their own log) and notify their devices.
-    /// There are no friendships yet, so there is nothing to do.
-    async fn fan_out_to_friends(&self, _app: AppId, _change: &ProfileChange, _seq: Seq) -> Result<(), UserError> {
+    /// A profile change reaches the user's friends' `Profile` logs (write fan-out, as
+    /// with 1:1 messages, so each friend's `syncUserData` stays one range read of their
+    /// own log and keeps its sync invariant: every entry goes through
+    /// `Logic::append_many`) and notifies their online devices. The targets are the
+    /// user's own friend list (see `crate::friends::friend_ids` for what that misses);
+    /// big lists are written in several batches.
+    async fn fan_out_to_friends(&self, app: AppId, change: &ProfileChange, _seq: Seq) -> Result<(), UserError> {
+        /// Friends' log entries per store batch.
+        const CHUNK: usize = 512;
+        let friends = crate::friends::friend_ids(&self.logic, app, &change.user_id).await?;
+        if friends.is_empty() {
+            return Ok(());
+        }
+        let payload = encode_change(change)?;
+        for chunk in friends.chunks(CHUNK) {
+            let entries = chunk.iter().map(|f| (f.clone(), SyncKind::Profile, payload.clone())).collect();
+            let seqs = self.logic.append_many(app, entries, WriteBatch::new()).await?;
+            for (friend, seq) in chunk.iter().zip(seqs) {
+                self.notify_profile(app, friend, seq);
+            }
+        }
         Ok(())
     }
 

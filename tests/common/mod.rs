@@ -76,6 +76,26 @@ fn free_port() -> u16 {
 }
 
 /// Apps: 10000 (login model 4) plus 10001..=10003 with models 1..=3 and 10004 model 4.
+/// `TERN_E2E_BACKEND=scylla` runs the end-to-end tests on the CQL backend (a node from
+/// `scripts/cassandra start`, or `TERN_CQL_NODES`), each server in a fresh keyspace.
+pub fn scylla_backend() -> bool {
+    std::env::var("TERN_E2E_BACKEND").is_ok_and(|v| v == "scylla")
+}
+
+fn storage_toml(dir: &std::path::Path) -> String {
+    if !scylla_backend() {
+        return String::new();
+    }
+    // One keyspace per server directory: stable across restarts of that server.
+    let keyspace = dir.file_name().unwrap().to_string_lossy().replace(['.', '-'], "_").to_lowercase();
+    let nodes = std::env::var("TERN_CQL_NODES").unwrap_or_else(|_| "127.0.0.1:9042".into());
+    let nodes: Vec<String> = nodes.split(',').map(|n| format!("\"{n}\"")).collect();
+    format!(
+        "[storage]\nbackend = \"scylla\"\n[storage.scylla]\nnodes = [{}]\nkeyspace = \"e2e{keyspace}\"\nconsistency = \"one\"\n",
+        nodes.join(", ")
+    )
+}
+
 fn config_toml(dir: &std::path::Path, o: &Options) -> String {
     let mut apps = String::new();
     for (id, model) in [(10_000, 4), (10_001, 1), (10_002, 2), (10_003, 3)] {
@@ -90,7 +110,7 @@ fn config_toml(dir: &std::path::Path, o: &Options) -> String {
         o.heartbeat_timeout_ms / 3,
         o.heartbeat_timeout_ms,
         o.extra_toml,
-        apps + &o.extra_apps
+        storage_toml(dir) + &apps + &o.extra_apps
     )
 }
 
@@ -149,6 +169,12 @@ impl Tern {
     pub fn start_in(mode: Mode, o: Options, dir: tempfile::TempDir) -> Tern {
         let config = dir.path().join("tern.toml");
         std::fs::write(&config, config_toml(dir.path(), &o)).unwrap();
+        if scylla_backend() {
+            // Idempotent: creates the keyspace the first time, no-op on restarts.
+            let out =
+                Command::new(env!("CARGO_BIN_EXE_tern")).arg("migrate").arg("--config").arg(&config).output().unwrap();
+            assert!(out.status.success(), "tern migrate failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
         let ports = ["--http-addr", "127.0.0.1:0", "--tcp-addr", "127.0.0.1:0", "--ws-addr", "127.0.0.1:0"];
         match mode {
             Mode::AllInOne => {

@@ -30,6 +30,8 @@ pub struct RunOutcome {
     pub duplicates: u64,
     pub unexpected: u64,
     pub stray: u64,
+    /// CPU seconds the worker processes spent on the run (the load generator's cost).
+    pub generator_cpu_secs: f64,
     /// Sending window, or first due time → last delivery if that was longer.
     pub effective_secs: f64,
 }
@@ -97,6 +99,7 @@ pub async fn run_once(
         duplicates: 0,
         unexpected: 0,
         stray: 0,
+        generator_cpu_secs: 0.0,
         effective_secs: duration_secs,
     };
     // Generous bound on the whole run: sending, the ack timeout and the drain.
@@ -145,6 +148,7 @@ pub async fn run_once(
                 out.duplicates += d.duplicates;
                 out.unexpected += d.unexpected;
                 out.stray += d.stray;
+                out.generator_cpu_secs += d.cpu_secs;
                 last_delivery = last_delivery.max(d.last_delivery_us);
             }
             _ => {}
@@ -188,6 +192,7 @@ fn p2p_result(load: &LoadPlan, rate: f64, duration: f64, c: &ConnectSummary, o: 
         unexpected: o.unexpected,
         stray: o.stray,
         echoes: o.series.echoes,
+        generator_cpu_secs: o.generator_cpu_secs,
         sent_per_s: per_second(o.sent, duration),
         delivered_per_s: per_second(o.received, o.effective_secs),
         p50_us: d.p50_us,

@@ -109,6 +109,9 @@ pub struct DrainReport {
     /// Messages of another run, or not written by this harness.
     pub stray: u64,
     pub last_delivery_us: u64,
+    /// CPU seconds this worker process has used so far (user + system).
+    #[serde(default)]
+    pub cpu_secs: f64,
     /// The rest of the run's counters since the last tick.
     pub tail: Tick,
 }

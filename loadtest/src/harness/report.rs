@@ -89,6 +89,10 @@ pub struct P2pResult {
     pub unexpected: u64,
     pub stray: u64,
     pub echoes: u64,
+    /// CPU seconds the load generator's workers used for the run: on a small machine
+    /// the generator competes with the server, and this says how hard.
+    #[serde(default)]
+    pub generator_cpu_secs: f64,
     pub sent_per_s: f64,
     pub delivered_per_s: f64,
     pub p50_us: u64,
@@ -200,9 +204,11 @@ impl Series {
         })
     }
 
+    /// The series, without intervals in which nothing happened (the drain's tail).
     pub fn points(&self) -> Vec<SeriesPoint> {
         self.points
             .values()
+            .filter(|(p, _, _)| p.sent + p.acked + p.failed + p.delivered > 0)
             .map(|(p, d, a)| {
                 let mut p = p.clone();
                 p.delivery = d.summary();
@@ -428,6 +434,14 @@ fn p2p_rows(p: &P2pResult) -> Vec<(String, String)> {
         ),
         row("unexpected / stray / echoes", format!("{} / {} / {}", p.unexpected, p.stray, p.echoes)),
         row(
+            "generator CPU",
+            format!(
+                "{:.1} s ({:.2} cores over the sending window)",
+                p.generator_cpu_secs,
+                p.generator_cpu_secs / p.duration_secs.max(1e-9)
+            ),
+        ),
+        row(
             "send→delivered",
             format!(
                 "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
@@ -480,6 +494,7 @@ mod tests {
         s.add(&tick(1, &[100, 200])).unwrap();
         s.add(&tick(1, &[300])).unwrap();
         s.add(&tick(2, &[1_000])).unwrap();
+        s.add(&tick(3, &[])).unwrap();
         let pts = s.points();
         assert_eq!(pts.len(), 2);
         assert_eq!((pts[0].t_s, pts[0].delivered, pts[0].delivery.max_us), (1, 3, 300));

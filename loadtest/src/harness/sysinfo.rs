@@ -6,6 +6,18 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+/// CPU seconds (user + system) this process has used.
+pub fn own_cpu_secs() -> f64 {
+    // SAFETY: rusage is plain integers, for which all-zero is valid; getrusage writes
+    // into a valid, exclusively borrowed struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 /// Resident set size of `pid`, bytes.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -79,5 +91,6 @@ mod tests {
     fn reads_this_process() {
         assert!(rss_bytes(std::process::id()).is_some_and(|b| b > 0));
         assert!(KernelMem::read().slab_bytes > 0);
+        assert!(own_cpu_secs() >= 0.0);
     }
 }

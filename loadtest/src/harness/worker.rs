@@ -151,6 +151,8 @@ pub(crate) struct RunState {
     stray: u64,
     last_delivery_us: u64,
     finished: bool,
+    /// This process's CPU seconds when the run started.
+    cpu_at_start: f64,
 }
 
 #[derive(Default)]
@@ -690,6 +692,7 @@ fn start_run(ctx: &Rc<Ctx>, spec: RunSpec) {
             stray: 0,
             last_delivery_us: 0,
             finished: false,
+            cpu_at_start: crate::harness::sysinfo::own_cpu_secs(),
         });
     }
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -841,6 +844,7 @@ async fn drain(ctx: Rc<Ctx>, run: u32, failed: Vec<u64>, deadline_us: u64) {
     report.duplicates = r.duplicates;
     report.stray = r.stray;
     report.last_delivery_us = r.last_delivery_us;
+    report.cpu_secs = crate::harness::sysinfo::own_cpu_secs() - r.cpu_at_start;
     let sec = ((mono_us().saturating_sub(r.sched.t0_us)) / 1_000_000) as u32 + 1;
     report.tail = r.tick.take(run, sec);
     r.finished = true;

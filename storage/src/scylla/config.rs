@@ -30,8 +30,9 @@ pub const DEFAULT_MESSAGE_TTL_SECS: u64 = 0;
 /// what both Cassandra and ScyllaDB can represent.
 pub const MAX_MESSAGE_TTL_SECS: u64 = 5 * 365 * 24 * 3600;
 
-/// How to reach a ScyllaDB (or Cassandra) cluster and which keyspace to use.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// How to reach a ScyllaDB (or Cassandra) cluster and which keyspace to use. `Debug`
+/// hides the password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScyllaConfig {
     /// Contact points, `host:port` (default `["127.0.0.1:9042"]`). On ScyllaDB list the
@@ -48,12 +49,16 @@ pub struct ScyllaConfig {
     pub consistency: Consistency,
     /// Prefer this datacenter's nodes as coordinators and fail over to no other DC. Set it
     /// in multi-DC clusters, or LOCAL_* consistency may be served by a remote DC.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub local_datacenter: Option<String>,
     /// User name for password authentication (with `password`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// Password for password authentication (with `username`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
     /// TLS to the nodes; absent = plain TCP.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<ScyllaTlsConfig>,
     /// Time to open a connection to a node, milliseconds.
     pub connect_timeout_ms: u64,
@@ -81,6 +86,24 @@ impl Default for ScyllaConfig {
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             message_ttl_secs: DEFAULT_MESSAGE_TTL_SECS,
         }
+    }
+}
+
+impl std::fmt::Debug for ScyllaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScyllaConfig")
+            .field("nodes", &self.nodes)
+            .field("keyspace", &self.keyspace)
+            .field("replication", &self.replication)
+            .field("consistency", &self.consistency)
+            .field("local_datacenter", &self.local_datacenter)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("message_ttl_secs", &self.message_ttl_secs)
+            .finish()
     }
 }
 
@@ -250,10 +273,10 @@ pub struct ScyllaTlsConfig {
     pub ca_file: PathBuf,
     /// PEM client certificate chain, for clusters that require client certificates (with
     /// `key_file`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_file: Option<PathBuf>,
     /// PEM private key of `cert_file`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
 }
 
@@ -310,6 +333,23 @@ mod tests {
         assert_eq!(c.keyspace, "tern");
         assert_eq!(c.consistency, Consistency::LocalQuorum);
         assert_eq!(c.replication.to_cql(), "{'class': 'SimpleStrategy', 'replication_factor': 1}");
+    }
+
+    #[test]
+    fn defaults_roundtrip_through_toml() {
+        let text = toml::to_string(&ScyllaConfig::default()).unwrap();
+        assert!(text.contains("class = \"SimpleStrategy\""), "{text}");
+        assert_eq!(toml::from_str::<ScyllaConfig>(&text).unwrap(), ScyllaConfig::default());
+        let with_tls = ScyllaConfig {
+            tls: Some(ScyllaTlsConfig { ca_file: "/ca.pem".into(), cert_file: None, key_file: None }),
+            username: Some("u".into()),
+            password: Some("p".into()),
+            ..ScyllaConfig::default()
+        };
+        let text = toml::to_string(&with_tls).unwrap();
+        assert_eq!(toml::from_str::<ScyllaConfig>(&text).unwrap(), with_tls);
+        let debug = format!("{with_tls:?}");
+        assert!(debug.contains("<redacted>") && !debug.contains("\"p\""), "{debug}");
     }
 
     #[test]

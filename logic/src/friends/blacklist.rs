@@ -1,0 +1,87 @@
+//! The blacklist: block, unblock, list, sync, and the check the message path and
+//! friend adds use. Blocking is one-sided state of the blocker (a Blacklist log entry);
+//! it leaves friend lists alone.
+
+use tern_storage::{AppId, Seq, StoreError, SyncKind, UserId};
+
+use super::errors::{BLACKLIST_LIMIT, NOT_BLOCKED};
+use super::friendship::SyncPage;
+use super::records::{BlockRecord, Record, VERSION};
+use super::view::Blocked;
+use super::{commit, limits, read_records, users, FriendError};
+use crate::{now_ms, Logic};
+
+/// What a block did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockOutcome {
+    /// Blocked now; `from`'s Blacklist seq.
+    Blocked(Seq),
+    /// Was blocked already (nothing written); the seq of that entry.
+    AlreadyBlocked(Seq),
+}
+
+/// `from` blocks `to`: `to` can no longer message `from` (30007) or add them.
+pub async fn block(logic: &Logic, app: AppId, from: &UserId, to: &UserId) -> Result<BlockOutcome, FriendError> {
+    if from == to {
+        return Err(FriendError::invalid("toId", "cannot block yourself"));
+    }
+    users(logic, app, &[from], true).await?;
+    // Deleted users may be blocked (harmless); unknown ids may not (typos).
+    users(logic, app, &[to], false).await?;
+    let (_, max) = limits(logic, app);
+    let mut locked = logic.friends.lock(logic, app, [from]).await?;
+    let v = locked.view(from);
+    if let Some(b) = v.blocked(to) {
+        return Ok(BlockOutcome::AlreadyBlocked(b.seq));
+    }
+    if v.blocked_count() >= max {
+        return Err(FriendError::refused(BLACKLIST_LIMIT, format!("the blacklist of `{from}` is full ({max} users)")));
+    }
+    let rec = Record::Block(BlockRecord { v: VERSION, to_id: to.clone(), deleted: false, add_time: now_ms() });
+    let seqs = commit(logic, &mut locked, vec![(from.clone(), rec)]).await?;
+    Ok(BlockOutcome::Blocked(seqs[0]))
+}
+
+/// `from` unblocks `to` (30010 if `to` is not blocked). Returns `from`'s Blacklist seq.
+pub async fn unblock(logic: &Logic, app: AppId, from: &UserId, to: &UserId) -> Result<Seq, FriendError> {
+    users(logic, app, &[from], true).await?;
+    let mut locked = logic.friends.lock(logic, app, [from]).await?;
+    if locked.view(from).blocked(to).is_none() {
+        return Err(FriendError::refused(NOT_BLOCKED, format!("toId: `{to}` is not in the blacklist of `{from}`")));
+    }
+    let rec = Record::Block(BlockRecord { v: VERSION, to_id: to.clone(), deleted: true, add_time: 0 });
+    let seqs = commit(logic, &mut locked, vec![(from.clone(), rec)]).await?;
+    Ok(seqs[0])
+}
+
+/// `user`'s blacklist, by entry seq.
+pub async fn blacklist(logic: &Logic, app: AppId, user: &UserId) -> Result<Vec<(UserId, Blocked)>, FriendError> {
+    users(logic, app, &[user], false).await?;
+    let locked = logic.friends.lock(logic, app, [user]).await?;
+    Ok(locked.view(user).blacklist())
+}
+
+/// Whether `owner` blocked `peer` (the send path's check).
+pub async fn is_blocked(logic: &Logic, app: AppId, owner: &UserId, peer: &UserId) -> Result<bool, StoreError> {
+    let locked = logic.friends.lock(logic, app, [owner]).await?;
+    Ok(locked.view(owner).blocked(peer).is_some())
+}
+
+/// Blacklist changes of `user` after `after` (unblocks as tombstones).
+pub async fn sync_blacklist(
+    logic: &Logic,
+    app: AppId,
+    user: &UserId,
+    after: Seq,
+    limit: usize,
+) -> Result<SyncPage<BlockRecord>, FriendError> {
+    let (records, max_seq, completed) = read_records(logic, app, user, SyncKind::Blacklist, after, limit).await?;
+    let entries = records
+        .into_iter()
+        .filter_map(|(seq, r)| match r {
+            Record::Block(b) => Some((seq, b)),
+            _ => None,
+        })
+        .collect();
+    Ok(SyncPage { max_seq, completed, entries })
+}

@@ -1,0 +1,365 @@
+//! Friendships, the blacklist and friend requests: the business rules behind
+//! `/v1/friendship/...`, `/v1/blackList/...` and `/v1/friendshipRequest/...`, and the
+//! blacklist check of the message path.
+//!
+//! # Storage design
+//!
+//! The source of truth is three per-user sync logs of the existing `Store`:
+//! `Friendship` (the owner's friend list), `Blacklist` (whom the owner blocked) and
+//! `FriendRequest` (requests the owner sent or received). Every change appends, with
+//! the next seq of that log, an entry holding the **full new state** of one relation of
+//! the owner — or a tombstone when it is removed (see [`records`], versioned JSON). A
+//! two-way change (a mutual add, a two-way delete, an approval, a request) appends to
+//! both users' logs in ONE durable batch (`Logic::append_many`). Sync calls are
+//! therefore plain range reads of one log up to the committed watermark: they return
+//! exactly the changes after `lastSequence`, deletions included, in order.
+//!
+//! Reads of *current* state (check, getRelation, get, getFriendRequest, the send-path
+//! blacklist check, the profile fan-out) use a **materialized view** per (app, user)
+//! ([`view::View`]): built on first access by folding the user's three logs from seq 0,
+//! then updated in place, with the same fold function, after each durable write. The
+//! view is coherent because this logic node is the single writer of its users' logs and
+//! every read-modify-write holds the per-user view lock for its whole duration — both
+//! users' locks, taken in a stable (user id) order, for two-way changes. A write that
+//! fails drops the views it touched (the store may or may not have applied it), so the
+//! next access rebuilds them from the log; a view can never claim something the log
+//! does not say.
+//!
+//! Future work (not built): log compaction or snapshots (today a view load reads the
+//! user's whole relation history, and logs grow with every change); evicting idle views
+//! (today a loaded view stays in memory for the life of the process, like the seq
+//! allocator's state); and an index of *who lists a user* (the profile fan-out goes to
+//! the user's own friend list, which is exact for two-way friendships, see
+//! [`friend_ids`]).
+//!
+//! # Rules kept here
+//!
+//! - `friendAllowType` of the target: 1 anyone → friends at once; 2 needs approval → a
+//!   friend request; 3 nobody (or `disableAddFriend`) → refused (30017). If the target
+//!   already lists the adder, no consent is needed.
+//! - Blocks: adding someone you blocked is 30006, adding someone who blocked you is
+//!   30007 (so is messaging them); approving applies the same checks.
+//! - Adds are idempotent (re-adding a friend, re-blocking, re-sending an identical
+//!   pending request change nothing and bump no seq); removing what is not there is an
+//!   error (30003 / 30008 / 30010).
+//! - Limits per app: `max_friends` (30018) and `max_blacklist` (30019); field lengths
+//!   below, in characters.
+//! - Every change notifies every online device of each user whose log moved with a
+//!   sync-notify of (kind, seq); HTTP calls have no acting device, so all of them.
+//!
+//! This module must never know about HTTP (no status codes, JSON paths of a request or
+//! axum types) and never encode wire frames itself beyond `tern_schema::encode`.
+
+mod blacklist;
+mod friendship;
+pub mod records;
+mod requests;
+pub mod view;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tern_schema::client;
+use tern_schema::encode;
+use tern_storage::{AppId, Seq, StoreError, SyncKind, UserId, UserRecord};
+use tokio::sync::OwnedMutexGuard;
+
+pub use blacklist::{blacklist, block, is_blocked, sync_blacklist, unblock, BlockOutcome};
+pub use friendship::{
+    add, check, delete, friend_ids, get_relation, list, sync_friends, update, AddFriend, AddOutcome, CheckStatus,
+    DeleteTarget, FriendPage, Relation, SyncPage, Updated,
+};
+pub use requests::{approve, list_requests, read_all, RequestList};
+pub use view::{Blocked, Direction, Friend, Request, APPROVED, PENDING, REJECTED};
+
+use crate::messages::keys::MessageKeys;
+use crate::{now_ms, Logic};
+use records::Record;
+use view::View;
+
+/// Friendship error codes (30000s), listed in the HTTP docs.
+pub mod errors {
+    /// Reserved: already friends. Re-adding a friend is idempotent and answers 200
+    /// with `result: 3`, so nothing answers this code today.
+    pub const ALREADY_FRIENDS: u32 = 30002;
+    /// The user named is not in `fromId`'s friend list.
+    pub const NOT_FRIENDS: u32 = 30003;
+    /// `fromId` blocked the other user (unblock first).
+    pub const YOU_BLOCKED_THEM: u32 = 30006;
+    /// The other user blocked `fromId`: no adding, no messages.
+    pub const THEY_BLOCKED_YOU: u32 = 30007;
+    /// Neither user lists the other (two-way delete).
+    pub const NO_RELATION: u32 = 30008;
+    /// The user is not in `fromId`'s blacklist.
+    pub const NOT_BLOCKED: u32 = 30010;
+    /// The request was sent by `fromId`, not to them: only its recipient decides.
+    pub const NOT_YOUR_REQUEST: u32 = 30011;
+    /// No such request among `fromId`'s requests.
+    pub const NO_SUCH_REQUEST: u32 = 30012;
+    /// The request was already approved or rejected (new to Tern).
+    pub const REQUEST_HANDLED: u32 = 30013;
+    /// The target accepts no friend requests: `friendAllowType` 3 or
+    /// `disableAddFriend` (new to Tern).
+    pub const ADD_FORBIDDEN: u32 = 30017;
+    /// A friend list would pass the app's `max_friends` (new to Tern).
+    pub const FRIEND_LIMIT: u32 = 30018;
+    /// The blacklist would pass the app's `max_blacklist` (new to Tern).
+    pub const BLACKLIST_LIMIT: u32 = 30019;
+}
+
+/// Longest `remark` (the owner's name for a friend), in characters.
+pub const MAX_REMARK_CHARS: usize = 64;
+/// Longest `addSource` (where the add came from, e.g. "search"), in characters.
+pub const MAX_ADD_SOURCE_CHARS: usize = 32;
+/// Longest `addWording` (the greeting of a request), in characters.
+pub const MAX_ADD_WORDING_CHARS: usize = 256;
+/// Longest `extra` (business data of one friend entry), in characters: as a profile's.
+pub const MAX_EXTRA_CHARS: usize = 4096;
+/// Most log entries written in one store batch by bulk changes (delete-all, read-all);
+/// bigger changes are written as several batches.
+const MAX_BATCH_ENTRIES: usize = 512;
+
+/// Why a relation operation failed. `code()` gives the documented API code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FriendError {
+    /// A field is invalid; `field` is its API name relative to the item (e.g.
+    /// `remark`); the caller prefixes where the item sits in its request.
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    /// The user was never imported into this app.
+    #[error("no such user: {0}")]
+    NotFound(UserId),
+    /// The user was deleted.
+    #[error("user {0} is deleted")]
+    Deleted(UserId),
+    /// A rule refused the change (a 30000s code from [`errors`]).
+    #[error("{message}")]
+    Refused { code: u32, message: String },
+    /// Storage failed (or returned data that does not decode).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl FriendError {
+    pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> Self {
+        FriendError::Invalid { field: field.to_string(), reason: reason.into() }
+    }
+
+    pub(crate) fn refused(code: u32, message: impl Into<String>) -> Self {
+        FriendError::Refused { code, message: message.into() }
+    }
+
+    /// The documented API error code.
+    pub fn code(&self) -> u32 {
+        match self {
+            FriendError::Invalid { .. } => tern_schema::codes::BAD_PARAMETER,
+            FriendError::NotFound(_) => tern_schema::codes::USER_NOT_FOUND,
+            FriendError::Deleted(_) => tern_schema::codes::USER_DELETED,
+            FriendError::Refused { code, .. } => *code,
+            FriendError::Store(_) => tern_schema::codes::INTERNAL,
+        }
+    }
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<View>>>;
+
+const SHARDS: usize = 64;
+
+/// The relation state of the logic node: one lazily loaded view per (app, user) behind
+/// its own lock, and the generator of friend request ids.
+pub struct Friends {
+    shards: Box<[Mutex<HashMap<(AppId, UserId), Slot>>]>,
+    request_ids: MessageKeys,
+}
+
+impl Default for Friends {
+    fn default() -> Self {
+        Self { shards: (0..SHARDS).map(|_| Mutex::default()).collect(), request_ids: MessageKeys::new() }
+    }
+}
+
+impl Friends {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn slot(&self, app: AppId, user: &UserId) -> Slot {
+        use std::hash::{Hash, Hasher};
+        // DefaultHasher::new() has fixed keys: a user always lands in one shard.
+        let mut h = std::hash::DefaultHasher::new();
+        app.0.hash(&mut h);
+        user.as_str().hash(&mut h);
+        let shard = &self.shards[(h.finish() as usize) % SHARDS];
+        let mut g = shard.lock().unwrap_or_else(|p| p.into_inner());
+        g.entry((app, user.clone())).or_default().clone()
+    }
+
+    /// A new request id: unique in the app, time-ordered.
+    fn next_request_id(&self) -> u64 {
+        self.request_ids.next(now_ms())
+    }
+
+    /// Locks the views of `users` (each once, in user id order, so two callers never
+    /// wait for each other in a cycle), loading any not yet in memory.
+    pub(crate) async fn lock<'a>(
+        &self,
+        logic: &Logic,
+        app: AppId,
+        users: impl IntoIterator<Item = &'a UserId>,
+    ) -> Result<Locked, StoreError> {
+        let mut ids: Vec<UserId> = users.into_iter().cloned().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut guards = Vec::with_capacity(ids.len());
+        for id in ids {
+            let mut g = self.slot(app, &id).lock_owned().await;
+            if g.is_none() {
+                *g = Some(View::load(logic, app, &id).await?);
+            }
+            guards.push((id, g));
+        }
+        Ok(Locked { app, guards })
+    }
+}
+
+/// Locked views of some users (sorted by id).
+pub(crate) struct Locked {
+    app: AppId,
+    guards: Vec<(UserId, OwnedMutexGuard<Option<View>>)>,
+}
+
+impl Locked {
+    /// The view of a locked user. Callers only ask for users they locked.
+    pub(crate) fn view(&self, user: &UserId) -> &View {
+        let i = self.index(user);
+        self.guards[i].1.as_ref().expect("locked views are loaded until a failed write drops them")
+    }
+
+    fn view_mut(&mut self, user: &UserId) -> &mut View {
+        let i = self.index(user);
+        self.guards[i].1.as_mut().expect("locked views are loaded until a failed write drops them")
+    }
+
+    fn index(&self, user: &UserId) -> usize {
+        self.guards.binary_search_by(|(id, _)| id.cmp(user)).unwrap_or_else(|_| panic!("{user} is not locked"))
+    }
+
+    /// Drops every view held: the next access rebuilds them from the log.
+    fn invalidate(&mut self) {
+        for (_, g) in &mut self.guards {
+            **g = None;
+        }
+    }
+}
+
+/// Writes `changes` (owner, record) in one durable batch, then folds them into the
+/// owners' views and notifies the owners' devices. Returns the seqs in input order.
+/// A failure drops every view held by `locked` (see the module docs). The owners must
+/// all be locked.
+pub(crate) async fn commit(
+    logic: &Logic,
+    locked: &mut Locked,
+    changes: Vec<(UserId, Record)>,
+) -> Result<Vec<Seq>, FriendError> {
+    if changes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut entries = Vec::with_capacity(changes.len());
+    for (owner, rec) in &changes {
+        entries.push((owner.clone(), rec.kind(), rec.encode()?));
+    }
+    let seqs = match logic.append_many(locked.app, entries, tern_storage::WriteBatch::new()).await {
+        Ok(s) => s,
+        Err(e) => {
+            locked.invalidate();
+            return Err(e.into());
+        }
+    };
+    let mut latest: Vec<(UserId, SyncKind, Seq)> = Vec::new();
+    for ((owner, rec), seq) in changes.into_iter().zip(&seqs) {
+        let kind = rec.kind();
+        locked.view_mut(&owner).apply(*seq, rec);
+        match latest.iter_mut().find(|(u, k, _)| *u == owner && *k == kind) {
+            Some(l) => l.2 = l.2.max(*seq),
+            None => latest.push((owner, kind, *seq)),
+        }
+    }
+    metrics::counter!("tern_friend_log_entries_total").increment(seqs.len() as u64);
+    for (owner, kind, seq) in latest {
+        notify(logic, locked.app, &owner, kind, seq);
+    }
+    Ok(seqs)
+}
+
+/// [`commit`] for bulk changes: groups of entries that must land together (e.g. both
+/// sides of one two-way delete) are packed into batches of at most
+/// [`MAX_BATCH_ENTRIES`] entries.
+pub(crate) async fn commit_groups(
+    logic: &Logic,
+    locked: &mut Locked,
+    groups: Vec<Vec<(UserId, Record)>>,
+) -> Result<Vec<Seq>, FriendError> {
+    let mut seqs = Vec::new();
+    let mut batch = Vec::new();
+    for group in groups {
+        if !batch.is_empty() && batch.len() + group.len() > MAX_BATCH_ENTRIES {
+            seqs.extend(commit(logic, locked, std::mem::take(&mut batch)).await?);
+        }
+        batch.extend(group);
+    }
+    seqs.extend(commit(logic, locked, batch).await?);
+    Ok(seqs)
+}
+
+/// Tells every online device of `user` that its `kind` log reached `seq`.
+fn notify(logic: &Logic, app: AppId, user: &UserId, kind: SyncKind, seq: Seq) {
+    let frame = encode::sync_notify(client::SyncKind(kind.as_u8()), seq.0);
+    logic.sessions.send_to_user(app, user, &frame, None);
+}
+
+/// The app's limits: (max friends, max blacklist).
+fn limits(logic: &Logic, app: AppId) -> (usize, usize) {
+    logic.apps.get(app).map_or((crate::apps::DEFAULT_MAX_FRIENDS, crate::apps::DEFAULT_MAX_BLACKLIST), |a| {
+        (a.max_friends, a.max_blacklist)
+    })
+}
+
+/// The records of `ids`, requiring each to exist and, if `live`, not be deleted.
+async fn users(logic: &Logic, app: AppId, ids: &[&UserId], live: bool) -> Result<Vec<UserRecord>, FriendError> {
+    let owned: Vec<UserId> = ids.iter().map(|u| (*u).clone()).collect();
+    let found = logic.store.get_users(app, &owned).await?;
+    let mut out = Vec::with_capacity(found.len());
+    for (id, rec) in owned.into_iter().zip(found) {
+        match rec {
+            None => return Err(FriendError::NotFound(id)),
+            Some(r) if live && r.deleted => return Err(FriendError::Deleted(id)),
+            Some(r) => out.push(r),
+        }
+    }
+    Ok(out)
+}
+
+fn check_len(field: &str, value: &str, max: usize) -> Result<(), FriendError> {
+    if value.chars().count() > max {
+        return Err(FriendError::invalid(field, format!("longer than {max} characters")));
+    }
+    Ok(())
+}
+
+/// A page of a sync log.
+pub(crate) async fn read_records(
+    logic: &Logic,
+    app: AppId,
+    user: &UserId,
+    kind: SyncKind,
+    after: Seq,
+    limit: usize,
+) -> Result<(Vec<(Seq, Record)>, Seq, bool), FriendError> {
+    users(logic, app, &[user], false).await?;
+    let (raw, max_seq, completed) = logic.read_synced(app, user, kind, after, limit).await?;
+    let mut out = Vec::with_capacity(raw.len());
+    for e in &raw {
+        out.push((e.seq, Record::decode(app, user, kind, e)?));
+    }
+    Ok((out, max_seq, completed))
+}
