@@ -61,6 +61,8 @@ enum Command {
     Config(ConfigCommand),
     /// A small interactive client: logs in and prints every frame it receives.
     Client(tern_loadtest::cli::ClientArgs),
+    /// Load tests against a running Tern (loopback only): connect, p2p, sync, ramp.
+    Loadtest(tern_loadtest::harness::LoadtestArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -122,6 +124,7 @@ fn main() -> anyhow::Result<()> {
             print!("{}", toml::to_string(&load()?).context("rendering the configuration")?);
             Ok(())
         }
+        Some(Command::Loadtest(args)) => tern_loadtest::harness::run_loadtest(args),
         Some(Command::Client(args)) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(tern_loadtest::cli::run_client(args))

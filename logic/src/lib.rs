@@ -116,6 +116,27 @@ impl Logic {
         result.map(|()| allocs.iter().map(|a| a.first).collect())
     }
 
+    /// Writes a batch, retrying a failed write of the same (idempotent) batch a few times
+    /// before giving up. On a backend whose multi-statement writes are not atomic (CQL),
+    /// a retry completes a partially applied batch instead of leaving half of it behind.
+    pub async fn write_retrying(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        const ATTEMPTS: u32 = 3;
+        let mut delay = std::time::Duration::from_millis(20);
+        for attempt in 1..ATTEMPTS {
+            match self.store.write(batch.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::InvalidArgument(e)) => return Err(StoreError::InvalidArgument(e)),
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "store write failed; retrying the same batch");
+                    metrics::counter!("tern_store_write_retries_total").increment(1);
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                }
+            }
+        }
+        self.store.write(batch).await
+    }
+
     /// Reads a user's `kind` log after `after`, at most `limit` entries, never past the
     /// committed watermark. Returns (entries, watermark, completed).
     pub async fn read_synced(

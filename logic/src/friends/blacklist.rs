@@ -47,7 +47,7 @@ pub async fn unblock(logic: &Logic, app: AppId, from: &UserId, to: &UserId) -> R
     users(logic, app, &[from], true).await?;
     let mut locked = logic.friends.lock(logic, app, [from]).await?;
     if locked.view(from).blocked(to).is_none() {
-        return Err(FriendError::refused(NOT_BLOCKED, format!("toId: `{to}` is not in the blacklist of `{from}`")));
+        return Err(FriendError::refused(NOT_BLOCKED, format!("`{to}` is not in the blacklist of `{from}`")));
     }
     let rec = Record::Block(BlockRecord { v: VERSION, to_id: to.clone(), deleted: true, add_time: 0 });
     let seqs = commit(logic, &mut locked, vec![(from.clone(), rec)]).await?;

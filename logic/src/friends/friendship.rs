@@ -72,7 +72,7 @@ pub async fn add(logic: &Logic, app: AppId, req: AddFriend) -> Result<AddOutcome
     // A target that already lists the adder has consented.
     if !b.has_friend(&req.from) {
         if target.disable_add_friend || target.friend_allow_type == 3 {
-            return Err(FriendError::refused(ADD_FORBIDDEN, format!("toId: `{}` accepts no friend requests", req.to)));
+            return Err(FriendError::refused(ADD_FORBIDDEN, format!("`{}` accepts no friend requests", req.to)));
         }
         if target.friend_allow_type == 2 {
             return request(logic, &mut locked, req).await;
@@ -289,7 +289,7 @@ pub async fn update(
     users(logic, app, &[from], true).await?;
     let mut locked = logic.friends.lock(logic, app, [from]).await?;
     let Some(f) = locked.view(from).friend(to).cloned() else {
-        return Err(FriendError::refused(NOT_FRIENDS, format!("toId: `{to}` is not a friend of `{from}`")));
+        return Err(FriendError::refused(NOT_FRIENDS, format!("`{to}` is not a friend of `{from}`")));
     };
     let new_remark = remark.unwrap_or_else(|| f.remark.clone());
     let new_extra = extra.unwrap_or_else(|| f.extra.clone());

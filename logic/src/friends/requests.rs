@@ -79,7 +79,7 @@ pub async fn approve(logic: &Logic, app: AppId, approver: &UserId, id: u64, agre
     let req = find(&found, id)?.clone();
     if req.record.status != PENDING {
         let what = if req.record.status == APPROVED { "approved" } else { "rejected" };
-        return Err(FriendError::refused(REQUEST_HANDLED, format!("id: request {id} was already {what}")));
+        return Err(FriendError::refused(REQUEST_HANDLED, format!("request {id} was already {what}")));
     }
     let now = now_ms();
     let mut rec = req.record;
@@ -116,10 +116,12 @@ pub async fn approve(logic: &Logic, app: AppId, approver: &UserId, id: u64, agre
 /// The request if the owner received it: 30012 if unknown, 30011 if the owner sent it.
 fn find(found: &Option<(Direction, Request)>, id: u64) -> Result<&Request, FriendError> {
     match found {
-        None => Err(FriendError::refused(NO_SUCH_REQUEST, format!("id: no friend request {id}"))),
+        None => {
+            Err(FriendError::refused(NO_SUCH_REQUEST, format!("no friend request {id} among the requests of fromId")))
+        }
         Some((Direction::Sent, _)) => Err(FriendError::refused(
             NOT_YOUR_REQUEST,
-            format!("id: request {id} was sent by fromId; only its recipient may approve or reject it"),
+            format!("request {id} was sent by fromId; only its recipient may approve or reject it"),
         )),
         Some((Direction::Received, r)) => Ok(r),
     }

@@ -288,7 +288,7 @@ async fn send_first(logic: &Logic, req: &SendRequest<'_>, key: &str) -> SendResu
         value: accepted.encode(),
         expires_ms: now + logic.config.messages.dedup_window_secs * 1000,
     });
-    let written = logic.store.write(batch).await;
+    let written = logic.write_retrying(batch).await;
     let durable = written.is_ok();
     let d = &logic.messaging.delivery;
     d.complete(logic, &from_alloc, durable, vec![(from_alloc.first, Item::Stored(payload.to_vec()), req.origin)]);
@@ -523,7 +523,7 @@ pub async fn recall(logic: &Logic, app: AppId, message_key: u64, by: Recaller) -
         );
         allocs.push(alloc);
     }
-    let written = logic.store.write(batch).await;
+    let written = logic.write_retrying(batch).await;
     let durable = written.is_ok();
     for alloc in &allocs {
         let notify = message::recall_notify(message_key, loc.from.as_str(), loc.to.as_str(), alloc.first.0);
