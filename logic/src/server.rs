@@ -45,10 +45,12 @@ impl BoundLogic {
         let Self { http, link } = self;
         let link_task = tokio::spawn(crate::link::accept_loop(logic.clone(), link));
         let acks_task = tokio::spawn(flush_acks_every(logic.clone(), ACK_FLUSH_INTERVAL));
+        let repair_task = tokio::spawn(repair_stale_every(logic.clone()));
         let router = crate::http::router(logic.clone(), metrics);
         let served = axum::serve(http, router).with_graceful_shutdown(shutdown).await;
         link_task.abort();
         acks_task.abort();
+        repair_task.abort();
         if let Err(e) = crate::messages::flush_acks(&logic).await {
             tracing::error!(error = %e, "flushing device acks at shutdown failed");
         }
@@ -70,5 +72,14 @@ async fn flush_acks_every(logic: Arc<Logic>, every: std::time::Duration) {
         if let Err(e) = crate::messages::flush_acks(&logic).await {
             tracing::warn!(error = %e, "writing device acks failed; will retry");
         }
+    }
+}
+
+/// Kicks devices that missed frames on a full link queue once there is room again.
+async fn repair_stale_every(logic: Arc<Logic>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        logic.sessions.repair_stale();
     }
 }

@@ -53,6 +53,10 @@ struct Link {
     sender: LinkSender,
     /// Distinguishes a reconnected link from the one it replaced.
     epoch: u64,
+    /// Connections that missed a frame because this link's queue was full. They are
+    /// kicked (SlowConsumer) as soon as the queue has room, so they reconnect and pull:
+    /// a device is never left believing it saw everything when a push was dropped.
+    stale: Vec<ConnRef>,
 }
 
 #[derive(Default)]
@@ -92,7 +96,7 @@ impl Sessions {
         let mut g = self.lock();
         g.next_epoch += 1;
         let epoch = g.next_epoch;
-        if g.links.insert(key, Link { sender, epoch }).is_some() {
+        if g.links.insert(key, Link { sender, epoch, stale: Vec::new() }).is_some() {
             tracing::info!(gateway = key.0, core = key.1, "gateway link replaced by a new connection");
         }
         epoch
@@ -149,7 +153,7 @@ impl Sessions {
         }
         let frame = encode::kick(KickReason::ReplacedByNewLogin, "another login of this user replaced this device");
         for k in &kicked {
-            send_locked(&g, link_of(&k.conn), encode::link_close(&k.conn, &frame));
+            send_locked(&mut g, link_of(&k.conn), encode::link_close(&k.conn, &frame), &[]);
         }
         metrics::gauge!("tern_sessions_online").increment(1.0 - kicked.len() as f64);
         Admission { kicked }
@@ -203,7 +207,7 @@ impl Sessions {
     /// Sends a complete client frame to every online device of `user` except `except`.
     /// The frame is wrapped once per gateway core. Returns how many devices it targeted.
     pub fn send_to_user(&self, app: AppId, user: &UserId, frame: &[u8], except: Option<&ConnRef>) -> usize {
-        let g = self.lock();
+        let mut g = self.lock();
         let Some(list) = g.by_user.get(&(app, user.clone())) else { return 0 };
         let mut per_link: Vec<(LinkKey, Vec<ConnRef>)> = Vec::new();
         for s in list {
@@ -219,7 +223,7 @@ impl Sessions {
         let mut n = 0;
         for (lk, conns) in per_link {
             n += conns.len();
-            send_locked(&g, lk, encode::link_deliver(&conns, frame));
+            send_locked(&mut g, lk, encode::link_deliver(&conns, frame), &conns);
         }
         n
     }
@@ -227,8 +231,8 @@ impl Sessions {
     /// Sends `frame` to one connection, then closes it; forgets the session.
     pub fn close_with(&self, conn: &ConnRef, frame: &[u8]) {
         self.close(conn);
-        let g = self.lock();
-        send_locked(&g, link_of(conn), encode::link_close(conn, frame));
+        let mut g = self.lock();
+        send_locked(&mut g, link_of(conn), encode::link_close(conn, frame), &[]);
     }
 
     /// Kicks every session of a user with `reason`. Returns how many were kicked.
@@ -243,17 +247,54 @@ impl Sessions {
 
     /// Sends a raw link frame to one gateway core.
     pub fn send_link(&self, link: LinkKey, link_frame: Vec<u8>) {
-        let g = self.lock();
-        send_locked(&g, link, link_frame);
+        let mut g = self.lock();
+        send_locked(&mut g, link, link_frame, &[]);
+    }
+
+    /// Kicks the connections that missed frames on a full link queue, as far as the
+    /// queues now have room. Called periodically; returns how many were kicked.
+    pub fn repair_stale(&self) -> usize {
+        let mut g = self.lock();
+        let frame =
+            encode::kick(KickReason::SlowConsumer, "frames were dropped for this connection; reconnect and pull");
+        let mut kicked = Vec::new();
+        for link in g.links.values_mut() {
+            while let Some(conn) = link.stale.last().copied() {
+                if link.sender.try_send(encode::link_close(&conn, &frame)).is_err() {
+                    break;
+                }
+                link.stale.pop();
+                kicked.push(conn);
+            }
+        }
+        drop(g);
+        for conn in &kicked {
+            self.close(conn);
+            metrics::counter!("tern_kicks_total", "reason" => "link_overflow").increment(1);
+        }
+        kicked.len()
     }
 }
 
-fn send_locked(g: &Inner, link: LinkKey, link_frame: Vec<u8>) {
-    match g.links.get(&link) {
+/// Most connections remembered as stale per link; past it the link is hopeless and is
+/// better reset by the gateway's reconnect.
+const MAX_STALE_PER_LINK: usize = 1 << 20;
+
+fn send_locked(g: &mut Inner, link: LinkKey, link_frame: Vec<u8>, affected: &[ConnRef]) {
+    match g.links.get_mut(&link) {
         Some(l) => {
             if l.sender.try_send(link_frame).is_err() {
                 metrics::counter!("tern_link_frames_dropped_total").increment(1);
-                tracing::warn!(gateway = link.0, core = link.1, "link queue full or closed; frame dropped");
+                tracing::warn!(
+                    gateway = link.0,
+                    core = link.1,
+                    "link queue full; affected devices will be kicked to resync"
+                );
+                for c in affected {
+                    if l.stale.len() < MAX_STALE_PER_LINK && !l.stale.iter().any(|s| same_conn(s, c)) {
+                        l.stale.push(*c);
+                    }
+                }
             }
         }
         None => {
@@ -327,6 +368,28 @@ mod tests {
         assert_eq!(d0.body_as_deliver().unwrap().conns().unwrap().len(), 1);
         assert!(rx0.try_recv().is_err(), "one frame per core");
         assert!(rx1.try_recv().is_ok());
+    }
+
+    #[test]
+    fn devices_that_missed_a_frame_on_a_full_link_are_kicked_when_it_drains() {
+        let s = Sessions::new();
+        let (tx, mut rx) = mpsc::channel(1);
+        s.register_link((1, 0), tx);
+        let app = AppId(1);
+        let a = user("a");
+        s.admit(app, &a, session(0, 1, 1, "p"), LoginModel::Unlimited, false);
+        let frame = encode::ping(0, 1);
+        s.send_to_user(app, &a, &frame, None); // fills the queue
+        s.send_to_user(app, &a, &frame, None); // dropped: the device is now stale
+        assert_eq!(s.repair_stale(), 0, "no room yet");
+        assert!(rx.try_recv().is_ok());
+        assert_eq!(s.repair_stale(), 1);
+        let close = rx.try_recv().unwrap();
+        let close = parse_link(&close[HEADER_LEN..]).unwrap();
+        let kick = close.body_as_close().unwrap().frame().unwrap().bytes().to_vec();
+        let kick = tern_schema::frame::parse_client(&kick[HEADER_LEN..]).unwrap();
+        assert_eq!(kick.body_as_kick().unwrap().reason(), KickReason::SlowConsumer);
+        assert!(s.devices(app, &a).is_empty(), "the stale session is gone from the registry");
     }
 
     #[test]
