@@ -17,6 +17,9 @@ pub const USER_DELETED: u32 = 20002;
 pub const SIGN_MISSING: u32 = 60000;
 /// Unknown app id.
 pub const SIGN_BAD_APP: u32 = 60001;
+/// The recipient has blocked the sender (SendAck).
+pub const BLOCKED_BY_RECIPIENT: u32 = 30007;
+
 /// Signature does not verify (wrong secret, user, app or tampered).
 pub const SIGN_WRONG: u32 = 60003;
 /// Signature expired.

@@ -181,7 +181,8 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
     /// A device acknowledges received messages (PushAck) at most this often, ms; 0 = never.
-    #[arg(long, default_value_t = 200)]
+    /// Each PushAck is a frame the server handles, so this is part of the load.
+    #[arg(long, default_value_t = 1_000)]
     pub push_ack_ms: u64,
     /// After the last send, seconds to wait for missing acks and deliveries.
     #[arg(long, default_value_t = 10.0)]

@@ -162,13 +162,14 @@ impl FriendError {
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<View>>>;
+type Shard = Mutex<HashMap<(AppId, UserId), Slot>>;
 
 const SHARDS: usize = 64;
 
 /// The relation state of the logic node: one lazily loaded view per (app, user) behind
 /// its own lock, and the generator of friend request ids.
 pub struct Friends {
-    shards: Box<[Mutex<HashMap<(AppId, UserId), Slot>>]>,
+    shards: Box<[Shard]>,
     request_ids: MessageKeys,
 }
 

@@ -217,7 +217,7 @@ impl View {
     pub fn requests(&self, dir: Direction) -> Vec<Request> {
         let mut v: Vec<Request> =
             self.requests.iter().filter(|((d, _), _)| *d == dir).map(|(_, r)| r.clone()).collect();
-        v.sort_by(|a, b| b.seq.cmp(&a.seq));
+        v.sort_by_key(|r| std::cmp::Reverse(r.seq));
         v
     }
 }

@@ -18,6 +18,7 @@ use tern_schema::codes;
 use tern_schema::sig::SigError;
 use utoipa::ToSchema;
 
+use crate::friends::errors as rel;
 use crate::messages::{errors as msg, Refusal};
 use crate::users::{UserError, BATCH_TOO_LARGE};
 
@@ -119,8 +120,8 @@ pub enum ApiError {
     /// 20002: the user was deleted.
     #[error("user {0} is deleted")]
     UserDeleted(String),
-    /// A refusal of the message service (50000s, or 20001/20002 for a send's parties),
-    /// its code and message kept as they are.
+    /// A refusal of the message service (50000s, or 20001/20002 for a send's parties)
+    /// or of the relation service (30000s), its code and message kept as they are.
     #[error("{message}")]
     Refused { code: u32, message: String },
 }
@@ -184,6 +185,42 @@ pub const CODES: &[CodeInfo] = &[
         status: 403,
         meaning: "fromId is not a party to the message (withdraw: not its sender, or toId is not the other party)",
     },
+    CodeInfo {
+        code: rel::ALREADY_FRIENDS,
+        status: 409,
+        meaning: "reserved (already friends): re-adding a friend is idempotent and answers 200 with result 3",
+    },
+    CodeInfo { code: rel::NOT_FRIENDS, status: 404, meaning: "toId is not in fromId's friend list" },
+    CodeInfo { code: rel::YOU_BLOCKED_THEM, status: 403, meaning: "fromId blocked the other user (unblock first)" },
+    CodeInfo {
+        code: rel::THEY_BLOCKED_YOU,
+        status: 403,
+        meaning: "the other user blocked fromId: no adding and no messages (also a send-ack code)",
+    },
+    CodeInfo { code: rel::NO_RELATION, status: 404, meaning: "neither user lists the other (two-way delete)" },
+    CodeInfo { code: rel::NOT_BLOCKED, status: 404, meaning: "toId is not in fromId's blacklist" },
+    CodeInfo {
+        code: rel::NOT_YOUR_REQUEST,
+        status: 403,
+        meaning: "fromId sent this friend request; only its recipient may approve or reject it",
+    },
+    CodeInfo {
+        code: rel::NO_SUCH_REQUEST,
+        status: 404,
+        meaning: "no friend request with this id among fromId's requests",
+    },
+    CodeInfo {
+        code: rel::REQUEST_HANDLED,
+        status: 409,
+        meaning: "the friend request was already approved or rejected",
+    },
+    CodeInfo {
+        code: rel::ADD_FORBIDDEN,
+        status: 403,
+        meaning: "the target accepts no friend requests (friendAllowType 3 or disableAddFriend)",
+    },
+    CodeInfo { code: rel::FRIEND_LIMIT, status: 409, meaning: "a friend list would pass the app's max_friends" },
+    CodeInfo { code: rel::BLACKLIST_LIMIT, status: 409, meaning: "the blacklist would pass the app's max_blacklist" },
 ];
 
 /// The table row of `code`.

@@ -690,7 +690,13 @@ pub async fn withdraw_message(
 pub const PATH_ERRORS: &[(&str, &[u32], &[u32])] = &[
     (
         "/v1/message/sendMsg",
-        &[errors::INVALID_MESSAGE, errors::BODY_TOO_LARGE, codes::USER_NOT_FOUND, codes::USER_DELETED],
+        &[
+            errors::INVALID_MESSAGE,
+            errors::BODY_TOO_LARGE,
+            codes::USER_NOT_FOUND,
+            codes::USER_DELETED,
+            codes::BLOCKED_BY_RECIPIENT,
+        ],
         &[],
     ),
     ("/v1/message/getOfflineMessage", &[codes::USER_NOT_FOUND], &[]),

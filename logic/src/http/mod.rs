@@ -17,6 +17,7 @@ pub mod auth;
 pub mod docs;
 pub mod error;
 pub mod extract;
+pub mod friendship;
 pub mod messages;
 pub mod users;
 
@@ -80,6 +81,19 @@ pub fn router(logic: Arc<Logic>, metrics: Option<PrometheusHandle>) -> Router {
         .route("/v1/message/getHistoryMessage", post(messages::get_history_message))
         .route("/v1/message/getMessage", post(messages::get_message))
         .route("/v1/message/withdrawMessage", post(messages::withdraw_message))
+        .route("/v1/friendship/add", post(friendship::add))
+        .route("/v1/friendship/delete", post(friendship::delete))
+        .route("/v1/friendship/sync", post(friendship::sync))
+        .route("/v1/friendship/update", post(friendship::update))
+        .route("/v1/friendship/getRelation", post(friendship::get_relation))
+        .route("/v1/friendship/check", post(friendship::check))
+        .route("/v1/friendship/get", post(friendship::get))
+        .route("/v1/blackList/add", post(friendship::black_list_add))
+        .route("/v1/blackList/delete", post(friendship::black_list_delete))
+        .route("/v1/blackList/sync", post(friendship::black_list_sync))
+        .route("/v1/friendshipRequest/getFriendRequest", post(friendship::get_friend_request))
+        .route("/v1/friendshipRequest/readAllFriendRequest", post(friendship::read_all_friend_request))
+        .route("/v1/friendshipRequest/approve", post(friendship::approve))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi_json))
@@ -180,6 +194,19 @@ pub async fn docs_page(State(state): State<Arc<ApiState>>) -> Html<String> {
         messages::get_history_message,
         messages::get_message,
         messages::withdraw_message,
+        friendship::add,
+        friendship::delete,
+        friendship::sync,
+        friendship::update,
+        friendship::get_relation,
+        friendship::check,
+        friendship::get,
+        friendship::black_list_add,
+        friendship::black_list_delete,
+        friendship::black_list_sync,
+        friendship::get_friend_request,
+        friendship::read_all_friend_request,
+        friendship::approve,
         healthz,
         metrics_text,
         openapi_json,
@@ -189,6 +216,7 @@ pub async fn docs_page(State(state): State<Arc<ApiState>>) -> Html<String> {
     tags(
         (name = "users", description = "Users: import, delete, login, profiles, profile sync, online status."),
         (name = "messages", description = "1:1 messages: server-side send, inbox sync, history, get by key, recall."),
+        (name = "friendship", description = "Friend lists, the blacklist and friend requests, with incremental sync."),
         (name = "operations", description = "Health, metrics and this documentation."),
     )
 )]
@@ -205,8 +233,8 @@ e.g. `userData[3].nickName`) and `data` is null. The HTTP status follows the err
 Batch calls answer per item (`successId` / `errorId`); only a missing list or one over the batch limit \
 fails the whole call. Sync calls take `lastSequence` and `maxLimit` and answer `{maxSequence, completed, \
 dataList}`.\n\n\
-A `messageKey` (server message id) is answered as a decimal string: it uses all 64 bits, and JavaScript \
-numbers lose precision above 2^53. Calls accept it as a string or a number.";
+A `messageKey` (server message id) and a friend request `id` are answered as decimal strings: they use \
+all 64 bits, and JavaScript numbers lose precision above 2^53. Calls accept them as strings or numbers.";
 
 /// `[{code, status, meaning}]` for the document's `x-error-codes` extensions.
 fn code_list(codes: &[u32]) -> Value {
@@ -220,7 +248,7 @@ fn code_list(codes: &[u32]) -> Value {
 /// Every `/v1` path with its own error codes: (path, codes failing the whole call,
 /// codes of single items of a batch).
 fn path_errors() -> impl Iterator<Item = &'static (&'static str, &'static [u32], &'static [u32])> {
-    users::PATH_ERRORS.iter().chain(messages::PATH_ERRORS)
+    users::PATH_ERRORS.iter().chain(messages::PATH_ERRORS).chain(friendship::PATH_ERRORS)
 }
 
 /// Codes every `/v1` call can answer, besides its own (see [`path_errors`]).

@@ -666,8 +666,9 @@ pub async fn modify_user_info(
 ///
 /// The profile changes with `sequence > lastSequence`, ascending, at most `maxLimit`.
 /// Page with `lastSequence` = the last item's `sequence` while `completed` is false.
-/// Each item names whose profile changed: the user's own changes now; friends'
-/// changes will arrive in the same list once friendships exist.
+/// Each item names whose profile changed (`userId`): the user's own changes and those of
+/// the users in their friend list (a friend's change is appended to the profile log of
+/// everyone in that friend's list).
 #[utoipa::path(post, path = "/v1/user/data/syncUserData", tag = "users", params(AuthQuery), request_body = SyncUserDataReq,
     responses((status = 200, description = "A page of changes", body = Envelope<SyncUserDataResp>)))]
 pub async fn sync_user_data(
