@@ -225,6 +225,18 @@ async fn history_paging_and_privacy(mode: Mode) {
     }
     assert_eq!(texts.len(), 7, "{texts:?}");
     assert!(texts[0].contains("to b 6") && texts[6].contains("to b 0"), "newest first: {texts:?}");
+    // Jump by time: only messages sent strictly before the newest one's time.
+    let newest: serde_json::Value = serde_json::from_str(&texts[0]).unwrap();
+    let t_newest = newest["messageTime"].as_u64().unwrap();
+    let r = t.api(
+        APP,
+        "/message/getHistoryMessage",
+        json!({"fromId": "b", "toId": "a", "beforeTime": t_newest, "limit": 10}),
+    );
+    assert_eq!(r["code"], 200, "{r}");
+    for m in r["data"]["dataList"].as_array().unwrap() {
+        assert!(m["messageTime"].as_u64().unwrap() < t_newest, "{m}");
+    }
     // b is not a party to a→c.
     let r = t.api(APP, "/message/getMessage", json!({"fromId": "b", "messageKeys": [other.key.to_string()]}));
     assert!(r.to_string().contains("50008"), "{r}");

@@ -19,6 +19,7 @@ pub mod messages;
 pub mod seq;
 pub mod server;
 pub mod sessions;
+pub mod slots;
 pub mod upstream;
 pub mod users;
 

@@ -23,6 +23,8 @@ use std::sync::{Arc, Mutex};
 
 use tern_storage::{AppId, Seq, Store, StoreError, SyncKind, UserId, WriteBatch};
 
+use crate::slots::{slot_of, SlotOwnership};
+
 /// Default distance between reserved bounds: one bound write per this many seqs.
 pub const DEFAULT_SEQ_STEP: u64 = 1_000;
 
@@ -73,21 +75,25 @@ impl Allocation {
 pub struct SeqAllocator {
     store: Arc<dyn Store>,
     step: u64,
+    /// Slots this node owns: allocation for anyone else's user is refused, so a node
+    /// that lost a slot can never write behind the new owner's back.
+    ownership: SlotOwnership,
     shards: Vec<Mutex<HashMap<UserKey, UserState>>>,
 }
 
 impl SeqAllocator {
+    /// An allocator owning every slot (single-node deployment).
     pub fn new(store: Arc<dyn Store>, step: u64) -> Self {
-        Self { store, step: step.max(1), shards: (0..SHARDS).map(|_| Mutex::default()).collect() }
+        Self::with_ownership(store, step, SlotOwnership::all())
+    }
+
+    pub fn with_ownership(store: Arc<dyn Store>, step: u64, ownership: SlotOwnership) -> Self {
+        Self { store, step: step.max(1), ownership, shards: (0..SHARDS).map(|_| Mutex::default()).collect() }
     }
 
     fn shard(&self, app: AppId, user: &UserId) -> &Mutex<HashMap<UserKey, UserState>> {
-        use std::hash::{Hash, Hasher};
-        // DefaultHasher::new() has fixed keys: the same user always lands in one shard.
-        let mut h = std::hash::DefaultHasher::new();
-        app.0.hash(&mut h);
-        user.as_str().hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+        // Shards follow slots, so a slot's users share locks and move together.
+        &self.shards[slot_of(app, user).0 as usize % SHARDS]
     }
 
     fn lock(m: &Mutex<HashMap<UserKey, UserState>>) -> std::sync::MutexGuard<'_, HashMap<UserKey, UserState>> {
@@ -116,6 +122,13 @@ impl SeqAllocator {
     /// Does I/O only when the reserved bound must be raised (once per `step` seqs).
     pub async fn allocate(&self, app: AppId, user: &UserId, kind: SyncKind, n: u64) -> Result<Allocation, StoreError> {
         let n = n.max(1);
+        if !self.ownership.owns_user(app, user) {
+            return Err(StoreError::InvalidArgument(format!(
+                "this node does not own slot {} (user {})",
+                slot_of(app, user).0,
+                user.as_str()
+            )));
+        }
         self.ensure_loaded(app, user).await?;
         loop {
             let target = {

@@ -133,3 +133,19 @@ proptest! {
         });
     }
 }
+
+#[test]
+fn only_the_slot_owner_allocates() {
+    use tern_logic::slots::{slot_of, Slot, SlotOwnership, SLOTS};
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mine = slot_of(APP, &alice());
+        let other = SlotOwnership::only([Slot((mine.0 + 1) % SLOTS)]);
+        let seqs = SeqAllocator::with_ownership(open(dir.path()), 10, other);
+        let err = seqs.allocate(APP, &alice(), SyncKind::Message, 1).await.unwrap_err();
+        assert!(err.to_string().contains("does not own slot"), "{err}");
+        let owner =
+            SeqAllocator::with_ownership(open(tempfile::tempdir().unwrap().path()), 10, SlotOwnership::only([mine]));
+        assert_eq!(owner.allocate(APP, &alice(), SyncKind::Message, 1).await.unwrap().first, Seq(1));
+    });
+}

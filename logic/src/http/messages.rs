@@ -266,19 +266,23 @@ pub struct GetHistoryMessageReq {
     /// Answer messages with a sequence strictly below this: the previous page's
     /// `nextBeforeSequence`. Absent or 0: from the newest.
     pub before_sequence: Option<u64>,
+    /// Answer only messages sent strictly before this time (ms since the Unix epoch):
+    /// jump to a date. Combines with `beforeSequence` for paging.
+    pub before_time: Option<u64>,
     /// Most messages to answer: default 100, capped at `messages.max_pull`; 0 means
     /// the default.
     pub limit: Option<u64>,
 }
 
 impl FromBody for GetHistoryMessageReq {
-    const FIELDS: &'static [&'static str] = &["fromId", "toId", "beforeSequence", "limit"];
+    const FIELDS: &'static [&'static str] = &["fromId", "toId", "beforeSequence", "beforeTime", "limit"];
 
     fn from_body(f: &Fields<'_>) -> Result<Self, ApiError> {
         Ok(Self {
             from_id: f.req("fromId")?,
             to_id: f.req("toId")?,
             before_sequence: f.opt("beforeSequence")?,
+            before_time: f.opt("beforeTime")?,
             limit: f.opt("limit")?,
         })
     }
@@ -594,7 +598,8 @@ pub async fn get_history_message(
     require_exists(&state, call.app, &user).await?;
     require_exists(&state, call.app, &peer).await?;
     let before = req.before_sequence.filter(|b| *b != 0).map(Seq);
-    let (items, next) = messages::history(&state.logic, call.app, &user, &peer, before, page_limit(req.limit)).await?;
+    let (items, next) =
+        messages::history(&state.logic, call.app, &user, &peer, before, req.before_time, page_limit(req.limit)).await?;
     Ok(ApiOk(GetHistoryMessageResp {
         data_list: MessageItem::list(&items)?,
         completed: next.is_none(),

@@ -569,30 +569,46 @@ pub async fn get_messages(
 }
 
 /// The conversation of `user` with `peer`, newest first, strictly below `before` (None
-/// = from the newest), at most `limit`. Returns the items and the cursor for the next
-/// page (None when there is no more).
+/// = from the newest) and, if given, sent strictly before `before_time_ms`; at most
+/// `limit`. Returns the items and the cursor for the next page (None when there is no
+/// more).
 pub async fn history(
     logic: &Logic,
     app: AppId,
     user: &UserId,
     peer: &UserId,
     before: Option<Seq>,
+    before_time_ms: Option<u64>,
     limit: usize,
 ) -> Result<(Vec<TimelineItem>, Option<Seq>), Refusal> {
     let limit = limit.clamp(1, logic.config.messages.max_pull);
     let watermark = logic.seqs.committed(app, user, SyncKind::Message).await?;
-    let before = before.map_or(Seq(watermark.0 + 1), |b| b.min(Seq(watermark.0 + 1)));
-    let seqs = logic.store.read_conv_back(app, user, peer, before, limit + 1).await?;
-    let more = seqs.len() > limit;
+    let mut cursor = before.map_or(Seq(watermark.0 + 1), |b| b.min(Seq(watermark.0 + 1)));
     let floor = retention_floor_ms(logic, app);
     let mut items = Vec::with_capacity(limit);
-    for seq in seqs.iter().take(limit) {
-        if let Some(e) = logic.store.get_log_entry(app, user, SyncKind::Message, *seq).await? {
-            if e.time_ms >= floor {
-                items.push(TimelineItem { seq: e.seq, time_ms: e.time_ms, payload: e.payload });
+    // Scan backwards in index pages; time filters may skip entries, so keep going until
+    // the page is full or the conversation is exhausted. Seq order is time order within
+    // one timeline, so once an entry is older than retention, all below it are too.
+    loop {
+        let seqs = logic.store.read_conv_back(app, user, peer, cursor, limit + 1).await?;
+        let exhausted = seqs.len() <= limit;
+        for seq in seqs.iter().take(limit) {
+            cursor = *seq;
+            let Some(e) = logic.store.get_log_entry(app, user, SyncKind::Message, *seq).await? else { continue };
+            if e.time_ms < floor {
+                return Ok((items, None));
+            }
+            if before_time_ms.is_some_and(|t| e.time_ms >= t) {
+                continue;
+            }
+            items.push(TimelineItem { seq: e.seq, time_ms: e.time_ms, payload: e.payload });
+            if items.len() == limit {
+                let more = !exhausted || seqs.iter().take(limit).last() != Some(seq);
+                return Ok((items, more.then_some(cursor)));
             }
         }
+        if exhausted {
+            return Ok((items, None));
+        }
     }
-    let next = if more { seqs.get(limit - 1).copied() } else { None };
-    Ok((items, next))
 }

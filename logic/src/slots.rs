@@ -1,0 +1,94 @@
+//! Slots: every user hashes to one of [`SLOTS`] slots, and each slot is owned by exactly
+//! one logic node — the only writer of that slot's users' sequences and logs
+//! (design.md §2). This node owns every slot today; the multi-node work moves slots
+//! between nodes through [`SlotOwnership`] without touching the code that writes.
+//!
+//! The hash is FNV-1a over (app id, user id): stable across processes, builds and Rust
+//! versions, which a cluster needs (std's `DefaultHasher` promises none of that).
+
+use tern_storage::{AppId, UserId};
+
+/// Number of slots. Fixed: changing it re-homes every user.
+pub const SLOTS: u16 = 4096;
+
+/// One slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Slot(pub u16);
+
+/// The slot of a user.
+pub fn slot_of(app: AppId, user: &UserId) -> Slot {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = OFFSET;
+    for b in app.0.to_be_bytes().iter().chain([0u8].iter()).chain(user.as_str().as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(PRIME);
+    }
+    Slot((h % u64::from(SLOTS)) as u16)
+}
+
+/// Which slots this node owns.
+#[derive(Debug, Clone)]
+pub struct SlotOwnership {
+    owned: Vec<bool>,
+}
+
+impl SlotOwnership {
+    /// A single-node deployment: every slot.
+    pub fn all() -> Self {
+        Self { owned: vec![true; SLOTS as usize] }
+    }
+
+    /// Exactly these slots.
+    pub fn only(slots: impl IntoIterator<Item = Slot>) -> Self {
+        let mut owned = vec![false; SLOTS as usize];
+        for s in slots {
+            owned[s.0 as usize] = true;
+        }
+        Self { owned }
+    }
+
+    pub fn owns(&self, slot: Slot) -> bool {
+        self.owned[slot.0 as usize]
+    }
+
+    /// Whether this node may write `user`'s sequences and logs.
+    pub fn owns_user(&self, app: AppId, user: &UserId) -> bool {
+        self.owns(slot_of(app, user))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u(s: &str) -> UserId {
+        UserId::new(s).unwrap()
+    }
+
+    #[test]
+    fn stable_and_in_range() {
+        assert_eq!(slot_of(AppId(10_000), &u("alice")), slot_of(AppId(10_000), &u("alice")));
+        let a = slot_of(AppId(1), &u("alice"));
+        let b = slot_of(AppId(2), &u("alice"));
+        assert!(a.0 < SLOTS && b.0 < SLOTS);
+    }
+
+    #[test]
+    fn spreads_users_over_slots() {
+        let mut used = std::collections::HashSet::new();
+        for i in 0..20_000 {
+            used.insert(slot_of(AppId(1), &u(&format!("user{i}"))));
+        }
+        assert!(used.len() > 4_000, "only {} of 4096 slots used", used.len());
+    }
+
+    #[test]
+    fn ownership() {
+        let alice = u("alice");
+        let s = slot_of(AppId(1), &alice);
+        assert!(SlotOwnership::all().owns_user(AppId(1), &alice));
+        assert!(SlotOwnership::only([s]).owns_user(AppId(1), &alice));
+        assert!(!SlotOwnership::only([Slot((s.0 + 1) % SLOTS)]).owns_user(AppId(1), &alice));
+    }
+}
