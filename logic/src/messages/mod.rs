@@ -603,7 +603,7 @@ pub async fn history(
             }
             items.push(TimelineItem { seq: e.seq, time_ms: e.time_ms, payload: e.payload });
             if items.len() == limit {
-                let more = !exhausted || seqs.iter().take(limit).last() != Some(seq);
+                let more = !exhausted || seqs[..seqs.len().min(limit)].last() != Some(seq);
                 return Ok((items, more.then_some(cursor)));
             }
         }
