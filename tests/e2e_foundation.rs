@@ -242,6 +242,20 @@ async fn deleted_user_is_kicked_and_cannot_log_in(mode: Mode) {
     assert_eq!(info["code"], 200, "a deleted user's profile stays readable: {info}");
 }
 
+async fn sigterm_tells_clients_and_keeps_data(mode: Mode) {
+    let t = Tern::start(mode);
+    t.import(APP, &["alice"]);
+    let mut phone = t.device(Transport::Tcp, APP, "alice", ClientType::Ios, "p").await;
+    let mut web = t.device(Transport::Ws, APP, "alice", ClientType::Web, "w").await;
+    let (clean, dir) = tokio::task::spawn_blocking(move || t.terminate()).await.unwrap();
+    expect_kicked(&mut phone, KickReason::ServerShutdown).await;
+    expect_kicked(&mut web, KickReason::ServerShutdown).await;
+    assert!(clean, "tern did not exit cleanly on SIGTERM");
+    // Everything written before the stop is there after a restart.
+    let t = Tern::start_in(mode, Options::default(), dir);
+    let _again = t.device(Transport::Tcp, APP, "alice", ClientType::Ios, "p").await;
+}
+
 macro_rules! in_both_modes {
     ($($name:ident),* $(,)?) => {
         mod all_in_one {
@@ -263,4 +277,5 @@ in_both_modes!(
     silent_connection_is_dropped_and_goes_offline,
     profile_change_reaches_devices_and_sync,
     deleted_user_is_kicked_and_cannot_log_in,
+    sigterm_tells_clients_and_keeps_data,
 );

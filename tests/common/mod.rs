@@ -165,6 +165,37 @@ impl Tern {
         std::mem::replace(&mut self.dir, placeholder)
     }
 
+    /// Sends SIGTERM to every process and waits (bounded) for them to exit; returns
+    /// whether all exited successfully, and the data directory.
+    pub fn terminate(mut self) -> (bool, tempfile::TempDir) {
+        for c in &self.children {
+            // SAFETY: kill(2) on a child pid we own; no memory is involved.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut ok = true;
+        for c in &mut self.children {
+            loop {
+                match c.try_wait().unwrap() {
+                    Some(status) => {
+                        ok &= status.success();
+                        break;
+                    }
+                    None if Instant::now() > deadline => {
+                        ok = false;
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                    None => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+        self.children.clear();
+        let placeholder = tempfile::tempdir().unwrap();
+        (ok, std::mem::replace(&mut self.dir, placeholder))
+    }
+
     /// Starts on an existing directory (its data dir and config are reused).
     pub fn start_in(mode: Mode, o: Options, dir: tempfile::TempDir) -> Tern {
         let config = dir.path().join("tern.toml");
