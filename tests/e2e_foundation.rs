@@ -256,19 +256,6 @@ async fn sigterm_tells_clients_and_keeps_data(mode: Mode) {
     let _again = t.device(Transport::Tcp, APP, "alice", ClientType::Ios, "p").await;
 }
 
-macro_rules! in_both_modes {
-    ($($name:ident),* $(,)?) => {
-        mod all_in_one {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Mode::AllInOne).await })*
-        }
-        mod split_processes {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Mode::Split).await })*
-        }
-    };
-}
-
 in_both_modes!(
     import_and_login_over_tcp_and_ws,
     bad_signatures_and_unknown_users_are_refused,

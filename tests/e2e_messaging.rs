@@ -272,19 +272,6 @@ async fn http_send_and_offline(mode: Mode) {
     assert_eq!(missing["code"], 20001, "{missing}");
 }
 
-macro_rules! in_both_modes {
-    ($($name:ident),* $(,)?) => {
-        mod all_in_one {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Mode::AllInOne).await })*
-        }
-        mod split_processes {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Mode::Split).await })*
-        }
-    };
-}
-
 in_both_modes!(
     fan_out_to_every_device,
     offline_device_pulls_on_login,

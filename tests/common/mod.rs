@@ -5,6 +5,22 @@
 
 #![allow(dead_code)]
 
+/// Expands each named `async fn name(mode: Mode)` of the test file into two tests: one
+/// against `tern all`, one against `tern logic` + `tern gateway`.
+#[macro_export]
+macro_rules! in_both_modes {
+    ($($name:ident),* $(,)?) => {
+        mod all_in_one {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Mode::AllInOne).await })*
+        }
+        mod split_processes {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Mode::Split).await })*
+        }
+    };
+}
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};

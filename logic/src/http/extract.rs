@@ -147,6 +147,18 @@ pub fn item_object<'v>(v: &'v Value, path: &str) -> Result<&'v Map<String, Value
     }
 }
 
+/// Test helper: a request type's parser accepts exactly the fields its schema documents.
+#[cfg(test)]
+pub(crate) fn check_fields<T: utoipa::PartialSchema>(fields: &[&str]) {
+    let schema = serde_json::to_value(T::schema()).expect("schemas serialize");
+    let mut documented: Vec<String> =
+        schema["properties"].as_object().expect("an object schema").keys().cloned().collect();
+    documented.sort();
+    let mut parsed: Vec<String> = fields.iter().map(|s| s.to_string()).collect();
+    parsed.sort();
+    assert_eq!(documented, parsed, "{}", std::any::type_name::<T>());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -721,30 +721,17 @@ pub const PATH_ERRORS: &[(&str, &[u32], &[u32])] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::extract::check_fields;
     use serde_json::json;
-    use utoipa::PartialSchema;
-
-    fn properties<T: PartialSchema>() -> Vec<String> {
-        let v = serde_json::to_value(T::schema()).unwrap();
-        let mut keys: Vec<String> = v["properties"].as_object().unwrap().keys().cloned().collect();
-        keys.sort();
-        keys
-    }
-
-    fn sorted(fields: &[&str]) -> Vec<String> {
-        let mut v: Vec<String> = fields.iter().map(|s| s.to_string()).collect();
-        v.sort();
-        v
-    }
 
     #[test]
     fn parsers_accept_exactly_the_documented_fields() {
-        assert_eq!(properties::<MessageElem>(), sorted(MessageElem::FIELDS));
-        assert_eq!(properties::<SendMsgReq>(), sorted(SendMsgReq::FIELDS));
-        assert_eq!(properties::<GetOfflineMessageReq>(), sorted(GetOfflineMessageReq::FIELDS));
-        assert_eq!(properties::<GetHistoryMessageReq>(), sorted(GetHistoryMessageReq::FIELDS));
-        assert_eq!(properties::<GetMessageReq>(), sorted(GetMessageReq::FIELDS));
-        assert_eq!(properties::<WithdrawMessageReq>(), sorted(WithdrawMessageReq::FIELDS));
+        check_fields::<MessageElem>(MessageElem::FIELDS);
+        check_fields::<SendMsgReq>(SendMsgReq::FIELDS);
+        check_fields::<GetOfflineMessageReq>(GetOfflineMessageReq::FIELDS);
+        check_fields::<GetHistoryMessageReq>(GetHistoryMessageReq::FIELDS);
+        check_fields::<GetMessageReq>(GetMessageReq::FIELDS);
+        check_fields::<WithdrawMessageReq>(WithdrawMessageReq::FIELDS);
     }
 
     #[test]
