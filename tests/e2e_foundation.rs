@@ -231,8 +231,16 @@ async fn deleted_user_is_kicked_and_cannot_log_in(mode: Mode) {
     t.import(APP, &["alice", "bob"]);
     let mut phone = t.device(Transport::Tcp, APP, "alice", ClientType::Ios, "p").await;
     let mut bob = t.device(Transport::Tcp, APP, "bob", ClientType::Ios, "p").await;
+    // A message before the deletion warms every cache on the send path.
+    let send = |id: &str| json!({"fromId": "bob", "toId": "alice", "messageId": id, "messageBody": "hi"});
+    assert_eq!(t.api(APP, "/message/sendMsg", send("before"))["code"], 200);
+    // A server-side send is pushed to every device of the sender too.
+    let (push, _) = bob.recv_until(|f| f.body_type() == Body::Push, WAIT).await.expect("bob's copy");
+    assert_eq!(push.body_type(), Body::Push);
     let r = t.api(APP, "/user/deleteUser", json!({"userIds": ["alice"]}));
     assert_eq!(r["code"], 200, "{r}");
+    let refused = t.api(APP, "/message/sendMsg", send("after"));
+    assert_eq!(refused["code"], codes::USER_DELETED, "a deleted user still receives messages: {refused}");
     expect_kicked(&mut phone, KickReason::UserDeleted).await;
     let (mut c, outcome) = t.login(Transport::Ws, APP, "alice", &sign(APP, "alice", 60), ClientType::Web, "w").await;
     assert!(matches!(outcome, LoginOutcome::Rejected { code: codes::USER_DELETED, .. }), "{outcome:?}");

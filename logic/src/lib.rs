@@ -21,6 +21,7 @@ pub mod server;
 pub mod sessions;
 pub mod slots;
 pub mod upstream;
+pub mod user_cache;
 pub mod users;
 
 use std::sync::Arc;
@@ -49,6 +50,8 @@ pub struct Logic {
     pub messaging: messages::Messaging,
     /// Friend lists, blacklists and friend requests (materialized views of their logs).
     pub friends: friends::Friends,
+    /// User existence/deletion for the message path (filled from the store, updated by users.rs).
+    pub user_cache: user_cache::UserCache,
 }
 
 impl Logic {
@@ -62,6 +65,7 @@ impl Logic {
             seqs,
             messaging: messages::Messaging::new(),
             friends: friends::Friends::new(),
+            user_cache: user_cache::UserCache::new(),
         })
     }
 

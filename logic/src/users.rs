@@ -596,8 +596,27 @@ impl Users {
             batch.put_user(app, p.record);
         }
         let users: Vec<UserId> = entries.iter().map(|(u, ..)| u.clone()).collect();
-        let seqs = self.logic.append_many(app, entries, batch).await?;
-        Ok(users.into_iter().zip(seqs).collect())
+        let states: Vec<(UserId, bool)> = batch
+            .ops()
+            .iter()
+            .filter_map(|op| match op {
+                tern_storage::WriteOp::PutUser(_, r) => Some((r.user_id.clone(), r.deleted)),
+                _ => None,
+            })
+            .collect();
+        let seqs = self.logic.append_many(app, entries, batch).await;
+        // Whether or not the write succeeded, the store may now hold these records: tell
+        // the cache (a failed write leaves the old state, which a later read restores).
+        match seqs {
+            Ok(seqs) => {
+                self.logic.user_cache.written(app, states);
+                Ok(users.into_iter().zip(seqs).collect())
+            }
+            Err(e) => {
+                self.logic.user_cache.written(app, std::iter::empty());
+                Err(e.into())
+            }
+        }
     }
 }
 

@@ -302,12 +302,13 @@ async fn send_first(logic: &Logic, req: &SendRequest<'_>, key: &str) -> SendResu
 
 /// Both users exist and are not deleted.
 async fn check_parties(logic: &Logic, app: AppId, from: &UserId, to: &UserId) -> Result<(), Refusal> {
-    let users = logic.store.get_users(app, &[from.clone(), to.clone()]).await?;
-    for (who, u) in [("sender", &users[0]), ("recipient", &users[1])] {
-        match u {
-            None => return Err(Refusal::new(codes::USER_NOT_FOUND, format!("{who} does not exist"))),
-            Some(u) if u.deleted => return Err(Refusal::new(codes::USER_DELETED, format!("{who} was deleted"))),
-            Some(_) => {}
+    use crate::user_cache::UserState;
+    let states = logic.user_cache.states(&*logic.store, app, &[from.clone(), to.clone()]).await?;
+    for (who, state) in [("sender", states[0]), ("recipient", states[1])] {
+        match state {
+            UserState::Missing => return Err(Refusal::new(codes::USER_NOT_FOUND, format!("{who} does not exist"))),
+            UserState::Deleted => return Err(Refusal::new(codes::USER_DELETED, format!("{who} was deleted"))),
+            UserState::Active => {}
         }
     }
     Ok(())

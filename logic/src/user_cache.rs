@@ -1,0 +1,109 @@
+//! A cache of user existence and deletion state for the message path, so a send does not
+//! read two user records from the store. Only this node writes users of the slots it
+//! owns, and every write of a user record goes through [`crate::users`], which updates
+//! this cache after the write is durable; reads fill it only when no user write happened
+//! while they were reading (an epoch check), so a concurrent import or delete can never
+//! leave a stale entry behind.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use tern_storage::{AppId, Store, StoreError, UserId};
+
+/// Entries kept before the cache starts over (≈ 100 B each).
+const MAX_ENTRIES: usize = 1 << 20;
+
+/// What the message path needs to know about a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserState {
+    Missing,
+    Active,
+    Deleted,
+}
+
+#[derive(Default)]
+pub struct UserCache {
+    epoch: AtomicU64,
+    map: Mutex<HashMap<(AppId, UserId), bool>>,
+}
+
+impl UserCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(AppId, UserId), bool>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records durable user writes: (user, deleted).
+    pub fn written(&self, app: AppId, users: impl IntoIterator<Item = (UserId, bool)>) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let mut g = self.lock();
+        for (u, deleted) in users {
+            g.insert((app, u), deleted);
+        }
+    }
+
+    /// The state of each user, from the cache or the store.
+    pub async fn states(&self, store: &dyn Store, app: AppId, users: &[UserId]) -> Result<Vec<UserState>, StoreError> {
+        let cached: Vec<Option<bool>> = {
+            let g = self.lock();
+            users.iter().map(|u| g.get(&(app, u.clone())).copied()).collect()
+        };
+        if cached.iter().all(Option::is_some) {
+            return Ok(cached
+                .into_iter()
+                .map(|d| if d == Some(true) { UserState::Deleted } else { UserState::Active })
+                .collect());
+        }
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let found = store.get_users(app, users).await?;
+        let states: Vec<UserState> = found
+            .iter()
+            .map(|r| match r {
+                None => UserState::Missing,
+                Some(r) if r.deleted => UserState::Deleted,
+                Some(_) => UserState::Active,
+            })
+            .collect();
+        let mut g = self.lock();
+        if self.epoch.load(Ordering::SeqCst) == epoch {
+            if g.len() > MAX_ENTRIES {
+                g.clear();
+            }
+            // Missing users are not cached: an import would have to race with it.
+            for (u, s) in users.iter().zip(&states) {
+                if *s != UserState::Missing {
+                    g.insert((app, u.clone()), *s == UserState::Deleted);
+                }
+            }
+        }
+        Ok(states)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use tern_storage::{EmbeddedConfig, EmbeddedStore, UserRecord, WriteBatch};
+
+    #[tokio::test]
+    async fn follows_writes_and_never_caches_missing_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
+        let cache = UserCache::new();
+        let app = AppId(1);
+        let a = UserId::new("a").unwrap();
+        assert_eq!(cache.states(&*store, app, &[a.clone()]).await.unwrap(), vec![UserState::Missing]);
+        let mut b = WriteBatch::new();
+        b.put_user(app, UserRecord::new(a.clone(), 1));
+        store.write(b).await.unwrap();
+        // Not cached as missing: the store is read again.
+        assert_eq!(cache.states(&*store, app, &[a.clone()]).await.unwrap(), vec![UserState::Active]);
+        cache.written(app, [(a.clone(), true)]);
+        assert_eq!(cache.states(&*store, app, &[a.clone()]).await.unwrap(), vec![UserState::Deleted]);
+    }
+}
