@@ -97,13 +97,13 @@ mod tests {
         let cache = UserCache::new();
         let app = AppId(1);
         let a = UserId::new("a").unwrap();
-        assert_eq!(cache.states(&*store, app, &[a.clone()]).await.unwrap(), vec![UserState::Missing]);
+        assert_eq!(cache.states(&*store, app, std::slice::from_ref(&a)).await.unwrap(), vec![UserState::Missing]);
         let mut b = WriteBatch::new();
         b.put_user(app, UserRecord::new(a.clone(), 1));
         store.write(b).await.unwrap();
         // Not cached as missing: the store is read again.
-        assert_eq!(cache.states(&*store, app, &[a.clone()]).await.unwrap(), vec![UserState::Active]);
+        assert_eq!(cache.states(&*store, app, std::slice::from_ref(&a)).await.unwrap(), vec![UserState::Active]);
         cache.written(app, [(a.clone(), true)]);
-        assert_eq!(cache.states(&*store, app, &[a.clone()]).await.unwrap(), vec![UserState::Deleted]);
+        assert_eq!(cache.states(&*store, app, std::slice::from_ref(&a)).await.unwrap(), vec![UserState::Deleted]);
     }
 }
