@@ -149,8 +149,27 @@ fn spawn(args: &[&str], config: &std::path::Path) -> (Child, String) {
         // Keep draining so the child never blocks on a full pipe.
         for _ in lines {}
     });
-    let line = rx.recv_timeout(Duration::from_secs(60)).expect("tern printed its listen line");
-    (child, line)
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(line) => (child, line),
+        Err(e) => {
+            // Never leave a half-started server behind a failed test.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tern did not print its listen line ({e}); see its stderr above");
+        }
+    }
+}
+
+/// Kills a child process when dropped (a panic between two spawns must not leak the first).
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 fn field(line: &str, key: &str) -> String {
@@ -240,12 +259,19 @@ impl Tern {
             Mode::Split => {
                 let link = format!("127.0.0.1:{}", free_port());
                 let (logic, line) = spawn(&["logic", "--http-addr", "127.0.0.1:0", "--link-addr", &link], &config);
+                let mut logic = KillOnDrop(Some(logic));
                 let http = field(&line, "http");
                 let (gw, gline) = spawn(
                     &["gateway", "--tcp-addr", "127.0.0.1:0", "--ws-addr", "127.0.0.1:0", "--link-addr", &link],
                     &config,
                 );
-                Tern { http, tcp: field(&gline, "tcp"), ws: field(&gline, "ws"), children: vec![logic, gw], dir }
+                Tern {
+                    http,
+                    tcp: field(&gline, "tcp"),
+                    ws: field(&gline, "ws"),
+                    children: vec![logic.0.take().expect("logic child"), gw],
+                    dir,
+                }
             }
         }
     }
