@@ -5,69 +5,29 @@
 //! The harness runs as `tern loadtest ...` (its worker processes are the same binary);
 //! `TERN_LOADTEST_EXE` may name another harness executable (e.g. `tern-loadtest`).
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+mod common;
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{Mode, Options, Tern, SECRET};
 use serde_json::Value;
 
-const SECRET: &str = "smoke-secret-0123456789";
+/// A `tern all` (the shared e2e harness) with per-connection limits raised: a load test
+/// sends faster than a person.
+struct Server(Tern);
 
-/// A `tern all` on free ports with a private data dir, killed on drop.
-struct Server {
-    child: Child,
-    http: String,
-    tcp: String,
-    ws: String,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Server {
+    type Target = Tern;
+    fn deref(&self) -> &Tern {
+        &self.0
     }
-}
-
-fn field(line: &str, key: &str) -> String {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
-        .to_owned()
 }
 
 impl Server {
     fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("tern.toml");
-        // Per-connection limits raised: a load test sends faster than a person.
-        let toml = format!(
-            "data_dir = \"{}\"\nlog = \"warn\"\n[gateway]\ncores = 1\ninbound_frames_per_sec = 100000\n\
-             [messages]\nsends_per_sec = 100000\n[[apps]]\nid = 10000\nsecret = \"{SECRET}\"\nadmins = [\"admin\"]\nlogin_model = 4\n",
-            dir.path().join("data").display()
-        );
-        std::fs::write(&config, toml).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
-            .args(["all", "--config"])
-            .arg(&config)
-            .args(["--http-addr", "127.0.0.1:0", "--tcp-addr", "127.0.0.1:0", "--ws-addr", "127.0.0.1:0"])
-            .args(["--link-addr", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn tern");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(first)) = lines.next() {
-                let _ = tx.send(first);
-            }
-            for _ in lines {}
-        });
-        let line = rx.recv_timeout(Duration::from_secs(60)).expect("tern printed its listen line");
-        Server { http: field(&line, "http"), tcp: field(&line, "tcp"), ws: field(&line, "ws"), child, dir }
+        let extra_toml = "inbound_frames_per_sec = 100000\n[messages]\nsends_per_sec = 100000\n".to_string();
+        Server(Tern::start_with(Mode::AllInOne, Options { extra_toml, ..Options::default() }))
     }
 
     fn out_dir(&self) -> PathBuf {
@@ -122,7 +82,7 @@ fn assert_clean(p: &Value) {
 #[test]
 fn connect_holds_every_connection_and_measures_memory() {
     let s = Server::start();
-    let pid = s.child.id().to_string();
+    let pid = s.pid().to_string();
     let r = s.loadtest(
         "connect",
         &["--conns", "300", "--hold", "1", "--connect-rate", "2000", "--gateway-pid", &pid],

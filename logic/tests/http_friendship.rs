@@ -7,6 +7,8 @@
 //!
 //! `TERN_BENCH=1` also runs `bench_check_and_sync`, which prints p50/p99 latencies.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,11 +18,9 @@ use axum::http::Request;
 use axum::Router;
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use tern_logic::sessions::Session;
-use tern_logic::{AppConfig, AppRegistry, Logic, LogicConfig, LoginModel};
+use tern_logic::{AppConfig, AppRegistry, Logic, LogicConfig};
 use tern_schema::client::SyncKind as WireKind;
 use tern_schema::frame::{parse_client_framed, parse_link, HEADER_LEN};
-use tern_schema::link::ConnRef;
 use tern_schema::sig;
 use tern_storage::{AppId, EmbeddedConfig, EmbeddedStore, Store, UserId};
 use tokio::sync::mpsc;
@@ -130,19 +130,7 @@ impl Harness {
 
     /// Registers a gateway link and online sessions (slot 10 + index); returns its queue.
     fn online(&self, devices: &[(&str, &str)]) -> mpsc::Receiver<Vec<u8>> {
-        let (tx, rx) = mpsc::channel(256);
-        self.logic.sessions.register_link((1, 0), tx);
-        for (i, (user, device)) in devices.iter().enumerate() {
-            let session = Session {
-                conn: ConnRef::new(1, 0, 10 + i as u32, 1),
-                client_type: 1,
-                device_id: device.to_string(),
-                session_id: i as u64 + 1,
-                since_ms: 1,
-            };
-            self.logic.sessions.admit(AppId(APP), &UserId::new(*user).unwrap(), session, LoginModel::Unlimited, false);
-        }
-        rx
+        support::online(&self.logic, APP, devices, 256)
     }
 }
 

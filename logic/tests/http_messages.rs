@@ -2,6 +2,8 @@
 //! real embedded store (no sockets: `tower::ServiceExt::oneshot`). Most cases go
 //! through one helper, `check`, so a new case is one line.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,13 +11,11 @@ use axum::body::Body;
 use axum::http::Request;
 use axum::Router;
 use serde_json::{json, Value};
-use tern_logic::sessions::Session;
-use tern_logic::{AppConfig, AppRegistry, Logic, LogicConfig, LoginModel};
+use tern_logic::{AppConfig, AppRegistry, Logic, LogicConfig};
 use tern_schema::client::Body as FrameBody;
 use tern_schema::frame::{parse_client_framed, parse_link, HEADER_LEN};
-use tern_schema::link::ConnRef;
 use tern_schema::sig;
-use tern_storage::{AppId, EmbeddedConfig, EmbeddedStore, UserId};
+use tern_storage::{EmbeddedConfig, EmbeddedStore};
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 
@@ -133,20 +133,7 @@ impl Harness {
 
     /// Registers a gateway link and online sessions; returns the link's queue.
     fn online(&self, devices: &[(&str, &str)]) -> mpsc::Receiver<Vec<u8>> {
-        let (tx, rx) = mpsc::channel(64);
-        self.logic.sessions.register_link((1, 0), tx);
-        for (i, (user, device)) in devices.iter().enumerate() {
-            let session = Session {
-                conn: ConnRef::new(1, 0, 10 + i as u32, 1),
-                client_type: 1,
-                device_id: device.to_string(),
-                session_id: i as u64 + 1,
-                since_ms: 1,
-            };
-            let uid = UserId::new(*user).unwrap();
-            self.logic.sessions.admit(AppId(APP), &uid, session, LoginModel::Unlimited, false);
-        }
-        rx
+        support::online(&self.logic, APP, devices, 64)
     }
 }
 

@@ -276,6 +276,11 @@ impl Tern {
         }
     }
 
+    /// The pid of the process holding client connections (`tern all` or `tern gateway`).
+    pub fn pid(&self) -> u32 {
+        self.children.last().expect("a running server").id()
+    }
+
     pub fn addr(&self, t: Transport) -> &str {
         match t {
             Transport::Tcp => &self.tcp,
