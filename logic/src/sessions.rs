@@ -245,12 +245,6 @@ impl Sessions {
         devices.len()
     }
 
-    /// Sends a raw link frame to one gateway core.
-    pub fn send_link(&self, link: LinkKey, link_frame: Vec<u8>) {
-        let mut g = self.lock();
-        send_locked(&mut g, link, link_frame, &[]);
-    }
-
     /// Kicks the connections that missed frames on a full link queue, as far as the
     /// queues now have room. Called periodically; returns how many were kicked.
     pub fn repair_stale(&self) -> usize {

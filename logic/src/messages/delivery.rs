@@ -10,7 +10,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use tern_schema::client::EntryKind;
 use tern_schema::link::ConnRef;
 use tern_schema::message::{self, MessageParts};
 use tern_storage::{AppId, Seq, SyncKind, UserId};
@@ -149,9 +148,4 @@ fn same(a: &Option<ConnRef>, b: &Option<ConnRef>) -> bool {
         }
         _ => false,
     }
-}
-
-/// Whether a stored entry is a recall event.
-pub fn is_recall_event(m: &tern_schema::client::Message<'_>) -> bool {
-    m.entry() == EntryKind::Recall
 }
