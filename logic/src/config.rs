@@ -56,6 +56,11 @@ pub const DEFAULT_DEDUP_WINDOW_SECS: u64 = 24 * 3600;
 pub const DEFAULT_SENDS_PER_SEC: u32 = 20;
 /// Largest page of a TCP Pull or HTTP offline/history call.
 pub const DEFAULT_MAX_PULL: usize = 500;
+/// Sends from one gateway link (one gateway core) accepted but not yet durable. Past it
+/// new sends are refused at once with 80009 instead of queueing: at the embedded
+/// store's group-commit rate this many sends clear in tens of milliseconds, so an
+/// accepted send never waits seconds behind a backlog.
+pub const DEFAULT_MAX_SENDS_IN_FLIGHT_PER_LINK: usize = 2_048;
 
 /// Messaging limits.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -69,6 +74,9 @@ pub struct MessageConfig {
     pub sends_per_sec: u32,
     /// Largest page of pulled messages.
     pub max_pull: usize,
+    /// Sends of one gateway link accepted and not yet durable before new ones are
+    /// refused with 80009.
+    pub max_sends_in_flight_per_link: usize,
 }
 
 impl Default for MessageConfig {
@@ -78,6 +86,7 @@ impl Default for MessageConfig {
             dedup_window_secs: DEFAULT_DEDUP_WINDOW_SECS,
             sends_per_sec: DEFAULT_SENDS_PER_SEC,
             max_pull: DEFAULT_MAX_PULL,
+            max_sends_in_flight_per_link: DEFAULT_MAX_SENDS_IN_FLIGHT_PER_LINK,
         }
     }
 }

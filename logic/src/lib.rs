@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tern_storage::{AppId, LogEntry, Seq, Store, StoreError, SyncKind, UserId, WriteBatch};
+use tern_storage::{AppId, GuardOutcome, GuardedBatch, LogEntry, Seq, Store, StoreError, SyncKind, UserId, WriteBatch};
 
 pub use apps::{AppConfig, AppRegistry, LoginModel};
 pub use config::LogicConfig;
@@ -140,6 +140,27 @@ impl Logic {
             }
         }
         self.store.write(batch).await
+    }
+
+    /// [`Store::write_guarded`] with [`write_retrying`](Self::write_retrying)'s retries.
+    /// A retry may find a guard written by the failed attempt: callers recognise their
+    /// own guard value in a `Duplicate` answer (see `messages::finish`).
+    pub async fn write_guarded_retrying(&self, writes: Vec<GuardedBatch>) -> Result<Vec<GuardOutcome>, StoreError> {
+        const ATTEMPTS: u32 = 3;
+        let mut delay = std::time::Duration::from_millis(20);
+        for attempt in 1..ATTEMPTS {
+            match self.store.write_guarded(writes.clone(), now_ms()).await {
+                Err(StoreError::InvalidArgument(e)) => return Err(StoreError::InvalidArgument(e)),
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "guarded store write failed; retrying the same batches");
+                    metrics::counter!("tern_store_write_retries_total").increment(1);
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                }
+                ok => return ok,
+            }
+        }
+        self.store.write_guarded(writes, now_ms()).await
     }
 
     /// Reads a user's `kind` log after `after`, at most `limit` entries, never past the

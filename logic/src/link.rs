@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::sessions::{LinkKey, Session};
+use crate::upstream::SendTurn;
 use crate::{now_ms, Logic};
 
 /// Largest link frame payload (a Deliver to many connections of one core can be large).
@@ -29,6 +30,8 @@ pub const MAX_LINK_PAYLOAD: usize = 16 << 20;
 const LINK_QUEUE_FRAMES: usize = 65_536;
 /// Bytes the writer gathers before one write.
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
+/// The reader's buffer: one read takes whatever a gateway core batched meanwhile.
+const READ_BUF_BYTES: usize = 256 * 1024;
 
 static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -115,13 +118,23 @@ async fn serve_link(logic: Arc<Logic>, stream: TcpStream) -> Result<(), LinkErro
     tracing::info!(gateway = key.0, core = key.1, "gateway link up");
     metrics::gauge!("tern_links_up").increment(1.0);
 
+    let mut r = tokio::io::BufReader::with_capacity(READ_BUF_BYTES, r);
+    let mut turn = SendTurn::new(logic.config.messages.max_sends_in_flight_per_link);
     let result = async {
-        while read_frame(&mut r, &mut buf).await? {
-            handle_frame(&logic, &tx, &buf).await?;
+        loop {
+            // A turn ends when the reader would wait on its socket: write what it holds.
+            if !turn.is_empty() && !frame_buffered(r.buffer()) {
+                turn.flush(&logic, &tx);
+            }
+            if !read_frame(&mut r, &mut buf).await? {
+                break;
+            }
+            handle_frame(&logic, &tx, &mut turn, &buf).await?;
         }
         Ok(())
     }
     .await;
+    turn.flush(&logic, &tx);
 
     let dropped = logic.sessions.unregister_link(key, epoch);
     metrics::gauge!("tern_links_up").decrement(1.0);
@@ -131,7 +144,22 @@ async fn serve_link(logic: Arc<Logic>, stream: TcpStream) -> Result<(), LinkErro
     result
 }
 
-async fn handle_frame(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, payload: &[u8]) -> Result<(), LinkError> {
+/// Whether `buffered` holds a whole link frame (or a bad header, which the next read
+/// reports without waiting).
+fn frame_buffered(buffered: &[u8]) -> bool {
+    let Some(h) = buffered.get(..HEADER_LEN) else { return false };
+    match frame::parse_header(h.try_into().expect("HEADER_LEN bytes"), MAX_LINK_PAYLOAD) {
+        Ok(len) => buffered.len() >= HEADER_LEN + len,
+        Err(_) => true,
+    }
+}
+
+async fn handle_frame(
+    logic: &Arc<Logic>,
+    tx: &mpsc::Sender<Vec<u8>>,
+    turn: &mut SendTurn,
+    payload: &[u8],
+) -> Result<(), LinkError> {
     let f = frame::parse_link(payload)?;
     match f.body_type() {
         link::LinkBody::SessionOpen => {
@@ -156,7 +184,7 @@ async fn handle_frame(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, payload: &
             let (Some(conn), Some(bytes)) = (up.conn(), up.frame()) else {
                 return Err(LinkError::Protocol("Upstream without conn or frame".into()));
             };
-            crate::upstream::handle(logic, tx, *conn, bytes.bytes()).await;
+            crate::upstream::handle(logic, tx, turn, *conn, bytes.bytes()).await;
         }
         link::LinkBody::LinkPing => {
             let ping = f.body_as_link_ping().expect("checked type");

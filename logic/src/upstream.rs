@@ -1,17 +1,28 @@
 //! Client frames that gateways forward to logic: Send, Pull, PushAck, ReadReceipt,
 //! Recall. Each is answered (SendAck, PullResult, Error) on the originating connection;
 //! nothing a client sends can leave it waiting without an answer or an error.
+//!
+//! Sends take the fast path of the link they arrive on ([`SendTurn`]): the link's reader
+//! prepares each send as it reads it (checks from memory, seqs allocated in arrival
+//! order, so one connection's sends keep their order in every timeline), gathers the
+//! sends of one *turn* (every frame already read when the reader would next wait on its
+//! socket) and hands them to the store as ONE guarded write (dedup checked in the same
+//! trip). A task per turn awaits durability, then pushes and acks. No task, copy or
+//! store read per send, and at most `messages.max_sends_in_flight_per_link` sends of a
+//! link wait for the store: past that a send is refused at once with 80009.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use tern_schema::client::Frame;
 use tern_schema::client::{Body, SyncKind as WireKind};
 use tern_schema::link::ConnRef;
 use tern_schema::message::{self, elems_of, SendAckParts};
 use tern_schema::{codes, encode, frame};
-use tern_storage::{Seq, UserId};
+use tern_storage::{AppId, GuardedBatch, Seq, UserId};
 use tokio::sync::mpsc;
 
-use crate::messages::{self as msg, Recaller, SendRequest};
+use crate::messages::{self as msg, Pending, Prepared, Recaller, SendRequest};
 use crate::Logic;
 
 fn reply(tx: &mpsc::Sender<Vec<u8>>, conn: ConnRef, frame: &[u8]) {
@@ -20,9 +31,10 @@ fn reply(tx: &mpsc::Sender<Vec<u8>>, conn: ConnRef, frame: &[u8]) {
     }
 }
 
-/// Handles one forwarded client frame (header included) from `conn`. Work that waits
-/// for storage runs in its own task so one slow send never stalls the link reader.
-pub async fn handle(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, conn: ConnRef, bytes: &[u8]) {
+/// Handles one forwarded client frame (header included) from `conn`. Sends join the
+/// link's [`SendTurn`] (prepared here, in arrival order); other work that waits for
+/// storage runs in its own task so it never stalls the link reader.
+pub async fn handle(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, turn: &mut SendTurn, conn: ConnRef, bytes: &[u8]) {
     let f = match frame::parse_client_framed(bytes, crate::link::MAX_LINK_PAYLOAD) {
         Ok(f) => f,
         Err(e) => return reply(tx, conn, &encode::error(0, codes::MALFORMED_FRAME, &e.to_string())),
@@ -33,60 +45,7 @@ pub async fn handle(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, conn: ConnRe
         return reply(tx, conn, &encode::error(rid, codes::LOGIN_REQUIRED, "no session on this connection"));
     };
     match f.body_type() {
-        Body::Send => {
-            let s = f.body_as_send().expect("checked type");
-            let to = match UserId::new(s.to_id().unwrap_or_default()) {
-                Ok(u) => u,
-                Err(e) => {
-                    let ack = message::send_ack(
-                        rid,
-                        &SendAckParts {
-                            client_msg_id: s.client_msg_id().unwrap_or_default(),
-                            code: msg::errors::INVALID_MESSAGE,
-                            message: &format!("to_id: {e}"),
-                            ..Default::default()
-                        },
-                    );
-                    return reply(tx, conn, &ack);
-                }
-            };
-            // Owned copy: the send outlives this borrowed frame.
-            let bytes = bytes.to_vec();
-            let (logic, tx) = (logic.clone(), tx.clone());
-            tokio::spawn(async move {
-                let f = frame::parse_client_framed(&bytes, crate::link::MAX_LINK_PAYLOAD).expect("parsed above");
-                let s = f.body_as_send().expect("checked type");
-                let client_msg_id = s.client_msg_id().unwrap_or_default();
-                let req = SendRequest {
-                    app,
-                    from: user,
-                    to,
-                    client_msg_id,
-                    elems: elems_of(s.elems()),
-                    client_time_ms: s.client_time_ms(),
-                    from_device: &session.device_id,
-                    origin: Some(conn),
-                };
-                let ack = match msg::send(&logic, req).await {
-                    Ok(a) => message::send_ack(
-                        rid,
-                        &SendAckParts {
-                            client_msg_id,
-                            code: codes::OK,
-                            message: "",
-                            message_key: a.message_key,
-                            seq: a.seq.0,
-                            server_time_ms: a.server_time_ms,
-                        },
-                    ),
-                    Err(r) => message::send_ack(
-                        rid,
-                        &SendAckParts { client_msg_id, code: r.code, message: &r.message, ..Default::default() },
-                    ),
-                };
-                reply(&tx, conn, &ack);
-            });
-        }
+        Body::Send => turn.push(logic, tx, conn, rid, &f, app, user, &session.device_id).await,
         Body::Pull => {
             let p = f.body_as_pull().expect("checked type");
             if p.kind() != WireKind::Message {
@@ -144,4 +103,144 @@ pub async fn handle(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, conn: ConnRe
             &encode::error(rid, codes::UNEXPECTED_FRAME, &format!("{other:?} is not accepted from a client")),
         ),
     }
+}
+
+/// Sends in one turn before it is written regardless: bounds one store request and the
+/// first send's wait in a long burst.
+const MAX_TURN_SENDS: usize = 512;
+
+/// Where a send's answer goes.
+struct AckTo {
+    conn: ConnRef,
+    request_id: u32,
+    client_msg_id: String,
+}
+
+/// The sends of one link prepared since its last write (see the module docs).
+pub struct SendTurn {
+    pending: Vec<(Pending, AckTo)>,
+    writes: Vec<GuardedBatch>,
+    /// Sends of this link handed to the store and not yet answered.
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: usize,
+}
+
+impl SendTurn {
+    pub fn new(max_in_flight: usize) -> Self {
+        Self {
+            pending: Vec::new(),
+            writes: Vec::new(),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            max_in_flight: max_in_flight.max(1),
+        }
+    }
+
+    /// Whether sends are waiting to be written.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Prepares one Send frame and adds it to the turn, or answers it at once (refused,
+    /// or a resend of a message being written).
+    #[allow(clippy::too_many_arguments)]
+    async fn push(
+        &mut self,
+        logic: &Arc<Logic>,
+        tx: &mpsc::Sender<Vec<u8>>,
+        conn: ConnRef,
+        rid: u32,
+        f: &Frame<'_>,
+        app: AppId,
+        user: UserId,
+        device_id: &str,
+    ) {
+        let s = f.body_as_send().expect("checked type");
+        let client_msg_id = s.client_msg_id().unwrap_or_default();
+        let refuse = |code: u32, message: &str| {
+            let parts = SendAckParts { client_msg_id, code, message, ..Default::default() };
+            reply(tx, conn, &message::send_ack(rid, &parts));
+        };
+        let to = match UserId::new(s.to_id().unwrap_or_default()) {
+            Ok(u) => u,
+            Err(e) => return refuse(msg::errors::INVALID_MESSAGE, &format!("to_id: {e}")),
+        };
+        if self.in_flight.load(Ordering::Relaxed) + self.pending.len() >= self.max_in_flight {
+            metrics::counter!("tern_sends_refused_busy_total").increment(1);
+            return refuse(codes::SERVICE_UNAVAILABLE, "server busy: too many sends in flight; retry in 100 ms");
+        }
+        let req = SendRequest {
+            app,
+            from: user,
+            to,
+            client_msg_id,
+            elems: elems_of(s.elems()),
+            client_time_ms: s.client_time_ms(),
+            from_device: device_id,
+            origin: Some(conn),
+        };
+        match msg::prepare(logic, req).await {
+            Ok(Prepared::Ready(pending, write)) => {
+                self.pending.push((pending, AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned() }));
+                self.writes.push(write);
+                if self.pending.len() >= MAX_TURN_SENDS {
+                    self.flush(logic, tx);
+                }
+            }
+            Ok(Prepared::Waiting(rx)) => {
+                let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned() };
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let result = rx.await.unwrap_or_else(|_| Err(msg::Refusal::new(codes::INTERNAL, "internal error")));
+                    reply(&tx, to.conn, &send_ack(&to, &result));
+                });
+            }
+            Ok(Prepared::Done(accepted)) => {
+                let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned() };
+                reply(tx, conn, &send_ack(&to, &Ok(accepted)));
+            }
+            Err(r) => refuse(r.code, &r.message),
+        }
+    }
+
+    /// Hands the turn's sends to the store in one request; a task completes them.
+    pub fn flush(&mut self, logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let writes = std::mem::take(&mut self.writes);
+        let n = pending.len();
+        self.in_flight.fetch_add(n, Ordering::Relaxed);
+        metrics::histogram!("tern_send_turn_size").record(n as f64);
+        let (logic, tx, in_flight) = (logic.clone(), tx.clone(), self.in_flight.clone());
+        tokio::spawn(async move {
+            let outcomes = logic.write_guarded_retrying(writes).await;
+            for (i, (p, to)) in pending.into_iter().enumerate() {
+                let outcome = match &outcomes {
+                    Ok(o) => o.get(i).cloned().ok_or(tern_storage::StoreError::Backend("missing guard outcome".into())),
+                    Err(e) => Err(e.clone()),
+                };
+                let result = msg::finish(&logic, p, outcome);
+                reply(&tx, to.conn, &send_ack(&to, &result));
+            }
+            in_flight.fetch_sub(n, Ordering::Relaxed);
+        });
+    }
+}
+
+fn send_ack(to: &AckTo, result: &Result<msg::Accepted, msg::Refusal>) -> Vec<u8> {
+    let parts = match result {
+        Ok(a) => SendAckParts {
+            client_msg_id: &to.client_msg_id,
+            code: codes::OK,
+            message: "",
+            message_key: a.message_key,
+            seq: a.seq.0,
+            server_time_ms: a.server_time_ms,
+        },
+        Err(r) => {
+            SendAckParts { client_msg_id: &to.client_msg_id, code: r.code, message: &r.message, ..Default::default() }
+        }
+    };
+    message::send_ack(to.request_id, &parts)
 }

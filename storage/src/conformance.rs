@@ -21,8 +21,8 @@
 //! depend on each other, on wall-clock time, or on data left by another case.
 
 use crate::{
-    AppId, AppRecord, DedupRecord, LogEntry, MessageLocator, Seq, Store, StoreError, SyncKind, UserId, UserRecord,
-    WriteBatch,
+    AppId, AppRecord, DedupRecord, GuardOutcome, GuardedBatch, LogEntry, MessageLocator, Seq, Store, StoreError,
+    SyncKind, UserId, UserRecord, WriteBatch,
 };
 use bytes::Bytes;
 use std::{any::Any, future::Future, pin::Pin, sync::Arc, task::Poll};
@@ -59,6 +59,8 @@ macro_rules! conformance_tests {
             conv_index_isolation,
             read_marks_keep_max,
             index_ops_with_log_in_one_batch,
+            guarded_write_applies_new_and_refuses_duplicates,
+            guarded_write_respects_expiry_and_invalid_input,
         );
     };
     (optional: $factory:expr) => {
@@ -439,6 +441,63 @@ pub async fn dedup_roundtrip_and_expiry(store: &dyn Store) {
     batch.put_dedup(renewed.clone());
     write(store, batch).await;
     assert_eq!(store.get_dedup(&rec.key, 15_000).await.unwrap(), Some(renewed));
+}
+
+fn guarded(key: &str, value: &'static str, user: &UserId, seq: u64) -> GuardedBatch {
+    let mut batch = WriteBatch::new();
+    batch.append_log(APP, user.clone(), KIND, entry(seq, value));
+    GuardedBatch {
+        guard: DedupRecord { key: key.into(), value: Bytes::from_static(value.as_bytes()), expires_ms: 10_000 },
+        batch,
+    }
+}
+
+/// A guarded write applies batches whose key is new (writing the guard too), answers
+/// `Duplicate` with the stored value for keys already stored or earlier in the same
+/// call, and writes nothing of a duplicate's batch.
+pub async fn guarded_write_applies_new_and_refuses_duplicates(store: &dyn Store) {
+    let u = uid("guarded");
+    let out = store.write_guarded(vec![guarded("g/1", "first", &u, 1)], 0).await.unwrap();
+    assert_eq!(out, vec![GuardOutcome::Applied]);
+    assert_eq!(store.get_dedup("g/1", 0).await.unwrap().map(|r| r.value), Some(Bytes::from_static(b"first")));
+    let out = store
+        .write_guarded(
+            vec![
+                guarded("g/1", "again", &u, 2),
+                guarded("g/2", "second", &u, 3),
+                guarded("g/2", "second-dup", &u, 4),
+                guarded("g/3", "third", &u, 5),
+            ],
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            GuardOutcome::Duplicate(Bytes::from_static(b"first")),
+            GuardOutcome::Applied,
+            GuardOutcome::Duplicate(Bytes::from_static(b"second")),
+            GuardOutcome::Applied,
+        ]
+    );
+    let seqs: Vec<u64> = store.read_log(APP, &u, KIND, Seq::ZERO, 100).await.unwrap().iter().map(|e| e.seq.0).collect();
+    assert_eq!(seqs, vec![1, 3, 5], "duplicates' batches are not written");
+    assert_eq!(store.write_guarded(Vec::new(), 0).await.unwrap(), Vec::new());
+}
+
+/// An expired guard record does not count; an invalid key fails the call and writes
+/// nothing.
+pub async fn guarded_write_respects_expiry_and_invalid_input(store: &dyn Store) {
+    let u = uid("guarded-exp");
+    store.write_guarded(vec![guarded("e/1", "old", &u, 1)], 0).await.unwrap();
+    // At 10_000 the record (expires_ms 10_000) is gone: the same key applies again.
+    let out = store.write_guarded(vec![guarded("e/1", "new", &u, 2)], 10_000).await.unwrap();
+    assert_eq!(out, vec![GuardOutcome::Applied]);
+    let bad = guarded(&"k".repeat(crate::MAX_DEDUP_KEY_LEN + 1), "bad", &u, 3);
+    assert!(store.write_guarded(vec![guarded("e/2", "ok", &u, 4), bad], 0).await.is_err());
+    let seqs: Vec<u64> = store.read_log(APP, &u, KIND, Seq::ZERO, 100).await.unwrap().iter().map(|e| e.seq.0).collect();
+    assert_eq!(seqs, vec![1, 2], "a failed guarded write writes nothing");
 }
 
 /// Apps round-trip and overwrite.

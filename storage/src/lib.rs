@@ -22,7 +22,8 @@ pub use embedded::{Durability, EmbeddedConfig, EmbeddedStore};
 pub use error::StoreError;
 pub use scylla::{MigrationReport, ScyllaConfig, ScyllaStore};
 pub use store::{
-    check_dedup_key, check_device_id, Store, WriteBatch, WriteOp, MAX_DEDUP_KEY_LEN, MAX_DEVICE_ID_LEN, MAX_VALUE_LEN,
+    check_dedup_key, check_device_id, GuardOutcome, GuardedBatch, Store, WriteBatch, WriteOp, MAX_DEDUP_KEY_LEN,
+    MAX_DEVICE_ID_LEN, MAX_VALUE_LEN,
 };
 pub use types::{
     AppId, AppRecord, DedupRecord, InvalidUserId, LogEntry, MessageLocator, Seq, SyncKind, UserId, UserRecord,

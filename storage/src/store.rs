@@ -11,6 +11,7 @@
 
 use crate::{AppId, AppRecord, DedupRecord, LogEntry, MessageLocator, Seq, StoreError, SyncKind, UserId, UserRecord};
 use async_trait::async_trait;
+use bytes::Bytes;
 
 /// Longest accepted [`DedupRecord::key`] in bytes. A sender id is at most 64 bytes;
 /// the rest is room for the client's message id and logic's separators.
@@ -300,6 +301,26 @@ impl IntoIterator for WriteBatch {
     }
 }
 
+/// One send's writes, applied only if no live dedup record with `guard.key` exists
+/// (the guard record itself is written with them). Lets a caller check its dedup window
+/// and write in one trip to the store instead of a read, then a write.
+#[derive(Debug, Clone)]
+pub struct GuardedBatch {
+    pub guard: DedupRecord,
+    pub batch: WriteBatch,
+}
+
+/// What became of one [`GuardedBatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuardOutcome {
+    /// Its writes and its guard record are durable.
+    Applied,
+    /// A live record with the guard's key already existed (stored earlier, or by an
+    /// earlier batch of the same call): nothing of this batch was written; this is the
+    /// stored record's value.
+    Duplicate(Bytes),
+}
+
 /// A storage backend. Object safe: logic holds an `Arc<dyn Store>`.
 ///
 /// Reads see every write whose [`Store::write`] has returned. Nothing here is
@@ -313,6 +334,34 @@ pub trait Store: Send + Sync + 'static {
     /// If the returned future is dropped before it completes, the batch may or may not
     /// be applied; callers that need to know must re-read (appends are idempotent).
     async fn write(&self, batch: WriteBatch) -> Result<(), StoreError>;
+
+    /// Applies each of `writes` whose guard key has no live record at `now_ms` (see
+    /// [`GuardedBatch`]), durably, and answers per batch in input order. Batches are
+    /// checked in order, so of two with the same key only the first applies. The
+    /// embedded backend checks and writes in its writer thread (one trip, one group
+    /// commit); this default reads each guard, then writes what passed in one batch,
+    /// which is exact as long as one writer owns each key (the slot owner does).
+    async fn write_guarded(&self, writes: Vec<GuardedBatch>, now_ms: u64) -> Result<Vec<GuardOutcome>, StoreError> {
+        let mut outcomes = Vec::with_capacity(writes.len());
+        let mut merged = WriteBatch::new();
+        let mut seen: std::collections::HashMap<String, Bytes> = std::collections::HashMap::new();
+        for w in writes {
+            if let Some(v) = seen.get(&w.guard.key) {
+                outcomes.push(GuardOutcome::Duplicate(v.clone()));
+                continue;
+            }
+            if let Some(rec) = self.get_dedup(&w.guard.key, now_ms).await? {
+                outcomes.push(GuardOutcome::Duplicate(rec.value));
+                continue;
+            }
+            seen.insert(w.guard.key.clone(), w.guard.value.clone());
+            merged.extend(w.batch);
+            merged.put_dedup(w.guard);
+            outcomes.push(GuardOutcome::Applied);
+        }
+        self.write(merged).await?;
+        Ok(outcomes)
+    }
 
     /// Profiles of `ids`, in the same order (`None` for unknown users; deleted users
     /// are returned with `deleted` set).

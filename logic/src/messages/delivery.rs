@@ -24,7 +24,7 @@ const SHARDS: usize = 64;
 pub enum Item {
     /// A stored message or event (bare FlatBuffers `Message` without seq); pushed in a
     /// Push frame with the entry's seq filled in.
-    Stored(Vec<u8>),
+    Stored(bytes::Bytes),
     /// A ready client frame (e.g. RecallNotify).
     Frame(Vec<u8>),
 }
@@ -97,9 +97,9 @@ impl Delivery {
 /// Sends due entries in seq order, batching consecutive stored messages with the same
 /// `except` into one Push frame.
 fn push_in_order(logic: &Logic, app: AppId, user: &UserId, due: BTreeMap<u64, Parked>) {
-    let mut batch: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut batch: Vec<(u64, bytes::Bytes)> = Vec::new();
     let mut batch_except: Option<ConnRef> = None;
-    let flush = |batch: &mut Vec<(u64, Vec<u8>)>, except: &Option<ConnRef>| {
+    let flush = |batch: &mut Vec<(u64, bytes::Bytes)>, except: &Option<ConnRef>| {
         if batch.is_empty() {
             return;
         }

@@ -14,6 +14,7 @@
 
 pub mod delivery;
 pub mod keys;
+pub mod recent;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -24,9 +25,13 @@ use tern_schema::client::{ConversationType, ElemType, EntryKind, SyncKind as Wir
 use tern_schema::codes;
 use tern_schema::link::ConnRef;
 use tern_schema::message::{self, ElemParts, MessageParts};
-use tern_storage::{AppId, DedupRecord, LogEntry, MessageLocator, Seq, StoreError, SyncKind, UserId, WriteBatch};
+use tern_storage::{
+    AppId, DedupRecord, GuardOutcome, GuardedBatch, LogEntry, MessageLocator, Seq, StoreError, SyncKind, UserId,
+    WriteBatch,
+};
 use tokio::sync::oneshot;
 
+use crate::seq::Allocation;
 use crate::{now_ms, Logic};
 use delivery::Item;
 
@@ -116,6 +121,8 @@ type SendResult = Result<Accepted, Refusal>;
 pub struct Messaging {
     pub keys: keys::MessageKeys,
     pub delivery: delivery::Delivery,
+    /// Durable sends of the last minutes, by dedup key: resends answered from memory.
+    recent: recent::RecentSends,
     /// Sends being written, by dedup key: concurrent resends wait for the first.
     in_flight: Mutex<HashMap<String, Vec<oneshot::Sender<SendResult>>>>,
     /// Per-connection send token buckets.
@@ -192,8 +199,50 @@ impl Messaging {
     }
 }
 
+/// A send that passed its checks, with its seqs allocated and its writes built; the
+/// store write is the caller's (alone, or merged with other sends of one turn into one
+/// [`Store::write_guarded`](tern_storage::Store::write_guarded) request). Complete it
+/// with [`finish`] whatever the write's outcome.
+#[derive(Debug)]
+pub struct Pending {
+    key: String,
+    accepted: Accepted,
+    from_alloc: Allocation,
+    to_alloc: Option<Allocation>,
+    payload: Bytes,
+    origin: Option<ConnRef>,
+}
+
+/// What [`prepare`] made of a send.
+// Returned once and taken apart at once: boxing `Ready` would cost an allocation per send.
+#[allow(clippy::large_enum_variant)]
+pub enum Prepared {
+    /// Write this, then [`finish`] the pending send with the outcome.
+    Ready(Pending, GuardedBatch),
+    /// The same message (sender and client id) is being written already: this resolves
+    /// with the first attempt's result.
+    Waiting(oneshot::Receiver<SendResult>),
+    /// A resend of a message accepted moments ago: its original answer.
+    Done(Accepted),
+}
+
 /// Sends one message. Returns only once it is durable (or refused).
 pub async fn send(logic: &Logic, req: SendRequest<'_>) -> SendResult {
+    match prepare(logic, req).await? {
+        Prepared::Waiting(rx) => rx.await.unwrap_or_else(|_| Err(Refusal::new(codes::INTERNAL, "internal error"))),
+        Prepared::Done(accepted) => Ok(accepted),
+        Prepared::Ready(pending, write) => {
+            let outcome = logic.write_guarded_retrying(vec![write]).await.map(|mut o| o.remove(0));
+            finish(logic, pending, outcome)
+        }
+    }
+}
+
+/// Runs every check of a send and allocates its seqs, in the caller's order: two sends
+/// prepared one after the other get seqs in that order in both timelines. Does no I/O
+/// when the users, their friend views and their seq bounds are in memory (the common
+/// case); reads the store once per user otherwise.
+pub async fn prepare(logic: &Logic, req: SendRequest<'_>) -> Result<Prepared, Refusal> {
     validate(logic, &req)?;
     if let Some(conn) = &req.origin {
         if !logic.messaging.take_token(conn, logic.config.messages.sends_per_sec) {
@@ -201,43 +250,43 @@ pub async fn send(logic: &Logic, req: SendRequest<'_>) -> SendResult {
         }
     }
     let key = dedup_key(req.app, &req.from, req.client_msg_id);
-    // A resend already being written waits for the first attempt's outcome.
-    let waiter = {
+    // A resend of a message being written waits for the first attempt's outcome; a
+    // resend of one already stored is answered by the store's dedup guard.
+    {
         let mut g = logic.messaging.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        match g.get_mut(&key) {
-            Some(waiters) => {
-                let (tx, rx) = oneshot::channel();
-                waiters.push(tx);
-                Some(rx)
-            }
-            None => {
-                g.insert(key.clone(), Vec::new());
-                None
-            }
+        if let Some(accepted) = logic.messaging.recent.get(&key) {
+            metrics::counter!("tern_messages_deduplicated_total").increment(1);
+            return Ok(Prepared::Done(accepted));
         }
-    };
-    if let Some(rx) = waiter {
-        return rx.await.unwrap_or_else(|_| Err(Refusal::new(codes::INTERNAL, "internal error")));
+        if let Some(waiters) = g.get_mut(&key) {
+            let (tx, rx) = oneshot::channel();
+            waiters.push(tx);
+            return Ok(Prepared::Waiting(rx));
+        }
+        g.insert(key.clone(), Vec::new());
     }
-    let result = send_first(logic, &req, &key).await;
-    let waiters = logic.messaging.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key).unwrap_or_default();
+    match build(logic, &req, key.clone()).await {
+        Ok((pending, write)) => Ok(Prepared::Ready(pending, write)),
+        Err(r) => {
+            release(logic, &key, &Err(r.clone()));
+            Err(r)
+        }
+    }
+}
+
+/// Ends a send's flight in the dedup table, answering concurrent resends.
+fn release(logic: &Logic, key: &str, result: &SendResult) {
+    let waiters = logic.messaging.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(key).unwrap_or_default();
     for w in waiters {
         let _ = w.send(result.clone());
     }
-    result
 }
 
-async fn send_first(logic: &Logic, req: &SendRequest<'_>, key: &str) -> SendResult {
-    let now = now_ms();
-    if let Some(rec) = logic.store.get_dedup(key, now).await? {
-        if let Some(acc) = Accepted::decode(&rec.value) {
-            metrics::counter!("tern_messages_deduplicated_total").increment(1);
-            return Ok(acc);
-        }
-    }
+async fn build(logic: &Logic, req: &SendRequest<'_>, key: String) -> Result<(Pending, GuardedBatch), Refusal> {
     check_parties(logic, req.app, &req.from, &req.to).await?;
     crate::hooks::check_send_allowed(logic, req.app, &req.from, &req.to).await?;
 
+    let now = now_ms();
     let self_message = req.from == req.to;
     let from_alloc = logic.seqs.allocate(req.app, &req.from, SyncKind::Message, 1).await?;
     let to_alloc = if self_message {
@@ -283,21 +332,53 @@ async fn send_first(logic: &Logic, req: &SendRequest<'_>, key: &str) -> SendResu
         message_key,
         MessageLocator { from: req.from.clone(), to: req.to.clone(), from_seq: from_alloc.first, to_seq, time_ms: now },
     );
-    batch.put_dedup(DedupRecord {
-        key: key.to_string(),
+    let guard = DedupRecord {
+        key: key.clone(),
         value: accepted.encode(),
         expires_ms: now + logic.config.messages.dedup_window_secs * 1000,
-    });
-    let written = logic.write_retrying(batch).await;
-    let durable = written.is_ok();
+    };
+    let pending = Pending { key, accepted, from_alloc, to_alloc, payload, origin: req.origin };
+    Ok((pending, GuardedBatch { guard, batch }))
+}
+
+/// Completes a prepared send with its write's outcome: on success the message is pushed
+/// (in each user's seq order) and the sender's answer returned; otherwise its seqs are
+/// skipped. Answers concurrent resends waiting for it.
+pub fn finish(logic: &Logic, p: Pending, outcome: Result<GuardOutcome, StoreError>) -> SendResult {
+    let result = match outcome {
+        // Our own guard seen by a retried write (it landed before the error): applied.
+        Ok(GuardOutcome::Duplicate(v)) if Accepted::decode(&v) == Some(p.accepted) => Ok(true),
+        Ok(GuardOutcome::Duplicate(v)) => Err(Accepted::decode(&v)),
+        Ok(GuardOutcome::Applied) => Ok(true),
+        Err(e) => {
+            tracing::error!(error = %e, "store failure on the message path");
+            Ok(false)
+        }
+    };
+    let durable = result == Ok(true);
     let d = &logic.messaging.delivery;
-    d.complete(logic, &from_alloc, durable, vec![(from_alloc.first, Item::Stored(payload.to_vec()), req.origin)]);
-    if let Some(a) = &to_alloc {
-        d.complete(logic, a, durable, vec![(a.first, Item::Stored(payload.to_vec()), None)]);
+    let item = || Item::Stored(p.payload.clone());
+    d.complete(logic, &p.from_alloc, durable, vec![(p.from_alloc.first, item(), p.origin)]);
+    if let Some(a) = &p.to_alloc {
+        d.complete(logic, a, durable, vec![(a.first, item(), None)]);
     }
-    written?;
-    metrics::counter!("tern_messages_accepted_total").increment(1);
-    Ok(accepted)
+    let answer = match result {
+        Ok(true) => {
+            metrics::counter!("tern_messages_accepted_total").increment(1);
+            Ok(p.accepted)
+        }
+        Ok(false) => Err(Refusal::new(codes::INTERNAL, "internal error")),
+        Err(Some(original)) => {
+            metrics::counter!("tern_messages_deduplicated_total").increment(1);
+            Ok(original)
+        }
+        Err(None) => Err(Refusal::new(codes::INTERNAL, "stored dedup record is corrupt")),
+    };
+    if let Ok(accepted) = &answer {
+        logic.messaging.recent.insert(p.key.clone(), *accepted);
+    }
+    release(logic, &p.key, &answer);
+    answer
 }
 
 /// Both users exist and are not deleted.

@@ -16,8 +16,8 @@ mod writer;
 
 use crate::{
     store::{check_dedup_key, check_device_id},
-    AppId, AppRecord, DedupRecord, LogEntry, MessageLocator, Seq, Store, StoreError, SyncKind, UserId, UserRecord,
-    WriteBatch,
+    AppId, AppRecord, DedupRecord, GuardOutcome, GuardedBatch, LogEntry, MessageLocator, Seq, Store, StoreError,
+    SyncKind, UserId, UserRecord, WriteBatch,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -394,6 +394,20 @@ impl Store for EmbeddedStore {
         // Validate on the caller's thread: the writer thread is the serial bottleneck.
         batch.validate()?;
         self.ask(|reply| Command::Write(batch, reply)).await
+    }
+
+    async fn write_guarded(&self, writes: Vec<GuardedBatch>, now_ms: u64) -> Result<Vec<GuardOutcome>, StoreError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        for w in &writes {
+            check_dedup_key(&w.guard.key)?;
+            w.batch.validate()?;
+        }
+        let (reply, answer) = oneshot::channel();
+        let tx = self.tx.as_ref().ok_or(StoreError::Closed)?;
+        tx.send(Command::WriteGuarded { writes, now_ms, reply }).map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn get_users(&self, app: AppId, ids: &[UserId]) -> Result<Vec<Option<UserRecord>>, StoreError> {

@@ -11,7 +11,8 @@
 //! before that waiter's ops are committed with the configured durability.
 
 use super::{codec, io_err, Engine};
-use crate::{Seq, StoreError, WriteBatch, WriteOp};
+use crate::{GuardOutcome, GuardedBatch, Seq, StoreError, WriteBatch, WriteOp};
+use bytes::Bytes;
 use crossbeam_channel::Receiver;
 use fjall::PersistMode;
 use std::collections::HashMap;
@@ -19,11 +20,15 @@ use tokio::sync::oneshot;
 
 /// Where a waiter is answered.
 pub(crate) type Reply = oneshot::Sender<Result<(), StoreError>>;
+/// Where a guarded write is answered, per batch.
+pub(crate) type GuardReply = oneshot::Sender<Result<Vec<GuardOutcome>, StoreError>>;
 
 /// What the writer thread is asked to do.
 pub(crate) enum Command {
     /// Apply a (validated, non-empty) batch.
     Write(WriteBatch, Reply),
+    /// Apply each (validated) batch whose dedup guard has no live record at `now_ms`.
+    WriteGuarded { writes: Vec<GuardedBatch>, now_ms: u64, reply: GuardReply },
     /// Fsync the journal once everything queued before it is committed.
     Flush(Reply),
 }
@@ -112,6 +117,7 @@ struct Group {
     /// Max-keeping values that this group raises, already maxed against storage.
     maxes: HashMap<(MaxKs, Vec<u8>), Seq>,
     writers: Vec<Reply>,
+    guarded: Vec<(GuardReply, Vec<GuardOutcome>)>,
     flushers: Vec<Reply>,
     ops: usize,
     bytes: usize,
@@ -134,7 +140,62 @@ impl Group {
                     }
                 }
             }
+            Command::WriteGuarded { writes, now_ms, reply } => match self.take_guarded(engine, writes, now_ms) {
+                Ok(outcomes) => self.guarded.push((reply, outcomes)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
         }
+    }
+
+    /// Stages every guarded batch whose key is neither in this group, nor earlier in
+    /// this request, nor live in the store. All or nothing: a batch that fails to stage
+    /// fails the request and none of its batches join the group.
+    fn take_guarded(
+        &mut self,
+        engine: &Engine,
+        writes: Vec<GuardedBatch>,
+        now_ms: u64,
+    ) -> Result<Vec<GuardOutcome>, StoreError> {
+        let mut outcomes = Vec::with_capacity(writes.len());
+        let mut staged = Vec::new();
+        let mut here: HashMap<String, Bytes> = HashMap::new();
+        for GuardedBatch { guard, mut batch } in writes {
+            let earlier = match here.get(&guard.key) {
+                Some(v) => Some(v.clone()),
+                None => self.live_dedup(engine, guard.key.as_bytes(), now_ms)?,
+            };
+            if let Some(value) = earlier {
+                outcomes.push(GuardOutcome::Duplicate(value));
+                continue;
+            }
+            here.insert(guard.key.clone(), guard.value.clone());
+            batch.put_dedup(guard);
+            staged.extend(self.stage(engine, batch)?);
+            outcomes.push(GuardOutcome::Applied);
+        }
+        self.merge(staged);
+        Ok(outcomes)
+    }
+
+    /// The value of a live dedup record, from this group's pending puts or the store.
+    fn live_dedup(&self, engine: &Engine, key: &[u8], now_ms: u64) -> Result<Option<Bytes>, StoreError> {
+        // The lookup key must be owned for the map; only this path pays that copy.
+        let pending = self.puts.get(&(Ks::Dedup, key.to_vec()));
+        let stored;
+        let raw = match pending {
+            Some(v) => v.as_slice(),
+            None => {
+                stored = engine.dedup.get(key).map_err(io_err)?;
+                match &stored {
+                    Some(v) => v.as_ref(),
+                    None => return Ok(None),
+                }
+            }
+        };
+        let (expires_ms, value) = codec::decode_dedup_value(raw)?;
+        Ok((now_ms < expires_ms).then(|| Bytes::copy_from_slice(value)))
     }
 
     fn stage(&mut self, engine: &Engine, batch: WriteBatch) -> Result<Vec<Staged>, StoreError> {
@@ -217,7 +278,7 @@ impl Group {
     }
 
     fn commit(self, engine: &Engine, durability: PersistMode) {
-        let Group { puts, maxes, writers, flushers, ops, .. } = self;
+        let Group { puts, maxes, writers, guarded, flushers, ops, .. } = self;
         let result = if puts.is_empty() && maxes.is_empty() {
             // Only no-op max-keeping writes (or nothing): durable already.
             Ok(())
@@ -241,13 +302,16 @@ impl Group {
         };
         if let Err(e) = &result {
             // Fatal for the engine (fjall poisons itself); every waiter gets the error.
-            tracing::error!(error = %e, waiters = writers.len(), "embedded store: group commit failed");
+            tracing::error!(error = %e, waiters = writers.len() + guarded.len(), "embedded store: group commit failed");
         } else {
             tracing::trace!(waiters = writers.len(), ops, "embedded store: group committed");
         }
         for reply in writers {
             // A waiter that gave up (dropped its future) still had its write applied.
             let _ = reply.send(result.clone());
+        }
+        for (reply, outcomes) in guarded {
+            let _ = reply.send(result.clone().map(|()| outcomes));
         }
         if !flushers.is_empty() {
             let flushed = engine.db.persist(PersistMode::SyncAll).map_err(io_err);

@@ -1,0 +1,119 @@
+//! End-to-end tests of the send path's promises over real sockets: one sender's order
+//! (sends pipelined on one connection get seqs in send order, in the sender's and the
+//! recipient's timelines alike), and overload (past the in-flight bound a send is
+//! refused at once with 80009, nothing acked is lost, nothing refused is stored, and the
+//! next send after the burst is accepted).
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::{Mode, Options, Tern};
+use tern_loadtest::client::{Client, Transport};
+use tern_schema::client::{Body, ClientType, ElemType, SyncKind};
+use tern_schema::message::{self, ElemParts};
+use tern_schema::{codes, encode};
+
+const APP: u32 = 10_000;
+const WAIT: Duration = Duration::from_secs(20);
+
+fn options(max_in_flight: usize) -> Options {
+    Options {
+        extra_toml: format!(
+            "inbound_frames_per_sec = 1000000\n[messages]\nsends_per_sec = 1000000\nmax_sends_in_flight_per_link = {max_in_flight}\n"
+        ),
+        ..Options::default()
+    }
+}
+
+/// Writes `n` sends to `to` back to back (no waiting for acks) with texts `{tag}{i}`;
+/// returns request id → index.
+async fn pipeline(c: &mut Client, to: &str, tag: &str, n: usize) -> HashMap<u32, usize> {
+    let mut rids = HashMap::new();
+    for i in 0..n {
+        let rid = c.next_request_id();
+        let text = format!("{tag}{i}");
+        let elems = [ElemParts { elem_type: ElemType::Text, text: &text, ..Default::default() }];
+        c.send(&message::send(rid, &text, to, &elems, 1)).await.unwrap();
+        rids.insert(rid, i);
+    }
+    rids
+}
+
+/// Collects one SendAck per request: index → (code, seq).
+async fn acks(c: &mut Client, mut rids: HashMap<u32, usize>) -> Vec<(u32, u64)> {
+    let mut out = vec![(u32::MAX, 0); rids.len()];
+    while !rids.is_empty() {
+        let (f, _) = c.recv_until(|f| f.body_type() == Body::SendAck, WAIT).await.expect("a SendAck for every send");
+        let i = rids.remove(&f.request_id()).expect("an ack for a request of ours");
+        let a = f.frame().body_as_send_ack().unwrap();
+        out[i] = (a.code(), a.seq());
+    }
+    out
+}
+
+/// The texts of `c`'s user's Message timeline, in seq order.
+async fn timeline(c: &mut Client) -> Vec<String> {
+    let (mut after, mut out) = (0, Vec::new());
+    loop {
+        let rid = c.next_request_id();
+        c.send(&encode::pull(rid, SyncKind::Message, after, 500)).await.unwrap();
+        let (f, _) = c.recv_reply(rid, WAIT).await.expect("pull result");
+        let r = f.frame().body_as_pull_result().unwrap_or_else(|| panic!("not a PullResult: {}", f.describe()));
+        for m in r.messages().unwrap() {
+            assert!(m.seq() > after, "pull went backwards");
+            after = m.seq();
+            out.push(m.elems().unwrap().get(0).text().unwrap_or_default().to_string());
+        }
+        if r.completed() {
+            return out;
+        }
+    }
+}
+
+async fn one_senders_order_is_kept(mode: Mode) {
+    let t = Tern::start_with(mode, options(100_000));
+    t.import(APP, &["a", "b"]);
+    for transport in [Transport::Tcp, Transport::Ws] {
+        let tag = format!("{transport:?}-");
+        let mut a = t.device(transport, APP, "a", ClientType::Ios, "a-phone").await;
+        let mut b = t.device(Transport::Tcp, APP, "b", ClientType::Android, "b-phone").await;
+        let n = 200;
+        let rids = pipeline(&mut a, "b", &tag, n).await;
+        let got = acks(&mut a, rids).await;
+        assert!(got.iter().all(|(code, _)| *code == codes::OK), "all accepted: {got:?}");
+        assert!(got.windows(2).all(|w| w[0].1 < w[1].1), "the sender's seqs follow the send order: {got:?}");
+        let want: Vec<String> = (0..n).map(|i| format!("{tag}{i}")).collect();
+        let mine = |all: Vec<String>| all.into_iter().filter(|s| s.starts_with(&tag)).collect::<Vec<_>>();
+        assert_eq!(mine(timeline(&mut a).await), want, "the sender's timeline is in send order");
+        assert_eq!(mine(timeline(&mut b).await), want, "the recipient's timeline is in send order");
+    }
+}
+
+async fn overload_refuses_fast_and_loses_nothing(mode: Mode) {
+    // One send in flight per link: a pipelined burst must overflow it.
+    let t = Tern::start_with(mode, options(1));
+    t.import(APP, &["a", "b"]);
+    let mut a = t.device(Transport::Tcp, APP, "a", ClientType::Ios, "a-phone").await;
+    let mut b = t.device(Transport::Tcp, APP, "b", ClientType::Android, "b-phone").await;
+    let n = 500;
+    let started = Instant::now();
+    let rids = pipeline(&mut a, "b", "burst", n).await;
+    let got = acks(&mut a, rids).await;
+    let elapsed = started.elapsed();
+    let accepted: Vec<usize> = (0..n).filter(|i| got[*i].0 == codes::OK).collect();
+    let refused = got.iter().filter(|(code, _)| *code == codes::SERVICE_UNAVAILABLE).count();
+    assert_eq!(accepted.len() + refused, n, "every send is accepted or refused as busy: {got:?}");
+    assert!(refused > 0, "a burst of {n} past a bound of 1 in flight is partly refused");
+    assert!(!accepted.is_empty(), "some of the burst is accepted");
+    assert!(elapsed < Duration::from_secs(10), "answers came fast ({elapsed:?})");
+    // Nothing acked is lost, nothing refused is stored, order kept.
+    let want: Vec<String> = accepted.iter().map(|i| format!("burst{i}")).collect();
+    assert_eq!(timeline(&mut b).await, want);
+    // Recovery: the next send is accepted.
+    let rids = pipeline(&mut a, "b", "after", 1).await;
+    assert_eq!(acks(&mut a, rids).await[0].0, codes::OK);
+}
+
+in_both_modes!(one_senders_order_is_kept, overload_refuses_fast_and_loses_nothing);
