@@ -32,6 +32,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const PING_INTERVAL: Duration = Duration::from_secs(5);
 /// Read buffer of the link (grows for larger frames, shrinks back when idle).
 const READ_BUF: usize = 64 * 1024;
+/// Kernel send buffer of the link socket (see `serve`).
+const LINK_SOCKET_BUF: usize = 256 * 1024;
 /// A write buffer that grew past this is not kept for reuse.
 const KEEP_WRITE_BUF: usize = 4 * 1024 * 1024;
 
@@ -93,6 +95,12 @@ async fn serve(core: &Rc<Core>, stream: TcpStream) -> String {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_tcp_keepalive(Some(Duration::from_secs(10)), Some(Duration::from_secs(5)), Some(3));
     let fd = stream.as_raw_fd();
+    // The kernel's send buffer is a queue in front of logic too: autotuned it grows to
+    // megabytes, seconds of sends under overload. Bounded, a slow logic fills the
+    // core's own buffer instead, where LINK_BUF_CAP refuses the excess at once.
+    if let Err(e) = sys::set_send_buffer(fd, LINK_SOCKET_BUF) {
+        debug!(core = core.id, error = %e, "cannot bound the link's send buffer");
+    }
     let (rd, wr) = stream.into_split();
     core.link_connected();
     let writer = monoio::spawn(write_loop(core.clone(), wr));

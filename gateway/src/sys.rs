@@ -53,6 +53,26 @@ pub fn shutdown_write(fd: RawFd) {
 
 /// Stops both directions. Also wakes a task waiting for readability on `fd` (the socket
 /// reports end of stream), which is how a connection is told to finish.
+/// Sets `SO_SNDBUF` (the kernel doubles it for bookkeeping and stops autotuning it).
+pub fn set_send_buffer(fd: RawFd, bytes: usize) -> io::Result<()> {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `fd` is a socket the caller owns; the option value is a valid c_int.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 pub fn shutdown_both(fd: RawFd) {
     // SAFETY: as above.
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };

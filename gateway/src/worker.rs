@@ -55,8 +55,11 @@ const READS_PER_WAKE: usize = 4;
 /// before it is cut off.
 const LINGER_MS: u64 = 2_000;
 /// Outgoing link bytes buffered while logic is slow; past it upstream frames are
-/// refused with SERVICE_UNAVAILABLE rather than letting memory grow.
-pub(crate) const LINK_BUF_CAP: usize = 32 * 1024 * 1024;
+/// refused at once with SERVICE_UNAVAILABLE (80009). It bounds latency, not only
+/// memory: 1 MiB is ~7,000 sends, a few hundred milliseconds of work for logic; more
+/// would only make the sends behind it wait seconds for an answer. (It was 32 MiB:
+/// under overload sends queued here for 2 s and more.)
+pub(crate) const LINK_BUF_CAP: usize = 1024 * 1024;
 /// Whole shutdown budget of a core (the handle's `shutdown` is bounded by it).
 const SHUTDOWN_BUDGET: Duration = Duration::from_millis(2_500);
 /// io_uring submission queue size: one turn may submit a poll per busy connection.

@@ -60,7 +60,7 @@ pub const DEFAULT_MAX_PULL: usize = 500;
 /// new sends are refused at once with 80009 instead of queueing: at the embedded
 /// store's group-commit rate this many sends clear in tens of milliseconds, so an
 /// accepted send never waits seconds behind a backlog.
-pub const DEFAULT_MAX_SENDS_IN_FLIGHT_PER_LINK: usize = 2_048;
+pub const DEFAULT_MAX_SENDS_IN_FLIGHT_PER_LINK: usize = 1_024;
 
 /// Messaging limits.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

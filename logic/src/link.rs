@@ -30,6 +30,8 @@ pub const MAX_LINK_PAYLOAD: usize = 16 << 20;
 const LINK_QUEUE_FRAMES: usize = 65_536;
 /// Bytes the writer gathers before one write.
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
+/// Kernel receive buffer of a link socket (see `serve_link`).
+const LINK_SOCKET_BUF: usize = 256 * 1024;
 /// The reader's buffer: one read takes whatever a gateway core batched meanwhile.
 const READ_BUF_BYTES: usize = 256 * 1024;
 
@@ -100,6 +102,12 @@ async fn write_loop(mut w: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiv
 
 async fn serve_link(logic: Arc<Logic>, stream: TcpStream) -> Result<(), LinkError> {
     stream.set_nodelay(true)?;
+    // Autotuned, the receive buffer grows to megabytes: seconds of sends queued in front
+    // of the reader under overload. Bounded, the gateway's own bounded buffer fills
+    // instead and refuses the excess at once (80009).
+    if let Err(e) = socket2::SockRef::from(&stream).set_recv_buffer_size(LINK_SOCKET_BUF) {
+        tracing::debug!(error = %e, "cannot bound the link's receive buffer");
+    }
     let (mut r, w) = stream.into_split();
     let mut buf = Vec::with_capacity(4096);
     if !read_frame(&mut r, &mut buf).await? {
@@ -206,8 +214,22 @@ pub(crate) async fn send(tx: &mpsc::Sender<Vec<u8>>, frame: Vec<u8>) {
     }
 }
 
+/// Loads in the background what the send path reads for a user who just logged in (the
+/// user cache entry and the friend view the blacklist check uses), so their first sends
+/// and the first sends to them take the no-I/O path of the link reader.
+fn warm_for_sends(logic: &Arc<Logic>, app: AppId, user: &UserId) {
+    let (logic, user) = (logic.clone(), user.clone());
+    tokio::spawn(async move {
+        let cached = logic.user_cache.states(&*logic.store, app, std::slice::from_ref(&user)).await;
+        let viewed = crate::friends::warm(&logic, app, &user).await;
+        if let Err(e) = cached.and(viewed) {
+            tracing::debug!(error = %e, "warming a user's send state failed; the first send loads it");
+        }
+    });
+}
+
 /// Admits a session; returns the link frame to answer with (None for a clean resume).
-async fn open_session(logic: &Logic, open: &link::SessionOpen<'_>, conn: ConnRef) -> Option<Vec<u8>> {
+async fn open_session(logic: &Arc<Logic>, open: &link::SessionOpen<'_>, conn: ConnRef) -> Option<Vec<u8>> {
     let request_id = open.request_id();
     let resume = open.resume();
     let refuse = |code: u32, msg: &str| {
@@ -247,6 +269,10 @@ async fn open_session(logic: &Logic, open: &link::SessionOpen<'_>, conn: ConnRef
             return refuse(codes::INTERNAL, "internal error");
         }
     };
+    if let Err(e) = logic.seqs.prefetch(app, &user, tern_storage::SyncKind::Message).await {
+        tracing::warn!(error = %e, "prefetching seqs at login failed");
+    }
+    warm_for_sends(logic, app, &user);
     let acked = match crate::messages::device_acks(logic, app, &user, &device_id).await {
         Ok(v) => v,
         Err(e) => {

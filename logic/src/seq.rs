@@ -16,6 +16,10 @@
 //! appear later. After a restart everything at or below the persisted bound that exists
 //! is already durable, so the bound is a valid watermark.
 //!
+//! Bounds are raised ahead: once less than half a step is left, a background write
+//! raises the bound by another step while allocation goes on from memory, so only a
+//! burst of more than half a step between two group commits ever waits for I/O.
+//!
 //! This module must never be used for a user by anything but that user's slot owner.
 
 use std::collections::{HashMap, VecDeque};
@@ -38,6 +42,8 @@ struct KindState {
     bound: u64,
     /// Allocated, not yet durable, ascending.
     in_flight: VecDeque<u64>,
+    /// A background bound raise is being written.
+    raising: bool,
 }
 
 impl KindState {
@@ -70,6 +76,11 @@ impl Allocation {
     }
 }
 
+fn shard_of<'a>(shards: &'a Shards, app: AppId, user: &UserId) -> &'a Mutex<HashMap<UserKey, UserState>> {
+    // Shards follow slots, so a slot's users share locks and move together.
+    &shards[slot_of(app, user).0 as usize % SHARDS]
+}
+
 /// The allocator. Shared by all tasks of the logic node; sharded mutexes, held only for
 /// in-memory bookkeeping (never across I/O).
 pub struct SeqAllocator {
@@ -78,8 +89,10 @@ pub struct SeqAllocator {
     /// Slots this node owns: allocation for anyone else's user is refused, so a node
     /// that lost a slot can never write behind the new owner's back.
     ownership: SlotOwnership,
-    shards: Vec<Mutex<HashMap<UserKey, UserState>>>,
+    shards: Arc<Shards>,
 }
+
+type Shards = Vec<Mutex<HashMap<UserKey, UserState>>>;
 
 impl SeqAllocator {
     /// An allocator owning every slot (single-node deployment).
@@ -88,12 +101,11 @@ impl SeqAllocator {
     }
 
     pub fn with_ownership(store: Arc<dyn Store>, step: u64, ownership: SlotOwnership) -> Self {
-        Self { store, step: step.max(1), ownership, shards: (0..SHARDS).map(|_| Mutex::default()).collect() }
+        Self { store, step: step.max(1), ownership, shards: Arc::new((0..SHARDS).map(|_| Mutex::default()).collect()) }
     }
 
     fn shard(&self, app: AppId, user: &UserId) -> &Mutex<HashMap<UserKey, UserState>> {
-        // Shards follow slots, so a slot's users share locks and move together.
-        &self.shards[slot_of(app, user).0 as usize % SHARDS]
+        shard_of(&self.shards, app, user)
     }
 
     fn lock(m: &Mutex<HashMap<UserKey, UserState>>) -> std::sync::MutexGuard<'_, HashMap<UserKey, UserState>> {
@@ -139,6 +151,7 @@ impl SeqAllocator {
                 if last <= k.bound {
                     k.last = last;
                     k.in_flight.extend(first..=last);
+                    self.raise_ahead(k, app, user, kind);
                     return Ok(Allocation { app, user: user.clone(), kind, first: Seq(first), last: Seq(last) });
                 }
                 last + self.step
@@ -154,6 +167,51 @@ impl SeqAllocator {
                 k.bound = k.bound.max(target);
             }
         }
+    }
+
+    /// Starts writing the next bound in the background once less than half a step is
+    /// left below the current one, so allocation in steady use never waits for I/O.
+    fn raise_ahead(&self, k: &mut KindState, app: AppId, user: &UserId, kind: SyncKind) {
+        if k.raising || k.bound.saturating_sub(k.last) >= self.step.div_ceil(2) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        k.raising = true;
+        let target = k.bound.max(k.last) + self.step;
+        let (store, shards, user) = (self.store.clone(), self.shards.clone(), user.clone());
+        rt.spawn(async move {
+            let mut batch = WriteBatch::with_capacity(1);
+            batch.set_seq_bound(app, user.clone(), kind, Seq(target));
+            let written = store.write(batch).await;
+            if let Err(e) = &written {
+                tracing::warn!(error = %e, "raising a seq bound ahead failed; the next allocation retries");
+            } else {
+                metrics::counter!("tern_seq_bound_writes_total").increment(1);
+            }
+            let mut g = Self::lock(shard_of(&shards, app, &user));
+            if let Some(st) = g.get_mut(&(app, user.clone())) {
+                let k = &mut st.kinds[kind.as_u8() as usize];
+                k.raising = false;
+                if written.is_ok() {
+                    k.bound = k.bound.max(target);
+                }
+            }
+        });
+    }
+
+    /// Makes sure `kind` of a user can be allocated without waiting: loads the user and
+    /// starts a bound raise if the reserved room is short (as it is right after a load).
+    /// Called at login, so a device's first send does not wait for a bound write.
+    pub async fn prefetch(&self, app: AppId, user: &UserId, kind: SyncKind) -> Result<(), StoreError> {
+        if !self.ownership.owns_user(app, user) {
+            return Ok(());
+        }
+        self.ensure_loaded(app, user).await?;
+        let mut g = Self::lock(self.shard(app, user));
+        if let Some(st) = g.get_mut(&(app, user.clone())) {
+            self.raise_ahead(&mut st.kinds[kind.as_u8() as usize], app, user, kind);
+        }
+        Ok(())
     }
 
     /// Marks an allocation's seqs as no longer in flight: `durable` when its batch was

@@ -223,6 +223,12 @@ impl Friends {
     }
 }
 
+/// Loads `user`'s view unless it is in memory (the send path's blacklist check reads
+/// it; loading it at login keeps that read off the send path).
+pub async fn warm(logic: &Logic, app: AppId, user: &UserId) -> Result<(), StoreError> {
+    logic.friends.lock(logic, app, [user]).await.map(drop)
+}
+
 /// Locked views of some users (sorted by id).
 pub(crate) struct Locked {
     app: AppId,

@@ -42,6 +42,7 @@ const MAX_GROUP_BYTES: usize = 16 << 20;
 /// Runs until every sender is dropped, then syncs the journal and returns.
 pub(crate) fn run(engine: &Engine, rx: &Receiver<Command>, durability: PersistMode) {
     while let Ok(first) = rx.recv() {
+        let started = std::time::Instant::now();
         let mut group = Group::default();
         group.take(engine, first);
         while group.ops < MAX_GROUP_OPS && group.bytes < MAX_GROUP_BYTES {
@@ -50,7 +51,11 @@ pub(crate) fn run(engine: &Engine, rx: &Receiver<Command>, durability: PersistMo
                 Err(_) => break,
             }
         }
+        let ops = group.ops;
         group.commit(engine, durability);
+        // What one group commit costs and holds: every waiter of the group waited this.
+        metrics::histogram!("tern_store_group_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("tern_store_group_ops").record(ops as f64);
     }
     // Shutdown: whatever durability was configured, leave nothing in OS buffers.
     if let Err(e) = engine.db.persist(PersistMode::SyncAll) {
