@@ -25,6 +25,10 @@ pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 12_000;
 /// Default retention of the message timeline: 0 = keep forever. Retention is a product
 /// decision; the store never drops messages unless told to.
 pub const DEFAULT_MESSAGE_TTL_SECS: u64 = 0;
+/// Requests this process keeps outstanding to the cluster at once. Well under one
+/// connection's 32,768 streams, and at a few milliseconds per request enough for tens
+/// of thousands of requests per second.
+pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS: usize = 1_024;
 /// Longest accepted `message_ttl_secs` (5 years). Bucket markers live twice as long as
 /// entries, and CQL refuses TTLs above 20 years; 5 years keeps every expiry far inside
 /// what both Cassandra and ScyllaDB can represent.
@@ -69,6 +73,8 @@ pub struct ScyllaConfig {
     /// Applies to writes made after it is set. Other logs (profile, friendship, …) are
     /// never expired: they are the only record of those changes.
     pub message_ttl_secs: u64,
+    /// Requests outstanding to the cluster at once; more wait in the store (default 1024).
+    pub max_in_flight_requests: usize,
 }
 
 impl Default for ScyllaConfig {
@@ -85,6 +91,7 @@ impl Default for ScyllaConfig {
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             message_ttl_secs: DEFAULT_MESSAGE_TTL_SECS,
+            max_in_flight_requests: DEFAULT_MAX_IN_FLIGHT_REQUESTS,
         }
     }
 }
@@ -103,6 +110,7 @@ impl std::fmt::Debug for ScyllaConfig {
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("message_ttl_secs", &self.message_ttl_secs)
+            .field("max_in_flight_requests", &self.max_in_flight_requests)
             .finish()
     }
 }
@@ -130,6 +138,9 @@ impl ScyllaConfig {
         }
         if self.connect_timeout_ms == 0 {
             errors.push("connect_timeout_ms: must be positive".to_owned());
+        }
+        if self.max_in_flight_requests == 0 {
+            errors.push("max_in_flight_requests: must be positive".to_owned());
         }
         if self.request_timeout_ms == 0 {
             errors.push("request_timeout_ms: must be positive".to_owned());

@@ -205,6 +205,8 @@ pub struct ScyllaStore {
     message_ttl: i32,
     marker_ttl: i32,
     markers: MarkerCache,
+    /// Requests in flight to the cluster (see `request_permit`).
+    requests: tokio::sync::Semaphore,
 }
 
 impl ScyllaStore {
@@ -242,6 +244,7 @@ impl ScyllaStore {
             message_ttl: ttl as i32,
             marker_ttl: (ttl * 2) as i32,
             markers: MarkerCache::new(refresh),
+            requests: tokio::sync::Semaphore::new(config.max_in_flight_requests.max(1)),
         })
     }
 
@@ -628,8 +631,19 @@ struct Row {
 type UserLookup<'a> = Result<(&'a UserId, Option<UserRecord>), StoreError>;
 
 impl ScyllaStore {
+    /// Waits for a slot among the `max_in_flight_requests` requests this store may have
+    /// outstanding. Without the bound, overload made the driver fail requests with
+    /// "Unable to allocate stream id" (a connection carries at most 32,768 streams)
+    /// instead of slowing down; with it, excess requests wait here, and logic's own
+    /// bounds (in-flight sends per link) turn lasting overload into fast refusals.
+    async fn request_permit(&self) -> tokio::sync::SemaphorePermit<'_> {
+        // The semaphore is never closed, so acquiring cannot fail.
+        self.requests.acquire().await.expect("request semaphore is never closed")
+    }
+
     fn get_user<'a>(&'a self, app: AppId, id: &'a UserId) -> BoxFuture<'a, UserLookup<'a>> {
         async move {
+            let _permit = self.request_permit().await;
             let rows = self
                 .session
                 .execute_unpaged(&self.st.get_user, (self.app(app), id.as_str()))
@@ -656,6 +670,7 @@ impl ScyllaStore {
         values: impl scylla::serialize::row::SerializeRow + Send + 'a,
     ) -> Pending<'a> {
         async move {
+            let _permit = self.request_permit().await;
             self.session.execute_unpaged(st, values).await.map_err(|e| driver_error(what, e))?;
             Ok(())
         }
@@ -797,16 +812,19 @@ impl ScyllaStore {
         let n = n as i32;
         let result = match (t, forward) {
             (Timeline::Log(app, user, kind), true) => {
+                let _permit = self.request_permit().await;
                 self.session
                     .execute_unpaged(&self.st.log_dir_fwd, (self.app(app), user.as_str(), kind_cql(kind), from, n))
                     .await
             }
             (Timeline::Log(app, user, kind), false) => {
+                let _permit = self.request_permit().await;
                 self.session
                     .execute_unpaged(&self.st.log_dir_back, (self.app(app), user.as_str(), kind_cql(kind), from, n))
                     .await
             }
             (Timeline::Conv(app, user, peer), false) => {
+                let _permit = self.request_permit().await;
                 self.session
                     .execute_unpaged(&self.st.conv_dir_back, (self.app(app), user.as_str(), peer.as_str(), from, n))
                     .await
@@ -834,6 +852,7 @@ impl ScyllaStore {
         match t {
             Timeline::Log(app, user, kind) => {
                 let st = if forward { &self.st.log_fwd } else { &self.st.log_back };
+                let _permit = self.request_permit().await;
                 let rows = self
                     .session
                     .execute_unpaged(st, (self.app(app), user.as_str(), kind_cql(kind), b, to_cql(bound), n))
@@ -855,6 +874,7 @@ impl ScyllaStore {
             }
             Timeline::Conv(app, user, peer) => {
                 assert!(!forward, "the conversation index is only read backwards");
+                let _permit = self.request_permit().await;
                 let rows = self
                     .session
                     .execute_unpaged(
@@ -1009,6 +1029,7 @@ impl Store for ScyllaStore {
         kind: SyncKind,
         seq: Seq,
     ) -> Result<Option<LogEntry>, StoreError> {
+        let _permit = self.request_permit().await;
         let rows = self
             .session
             .execute_unpaged(
@@ -1028,6 +1049,7 @@ impl Store for ScyllaStore {
     }
 
     async fn seq_bounds(&self, app: AppId, user: &UserId) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
+        let _permit = self.request_permit().await;
         let rows = self
             .session
             .execute_unpaged(&self.st.get_bounds, (self.app(app), user.as_str()))
@@ -1049,6 +1071,7 @@ impl Store for ScyllaStore {
 
     async fn get_dedup(&self, key: &str, now_ms: u64) -> Result<Option<DedupRecord>, StoreError> {
         check_dedup_key(key)?;
+        let _permit = self.request_permit().await;
         let rows = self
             .session
             .execute_unpaged(&self.st.get_dedup, (self.dedup_key(key).as_ref(),))
@@ -1068,6 +1091,7 @@ impl Store for ScyllaStore {
     }
 
     async fn get_app(&self, app: AppId) -> Result<Option<AppRecord>, StoreError> {
+        let _permit = self.request_permit().await;
         let rows = self
             .session
             .execute_unpaged(&self.st.get_app, (self.app(app),))
@@ -1090,6 +1114,7 @@ impl Store for ScyllaStore {
         device_id: &str,
     ) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
         check_device_id(device_id)?;
+        let _permit = self.request_permit().await;
         let rows = self
             .session
             .execute_unpaged(&self.st.get_acks, (self.app(app), user.as_str(), device_id))
@@ -1110,6 +1135,7 @@ impl Store for ScyllaStore {
     }
 
     async fn get_message_index(&self, app: AppId, message_key: u64) -> Result<Option<MessageLocator>, StoreError> {
+        let _permit = self.request_permit().await;
         let rows = self
             .session
             .execute_unpaged(&self.st.get_msg_index, (self.app(app), to_cql(message_key)))
@@ -1147,6 +1173,7 @@ impl Store for ScyllaStore {
 
     async fn get_read_marks(&self, app: AppId, user: &UserId) -> Result<Vec<(UserId, Seq)>, StoreError> {
         // Paged: a user may have read marks on very many peers.
+        let _permit = self.request_permit().await;
         let mut rows = self
             .session
             .execute_iter(self.st.get_marks.clone(), (self.app(app), user.as_str()))
