@@ -98,6 +98,26 @@ async fn bad_signatures_and_unknown_users_are_refused(mode: Mode) {
     }
 }
 
+/// A user named like an app admin holds a signature that works as an admin credential:
+/// one imported before admins were refused as users (here: before `boss` became an admin)
+/// must not log in.
+async fn admin_identifiers_cannot_log_in(mode: Mode) {
+    let app = |admins: &str| {
+        format!("[[apps]]\nid = 10009\nsecret = \"{}\"\nadmins = [{admins}]\nlogin_model = 4\n", common::SECRET)
+    };
+    let t = Tern::start_with(mode, Options::default().with_apps(app("\"admin\"")));
+    t.import(10_009, &["boss"]);
+    let (_, dir) = t.terminate();
+    let t = Tern::start_in(mode, Options::default().with_apps(app("\"admin\", \"boss\"")), dir);
+    let (mut c, outcome) =
+        t.login(Transport::Tcp, 10_009, "boss", &sign(10_009, "boss", 60), ClientType::Ios, "p").await;
+    match outcome {
+        LoginOutcome::Rejected { code, .. } => assert_eq!(code, codes::INVALID_FIELD),
+        other => panic!("an admin identifier logged in: {other:?}"),
+    }
+    expect_closed(&mut c).await;
+}
+
 async fn login_deadline_and_first_frame_rules(mode: Mode) {
     let t = Tern::start_with(mode, Options { login_timeout_ms: 500, ..Options::default() });
     for transport in [Transport::Tcp, Transport::Ws] {
@@ -270,6 +290,7 @@ async fn sigterm_tells_clients_and_keeps_data(mode: Mode) {
 in_both_modes!(
     import_and_login_over_tcp_and_ws,
     bad_signatures_and_unknown_users_are_refused,
+    admin_identifiers_cannot_log_in,
     login_deadline_and_first_frame_rules,
     login_models_kick_exactly_the_replaced_sessions,
     silent_connection_is_dropped_and_goes_offline,

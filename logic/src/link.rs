@@ -248,6 +248,11 @@ async fn open_session(logic: &Arc<Logic>, open: &link::SessionOpen<'_>, conn: Co
     let Ok(user) = UserId::new(open.user_id().unwrap_or_default()) else {
         return refuse(codes::INVALID_FIELD, "user_id: invalid");
     };
+    if app_cfg.admins.iter().any(|a| a == user.as_str()) {
+        // Admin identifiers are never users (import refuses them); one imported before
+        // that rule must not log in: its signature doubles as an admin credential.
+        return refuse(codes::INVALID_FIELD, "user_id: an admin identifier of this app cannot log in");
+    }
     let device_id = open.device_id().unwrap_or_default().to_string();
     let span = tracing::debug_span!("session_open", app = app.0, user = user.as_str());
     let _enter = span.enter();

@@ -373,11 +373,17 @@ impl Users {
         self.check_batch(items.len())?;
         let mut results: Vec<Result<(), UserError>> = Vec::with_capacity(items.len());
         let mut seen = std::collections::HashMap::new();
+        let admins = self.logic.apps.get(app).map(|a| a.admins.clone()).unwrap_or_default();
         for (i, item) in items.iter().enumerate() {
             let r = match seen.insert(item.user_id.clone(), i) {
                 // Two items for one user in one batch would race inside the batch;
                 // refuse the later one so the result does not depend on item order.
                 Some(_) => Err(UserError::invalid("userId", "appears more than once in this batch")),
+                // A user's login signature has the admin signature's format: a user
+                // named like an admin would hold a working admin credential.
+                None if admins.iter().any(|a| a == item.user_id.as_str()) => {
+                    Err(UserError::invalid("userId", "is an admin identifier of this app; admins cannot be users"))
+                }
                 None => item.fields.validate(),
             };
             results.push(r);

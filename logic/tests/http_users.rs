@@ -279,6 +279,17 @@ async fn import_is_per_item_and_idempotent() {
         ["userData[1].userId: duplicate of userData[0]", "userData[2]: expected an object, found a number"]
     );
 
+    // An app admin's identifier is never a user: its login signature would double as an
+    // admin credential (both have one format and key).
+    let data = h.import(json!([{"userId": "admin"}, {"userId": "ok3"}])).await;
+    assert_eq!(ids(&data["successId"]), ["ok3"]);
+    assert_eq!(data["errorId"][0]["userId"], json!("admin"));
+    assert_eq!(data["errorId"][0]["code"], json!(90001));
+    assert_eq!(
+        data["errorId"][0]["msg"],
+        json!("userData[0].userId: is an admin identifier of this app; admins cannot be users")
+    );
+
     let four: Vec<Value> = (0..=MAX_BATCH).map(|i| json!({"userId": format!("b{i}")})).collect();
     h.check(Call::admin("/v1/user/importUser", json!({"userData": four})), 20000, "userData: 4 items").await;
 }
