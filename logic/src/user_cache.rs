@@ -19,13 +19,29 @@ const MAX_ENTRIES: usize = 1 << 20;
 pub enum UserState {
     Missing,
     Active,
+    /// Active, but may not send (`silentFlag`): 50002.
+    Muted,
     Deleted,
+}
+
+impl UserState {
+    /// The state a stored record puts its user in.
+    pub fn of(rec: &tern_storage::UserRecord) -> Self {
+        if rec.deleted {
+            UserState::Deleted
+        } else if rec.silent_flag {
+            UserState::Muted
+        } else {
+            UserState::Active
+        }
+    }
 }
 
 #[derive(Default)]
 pub struct UserCache {
     epoch: AtomicU64,
-    map: Mutex<HashMap<(AppId, UserId), bool>>,
+    /// Never `Missing`: a missing user could be imported behind a cached answer.
+    map: Mutex<HashMap<(AppId, UserId), UserState>>,
 }
 
 impl UserCache {
@@ -33,41 +49,36 @@ impl UserCache {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(AppId, UserId), bool>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(AppId, UserId), UserState>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records durable user writes: (user, deleted).
-    pub fn written(&self, app: AppId, users: impl IntoIterator<Item = (UserId, bool)>) {
+    /// Records durable user writes: (user, its new state).
+    pub fn written(&self, app: AppId, users: impl IntoIterator<Item = (UserId, UserState)>) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         let mut g = self.lock();
-        for (u, deleted) in users {
-            g.insert((app, u), deleted);
+        for (u, state) in users {
+            if state == UserState::Missing {
+                g.remove(&(app, u));
+            } else {
+                g.insert((app, u), state);
+            }
         }
     }
 
     /// The state of each user, from the cache or the store.
     pub async fn states(&self, store: &dyn Store, app: AppId, users: &[UserId]) -> Result<Vec<UserState>, StoreError> {
-        let cached: Vec<Option<bool>> = {
+        let cached: Vec<Option<UserState>> = {
             let g = self.lock();
             users.iter().map(|u| g.get(&(app, u.clone())).copied()).collect()
         };
         if cached.iter().all(Option::is_some) {
-            return Ok(cached
-                .into_iter()
-                .map(|d| if d == Some(true) { UserState::Deleted } else { UserState::Active })
-                .collect());
+            return Ok(cached.into_iter().flatten().collect());
         }
         let epoch = self.epoch.load(Ordering::SeqCst);
         let found = store.get_users(app, users).await?;
-        let states: Vec<UserState> = found
-            .iter()
-            .map(|r| match r {
-                None => UserState::Missing,
-                Some(r) if r.deleted => UserState::Deleted,
-                Some(_) => UserState::Active,
-            })
-            .collect();
+        let states: Vec<UserState> =
+            found.iter().map(|r| r.as_ref().map_or(UserState::Missing, UserState::of)).collect();
         let mut g = self.lock();
         if self.epoch.load(Ordering::SeqCst) == epoch {
             if g.len() > MAX_ENTRIES {
@@ -76,7 +87,7 @@ impl UserCache {
             // Missing users are not cached: an import would have to race with it.
             for (u, s) in users.iter().zip(&states) {
                 if *s != UserState::Missing {
-                    g.insert((app, u.clone()), *s == UserState::Deleted);
+                    g.insert((app, u.clone()), *s);
                 }
             }
         }
@@ -103,7 +114,7 @@ mod tests {
         store.write(b).await.unwrap();
         // Not cached as missing: the store is read again.
         assert_eq!(cache.states(&*store, app, std::slice::from_ref(&a)).await.unwrap(), vec![UserState::Active]);
-        cache.written(app, [(a.clone(), true)]);
+        cache.written(app, [(a.clone(), UserState::Deleted)]);
         assert_eq!(cache.states(&*store, app, std::slice::from_ref(&a)).await.unwrap(), vec![UserState::Deleted]);
     }
 }

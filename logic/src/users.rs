@@ -502,9 +502,12 @@ impl Users {
         rec.updated_ms = now_ms();
         let change = ProfileChange { user_id: id.clone(), fields: diff, deleted: false };
         let payload = encode_change(&change)?;
+        let state = crate::user_cache::UserState::of(&rec);
         let mut batch = WriteBatch::new();
         batch.put_user(app, rec);
         let seq = self.logic.append(app, id, SyncKind::Profile, payload, batch).await?;
+        // The send path reads muting from the cache: it must see this change at once.
+        self.logic.user_cache.written(app, [(id.clone(), state)]);
         self.notify_profile(app, id, seq);
         self.fan_out_to_friends(app, &change, seq).await?;
         Ok(Modified { seq, changed })
@@ -602,11 +605,11 @@ impl Users {
             batch.put_user(app, p.record);
         }
         let users: Vec<UserId> = entries.iter().map(|(u, ..)| u.clone()).collect();
-        let states: Vec<(UserId, bool)> = batch
+        let states: Vec<(UserId, crate::user_cache::UserState)> = batch
             .ops()
             .iter()
             .filter_map(|op| match op {
-                tern_storage::WriteOp::PutUser(_, r) => Some((r.user_id.clone(), r.deleted)),
+                tern_storage::WriteOp::PutUser(_, r) => Some((r.user_id.clone(), crate::user_cache::UserState::of(r))),
                 _ => None,
             })
             .collect();

@@ -240,8 +240,15 @@ async fn send_refusals_name_the_field() {
     h.check(with("toId", json!("ghost")), 20001, "toId").await;
     h.check(with("fromId", json!("ghost")), 20001, "fromId").await;
     h.check(with("toId", json!("gone")), 20002, "toId").await;
+    // A muted sender (silentFlag) may not send; messages to a muted user still arrive.
+    let r = h.post(APP, "/v1/user/data/modifyUserInfo", json!({"userId": "c", "silentFlag": true})).await;
+    assert_eq!(r["code"], json!(200), "{r}");
+    h.check(with("fromId", json!("c")), 50002, "muted").await;
     // Nothing of the above was written.
     assert_eq!(h.offline("b", 0, 10).await["maxSequence"], json!(0));
+    assert_eq!(h.text("a", "c", "to-muted", "hi").await["messageSequence"], json!(1));
+    h.post(APP, "/v1/user/data/modifyUserInfo", json!({"userId": "c", "silentFlag": false})).await;
+    assert_eq!(h.text("c", "b", "unmuted", "hi").await["messageSequence"], json!(2), "c's second entry");
 }
 
 // ---------------------------------------------------------------- offline + history

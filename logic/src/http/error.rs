@@ -172,6 +172,11 @@ pub const CODES: &[CodeInfo] = &[
             "invalid message: msg names the field, e.g. messageBody[0] (empty element) or messageId (not 1..=64 bytes)",
     },
     CodeInfo { code: msg::BODY_TOO_LARGE, status: 413, meaning: "message body larger than messages.max_body_bytes" },
+    CodeInfo {
+        code: msg::SENDER_MUTED,
+        status: 403,
+        meaning: "the sender is muted (silentFlag in its profile) and may not send (also a send-ack code)",
+    },
     CodeInfo { code: msg::RECALL_WINDOW_PASSED, status: 403, meaning: "the sender's recall window has passed" },
     CodeInfo { code: msg::ALREADY_RECALLED, status: 409, meaning: "the message was already recalled" },
     CodeInfo {
@@ -343,6 +348,7 @@ mod tests {
             (msg::RECALL_WINDOW_PASSED, 403),
             (msg::ALREADY_RECALLED, 409),
             (msg::SEND_RATE_EXCEEDED, 429),
+            (msg::SENDER_MUTED, 403),
             (msg::NO_SUCH_MESSAGE, 404),
             (msg::NOT_A_PARTY, 403),
             (codes::USER_NOT_FOUND, 404),

@@ -701,6 +701,7 @@ pub const PATH_ERRORS: &[(&str, &[u32], &[u32])] = &[
             codes::USER_NOT_FOUND,
             codes::USER_DELETED,
             codes::BLOCKED_BY_RECIPIENT,
+            errors::SENDER_MUTED,
         ],
         &[],
     ),

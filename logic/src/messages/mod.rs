@@ -44,6 +44,8 @@ pub mod errors {
     pub const BODY_TOO_LARGE: u32 = 50001;
     /// The recall window has passed.
     pub const RECALL_WINDOW_PASSED: u32 = 50004;
+    /// The sender is muted (`silentFlag` in the profile) and may not send.
+    pub const SENDER_MUTED: u32 = 50002;
     /// The message was already recalled.
     pub const ALREADY_RECALLED: u32 = 50005;
     /// The connection sends faster than its rate allows.
@@ -389,7 +391,10 @@ async fn check_parties(logic: &Logic, app: AppId, from: &UserId, to: &UserId) ->
         match state {
             UserState::Missing => return Err(Refusal::new(codes::USER_NOT_FOUND, format!("{who} does not exist"))),
             UserState::Deleted => return Err(Refusal::new(codes::USER_DELETED, format!("{who} was deleted"))),
-            UserState::Active => {}
+            UserState::Muted if who == "sender" => {
+                return Err(Refusal::new(errors::SENDER_MUTED, "the sender is muted (silentFlag) and may not send"))
+            }
+            UserState::Active | UserState::Muted => {}
         }
     }
     Ok(())
