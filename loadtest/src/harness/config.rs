@@ -98,7 +98,8 @@ pub struct WorkerArgs {
     /// Most connections per worker process (a process here cannot hold 20,000 fds).
     #[arg(long, default_value_t = DEFAULT_CONNS_PER_WORKER)]
     pub conns_per_worker: u32,
-    /// Worker processes [default: as many as --conns-per-worker needs].
+    /// Worker processes (one event loop each) [default: one per core, or more if
+    /// --conns-per-worker needs more].
     #[arg(long)]
     pub workers: Option<u32>,
     /// Loopback source addresses to spread connections over (127.1.0.1 upward).
@@ -405,12 +406,18 @@ impl WorkerArgs {
                 });
                 w
             }
-            None => u32::try_from(needed).unwrap_or(u32::MAX),
+            None => u32::try_from(needed.max(cores())).unwrap_or(u32::MAX),
         };
         p.check((1..=65_000).contains(&self.source_ips), || "--source-ips must be 1..=65000".into());
         finite_in(p, "--connect-rate", self.connect_rate, 0.0, MAX_RATE);
         WorkerPlan { workers: workers.max(1), source_ips: self.source_ips.max(1), connect_rate: self.connect_rate }
     }
+}
+
+/// Cores this process may run on: the default number of worker processes, so the
+/// generator spreads over the machine as the server does.
+pub fn cores() -> u64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
 }
 
 /// A validated p2p population.
@@ -697,7 +704,10 @@ mod tests {
         let a = Cmd::try_parse_from(["x", "connect", "--secret", "s", "--conns", "40000"]).unwrap();
         let Cmd::Connect(a) = a else { unreachable!() };
         let plan = a.validate().unwrap();
-        assert_eq!((plan.workers.workers, plan.users), (3, 40_000));
+        assert_eq!((plan.workers.workers, plan.users), (3.max(cores() as u32), 40_000));
+        let a = Cmd::try_parse_from(["x", "connect", "--secret", "s", "--conns", "10", "--workers", "1"]).unwrap();
+        let Cmd::Connect(a) = a else { unreachable!() };
+        assert_eq!(a.validate().unwrap().workers.workers, 1);
     }
 
     #[test]
