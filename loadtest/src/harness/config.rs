@@ -108,7 +108,22 @@ pub struct WorkerArgs {
     /// Logins per second while connecting (all workers together; open loop).
     #[arg(long, default_value_t = 5_000.0)]
     pub connect_rate: f64,
+    /// A busy worker starts a turn of its loop at most every this many µs, so the frames
+    /// and due sends of that time are handled in one go (fewer wake-ups of the worker
+    /// and of the server). Sends wait at most this long past their due time, and that
+    /// wait is part of the measured latency. 0 = a turn per event.
+    #[arg(long, default_value_t = DEFAULT_COALESCE_US)]
+    pub coalesce_us: u64,
 }
+
+/// Default `--coalesce-us`. On the 2-core VM the harness was tuned on, a wake-up of the
+/// worker (a context switch) costs it ~10 µs of CPU, so a worker turning per event spends
+/// more on waking than on messages; at 200 µs a busy worker wakes at most 5,000 times a
+/// second. The price: a send goes out up to 200 µs (on average ~100 µs) after its due
+/// time and a frame is read up to 200 µs after it arrived, both inside the measured
+/// latency — fine for the 10 ms bounds this harness judges, too coarse for sub-ms p50s
+/// (use `--coalesce-us 0` there).
+pub const DEFAULT_COALESCE_US: u64 = 200;
 
 /// Where results go.
 #[derive(clap::Args, Debug, Clone)]
@@ -278,6 +293,8 @@ pub struct WorkerPlan {
     pub workers: u32,
     pub source_ips: u32,
     pub connect_rate: f64,
+    #[serde(default)]
+    pub coalesce_us: u64,
 }
 
 /// Collects problems; `finish` fails with all of them.
@@ -410,7 +427,13 @@ impl WorkerArgs {
         };
         p.check((1..=65_000).contains(&self.source_ips), || "--source-ips must be 1..=65000".into());
         finite_in(p, "--connect-rate", self.connect_rate, 0.0, MAX_RATE);
-        WorkerPlan { workers: workers.max(1), source_ips: self.source_ips.max(1), connect_rate: self.connect_rate }
+        p.check(self.coalesce_us <= 100_000, || "--coalesce-us must be ≤ 100000".into());
+        WorkerPlan {
+            workers: workers.max(1),
+            source_ips: self.source_ips.max(1),
+            connect_rate: self.connect_rate,
+            coalesce_us: self.coalesce_us,
+        }
     }
 }
 

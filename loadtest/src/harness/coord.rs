@@ -178,6 +178,7 @@ pub fn plan_workers(
             connect_start_us: start,
             push_ack_ms,
             reconnect,
+            coalesce_us: plan.coalesce_us,
         })
         .collect()
 }

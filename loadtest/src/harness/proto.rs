@@ -40,6 +40,9 @@ pub struct WorkerInit {
     /// (p2p, ramp); `connect` keeps it off so a dropped connection stays visible.
     #[serde(default)]
     pub reconnect: bool,
+    /// A busy worker's loop turns at most every this many µs (0 = per event).
+    #[serde(default)]
+    pub coalesce_us: u64,
 }
 
 /// One p2p run.

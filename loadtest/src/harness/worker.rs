@@ -562,8 +562,16 @@ impl Worker {
         let mut evs = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
         // Commands that came with the init line.
         self.commands()?;
+        let mut last_turn = 0;
         loop {
-            let now = mono_us();
+            let mut now = mono_us();
+            if now < last_turn + self.init.coalesce_us {
+                // Busy: let the frames and sends of the rest of the quantum gather, so
+                // they take one wake-up (and one write per device) instead of many.
+                std::thread::sleep(std::time::Duration::from_micros(last_turn + self.init.coalesce_us - now));
+                now = mono_us();
+            }
+            last_turn = now;
             self.turn(now);
             if self.stopping {
                 self.stop();
@@ -572,13 +580,19 @@ impl Worker {
             }
             let wake = self.next_wake(now);
             let n = self.ep.wait(&mut evs, wake.saturating_sub(mono_us()))?;
-            let now = mono_us();
-            for ev in &evs[..n] {
+            for (i, ev) in evs[..n].iter().enumerate() {
+                // Read per event: a frame's arrival time must not be the batch's start.
+                let now = mono_us();
                 let (token, events) = (ev.u64, ev.events);
                 if token == STDIN {
                     self.read_stdin()?;
                 } else {
                     self.on_ready(token as usize, events, now);
+                }
+                if i % 64 == 63 {
+                    // A long batch must not hold back sends that fell due meanwhile.
+                    self.sends_due(now);
+                    self.flush(now);
                 }
             }
         }
@@ -1172,6 +1186,19 @@ impl Worker {
         Ok(())
     }
 
+    /// Writes a PushAck of the sync point if one is due `late` µs ago (Tern).
+    fn push_ack(&mut self, k: usize, now: u64, late: u64) {
+        let every = self.init.push_ack_ms * 1_000;
+        let dev = &mut self.devs[k];
+        if every == 0 || now < dev.next_ack_us + late || dev.sync_seq <= dev.acked_seq {
+            return;
+        }
+        dev.next_ack_us = now + every;
+        dev.acked_seq = dev.sync_seq;
+        let (rid, seq) = (dev.next_rid(), dev.sync_seq);
+        self.put_frame(k, &encode::push_ack(rid, SyncKind::Message, seq));
+    }
+
     /// Writes a Pull from the sync point.
     fn pull(&mut self, k: usize) {
         let dev = &mut self.devs[k];
@@ -1205,6 +1232,11 @@ impl Worker {
         p.tries += 1;
         match self.proto {
             Proto::Tern { .. } => {
+                // Any frame is a heartbeat, and a due PushAck rides along with the Send
+                // in the same write (as clients batch acks with what they send anyway).
+                let dev = &mut self.devs[k];
+                dev.next_hb_us = now + dev.hb_us;
+                self.push_ack(k, now, 0);
                 self.ids.clear();
                 let _ = write!(self.ids, "{}-{}", p.run, p.index);
                 self.to.clear();
@@ -1336,16 +1368,12 @@ impl Worker {
                             }
                         }
                     }
-                    let dev = &mut self.devs[k];
                     if !matches!(self.proto, Proto::Tern { .. }) {
                         continue;
                     }
-                    if ack_every > 0 && now >= dev.next_ack_us && dev.sync_seq > dev.acked_seq {
-                        dev.next_ack_us = now + ack_every;
-                        dev.acked_seq = dev.sync_seq;
-                        let (rid, seq) = (dev.next_rid(), dev.sync_seq);
-                        self.put_frame(k, &encode::push_ack(rid, SyncKind::Message, seq));
-                    }
+                    // On its own only one interval late: a device that sends acks with
+                    // its next Send; one that only receives still acks.
+                    self.push_ack(k, now, ack_every);
                     let dev = &self.devs[k];
                     if dev.pulling.is_none() && (dev.notified > dev.sync_seq || dev.catching_up) {
                         self.pull(k);
@@ -1393,9 +1421,10 @@ impl Worker {
         }
         let due = self.book.as_ref().and_then(|b| b.drain.as_ref()).map(|d| (d.expected, d.deadline_us));
         if let Some((expected, deadline)) = due {
-            // Checked at sweep pace: summing 15,000 counters per turn would cost more
-            // than the turn.
-            if now + SWEEP_US >= self.next_sweep_us {
+            // Checked at sweep pace (the sweep just ran when `next_sweep_us` is a full
+            // interval away): summing 15,000 counters per turn would cost more than
+            // the turn.
+            if self.next_sweep_us >= now + SWEEP_US {
                 let received: u64 = self.devs.iter().map(|d| d.bits.ones()).sum();
                 if received >= expected || now >= deadline {
                     self.report_drained(now);
@@ -1592,6 +1621,7 @@ mod tests {
             connect_start_us: u64::MAX / 2,
             push_ack_ms: 0,
             reconnect: true,
+            coalesce_us: 0,
         };
         let devs = vec![Dev::new(0, 0), Dev::new(1, 0)];
         let addrs = vec!["127.0.0.1:9".parse().unwrap()];
