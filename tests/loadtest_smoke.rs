@@ -26,7 +26,12 @@ impl std::ops::Deref for Server {
 
 impl Server {
     fn start() -> Server {
-        let extra_toml = "inbound_frames_per_sec = 100000\n[messages]\nsends_per_sec = 100000\n".to_string();
+        Self::start_with_gateway("")
+    }
+
+    /// With extra `[gateway]` settings.
+    fn start_with_gateway(gateway_toml: &str) -> Server {
+        let extra_toml = format!("inbound_frames_per_sec = 100000\n{gateway_toml}[messages]\nsends_per_sec = 100000\n");
         Server(Tern::start_with(Mode::AllInOne, Options { extra_toml, ..Options::default() }))
     }
 
@@ -77,6 +82,16 @@ fn assert_clean(p: &Value) {
     for k in ["p50_us", "p99_us", "p999_us", "ack_p99_us", "delivered_per_s"] {
         assert!(p[k].as_f64().is_some_and(|v| v > 0.0), "{k} missing in {p}");
     }
+    // The generator's own cost is part of every result: CPU seconds and µs per message.
+    for k in ["generator_cpu_secs", "generator_cpu_us_per_msg"] {
+        assert!(p[k].as_f64().is_some_and(|v| v > 0.0), "{k} missing in {p}");
+    }
+    assert!(p["workers"].as_u64().is_some_and(|w| w >= 1), "{p}");
+    assert_eq!(p["conns"].as_u64(), Some(p["users"].as_u64().unwrap() * p["devices"].as_u64().unwrap()), "{p}");
+}
+
+fn total(reasons: &Value) -> u64 {
+    reasons.as_object().map_or(0, |m| m.values().filter_map(Value::as_u64).sum())
 }
 
 #[test]
@@ -106,6 +121,21 @@ fn p2p_over_tcp_loses_nothing() {
     assert_clean(p);
     assert_eq!(p["expected_deliveries"], 800, "every message to both devices of its recipient");
     assert!(p["echoes"].as_u64().is_some_and(|e| e > 0), "the sender's other device gets a copy: {p}");
+}
+
+/// A gateway that kicks a connection as soon as four frames wait for it: devices are
+/// kicked (SlowConsumer) again and again, reconnect, pull from their sync point and
+/// resend what was unanswered — and not one acked message may be missing or doubled.
+#[test]
+fn kicked_devices_reconnect_pull_and_lose_nothing() {
+    let s = Server::start_with_gateway("outbound_queue_frames = 4\n");
+    let args = ["--users", "4", "--devices", "2", "--rate", "500", "--duration", "2", "--workers", "1"];
+    let r = s.loadtest("p2p", &args, &s.tcp);
+    let p = &r["p2p"];
+    assert_clean(p);
+    assert!(p["kicks"]["SlowConsumer"].as_u64().is_some_and(|k| k > 0), "no device was kicked: {p}");
+    assert!(p["reconnects"].as_u64().is_some_and(|n| n > 0) && p["pulls"].as_u64().is_some_and(|n| n > 0), "{p}");
+    assert!(total(&p["kicks"]) + total(&p["drops"]) >= p["reconnects"].as_u64().unwrap(), "{p}");
 }
 
 #[test]

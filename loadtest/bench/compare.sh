@@ -9,6 +9,8 @@
 #   USERS     users; each has DEVICES connections                (default 5000)
 #   DEVICES   devices online per user                            (default 2)
 #   PAYLOAD   message text bytes                                 (default 64)
+#   WORKERS   load-generator worker processes, the same for every system
+#             (default: one per core)
 #   CONNS     idle connections for the memory comparison         (default 10000)
 #   HOLD      seconds the idle connections are held              (default 10)
 #   LOADTEST  harness command (default: "target/release/tern loadtest")
@@ -27,6 +29,7 @@ DURATION=${DURATION:-20}
 USERS=${USERS:-5000}
 DEVICES=${DEVICES:-2}
 PAYLOAD=${PAYLOAD:-64}
+WORKERS=${WORKERS:-$(nproc)}
 CONNS=${CONNS:-10000}
 HOLD=${HOLD:-10}
 
@@ -97,7 +100,10 @@ start() {
 }
 stop() { kill "$@" 2>/dev/null || true; for p in "$@"; do wait "$p" 2>/dev/null || true; done; }
 
-P2P=(--users "$USERS" --devices "$DEVICES" --rate "$RATE" --duration "$DURATION" --payload "$PAYLOAD" --out-dir "$OUT")
+# One argument list for every system: the same users × devices connections from the same
+# number of worker processes (the connection shape), the same rate, payload and duration.
+P2P=(--users "$USERS" --devices "$DEVICES" --workers "$WORKERS" --rate "$RATE" --duration "$DURATION"
+  --payload "$PAYLOAD" --out-dir "$OUT")
 STATUS=0
 
 echo "== tern p2p: all-in-one, embedded store, default durability"
@@ -138,7 +144,7 @@ NATS_PID=$STARTED
 "${LT[@]}" p2p --target jetstream --addr "$NATS" "${P2P[@]}" || STATUS=1
 stop "$NATS_PID"
 
-echo "== comparison (RATE=$RATE DURATION=$DURATION USERS=$USERS DEVICES=$DEVICES PAYLOAD=$PAYLOAD CONNS=$CONNS)"
+echo "== comparison (RATE=$RATE DURATION=$DURATION USERS=$USERS DEVICES=$DEVICES WORKERS=$WORKERS PAYLOAD=$PAYLOAD CONNS=$CONNS)"
 FILES=()
 for f in p2p-tern p2p-nats_core p2p-jetstream connect-tern connect-nats_core; do
   [[ -f "$OUT/$f.json" ]] && FILES+=("$OUT/$f.json")

@@ -33,6 +33,14 @@ pub struct SystemFigures {
     pub p999_us: u64,
     pub lost: u64,
     pub duplicates: u64,
+    /// Sessions the server kicked during the p2p run (the devices reconnected and pulled).
+    pub kicks: u64,
+    /// The generator's own CPU per message: comparable figures need it well below the
+    /// server's.
+    pub generator_cpu_us_per_msg: f64,
+    /// The connection shape: must be the same for every system compared.
+    pub conns: u64,
+    pub workers: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ack_p99_us: Option<u64>,
     /// Gateway (or nats-server) user-space bytes per idle connection, from a `connect` run.
@@ -54,6 +62,10 @@ pub fn figures(results: &[RunResult]) -> BTreeMap<String, SystemFigures> {
             f.p999_us = p.p999_us;
             f.lost = p.lost;
             f.duplicates = p.duplicates;
+            f.kicks = p.kicks.values().sum();
+            f.generator_cpu_us_per_msg = p.generator_cpu_us_per_msg;
+            f.conns = p.conns;
+            f.workers = p.workers;
             f.ack_p99_us = (!p.ack_hist.buckets.is_empty()).then_some(p.ack_p99_us);
         }
         if let Some(c) = &r.connect {
@@ -62,6 +74,17 @@ pub fn figures(results: &[RunResult]) -> BTreeMap<String, SystemFigures> {
         }
     }
     out
+}
+
+/// Why the p2p runs are not comparable, if their connection shapes differ.
+pub fn shape_mismatch(f: &BTreeMap<String, SystemFigures>) -> Option<String> {
+    let shapes: Vec<(&String, u64, u32)> =
+        f.iter().filter(|(_, s)| s.conns > 0).map(|(n, s)| (n, s.conns, s.workers)).collect();
+    let first = shapes.first()?;
+    shapes.iter().any(|s| (s.1, s.2) != (first.1, first.2)).then(|| {
+        let list: Vec<String> = shapes.iter().map(|(n, c, w)| format!("{n}: {c} conns / {w} workers")).collect();
+        format!("connection shapes differ: {}", list.join(", "))
+    })
 }
 
 /// `a / b`, or `None` when `b` is 0.
@@ -89,6 +112,12 @@ pub fn render_table(f: &BTreeMap<String, SystemFigures>) -> String {
         );
         if let Some(a) = s.ack_p99_us {
             v.push_str(&format!("  ack p99 {}", fmt_us(a)));
+        }
+        if s.conns > 0 {
+            v.push_str(&format!(
+                "  kicks {}  gen {:.1} µs/msg  {} conns/{} workers",
+                s.kicks, s.generator_cpu_us_per_msg, s.conns, s.workers
+            ));
         }
         if let Some(b) = s.bytes_per_idle_conn {
             v.push_str(&format!("  {b:.0} B/idle conn ({} conns)", s.idle_conns.unwrap_or(0)));
@@ -124,6 +153,9 @@ pub fn run_compare(args: CompareArgs) -> Result<(), HarnessError> {
     }
     let figs = figures(&results);
     println!("{}", render_table(&figs));
+    if let Some(why) = shape_mismatch(&figs) {
+        eprintln!("warning: {why}");
+    }
     let mut json = serde_json::to_value(&figs).map_err(|e| HarnessError::Output(e.to_string()))?;
     if let (Some(t), Some(obj)) = (figs.get("tern"), json.as_object_mut()) {
         let mut ratios = serde_json::Map::new();
@@ -199,6 +231,13 @@ mod tests {
         assert_eq!(f["nats_core"].ack_p99_us, None);
         assert_eq!(ratio(f["tern"].delivered_per_s, f["jetstream"].delivered_per_s), Some(1.5));
         assert_eq!(ratio(1.0, 0.0), None);
+        assert_eq!(shape_mismatch(&f), None);
+        let mut odd = f.clone();
+        if let Some(j) = odd.get_mut("jetstream") {
+            j.conns = 10;
+        }
+        odd.get_mut("tern").unwrap().conns = 20;
+        assert!(shape_mismatch(&odd).is_some_and(|w| w.contains("jetstream: 10 conns")));
         let t = render_table(&f);
         assert!(t.contains("tern/jetstream") && t.contains("delivered/s 1.50×") && t.contains("p99 0.50×"), "{t}");
         let json = serde_json::to_value(&f).unwrap();

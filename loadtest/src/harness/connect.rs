@@ -33,7 +33,7 @@ pub async fn run_connect(plan: ConnectPlan, out: &OutputArgs) -> Result<(), Harn
     let rss_before = total_rss(&pids)?;
     let kernel_before = KernelMem::read();
 
-    let inits = plan_workers(&plan.target, &plan.workers, plan.users, plan.devices, 0);
+    let inits = plan_workers(&plan.target, &plan.workers, plan.users, plan.devices, 0, false);
     let mut workers = Workers::spawn(&inits).await?;
     let pb = bar(out.quiet, "connecting");
     let res = connect_and_hold(&mut workers, &plan, &pb).await;

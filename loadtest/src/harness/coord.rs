@@ -158,6 +158,7 @@ pub fn plan_workers(
     users: u32,
     devices: u32,
     push_ack_ms: u64,
+    reconnect: bool,
 ) -> Vec<WorkerInit> {
     let ranges = split_users(users, plan.workers);
     let start = mono_us() + 200_000;
@@ -176,6 +177,8 @@ pub fn plan_workers(
             connect_rate: plan.connect_rate * f64::from(end_user - first_user) / f64::from(users.max(1)),
             connect_start_us: start,
             push_ack_ms,
+            reconnect,
+            coalesce_us: plan.coalesce_us,
         })
         .collect()
 }

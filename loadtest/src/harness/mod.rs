@@ -22,6 +22,7 @@ pub mod html;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod net;
+pub mod os;
 pub mod p2p;
 pub mod proto;
 pub mod report;
@@ -30,6 +31,7 @@ pub mod setup;
 pub mod sync;
 pub mod sysinfo;
 pub mod worker;
+pub mod wsc;
 
 use std::time::Duration;
 

@@ -13,6 +13,7 @@ use crate::harness::hist::per_second;
 use crate::harness::proto::{Command, Event, Reasons, RunSpec};
 use crate::harness::report::{P2pResult, RampResult, RampStep, RunResult, Series};
 use crate::harness::schedule::mono_us;
+use crate::harness::sysinfo::own_cpu_secs;
 use crate::harness::{bar, finish, prepare, HarnessError};
 
 /// Time between the Run command and the first message, so every worker is ready.
@@ -30,8 +31,17 @@ pub struct RunOutcome {
     pub duplicates: u64,
     pub unexpected: u64,
     pub stray: u64,
-    /// CPU seconds the worker processes spent on the run (the load generator's cost).
-    pub generator_cpu_secs: f64,
+    /// CPU seconds the worker processes spent on the run.
+    pub worker_cpu_secs: f64,
+    /// CPU seconds the coordinator (this process) spent on the run.
+    pub coordinator_cpu_secs: f64,
+    pub workers: usize,
+    pub kicks: Reasons,
+    pub drops: Reasons,
+    pub reconnects: u64,
+    pub reconnect_failures: Reasons,
+    pub resent: u64,
+    pub pulls: u64,
     /// Sending window, or first due time → last delivery if that was longer.
     pub effective_secs: f64,
 }
@@ -46,7 +56,7 @@ pub async fn populate(
     prepare(target, load.users, quiet).await?;
     #[cfg(feature = "nats")]
     crate::harness::nats::prepare_stream(target).await?;
-    let inits = plan_workers(target, workers, load.users, load.devices, load.push_ack_ms);
+    let inits = plan_workers(target, workers, load.users, load.devices, load.push_ack_ms, true);
     let mut w = Workers::spawn(&inits).await?;
     let pb = bar(quiet, "connecting");
     let total = u64::from(load.users) * u64::from(load.devices);
@@ -71,6 +81,7 @@ pub async fn run_once(
     duration_secs: f64,
     pb: &ProgressBar,
 ) -> Result<RunOutcome, HarnessError> {
+    let cpu_at_start = own_cpu_secs();
     let count = (rate * duration_secs).round().max(1.0) as u64;
     let t0 = mono_us() + LEAD.as_micros() as u64;
     let spec = RunSpec {
@@ -99,7 +110,15 @@ pub async fn run_once(
         duplicates: 0,
         unexpected: 0,
         stray: 0,
-        generator_cpu_secs: 0.0,
+        worker_cpu_secs: 0.0,
+        coordinator_cpu_secs: 0.0,
+        workers: n,
+        kicks: Reasons::new(),
+        drops: Reasons::new(),
+        reconnects: 0,
+        reconnect_failures: Reasons::new(),
+        resent: 0,
+        pulls: 0,
         effective_secs: duration_secs,
     };
     // Generous bound on the whole run: sending, the ack timeout and the drain.
@@ -148,7 +167,13 @@ pub async fn run_once(
                 out.duplicates += d.duplicates;
                 out.unexpected += d.unexpected;
                 out.stray += d.stray;
-                out.generator_cpu_secs += d.cpu_secs;
+                out.worker_cpu_secs += d.cpu_secs;
+                merge(&mut out.kicks, d.kicks);
+                merge(&mut out.drops, d.drops);
+                merge(&mut out.reconnect_failures, d.reconnect_failures);
+                out.reconnects += d.reconnects;
+                out.resent += d.resent;
+                out.pulls += d.pulls;
                 last_delivery = last_delivery.max(d.last_delivery_us);
             }
             _ => {}
@@ -156,7 +181,14 @@ pub async fn run_once(
     }
     out.effective_secs = duration_secs.max(last_delivery.saturating_sub(t0) as f64 / 1e6);
     out.series = series;
+    out.coordinator_cpu_secs = own_cpu_secs() - cpu_at_start;
     Ok(out)
+}
+
+fn merge(into: &mut Reasons, from: Reasons) {
+    for (k, v) in from {
+        *into.entry(k).or_default() += v;
+    }
 }
 
 async fn next_event(workers: &mut Workers, limit_us: u64) -> Result<Event, HarnessError> {
@@ -192,7 +224,21 @@ fn p2p_result(load: &LoadPlan, rate: f64, duration: f64, c: &ConnectSummary, o: 
         unexpected: o.unexpected,
         stray: o.stray,
         echoes: o.series.echoes,
-        generator_cpu_secs: o.generator_cpu_secs,
+        generator_cpu_secs: o.worker_cpu_secs + o.coordinator_cpu_secs,
+        generator_worker_cpu_secs: o.worker_cpu_secs,
+        generator_cpu_us_per_msg: if o.sent > 0 {
+            (o.worker_cpu_secs + o.coordinator_cpu_secs) * 1e6 / o.sent as f64
+        } else {
+            0.0
+        },
+        workers: o.workers as u32,
+        conns: u64::from(load.users) * u64::from(load.devices),
+        kicks: o.kicks.clone(),
+        drops: o.drops.clone(),
+        reconnects: o.reconnects,
+        reconnect_failures: o.reconnect_failures.clone(),
+        resent: o.resent,
+        pulls: o.pulls,
         sent_per_s: per_second(o.sent, duration),
         delivered_per_s: per_second(o.received, o.effective_secs),
         p50_us: d.p50_us,

@@ -36,6 +36,13 @@ pub struct WorkerInit {
     pub connect_start_us: u64,
     /// PushAck at most this often (ms); 0 = never.
     pub push_ack_ms: u64,
+    /// A device that loses its session after logging in reconnects, pulls and resends
+    /// (p2p, ramp); `connect` keeps it off so a dropped connection stays visible.
+    #[serde(default)]
+    pub reconnect: bool,
+    /// A busy worker's loop turns at most every this many µs (0 = per event).
+    #[serde(default)]
+    pub coalesce_us: u64,
 }
 
 /// One p2p run.
@@ -109,9 +116,27 @@ pub struct DrainReport {
     /// Messages of another run, or not written by this harness.
     pub stray: u64,
     pub last_delivery_us: u64,
-    /// CPU seconds this worker process has used so far (user + system).
+    /// CPU seconds (user + system) this worker process used since the run started.
     #[serde(default)]
     pub cpu_secs: f64,
+    /// Sessions the server ended with a Kick during the run, by kick reason.
+    #[serde(default)]
+    pub kicks: Reasons,
+    /// Sessions that ended otherwise (connection closed, reset, bad frame), by reason.
+    #[serde(default)]
+    pub drops: Reasons,
+    /// Devices that logged in again after a kick or drop.
+    #[serde(default)]
+    pub reconnects: u64,
+    /// Reconnect attempts that failed (retried with backoff), by reason.
+    #[serde(default)]
+    pub reconnect_failures: Reasons,
+    /// Sends written again after a reconnect (same client_msg_id).
+    #[serde(default)]
+    pub resent: u64,
+    /// Pull pages requested (catch-up after login, SyncNotify).
+    #[serde(default)]
+    pub pulls: u64,
     /// The rest of the run's counters since the last tick.
     pub tail: Tick,
 }

@@ -89,10 +89,44 @@ pub struct P2pResult {
     pub unexpected: u64,
     pub stray: u64,
     pub echoes: u64,
-    /// CPU seconds the load generator's workers used for the run: on a small machine
-    /// the generator competes with the server, and this says how hard.
+    /// CPU seconds (user + system) the load generator used for the run — worker
+    /// processes and coordinator together: on a small machine the generator competes
+    /// with the server, and this says how hard.
     #[serde(default)]
     pub generator_cpu_secs: f64,
+    /// The workers' share of `generator_cpu_secs`.
+    #[serde(default)]
+    pub generator_worker_cpu_secs: f64,
+    /// `generator_cpu_secs` per message sent, µs: everything the generator did for one
+    /// message (the send, its ack, every delivery and echo, heartbeats and PushAcks
+    /// spread over the messages). Near the server's own cost per message, the run
+    /// measured the generator, not the server.
+    #[serde(default)]
+    pub generator_cpu_us_per_msg: f64,
+    /// Worker processes and connections (users × devices): the connection shape, the
+    /// same for every system compared.
+    #[serde(default)]
+    pub workers: u32,
+    #[serde(default)]
+    pub conns: u64,
+    /// Sessions the server ended with a Kick, by reason (the device reconnected and
+    /// pulled, as a real client does).
+    #[serde(default)]
+    pub kicks: Reasons,
+    /// Sessions that ended without a Kick (closed, reset), by reason.
+    #[serde(default)]
+    pub drops: Reasons,
+    /// Devices that logged in again after a kick or drop.
+    #[serde(default)]
+    pub reconnects: u64,
+    #[serde(default)]
+    pub reconnect_failures: Reasons,
+    /// Unanswered sends written again after a reconnect (same client_msg_id).
+    #[serde(default)]
+    pub resent: u64,
+    /// Pull pages requested (catch-up after a login, SyncNotify).
+    #[serde(default)]
+    pub pulls: u64,
     pub sent_per_s: f64,
     pub delivered_per_s: f64,
     pub p50_us: u64,
@@ -433,12 +467,28 @@ fn p2p_rows(p: &P2pResult) -> Vec<(String, String)> {
             format!("{} / {}{}", p.lost, p.duplicates, if p.clean() { "" } else { "   ← NOT ZERO" }),
         ),
         row("unexpected / stray / echoes", format!("{} / {} / {}", p.unexpected, p.stray, p.echoes)),
+        row("kicks / drops", format!("{} / {}", fmt_reasons(&p.kicks), fmt_reasons(&p.drops))),
+        row(
+            "reconnects",
+            format!(
+                "{} (failed attempts: {}), {} sends resent, {} pull pages",
+                p.reconnects,
+                fmt_reasons(&p.reconnect_failures),
+                p.resent,
+                p.pulls
+            ),
+        ),
         row(
             "generator CPU",
             format!(
-                "{:.1} s ({:.2} cores over the sending window)",
+                "{:.2} µs/msg — {:.2} s ({:.2} s workers), {:.2} cores over the sending window; \
+                 {} workers, {} connections",
+                p.generator_cpu_us_per_msg,
                 p.generator_cpu_secs,
-                p.generator_cpu_secs / p.duration_secs.max(1e-9)
+                p.generator_worker_cpu_secs,
+                p.generator_cpu_secs / p.duration_secs.max(1e-9),
+                p.workers,
+                p.conns
             ),
         ),
         row(

@@ -1,59 +1,93 @@
-//! A worker process (`tern loadtest worker`, spawned by the coordinator): holds up to
-//! ~15,000 devices' connections, sends its share of each run's schedule on time, and
+//! A worker process (`tern loadtest worker`, spawned by the coordinator): holds its share
+//! of the devices' connections, writes its share of each run's schedule on time, and
 //! records what its devices receive.
 //!
-//! Single-threaded by design (a tokio current-thread runtime and a `LocalSet`): the
-//! state is plain `RefCell`s, and more cores mean more worker processes. The only other
-//! thread is each run's scheduler, which wakes at the due time of every message this
-//! worker sends (microsecond sleeps, not the runtime's 1 ms timer) and hands it to the
-//! sending device's task. Latencies are measured from that due time, so a late
-//! scheduler, a full socket or a slow server all show up in the figures (no coordinated
-//! omission). Talks to the coordinator only through [`crate::harness::proto`] lines;
-//! never panics on what a server sends.
+//! One thread, one level-triggered epoll loop, no async runtime, no task, channel or
+//! timer per device. Why: the generator's own CPU per message says whether a run
+//! measured the server or the generator, and the async design before this one (a task
+//! and a channel per device, a scheduler thread waking per message, a frame allocation
+//! per read) spent ~100 µs per message — the whole budget of a 2-core machine at
+//! 20,000 msgs/s. Here a message costs what a client must pay: one write for the Send,
+//! one read per arriving batch of frames, a FlatBuffers verification per frame. More
+//! cores mean more worker processes (the coordinator starts one per core).
+//!
+//! The loop sleeps in `epoll_pwait2` until the next send is due (nanosecond timeout,
+//! 1 µs timer slack); every send is stamped with its *due* time and latencies are
+//! measured from it, so a late loop, a full socket or a slow server all show up in the
+//! figures (no coordinated omission).
+//!
+//! Devices behave as real clients do ([`Dev`]): a device whose connection is kicked
+//! (e.g. `SlowConsumer`) or dropped after it had logged in reconnects with backoff, logs
+//! in, pulls its timeline from its sync point until caught up (PROTOCOL.md "Sync"), and
+//! resends the sends that were never answered with the same `client_msg_id` (the server
+//! dedups them); sends due while it is away wait in its outbox. So `lost` counts acked
+//! messages that never arrived, and kicks and reconnects are reported per reason.
+//!
+//! Talks to the coordinator only through [`crate::harness::proto`] lines; never panics
+//! on what a server sends.
 
-use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
-use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{HashSet, VecDeque};
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 
+use socket2::Socket;
 use tern_schema::client::{Body, ClientType, ElemType, SyncKind};
 use tern_schema::encode;
+use tern_schema::frame::{parse_client, split_frame, HEADER_LEN, MAX_PAYLOAD_LEN};
 use tern_schema::message::{self, ElemParts};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::{mpsc, watch, Semaphore};
 
-use crate::client::{Client, ClientError, LoginOutcome, LoginRequest, OwnedFrame, Transport};
+use crate::client::{Transport, CLIENT_VERSION};
 use crate::harness::config::TargetKind;
 use crate::harness::hist::Latency;
-use crate::harness::net::{connect_from, raise_fd_limit, resolve};
+use crate::harness::net::raise_fd_limit;
+use crate::harness::os::{self, Epoll};
 use crate::harness::proto::{
     decode, encode as encode_line, Command, ConnectReport, DrainReport, Event, ProtoError, Reasons, RunSpec, Tick,
     WorkerInit,
 };
-use crate::harness::schedule::{encode_payload, mono_us, parse_payload, wall_ms, Bits, Schedule, Stamp};
+use crate::harness::schedule::{mono_us, parse_payload, wall_ms, Bits, Schedule, Stamp};
 use crate::harness::setup::user_sign;
+use crate::harness::wsc;
 
 /// Connects (and logins) in flight at once per worker: beyond the schedule's rate this
 /// bounds descriptors and memory when the server is slow.
 const MAX_CONNECTS_IN_FLIGHT: usize = 2_048;
 /// One connection attempt (TCP + WebSocket upgrade + Login) must finish in this.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+const CONNECT_TIMEOUT_US: u64 = 15_000_000;
 /// Ping interval if the server names none.
-const FALLBACK_HEARTBEAT: Duration = Duration::from_secs(30);
-/// Frames a device writes in one go (one syscall on TCP).
-const SEND_BATCH: usize = 64;
-/// How often waiting loops look again.
-const POLL: Duration = Duration::from_millis(10);
+const FALLBACK_HEARTBEAT_US: u64 = 30_000_000;
+/// How often the loop looks at every device (heartbeats, PushAcks, timeouts, reconnects)
+/// and at the run's progress. Per-device timers would cost a syscall or a heap entry
+/// per event; one sweep over 15,000 devices costs microseconds.
+const SWEEP_US: u64 = 50_000;
+/// Progress lines during the connection phase.
+const PROGRESS_US: u64 = 250_000;
+/// First reconnect delay; doubles per failed attempt up to [`BACKOFF_MAX_US`], with
+/// jitter so a mass kick does not come back in step.
+const BACKOFF_MIN_US: u64 = 50_000;
+const BACKOFF_MAX_US: u64 = 2_000_000;
+/// A device writes its outbox (sends due while it was away, and unanswered ones) with
+/// at most this many sends unanswered, as a client with a bounded in-flight window does:
+/// hundreds written at once after a reconnect would be answered in one burst that
+/// overflows the server's outbound queue and gets the device kicked again, in a loop.
+/// Sends due while the outbox is empty are written at once (open loop).
+const OUTBOX_WINDOW: usize = 32;
+/// Pull page size (the server caps it at its own limit).
+const PULL_LIMIT: u32 = 500;
+/// One read takes at most this much (the loop is level-triggered: the rest comes next).
+const READ_CHUNK: usize = 64 * 1024;
+/// Epoll events taken per wake-up.
+const EVENTS: usize = 1_024;
+/// Token of stdin in the epoll set (devices use their index).
+const STDIN: u64 = u64::MAX;
 
 /// A worker that cannot go on.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("stdin: {0}")]
-    Stdin(#[from] std::io::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
     #[error(transparent)]
     Proto(#[from] ProtoError),
     #[error("stdin closed before the init line")]
@@ -67,9 +101,8 @@ pub enum WorkerError {
 /// Entry point of `tern loadtest worker`.
 pub fn run_worker() -> Result<(), WorkerError> {
     raise_fd_limit();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let local = tokio::task::LocalSet::new();
-    let res = local.block_on(&rt, worker_main());
+    os::tighten_timer_slack();
+    let res = Worker::from_stdin().and_then(|mut w| w.run());
     if let Err(e) = &res {
         emit(&Event::Fatal { message: e.to_string() });
     }
@@ -85,28 +118,184 @@ pub(crate) fn emit(e: &Event) {
     let _ = out.flush();
 }
 
-/// One send handed from the scheduler thread to a device task.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct SendCmd {
-    pub run: u32,
-    pub index: u64,
-    pub due_us: u64,
-    pub to: u32,
-}
-
-/// A send waiting for its answer.
-#[derive(Debug, Clone, Copy)]
+/// One message of the schedule that a local device sends: written, waiting for its
+/// answer, or waiting in the outbox for a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Pending {
     pub run: u32,
     pub index: u64,
     pub due_us: u64,
+    /// Recipient user.
+    pub to: u32,
+    /// Times it was written (a resend after a reconnect keeps its client_msg_id).
+    pub tries: u32,
 }
 
-/// Per local device.
+/// Which protocol the devices speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Proto {
+    Tern {
+        ws: bool,
+    },
+    #[cfg(feature = "nats")]
+    Nats {
+        jetstream: bool,
+    },
+}
+
+/// Where a device's connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// No connection; the next attempt is due at `at_us` (`u64::MAX`: never).
+    Idle {
+        at_us: u64,
+    },
+    /// TCP connect in progress.
+    Connecting,
+    /// WebSocket upgrade sent, answer pending.
+    Upgrading,
+    /// Login sent (Tern: its request id; NATS: CONNECT + PING sent, PONG pending).
+    LoggingIn {
+        rid: u32,
+    },
+    Online,
+}
+
+/// One device: its connection, its protocol state as a client, and what it received.
 pub(crate) struct Dev {
     pub user: u32,
+    pub device: u32,
+    sock: Option<Socket>,
+    pub phase: Phase,
+    /// Start of the current connection attempt.
+    since_us: u64,
+    /// Logged in at least once: a later loss of the connection is a reconnect, not a
+    /// failed login.
+    ever_online: bool,
+    /// Failed reconnect attempts in a row (backoff exponent).
+    attempt: u32,
+    /// Bytes of a partial frame.
+    rbuf: Vec<u8>,
+    /// Bytes the socket did not take yet.
+    wbuf: Vec<u8>,
+    /// EPOLLOUT is registered (wbuf is waiting for room).
+    writing: bool,
+    /// In the worker's dirty list (wbuf has bytes to write this turn).
+    dirty: bool,
+    rid: u32,
+    /// Everything of the Message timeline up to here is held (PROTOCOL.md "Sync"); it
+    /// survives reconnects, as a client's store does.
+    pub sync_seq: u64,
+    /// Seqs above `sync_seq` that are held too (pushed while catching up), sorted. With
+    /// `sync_seq` this is the client's dedup by seq: an entry held already — pulled
+    /// again after a reconnect, or both pushed and pulled — is dropped, not counted.
+    held_above: Vec<u64>,
+    /// The highest seq a SyncNotify or LoginAck named.
+    notified: u64,
+    /// Pull in flight: its request id.
+    pulling: Option<u32>,
+    /// Catching up by Pull on this connection: pushes are not yet contiguous with
+    /// `sync_seq`, so they go to `held_above`.
+    catching_up: bool,
+    acked_seq: u64,
+    /// Sends written and not answered yet: (request id / PubAck key, send).
+    pending: Vec<(u32, Pending)>,
+    /// Sends due while the device had no session, and unanswered sends of a lost
+    /// session, oldest first.
+    outbox: VecDeque<Pending>,
+    hb_us: u64,
+    next_hb_us: u64,
+    next_ack_us: u64,
     pub bits: Bits,
-    pub pending: HashMap<u32, Pending>,
+}
+
+impl Dev {
+    pub(crate) fn new(user: u32, device: u32) -> Dev {
+        Dev {
+            user,
+            device,
+            sock: None,
+            phase: Phase::Idle { at_us: u64::MAX },
+            since_us: 0,
+            ever_online: false,
+            attempt: 0,
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            writing: false,
+            dirty: false,
+            rid: 1,
+            sync_seq: 0,
+            notified: 0,
+            pulling: None,
+            held_above: Vec::new(),
+            catching_up: false,
+            acked_seq: 0,
+            pending: Vec::new(),
+            outbox: VecDeque::new(),
+            hb_us: FALLBACK_HEARTBEAT_US,
+            next_hb_us: u64::MAX,
+            next_ack_us: 0,
+            bits: Bits::default(),
+        }
+    }
+
+    fn next_rid(&mut self) -> u32 {
+        let id = self.rid;
+        self.rid = self.rid.checked_add(1).unwrap_or(1);
+        id
+    }
+
+    fn take_pending(&mut self, key: u32) -> Option<Pending> {
+        let at = self.pending.iter().position(|(k, _)| *k == key)?;
+        Some(self.pending.swap_remove(at).1)
+    }
+
+    /// Whether the timeline entry `seq` is held already.
+    fn holds(&self, seq: u64) -> bool {
+        seq <= self.sync_seq || self.held_above.binary_search(&seq).is_ok()
+    }
+
+    fn hold_above(&mut self, seq: u64) {
+        if let Err(at) = self.held_above.binary_search(&seq) {
+            self.held_above.insert(at, seq);
+        }
+    }
+
+    /// Everything up to `seq` is held.
+    fn advance(&mut self, seq: u64) {
+        self.sync_seq = self.sync_seq.max(seq);
+        let n = self.held_above.partition_point(|s| *s <= self.sync_seq);
+        self.held_above.drain(..n);
+    }
+
+    /// Forgets the state of the connection that ended (what was received stays).
+    fn reset_connection(&mut self) {
+        self.sock = None;
+        self.rbuf = Vec::new();
+        self.wbuf = Vec::new();
+        self.writing = false;
+        self.pulling = None;
+        self.catching_up = false;
+        self.next_hb_us = u64::MAX;
+    }
+}
+
+/// Why a connection ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct End {
+    pub reason: String,
+    /// The server said Kick (with this reason) rather than just closing.
+    pub kick: bool,
+}
+
+impl End {
+    pub(crate) fn closed(reason: impl Into<String>) -> End {
+        End { reason: reason.into(), kick: false }
+    }
+
+    pub(crate) fn kick(reason: impl Into<String>) -> End {
+        End { reason: reason.into(), kick: true }
+    }
 }
 
 /// Counters of the current second.
@@ -138,286 +327,1252 @@ impl TickAcc {
     }
 }
 
-pub(crate) struct RunState {
+/// A run's drain in progress.
+struct Drain {
+    failed: HashSet<u64>,
+    deadline_us: u64,
+    expected: u64,
+    per_dev: Vec<u64>,
+}
+
+/// The current run's accounting.
+pub(crate) struct Book {
     pub sched: Schedule,
     pub run: u32,
     payload: usize,
+    ack_deadline_us: u64,
+    /// Next global message index to look at; `next_local` is the first index at or
+    /// after it that a local device sends.
+    cursor: u64,
     tick: TickAcc,
+    next_tick_sec: u32,
     failed: Vec<u64>,
     errors: Reasons,
+    dispatched: u64,
     answered: u64,
-    dispatched: Arc<AtomicU64>,
     duplicates: u64,
     stray: u64,
     last_delivery_us: u64,
+    sent_reported: bool,
+    drain: Option<Drain>,
     finished: bool,
+    kicks: Reasons,
+    drops: Reasons,
+    reconnects: u64,
+    reconnect_failures: Reasons,
+    resent: u64,
+    pulls: u64,
     /// This process's CPU seconds when the run started.
     cpu_at_start: f64,
 }
 
+impl Book {
+    fn new(spec: &RunSpec) -> Book {
+        let sched = Schedule {
+            users: spec.users,
+            devices: spec.devices,
+            rate: spec.rate,
+            count: spec.count,
+            t0_us: spec.t0_us,
+        };
+        let end = spec.t0_us + (spec.count as f64 * 1e6 / spec.rate) as u64;
+        Book {
+            sched,
+            run: spec.run,
+            payload: spec.payload,
+            ack_deadline_us: end + spec.ack_timeout_ms * 1_000,
+            cursor: 0,
+            tick: TickAcc::default(),
+            next_tick_sec: 1,
+            failed: Vec::new(),
+            errors: Reasons::new(),
+            dispatched: 0,
+            answered: 0,
+            duplicates: 0,
+            stray: 0,
+            last_delivery_us: 0,
+            sent_reported: false,
+            drain: None,
+            finished: false,
+            kicks: Reasons::new(),
+            drops: Reasons::new(),
+            reconnects: 0,
+            reconnect_failures: Reasons::new(),
+            resent: 0,
+            pulls: 0,
+            cpu_at_start: crate::harness::sysinfo::own_cpu_secs(),
+        }
+    }
+
+    fn answer(&mut self, p: &Pending, outcome: Result<(), String>, now: u64) {
+        if p.run != self.run {
+            return;
+        }
+        self.answered += 1;
+        match outcome {
+            Ok(()) => {
+                self.tick.acked += 1;
+                self.tick.ack.record(now.saturating_sub(p.due_us));
+            }
+            Err(reason) => self.fail(p.index, reason),
+        }
+    }
+
+    fn fail(&mut self, index: u64, reason: String) {
+        self.tick.failed += 1;
+        self.failed.push(index);
+        *self.errors.entry(reason).or_default() += 1;
+    }
+
+    /// A message whose text starts with `text` arrived at device `dev`.
+    pub(crate) fn deliver(&mut self, dev: &mut Dev, text: &[u8], now: u64) {
+        let Some(Stamp { run, index, due_us }) = parse_payload(text) else {
+            self.stray += 1;
+            return;
+        };
+        if run != self.run || index >= self.sched.count || self.sched.recipient(index) != dev.user {
+            self.stray += 1;
+            return;
+        }
+        match dev.bits.insert(self.sched.slot(index)) {
+            Some(true) => {
+                self.tick.delivered += 1;
+                self.tick.delivery.record(now.saturating_sub(due_us));
+                self.last_delivery_us = self.last_delivery_us.max(now);
+            }
+            Some(false) => self.duplicates += 1,
+            None => self.stray += 1,
+        }
+    }
+}
+
+/// Connection-level figures of the worker's whole life.
 #[derive(Default)]
-pub(crate) struct State {
-    pub devs: Vec<Dev>,
-    pub run: Option<RunState>,
+struct Stats {
     alive: u64,
     closed: Reasons,
     connect: ConnectReport,
     login: Latency,
     attempts_done: u64,
+    connected_reported: bool,
 }
 
-pub(crate) struct Ctx {
-    pub init: WorkerInit,
-    pub st: RefCell<State>,
-    pub txs: Vec<mpsc::UnboundedSender<SendCmd>>,
-    pub stop: watch::Receiver<bool>,
+/// The worker: its devices, its run, its loop.
+pub(crate) struct Worker {
+    init: WorkerInit,
+    proto: Proto,
+    addrs: Vec<SocketAddr>,
+    ep: Epoll,
+    pub devs: Vec<Dev>,
+    pub book: Option<Book>,
+    stats: Stats,
+    /// Next device of the initial connect schedule.
+    connect_next: usize,
+    in_flight: usize,
+    dirty: Vec<usize>,
+    scratch: Vec<u8>,
+    stdin: Vec<u8>,
+    stopping: bool,
+    next_sweep_us: u64,
+    next_progress_us: u64,
+    /// Reused text buffers for building sends.
+    text: String,
+    ids: String,
+    to: String,
+    rng: u64,
 }
 
-impl Ctx {
-    /// The user and device number of local device `local`.
-    pub fn who(&self, local: usize) -> (u32, u32) {
-        let d = self.init.devices.max(1) as usize;
-        (self.init.first_user + (local / d) as u32, (local % d) as u32)
-    }
-
-    /// A send was written; `key` identifies its answer.
-    pub fn on_sent(&self, local: usize, key: u32, cmd: &SendCmd) {
-        let mut st = self.st.borrow_mut();
-        let State { devs, run, .. } = &mut *st;
-        if let Some(r) = run.as_mut().filter(|r| r.run == cmd.run) {
-            r.tick.sent += 1;
-            if let Some(d) = devs.get_mut(local) {
-                d.pending.insert(key, Pending { run: cmd.run, index: cmd.index, due_us: cmd.due_us });
+impl Worker {
+    /// Reads the init line from stdin and sets everything up.
+    fn from_stdin() -> Result<Worker, WorkerError> {
+        let mut stdin = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // Blocking until the first line: the coordinator writes it at once.
+        let line_end = loop {
+            if let Some(p) = stdin.iter().position(|b| *b == b'\n') {
+                break p;
             }
-        }
-    }
-
-    /// A send counts as answered without waiting (NATS core has no ack).
-    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
-    pub fn on_sent_unacked(&self, cmd: &SendCmd) {
-        let mut st = self.st.borrow_mut();
-        if let Some(r) = st.run.as_mut().filter(|r| r.run == cmd.run) {
-            r.tick.sent += 1;
-            r.tick.acked += 1;
-            r.answered += 1;
-        }
-    }
-
-    /// The answer to send `key`: `Ok(())` or the failure reason.
-    pub fn on_answer(&self, local: usize, key: u32, outcome: Result<(), String>) {
-        let now = mono_us();
-        let mut st = self.st.borrow_mut();
-        let State { devs, run, .. } = &mut *st;
-        let Some(p) = devs.get_mut(local).and_then(|d| d.pending.remove(&key)) else {
-            return;
+            let n = os::read_stdin(&mut chunk)?;
+            if n == 0 {
+                return Err(WorkerError::NoInit);
+            }
+            stdin.extend_from_slice(&chunk[..n]);
         };
-        let Some(r) = run.as_mut().filter(|r| r.run == p.run) else { return };
-        r.answered += 1;
-        match outcome {
-            Ok(()) => {
-                r.tick.acked += 1;
-                r.tick.ack.record(now.saturating_sub(p.due_us));
-            }
-            Err(reason) => {
-                r.tick.failed += 1;
-                r.failed.push(p.index);
-                *r.errors.entry(reason).or_default() += 1;
-            }
-        }
-    }
-
-    /// A send that was never written (its device is gone).
-    pub fn on_unsent(&self, cmd: &SendCmd, reason: &str) {
-        let mut st = self.st.borrow_mut();
-        if let Some(r) = st.run.as_mut().filter(|r| r.run == cmd.run) {
-            r.answered += 1;
-            r.tick.failed += 1;
-            r.failed.push(cmd.index);
-            *r.errors.entry(reason.to_owned()).or_default() += 1;
-        }
-    }
-
-    /// A message delivered to local device `local`, whose text starts with `text`;
-    /// `from_self` for a copy of the user's own send (to its other devices).
-    pub fn on_delivery(&self, local: usize, text: &[u8], from_self: bool, now: u64) {
-        let mut st = self.st.borrow_mut();
-        let State { devs, run, .. } = &mut *st;
-        let Some(r) = run.as_mut() else { return };
-        if from_self {
-            r.tick.echoes += 1;
-            return;
-        }
-        let Some(Stamp { run: id, index, due_us }) = parse_payload(text) else {
-            r.stray += 1;
-            return;
+        let init: WorkerInit = decode(&String::from_utf8_lossy(&stdin[..line_end]))?;
+        stdin.drain(..=line_end);
+        let proto = match init.target.kind {
+            TargetKind::Tern => Proto::Tern { ws: init.target.transport == Transport::Ws },
+            #[cfg(feature = "nats")]
+            k => Proto::Nats { jetstream: k == TargetKind::Jetstream },
+            #[cfg(not(feature = "nats"))]
+            k => return Err(WorkerError::NoNats(k)),
         };
-        let Some(dev) = devs.get_mut(local) else { return };
-        if id != r.run || index >= r.sched.count || r.sched.recipient(index) != dev.user {
-            r.stray += 1;
-            return;
+        let mut addrs = Vec::new();
+        for a in &init.target.addrs {
+            let sa = a.to_socket_addrs().and_then(|mut i| {
+                i.next().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "resolves to nothing"))
+            });
+            addrs.push(sa.map_err(|source| WorkerError::Resolve { addr: a.clone(), source })?);
         }
-        match dev.bits.insert(r.sched.slot(index)) {
-            Some(true) => {
-                r.tick.delivered += 1;
-                r.tick.delivery.record(now.saturating_sub(due_us));
-                r.last_delivery_us = r.last_delivery_us.max(now);
+        let ep = Epoll::new()?;
+        os::set_nonblocking(0)?;
+        ep.add(0, STDIN, os::IN)?;
+        let n = (init.end_user - init.first_user) as usize * init.devices as usize;
+        let d = init.devices.max(1) as usize;
+        let devs = (0..n).map(|k| Dev::new(init.first_user + (k / d) as u32, (k % d) as u32)).collect();
+        let rng = u64::from(init.worker).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ mono_us();
+        Ok(Worker::with(init, proto, addrs, ep, devs, stdin, rng))
+    }
+
+    pub(crate) fn with(
+        init: WorkerInit,
+        proto: Proto,
+        addrs: Vec<SocketAddr>,
+        ep: Epoll,
+        devs: Vec<Dev>,
+        stdin: Vec<u8>,
+        rng: u64,
+    ) -> Worker {
+        Worker {
+            init,
+            proto,
+            addrs,
+            ep,
+            devs,
+            book: None,
+            stats: Stats::default(),
+            connect_next: 0,
+            in_flight: 0,
+            dirty: Vec::new(),
+            scratch: vec![0; READ_CHUNK],
+            stdin,
+            stopping: false,
+            next_sweep_us: 0,
+            next_progress_us: 0,
+            text: String::new(),
+            ids: String::new(),
+            to: String::new(),
+            rng: rng | 1,
+        }
+    }
+
+    /// The loop: due connects and sends, the sweep, reports, writes; then sleep until
+    /// the next due time or the next readable socket.
+    fn run(&mut self) -> Result<(), WorkerError> {
+        let mut evs = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+        // Commands that came with the init line.
+        self.commands()?;
+        let mut last_turn = 0;
+        loop {
+            let mut now = mono_us();
+            if now < last_turn + self.init.coalesce_us {
+                // Busy: let the frames and sends of the rest of the quantum gather, so
+                // they take one wake-up (and one write per device) instead of many.
+                std::thread::sleep(std::time::Duration::from_micros(last_turn + self.init.coalesce_us - now));
+                now = mono_us();
             }
-            Some(false) => r.duplicates += 1,
-            None => r.stray += 1,
-        }
-    }
-
-    /// The text of message `cmd`.
-    pub fn payload(&self, cmd: &SendCmd) -> String {
-        let size = self.st.borrow().run.as_ref().map_or(0, |r| r.payload);
-        encode_payload(Stamp { run: cmd.run, index: cmd.index, due_us: cmd.due_us }, size)
-    }
-
-    /// A connection ended (after a successful login).
-    pub fn on_closed(&self, reason: &str) {
-        let mut st = self.st.borrow_mut();
-        st.alive = st.alive.saturating_sub(1);
-        *st.closed.entry(reason.to_owned()).or_default() += 1;
-    }
-
-    /// Outcome of one connection attempt.
-    pub fn on_connect(&self, started_us: u64, outcome: Result<(), String>) {
-        let now = mono_us();
-        let mut st = self.st.borrow_mut();
-        st.attempts_done += 1;
-        let c = &mut st.connect;
-        c.first_start_us = if c.first_start_us == 0 { started_us } else { c.first_start_us.min(started_us) };
-        c.last_done_us = c.last_done_us.max(now);
-        match outcome {
-            Ok(()) => {
-                c.ok += 1;
-                st.alive += 1;
-                st.login.record(now.saturating_sub(started_us));
+            last_turn = now;
+            self.turn(now);
+            if self.stopping {
+                self.stop();
+                emit(&Event::Stopped);
+                return Ok(());
             }
-            Err(reason) => {
-                c.failed += 1;
-                *c.reasons.entry(reason).or_default() += 1;
-            }
-        }
-    }
-
-    /// Drains what is queued for a device that has gone, failing it.
-    pub fn fail_queue(&self, local: usize, rx: &mut mpsc::UnboundedReceiver<SendCmd>, reason: &str) {
-        rx.close();
-        while let Ok(cmd) = rx.try_recv() {
-            self.on_unsent(&cmd, reason);
-        }
-        let pending: Vec<u32> =
-            self.st.borrow().devs.get(local).map(|d| d.pending.keys().copied().collect()).unwrap_or_default();
-        for key in pending {
-            self.on_answer(local, key, Err(reason.to_owned()));
-        }
-    }
-}
-
-async fn worker_main() -> Result<(), WorkerError> {
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    let first = lines.next_line().await?.ok_or(WorkerError::NoInit)?;
-    let init: WorkerInit = decode(&first)?;
-    if init.target.kind.is_nats() && !cfg!(feature = "nats") {
-        return Err(WorkerError::NoNats(init.target.kind));
-    }
-    let mut addrs = Vec::new();
-    for a in &init.target.addrs {
-        addrs.push(resolve(a).await.map_err(|source| WorkerError::Resolve { addr: a.clone(), source })?);
-    }
-    let n = (init.end_user - init.first_user) as usize * init.devices as usize;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut rxs = Vec::with_capacity(n);
-    let mut txs = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (tx, rx) = mpsc::unbounded_channel();
-        txs.push(tx);
-        rxs.push(rx);
-    }
-    let ctx = Rc::new(Ctx { init, st: RefCell::new(State::default()), txs, stop: stop_rx });
-    {
-        let mut st = ctx.st.borrow_mut();
-        st.devs = (0..n).map(|k| Dev { user: ctx.who(k).0, bits: Bits::default(), pending: HashMap::new() }).collect();
-    }
-    tokio::task::spawn_local(connect_all(ctx.clone(), addrs, rxs));
-
-    while let Some(line) = lines.next_line().await? {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match decode::<Command>(&line)? {
-            Command::Run(spec) => start_run(&ctx, spec),
-            Command::Drain { run, failed, deadline_us } => {
-                tokio::task::spawn_local(drain(ctx.clone(), run, failed, deadline_us));
-            }
-            Command::Status => {
-                let st = ctx.st.borrow();
-                emit(&Event::Status { alive: st.alive, closed: st.closed.clone() });
-            }
-            Command::Stop => break,
-        }
-    }
-    let _ = stop_tx.send(true);
-    let deadline = mono_us() + 3_000_000;
-    while ctx.st.borrow().alive > 0 && mono_us() < deadline {
-        tokio::time::sleep(POLL).await;
-    }
-    emit(&Event::Stopped);
-    Ok(())
-}
-
-/// Opens every device's connection on the connect schedule, then reports.
-async fn connect_all(ctx: Rc<Ctx>, addrs: Vec<SocketAddr>, rxs: Vec<mpsc::UnboundedReceiver<SendCmd>>) {
-    let n = rxs.len() as u64;
-    let gate = Arc::new(Semaphore::new(MAX_CONNECTS_IN_FLIGHT));
-    let progress = tokio::task::spawn_local(report_progress(ctx.clone(), n));
-    let worker = ctx.init.worker as usize;
-    for (k, rx) in rxs.into_iter().enumerate() {
-        let due = ctx.init.connect_start_us + (k as f64 * 1e6 / ctx.init.connect_rate) as u64;
-        sleep_until_us(due).await;
-        let Ok(permit) = gate.clone().acquire_owned().await else { break };
-        let src = ctx.init.source_ips[k % ctx.init.source_ips.len().max(1)];
-        // Spread over gateways by global device number, so every worker uses all of them.
-        let addr = addrs[(worker + k) % addrs.len()];
-        let ctx2 = ctx.clone();
-        tokio::task::spawn_local(async move {
-            match ctx2.init.target.kind {
-                TargetKind::Tern => tern_device(ctx2, k, src, addr, rx, permit).await,
-                #[cfg(feature = "nats")]
-                _ => crate::harness::nats::nats_device(ctx2, k, addr, rx, permit).await,
-                #[cfg(not(feature = "nats"))]
-                _ => {
-                    drop(permit);
-                    ctx2.on_connect(mono_us(), Err("nats not built in".into()));
+            let wake = self.next_wake(now);
+            let n = self.ep.wait(&mut evs, wake.saturating_sub(mono_us()))?;
+            for (i, ev) in evs[..n].iter().enumerate() {
+                // Read per event: a frame's arrival time must not be the batch's start.
+                let now = mono_us();
+                let (token, events) = (ev.u64, ev.events);
+                if token == STDIN {
+                    self.read_stdin()?;
+                } else {
+                    self.on_ready(token as usize, events, now);
+                }
+                if i % 64 == 63 {
+                    // A long batch must not hold back sends that fell due meanwhile.
+                    self.sends_due(now);
+                    self.flush(now);
                 }
             }
-        });
+        }
     }
-    let _ = progress.await;
-}
 
-async fn report_progress(ctx: Rc<Ctx>, n: u64) {
-    loop {
-        let (done, ok, failed) = {
-            let st = ctx.st.borrow();
-            (st.attempts_done, st.connect.ok, st.connect.failed)
-        };
-        emit(&Event::Progress { connected: ok, failed });
-        if done >= n {
-            let mut report = ctx.st.borrow().connect.clone();
-            report.login = ctx.st.borrow().login.to_data();
-            emit(&Event::Connected(report));
+    /// Everything that is due at `now`, then the writes.
+    pub(crate) fn turn(&mut self, now: u64) {
+        self.connects_due(now);
+        self.sends_due(now);
+        if now >= self.next_sweep_us {
+            self.sweep(now);
+            self.next_sweep_us = now + SWEEP_US;
+        }
+        self.report(now);
+        self.flush(now);
+    }
+
+    fn next_wake(&self, now: u64) -> u64 {
+        let mut wake = self.next_sweep_us;
+        if let Some(b) = &self.book {
+            if b.cursor < b.sched.count {
+                wake = wake.min(b.sched.due_us(b.cursor));
+            }
+            if !b.finished {
+                wake = wake.min(b.sched.t0_us + u64::from(b.next_tick_sec) * 1_000_000);
+            }
+        }
+        if self.connect_next < self.devs.len() && self.in_flight < MAX_CONNECTS_IN_FLIGHT {
+            wake = wake.min(self.connect_due_us(self.connect_next));
+        }
+        if !self.stats.connected_reported {
+            wake = wake.min(self.next_progress_us);
+        }
+        wake.max(now)
+    }
+
+    fn connect_due_us(&self, k: usize) -> u64 {
+        self.init.connect_start_us + (k as f64 * 1e6 / self.init.connect_rate.max(1e-6)) as u64
+    }
+
+    // ---- coordinator commands ----
+
+    fn read_stdin(&mut self) -> Result<(), WorkerError> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match os::read_stdin(&mut chunk) {
+                Ok(0) => {
+                    self.stopping = true;
+                    break;
+                }
+                Ok(n) => self.stdin.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.commands()
+    }
+
+    fn commands(&mut self) -> Result<(), WorkerError> {
+        while let Some(p) = self.stdin.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.stdin.drain(..=p).collect();
+            let line = String::from_utf8_lossy(&line);
+            if line.trim().is_empty() {
+                continue;
+            }
+            match decode::<Command>(&line)? {
+                Command::Run(spec) => self.start_run(&spec),
+                Command::Drain { run, failed, deadline_us } => self.start_drain(run, failed, deadline_us),
+                Command::Status => emit(&Event::Status { alive: self.stats.alive, closed: self.stats.closed.clone() }),
+                Command::Stop => self.stopping = true,
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn start_run(&mut self, spec: &RunSpec) {
+        let mut b = Book::new(spec);
+        for d in &mut self.devs {
+            d.bits = Bits::new(b.sched.slots_for(d.user));
+            d.pending.clear();
+            d.outbox.clear();
+        }
+        skip_remote(self.init.first_user, self.init.end_user, &mut b);
+        self.book = Some(b);
+    }
+
+    fn start_drain(&mut self, run: u32, failed: Vec<u64>, deadline_us: u64) {
+        let (first, end) = (self.init.first_user, self.init.end_user);
+        let Some(b) = self.book.as_mut().filter(|b| b.run == run) else { return };
+        let failed: HashSet<u64> = failed.into_iter().collect();
+        let mut failed_per_user = std::collections::HashMap::<u32, u64>::new();
+        for &i in &failed {
+            let u = b.sched.recipient(i);
+            if u >= first && u < end && i < b.sched.count {
+                *failed_per_user.entry(u).or_default() += 1;
+            }
+        }
+        let per_dev: Vec<u64> = self
+            .devs
+            .iter()
+            .map(|d| b.sched.slots_for(d.user) - failed_per_user.get(&d.user).copied().unwrap_or(0))
+            .collect();
+        let expected = per_dev.iter().sum();
+        b.drain = Some(Drain { failed, deadline_us, expected, per_dev });
+    }
+
+    // ---- scheduling ----
+
+    fn connects_due(&mut self, now: u64) {
+        while self.connect_next < self.devs.len()
+            && self.in_flight < MAX_CONNECTS_IN_FLIGHT
+            && self.connect_due_us(self.connect_next) <= now
+        {
+            let k = self.connect_next;
+            self.connect_next += 1;
+            self.connect(k, now);
+        }
+    }
+
+    fn sends_due(&mut self, now: u64) {
+        let (first, devices) = (self.init.first_user, self.init.devices.max(1));
+        loop {
+            let Some(b) = self.book.as_mut() else { return };
+            if b.cursor >= b.sched.count {
+                return;
+            }
+            let i = b.cursor;
+            let due = b.sched.due_us(i);
+            if due > now {
+                return;
+            }
+            let s = b.sched.sender(i);
+            let k = (s - first) as usize * devices as usize + b.sched.sender_device(i) as usize;
+            let p = Pending { run: b.run, index: i, due_us: due, to: b.sched.recipient(i), tries: 0 };
+            b.dispatched += 1;
+            b.cursor += 1;
+            skip_remote(self.init.first_user, self.init.end_user, b);
+            self.dispatch(k, p, now);
+        }
+    }
+
+    /// Hands a due send to device `k`: written now, queued for its next session, or
+    /// failed if the device never logged in.
+    fn dispatch(&mut self, k: usize, p: Pending, now: u64) {
+        let Some(dev) = self.devs.get_mut(k) else { return };
+        match dev.phase {
+            Phase::Online if dev.outbox.is_empty() => self.write_send(k, p, now),
+            _ if dev.ever_online => {
+                dev.outbox.push_back(p);
+                self.write_outbox(k, now);
+            }
+            _ => {
+                if let Some(b) = self.book.as_mut() {
+                    b.answered += 1;
+                    b.fail(p.index, "device not connected".into());
+                }
+            }
+        }
+    }
+
+    // ---- connections ----
+
+    fn connect(&mut self, k: usize, now: u64) {
+        let src = self.init.source_ips[k % self.init.source_ips.len().max(1)];
+        // Spread over gateways by global device number, so every worker uses all of them.
+        let addr = self.addrs[(self.init.worker as usize + k) % self.addrs.len().max(1)];
+        self.in_flight += 1;
+        let dev = &mut self.devs[k];
+        dev.phase = Phase::Connecting;
+        dev.since_us = now;
+        let res = os::start_connect(src, addr).and_then(|s| {
+            self.ep.add(s.as_raw_fd(), k as u64, os::OUT)?;
+            Ok(s)
+        });
+        match res {
+            Ok(s) => dev.sock = Some(s),
+            Err(e) => self.end(k, End::closed(format!("connect: {:?}", e.kind())), now),
+        }
+    }
+
+    fn on_ready(&mut self, k: usize, events: u32, now: u64) {
+        let Some(dev) = self.devs.get(k) else { return };
+        if dev.sock.is_none() {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        if dev.phase == Phase::Connecting {
+            let err = dev.sock.as_ref().map(|s| s.take_error());
+            match err {
+                Some(Ok(None)) => self.on_connected(k, now),
+                Some(Ok(Some(e)) | Err(e)) => self.end(k, End::closed(format!("connect: {:?}", e.kind())), now),
+                None => {}
+            }
+            return;
+        }
+        if events & os::OUT != 0 && dev.writing {
+            self.write_out(k, now);
+        }
+        if events & !os::OUT != 0 {
+            self.read_in(k, now);
+        }
+    }
+
+    fn on_connected(&mut self, k: usize, now: u64) {
+        let dev = &mut self.devs[k];
+        if let Some(s) = &dev.sock {
+            if let Err(e) = self.ep.modify(s.as_raw_fd(), k as u64, os::IN) {
+                return self.end(k, End::closed(format!("epoll: {:?}", e.kind())), now);
+            }
+        }
+        match self.proto {
+            Proto::Tern { ws: true } => {
+                let host = self.addrs[(self.init.worker as usize + k) % self.addrs.len().max(1)].to_string();
+                dev.phase = Phase::Upgrading;
+                dev.wbuf.extend_from_slice(&wsc::upgrade_request(&host));
+                self.mark(k);
+            }
+            Proto::Tern { ws: false } => self.login(k),
+            #[cfg(feature = "nats")]
+            Proto::Nats { jetstream } => {
+                let subject = self.init.target.subject(dev.user);
+                let inbox = jetstream.then(|| inbox(self.init.worker, k));
+                crate::harness::nats::hello(&mut self.devs[k].wbuf, &subject, inbox.as_deref());
+                let dev = &mut self.devs[k];
+                dev.phase = Phase::LoggingIn { rid: 0 };
+                self.mark(k);
+            }
+        }
+    }
+
+    /// Writes the Tern Login.
+    fn login(&mut self, k: usize) {
+        let t = &self.init.target;
+        let dev = &mut self.devs[k];
+        let user_id = t.user_id(dev.user);
+        let rid = dev.next_rid();
+        let frame = encode::login(
+            rid,
+            t.app_id,
+            &user_id,
+            &user_sign(t, &user_id),
+            client_type(dev.device),
+            &format!("d{}", dev.device),
+            CLIENT_VERSION,
+        );
+        dev.phase = Phase::LoggingIn { rid };
+        self.put_frame(k, &frame);
+    }
+
+    /// The session is up (LoginAck, or NATS's PONG): count it, then catch up and send
+    /// what waited.
+    pub(crate) fn on_online(&mut self, k: usize, now: u64, hb_us: u64, server_max_seq: u64) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.stats.alive += 1;
+        let dev = &mut self.devs[k];
+        if dev.ever_online {
+            if let Some(b) = self.book.as_mut() {
+                b.reconnects += 1;
+            }
+        } else {
+            dev.ever_online = true;
+            self.stats.attempts_done += 1;
+            let c = &mut self.stats.connect;
+            c.ok += 1;
+            c.first_start_us = if c.first_start_us == 0 { dev.since_us } else { c.first_start_us.min(dev.since_us) };
+            c.last_done_us = c.last_done_us.max(now);
+            self.stats.login.record(now.saturating_sub(dev.since_us));
+        }
+        dev.phase = Phase::Online;
+        dev.attempt = 0;
+        dev.hb_us = hb_us;
+        // A random phase, so thousands of devices do not ping in step.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        dev.next_hb_us = now + self.rng % hb_us.max(1);
+        if server_max_seq > dev.sync_seq {
+            dev.notified = dev.notified.max(server_max_seq);
+            self.pull(k);
+        }
+        let run = self.book.as_ref().map(|b| b.run);
+        self.devs[k].outbox.retain(|p| Some(p.run) == run);
+        self.write_outbox(k, now);
+    }
+
+    /// Writes from the outbox while the device is online and its window has room.
+    fn write_outbox(&mut self, k: usize, now: u64) {
+        loop {
+            let dev = &mut self.devs[k];
+            if dev.phase != Phase::Online || dev.pending.len() >= OUTBOX_WINDOW {
+                return;
+            }
+            let Some(p) = dev.outbox.pop_front() else { return };
+            self.write_send(k, p, now);
+        }
+    }
+
+    /// Ends device `k`'s connection (or connection attempt) and decides what next.
+    pub(crate) fn end(&mut self, k: usize, why: End, now: u64) {
+        let Some(dev) = self.devs.get_mut(k) else { return };
+        let was = dev.phase;
+        dev.reset_connection();
+        let reconnect = self.init.reconnect && !self.stopping;
+        match was {
+            Phase::Idle { .. } => return,
+            Phase::Online => {
+                self.stats.alive = self.stats.alive.saturating_sub(1);
+                *self.stats.closed.entry(why.reason.clone()).or_default() += 1;
+                if let Some(b) = self.book.as_mut() {
+                    let m = if why.kick { &mut b.kicks } else { &mut b.drops };
+                    *m.entry(why.reason.clone()).or_default() += 1;
+                }
+            }
+            Phase::Connecting | Phase::Upgrading | Phase::LoggingIn { .. } => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                if !dev.ever_online {
+                    // The first login failed: a failed connection, not retried.
+                    self.stats.attempts_done += 1;
+                    let c = &mut self.stats.connect;
+                    c.failed += 1;
+                    c.first_start_us =
+                        if c.first_start_us == 0 { dev.since_us } else { c.first_start_us.min(dev.since_us) };
+                    c.last_done_us = c.last_done_us.max(now);
+                    *c.reasons.entry(why.reason).or_default() += 1;
+                    dev.phase = Phase::Idle { at_us: u64::MAX };
+                    return;
+                }
+                if let Some(b) = self.book.as_mut() {
+                    *b.reconnect_failures.entry(why.reason.clone()).or_default() += 1;
+                }
+                dev.attempt = dev.attempt.saturating_add(1);
+            }
+        }
+        // Unanswered sends go back to the outbox, oldest first, to be resent.
+        let mut back: Vec<Pending> = dev.pending.drain(..).map(|(_, p)| p).collect();
+        back.extend(dev.outbox.drain(..));
+        back.sort_by_key(|p| p.index);
+        if reconnect {
+            dev.outbox = back.into();
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let base = (BACKOFF_MIN_US << dev.attempt.min(10)).min(BACKOFF_MAX_US);
+            dev.phase = Phase::Idle { at_us: now + base / 2 + self.rng % base.max(1) };
+        } else {
+            dev.phase = Phase::Idle { at_us: u64::MAX };
+            if let Some(b) = self.book.as_mut() {
+                let run = b.run;
+                for p in back.iter().filter(|p| p.run == run) {
+                    b.answered += 1;
+                    b.fail(p.index, why.reason.clone());
+                }
+            }
+        }
+    }
+
+    // ---- reading ----
+
+    fn read_in(&mut self, k: usize, now: u64) {
+        let n = {
+            let Some(s) = self.devs[k].sock.as_ref() else { return };
+            let mut s: &Socket = s;
+            match s.read(&mut self.scratch) {
+                Ok(0) => {
+                    let pending = self.devs[k].rbuf.len();
+                    let why = if pending == 0 {
+                        "closed".to_owned()
+                    } else {
+                        format!("closed inside a frame ({pending} bytes)")
+                    };
+                    return self.end(k, End::closed(why), now);
+                }
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {
+                    return
+                }
+                Err(e) => return self.end(k, End::closed(format!("io: {:?}", e.kind())), now),
+            }
+        };
+        let scratch = std::mem::take(&mut self.scratch);
+        let mut buf = std::mem::take(&mut self.devs[k].rbuf);
+        let res = if buf.is_empty() {
+            // The common case: whole frames straight from the scratch buffer, no copy.
+            let r = self.consume(k, &scratch[..n], now);
+            if let Ok(used) = r {
+                buf.extend_from_slice(&scratch[used..n]);
+            }
+            r.map(drop)
+        } else {
+            buf.extend_from_slice(&scratch[..n]);
+            let r = self.consume(k, &buf, now);
+            if let Ok(used) = r {
+                buf.drain(..used);
+            }
+            r.map(drop)
+        };
+        self.scratch = scratch;
+        match res {
+            Ok(()) if self.devs[k].sock.is_some() => {
+                if buf.capacity() > 4 * READ_CHUNK && buf.len() < READ_CHUNK {
+                    buf.shrink_to(READ_CHUNK);
+                }
+                self.devs[k].rbuf = buf;
+            }
+            Ok(()) => {}
+            Err(why) => self.end(k, why, now),
+        }
+    }
+
+    /// Handles every whole unit (frame, WebSocket message, NATS line) at the start of
+    /// `buf`; returns the bytes used, or why the connection must end (nothing in here
+    /// ends it: the caller does, so the unit loop never runs on a closed device).
+    fn consume(&mut self, k: usize, buf: &[u8], now: u64) -> Result<usize, End> {
+        match self.proto {
+            Proto::Tern { ws: false } => {
+                let mut pos = 0;
+                loop {
+                    match split_frame(&buf[pos..], MAX_PAYLOAD_LEN) {
+                        Ok(Some(total)) => {
+                            self.on_tern_frame(k, &buf[pos..pos + total], now)?;
+                            pos += total;
+                        }
+                        Ok(None) => break,
+                        Err(e) => return Err(End::closed(format!("bad frame: {e}"))),
+                    }
+                }
+                Ok(pos)
+            }
+            Proto::Tern { ws: true } => {
+                let mut pos = 0;
+                if self.devs[k].phase == Phase::Upgrading {
+                    match wsc::upgrade_answer(buf) {
+                        None => return Ok(0),
+                        Some(Err(status)) => return Err(End::closed(format!("handshake: {status}"))),
+                        Some(Ok(n)) => {
+                            pos = n;
+                            self.login(k);
+                        }
+                    }
+                }
+                loop {
+                    match wsc::next(&buf[pos..], MAX_PAYLOAD_LEN + HEADER_LEN) {
+                        Ok(Some((item, used))) => {
+                            pos += used;
+                            match item {
+                                wsc::WsIn::Binary(f) => match split_frame(f, MAX_PAYLOAD_LEN) {
+                                    Ok(Some(n)) if n == f.len() => self.on_tern_frame(k, f, now)?,
+                                    _ => {} // one bad message: skipped, as the client library does
+                                },
+                                wsc::WsIn::Close(code) => {
+                                    return Err(End::closed(match code {
+                                        Some(c) => format!("closed: {c}"),
+                                        None => "closed".into(),
+                                    }))
+                                }
+                                wsc::WsIn::Ping(p) => {
+                                    let mask = self.mask();
+                                    wsc::encode_pong(&mut self.devs[k].wbuf, p, mask);
+                                    self.mark(k);
+                                }
+                                wsc::WsIn::Ignored => {}
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => return Err(End::closed(e.to_string())),
+                    }
+                }
+                Ok(pos)
+            }
+            #[cfg(feature = "nats")]
+            Proto::Nats { .. } => self.consume_nats(k, buf, now),
+        }
+    }
+
+    /// One whole Tern frame (header included) from device `k`'s connection.
+    fn on_tern_frame(&mut self, k: usize, bytes: &[u8], now: u64) -> Result<(), End> {
+        // A malformed payload loses that frame only, as in the client library.
+        let Ok(f) = parse_client(&bytes[HEADER_LEN..]) else { return Ok(()) };
+        let rid = f.request_id();
+        let phase = self.devs[k].phase;
+        match f.body_type() {
+            Body::LoginAck if phase == (Phase::LoggingIn { rid }) => {
+                let ack = f.body_as_login_ack();
+                let hb = ack.map_or(0, |a| u64::from(a.heartbeat_interval_ms())) * 1_000;
+                let hb = if hb == 0 { FALLBACK_HEARTBEAT_US } else { hb };
+                let max = ack
+                    .and_then(|a| a.max_seqs())
+                    .and_then(|v| v.iter().find(|ks| ks.kind() == SyncKind::Message))
+                    .map_or(0, |ks| ks.seq());
+                self.on_online(k, now, hb, max);
+            }
+            Body::Error => {
+                let code = f.body_as_error().map_or(0, |e| e.code());
+                if let Phase::LoggingIn { rid: want } = phase {
+                    if rid == want || rid == 0 {
+                        return Err(End::closed(format!("login rejected {code}")));
+                    }
+                }
+                let dev = &mut self.devs[k];
+                if rid != 0 && Some(rid) == dev.pulling {
+                    // Tried again at the next sweep (notified is still ahead).
+                    dev.pulling = None;
+                } else if let Some(p) = dev.take_pending(rid) {
+                    if let Some(b) = self.book.as_mut() {
+                        b.answer(&p, Err(format!("Error {code}")), now);
+                    }
+                    self.write_outbox(k, now);
+                }
+            }
+            Body::Kick => {
+                let reason = f.body_as_kick().map(|k| k.reason());
+                return Err(End::kick(match reason {
+                    Some(r) => format!("{r:?}"),
+                    None => "Kick".into(),
+                }));
+            }
+            Body::SendAck => {
+                let code = f.body_as_send_ack().map_or(0, |a| a.code());
+                if let Some(p) = self.devs[k].take_pending(rid) {
+                    let outcome = if code == tern_schema::codes::OK { Ok(()) } else { Err(format!("SendAck {code}")) };
+                    if let Some(b) = self.book.as_mut() {
+                        b.answer(&p, outcome, now);
+                    }
+                    self.write_outbox(k, now);
+                }
+            }
+            Body::Push => {
+                let Some(msgs) = f.body_as_push().and_then(|p| p.messages()) else { return Ok(()) };
+                let prefix = self.init.target.user_prefix.as_str();
+                let dev = &mut self.devs[k];
+                for m in msgs.iter() {
+                    let seq = m.seq();
+                    if dev.holds(seq) {
+                        continue;
+                    }
+                    // Pushes come in seq order without gaps while the connection lives:
+                    // once caught up, each one moves the sync point.
+                    if dev.catching_up {
+                        dev.hold_above(seq);
+                    } else {
+                        dev.advance(seq);
+                    }
+                    deliver_entry(self.book.as_mut(), dev, prefix, &m, now);
+                }
+            }
+            Body::PullResult if Some(rid) == self.devs[k].pulling => {
+                let Some(r) = f.body_as_pull_result() else { return Ok(()) };
+                let prefix = self.init.target.user_prefix.as_str();
+                let dev = &mut self.devs[k];
+                dev.pulling = None;
+                let mut page_max = 0;
+                for m in r.messages().iter().flatten() {
+                    let seq = m.seq();
+                    page_max = page_max.max(seq);
+                    if dev.holds(seq) {
+                        continue;
+                    }
+                    deliver_entry(self.book.as_mut(), dev, prefix, &m, now);
+                }
+                // A page is every entry in (after, page_max]: held now, even if the
+                // connection is lost before the next page.
+                dev.advance(page_max);
+                if r.completed() || page_max == 0 {
+                    // Caught up: everything up to the server's max is held, and the seqs
+                    // pushed meanwhile continue it without a gap (entries committed after
+                    // the page was read are pushed to this session).
+                    dev.advance(r.max_seq());
+                    if let Some(&last) = dev.held_above.last() {
+                        dev.advance(last);
+                    }
+                    dev.catching_up = false;
+                    if dev.notified > dev.sync_seq {
+                        self.pull(k);
+                    }
+                } else {
+                    self.pull(k);
+                }
+            }
+            Body::SyncNotify => {
+                let Some(n) = f.body_as_sync_notify() else { return Ok(()) };
+                let dev = &mut self.devs[k];
+                if n.kind() == SyncKind::Message && n.seq() > dev.sync_seq {
+                    dev.notified = dev.notified.max(n.seq());
+                    if dev.pulling.is_none() && dev.phase == Phase::Online {
+                        self.pull(k);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Writes a PushAck of the sync point if one is due `late` µs ago (Tern).
+    fn push_ack(&mut self, k: usize, now: u64, late: u64) {
+        let every = self.init.push_ack_ms * 1_000;
+        let dev = &mut self.devs[k];
+        if every == 0 || now < dev.next_ack_us + late || dev.sync_seq <= dev.acked_seq {
+            return;
+        }
+        dev.next_ack_us = now + every;
+        dev.acked_seq = dev.sync_seq;
+        let (rid, seq) = (dev.next_rid(), dev.sync_seq);
+        self.put_frame(k, &encode::push_ack(rid, SyncKind::Message, seq));
+    }
+
+    /// Writes a Pull from the sync point.
+    fn pull(&mut self, k: usize) {
+        let dev = &mut self.devs[k];
+        let after = dev.sync_seq;
+        let rid = dev.next_rid();
+        dev.pulling = Some(rid);
+        dev.catching_up = true;
+        if let Some(b) = self.book.as_mut() {
+            b.pulls += 1;
+        }
+        self.put_frame(k, &encode::pull(rid, SyncKind::Message, after, PULL_LIMIT));
+    }
+
+    // ---- writing ----
+
+    /// Writes send `p` from device `k` (online).
+    fn write_send(&mut self, k: usize, mut p: Pending, now: u64) {
+        let size = self.book.as_ref().map_or(0, |b| b.payload);
+        self.text.clear();
+        let _ = write!(self.text, "{}:{}:{}:", p.run, p.index, p.due_us);
+        while self.text.len() < size {
+            self.text.push('x');
+        }
+        if let Some(b) = self.book.as_mut().filter(|b| b.run == p.run) {
+            if p.tries == 0 {
+                b.tick.sent += 1;
+            } else {
+                b.resent += 1;
+            }
+        }
+        p.tries += 1;
+        match self.proto {
+            Proto::Tern { .. } => {
+                // Any frame is a heartbeat, and a due PushAck rides along with the Send
+                // in the same write (as clients batch acks with what they send anyway).
+                let dev = &mut self.devs[k];
+                dev.next_hb_us = now + dev.hb_us;
+                self.push_ack(k, now, 0);
+                self.ids.clear();
+                let _ = write!(self.ids, "{}-{}", p.run, p.index);
+                self.to.clear();
+                let _ = write!(self.to, "{}{}", self.init.target.user_prefix, p.to);
+                let dev = &mut self.devs[k];
+                let rid = dev.next_rid();
+                let elems = [ElemParts { elem_type: ElemType::Text, text: &self.text, ..Default::default() }];
+                let frame = message::send(rid, &self.ids, &self.to, &elems, wall_ms());
+                dev.pending.push((rid, p));
+                self.put_frame(k, &frame);
+            }
+            #[cfg(feature = "nats")]
+            Proto::Nats { jetstream } => {
+                let subject = self.init.target.subject(p.to);
+                let dev = &mut self.devs[k];
+                if jetstream {
+                    let key = dev.next_rid();
+                    let reply = format!("{}.{key}", inbox(self.init.worker, k));
+                    let dev = &mut self.devs[k];
+                    crate::harness::nats::publish(&mut dev.wbuf, &subject, Some(&reply), self.text.as_bytes());
+                    dev.pending.push((key, p));
+                } else {
+                    crate::harness::nats::publish(&mut dev.wbuf, &subject, None, self.text.as_bytes());
+                    // NATS core has no ack: written is answered, with no ack latency.
+                    if let Some(b) = self.book.as_mut().filter(|b| b.run == p.run) {
+                        b.answered += 1;
+                        b.tick.acked += 1;
+                    }
+                }
+                self.mark(k);
+            }
+        }
+    }
+
+    /// Appends one Tern frame to device `k`'s output (in a WebSocket message if need be).
+    fn put_frame(&mut self, k: usize, frame: &[u8]) {
+        if let Proto::Tern { ws: true } = self.proto {
+            let mask = self.mask();
+            wsc::encode_binary(&mut self.devs[k].wbuf, frame, mask);
+        } else {
+            self.devs[k].wbuf.extend_from_slice(frame);
+        }
+        self.mark(k);
+    }
+
+    fn mark(&mut self, k: usize) {
+        let dev = &mut self.devs[k];
+        if !dev.dirty && !dev.writing {
+            dev.dirty = true;
+            self.dirty.push(k);
+        }
+    }
+
+    fn mask(&mut self) -> [u8; 4] {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng as u32).to_le_bytes()
+    }
+
+    /// Writes what every device queued this turn: one `write` per device.
+    fn flush(&mut self, now: u64) {
+        while let Some(k) = self.dirty.pop() {
+            self.devs[k].dirty = false;
+            self.write_out(k, now);
+        }
+    }
+
+    fn write_out(&mut self, k: usize, now: u64) {
+        let dev = &mut self.devs[k];
+        let Some(s) = dev.sock.as_ref() else {
+            dev.wbuf.clear();
+            return;
+        };
+        if dev.phase == Phase::Connecting {
+            return; // written once the connect is done
+        }
+        let mut s: &Socket = s;
+        let mut done = 0;
+        let res = loop {
+            if done == dev.wbuf.len() {
+                break Ok(());
+            }
+            match s.write(&dev.wbuf[done..]) {
+                Ok(0) => break Err(End::closed("closed")),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(End::closed(format!("io: {:?}", e.kind()))),
+            }
+        };
+        if let Err(why) = res {
+            return self.end(k, why, now);
+        }
+        dev.wbuf.drain(..done);
+        let want_out = !dev.wbuf.is_empty();
+        if want_out != dev.writing {
+            dev.writing = want_out;
+            let ev = if want_out { os::IN | os::OUT } else { os::IN };
+            if let Err(e) = self.ep.modify(s.as_raw_fd(), k as u64, ev) {
+                return self.end(k, End::closed(format!("epoll: {:?}", e.kind())), now);
+            }
+        }
+        if dev.wbuf.is_empty() && dev.wbuf.capacity() > READ_CHUNK {
+            dev.wbuf = Vec::new();
+        }
+    }
+
+    // ---- time-driven ----
+
+    /// Heartbeats, PushAcks, stalled pulls, connect timeouts and due reconnects.
+    fn sweep(&mut self, now: u64) {
+        let ack_every = self.init.push_ack_ms * 1_000;
+        for k in 0..self.devs.len() {
+            let dev = &mut self.devs[k];
+            match dev.phase {
+                Phase::Online => {
+                    if now >= dev.next_hb_us {
+                        dev.next_hb_us = now + dev.hb_us;
+                        match self.proto {
+                            Proto::Tern { .. } => {
+                                let rid = dev.next_rid();
+                                self.put_frame(k, &encode::ping(rid, wall_ms()));
+                            }
+                            #[cfg(feature = "nats")]
+                            Proto::Nats { .. } => {
+                                dev.wbuf.extend_from_slice(b"PING\r\n");
+                                self.mark(k);
+                            }
+                        }
+                    }
+                    if !matches!(self.proto, Proto::Tern { .. }) {
+                        continue;
+                    }
+                    // On its own only one interval late: a device that sends acks with
+                    // its next Send; one that only receives still acks.
+                    self.push_ack(k, now, ack_every);
+                    let dev = &self.devs[k];
+                    if dev.pulling.is_none() && (dev.notified > dev.sync_seq || dev.catching_up) {
+                        self.pull(k);
+                    }
+                }
+                Phase::Connecting | Phase::Upgrading | Phase::LoggingIn { .. } => {
+                    if now >= dev.since_us + CONNECT_TIMEOUT_US {
+                        self.end(k, End::closed("timeout"), now);
+                    }
+                }
+                Phase::Idle { at_us } => {
+                    if at_us <= now && self.in_flight < MAX_CONNECTS_IN_FLIGHT && !self.stopping {
+                        self.connect(k, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Progress during the connection phase, ticks, `Sent` and `Drained`.
+    fn report(&mut self, now: u64) {
+        if !self.stats.connected_reported && now >= self.next_progress_us {
+            self.next_progress_us = now + PROGRESS_US;
+            let c = &self.stats.connect;
+            emit(&Event::Progress { connected: c.ok, failed: c.failed });
+            if self.stats.attempts_done >= self.devs.len() as u64 {
+                self.stats.connected_reported = true;
+                let mut report = self.stats.connect.clone();
+                report.login = self.stats.login.to_data();
+                emit(&Event::Connected(report));
+            }
+        }
+        let Some(b) = self.book.as_mut() else { return };
+        if b.finished {
+            return;
+        }
+        while now >= b.sched.t0_us + u64::from(b.next_tick_sec) * 1_000_000 {
+            let sec = b.next_tick_sec;
+            b.next_tick_sec += 1;
+            emit(&Event::Tick(b.tick.take(b.run, sec)));
+        }
+        let scheduled = b.cursor >= b.sched.count;
+        if scheduled && !b.sent_reported && (b.answered >= b.dispatched || now >= b.ack_deadline_us) {
+            self.report_sent(now);
+        }
+        let due = self.book.as_ref().and_then(|b| b.drain.as_ref()).map(|d| (d.expected, d.deadline_us));
+        if let Some((expected, deadline)) = due {
+            // Checked at sweep pace (the sweep just ran when `next_sweep_us` is a full
+            // interval away): summing 15,000 counters per turn would cost more than
+            // the turn.
+            if self.next_sweep_us >= now + SWEEP_US {
+                let received: u64 = self.devs.iter().map(|d| d.bits.ones()).sum();
+                if received >= expected || now >= deadline {
+                    self.report_drained(now);
+                }
+            }
+        }
+    }
+
+    /// Whatever is still unanswered has timed out (or was never written); says `Sent`.
+    fn report_sent(&mut self, _now: u64) {
+        let Some(b) = self.book.as_mut() else { return };
+        let run = b.run;
+        for d in &mut self.devs {
+            for (_, p) in d.pending.iter().filter(|(_, p)| p.run == run) {
+                b.answered += 1;
+                b.fail(p.index, "ack timeout".into());
+            }
+            d.pending.retain(|(_, p)| p.run != run);
+            for p in d.outbox.iter().filter(|p| p.run == run) {
+                b.answered += 1;
+                b.fail(p.index, "not sent: device offline".into());
+            }
+            d.outbox.retain(|p| p.run != run);
+        }
+        b.sent_reported = true;
+        emit(&Event::Sent { run, sent: b.dispatched, failed: b.failed.clone(), errors: b.errors.clone() });
+    }
+
+    fn report_drained(&mut self, now: u64) {
+        let Some(b) = self.book.as_mut() else { return };
+        let Some(d) = b.drain.take() else { return };
+        let mut report = DrainReport { run: b.run, expected: d.expected, ..Default::default() };
+        for (dev, want) in self.devs.iter().zip(&d.per_dev) {
+            let mut unexpected = 0;
+            for &i in &d.failed {
+                if i < b.sched.count && b.sched.recipient(i) == dev.user && dev.bits.contains(b.sched.slot(i)) {
+                    unexpected += 1;
+                }
+            }
+            let got = dev.bits.ones() - unexpected;
+            report.received += got;
+            report.unexpected += unexpected;
+            report.lost += want.saturating_sub(got);
+        }
+        report.duplicates = b.duplicates;
+        report.stray = b.stray;
+        report.last_delivery_us = b.last_delivery_us;
+        report.cpu_secs = crate::harness::sysinfo::own_cpu_secs() - b.cpu_at_start;
+        report.kicks = std::mem::take(&mut b.kicks);
+        report.drops = std::mem::take(&mut b.drops);
+        report.reconnects = b.reconnects;
+        report.reconnect_failures = std::mem::take(&mut b.reconnect_failures);
+        report.resent = b.resent;
+        report.pulls = b.pulls;
+        let sec = ((now.saturating_sub(b.sched.t0_us)) / 1_000_000) as u32 + 1;
+        report.tail = b.tick.take(b.run, sec.max(b.next_tick_sec));
+        b.finished = true;
+        emit(&Event::Drained(report));
+    }
+
+    /// Logs every Tern device out and closes every connection.
+    fn stop(&mut self) {
+        for k in 0..self.devs.len() {
+            if self.devs[k].phase == Phase::Online && matches!(self.proto, Proto::Tern { .. }) {
+                let rid = self.devs[k].next_rid();
+                self.put_frame(k, &encode::logout(rid));
+            }
+        }
+        self.flush(mono_us());
+        for d in &mut self.devs {
+            d.reset_connection();
+            d.phase = Phase::Idle { at_us: u64::MAX };
+        }
+        self.stats.alive = 0;
+    }
+
+    #[cfg(feature = "nats")]
+    fn consume_nats(&mut self, k: usize, buf: &[u8], now: u64) -> Result<usize, End> {
+        use crate::harness::nats::{next, NatsIn};
+        let mut pos = 0;
+        while let Some((item, used)) = next(&buf[pos..]).map_err(End::closed)? {
+            pos += used;
+            match item {
+                NatsIn::Pong => {
+                    if let Phase::LoggingIn { .. } = self.devs[k].phase {
+                        self.on_online(k, now, FALLBACK_HEARTBEAT_US, 0);
+                    }
+                }
+                NatsIn::Ping => {
+                    self.devs[k].wbuf.extend_from_slice(b"PONG\r\n");
+                    self.mark(k);
+                }
+                NatsIn::Err(e) => return Err(End::closed(format!("-ERR {e}"))),
+                NatsIn::Msg { sid, subject, payload } => {
+                    if sid == b"2" {
+                        // A PubAck on the device's inbox: `<inbox>.<key>`.
+                        let key = subject.rsplit(|b| *b == b'.').next().unwrap_or_default();
+                        let key = std::str::from_utf8(key).ok().and_then(|s| s.parse::<u32>().ok());
+                        let Some(p) = key.and_then(|key| self.devs[k].take_pending(key)) else { continue };
+                        let failed = payload.windows(7).any(|w| w == b"\"error\"");
+                        let outcome = if failed { Err("PubAck error".to_owned()) } else { Ok(()) };
+                        if let Some(b) = self.book.as_mut() {
+                            b.answer(&p, outcome, now);
+                        }
+                        self.write_outbox(k, now);
+                    } else if let Some(b) = self.book.as_mut() {
+                        b.deliver(&mut self.devs[k], payload, now);
+                    }
+                }
+                NatsIn::Other => {}
+            }
+        }
+        Ok(pos)
     }
 }
 
-pub(crate) async fn sleep_until_us(due: u64) {
-    let now = mono_us();
-    if due > now {
-        tokio::time::sleep(Duration::from_micros(due - now)).await;
+/// One timeline entry for device `dev`: a copy of the user's own send (an echo) or a
+/// message to count.
+fn deliver_entry(book: Option<&mut Book>, dev: &mut Dev, prefix: &str, m: &tern_schema::client::Message<'_>, now: u64) {
+    let Some(b) = book else { return };
+    let from_self = m
+        .from_id()
+        .and_then(|f| f.strip_prefix(prefix))
+        .and_then(|n| n.parse::<u32>().ok())
+        .is_some_and(|u| u == dev.user);
+    if from_self {
+        b.tick.echoes += 1;
+        return;
+    }
+    let text = m.elems().and_then(|e| e.iter().next()).and_then(|e| e.text()).unwrap_or("");
+    b.deliver(dev, text.as_bytes(), now);
+}
+
+/// The NATS JetStream reply prefix of device `k` of `worker`; PubAcks come to
+/// `<prefix>.<key>`.
+#[cfg(feature = "nats")]
+fn inbox(worker: u32, k: usize) -> String {
+    format!("_INBOX.ternlt.{worker}.{k}")
+}
+
+/// Moves the cursor to the next message a local device (users `[first, end)`) sends.
+fn skip_remote(first: u32, end: u32, b: &mut Book) {
+    while b.cursor < b.sched.count {
+        let s = b.sched.sender(b.cursor);
+        if s >= first && s < end {
+            break;
+        }
+        b.cursor += 1;
     }
 }
 
@@ -429,424 +1584,175 @@ fn client_type(device: u32) -> ClientType {
     }
 }
 
-fn close_reason(e: &ClientError) -> String {
-    match e {
-        ClientError::Closed { reason: Some(r) } => format!("closed: {}", r.chars().take(60).collect::<String>()),
-        ClientError::Closed { reason: None } => "closed".into(),
-        ClientError::Io(e) => format!("io: {:?}", e.kind()),
-        ClientError::Timeout => "timeout".into(),
-        ClientError::Frame(_) => "bad frame".into(),
-        ClientError::WebSocket(_) => "websocket error".into(),
-        ClientError::Protocol(_) => "protocol violation".into(),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
 
-/// Connects and logs in one Tern device.
-async fn tern_login(ctx: &Ctx, local: usize, src: Ipv4Addr, addr: SocketAddr) -> Result<(Client, Duration), String> {
-    let (user, device) = ctx.who(local);
-    let t = &ctx.init.target;
-    let user_id = t.user_id(user);
-    let stream = connect_from(src, addr).await.map_err(|e| format!("connect: {:?}", e.kind()))?;
-    let mut client = Client::from_stream(t.transport, &addr.to_string(), stream)
-        .await
-        .map_err(|e| format!("handshake: {}", close_reason(&e)))?;
-    let req = LoginRequest {
-        app_id: t.app_id,
-        user_sign: user_sign(t, &user_id),
-        user_id,
-        client_type: client_type(device),
-        device_id: format!("d{device}"),
-        request_id: client.next_request_id(),
-    };
-    match client.login(&req).await.map_err(|e| format!("login: {}", close_reason(&e)))? {
-        LoginOutcome::Ok(info) => {
-            let hb = match info.heartbeat_interval_ms {
-                0 => FALLBACK_HEARTBEAT,
-                ms => Duration::from_millis(u64::from(ms)),
-            };
-            Ok((client, hb))
-        }
-        LoginOutcome::Rejected { code, .. } => Err(format!("login rejected {code}")),
-        LoginOutcome::Kicked { reason, .. } => Err(format!("kicked at login: {reason:?}")),
-    }
-}
+    use tern_schema::client::KickReason;
+    use tern_schema::encode::LoginAckParts;
+    use tern_schema::message::MessageParts;
 
-/// One Tern device: connect, log in, then send what the scheduler hands over and record
-/// what arrives, heartbeating, until stopped or disconnected.
-async fn tern_device(
-    ctx: Rc<Ctx>,
-    local: usize,
-    src: Ipv4Addr,
-    addr: SocketAddr,
-    mut rx: mpsc::UnboundedReceiver<SendCmd>,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) {
-    let started = mono_us();
-    let login = tokio::time::timeout(CONNECT_TIMEOUT, tern_login(&ctx, local, src, addr)).await;
-    drop(permit);
-    let (mut client, hb) = match login {
-        Ok(Ok(ok)) => {
-            ctx.on_connect(started, Ok(()));
-            ok
-        }
-        Ok(Err(reason)) => return ctx.on_connect(started, Err(reason)),
-        Err(_) => return ctx.on_connect(started, Err("timeout".into())),
-    };
-    let reason = DeviceLoop::new(&ctx, local, hb).run(&mut client, &mut rx).await;
-    ctx.fail_queue(local, &mut rx, &reason);
-    ctx.on_closed(&reason);
-}
+    use crate::harness::config::TargetSpec;
+    use crate::harness::schedule::{encode_payload, Stamp};
 
-struct DeviceLoop<'a> {
-    ctx: &'a Ctx,
-    local: usize,
-    user_id: String,
-    hb: Duration,
-    max_seq: u64,
-    acked_seq: u64,
-    /// Request id of the Pull in flight after a SyncNotify.
-    pulling: Option<u32>,
-    /// The newest seq a SyncNotify named.
-    notified: u64,
-}
-
-impl<'a> DeviceLoop<'a> {
-    fn new(ctx: &'a Ctx, local: usize, hb: Duration) -> Self {
-        let user_id = ctx.init.target.user_id(ctx.who(local).0);
-        DeviceLoop { ctx, local, user_id, hb, max_seq: 0, acked_seq: 0, pulling: None, notified: 0 }
-    }
-
-    async fn run(&mut self, client: &mut Client, rx: &mut mpsc::UnboundedReceiver<SendCmd>) -> String {
-        let mut stop = self.ctx.stop.clone();
-        // A random phase, so thousands of devices do not ping in step.
-        let phase = Duration::from_millis(rand::random::<u64>() % self.hb.as_millis().max(1) as u64);
-        let mut hb = tokio::time::interval_at(tokio::time::Instant::now() + phase, self.hb);
-        hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let ack_ms = self.ctx.init.push_ack_ms;
-        let mut ack = tokio::time::interval(Duration::from_millis(ack_ms.max(1)));
-        ack.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut batch = Vec::with_capacity(SEND_BATCH);
-        let mut out = Vec::new();
-        loop {
-            tokio::select! {
-                biased;
-                _ = stop.changed() => {
-                    let rid = client.next_request_id();
-                    let _ = client.send(&encode::logout(rid)).await;
-                    let _ = client.close().await;
-                    return "stopped".into();
-                }
-                r = client.recv() => match r {
-                    Ok(f) => {
-                        if let Err(reason) = self.on_frame(client, &f).await {
-                            return reason;
-                        }
-                    }
-                    Err(e) => return close_reason(&e),
-                },
-                n = rx.recv_many(&mut batch, SEND_BATCH) => {
-                    if n == 0 {
-                        return "queue closed".into();
-                    }
-                    if let Err(e) = self.send_batch(client, &mut batch, &mut out).await {
-                        return close_reason(&e);
-                    }
-                }
-                _ = hb.tick() => {
-                    let rid = client.next_request_id();
-                    if let Err(e) = client.send(&encode::ping(rid, wall_ms())).await {
-                        return close_reason(&e);
-                    }
-                }
-                _ = ack.tick(), if ack_ms > 0 && self.max_seq > self.acked_seq => {
-                    let rid = client.next_request_id();
-                    if let Err(e) = client.send(&encode::push_ack(rid, SyncKind::Message, self.max_seq)).await {
-                        return close_reason(&e);
-                    }
-                    self.acked_seq = self.max_seq;
-                }
-            }
-        }
-    }
-
-    async fn send_batch(
-        &mut self,
-        client: &mut Client,
-        batch: &mut Vec<SendCmd>,
-        out: &mut Vec<u8>,
-    ) -> Result<(), ClientError> {
-        out.clear();
-        let tcp = client.transport() == Transport::Tcp;
-        for cmd in batch.drain(..) {
-            let rid = client.next_request_id();
-            let text = self.ctx.payload(&cmd);
-            let to = self.ctx.init.target.user_id(cmd.to);
-            let elems = [ElemParts { elem_type: ElemType::Text, text: &text, ..Default::default() }];
-            let frame = message::send(rid, &format!("{}-{}", cmd.run, cmd.index), &to, &elems, wall_ms());
-            self.ctx.on_sent(self.local, rid, &cmd);
-            if tcp {
-                out.extend_from_slice(&frame);
-            } else {
-                client.send(&frame).await?;
-            }
-        }
-        if tcp && !out.is_empty() {
-            client.send(out).await?;
-        }
-        Ok(())
-    }
-
-    /// Handles one frame; `Err(reason)` ends the session.
-    async fn on_frame(&mut self, client: &mut Client, f: &OwnedFrame) -> Result<(), String> {
-        let frame = f.frame();
-        match f.body_type() {
-            Body::Push => {
-                let msgs = frame.body_as_push().and_then(|p| p.messages());
-                self.on_messages(msgs);
-            }
-            Body::PullResult if Some(f.request_id()) == self.pulling => {
-                self.pulling = None;
-                let Some(r) = frame.body_as_pull_result() else { return Ok(()) };
-                self.on_messages(r.messages());
-                if !r.completed() || self.notified > self.max_seq {
-                    self.pull(client).await.map_err(|e| close_reason(&e))?;
-                }
-            }
-            Body::SendAck => {
-                let code = frame.body_as_send_ack().map_or(0, |a| a.code());
-                let outcome = if code == tern_schema::codes::OK { Ok(()) } else { Err(format!("SendAck {code}")) };
-                self.ctx.on_answer(self.local, f.request_id(), outcome);
-            }
-            Body::Error => {
-                let code = frame.body_as_error().map_or(0, |e| e.code());
-                if f.request_id() != 0 && Some(f.request_id()) == self.pulling {
-                    self.pulling = None;
-                }
-                self.ctx.on_answer(self.local, f.request_id(), Err(format!("Error {code}")));
-            }
-            Body::SyncNotify => {
-                let Some(n) = frame.body_as_sync_notify() else { return Ok(()) };
-                if n.kind() == SyncKind::Message && n.seq() > self.max_seq {
-                    self.notified = self.notified.max(n.seq());
-                    if self.pulling.is_none() {
-                        self.pull(client).await.map_err(|e| close_reason(&e))?;
-                    }
-                }
-            }
-            Body::Kick => {
-                let reason = frame.body_as_kick().map(|k| k.reason());
-                return Err(format!("kicked: {reason:?}"));
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    async fn pull(&mut self, client: &mut Client) -> Result<(), ClientError> {
-        let rid = client.next_request_id();
-        self.pulling = Some(rid);
-        client.send(&encode::pull(rid, SyncKind::Message, self.max_seq, 500)).await
-    }
-
-    fn on_messages<'m>(
-        &mut self,
-        msgs: Option<
-            tern_schema::flatbuffers::Vector<
-                'm,
-                tern_schema::flatbuffers::ForwardsUOffset<tern_schema::client::Message<'m>>,
-            >,
-        >,
-    ) {
-        let now = mono_us();
-        for m in msgs.iter().flatten() {
-            self.max_seq = self.max_seq.max(m.seq());
-            let text = m.elems().and_then(|e| e.iter().next()).and_then(|e| e.text()).unwrap_or("");
-            let from_self = m.from_id() == Some(self.user_id.as_str());
-            self.ctx.on_delivery(self.local, text.as_bytes(), from_self, now);
-        }
-    }
-}
-
-/// Starts a run: fresh receive sets, the scheduler thread, the tick reporter and the
-/// task that reports `Sent` once every send is answered.
-fn start_run(ctx: &Rc<Ctx>, spec: RunSpec) {
-    let sched =
-        Schedule { users: spec.users, devices: spec.devices, rate: spec.rate, count: spec.count, t0_us: spec.t0_us };
-    let dispatched = Arc::new(AtomicU64::new(0));
-    {
-        let mut st = ctx.st.borrow_mut();
-        for d in &mut st.devs {
-            d.bits = Bits::new(sched.slots_for(d.user));
-            d.pending.clear();
-        }
-        st.run = Some(RunState {
-            sched,
-            run: spec.run,
-            payload: spec.payload,
-            tick: TickAcc::default(),
-            failed: Vec::new(),
-            errors: Reasons::new(),
-            answered: 0,
-            dispatched: dispatched.clone(),
-            duplicates: 0,
-            stray: 0,
-            last_delivery_us: 0,
-            finished: false,
-            cpu_at_start: crate::harness::sysinfo::own_cpu_secs(),
-        });
-    }
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let txs = ctx.txs.clone();
-    let (first, end, devices, run) = (ctx.init.first_user, ctx.init.end_user, ctx.init.devices, spec.run);
-    std::thread::spawn(move || {
-        let unsent = schedule_thread(&sched, run, first, end, devices, &txs, &dispatched);
-        let _ = done_tx.send(unsent);
-    });
-    tokio::task::spawn_local(ticks(ctx.clone(), spec.run, spec.t0_us));
-    tokio::task::spawn_local(finish_sending(ctx.clone(), spec, done_rx));
-}
-
-/// The scheduler: hands each of this worker's messages to its device when due.
-/// Returns the indices it could not hand over (device gone).
-fn schedule_thread(
-    sched: &Schedule,
-    run: u32,
-    first: u32,
-    end: u32,
-    devices: u32,
-    txs: &[mpsc::UnboundedSender<SendCmd>],
-    dispatched: &AtomicU64,
-) -> Vec<u64> {
-    let mut unsent = Vec::new();
-    for i in 0..sched.count {
-        let s = sched.sender(i);
-        if s < first || s >= end {
-            continue;
-        }
-        let due = sched.due_us(i);
-        loop {
-            let now = mono_us();
-            if now >= due {
-                break;
-            }
-            std::thread::sleep(Duration::from_micros(due - now));
-        }
-        let local = (s - first) as usize * devices as usize + sched.sender_device(i) as usize;
-        let cmd = SendCmd { run, index: i, due_us: due, to: sched.recipient(i) };
-        match txs.get(local).map(|tx| tx.send(cmd)) {
-            Some(Ok(())) => {
-                dispatched.fetch_add(1, Ordering::Relaxed);
-            }
-            _ => unsent.push(i),
-        }
-    }
-    unsent
-}
-
-/// Emits a Tick at every whole second after t0 until the run is drained.
-async fn ticks(ctx: Rc<Ctx>, run: u32, t0_us: u64) {
-    for sec in 1u32.. {
-        sleep_until_us(t0_us + u64::from(sec) * 1_000_000).await;
-        let tick = {
-            let mut st = ctx.st.borrow_mut();
-            match st.run.as_mut() {
-                Some(r) if r.run == run && !r.finished => r.tick.take(run, sec),
-                _ => return,
-            }
+    /// Users 0 and 1, one device each, both in this worker; no sockets (frames are fed
+    /// straight in, what the devices write stays in their buffers).
+    fn worker() -> Worker {
+        let target = TargetSpec {
+            kind: TargetKind::Tern,
+            addrs: vec!["127.0.0.1:9".into()],
+            transport: Transport::Tcp,
+            http: "127.0.0.1:8".into(),
+            app_id: 1,
+            secret: "s".into(),
+            admin: "a".into(),
+            user_prefix: "u".into(),
+            import: false,
         };
-        emit(&Event::Tick(tick));
+        let init = WorkerInit {
+            worker: 0,
+            target,
+            first_user: 0,
+            end_user: 2,
+            devices: 1,
+            source_ips: vec![Ipv4Addr::LOCALHOST],
+            connect_rate: 1.0,
+            connect_start_us: u64::MAX / 2,
+            push_ack_ms: 0,
+            reconnect: true,
+            coalesce_us: 0,
+        };
+        let devs = vec![Dev::new(0, 0), Dev::new(1, 0)];
+        let addrs = vec!["127.0.0.1:9".parse().unwrap()];
+        let mut w = Worker::with(init, Proto::Tern { ws: false }, addrs, Epoll::new().unwrap(), devs, Vec::new(), 7);
+        let spec = RunSpec {
+            run: 1,
+            t0_us: 0,
+            rate: 1000.0,
+            count: 10,
+            users: 2,
+            devices: 1,
+            payload: 48,
+            ack_timeout_ms: 1_000,
+        };
+        w.start_run(&spec);
+        w
     }
-}
 
-/// Waits for the scheduler and for every answer (or the ack timeout), then says `Sent`.
-async fn finish_sending(ctx: Rc<Ctx>, spec: RunSpec, done: tokio::sync::oneshot::Receiver<Vec<u64>>) {
-    let unsent = done.await.unwrap_or_default();
-    let end = spec.t0_us + (spec.count as f64 * 1e6 / spec.rate) as u64;
-    let deadline = end + spec.ack_timeout_ms * 1_000;
-    loop {
-        let settled = ctx.st.borrow().run.as_ref().is_none_or(|r| r.answered >= r.dispatched.load(Ordering::Relaxed));
-        if settled || mono_us() >= deadline {
-            break;
-        }
-        tokio::time::sleep(POLL).await;
+    /// Message `index` of run 1 from user 1 to user 0, at seq `seq` of user 0.
+    fn entries(list: &[(u64, u64)]) -> Vec<(u64, String)> {
+        list.iter().map(|&(seq, i)| (seq, encode_payload(Stamp { run: 1, index: i, due_us: 0 }, 48))).collect()
     }
-    // Whatever is still unanswered has timed out.
-    let stale: Vec<(usize, u32)> = {
-        let st = ctx.st.borrow();
-        st.devs
-            .iter()
-            .enumerate()
-            .flat_map(|(k, d)| d.pending.iter().filter(|(_, p)| p.run == spec.run).map(move |(key, _)| (k, *key)))
+
+    fn parts(e: &[(u64, String)]) -> Vec<MessageParts<'_>> {
+        e.iter()
+            .map(|(seq, text)| MessageParts {
+                from_id: "u1",
+                to_id: "u0",
+                seq: *seq,
+                elems: vec![ElemParts { elem_type: ElemType::Text, text, ..Default::default() }],
+                ..Default::default()
+            })
             .collect()
-    };
-    for (local, key) in stale {
-        ctx.on_answer(local, key, Err("ack timeout".into()));
     }
-    let mut st = ctx.st.borrow_mut();
-    let Some(r) = st.run.as_mut().filter(|r| r.run == spec.run) else { return };
-    let mut failed = std::mem::take(&mut r.failed);
-    if !unsent.is_empty() {
-        *r.errors.entry("device gone before send".into()).or_default() += unsent.len() as u64;
-        failed.extend_from_slice(&unsent);
-    }
-    let sent = r.dispatched.load(Ordering::Relaxed);
-    r.failed = failed.clone();
-    emit(&Event::Sent { run: spec.run, sent, failed, errors: r.errors.clone() });
-}
 
-/// Waits until this worker's devices hold every message addressed to them (except the
-/// failed sends), or the deadline; then reports loss and duplicates.
-async fn drain(ctx: Rc<Ctx>, run: u32, failed: Vec<u64>, deadline_us: u64) {
-    let failed: HashSet<u64> = failed.into_iter().collect();
-    let (first, end) = (ctx.init.first_user, ctx.init.end_user);
-    let expected_for = |st: &State| -> Option<(u64, Vec<u64>)> {
-        let r = st.run.as_ref().filter(|r| r.run == run)?;
-        let mut failed_per_user: HashMap<u32, u64> = HashMap::new();
-        for &i in &failed {
-            let u = r.sched.recipient(i);
-            if u >= first && u < end && i < r.sched.count {
-                *failed_per_user.entry(u).or_default() += 1;
-            }
-        }
-        let per_dev: Vec<u64> = st
-            .devs
-            .iter()
-            .map(|d| r.sched.slots_for(d.user) - failed_per_user.get(&d.user).copied().unwrap_or(0))
-            .collect();
-        Some((per_dev.iter().sum(), per_dev))
-    };
-    let Some((expected, per_dev)) = expected_for(&ctx.st.borrow()) else { return };
-    loop {
-        let received: u64 = ctx.st.borrow().devs.iter().map(|d| d.bits.ones()).sum();
-        if received >= expected || mono_us() >= deadline_us {
-            break;
-        }
-        tokio::time::sleep(POLL).await;
+    fn feed(w: &mut Worker, k: usize, frame: &[u8]) -> Result<(), End> {
+        assert_eq!(w.consume(k, frame, 1_000)?, frame.len());
+        Ok(())
     }
-    let mut st = ctx.st.borrow_mut();
-    let State { devs, run: run_state, .. } = &mut *st;
-    let Some(r) = run_state.as_mut().filter(|r| r.run == run) else { return };
-    let mut report = DrainReport { run, expected, ..Default::default() };
-    for (d, want) in devs.iter().zip(&per_dev) {
-        let n = r.sched.slots_for(d.user);
-        let mut unexpected = 0;
-        for &i in &failed {
-            if r.sched.recipient(i) == d.user && i < r.sched.count && d.bits.contains(r.sched.slot(i)) {
-                unexpected += 1;
-            }
-        }
-        let got = d.bits.ones() - unexpected;
-        report.received += got;
-        report.unexpected += unexpected;
-        report.lost += want.saturating_sub(got);
-        debug_assert!(d.bits.len() == n);
+
+    fn login_ack(rid: u32, max: u64) -> Vec<u8> {
+        let p = LoginAckParts {
+            session_id: 1,
+            server_time_ms: 0,
+            heartbeat_interval_ms: 1_000,
+            heartbeat_timeout_ms: 3_000,
+            max_seqs: &[(SyncKind::Message, max)],
+            acked_seqs: &[],
+            max_frame_bytes: 1 << 20,
+        };
+        encode::login_ack(rid, &p)
     }
-    report.duplicates = r.duplicates;
-    report.stray = r.stray;
-    report.last_delivery_us = r.last_delivery_us;
-    report.cpu_secs = crate::harness::sysinfo::own_cpu_secs() - r.cpu_at_start;
-    let sec = ((mono_us().saturating_sub(r.sched.t0_us)) / 1_000_000) as u32 + 1;
-    report.tail = r.tick.take(run, sec);
-    r.finished = true;
-    emit(&Event::Drained(report));
+
+    /// The frames device `k` wrote, described; its buffer is emptied.
+    fn written(w: &mut Worker, k: usize) -> Vec<String> {
+        let buf = std::mem::take(&mut w.devs[k].wbuf);
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while let Ok(Some(n)) = split_frame(&buf[pos..], MAX_PAYLOAD_LEN) {
+            let f = parse_client(&buf[pos + HEADER_LEN..pos + n]).unwrap();
+            out.push(crate::describe::describe(&f));
+            pos += n;
+        }
+        out
+    }
+
+    #[test]
+    fn a_kicked_device_reconnects_pulls_from_its_sync_point_and_counts_each_message_once() {
+        let mut w = worker();
+        w.devs[0].phase = Phase::LoggingIn { rid: 1 };
+        feed(&mut w, 0, &login_ack(1, 0)).unwrap();
+        assert_eq!(w.devs[0].phase, Phase::Online);
+        assert!(written(&mut w, 0).is_empty(), "nothing to pull at the first login");
+
+        let first = entries(&[(1, 0), (2, 2)]);
+        feed(&mut w, 0, &message::push(&parts(&first))).unwrap();
+        let why = feed(&mut w, 0, &encode::kick(KickReason::SlowConsumer, "slow")).unwrap_err();
+        assert_eq!(why, End::kick("SlowConsumer"));
+        w.end(0, why, 2_000);
+        assert!(matches!(w.devs[0].phase, Phase::Idle { at_us } if at_us < u64::MAX));
+
+        // The reconnect's login: the server holds up to seq 5, so the device pulls from 2.
+        w.devs[0].phase = Phase::LoggingIn { rid: 9 };
+        feed(&mut w, 0, &login_ack(9, 5)).unwrap();
+        let pull = written(&mut w, 0);
+        assert_eq!(pull.len(), 1, "{pull:?}");
+        assert!(pull[0].starts_with("Pull kind=Message after=2"), "{pull:?}");
+        let rid = w.devs[0].pulling.unwrap();
+
+        // Seq 5 is pushed while the pull is in flight, and the page holds it again.
+        feed(&mut w, 0, &message::push(&parts(&entries(&[(5, 8)])))).unwrap();
+        let page = entries(&[(3, 4), (4, 6), (5, 8)]);
+        feed(&mut w, 0, &message::pull_result(rid, SyncKind::Message, &parts(&page), 5, true)).unwrap();
+        // A push the page already held is dropped, as a client dedups by seq.
+        feed(&mut w, 0, &message::push(&parts(&entries(&[(4, 6)])))).unwrap();
+
+        let b = w.book.as_ref().unwrap();
+        assert_eq!((w.devs[0].bits.ones(), b.duplicates, b.stray), (5, 0, 0));
+        assert_eq!(w.devs[0].sync_seq, 5);
+        assert_eq!(b.kicks, Reasons::from([("SlowConsumer".to_owned(), 1)]));
+        assert_eq!((b.reconnects, b.pulls), (1, 1));
+        assert!(!w.devs[0].catching_up && w.devs[0].pulling.is_none());
+    }
+
+    #[test]
+    fn unanswered_sends_are_resent_with_the_same_id_after_a_reconnect() {
+        let mut w = worker();
+        w.devs[1].phase = Phase::LoggingIn { rid: 1 };
+        feed(&mut w, 1, &login_ack(1, 0)).unwrap();
+        w.dispatch(1, Pending { run: 1, index: 1, due_us: 0, to: 0, tries: 0 }, 10);
+        let sent = written(&mut w, 1);
+        assert!(sent[0].contains("1-1"), "{sent:?}");
+        w.end(1, End::closed("closed"), 20);
+        // Due while away: waits in the outbox.
+        w.dispatch(1, Pending { run: 1, index: 3, due_us: 5, to: 0, tries: 0 }, 30);
+        assert_eq!(w.devs[1].outbox.len(), 2);
+
+        w.devs[1].phase = Phase::LoggingIn { rid: 7 };
+        feed(&mut w, 1, &login_ack(7, 0)).unwrap();
+        let again = written(&mut w, 1);
+        assert_eq!(again.len(), 2, "{again:?}");
+        assert!(again[0].contains("1-1") && again[1].contains("1-3"), "{again:?}");
+        let b = w.book.as_ref().unwrap();
+        assert_eq!((b.tick.sent, b.resent, b.reconnects), (2, 1, 1));
+        assert_eq!(b.drops, Reasons::from([("closed".to_owned(), 1)]));
+        let rids: Vec<u32> = w.devs[1].pending.iter().map(|(r, _)| *r).collect();
+        for rid in rids {
+            let ack = message::send_ack(rid, &message::SendAckParts { code: 200, ..Default::default() });
+            feed(&mut w, 1, &ack).unwrap();
+        }
+        let b = w.book.as_ref().unwrap();
+        assert_eq!((b.answered, b.tick.acked, b.failed.len()), (2, 2, 0));
+    }
 }
