@@ -173,7 +173,7 @@ async fn handle_frame(
         link::LinkBody::SessionOpen => {
             let open = f.body_as_session_open().expect("checked type");
             let conn = *open.conn().ok_or_else(|| LinkError::Protocol("SessionOpen without conn".into()))?;
-            let answer = open_session(logic, &open, conn).await;
+            let answer = open_session(logic, tx, &open, conn).await;
             if let Some(frame) = answer {
                 send(tx, frame).await;
             }
@@ -229,7 +229,14 @@ fn warm_for_sends(logic: &Arc<Logic>, app: AppId, user: &UserId) {
 }
 
 /// Admits a session; returns the link frame to answer with (None for a clean resume).
-async fn open_session(logic: &Arc<Logic>, open: &link::SessionOpen<'_>, conn: ConnRef) -> Option<Vec<u8>> {
+/// Admits a session. Queues its answer on `tx` itself (see the delivery lock below), or
+/// returns a frame the caller must still send: a refusal, or an answer that did not fit.
+async fn open_session(
+    logic: &Arc<Logic>,
+    tx: &mpsc::Sender<Vec<u8>>,
+    open: &link::SessionOpen<'_>,
+    conn: ConnRef,
+) -> Option<Vec<u8>> {
     let request_id = open.request_id();
     let resume = open.resume();
     let refuse = |code: u32, msg: &str| {
@@ -267,13 +274,11 @@ async fn open_session(logic: &Arc<Logic>, open: &link::SessionOpen<'_>, conn: Co
             return refuse(codes::INTERNAL, "internal error");
         }
     }
-    let max_seqs = match logic.seqs.committed_all(app, &user).await {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::error!(error = %e, "loading seqs failed during login");
-            return refuse(codes::INTERNAL, "internal error");
-        }
-    };
+    // Loads the user's seq state (the watermarks read below come from memory).
+    if let Err(e) = logic.seqs.committed_all(app, &user).await {
+        tracing::error!(error = %e, "loading seqs failed during login");
+        return refuse(codes::INTERNAL, "internal error");
+    }
     if let Err(e) = logic.seqs.prefetch(app, &user, tern_storage::SyncKind::Message).await {
         tracing::warn!(error = %e, "prefetching seqs at login failed");
     }
@@ -287,28 +292,43 @@ async fn open_session(logic: &Arc<Logic>, open: &link::SessionOpen<'_>, conn: Co
     };
     let session_id = SESSION_IDS.fetch_add(1, Ordering::Relaxed);
     let session = Session { conn, client_type: open.client_type(), device_id, session_id, since_ms: now_ms() };
-    let admission = logic.sessions.admit(app, &user, session, app_cfg.login_model, resume);
-    for k in &admission.kicked {
-        tracing::info!(device = k.device_id, "session replaced by a new login");
-        metrics::counter!("tern_kicks_total", "reason" => "replaced").increment(1);
-    }
-    if resume {
-        return None;
-    }
-    let wire: Vec<(WireKind, u64)> = max_seqs.iter().map(|(k, s)| (WireKind(k.as_u8()), s.0)).collect();
-    let acked: Vec<(WireKind, u64)> = acked.iter().map(|(k, s)| (WireKind(k.as_u8()), s.0)).collect();
-    let ack = encode::login_ack(
-        request_id,
-        &LoginAckParts {
-            session_id,
-            server_time_ms: now_ms(),
-            heartbeat_interval_ms: logic.config.heartbeat_interval_ms,
-            heartbeat_timeout_ms: logic.config.heartbeat_timeout_ms,
-            max_seqs: &wire,
-            acked_seqs: &acked,
-            max_frame_bytes: logic.config.max_frame_bytes,
-        },
-    );
-    metrics::counter!("tern_logins_total").increment(1);
-    Some(encode::link_session_opened(&conn, true, &ack))
+    // Admission, the watermarks the LoginAck reports and queueing the LoginAck happen
+    // under the user's delivery lock, which every push of the user's messages holds: a
+    // message that completes before is within `max_seqs` (the device pulls it), one that
+    // completes after is pushed behind the LoginAck on this link. Otherwise a message
+    // completing in between was neither reported nor pushed (the gateway drops pushes to
+    // a connection whose session is not open yet) until the device's next sync.
+    logic.messaging.delivery.locked(app, &user, || {
+        let admission = logic.sessions.admit(app, &user, session, app_cfg.login_model, resume);
+        for k in &admission.kicked {
+            tracing::info!(device = k.device_id, "session replaced by a new login");
+            metrics::counter!("tern_kicks_total", "reason" => "replaced").increment(1);
+        }
+        if resume {
+            return None;
+        }
+        let max_seqs = logic.seqs.committed_all_now(app, &user);
+        let wire: Vec<(WireKind, u64)> = max_seqs.iter().map(|(k, s)| (WireKind(k.as_u8()), s.0)).collect();
+        let acked: Vec<(WireKind, u64)> = acked.iter().map(|(k, s)| (WireKind(k.as_u8()), s.0)).collect();
+        let ack = encode::login_ack(
+            request_id,
+            &LoginAckParts {
+                session_id,
+                server_time_ms: now_ms(),
+                heartbeat_interval_ms: logic.config.heartbeat_interval_ms,
+                heartbeat_timeout_ms: logic.config.heartbeat_timeout_ms,
+                max_seqs: &wire,
+                acked_seqs: &acked,
+                max_frame_bytes: logic.config.max_frame_bytes,
+            },
+        );
+        metrics::counter!("tern_logins_total").increment(1);
+        match tx.try_send(encode::link_session_opened(&conn, true, &ack)) {
+            Ok(()) => None,
+            // A full link queue already drops pushes (and kicks their devices): send the
+            // answer when there is room, outside the lock.
+            Err(mpsc::error::TrySendError::Full(frame)) => Some(frame),
+            Err(mpsc::error::TrySendError::Closed(_)) => None,
+        }
+    })
 }

@@ -241,6 +241,13 @@ impl SeqAllocator {
         g.get(&(app, user.clone())).map_or(Seq::ZERO, |st| Seq(st.kinds[kind.as_u8() as usize].committed()))
     }
 
+    /// [`committed_all`](Self::committed_all) of a user already in memory (zeros if not).
+    pub fn committed_all_now(&self, app: AppId, user: &UserId) -> Vec<(SyncKind, Seq)> {
+        let g = Self::lock(self.shard(app, user));
+        let st = g.get(&(app, user.clone()));
+        SyncKind::ALL.iter().map(|k| (*k, Seq(st.map_or(0, |st| st.kinds[k.as_u8() as usize].committed())))).collect()
+    }
+
     /// The committed watermark of every kind (kinds at zero included).
     pub async fn committed_all(&self, app: AppId, user: &UserId) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
         self.ensure_loaded(app, user).await?;

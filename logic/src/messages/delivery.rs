@@ -63,6 +63,13 @@ impl Delivery {
         &self.shards[(h.finish() as usize) % SHARDS]
     }
 
+    /// Runs `f` under `user`'s delivery lock: no push of the user's messages happens
+    /// meanwhile, and every completion before it is in the watermark.
+    pub fn locked<R>(&self, app: AppId, user: &UserId, f: impl FnOnce() -> R) -> R {
+        let _g = self.shard(app, user).lock().unwrap_or_else(|p| p.into_inner());
+        f()
+    }
+
     /// Completes a Message-kind allocation of `user` and parks its entries (if the write
     /// was durable), then pushes everything now at or below the watermark.
     ///
