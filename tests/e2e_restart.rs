@@ -127,6 +127,7 @@ async fn a_clean_restart_replays_nothing() {
     let t = Tern::start_in(Mode::AllInOne, options(0, 0), dir);
     let r = recovery(&t);
     assert_eq!(r["replayedBytes"], 0, "a clean restart replayed the journal: {r}");
+    assert_eq!(r["journalBytes"], 0, "a clean restart read journal: {r}");
     assert_present(&t, &sample);
 
     // Control: the same fill ended by a crash is replayed, and reported as such.
@@ -152,6 +153,8 @@ async fn a_crash_replays_at_most_the_bound() {
     let t = Tern::start_in(Mode::AllInOne, options(BOUND, 0), t.crash());
     let r = recovery(&t);
     assert!(r["replayedBytes"].as_u64().unwrap() < BOUND, "crash replay over the bound: {r}");
+    // A new journal file once one holds the bound; old ones deleted once flushed.
+    assert!(r["journalBytes"].as_u64().unwrap() < 3 * BOUND, "crash read too much journal: {r}");
     assert_present(&t, &sample);
 }
 

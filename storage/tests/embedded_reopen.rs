@@ -166,6 +166,7 @@ async fn a_flushed_store_reopens_without_replay() {
     let store = EmbeddedStore::open(config).unwrap();
     let r = store.recovery();
     assert_eq!(r.replayed_bytes, 0, "flushed at close: nothing to replay ({r})");
+    assert_eq!(r.journal_bytes, 0, "flushed at close: an empty journal ({r})");
     let log = store.read_log(APP, &uid("a"), SyncKind::Message, Seq::ZERO, 1_000).await.unwrap();
     assert_eq!(log.len(), 500);
 }
@@ -185,6 +186,8 @@ async fn background_flushing_bounds_the_replay() {
     let r = store.recovery();
     // The bound, plus what arrived during the last tick and the flush in progress.
     assert!(r.replayed_bytes < 1_500_000, "size-bounded replay: {r}");
+    // A new journal file every ~256 KiB; old ones deleted once in table files.
+    assert!(r.journal_bytes < 1_500_000, "size-bounded journal: {r}");
     assert_eq!(store.read_log(APP, &uid("a"), SyncKind::Message, Seq::ZERO, 5_000).await.unwrap().len(), 3_000);
     drop(store);
 
@@ -197,4 +200,5 @@ async fn background_flushing_bounds_the_replay() {
     drop(store);
     let r = EmbeddedStore::open(config).unwrap().recovery();
     assert_eq!(r.replayed_bytes, 0, "age-bounded: a quiet store is flushed within the age ({r})");
+    assert_eq!(r.journal_bytes, 0, "a fully flushed store starts a new journal ({r})");
 }

@@ -10,12 +10,21 @@
 //! [`FlushPolicy::max_unflushed_secs`] old; fjall's own workers then write them out.
 //! [`flush_all`] does the same synchronously and waits, for a clean shutdown.
 //!
+//! The journal is bounded too. fjall recovery reads the whole active journal, skipping
+//! what is already in table files (about 15 ms per MB), and upstream fjall starts a new
+//! journal file only every 64 MB; with the patched fjall in `vendor/fjall` the flusher
+//! starts a new one once this process wrote `max_unflushed_bytes` to it, or as soon as
+//! everything is flushed, and fjall deletes sealed journals whose data is all in table
+//! files. A crash therefore reads about twice `max_unflushed_bytes` of journal at most,
+//! and [`flush_all`] ends with an empty journal: a clean restart reads nothing.
+//!
 //! This module must never run on the write path: sealing a memtable takes fjall's
 //! journal lock for a moment, but the table files are written by fjall's workers, so
 //! the group-commit writer never waits for disk here. It relies on fjall APIs that are
 //! public but hidden from fjall's docs (`rotate_memtable`, `write_buffer_size`,
-//! `outstanding_flushes`, `sealed_memtable_count`); the tests in this module and in
-//! `tests/embedded_reopen.rs` break if an fjall upgrade changes them.
+//! `outstanding_flushes`, `sealed_memtable_count`) and on Tern's `rotate_journal`
+//! patch; the tests in this module and in `tests/embedded_reopen.rs` break if an fjall
+//! upgrade changes them.
 
 use super::io_err;
 use crate::StoreError;
@@ -72,14 +81,25 @@ impl Flusher {
                 // Anything but a timeout (the sender dropped) means stop.
                 while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(TICK) {
                     let unflushed = db.write_buffer_size();
-                    let Some(reason) = due(policy, unflushed, &mut dirty_since, Instant::now()) else { continue };
-                    match seal_all(&keyspaces) {
-                        Ok(sealed) => {
-                            tracing::debug!(reason, unflushed, sealed, "embedded store: flushing memtables")
+                    if let Some(reason) = due(policy, unflushed, &mut dirty_since, Instant::now()) {
+                        match seal_all(&keyspaces) {
+                            Ok(sealed) => {
+                                tracing::debug!(reason, unflushed, sealed, "embedded store: flushing memtables")
+                            }
+                            // fjall poisons itself on I/O errors; the writer reports them to
+                            // every caller, so one warning here is enough.
+                            Err(e) => tracing::warn!(error = %e, "embedded store: sealing memtables failed"),
                         }
-                        // fjall poisons itself on I/O errors; the writer reports them to
-                        // every caller, so one warning here is enough.
-                        Err(e) => tracing::warn!(error = %e, "embedded store: sealing memtables failed"),
+                    }
+                    // A new journal file once this one holds the bound, or at once when
+                    // all of it is in table files (it is then deleted).
+                    let min = match (unflushed, policy.max_unflushed_bytes) {
+                        (0, _) => 1,
+                        (_, 0) => u64::MAX,
+                        (_, bound) => bound,
+                    };
+                    if let Err(e) = db.rotate_journal(min) {
+                        tracing::warn!(error = %e, "embedded store: starting a new journal file failed");
                     }
                 }
             })
@@ -145,6 +165,8 @@ pub(crate) fn flush_all(db: &Database, keyspaces: &[Keyspace]) -> Result<(), Sto
         }
         std::thread::sleep(Duration::from_millis(2));
     }
+    // Everything is in table files: a new, empty journal, and the old ones deleted.
+    db.rotate_journal(0).map_err(io_err)?;
     Ok(())
 }
 

@@ -11,10 +11,11 @@
 //! compaction reaches them; there is no periodic sweep.
 //!
 //! Recovery is bounded: a background thread (`flusher.rs`) writes memtables to table
-//! files by size and age, and [`Store::flush`] (called at shutdown) writes all of them,
-//! so a clean restart replays nothing into memory and a crash replays at most about
+//! files by size and age and keeps the journal short, and [`Store::flush`] (called at
+//! shutdown) writes all of them and empties the journal, so a clean restart reads and
+//! replays nothing and a crash replays at most about
 //! [`FlushPolicy::max_unflushed_bytes`]. [`EmbeddedStore::recovery`] says what the
-//! open had to replay.
+//! open had to read and replay.
 
 mod codec;
 mod flusher;
