@@ -172,13 +172,20 @@ fn secrets(apps: &[AppConfig]) -> AppSecrets {
     AppSecrets(apps.iter().map(|a| (a.id, a.secret.clone())).collect())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term.recv() => {},
-    }
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not
+/// when it is first awaited: call it before printing the banner, or a SIGTERM sent
+/// right after the banner would meet the default action and kill the process
+/// without the shutdown (no store flush).
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
+    })
 }
 
 fn print_apps(apps: &[AppConfig], dev: bool, c: &TernConfig) {
@@ -220,6 +227,7 @@ pub fn all(c: TernConfig) -> anyhow::Result<()> {
         let (http_addr, link_addr) = (bound.http_addr(), bound.link_addr());
         // The API is installed before the banner: whoever reads it finds `/healthz` ready.
         let serving = bound.serve(logic, Some(metrics), ready_report(&startup, recovery));
+        let stop = shutdown_signal()?;
         println!("tern listening http={http_addr} tcp={tcp} ws={ws} link={link_addr}");
         println!("  http      http://{http_addr}/  (API docs: /docs, metrics: /metrics)");
         println!("  tcp       {tcp}");
@@ -232,7 +240,7 @@ pub fn all(c: TernConfig) -> anyhow::Result<()> {
         let server = tokio::spawn(serving.until(async move {
             let _ = stop_rx.await;
         }));
-        shutdown_signal().await;
+        stop.await;
         tracing::info!("shutting down: closing client connections");
         tokio::task::spawn_blocking(move || gateway.shutdown()).await.ok();
         let _ = stop_tx.send(());
@@ -256,12 +264,13 @@ pub fn logic(c: TernConfig) -> anyhow::Result<()> {
         let logic = Logic::new(logic_config(&c, None), store, AppRegistry::new(apps.clone()));
         let (http_addr, link_addr) = (bound.http_addr(), bound.link_addr());
         let serving = bound.serve(logic, Some(metrics), ready_report(&startup, recovery));
+        let stop = shutdown_signal()?;
         println!("tern logic listening http={http_addr} link={link_addr}");
         println!("  store     {}", describe_store(&c));
         print_recovery(recovery);
         print_apps(&apps, dev, &c);
         println!("  started in {} ms", startup.elapsed_ms());
-        serving.until(shutdown_signal()).await?;
+        serving.until(stop).await?;
         anyhow::Ok(())
     })
 }
@@ -274,6 +283,11 @@ pub fn gateway(c: TernConfig) -> anyhow::Result<()> {
     let extras = GatewayExtras { metrics_render: Some(Box::new(move || metrics.render())) };
     let gateway =
         tern_gateway::start_with(c.gateway.clone(), secrets(&apps), extras).context("starting the gateway")?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let stop = {
+        let _in_runtime = rt.enter();
+        shutdown_signal()?
+    };
     println!(
         "tern gateway listening tcp={} ws={} link={} id={}",
         gateway.local_tcp_addr(),
@@ -284,8 +298,7 @@ pub fn gateway(c: TernConfig) -> anyhow::Result<()> {
     if let Some(m) = gateway.local_metrics_addr() {
         println!("  metrics   http://{m}/metrics");
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(shutdown_signal());
+    rt.block_on(stop);
     gateway.shutdown();
     Ok(())
 }

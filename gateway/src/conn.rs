@@ -426,8 +426,7 @@ impl Conn {
     pub fn on_tick(&mut self, env: &Env<'_>, out: &mut Actions) {
         let elapsed = env.now_ms.saturating_sub(self.since_ms);
         match self.phase {
-            // The link came back (or its queue drained) since the login arrived.
-            Phase::AwaitLink if env.link_up => self.open_session(out),
+            // The wait is over first: the login deadline must hold whatever the link does.
             Phase::AwaitLink if env.now_ms >= self.wait_until_ms => {
                 out.push_back(error(
                     self.login_request_id,
@@ -436,6 +435,8 @@ impl Conn {
                 ));
                 self.close(CloseCause::LinkLost, out);
             }
+            // The link came back (or its queue drained) since the login arrived.
+            Phase::AwaitLink if env.link_up => self.open_session(out),
             Phase::AwaitLogin | Phase::AwaitOpened if elapsed >= env.limits.login_timeout_ms => {
                 out.push_back(error(0, codes::LOGIN_TIMEOUT, "no login within the deadline"));
                 self.close(CloseCause::LoginTimeout, out);

@@ -163,12 +163,22 @@ async fn a_flushed_store_reopens_without_replay() {
     store.flush().await.unwrap();
     drop(store);
 
-    let store = EmbeddedStore::open(config).unwrap();
+    let store = EmbeddedStore::open(config.clone()).unwrap();
     let r = store.recovery();
     assert_eq!(r.replayed_bytes, 0, "flushed at close: nothing to replay ({r})");
     assert_eq!(r.journal_bytes, 0, "flushed at close: an empty journal ({r})");
     let log = store.read_log(APP, &uid("a"), SyncKind::Message, Seq::ZERO, 1_000).await.unwrap();
     assert_eq!(log.len(), 500);
+
+    // Writes that land after the shutdown's flush (requests still in flight) are
+    // flushed by the drop that follows it.
+    store.flush().await.unwrap();
+    fill(&store, "late", 100).await;
+    drop(store);
+    let store = EmbeddedStore::open(config).unwrap();
+    let r = store.recovery();
+    assert_eq!((r.replayed_bytes, r.journal_bytes), (0, 0), "late writes after a flush: {r}");
+    assert_eq!(store.read_log(APP, &uid("late"), SyncKind::Message, Seq::ZERO, 1_000).await.unwrap().len(), 100);
 }
 
 /// The background flusher bounds what a crash (here: a drop without flush) leaves to

@@ -78,18 +78,17 @@ impl Flusher {
             .name("tern-store-flusher".into())
             .spawn(move || {
                 let mut dirty_since: Option<Instant> = None;
+                // fjall poisons itself on I/O errors and the writer reports them to every
+                // caller: warn once per run of failures, not every tick.
+                let mut failing = false;
                 // Anything but a timeout (the sender dropped) means stop.
                 while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(TICK) {
                     let unflushed = db.write_buffer_size();
+                    let mut result = Ok(());
                     if let Some(reason) = due(policy, unflushed, &mut dirty_since, Instant::now()) {
-                        match seal_all(&keyspaces) {
-                            Ok(sealed) => {
-                                tracing::debug!(reason, unflushed, sealed, "embedded store: flushing memtables")
-                            }
-                            // fjall poisons itself on I/O errors; the writer reports them to
-                            // every caller, so one warning here is enough.
-                            Err(e) => tracing::warn!(error = %e, "embedded store: sealing memtables failed"),
-                        }
+                        result = seal_all(&keyspaces).map(|sealed| {
+                            tracing::debug!(reason, unflushed, sealed, "embedded store: flushing memtables")
+                        });
                     }
                     // A new journal file once this one holds the bound, or at once when
                     // all of it is in table files (it is then deleted).
@@ -98,8 +97,14 @@ impl Flusher {
                         (_, 0) => u64::MAX,
                         (_, bound) => bound,
                     };
-                    if let Err(e) = db.rotate_journal(min) {
-                        tracing::warn!(error = %e, "embedded store: starting a new journal file failed");
+                    let result = result.and_then(|()| db.rotate_journal(min).map(drop).map_err(io_err));
+                    match result {
+                        Err(e) if !failing => {
+                            tracing::warn!(error = %e, "embedded store: background flush failed; will retry");
+                            failing = true;
+                        }
+                        Err(_) => {}
+                        Ok(()) => failing = false,
                     }
                 }
             })
@@ -154,6 +159,16 @@ fn seal_all(keyspaces: &[Keyspace]) -> Result<usize, StoreError> {
 /// Writes every memtable to table files and waits until fjall has done so, so the
 /// next open replays nothing into memory. Blocking; for a clean close.
 pub(crate) fn flush_all(db: &Database, keyspaces: &[Keyspace]) -> Result<(), StoreError> {
+    flush_and_rotate(db, keyspaces, 0)
+}
+
+/// [`flush_all`] again at close, for writes that landed after it: only starts a new
+/// journal file if this process wrote to the current one since.
+pub(crate) fn flush_late(db: &Database, keyspaces: &[Keyspace]) -> Result<(), StoreError> {
+    flush_and_rotate(db, keyspaces, 1)
+}
+
+fn flush_and_rotate(db: &Database, keyspaces: &[Keyspace], rotate_min_bytes: u64) -> Result<(), StoreError> {
     seal_all(keyspaces)?;
     let deadline = Instant::now() + CLOSE_WAIT;
     while db.outstanding_flushes() > 0 || keyspaces.iter().any(|ks| ks.sealed_memtable_count() > 0) {
@@ -166,7 +181,7 @@ pub(crate) fn flush_all(db: &Database, keyspaces: &[Keyspace]) -> Result<(), Sto
         std::thread::sleep(Duration::from_millis(2));
     }
     // Everything is in table files: a new, empty journal, and the old ones deleted.
-    db.rotate_journal(0).map_err(io_err)?;
+    db.rotate_journal(rotate_min_bytes).map_err(io_err)?;
     Ok(())
 }
 

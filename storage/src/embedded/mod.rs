@@ -422,6 +422,9 @@ pub struct EmbeddedStore {
     /// `None` only during drop: stopped before the writer.
     flusher: Option<flusher::Flusher>,
     recovery: RecoveryReport,
+    /// Set by [`Store::flush`] (a graceful shutdown): the drop then flushes again, so
+    /// writes that still land after the shutdown's flush are not left to the journal.
+    flushed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -451,7 +454,14 @@ impl EmbeddedStore {
             .name("tern-store-writer".into())
             .spawn(move || writer::run(&writer_engine, &rx, durability))
             .map_err(|e| StoreError::Io(format!("cannot start the store writer thread: {e}")))?;
-        Ok(Self { engine, tx: Some(tx), writer: Some(writer), flusher: Some(flusher), recovery })
+        Ok(Self {
+            engine,
+            tx: Some(tx),
+            writer: Some(writer),
+            flusher: Some(flusher),
+            recovery,
+            flushed: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     /// What opening this store had to recover.
@@ -488,6 +498,13 @@ impl Drop for EmbeddedStore {
         if let Some(writer) = self.writer.take() {
             if writer.join().is_err() {
                 tracing::error!("embedded store: writer thread panicked");
+            }
+        }
+        // After a graceful flush, late writes (requests still in flight at shutdown)
+        // are flushed too; without one, the drop is what a crash would leave.
+        if self.flushed.load(std::sync::atomic::Ordering::Acquire) {
+            if let Err(e) = flusher::flush_late(&self.engine.db, &self.engine.all) {
+                tracing::error!(error = %e, "embedded store: final flush failed; the journal keeps the data");
             }
         }
     }
@@ -601,6 +618,7 @@ impl Store for EmbeddedStore {
     /// Syncs the journal, then writes every memtable to table files and waits for
     /// it: after this, reopening replays nothing into memory.
     async fn flush(&self) -> Result<(), StoreError> {
+        self.flushed.store(true, std::sync::atomic::Ordering::Release);
         self.ask(Command::Flush).await?;
         self.read(|e| flusher::flush_all(&e.db, &e.all)).await
     }
