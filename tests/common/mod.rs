@@ -209,13 +209,18 @@ impl Tern {
 
     /// Sends SIGTERM to every process and waits (bounded) for them to exit; returns
     /// whether all exited successfully, and the data directory.
-    pub fn terminate(mut self) -> (bool, tempfile::TempDir) {
+    pub fn terminate(self) -> (bool, tempfile::TempDir) {
+        self.terminate_within(Duration::from_secs(15))
+    }
+
+    /// [`Tern::terminate`] with another bound on the wait (large stores in debug builds).
+    pub fn terminate_within(mut self, bound: Duration) -> (bool, tempfile::TempDir) {
         for c in &self.children {
             sigterm(c);
         }
         let mut ok = true;
         for c in &mut self.children {
-            ok &= wait_exit(c);
+            ok &= wait_exit(c, bound);
         }
         self.children.clear();
         let placeholder = tempfile::tempdir().unwrap();
@@ -228,7 +233,7 @@ impl Tern {
         assert!(self.link.is_some() && self.children.len() == 2, "stop_logic needs a running split server");
         let mut logic = self.children.remove(0);
         sigterm(&logic);
-        wait_exit(&mut logic)
+        wait_exit(&mut logic, Duration::from_secs(15))
     }
 
     /// Split mode: starts logic again on the same data and link address (after
@@ -377,9 +382,9 @@ fn sigterm(c: &Child) {
     unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
 }
 
-/// Waits (at most 15 s, then kills) for a child to exit; whether it exited successfully.
-fn wait_exit(c: &mut Child) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(15);
+/// Waits (at most `bound`, then kills) for a child to exit; whether it exited successfully.
+fn wait_exit(c: &mut Child, bound: Duration) -> bool {
+    let deadline = Instant::now() + bound;
     loop {
         match c.try_wait().unwrap() {
             Some(status) => return status.success(),
