@@ -84,8 +84,12 @@ impl Flusher {
                 // Anything but a timeout (the sender dropped) means stop.
                 while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(TICK) {
                     let unflushed = db.write_buffer_size();
+                    // Sealed memtables count as unflushed until fjall has written them:
+                    // sealing again meanwhile would only pile up tiny memtables, and
+                    // fjall halts writes at four sealed ones per keyspace.
+                    let flushing = keyspaces.iter().any(|ks| ks.sealed_memtable_count() > 0);
                     let mut result = Ok(());
-                    if let Some(reason) = due(policy, unflushed, &mut dirty_since, Instant::now()) {
+                    if let Some(reason) = due(policy, unflushed, flushing, &mut dirty_since, Instant::now()) {
                         result = seal_all(&keyspaces).map(|sealed| {
                             tracing::debug!(reason, unflushed, sealed, "embedded store: flushing memtables")
                         });
@@ -125,13 +129,23 @@ impl Drop for Flusher {
 }
 
 /// Whether the memtables must be flushed now, and why. `dirty_since` is when unflushed
-/// data was first seen since the last flush this function asked for.
-fn due(policy: FlushPolicy, unflushed: u64, dirty_since: &mut Option<Instant>, now: Instant) -> Option<&'static str> {
+/// data was first seen since the last flush this function asked for; `flushing` says
+/// that a flush is still being written (then nothing is due yet).
+fn due(
+    policy: FlushPolicy,
+    unflushed: u64,
+    flushing: bool,
+    dirty_since: &mut Option<Instant>,
+    now: Instant,
+) -> Option<&'static str> {
     if unflushed == 0 {
         *dirty_since = None;
         return None;
     }
     let since = *dirty_since.get_or_insert(now);
+    if flushing {
+        return None;
+    }
     let reason = if policy.max_unflushed_bytes > 0 && unflushed >= policy.max_unflushed_bytes {
         "size"
     } else if policy.max_unflushed_secs > 0
@@ -197,7 +211,14 @@ mod tests {
             let now = Instant::now() + Duration::from_secs(3600);
             let mut since = dirty_for.map(|s| now - Duration::from_secs(s));
             let policy = FlushPolicy { max_unflushed_bytes: bytes, max_unflushed_secs: secs };
-            assert_eq!(due(policy, unflushed, &mut since, now), expect, "{bytes} {secs} {unflushed} {dirty_for:?}");
+            assert_eq!(
+                due(policy, unflushed, false, &mut since, now),
+                expect,
+                "{bytes} {secs} {unflushed} {dirty_for:?}"
+            );
+            // Never while a flush is still being written.
+            let mut since = dirty_for.map(|s| now - Duration::from_secs(s));
+            assert_eq!(due(policy, unflushed, true, &mut since, now), None);
         };
         check(100, 10, 0, Some(20), None);
         check(100, 10, 99, None, None);
@@ -214,12 +235,12 @@ mod tests {
         let policy = FlushPolicy { max_unflushed_bytes: 0, max_unflushed_secs: 10 };
         let t0 = Instant::now();
         let mut since = None;
-        assert_eq!(due(policy, 5, &mut since, t0), None);
+        assert_eq!(due(policy, 5, false, &mut since, t0), None);
         assert_eq!(since, Some(t0));
         let t1 = t0 + Duration::from_secs(10);
-        assert_eq!(due(policy, 5, &mut since, t1), Some("age"));
-        assert_eq!(due(policy, 5, &mut since, t1 + Duration::from_secs(9)), None);
-        assert_eq!(due(policy, 0, &mut since, t1 + Duration::from_secs(9)), None);
+        assert_eq!(due(policy, 5, false, &mut since, t1), Some("age"));
+        assert_eq!(due(policy, 5, false, &mut since, t1 + Duration::from_secs(9)), None);
+        assert_eq!(due(policy, 0, false, &mut since, t1 + Duration::from_secs(9)), None);
         assert_eq!(since, None);
     }
 }
