@@ -110,16 +110,17 @@ fn assert_present(t: &Tern, sample: &[(String, u64)]) {
 /// A SIGTERM flushes the store: the restart replays nothing into memory. In CI
 /// background flushing is off, so without the shutdown flush everything would be
 /// replayed, and the crash that follows shows that the figure does see replays. The
-/// slow variant (1,000,000 messages) keeps the default flush policy: with flushing off,
-/// fjall leaves up to 64 MiB per keyspace for the shutdown to write out (minutes in a
-/// debug build).
+/// slow variant (1,000,000 messages) runs the same way with 120 s for the SIGTERM: with
+/// flushing off, fjall leaves up to 64 MiB per keyspace for the shutdown to write out,
+/// slow in a debug build. (With background flushing on, a debug build's fill stalls:
+/// see ARCHITECTURE.md, storage, open problem.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_restart_replays_nothing() {
     if common::scylla_backend() {
         return; // The embedded store's recovery; the CQL backend has none.
     }
     let n = stored_messages();
-    let policy = if slow() { (8 << 20, 10) } else { (0, 0) };
+    let policy = (0, 0);
     let t = Tern::start_with(Mode::AllInOne, options(policy.0, policy.1));
     t.import(APP, &users().iter().map(String::as_str).collect::<Vec<_>>());
     let started = Instant::now();
