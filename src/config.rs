@@ -52,15 +52,35 @@ impl Default for TernConfig {
 }
 
 /// Which store and how durable.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     pub backend: Backend,
     /// Embedded store: `process` (survives a process crash; default) or `fsync`
     /// (survives power loss; one fsync per group-committed batch).
     pub durability: Durability,
+    /// Embedded store: write memtables to table files once they hold this many bytes,
+    /// which bounds what a restart after a crash replays (0 = off). Default:
+    /// [`tern_storage::embedded::DEFAULT_MAX_UNFLUSHED_BYTES`].
+    pub max_unflushed_bytes: u64,
+    /// Embedded store: ... or once the oldest unflushed write is this many seconds old
+    /// (0 = off). Default: [`tern_storage::embedded::DEFAULT_MAX_UNFLUSHED_SECS`].
+    pub max_unflushed_secs: u64,
     /// The ScyllaDB (or Cassandra) cluster, when `backend = "scylla"`.
     pub scylla: ScyllaConfig,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        let flush = tern_storage::FlushPolicy::default();
+        Self {
+            backend: Backend::default(),
+            durability: Durability::default(),
+            max_unflushed_bytes: flush.max_unflushed_bytes,
+            max_unflushed_secs: flush.max_unflushed_secs,
+            scylla: ScyllaConfig::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]

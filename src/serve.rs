@@ -5,22 +5,42 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tern_gateway::{AppSecrets, GatewayConfig, GatewayExtras};
-use tern_logic::server::BoundLogic;
+use tern_logic::http::{Ready, StoreRecovery};
+use tern_logic::server::{BoundLogic, HttpFront, Startup};
 use tern_logic::{AppConfig, AppRegistry, Logic, LogicConfig};
-use tern_storage::{EmbeddedConfig, EmbeddedStore, ScyllaStore, Store};
+use tern_storage::{EmbeddedConfig, EmbeddedStore, FlushPolicy, RecoveryReport, ScyllaStore, Store};
 
 use crate::config::{Backend, TernConfig};
 use crate::devapp;
 
-fn init_tracing(filter: &str) {
+/// Tern's own crates.
+const TERN_CRATES: &[&str] = &["tern", "tern_gateway", "tern_logic", "tern_storage", "tern_schema", "tern_loadtest"];
+
+/// The tracing filter for the configured `log`: a bare level applies to Tern's crates,
+/// while dependencies log at WARN at most (their INFO lines are engine internals, e.g.
+/// fjall's recovery steps, that drown Tern's own start-up lines). A `log` with
+/// directives ("tern_gateway=debug,info") is used as written.
+fn log_filter(log: &str) -> String {
+    let log = log.trim();
+    if log.contains('=') || log.contains(',') {
+        return log.to_owned();
+    }
+    let deps = if matches!(log, "error" | "off") { log } else { "warn" };
+    std::iter::once(deps.to_owned())
+        .chain(TERN_CRATES.iter().map(|c| format!("{c}={log}")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `RUST_LOG`, when set, wins over the configured `log`.
+fn init_tracing(log: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(log_filter(log)))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter("info")));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
@@ -39,25 +59,58 @@ fn resolve_apps(c: &TernConfig, create_dev_app: bool) -> anyhow::Result<(Vec<App
     Ok((vec![devapp::load_or_create(&c.data_dir, create_dev_app)?], true))
 }
 
-/// Opens the configured store. Runs inside the tokio runtime: the CQL driver needs it.
-async fn open_store(c: &TernConfig) -> anyhow::Result<Arc<dyn Store>> {
+/// Opens the configured store, and says what the embedded store had to recover. Runs
+/// inside the tokio runtime: the CQL driver needs it.
+async fn open_store(c: &TernConfig) -> anyhow::Result<(Arc<dyn Store>, Option<RecoveryReport>)> {
     match c.storage.backend {
         Backend::Embedded => {
             let path = c.data_dir.join("store");
-            let mut cfg = EmbeddedConfig::new(&path);
-            cfg.durability = c.storage.durability;
+            let flush = FlushPolicy {
+                max_unflushed_bytes: c.storage.max_unflushed_bytes,
+                max_unflushed_secs: c.storage.max_unflushed_secs,
+            };
+            let cfg = EmbeddedConfig { durability: c.storage.durability, flush, ..EmbeddedConfig::new(&path) };
             let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(cfg))
                 .await?
                 .with_context(|| format!("opening the embedded store in {}", path.display()))?;
-            Ok(Arc::new(store))
+            let recovery = store.recovery();
+            Ok((Arc::new(store), Some(recovery)))
         }
         Backend::Scylla => {
             let s = &c.storage.scylla;
             let store = ScyllaStore::connect(s)
                 .await
                 .with_context(|| format!("connecting to ScyllaDB {:?} keyspace {}", s.nodes, s.keyspace))?;
-            Ok(Arc::new(store))
+            Ok((Arc::new(store), None))
         }
+    }
+}
+
+/// Binds HTTP first, so `/healthz` answers "starting" while the store is recovered.
+async fn start_front(c: &TernConfig, startup: &Arc<Startup>) -> anyhow::Result<HttpFront> {
+    let front = HttpFront::bind(&c.http.addr, startup.clone()).await?;
+    tracing::info!(
+        healthz = %format!("http://{}/healthz", front.addr()),
+        store = %describe_store(c),
+        "starting: opening the store"
+    );
+    Ok(front)
+}
+
+fn ready_report(startup: &Startup, recovery: Option<RecoveryReport>) -> Ready {
+    let store_recovery = recovery.map(|r| StoreRecovery {
+        took_ms: r.took.as_millis() as u64,
+        journal_files: r.journal_files as u64,
+        journal_bytes: r.journal_bytes,
+        replayed_bytes: r.replayed_bytes,
+        summary: r.to_string(),
+    });
+    Ready { ready_after_ms: Some(startup.elapsed_ms()), store_recovery }
+}
+
+fn print_recovery(recovery: Option<RecoveryReport>) {
+    if let Some(r) = recovery {
+        println!("  recovery  {r}");
     }
 }
 
@@ -119,13 +172,20 @@ fn secrets(apps: &[AppConfig]) -> AppSecrets {
     AppSecrets(apps.iter().map(|a| (a.id, a.secret.clone())).collect())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term.recv() => {},
-    }
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not
+/// when it is first awaited: call it before printing the banner, or a SIGTERM sent
+/// right after the banner would meet the default action and kill the process
+/// without the shutdown (no store flush).
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
+    })
 }
 
 fn print_apps(apps: &[AppConfig], dev: bool, c: &TernConfig) {
@@ -150,30 +210,37 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// `tern all`.
 pub fn all(c: TernConfig) -> anyhow::Result<()> {
-    let started = Instant::now();
+    let startup = Startup::new("opening the store");
     init_tracing(&c.log);
     let metrics = install_metrics()?;
     let (apps, dev) = resolve_apps(&c, true)?;
     let rt = runtime()?;
     rt.block_on(async move {
-        let store = open_store(&c).await?;
-        let bound = BoundLogic::bind(&c.http.addr, &c.link.addr).await?;
+        let front = start_front(&c, &startup).await?;
+        let (store, recovery) = open_store(&c).await?;
+        startup.set_step("starting the gateway");
+        let bound = BoundLogic::with_front(front, &c.link.addr).await?;
         let gw_config = GatewayConfig { link_addr: bound.link_addr().to_string(), ..c.gateway.clone() };
         let gateway = tern_gateway::start(gw_config, secrets(&apps)).context("starting the gateway")?;
         let (tcp, ws) = (gateway.local_tcp_addr(), gateway.local_ws_addr());
         let logic = Logic::new(logic_config(&c, Some((tcp, ws))), store, AppRegistry::new(apps.clone()));
-        println!("tern listening http={} tcp={} ws={} link={}", bound.http_addr(), tcp, ws, bound.link_addr());
-        println!("  http      http://{}/  (API docs: /docs, metrics: /metrics)", bound.http_addr());
+        let (http_addr, link_addr) = (bound.http_addr(), bound.link_addr());
+        // The API is installed before the banner: whoever reads it finds `/healthz` ready.
+        let serving = bound.serve(logic, Some(metrics), ready_report(&startup, recovery));
+        let stop = shutdown_signal()?;
+        println!("tern listening http={http_addr} tcp={tcp} ws={ws} link={link_addr}");
+        println!("  http      http://{http_addr}/  (API docs: /docs, metrics: /metrics)");
         println!("  tcp       {tcp}");
         println!("  websocket ws://{ws}/");
         println!("  store     {}", describe_store(&c));
+        print_recovery(recovery);
         print_apps(&apps, dev, &c);
-        println!("  started in {} ms", started.elapsed().as_millis());
+        println!("  started in {} ms", startup.elapsed_ms());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(bound.run(logic, Some(metrics), async move {
+        let server = tokio::spawn(serving.until(async move {
             let _ = stop_rx.await;
         }));
-        shutdown_signal().await;
+        stop.await;
         tracing::info!("shutting down: closing client connections");
         tokio::task::spawn_blocking(move || gateway.shutdown()).await.ok();
         let _ = stop_tx.send(());
@@ -185,16 +252,25 @@ pub fn all(c: TernConfig) -> anyhow::Result<()> {
 
 /// `tern logic`.
 pub fn logic(c: TernConfig) -> anyhow::Result<()> {
+    let startup = Startup::new("opening the store");
     init_tracing(&c.log);
     let metrics = install_metrics()?;
     let (apps, dev) = resolve_apps(&c, true)?;
     runtime()?.block_on(async move {
-        let store = open_store(&c).await?;
-        let bound = BoundLogic::bind(&c.http.addr, &c.link.addr).await?;
+        let front = start_front(&c, &startup).await?;
+        let (store, recovery) = open_store(&c).await?;
+        startup.set_step("binding the link");
+        let bound = BoundLogic::with_front(front, &c.link.addr).await?;
         let logic = Logic::new(logic_config(&c, None), store, AppRegistry::new(apps.clone()));
-        println!("tern logic listening http={} link={}", bound.http_addr(), bound.link_addr());
+        let (http_addr, link_addr) = (bound.http_addr(), bound.link_addr());
+        let serving = bound.serve(logic, Some(metrics), ready_report(&startup, recovery));
+        let stop = shutdown_signal()?;
+        println!("tern logic listening http={http_addr} link={link_addr}");
+        println!("  store     {}", describe_store(&c));
+        print_recovery(recovery);
         print_apps(&apps, dev, &c);
-        bound.run(logic, Some(metrics), shutdown_signal()).await?;
+        println!("  started in {} ms", startup.elapsed_ms());
+        serving.until(stop).await?;
         anyhow::Ok(())
     })
 }
@@ -207,6 +283,11 @@ pub fn gateway(c: TernConfig) -> anyhow::Result<()> {
     let extras = GatewayExtras { metrics_render: Some(Box::new(move || metrics.render())) };
     let gateway =
         tern_gateway::start_with(c.gateway.clone(), secrets(&apps), extras).context("starting the gateway")?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let stop = {
+        let _in_runtime = rt.enter();
+        shutdown_signal()?
+    };
     println!(
         "tern gateway listening tcp={} ws={} link={} id={}",
         gateway.local_tcp_addr(),
@@ -217,8 +298,24 @@ pub fn gateway(c: TernConfig) -> anyhow::Result<()> {
     if let Some(m) = gateway.local_metrics_addr() {
         println!("  metrics   http://{m}/metrics");
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(shutdown_signal());
+    rt.block_on(stop);
     gateway.shutdown();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependencies_log_at_warn_unless_told_otherwise() {
+        let f = log_filter("info");
+        assert!(f.starts_with("warn,tern=info,tern_gateway=info,"), "{f}");
+        assert!(log_filter("debug").contains("tern_storage=debug"));
+        assert!(log_filter("error").starts_with("error,"));
+        assert_eq!(log_filter("tern_gateway=debug,info"), "tern_gateway=debug,info");
+        for level in ["info", "debug", "warn", "error", "trace", "off"] {
+            assert!(tracing_subscriber::EnvFilter::try_new(log_filter(level)).is_ok(), "{level}");
+        }
+    }
 }

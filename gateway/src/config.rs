@@ -40,6 +40,11 @@ pub const DEFAULT_LINK_ADDR: &str = "127.0.0.1:9100";
 /// Reconnect backoff capped at 5 s: logic restarts are noticed within seconds, yet a
 /// down logic tier is not hammered by every core of every gateway.
 pub const DEFAULT_LINK_RECONNECT_MAX_MS: u64 = 5_000;
+/// 3 s: a login that arrives while logic restarts waits for the link instead of failing;
+/// logic is back within about a second after a clean stop or a crash (the embedded store
+/// replays a bounded journal), and 3 s also covers a few reconnect attempts. Waits never
+/// pass `login_timeout_ms`; 0 answers 80009 (retryable) at once.
+pub const DEFAULT_LOGIN_LINK_WAIT_MS: u64 = 3_000;
 /// "" = no metrics endpoint: in `tern all` the HTTP API already serves `/metrics`, and
 /// a separate `tern gateway` should not open a port nobody asked for. Set it (e.g.
 /// "127.0.0.1:9091") to have a separate gateway serve its Prometheus text itself.
@@ -79,6 +84,9 @@ pub struct GatewayConfig {
     pub link_addr: String,
     /// Cap of the link reconnect backoff (which starts at 100 ms and doubles).
     pub link_reconnect_max_ms: u64,
+    /// How long a verified Login waits for a down link to logic before it is answered
+    /// 80009 (never past `login_timeout_ms`); 0 = answer 80009 at once.
+    pub login_link_wait_ms: u64,
     /// Address of the gateway's own plain-HTTP metrics endpoint (`GET /metrics`, served
     /// by a dedicated thread from the render callback given to [`crate::start_with`]);
     /// empty = off.
@@ -103,6 +111,7 @@ impl Default for GatewayConfig {
             outbound_queue_frames: DEFAULT_OUTBOUND_QUEUE_FRAMES,
             link_addr: DEFAULT_LINK_ADDR.to_owned(),
             link_reconnect_max_ms: DEFAULT_LINK_RECONNECT_MAX_MS,
+            login_link_wait_ms: DEFAULT_LOGIN_LINK_WAIT_MS,
             metrics_addr: DEFAULT_METRICS_ADDR.to_owned(),
             pin_cores: DEFAULT_PIN_CORES,
         }

@@ -29,6 +29,9 @@ pub struct Limits {
     pub max_payload: usize,
     /// Sustained frames per second; the bucket holds twice as many.
     pub frames_per_sec: u32,
+    /// A verified Login that arrives while the link to logic is down waits this long
+    /// for it (never past the login timeout), then gets 80009; 0 = answer 80009 at once.
+    pub link_wait_ms: u64,
 }
 
 /// App id -> HMAC secret, read-only after start.
@@ -162,6 +165,9 @@ pub type Actions = VecDeque<Action>;
 pub enum Phase {
     /// Accepted; the first frame must be a Login.
     AwaitLogin,
+    /// Login verified locally while the link to logic is down: waiting for the link
+    /// (until `wait_until_ms`) to send `SessionOpen`.
+    AwaitLink,
     /// Login verified locally, `SessionOpen` sent, waiting for logic's `SessionOpened`.
     AwaitOpened,
     /// Authenticated.
@@ -182,6 +188,8 @@ pub struct Conn {
     login_request_id: u32,
     /// Before login: accept time (login deadline). After: last frame received.
     since_ms: u64,
+    /// In `AwaitLink`: when the wait for the link ends with 80009.
+    wait_until_ms: u64,
     /// Token bucket in milli-frames; refilled lazily on each frame.
     tokens: u64,
     refill_ms: u64,
@@ -228,6 +236,7 @@ impl Conn {
             app_id: 0,
             login_request_id: 0,
             since_ms: now_ms,
+            wait_until_ms: 0,
             tokens: bucket_capacity(limits),
             refill_ms: now_ms,
             user_id: Box::from(""),
@@ -289,7 +298,7 @@ impl Conn {
                     self.close(CloseCause::Protocol, out);
                 }
             },
-            Phase::AwaitOpened => match body {
+            Phase::AwaitLink | Phase::AwaitOpened => match body {
                 Body::Login => out.push_back(error(rid, codes::ALREADY_LOGGED_IN, "a login is already in progress")),
                 Body::Ping => self.pong(rid, &f, env, out),
                 Body::Logout => self.close(CloseCause::Logout, out),
@@ -345,7 +354,7 @@ impl Conn {
         if let Err(e) = sig::verify(secret, l.app_id(), user_id, l.user_sign().unwrap_or(""), env.unix_ms / 1000) {
             return fail(self, e.code(), &e.to_string(), out);
         }
-        if !env.link_up {
+        if !env.link_up && env.limits.link_wait_ms == 0 {
             return fail(self, codes::SERVICE_UNAVAILABLE, "service unavailable, retry later", out);
         }
         self.app_id = l.app_id();
@@ -353,6 +362,18 @@ impl Conn {
         self.device_id = device_id.into();
         self.client_type = l.client_type().0;
         self.login_request_id = rid;
+        if env.link_up {
+            self.open_session(out);
+        } else {
+            // Logic is restarting (or unreachable): hold the login rather than fail it,
+            // within the link wait and the login deadline, whichever ends first.
+            let login_deadline = self.since_ms.saturating_add(env.limits.login_timeout_ms);
+            self.wait_until_ms = env.now_ms.saturating_add(env.limits.link_wait_ms).min(login_deadline);
+            self.phase = Phase::AwaitLink;
+        }
+    }
+
+    fn open_session(&mut self, out: &mut Actions) {
         self.phase = Phase::AwaitOpened;
         self.session_on_link = true;
         out.push_back(Action::OpenSession { resume: false });
@@ -405,6 +426,17 @@ impl Conn {
     pub fn on_tick(&mut self, env: &Env<'_>, out: &mut Actions) {
         let elapsed = env.now_ms.saturating_sub(self.since_ms);
         match self.phase {
+            // The wait is over first: the login deadline must hold whatever the link does.
+            Phase::AwaitLink if env.now_ms >= self.wait_until_ms => {
+                out.push_back(error(
+                    self.login_request_id,
+                    codes::SERVICE_UNAVAILABLE,
+                    "service unavailable (logic unreachable), retry later",
+                ));
+                self.close(CloseCause::LinkLost, out);
+            }
+            // The link came back (or its queue drained) since the login arrived.
+            Phase::AwaitLink if env.link_up => self.open_session(out),
             Phase::AwaitLogin | Phase::AwaitOpened if elapsed >= env.limits.login_timeout_ms => {
                 out.push_back(error(0, codes::LOGIN_TIMEOUT, "no login within the deadline"));
                 self.close(CloseCause::LoginTimeout, out);
@@ -460,11 +492,15 @@ impl Conn {
         }
     }
 
-    /// The link is back: re-register the session.
+    /// The link is back: re-register the session, or open the one that waited.
     pub fn on_link_up(&mut self, out: &mut Actions) {
-        if self.phase == Phase::Open {
-            self.session_on_link = true;
-            out.push_back(Action::OpenSession { resume: true });
+        match self.phase {
+            Phase::Open => {
+                self.session_on_link = true;
+                out.push_back(Action::OpenSession { resume: true });
+            }
+            Phase::AwaitLink => self.open_session(out),
+            _ => {}
         }
     }
 
@@ -524,8 +560,13 @@ mod tests {
 
     impl T {
         fn new() -> T {
-            let limits =
-                Limits { login_timeout_ms: 5_000, heartbeat_timeout_ms: 90_000, max_payload: 1024, frames_per_sec: 5 };
+            let limits = Limits {
+                login_timeout_ms: 5_000,
+                heartbeat_timeout_ms: 90_000,
+                max_payload: 1024,
+                frames_per_sec: 5,
+                link_wait_ms: 0,
+            };
             T {
                 conn: Conn::new(1_000, &limits),
                 apps: Apps::new([(APP, SECRET.to_owned())]),
@@ -667,6 +708,48 @@ mod tests {
         let mut t = T::new();
         t.link_up = false;
         assert_eq!(t.feed(&good_login()), "reply Error(80009), close login_failed");
+    }
+
+    /// With a link wait, a login that arrives while logic is unreachable is held: sent
+    /// when the link comes back, answered 80009 when the wait (or the login deadline)
+    /// ends first.
+    #[test]
+    fn logins_wait_for_the_link_within_a_bound() {
+        let waiting = |wait_ms| {
+            let mut t = T::new();
+            t.limits.link_wait_ms = wait_ms;
+            t.link_up = false;
+            assert_eq!(t.feed(&good_login()), "");
+            t
+        };
+        // The link comes back: the session opens, the login completes as usual.
+        let mut t = waiting(3_000);
+        t.now_ms += 2_000;
+        assert_eq!(t.with(|c, _, o| c.on_link_down(o)), "");
+        assert_eq!(t.feed(&encode::ping(4, 1)), "reply Pong(4)");
+        assert_eq!(t.feed(&good_login()), "reply Error(80007)");
+        assert_eq!(t.with(|c, _, o| c.on_link_up(o)), "open");
+        assert_eq!(t.with(|c, e, o| c.on_session_opened(true, &ack(), e, o)), "reply LoginAck");
+        assert!(t.conn.is_open());
+        // A tick that sees the link usable again (e.g. its queue drained) opens too.
+        let mut t = waiting(3_000);
+        t.link_up = true;
+        assert_eq!(t.with(|c, e, o| c.on_tick(e, o)), "open");
+        // The wait ends: 80009, retryable.
+        let mut t = waiting(3_000);
+        t.now_ms += 2_999;
+        assert_eq!(t.with(|c, e, o| c.on_tick(e, o)), "");
+        t.now_ms += 1;
+        assert_eq!(t.with(|c, e, o| c.on_tick(e, o)), "reply Error(80009), close link_lost");
+        // Never past the login deadline (5 s from accept), and still 80009 there.
+        let mut t = waiting(60_000);
+        t.now_ms = 5_999;
+        assert_eq!(t.with(|c, e, o| c.on_tick(e, o)), "");
+        t.now_ms = 6_000;
+        assert_eq!(t.with(|c, e, o| c.on_tick(e, o)), "reply Error(80009), close link_lost");
+        // Logout while waiting: nothing to tell logic.
+        let mut t = waiting(3_000);
+        assert_eq!(t.feed(&encode::logout(6)), "close logout");
     }
 
     #[test]

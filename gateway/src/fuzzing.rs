@@ -292,7 +292,11 @@ fn run_conn(data: &[u8], log: Option<&mut Vec<String>>) {
         heartbeat_timeout_ms: 1 + u64::from(input.u16()) * 4,
         max_payload: MIN_PAYLOAD_LEN + usize::from(input.u16()) % 2_048,
         frames_per_sec: 1 + u32::from(input.byte()),
+        link_wait_ms: 0,
     };
+    // Derived, not read, so existing corpus inputs keep their meaning; an odd login
+    // timeout exercises logins that wait for the link.
+    let limits = Limits { link_wait_ms: (limits.login_timeout_ms % 2) * limits.login_timeout_ms / 2, ..limits };
     let apps = Apps::new([(APP, SECRET.to_owned())]);
     let mut h = ConnHarness {
         conn: Conn::new(0, &limits),
@@ -341,6 +345,8 @@ struct Model {
     accepted: bool,
     /// Last time a valid frame arrived on the authenticated connection.
     last_seen_ms: u64,
+    /// A valid Login arrived while the link was unusable and is waiting for it.
+    waiting: bool,
 }
 
 struct ConnHarness<'l> {
@@ -682,9 +688,15 @@ impl ConnHarness<'_> {
                     );
                 }
                 Action::OpenSession { resume: false } => {
-                    assert!(ev == Ev::Frame && link_up && !self.m.held, "unexpected SessionOpen: {}", ctx!());
+                    let waited = self.m.waiting && matches!(ev, Ev::LinkUp | Ev::Tick);
+                    assert!(
+                        (ev == Ev::Frame || waited) && link_up && !self.m.held,
+                        "unexpected SessionOpen: {}",
+                        ctx!()
+                    );
                     let login = valid.as_ref().and_then(|f| f.body_as_login());
-                    assert!(login.is_some(), "SessionOpen without a valid Login: {}", ctx!());
+                    assert!(waited || login.is_some(), "SessionOpen without a valid Login: {}", ctx!());
+                    self.m.waiting = false;
                     let (u, d) = (self.conn.user_id().len(), self.conn.device_id().len());
                     assert!((1..=MAX_ID_BYTES).contains(&u) && (1..=MAX_ID_BYTES).contains(&d), "{}", ctx!());
                     assert_eq!(self.conn.app_id(), APP, "{}", ctx!());
@@ -715,6 +727,11 @@ impl ConnHarness<'_> {
         if !was_open && self.conn.is_open() {
             self.m.last_seen_ms = self.now_ms;
         }
+        // A verified login the state machine held instead of opening or refusing.
+        let login = valid.as_ref().and_then(|f| f.body_as_login()).is_some();
+        if ev == Ev::Frame && login && !link_up && out.is_empty() && !self.m.closed && !was_open {
+            self.m.waiting = true;
+        }
         assert_eq!(self.conn.is_closed(), self.m.closed, "closed state and Close action disagree: {}", ctx!());
         if self.conn.is_open() {
             assert!(self.m.accepted, "authenticated without logic's acceptance: {}", ctx!());
@@ -742,7 +759,10 @@ impl ConnHarness<'_> {
             CloseCause::Kicked => matches!(ev, Ev::LogicClose | Ev::SessionOpened { ok: false }),
             CloseCause::SlowConsumer => ev == Ev::SlowConsumer,
             CloseCause::Shutdown => ev == Ev::Shutdown,
-            CloseCause::LinkLost => ev == Ev::LinkDown && !was_open,
+            // The link dropped during a login, or a login's wait for it ended.
+            CloseCause::LinkLost => {
+                !was_open && (ev == Ev::LinkDown || (ev == Ev::Tick && self.limits.link_wait_ms > 0))
+            }
             CloseCause::ServerFull => false,
         }
     }

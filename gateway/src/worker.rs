@@ -254,6 +254,7 @@ impl Core {
                 heartbeat_timeout_ms: u64::from(cfg.heartbeat_timeout_ms),
                 max_payload: cfg.max_frame_bytes,
                 frames_per_sec: cfg.inbound_frames_per_sec,
+                link_wait_ms: cfg.login_link_wait_ms,
             },
             cap: (cfg.max_connections / cores).max(1),
             cfg,

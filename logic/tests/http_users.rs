@@ -463,7 +463,7 @@ async fn online_status_lists_devices() {
 async fn operations_endpoints() {
     let h = Harness::new();
     let data = h.check(Call::get("/healthz"), 200, "success").await;
-    assert_eq!(data, json!({"status": "ok", "sessionsOnline": 0}));
+    assert_eq!(data, json!({"status": "ready", "sessionsOnline": 0}));
 
     let (status, ctype, body) = h.send(Call::get("/openapi.json")).await;
     assert_eq!((status, ctype.as_str()), (200, "application/json"));

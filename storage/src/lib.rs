@@ -18,7 +18,7 @@ pub mod scylla;
 mod store;
 mod types;
 
-pub use embedded::{Durability, EmbeddedConfig, EmbeddedStore};
+pub use embedded::{Durability, EmbeddedConfig, EmbeddedStore, FlushPolicy, RecoveryReport};
 pub use error::StoreError;
 pub use scylla::{MigrationReport, ScyllaConfig, ScyllaStore};
 pub use store::{

@@ -6,8 +6,8 @@ use tern_storage::{conformance::StoreUnderTest, Durability, EmbeddedConfig, Embe
 /// A fresh store in its own temp dir; the dir is the guard.
 async fn fresh(durability: Durability) -> StoreUnderTest {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store =
-        EmbeddedStore::open(EmbeddedConfig { path: dir.path().join("db"), durability }).expect("open embedded store");
+    let store = EmbeddedStore::open(EmbeddedConfig { durability, ..EmbeddedConfig::new(dir.path().join("db")) })
+        .expect("open embedded store");
     (Arc::new(store), Box::new(dir))
 }
 

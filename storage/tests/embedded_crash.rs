@@ -31,7 +31,8 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// Child: write, report, then hang until killed (never dropping the store).
 fn child(dir: &str) -> ! {
-    let store = EmbeddedStore::open(EmbeddedConfig { path: dir.into(), durability: Durability::Process }).unwrap();
+    let store =
+        EmbeddedStore::open(EmbeddedConfig { durability: Durability::Process, ..EmbeddedConfig::new(dir) }).unwrap();
     let writes = async {
         for seq in 1..=WRITES {
             let mut b = WriteBatch::new();

@@ -5,8 +5,8 @@
 use bytes::Bytes;
 use std::sync::Arc;
 use tern_storage::{
-    AppId, AppRecord, DedupRecord, Durability, EmbeddedConfig, EmbeddedStore, LogEntry, MessageLocator, Seq, Store,
-    StoreError, SyncKind, UserId, UserRecord, WriteBatch,
+    AppId, AppRecord, DedupRecord, Durability, EmbeddedConfig, EmbeddedStore, FlushPolicy, LogEntry, MessageLocator,
+    Seq, Store, StoreError, SyncKind, UserId, UserRecord, WriteBatch,
 };
 
 const APP: AppId = AppId(7);
@@ -21,7 +21,7 @@ fn entry(seq: u64) -> LogEntry {
 
 async fn reopen_keeps_data(durability: Durability) {
     let dir = tempfile::tempdir().unwrap();
-    let config = EmbeddedConfig { path: dir.path().to_path_buf(), durability };
+    let config = EmbeddedConfig { durability, ..EmbeddedConfig::new(dir.path()) };
     let user = UserRecord::new(uid("alice"), 5);
     let dedup = DedupRecord { key: "alice/1".into(), value: Bytes::from_static(b"sid"), expires_ms: u64::MAX };
     let app = AppRecord { app_id: APP, secret: "dev".into(), created_ms: 1 };
@@ -130,4 +130,85 @@ async fn parallel_writers_and_readers() {
         let log = store.read_log(APP, &uid(&format!("p{w}")), SyncKind::Message, Seq::ZERO, 100).await.unwrap();
         assert_eq!(log.len(), 40);
     }
+}
+
+/// Writes `n` log entries of ~1 kB for `user`.
+async fn fill(store: &EmbeddedStore, user: &str, n: u64) {
+    for seq in 1..=n {
+        let mut b = WriteBatch::new();
+        let payload = Bytes::from(vec![b'x'; 1_000]);
+        b.append_log(APP, uid(user), SyncKind::Message, LogEntry { seq: Seq(seq), time_ms: seq, payload });
+        store.write(b).await.unwrap();
+    }
+}
+
+/// Bounded recovery: a clean close (`flush`, then drop) leaves nothing to replay into
+/// memory; a close without it leaves the memtables to the journal, and the next open
+/// replays them (and reports so); the data is there either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushed_store_reopens_without_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    // Background flushing off, so the unflushed case is certain.
+    let flush = FlushPolicy { max_unflushed_bytes: 0, max_unflushed_secs: 0 };
+    let config = EmbeddedConfig { flush, ..EmbeddedConfig::new(dir.path()) };
+    let store = EmbeddedStore::open(config.clone()).unwrap();
+    assert_eq!(store.recovery().journal_files, 0, "a new store has nothing to recover");
+    fill(&store, "a", 500).await;
+    drop(store);
+
+    let store = EmbeddedStore::open(config.clone()).unwrap();
+    let r = store.recovery();
+    assert!(r.replayed_bytes > 500_000, "dropped without flush: the journal is replayed ({r})");
+    assert!(r.journal_bytes > 500_000 && r.journal_files >= 1, "{r}");
+    store.flush().await.unwrap();
+    drop(store);
+
+    let store = EmbeddedStore::open(config.clone()).unwrap();
+    let r = store.recovery();
+    assert_eq!(r.replayed_bytes, 0, "flushed at close: nothing to replay ({r})");
+    assert_eq!(r.journal_bytes, 0, "flushed at close: an empty journal ({r})");
+    let log = store.read_log(APP, &uid("a"), SyncKind::Message, Seq::ZERO, 1_000).await.unwrap();
+    assert_eq!(log.len(), 500);
+
+    // Writes that land after the shutdown's flush (requests still in flight) are
+    // flushed by the drop that follows it.
+    store.flush().await.unwrap();
+    fill(&store, "late", 100).await;
+    drop(store);
+    let store = EmbeddedStore::open(config).unwrap();
+    let r = store.recovery();
+    assert_eq!((r.replayed_bytes, r.journal_bytes), (0, 0), "late writes after a flush: {r}");
+    assert_eq!(store.read_log(APP, &uid("late"), SyncKind::Message, Seq::ZERO, 1_000).await.unwrap().len(), 100);
+}
+
+/// The background flusher bounds what a crash (here: a drop without flush) leaves to
+/// replay, by size and by age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_flushing_bounds_the_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let flush = FlushPolicy { max_unflushed_bytes: 256 << 10, max_unflushed_secs: 0 };
+    let config = EmbeddedConfig { flush, ..EmbeddedConfig::new(dir.path()) };
+    let store = EmbeddedStore::open(config.clone()).unwrap();
+    fill(&store, "a", 3_000).await; // ~3 MB, 12 times the bound
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    drop(store);
+    let store = EmbeddedStore::open(config).unwrap();
+    let r = store.recovery();
+    // The bound, plus what arrived during the last tick and the flush in progress.
+    assert!(r.replayed_bytes < 1_500_000, "size-bounded replay: {r}");
+    // A new journal file every ~256 KiB; old ones deleted once in table files.
+    assert!(r.journal_bytes < 1_500_000, "size-bounded journal: {r}");
+    assert_eq!(store.read_log(APP, &uid("a"), SyncKind::Message, Seq::ZERO, 5_000).await.unwrap().len(), 3_000);
+    drop(store);
+
+    let dir = tempfile::tempdir().unwrap();
+    let flush = FlushPolicy { max_unflushed_bytes: 0, max_unflushed_secs: 1 };
+    let config = EmbeddedConfig { flush, ..EmbeddedConfig::new(dir.path()) };
+    let store = EmbeddedStore::open(config.clone()).unwrap();
+    fill(&store, "b", 50).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_800)).await;
+    drop(store);
+    let r = EmbeddedStore::open(config).unwrap().recovery();
+    assert_eq!(r.replayed_bytes, 0, "age-bounded: a quiet store is flushed within the age ({r})");
+    assert_eq!(r.journal_bytes, 0, "a fully flushed store starts a new journal ({r})");
 }

@@ -50,6 +50,9 @@ pub struct Options {
     pub extra_toml: String,
     /// Extra [[apps]] entries.
     pub extra_apps: String,
+    /// Top-level sections appended after everything else (e.g. "[storage]\n...");
+    /// not combinable with `TERN_E2E_BACKEND=scylla`, whose [storage] it would repeat.
+    pub extra_sections: String,
 }
 
 impl Options {
@@ -66,6 +69,7 @@ impl Default for Options {
             heartbeat_timeout_ms: 30_000,
             extra_toml: String::new(),
             extra_apps: String::new(),
+            extra_sections: String::new(),
         }
     }
 }
@@ -74,6 +78,8 @@ pub struct Tern {
     pub http: String,
     pub tcp: String,
     pub ws: String,
+    /// Split mode: the link address logic listens on (fixed across logic restarts).
+    link: Option<String>,
     children: Vec<Child>,
     pub dir: tempfile::TempDir,
 }
@@ -120,12 +126,13 @@ fn config_toml(dir: &std::path::Path, o: &Options) -> String {
         ));
     }
     format!(
-        "data_dir = \"{}\"\nlog = \"warn\"\n[gateway]\ncores = 2\nlogin_timeout_ms = {}\nheartbeat_interval_ms = {}\nheartbeat_timeout_ms = {}\n{}\n{}",
+        "data_dir = \"{}\"\nlog = \"warn\"\n[gateway]\ncores = 2\nlogin_timeout_ms = {}\nheartbeat_interval_ms = {}\nheartbeat_timeout_ms = {}\n{}\n{}\n{}",
         dir.join("data").display(),
         o.login_timeout_ms,
         o.heartbeat_timeout_ms / 3,
         o.heartbeat_timeout_ms,
         o.extra_toml,
+        o.extra_sections,
         storage_toml(dir) + &apps + &o.extra_apps
     )
 }
@@ -202,33 +209,47 @@ impl Tern {
 
     /// Sends SIGTERM to every process and waits (bounded) for them to exit; returns
     /// whether all exited successfully, and the data directory.
-    pub fn terminate(mut self) -> (bool, tempfile::TempDir) {
+    pub fn terminate(self) -> (bool, tempfile::TempDir) {
+        self.terminate_within(Duration::from_secs(15))
+    }
+
+    /// [`Tern::terminate`] with another bound on the wait (large stores in debug builds).
+    pub fn terminate_within(mut self, bound: Duration) -> (bool, tempfile::TempDir) {
         for c in &self.children {
-            // SAFETY: kill(2) on a child pid we own; no memory is involved.
-            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+            sigterm(c);
         }
-        let deadline = Instant::now() + Duration::from_secs(15);
         let mut ok = true;
         for c in &mut self.children {
-            loop {
-                match c.try_wait().unwrap() {
-                    Some(status) => {
-                        ok &= status.success();
-                        break;
-                    }
-                    None if Instant::now() > deadline => {
-                        ok = false;
-                        let _ = c.kill();
-                        let _ = c.wait();
-                        break;
-                    }
-                    None => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
+            ok &= wait_exit(c, bound);
         }
         self.children.clear();
         let placeholder = tempfile::tempdir().unwrap();
         (ok, std::mem::replace(&mut self.dir, placeholder))
+    }
+
+    /// Split mode: SIGTERM the logic process only (the gateway keeps running and
+    /// reconnecting); returns whether it exited successfully.
+    pub fn stop_logic(&mut self) -> bool {
+        assert!(self.link.is_some() && self.children.len() == 2, "stop_logic needs a running split server");
+        let mut logic = self.children.remove(0);
+        sigterm(&logic);
+        wait_exit(&mut logic, Duration::from_secs(15))
+    }
+
+    /// Split mode: starts logic again on the same data and link address (after
+    /// [`Tern::stop_logic`]); returns when it is ready.
+    pub fn start_logic(&mut self) {
+        let link = self.link.clone().expect("split mode");
+        let config = self.dir.path().join("tern.toml");
+        let (logic, line) = spawn(&["logic", "--http-addr", "127.0.0.1:0", "--link-addr", &link], &config);
+        self.http = field(&line, "http");
+        self.children.insert(0, logic);
+    }
+
+    /// `GET /healthz`: (HTTP status, parsed envelope).
+    pub fn health(&self) -> (u16, Value) {
+        let (status, text) = http(&self.http, "GET", "/healthz", "");
+        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("non-JSON /healthz {text:?}: {e}")))
     }
 
     /// Starts on an existing directory (its data dir and config are reused).
@@ -252,6 +273,7 @@ impl Tern {
                     http: field(&line, "http"),
                     tcp: field(&line, "tcp"),
                     ws: field(&line, "ws"),
+                    link: None,
                     children: vec![child],
                     dir,
                 }
@@ -269,6 +291,7 @@ impl Tern {
                     http,
                     tcp: field(&gline, "tcp"),
                     ws: field(&gline, "ws"),
+                    link: Some(link),
                     children: vec![logic.0.take().expect("logic child"), gw],
                     dir,
                 }
@@ -350,6 +373,27 @@ impl Tern {
             }
             assert!(Instant::now() < deadline, "{user} never had {n} devices online: {r}");
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn sigterm(c: &Child) {
+    // SAFETY: kill(2) on a child pid we own; no memory is involved.
+    unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+}
+
+/// Waits (at most `bound`, then kills) for a child to exit; whether it exited successfully.
+fn wait_exit(c: &mut Child, bound: Duration) -> bool {
+    let deadline = Instant::now() + bound;
+    loop {
+        match c.try_wait().unwrap() {
+            Some(status) => return status.success(),
+            None if Instant::now() > deadline => {
+                let _ = c.kill();
+                let _ = c.wait();
+                return false;
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
         }
     }
 }

@@ -32,6 +32,9 @@ pub const METHOD_NOT_ALLOWED: u32 = 90003;
 pub const NO_SUCH_ENDPOINT: u32 = 90004;
 /// 90005: too many requests (reserved for the rate limiter; nothing answers it yet).
 pub const RATE_LIMITED: u32 = 90005;
+/// 90006: the server is starting (recovering its store); retry shortly. Answered by the
+/// HTTP front (`crate::server`) before the API is installed, never by a handler.
+pub const STARTING: u32 = 90006;
 /// 60002: the `identifier` query parameter (the acting operator) is missing.
 pub const NO_OPERATOR: u32 = 60002;
 /// 60005: the operator is not an admin of the app (or, for login, not the user named).
@@ -165,6 +168,11 @@ pub const CODES: &[CodeInfo] = &[
     CodeInfo { code: METHOD_NOT_ALLOWED, status: 405, meaning: "HTTP method not allowed on this path (use POST)" },
     CodeInfo { code: NO_SUCH_ENDPOINT, status: 404, meaning: "no such endpoint" },
     CodeInfo { code: RATE_LIMITED, status: 429, meaning: "too many requests (reserved for the rate limiter)" },
+    CodeInfo {
+        code: STARTING,
+        status: 503,
+        meaning: "the server is starting (recovering its store); retry shortly (/healthz says how far it is)",
+    },
     CodeInfo {
         code: msg::INVALID_MESSAGE,
         status: 400,

@@ -51,11 +51,46 @@ pub struct ApiState {
     metrics: Option<PrometheusHandle>,
     openapi_json: String,
     docs_html: String,
+    ready: Ready,
+}
+
+/// What `/healthz` reports about the start once the API is up.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Ready {
+    /// Milliseconds from process start to ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_after_ms: Option<u64>,
+    /// What opening the store recovered (embedded store only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_recovery: Option<StoreRecovery>,
+}
+
+/// What opening the embedded store had to recover.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreRecovery {
+    /// How long opening the store took.
+    pub took_ms: u64,
+    /// Journal files found (0 for a new store).
+    pub journal_files: u64,
+    /// Journal bytes read.
+    pub journal_bytes: u64,
+    /// Bytes not yet in table files that were replayed into memory: 0 after a clean
+    /// shutdown, bounded by `storage.max_unflushed_bytes` after a crash.
+    pub replayed_bytes: u64,
+    /// The same in words, as the start-up banner prints it.
+    pub summary: String,
 }
 
 /// Builds the management API over `logic`. `metrics` renders `/metrics` (the binary
 /// installs the recorder; without a handle `/metrics` answers 90004).
 pub fn router(logic: Arc<Logic>, metrics: Option<PrometheusHandle>) -> Router {
+    router_ready(logic, metrics, Ready::default())
+}
+
+/// [`router`], with what `/healthz` says about the start.
+pub fn router_ready(logic: Arc<Logic>, metrics: Option<PrometheusHandle>, ready: Ready) -> Router {
     let doc = openapi();
     let max_body_bytes = logic.config.http.max_body_bytes;
     let state = Arc::new(ApiState {
@@ -66,6 +101,7 @@ pub fn router(logic: Arc<Logic>, metrics: Option<PrometheusHandle>) -> Router {
         // Rendered once: the document cannot change while the process runs.
         openapi_json: serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into()),
         docs_html: docs::render(&doc),
+        ready,
     });
     Router::new()
         .route("/v1/user/importUser", post(users::import_user))
@@ -136,21 +172,26 @@ async fn method_not_allowed(method: Method) -> ApiError {
     ApiError::MethodNotAllowed(method.to_string())
 }
 
-/// Answer of `/healthz`.
+/// Answer of `/healthz` once ready.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Health {
-    /// Always "ok" when the process answers.
+    /// "ready". (While starting, `/healthz` answers HTTP 503 with code 90006 and
+    /// `data` = `{"status": "starting", "step": "...", "elapsedMs": n}`.)
     pub status: String,
     /// Client sessions online on this logic node.
     pub sessions_online: usize,
+    #[serde(flatten)]
+    pub ready: Ready,
 }
 
-/// Liveness, and the number of online sessions.
+/// Readiness: 200 and "ready" once the API serves; 503 with code 90006 and the
+/// start-up step and elapsed time while the store is still being recovered.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
-    responses((status = 200, description = "Alive", body = Envelope<Health>)))]
+    responses((status = 200, description = "Ready", body = Envelope<Health>),
+        (status = 503, description = "Starting (code 90006; data: status, step, elapsedMs)")))]
 pub async fn healthz(State(state): State<Arc<ApiState>>) -> ApiOk<Health> {
-    ApiOk(Health { status: "ok".into(), sessions_online: state.logic.sessions.len() })
+    ApiOk(Health { status: "ready".into(), sessions_online: state.logic.sessions.len(), ready: state.ready.clone() })
 }
 
 /// Prometheus metrics (text exposition format).

@@ -9,10 +9,20 @@
 //!
 //! Expired dedup records are ignored by reads and dropped by a compaction filter when
 //! compaction reaches them; there is no periodic sweep.
+//!
+//! Recovery is bounded: a background thread (`flusher.rs`) writes memtables to table
+//! files by size and age and keeps the journal short, and [`Store::flush`] (called at
+//! shutdown) writes all of them and empties the journal, so a clean restart reads and
+//! replays nothing and a crash replays at most about
+//! [`FlushPolicy::max_unflushed_bytes`]. [`EmbeddedStore::recovery`] says what the
+//! open had to read and replay.
 
 mod codec;
+mod flusher;
 mod ttl;
 mod writer;
+
+pub use flusher::{FlushPolicy, DEFAULT_MAX_UNFLUSHED_BYTES, DEFAULT_MAX_UNFLUSHED_SECS};
 
 use crate::{
     store::{check_dedup_key, check_device_id},
@@ -23,7 +33,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
-use std::{path::PathBuf, sync::Arc, thread::JoinHandle};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
 use tokio::sync::oneshot;
 use writer::Command;
 
@@ -48,13 +63,64 @@ pub struct EmbeddedConfig {
     pub path: PathBuf,
     /// When writes are acknowledged.
     pub durability: Durability,
+    /// When memtables are written to table files in the background (bounds what a
+    /// restart replays).
+    pub flush: FlushPolicy,
 }
 
 impl EmbeddedConfig {
-    /// A config for `path` with the default durability.
+    /// A config for `path` with the default durability and flush policy.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into(), durability: Durability::default() }
+        Self { path: path.into(), durability: Durability::default(), flush: FlushPolicy::default() }
     }
+}
+
+/// What opening the store had to recover, for the start-up banner and `/healthz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecoveryReport {
+    /// How long opening the store took.
+    pub took: Duration,
+    /// Journal files found at open (0 for a new store).
+    pub journal_files: usize,
+    /// Journal bytes read at open.
+    pub journal_bytes: u64,
+    /// Of those, bytes of data that were not yet in table files and were replayed into
+    /// memory (fjall memtable size). 0 after a clean shutdown; a crash leaves at most
+    /// about [`FlushPolicy::max_unflushed_bytes`] (plus what arrived in the last tick).
+    pub replayed_bytes: u64,
+}
+
+impl std::fmt::Display for RecoveryReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.journal_files == 0 {
+            return write!(f, "new store, created in {} ms", self.took.as_millis());
+        }
+        write!(
+            f,
+            "recovered in {} ms: read {} of journal in {} file{}, replayed {} into memory",
+            self.took.as_millis(),
+            human_bytes(self.journal_bytes),
+            self.journal_files,
+            if self.journal_files == 1 { "" } else { "s" },
+            human_bytes(self.replayed_bytes),
+        )
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        0..1_000 => format!("{n} B"),
+        1_000..1_000_000 => format!("{:.1} kB", n as f64 / 1e3),
+        _ => format!("{:.1} MB", n as f64 / 1e6),
+    }
+}
+
+/// The journal files of the database at `path`: (count, total bytes).
+fn journal_files(path: &Path) -> (usize, u64) {
+    let Ok(dir) = std::fs::read_dir(path) else { return (0, 0) };
+    dir.filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "jnl"))
+        .fold((0, 0), |(n, bytes), e| (n + 1, bytes + e.metadata().map_or(0, |m| m.len())))
 }
 
 const KS_USERS: &str = "users";
@@ -87,6 +153,8 @@ struct Engine {
     msg_index: Keyspace,
     conv_index: Keyspace,
     read_marks: Keyspace,
+    /// Every keyspace above plus `meta`: what the flusher and a clean close flush.
+    all: Vec<Keyspace>,
 }
 
 /// Maps an engine error to the backend-neutral one.
@@ -98,7 +166,17 @@ fn io_err(e: fjall::Error) -> StoreError {
 }
 
 impl Engine {
-    fn open(path: &std::path::Path) -> Result<Self, StoreError> {
+    #[cfg(test)]
+    fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_reporting(path).map(|(engine, _)| engine)
+    }
+
+    /// Opens the database and reports what recovery replayed.
+    fn open_reporting(path: &Path) -> Result<(Self, RecoveryReport), StoreError> {
+        let started = Instant::now();
+        // A new database's journal is created pre-allocated: only count journals that
+        // were there before. After the open, fjall has cut each to the data it read.
+        let existed = journal_files(path).0 > 0;
         let db = Database::builder(path)
             .with_compaction_filter_factories(Arc::new(|name: &str| {
                 (name == KS_DEDUP).then(|| Arc::new(ttl::DedupExpiryFactory) as _)
@@ -110,8 +188,12 @@ impl Engine {
                 }
                 e => io_err(e),
             })?;
+        let (journal_files, journal_bytes) = if existed { journal_files(path) } else { (0, 0) };
+        // Before anything is written: what recovery put back into memtables.
+        let replayed_bytes = db.write_buffer_size();
         let ks = |name| db.keyspace(name, KeyspaceCreateOptions::default).map_err(io_err);
-        let engine = Engine {
+        let meta = ks(KS_META)?;
+        let mut engine = Engine {
             users: ks(KS_USERS)?,
             log: ks(KS_LOG)?,
             bounds: ks(KS_BOUNDS)?,
@@ -122,8 +204,20 @@ impl Engine {
             conv_index: ks(KS_CONV_INDEX)?,
             read_marks: ks(KS_READ_MARKS)?,
             db: db.clone(),
+            all: Vec::new(),
         };
-        let meta = ks(KS_META)?;
+        engine.all = vec![
+            engine.users.clone(),
+            engine.log.clone(),
+            engine.bounds.clone(),
+            engine.dedup.clone(),
+            engine.apps.clone(),
+            engine.device_acks.clone(),
+            engine.msg_index.clone(),
+            engine.conv_index.clone(),
+            engine.read_marks.clone(),
+            meta.clone(),
+        ];
         match meta.get(FORMAT_KEY).map_err(io_err)? {
             None => {
                 meta.insert(FORMAT_KEY, [FORMAT]).map_err(io_err)?;
@@ -137,7 +231,8 @@ impl Engine {
                 )))
             }
         }
-        Ok(engine)
+        let report = RecoveryReport { took: started.elapsed(), journal_files, journal_bytes, replayed_bytes };
+        Ok((engine, report))
     }
 
     fn get_users(&self, app: AppId, ids: &[UserId]) -> Result<Vec<Option<UserRecord>>, StoreError> {
@@ -315,13 +410,21 @@ fn decode_entry(prefix: &[u8], guard: fjall::Guard) -> Result<LogEntry, StoreErr
 
 /// The fjall-backed [`Store`].
 ///
-/// Dropping it stops the writer thread after it has committed everything queued and
-/// synced the journal; the database directory is unlocked once in-flight reads finish.
+/// Dropping it stops the flusher and then the writer thread after it has committed
+/// everything queued and synced the journal (memtables not yet flushed stay in the
+/// journal: call [`Store::flush`] first for a restart that replays nothing); the
+/// database directory is unlocked once in-flight reads finish.
 pub struct EmbeddedStore {
     engine: Arc<Engine>,
     /// `None` only during drop: dropping the sender is what stops the writer.
     tx: Option<crossbeam_channel::Sender<Command>>,
     writer: Option<JoinHandle<()>>,
+    /// `None` only during drop: stopped before the writer.
+    flusher: Option<flusher::Flusher>,
+    recovery: RecoveryReport,
+    /// Set by [`Store::flush`] (a graceful shutdown): the drop then flushes again, so
+    /// writes that still land after the shutdown's flush are not left to the journal.
+    flushed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -335,7 +438,9 @@ impl EmbeddedStore {
     /// thread. Blocking (it may replay the journal): call it before serving, or from
     /// `spawn_blocking`.
     pub fn open(config: EmbeddedConfig) -> Result<Self, StoreError> {
-        let engine = Arc::new(Engine::open(&config.path)?);
+        let (engine, recovery) = Engine::open_reporting(&config.path)?;
+        let engine = Arc::new(engine);
+        let flusher = flusher::Flusher::start(engine.db.clone(), engine.all.clone(), config.flush)?;
         let durability = match config.durability {
             Durability::Process => PersistMode::Buffer,
             Durability::Fsync => PersistMode::SyncAll,
@@ -349,7 +454,19 @@ impl EmbeddedStore {
             .name("tern-store-writer".into())
             .spawn(move || writer::run(&writer_engine, &rx, durability))
             .map_err(|e| StoreError::Io(format!("cannot start the store writer thread: {e}")))?;
-        Ok(Self { engine, tx: Some(tx), writer: Some(writer) })
+        Ok(Self {
+            engine,
+            tx: Some(tx),
+            writer: Some(writer),
+            flusher: Some(flusher),
+            recovery,
+            flushed: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// What opening this store had to recover.
+    pub fn recovery(&self) -> RecoveryReport {
+        self.recovery
     }
 
     /// Sends a command to the writer thread and waits for its answer.
@@ -376,10 +493,18 @@ impl EmbeddedStore {
 
 impl Drop for EmbeddedStore {
     fn drop(&mut self) {
+        drop(self.flusher.take());
         drop(self.tx.take());
         if let Some(writer) = self.writer.take() {
             if writer.join().is_err() {
                 tracing::error!("embedded store: writer thread panicked");
+            }
+        }
+        // After a graceful flush, late writes (requests still in flight at shutdown)
+        // are flushed too; without one, the drop is what a crash would leave.
+        if self.flushed.load(std::sync::atomic::Ordering::Acquire) {
+            if let Err(e) = flusher::flush_late(&self.engine.db, &self.engine.all) {
+                tracing::error!(error = %e, "embedded store: final flush failed; the journal keeps the data");
             }
         }
     }
@@ -504,8 +629,12 @@ impl Store for EmbeddedStore {
         self.read(move |e| e.get_read_marks(app, &user)).await
     }
 
+    /// Syncs the journal, then writes every memtable to table files and waits for
+    /// it: after this, reopening replays nothing into memory.
     async fn flush(&self) -> Result<(), StoreError> {
-        self.ask(Command::Flush).await
+        self.flushed.store(true, std::sync::atomic::Ordering::Release);
+        self.ask(Command::Flush).await?;
+        self.read(|e| flusher::flush_all(&e.db, &e.all)).await
     }
 }
 
