@@ -40,6 +40,29 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Runs a store write up to three times with growing pauses, until it succeeds or fails
+/// with an invalid argument (which no retry can fix).
+async fn with_retries<T, Fut>(what: &str, mut attempt: impl FnMut() -> Fut) -> Result<T, StoreError>
+where
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    const ATTEMPTS: u32 = 3;
+    let mut delay = std::time::Duration::from_millis(20);
+    let mut n = 1;
+    loop {
+        match attempt().await {
+            Err(e) if n < ATTEMPTS && !matches!(e, StoreError::InvalidArgument(_)) => {
+                tracing::warn!(error = %e, attempt = n, "{what} failed; retrying the same writes");
+                metrics::counter!("tern_store_write_retries_total").increment(1);
+                tokio::time::sleep(delay).await;
+                delay *= 4;
+                n += 1;
+            }
+            done => return done,
+        }
+    }
+}
+
 /// The logic node's shared state. One per process; handlers hold an `Arc<Logic>`.
 pub struct Logic {
     pub config: LogicConfig,
@@ -125,42 +148,14 @@ impl Logic {
     /// before giving up. On a backend whose multi-statement writes are not atomic (CQL),
     /// a retry completes a partially applied batch instead of leaving half of it behind.
     pub async fn write_retrying(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        const ATTEMPTS: u32 = 3;
-        let mut delay = std::time::Duration::from_millis(20);
-        for attempt in 1..ATTEMPTS {
-            match self.store.write(batch.clone()).await {
-                Ok(()) => return Ok(()),
-                Err(StoreError::InvalidArgument(e)) => return Err(StoreError::InvalidArgument(e)),
-                Err(e) => {
-                    tracing::warn!(error = %e, attempt, "store write failed; retrying the same batch");
-                    metrics::counter!("tern_store_write_retries_total").increment(1);
-                    tokio::time::sleep(delay).await;
-                    delay *= 4;
-                }
-            }
-        }
-        self.store.write(batch).await
+        with_retries("store write", || self.store.write(batch.clone())).await
     }
 
     /// [`Store::write_guarded`] with [`write_retrying`](Self::write_retrying)'s retries.
     /// A retry may find a guard written by the failed attempt: callers recognise their
     /// own guard value in a `Duplicate` answer (see `messages::finish`).
     pub async fn write_guarded_retrying(&self, writes: Vec<GuardedBatch>) -> Result<Vec<GuardOutcome>, StoreError> {
-        const ATTEMPTS: u32 = 3;
-        let mut delay = std::time::Duration::from_millis(20);
-        for attempt in 1..ATTEMPTS {
-            match self.store.write_guarded(writes.clone(), now_ms()).await {
-                Err(StoreError::InvalidArgument(e)) => return Err(StoreError::InvalidArgument(e)),
-                Err(e) => {
-                    tracing::warn!(error = %e, attempt, "guarded store write failed; retrying the same batches");
-                    metrics::counter!("tern_store_write_retries_total").increment(1);
-                    tokio::time::sleep(delay).await;
-                    delay *= 4;
-                }
-                ok => return ok,
-            }
-        }
-        self.store.write_guarded(writes, now_ms()).await
+        with_retries("guarded store write", || self.store.write_guarded(writes.clone(), now_ms())).await
     }
 
     /// Reads a user's `kind` log after `after`, at most `limit` entries, never past the
