@@ -51,28 +51,9 @@ async fn no_push(c: &mut Client) {
     }
 }
 
-/// Pulls the whole Message timeline after `after`: (seq, text) pairs.
+/// Pulls the whole Message timeline after `after` in pages of 2 (paging exercised).
 async fn pull_all(c: &mut Client, after: u64) -> Vec<(u64, String, bool)> {
-    let mut out = Vec::new();
-    let mut after = after;
-    loop {
-        let rid = c.next_request_id();
-        c.send(&encode::pull(rid, SyncKind::Message, after, 2)).await.unwrap();
-        let (f, _) = c.recv_reply(rid, WAIT).await.expect("pull result");
-        let r = f.frame().body_as_pull_result().unwrap_or_else(|| panic!("not a PullResult: {}", f.describe()));
-        for m in r.messages().unwrap() {
-            let text = m
-                .elems()
-                .map(|e| e.iter().map(|x| x.text().unwrap_or_default().to_string()).collect())
-                .unwrap_or_default();
-            assert!(m.seq() > after, "pull went backwards");
-            after = m.seq();
-            out.push((m.seq(), text, m.recalled()));
-        }
-        if r.completed() {
-            return out;
-        }
-    }
+    common::pull_timeline(c, after, 2).await
 }
 
 async fn fan_out_to_every_device(mode: Mode) {

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::{Mode, Options, Tern};
 use tern_loadtest::client::{Client, Transport};
-use tern_schema::client::{Body, ClientType, ElemType, SyncKind};
+use tern_schema::client::{Body, ClientType, ElemType};
+use tern_schema::codes;
 use tern_schema::message::{self, ElemParts};
-use tern_schema::{codes, encode};
 
 const APP: u32 = 10_000;
 const WAIT: Duration = Duration::from_secs(20);
@@ -55,21 +55,7 @@ async fn acks(c: &mut Client, mut rids: HashMap<u32, usize>) -> Vec<(u32, u64)> 
 
 /// The texts of `c`'s user's Message timeline, in seq order.
 async fn timeline(c: &mut Client) -> Vec<String> {
-    let (mut after, mut out) = (0, Vec::new());
-    loop {
-        let rid = c.next_request_id();
-        c.send(&encode::pull(rid, SyncKind::Message, after, 500)).await.unwrap();
-        let (f, _) = c.recv_reply(rid, WAIT).await.expect("pull result");
-        let r = f.frame().body_as_pull_result().unwrap_or_else(|| panic!("not a PullResult: {}", f.describe()));
-        for m in r.messages().unwrap() {
-            assert!(m.seq() > after, "pull went backwards");
-            after = m.seq();
-            out.push(m.elems().unwrap().get(0).text().unwrap_or_default().to_string());
-        }
-        if r.completed() {
-            return out;
-        }
-    }
+    common::pull_timeline(c, 0, 500).await.into_iter().map(|(_, text, _)| text).collect()
 }
 
 async fn one_senders_order_is_kept(mode: Mode) {

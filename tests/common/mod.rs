@@ -398,6 +398,30 @@ fn wait_exit(c: &mut Child, bound: Duration) -> bool {
     }
 }
 
+/// Pulls a device's whole Message timeline after `after`, `page` entries per Pull:
+/// (seq, the texts of its elements joined, recalled), in seq order.
+pub async fn pull_timeline(c: &mut Client, after: u64, page: u32) -> Vec<(u64, String, bool)> {
+    let (mut after, mut out) = (after, Vec::new());
+    loop {
+        let rid = c.next_request_id();
+        c.send(&tern_schema::encode::pull(rid, tern_schema::client::SyncKind::Message, after, page)).await.unwrap();
+        let (f, _) = c.recv_reply(rid, Duration::from_secs(20)).await.expect("pull result");
+        let r = f.frame().body_as_pull_result().unwrap_or_else(|| panic!("not a PullResult: {}", f.describe()));
+        for m in r.messages().unwrap() {
+            let text = m
+                .elems()
+                .map(|e| e.iter().map(|x| x.text().unwrap_or_default().to_string()).collect())
+                .unwrap_or_default();
+            assert!(m.seq() > after, "pull went backwards");
+            after = m.seq();
+            out.push((m.seq(), text, m.recalled()));
+        }
+        if r.completed() {
+            return out;
+        }
+    }
+}
+
 pub fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
