@@ -274,13 +274,11 @@ async fn open_session(
             return refuse(codes::INTERNAL, "internal error");
         }
     }
-    // Loads the user's seq state (the watermarks read below come from memory).
-    if let Err(e) = logic.seqs.committed_all(app, &user).await {
+    // Loads the user's seq state (the watermarks read below come from memory) and starts
+    // a bound raise, so the device's first send does not wait for one.
+    if let Err(e) = logic.seqs.prefetch(app, &user, tern_storage::SyncKind::Message).await {
         tracing::error!(error = %e, "loading seqs failed during login");
         return refuse(codes::INTERNAL, "internal error");
-    }
-    if let Err(e) = logic.seqs.prefetch(app, &user, tern_storage::SyncKind::Message).await {
-        tracing::warn!(error = %e, "prefetching seqs at login failed");
     }
     warm_for_sends(logic, app, &user);
     let acked = match crate::messages::device_acks(logic, app, &user, &device_id).await {

@@ -203,10 +203,10 @@ impl SeqAllocator {
     /// starts a bound raise if the reserved room is short (as it is right after a load).
     /// Called at login, so a device's first send does not wait for a bound write.
     pub async fn prefetch(&self, app: AppId, user: &UserId, kind: SyncKind) -> Result<(), StoreError> {
+        self.ensure_loaded(app, user).await?;
         if !self.ownership.owns_user(app, user) {
             return Ok(());
         }
-        self.ensure_loaded(app, user).await?;
         let mut g = Self::lock(self.shard(app, user));
         if let Some(st) = g.get_mut(&(app, user.clone())) {
             self.raise_ahead(&mut st.kinds[kind.as_u8() as usize], app, user, kind);
