@@ -307,11 +307,15 @@ impl Database {
     /// Will return `Err` if an IO error occurs.
     #[doc(hidden)]
     pub fn rotate_journal(&self, min_bytes: u64) -> crate::Result<bool> {
-        // Same lock order as the flush worker: journal writer, journal manager, keyspaces.
-        let mut journal_writer = self.supervisor.journal.get_writer()?;
-        if min_bytes > 0 && journal_writer.pos()? < min_bytes {
+        if min_bytes > 0 && self.supervisor.journal.get_writer()?.pos()? < min_bytes {
             return Ok(false);
         }
+        // Sealing fsyncs the journal under its lock; sync the bulk of it first without
+        // the lock, so the sync under the lock has only the last moment's writes left.
+        self.supervisor.journal.sync_unlocked()?;
+
+        // Same lock order as the flush worker: journal writer, journal manager, keyspaces.
+        let mut journal_writer = self.supervisor.journal.get_writer()?;
 
         #[expect(clippy::expect_used)]
         let mut journal_manager = self

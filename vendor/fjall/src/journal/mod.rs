@@ -118,6 +118,15 @@ impl Journal {
         Ok(JournalBatchReader::new(raw_reader))
     }
 
+    /// TERN PATCH (see `TERN-PATCH.md`): like [`Journal::persist`] with
+    /// `PersistMode::SyncAll`, but the fsync runs after the journal lock is released,
+    /// so writers are not held up by it. Everything written to the journal before the
+    /// call is durable when it returns.
+    pub fn sync_unlocked(&self) -> crate::Result<()> {
+        let file = self.get_writer()?.flush_for_sync()?;
+        file.sync_all().map_err(Into::into)
+    }
+
     /// Persists the journal.
     pub fn persist(&self, mode: PersistMode) -> crate::Result<()> {
         let mut journal_writer = self.get_writer()?;
