@@ -9,6 +9,7 @@
 //! slot) allocates a user's seqs and writes that user's logs; HTTP handlers never touch
 //! storage types' encodings directly but go through services in this crate.
 
+pub mod admission;
 pub mod apps;
 pub mod config;
 pub mod friends;
@@ -23,6 +24,10 @@ pub mod slots;
 pub mod upstream;
 pub mod user_cache;
 pub mod users;
+
+/// The adaptive send limit never goes below this many sends in flight (node-wide): a
+/// floor that keeps a loaded node's group commits full enough to stay efficient.
+const MIN_SENDS_IN_FLIGHT: usize = 64;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -75,11 +80,19 @@ pub struct Logic {
     pub friends: friends::Friends,
     /// User existence/deletion for the message path (filled from the store, updated by users.rs).
     pub user_cache: user_cache::UserCache,
+    /// The node-wide, latency-steered bound on sends waiting for the store.
+    pub admission: admission::SendAdmission,
 }
 
 impl Logic {
     pub fn new(config: LogicConfig, store: Arc<dyn Store>, apps: AppRegistry) -> Arc<Self> {
         let seqs = SeqAllocator::new(store.clone(), config.seq_step);
+        let m = &config.messages;
+        let admission = admission::SendAdmission::new(
+            MIN_SENDS_IN_FLIGHT,
+            m.max_sends_in_flight,
+            std::time::Duration::from_millis(m.send_latency_target_ms),
+        );
         Arc::new(Self {
             config,
             store,
@@ -89,6 +102,7 @@ impl Logic {
             messaging: messages::Messaging::new(),
             friends: friends::Friends::new(),
             user_cache: user_cache::UserCache::new(),
+            admission,
         })
     }
 

@@ -8,8 +8,9 @@
 //! sends of one *turn* (every frame already read when the reader would next wait on its
 //! socket) and hands them to the store as ONE guarded write (dedup checked in the same
 //! trip). A task per turn awaits durability, then pushes and acks. No task, copy or
-//! store read per send, and at most `messages.max_sends_in_flight_per_link` sends of a
-//! link wait for the store: past that a send is refused at once with 80009.
+//! store read per send. At most `messages.max_sends_in_flight_per_link` sends of a link,
+//! and at most the node's adaptive limit ([`crate::admission`]) of all links together,
+//! wait for the store: past either a send is refused at once with 80009.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -164,7 +165,9 @@ impl SendTurn {
             Ok(u) => u,
             Err(e) => return refuse(msg::errors::INVALID_MESSAGE, &format!("to_id: {e}")),
         };
-        if self.in_flight.load(Ordering::Relaxed) + self.pending.len() >= self.max_in_flight {
+        if self.in_flight.load(Ordering::Relaxed) + self.pending.len() >= self.max_in_flight
+            || !logic.admission.admits(self.pending.len())
+        {
             metrics::counter!("tern_sends_refused_busy_total").increment(1);
             return refuse(codes::SERVICE_UNAVAILABLE, "server busy: too many sends in flight; retry in 100 ms");
         }
@@ -211,10 +214,15 @@ impl SendTurn {
         let writes = std::mem::take(&mut self.writes);
         let n = pending.len();
         self.in_flight.fetch_add(n, Ordering::Relaxed);
+        logic.admission.submitted(n);
         metrics::histogram!("tern_send_turn_size").record(n as f64);
         let (logic, tx, in_flight) = (logic.clone(), tx.clone(), self.in_flight.clone());
+        let submitted = std::time::Instant::now();
         tokio::spawn(async move {
             let outcomes = logic.write_guarded_retrying(writes).await;
+            let took = submitted.elapsed();
+            logic.admission.completed(n, took);
+            metrics::histogram!("tern_send_turn_seconds").record(took.as_secs_f64());
             for (i, (p, to)) in pending.into_iter().enumerate() {
                 let outcome = match &outcomes {
                     Ok(o) => o.get(i).cloned().ok_or(tern_storage::StoreError::Backend("missing guard outcome".into())),
