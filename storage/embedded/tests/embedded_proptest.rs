@@ -11,8 +11,9 @@ use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use tern_storage::{
     conformance::{collect_conv_back, collect_log, collect_log_back},
-    AppId, EmbeddedConfig, EmbeddedStore, LogEntry, Seq, Store, SyncKind, UserId, WriteBatch,
+    AppId, LogEntry, Seq, Store, SyncKind, UserId, WriteBatch,
 };
+use tern_storage_embedded::{EmbeddedConfig, EmbeddedStore};
 
 const USERS: [&str; 3] = ["a", "ab", "b"];
 /// With [`USERS`]: "a"+"bc" and "ab"+"c" are the same bytes without length prefixes.

@@ -8,9 +8,8 @@ use std::{
     process::{Command, Stdio},
     time::Duration,
 };
-use tern_storage::{
-    AppId, Durability, EmbeddedConfig, EmbeddedStore, LogEntry, Seq, Store, SyncKind, UserId, WriteBatch,
-};
+use tern_storage::{AppId, LogEntry, Seq, Store, SyncKind, UserId, WriteBatch};
+use tern_storage_embedded::{Durability, EmbeddedConfig, EmbeddedStore};
 
 const CHILD_ENV: &str = "TERN_STORAGE_CRASH_CHILD_DIR";
 const TEST_NAME: &str = "acknowledged_writes_survive_sigkill";

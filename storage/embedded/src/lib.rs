@@ -1,5 +1,5 @@
-//! The embedded backend: a [`Store`] on the fjall LSM engine, for one-machine
-//! deployments (the default).
+//! The embedded engine (crate `tern-storage-embedded`): a [`Store`] on the fjall LSM
+//! engine, for one-machine deployments (the default).
 //!
 //! Writes go to one dedicated writer thread that group-commits everything queued into
 //! one atomic fjall batch (see `writer.rs`); reads run on tokio's blocking pool. fjall
@@ -24,11 +24,6 @@ mod writer;
 
 pub use flusher::{FlushPolicy, DEFAULT_MAX_UNFLUSHED_BYTES, DEFAULT_MAX_UNFLUSHED_SECS};
 
-use crate::{
-    store::{check_dedup_key, check_device_id},
-    AppId, AppRecord, DedupRecord, GuardOutcome, GuardedBatch, LogEntry, MessageLocator, Seq, Store, StoreError,
-    SyncKind, UserId, UserRecord, WriteBatch,
-};
 use async_trait::async_trait;
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -38,6 +33,10 @@ use std::{
     sync::Arc,
     thread::JoinHandle,
     time::{Duration, Instant},
+};
+use tern_storage::{
+    check_dedup_key, check_device_id, AppId, AppRecord, DedupRecord, GuardOutcome, GuardedBatch, LogEntry,
+    MessageLocator, Seq, Store, StoreError, SyncKind, UserId, UserRecord, WriteBatch, WriteOp,
 };
 use tokio::sync::oneshot;
 use writer::Command;

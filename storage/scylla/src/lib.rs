@@ -1,8 +1,8 @@
-//! The ScyllaDB backend: a [`Store`] on a CQL cluster (ScyllaDB, or Apache Cassandra,
+//! The CQL engine (crate `tern-storage-scylla`): a [`Store`] on a CQL cluster (ScyllaDB, or Apache Cassandra,
 //! which speaks the same protocol and runs the tests), through the `scylla` driver.
 //!
 //! It runs on tokio (the driver's runtime), never on the gateway's monoio cores, and is
-//! the only place in Tern that speaks CQL; the tables are in `storage/cql/*.cql` and
+//! the only place in Tern that speaks CQL; the tables are in `storage/scylla/cql/*.cql` and
 //! [`schema`] applies them. It must never use lightweight transactions (LWT) or logged
 //! batches on the write path, and every statement it sends must be safe to retry.
 //!
@@ -116,11 +116,6 @@ pub use config::{
 };
 pub use schema::{MigrationReport, SCHEMA_VERSION};
 
-use crate::{
-    store::{check_dedup_key, check_device_id},
-    AppId, AppRecord, DedupRecord, LogEntry, MessageLocator, Seq, Store, StoreError, SyncKind, UserId, UserRecord,
-    WriteBatch, WriteOp,
-};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{future::BoxFuture, stream, FutureExt, StreamExt};
@@ -133,6 +128,10 @@ use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
+};
+use tern_storage::{
+    check_dedup_key, check_device_id, AppId, AppRecord, DedupRecord, LogEntry, MessageLocator, Seq, Store, StoreError,
+    SyncKind, UserId, UserRecord, WriteBatch, WriteOp,
 };
 
 /// log2 of the seqs per timeline bucket (see the module doc for the size math).

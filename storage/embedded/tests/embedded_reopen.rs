@@ -5,9 +5,10 @@
 use bytes::Bytes;
 use std::sync::Arc;
 use tern_storage::{
-    AppId, AppRecord, DedupRecord, Durability, EmbeddedConfig, EmbeddedStore, FlushPolicy, LogEntry, MessageLocator,
-    Seq, Store, StoreError, SyncKind, UserId, UserRecord, WriteBatch,
+    AppId, AppRecord, DedupRecord, LogEntry, MessageLocator, Seq, Store, StoreError, SyncKind, UserId, UserRecord,
+    WriteBatch,
 };
+use tern_storage_embedded::{Durability, EmbeddedConfig, EmbeddedStore, FlushPolicy};
 
 const APP: AppId = AppId(7);
 

@@ -20,9 +20,9 @@ use std::{
 };
 use tern_storage::{
     conformance::{collect_conv_back, collect_log, collect_log_back, StoreUnderTest},
-    scylla::{BucketBits, TestLayout, SCHEMA_VERSION},
-    AppId, LogEntry, ScyllaConfig, ScyllaStore, Seq, Store, StoreError, SyncKind, UserId, WriteBatch,
+    AppId, LogEntry, Seq, Store, StoreError, SyncKind, UserId, WriteBatch,
 };
+use tern_storage_scylla::{BucketBits, ScyllaConfig, ScyllaStore, TestLayout, SCHEMA_VERSION};
 
 const DEFAULT_NODES: &str = "127.0.0.1:9042";
 

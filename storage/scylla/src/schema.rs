@@ -1,4 +1,4 @@
-//! Versioned CQL schema: the migrations in `storage/cql/NNN_name.cql`, the routine that
+//! Versioned CQL schema: the migrations in `storage/scylla/cql/NNN_name.cql`, the routine that
 //! applies them (`tern migrate`), and the check that refuses to run on an older schema.
 //!
 //! Applied versions are recorded in `<keyspace>.schema_migrations` with a checksum of the
@@ -24,7 +24,7 @@ pub struct Migration {
 
 /// Every migration, in order. The last one's version is the schema this code needs.
 pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "001_init", cql: include_str!("../../cql/001_init.cql") }];
+    &[Migration { version: 1, name: "001_init", cql: include_str!("../cql/001_init.cql") }];
 
 /// The schema version this code reads and writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
