@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use tern_gateway::GatewayConfig;
 use tern_logic::config::{HttpConfig, LinkConfig, MessageConfig};
 use tern_logic::AppConfig;
-use tern_storage::{Durability, ScyllaConfig};
+use tern_storage_embedded::Durability;
+use tern_storage_scylla::ScyllaConfig;
 
 /// Where `tern` keeps its data when nothing says otherwise: beside the working
 /// directory, so a first run needs no setup and leaves nothing elsewhere.
@@ -61,10 +62,10 @@ pub struct StorageConfig {
     pub durability: Durability,
     /// Embedded store: write memtables to table files once they hold this many bytes,
     /// which bounds what a restart after a crash replays (0 = off). Default:
-    /// [`tern_storage::embedded::DEFAULT_MAX_UNFLUSHED_BYTES`].
+    /// [`tern_storage_embedded::DEFAULT_MAX_UNFLUSHED_BYTES`].
     pub max_unflushed_bytes: u64,
     /// Embedded store: ... or once the oldest unflushed write is this many seconds old
-    /// (0 = off). Default: [`tern_storage::embedded::DEFAULT_MAX_UNFLUSHED_SECS`].
+    /// (0 = off). Default: [`tern_storage_embedded::DEFAULT_MAX_UNFLUSHED_SECS`].
     pub max_unflushed_secs: u64,
     /// The ScyllaDB (or Cassandra) cluster, when `backend = "scylla"`.
     pub scylla: ScyllaConfig,
@@ -72,7 +73,7 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        let flush = tern_storage::FlushPolicy::default();
+        let flush = tern_storage_embedded::FlushPolicy::default();
         Self {
             backend: Backend::default(),
             durability: Durability::default(),

@@ -12,13 +12,24 @@ use tern_gateway::{AppSecrets, GatewayConfig, GatewayExtras};
 use tern_logic::http::{Ready, StoreRecovery};
 use tern_logic::server::{BoundLogic, HttpFront, Startup};
 use tern_logic::{AppConfig, AppRegistry, Logic, LogicConfig};
-use tern_storage::{EmbeddedConfig, EmbeddedStore, FlushPolicy, RecoveryReport, ScyllaStore, Store};
+use tern_storage::Store;
+use tern_storage_embedded::{EmbeddedConfig, EmbeddedStore, FlushPolicy, RecoveryReport};
+use tern_storage_scylla::ScyllaStore;
 
 use crate::config::{Backend, TernConfig};
 use crate::devapp;
 
 /// Tern's own crates.
-const TERN_CRATES: &[&str] = &["tern", "tern_gateway", "tern_logic", "tern_storage", "tern_schema", "tern_loadtest"];
+const TERN_CRATES: &[&str] = &[
+    "tern",
+    "tern_gateway",
+    "tern_logic",
+    "tern_storage",
+    "tern_storage_embedded",
+    "tern_storage_scylla",
+    "tern_schema",
+    "tern_loadtest",
+];
 
 /// The tracing filter for the configured `log`: a bare level applies to Tern's crates,
 /// while dependencies log at WARN at most (their INFO lines are engine internals, e.g.

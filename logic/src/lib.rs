@@ -33,7 +33,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tern_storage::{AppId, GuardOutcome, GuardedBatch, LogEntry, Seq, Store, StoreError, SyncKind, UserId, WriteBatch};
+use tern_storage::{
+    AppId, GuardOutcome, GuardedBatch, LogEntry, Owner, Seq, Store, StoreError, SyncKind, UserId, WriteBatch,
+};
 
 pub use apps::{AppConfig, AppRegistry, LoginModel};
 pub use config::LogicConfig;
@@ -186,7 +188,7 @@ impl Logic {
         if after >= watermark || limit == 0 {
             return Ok((Vec::new(), watermark, after >= watermark));
         }
-        let mut entries = self.store.read_log(app, user, kind, after, limit).await?;
+        let mut entries = self.store.read_log(app, &Owner::User(user.clone()), kind, after, limit).await?;
         entries.retain(|e| e.seq <= watermark);
         let completed = entries.len() < limit || entries.last().is_some_and(|e| e.seq >= watermark);
         Ok((entries, watermark, completed))

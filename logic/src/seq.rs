@@ -25,7 +25,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use tern_storage::{AppId, Seq, Store, StoreError, SyncKind, UserId, WriteBatch};
+use tern_storage::{AppId, Owner, Seq, Store, StoreError, SyncKind, UserId, WriteBatch};
 
 use crate::slots::{slot_of, SlotOwnership};
 
@@ -118,7 +118,8 @@ impl SeqAllocator {
         if Self::lock(shard).contains_key(&(app, user.clone())) {
             return Ok(());
         }
-        let bounds = self.store.seq_bounds(app, user).await?;
+        // A user owns these sequences (groups will own theirs through the same calls).
+        let bounds = self.store.seq_bounds(app, &Owner::User(user.clone())).await?;
         let mut state = UserState::default();
         for (kind, bound) in bounds {
             let k = &mut state.kinds[kind.as_u8() as usize];

@@ -99,7 +99,8 @@ impl UserCache {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use tern_storage::{EmbeddedConfig, EmbeddedStore, UserRecord, WriteBatch};
+    use tern_storage::{UserRecord, WriteBatch};
+    use tern_storage_embedded::{EmbeddedConfig, EmbeddedStore};
 
     #[tokio::test]
     async fn follows_writes_and_never_caches_missing_users() {

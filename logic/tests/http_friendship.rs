@@ -22,7 +22,8 @@ use tern_logic::{AppConfig, AppRegistry, Logic, LogicConfig};
 use tern_schema::client::SyncKind as WireKind;
 use tern_schema::frame::{parse_client_framed, parse_link, HEADER_LEN};
 use tern_schema::sig;
-use tern_storage::{AppId, EmbeddedConfig, EmbeddedStore, Store, UserId};
+use tern_storage::{AppId, Store, UserId};
+use tern_storage_embedded::{EmbeddedConfig, EmbeddedStore};
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 

@@ -15,7 +15,7 @@ use tern_logic::{AppConfig, AppRegistry, Logic, LogicConfig};
 use tern_schema::client::Body as FrameBody;
 use tern_schema::frame::{parse_client_framed, parse_link, HEADER_LEN};
 use tern_schema::sig;
-use tern_storage::{EmbeddedConfig, EmbeddedStore};
+use tern_storage_embedded::{EmbeddedConfig, EmbeddedStore};
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 

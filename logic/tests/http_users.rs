@@ -15,7 +15,8 @@ use tern_schema::client::{KickReason, SyncKind as WireKind};
 use tern_schema::frame::{parse_client_framed, parse_link, HEADER_LEN};
 use tern_schema::link::ConnRef;
 use tern_schema::sig;
-use tern_storage::{AppId, EmbeddedConfig, EmbeddedStore, UserId};
+use tern_storage::{AppId, UserId};
+use tern_storage_embedded::{EmbeddedConfig, EmbeddedStore};
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 

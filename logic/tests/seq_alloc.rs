@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use tern_logic::seq::SeqAllocator;
-use tern_storage::{AppId, EmbeddedConfig, EmbeddedStore, Seq, Store, SyncKind, UserId};
+use tern_storage::{AppId, Seq, Store, SyncKind, UserId};
+use tern_storage_embedded::{EmbeddedConfig, EmbeddedStore};
 
 fn open(dir: &std::path::Path) -> Arc<dyn Store> {
     Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir)).expect("open store"))

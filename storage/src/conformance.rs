@@ -21,8 +21,9 @@
 //! depend on each other, on wall-clock time, or on data left by another case.
 
 use crate::{
-    AppId, AppRecord, DedupRecord, GuardOutcome, GuardedBatch, LogEntry, MessageLocator, Seq, Store, StoreError,
-    SyncKind, UserId, UserRecord, WriteBatch,
+    AppId, AppRecord, Conversation, ConversationRecord, DedupRecord, DeviceAck, GroupId, GuardOutcome, GuardedBatch,
+    LastMessage, LogEntry, MessageCopy, MessageLocator, Owner, Seq, Store, StoreError, SyncKind, UserId, UserRecord,
+    WriteBatch,
 };
 use bytes::Bytes;
 use std::{any::Any, future::Future, pin::Pin, sync::Arc, task::Poll};
@@ -54,10 +55,13 @@ macro_rules! conformance_tests {
             large_payload,
             flush_ok,
             device_acks_keep_max,
+            device_acks_of_group_timelines,
+            group_owner_logs_and_bounds,
             message_index_roundtrip,
             conv_index_paging,
             conv_index_isolation,
             read_marks_keep_max,
+            conversation_records,
             index_ops_with_log_in_one_batch,
             guarded_write_applies_new_and_refuses_duplicates,
             guarded_write_respects_expiry_and_invalid_input,
@@ -108,6 +112,20 @@ fn uid(s: &str) -> UserId {
     UserId::new(s).expect("test user ids are valid")
 }
 
+fn gid(s: &str) -> GroupId {
+    GroupId::new(s).expect("test group ids are valid")
+}
+
+/// The user `s` as an owner (a user's own logs).
+fn user(s: &str) -> Owner {
+    Owner::User(uid(s))
+}
+
+/// The 1:1 conversation with `s`.
+fn peer(s: &str) -> Conversation {
+    Conversation::Single(uid(s))
+}
+
 fn entry(seq: u64, payload: &str) -> LogEntry {
     LogEntry { seq: Seq(seq), time_ms: seq.wrapping_add(1_000), payload: Bytes::copy_from_slice(payload.as_bytes()) }
 }
@@ -129,16 +147,16 @@ async fn append(store: &dyn Store, app: AppId, user: &str, kind: SyncKind, entri
 }
 
 async fn read(store: &dyn Store, app: AppId, user: &str, kind: SyncKind, after: u64, limit: usize) -> Vec<LogEntry> {
-    store.read_log(app, &uid(user), kind, Seq(after), limit).await.expect("read_log")
+    store.read_log(app, &self::user(user), kind, Seq(after), limit).await.expect("read_log")
 }
 
 /// Reads a whole log forwards in pages of `page`, checking every page on the way.
-pub async fn collect_log(store: &dyn Store, app: AppId, user: &UserId, kind: SyncKind, page: usize) -> Vec<LogEntry> {
+pub async fn collect_log(store: &dyn Store, app: AppId, owner: &Owner, kind: SyncKind, page: usize) -> Vec<LogEntry> {
     assert!(page > 0);
     let mut all: Vec<LogEntry> = Vec::new();
     let mut after = Seq::ZERO;
     loop {
-        let got = store.read_log(app, user, kind, after, page).await.expect("read_log");
+        let got = store.read_log(app, owner, kind, after, page).await.expect("read_log");
         assert!(got.len() <= page, "page of {} for limit {page}", got.len());
         if got.is_empty() {
             return all;
@@ -155,7 +173,7 @@ pub async fn collect_log(store: &dyn Store, app: AppId, user: &UserId, kind: Syn
 pub async fn collect_log_back(
     store: &dyn Store,
     app: AppId,
-    user: &UserId,
+    owner: &Owner,
     kind: SyncKind,
     page: usize,
 ) -> Vec<LogEntry> {
@@ -163,7 +181,7 @@ pub async fn collect_log_back(
     let mut all: Vec<LogEntry> = Vec::new();
     let mut before = Seq::MAX;
     loop {
-        let got = store.read_log_back(app, user, kind, before, page).await.expect("read_log_back");
+        let got = store.read_log_back(app, owner, kind, before, page).await.expect("read_log_back");
         assert!(got.len() <= page, "page of {} for limit {page}", got.len());
         if got.is_empty() {
             return all;
@@ -178,12 +196,18 @@ pub async fn collect_log_back(
 
 /// Reads a whole conversation index backwards in pages of `page`, checking every page
 /// on the way (descending, below `before`, no repeats).
-pub async fn collect_conv_back(store: &dyn Store, app: AppId, user: &UserId, peer: &UserId, page: usize) -> Vec<Seq> {
+pub async fn collect_conv_back(
+    store: &dyn Store,
+    app: AppId,
+    user: &UserId,
+    conversation: &Conversation,
+    page: usize,
+) -> Vec<Seq> {
     assert!(page > 0);
     let mut all = Vec::new();
     let mut before = Seq::MAX;
     loop {
-        let got = store.read_conv_back(app, user, peer, before, page).await.expect("read_conv_back");
+        let got = store.read_conv_back(app, user, conversation, before, page).await.expect("read_conv_back");
         assert!(got.len() <= page, "page of {} for limit {page}", got.len());
         if got.is_empty() {
             return all;
@@ -273,7 +297,7 @@ pub async fn log_read_forward_paging(store: &dyn Store) {
     assert_eq!(read(store, APP, user, KIND, 120, 5).await, vec![]);
     assert_eq!(read(store, APP, user, KIND, u64::MAX, 5).await, vec![]);
     for page in [1, 3, 7, 40, 41] {
-        assert_eq!(collect_log(store, APP, &uid(user), KIND, page).await, written, "page {page}");
+        assert_eq!(collect_log(store, APP, &self::user(user), KIND, page).await, written, "page {page}");
     }
     // Extreme seqs are ordinary positions.
     append(store, APP, "edge", KIND, &[entry(u64::MAX, "max"), entry(1, "one")]).await;
@@ -288,7 +312,7 @@ pub async fn log_read_back_paging(store: &dyn Store) {
     append(store, APP, user.as_str(), KIND, &written).await;
     let back = |before: u64, limit: usize| {
         let user = user.clone();
-        async move { store.read_log_back(APP, &user, KIND, Seq(before), limit).await.unwrap() }
+        async move { store.read_log_back(APP, &Owner::User(user), KIND, Seq(before), limit).await.unwrap() }
     };
     assert_eq!(seqs(&back(u64::MAX, 3).await), vec![50, 48, 46]);
     assert_eq!(seqs(&back(46, 2).await), vec![44, 42]);
@@ -300,7 +324,7 @@ pub async fn log_read_back_paging(store: &dyn Store) {
     let mut expected = written.clone();
     expected.reverse();
     for page in [1, 4, 25, 26] {
-        assert_eq!(collect_log_back(store, APP, &user, KIND, page).await, expected, "page {page}");
+        assert_eq!(collect_log_back(store, APP, &Owner::User(user.clone()), KIND, page).await, expected, "page {page}");
     }
     assert_eq!(back(u64::MAX, 100).await, expected);
 }
@@ -331,7 +355,7 @@ pub async fn log_isolation(store: &dyn Store) {
         let mut rev = expected.clone();
         rev.reverse();
         assert_eq!(
-            store.read_log_back(*app, &uid(user), *kind, Seq::MAX, 100).await.unwrap(),
+            store.read_log_back(*app, &self::user(user), *kind, Seq::MAX, 100).await.unwrap(),
             rev,
             "log {i} backwards"
         );
@@ -346,14 +370,14 @@ pub async fn log_get_entry(store: &dyn Store) {
     let u = uid("u");
     append(store, APP, "u", KIND, &[entry(5, "five"), entry(7, "seven")]).await;
     let get = |user: &'static str, kind: SyncKind, seq: u64| async move {
-        store.get_log_entry(APP, &uid(user), kind, Seq(seq)).await.unwrap()
+        store.get_log_entry(APP, &self::user(user), kind, Seq(seq)).await.unwrap()
     };
     assert_eq!(get("u", KIND, 5).await, Some(entry(5, "five")));
     assert_eq!(get("u", KIND, 7).await, Some(entry(7, "seven")));
     assert_eq!(get("u", KIND, 6).await, None);
     assert_eq!(get("u", SyncKind::Profile, 5).await, None);
     assert_eq!(get("uu", KIND, 5).await, None);
-    assert_eq!(store.get_log_entry(AppId(2), &u, KIND, Seq(5)).await.unwrap(), None);
+    assert_eq!(store.get_log_entry(AppId(2), &Owner::User(u), KIND, Seq(5)).await.unwrap(), None);
 }
 
 /// Writing a seq twice leaves one entry holding the latest write (retries are
@@ -369,7 +393,7 @@ pub async fn log_append_is_idempotent(store: &dyn Store) {
     batch.replace_log_entry(APP, uid("u"), KIND, recalled.clone());
     write(store, batch).await;
     assert_eq!(read(store, APP, "u", KIND, 0, 10).await, vec![entry(1, "a"), recalled.clone()]);
-    assert_eq!(store.get_log_entry(APP, &uid("u"), KIND, Seq(2)).await.unwrap(), Some(recalled));
+    assert_eq!(store.get_log_entry(APP, &user("u"), KIND, Seq(2)).await.unwrap(), Some(recalled));
 
     // Within one batch the later op wins.
     let mut batch = WriteBatch::new();
@@ -382,7 +406,7 @@ pub async fn log_append_is_idempotent(store: &dyn Store) {
 /// neither across writes nor within one batch.
 pub async fn seq_bounds_never_go_down(store: &dyn Store) {
     let (a, ab) = (uid("a"), uid("ab"));
-    let bounds = |user: UserId| async move { store.seq_bounds(APP, &user).await.unwrap() };
+    let bounds = |user: UserId| async move { store.seq_bounds(APP, &Owner::User(user)).await.unwrap() };
     assert_eq!(bounds(a.clone()).await, vec![]);
 
     let set = |user: &UserId, kind: SyncKind, bound: u64| {
@@ -406,7 +430,7 @@ pub async fn seq_bounds_never_go_down(store: &dyn Store) {
     assert_eq!(bounds(a.clone()).await, vec![(SyncKind::Message, Seq(200)), (SyncKind::Profile, Seq(300))]);
     // "ab" is not "a" with more data, and vice versa.
     assert_eq!(bounds(ab.clone()).await, vec![(SyncKind::Conversation, Seq(7))]);
-    assert_eq!(store.seq_bounds(AppId(2), &a).await.unwrap(), vec![]);
+    assert_eq!(store.seq_bounds(AppId(2), &Owner::User(a.clone())).await.unwrap(), vec![]);
 
     // Concurrent lower writes cannot undo a higher one.
     join_all((0..20u64).map(|i| {
@@ -481,7 +505,13 @@ pub async fn guarded_write_applies_new_and_refuses_duplicates(store: &dyn Store)
             GuardOutcome::Applied,
         ]
     );
-    let seqs: Vec<u64> = store.read_log(APP, &u, KIND, Seq::ZERO, 100).await.unwrap().iter().map(|e| e.seq.0).collect();
+    let seqs: Vec<u64> = store
+        .read_log(APP, &Owner::User(u.clone()), KIND, Seq::ZERO, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq.0)
+        .collect();
     assert_eq!(seqs, vec![1, 3, 5], "duplicates' batches are not written");
     assert_eq!(store.write_guarded(Vec::new(), 0).await.unwrap(), Vec::new());
 }
@@ -496,7 +526,13 @@ pub async fn guarded_write_respects_expiry_and_invalid_input(store: &dyn Store) 
     assert_eq!(out, vec![GuardOutcome::Applied]);
     let bad = guarded(&"k".repeat(crate::MAX_DEDUP_KEY_LEN + 1), "bad", &u, 3);
     assert!(store.write_guarded(vec![guarded("e/2", "ok", &u, 4), bad], 0).await.is_err());
-    let seqs: Vec<u64> = store.read_log(APP, &u, KIND, Seq::ZERO, 100).await.unwrap().iter().map(|e| e.seq.0).collect();
+    let seqs: Vec<u64> = store
+        .read_log(APP, &Owner::User(u.clone()), KIND, Seq::ZERO, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq.0)
+        .collect();
     assert_eq!(seqs, vec![1, 2], "a failed guarded write writes nothing");
 }
 
@@ -535,7 +571,7 @@ pub async fn mixed_batch(store: &dyn Store) {
     write(store, batch).await;
     assert_eq!(store.get_users(APP, std::slice::from_ref(&u)).await.unwrap(), vec![Some(user)]);
     assert_eq!(read(store, APP, "mixed", SyncKind::Profile, 0, 10).await, vec![entry(1, "p")]);
-    assert_eq!(store.seq_bounds(APP, &u).await.unwrap(), vec![(SyncKind::Profile, Seq(1000))]);
+    assert_eq!(store.seq_bounds(APP, &Owner::User(u.clone())).await.unwrap(), vec![(SyncKind::Profile, Seq(1000))]);
     assert_eq!(store.get_dedup("mixed/1", 0).await.unwrap(), Some(dedup));
     assert_eq!(store.get_app(APP).await.unwrap(), Some(app));
 }
@@ -590,8 +626,8 @@ pub async fn concurrent_writers(store: &dyn Store) {
     for w in 0..WRITERS {
         let user = uid(&format!("w{w}"));
         let expected: Vec<LogEntry> = (1..=BATCHES).map(|i| entry(i, &format!("{w}:{i}"))).collect();
-        assert_eq!(collect_log(store, APP, &user, KIND, 17).await, expected, "writer {w}");
-        assert_eq!(store.seq_bounds(APP, &user).await.unwrap(), vec![(KIND, Seq(BATCHES))]);
+        assert_eq!(collect_log(store, APP, &Owner::User(user.clone()), KIND, 17).await, expected, "writer {w}");
+        assert_eq!(store.seq_bounds(APP, &Owner::User(user.clone())).await.unwrap(), vec![(KIND, Seq(BATCHES))]);
     }
 }
 
@@ -624,23 +660,31 @@ pub async fn flush_ok(store: &dyn Store) {
     assert_eq!(read(store, APP, "f", KIND, 0, 10).await, vec![entry(1, "x")]);
 }
 
-fn sorted_marks(mut marks: Vec<(UserId, Seq)>) -> Vec<(UserId, Seq)> {
+fn sorted_marks(mut marks: Vec<(Conversation, Seq)>) -> Vec<(Conversation, Seq)> {
     marks.sort();
     marks
 }
 
-fn marks(list: &[(&str, u64)]) -> Vec<(UserId, Seq)> {
-    sorted_marks(list.iter().map(|&(peer, seq)| (uid(peer), Seq(seq))).collect())
+fn marks(list: &[(&str, u64)]) -> Vec<(Conversation, Seq)> {
+    sorted_marks(list.iter().map(|&(p, seq)| (peer(p), Seq(seq))).collect())
 }
 
-/// Device acks are per (app, user, device, kind), absent until put, never go down —
+/// The acks of `user`'s own logs as (kind, seq), checking that own acks come first.
+fn own_acks(user: &UserId, acks: Vec<DeviceAck>) -> Vec<(SyncKind, Seq)> {
+    let own = Owner::User(user.clone());
+    let n = acks.iter().take_while(|a| a.owner == own).count();
+    assert!(acks[n..].iter().all(|a| a.owner != own), "own acks are listed first: {acks:?}");
+    acks[..n].iter().map(|a| (a.kind, a.seq)).collect()
+}
+
+/// Device acks are per (app, user, device, log), absent until put, never go down —
 /// across writes, within one batch and under concurrent writers — and an empty or
 /// over-long device id is refused (on write, failing the whole batch, and on read).
 pub async fn device_acks_keep_max(store: &dyn Store) {
     let (a, ab) = (uid("a"), uid("ab"));
     let acks = |user: &UserId, device: &str| {
         let (user, device) = (user.clone(), device.to_owned());
-        async move { store.get_device_acks(APP, &user, &device).await.unwrap() }
+        async move { own_acks(&user, store.get_device_acks(APP, &user, &device).await.unwrap()) }
     };
     let ack = |user: &UserId, device: &str, kind: SyncKind, seq: u64| {
         let mut b = WriteBatch::new();
@@ -703,32 +747,146 @@ pub async fn device_acks_keep_max(store: &dyn Store) {
     assert_eq!(read(store, APP, "inv", KIND, 0, 10).await, vec![]);
 }
 
-/// Message locators round-trip under their key, missing keys give `None`, a put
-/// overwrites, and apps do not share keys.
+/// A device's acks of other owners' logs (the groups its user reads) are kept per
+/// (device, owner, kind) beside its own, keep the max, and never mix with the own
+/// acks — even for a group whose id equals a user's.
+pub async fn device_acks_of_group_timelines(store: &dyn Store) {
+    let a = uid("a");
+    let put = |device: &str, owner: Owner, seq: u64| {
+        let mut b = WriteBatch::new();
+        b.put_device_ack_of(APP, a.clone(), device.to_owned(), owner, KIND, Seq(seq));
+        b
+    };
+    let sorted = |mut v: Vec<DeviceAck>| {
+        v.sort_by(|x, y| (&x.owner, x.kind).cmp(&(&y.owner, y.kind)));
+        v
+    };
+    let da = |owner: Owner, kind: SyncKind, seq: u64| DeviceAck { owner, kind, seq: Seq(seq) };
+    let g = |s: &str| Owner::Group(gid(s));
+
+    let mut batch = put("phone", g("g1"), 5);
+    batch.extend(put("phone", g("a"), 6)).extend(put("phone", g("g1"), 3)).extend(put("tablet", g("g1"), 9));
+    batch.put_device_ack(APP, a.clone(), "phone".into(), KIND, Seq(2));
+    // Another user's own log acked by a's device is a different log from a's own.
+    batch.extend(put("phone", user("b"), 8));
+    write(store, batch).await;
+    let got = store.get_device_acks(APP, &a, "phone").await.unwrap();
+    assert_eq!(own_acks(&a, got.clone()), vec![(KIND, Seq(2))]);
+    assert_eq!(
+        sorted(got),
+        sorted(vec![da(user("a"), KIND, 2), da(user("b"), KIND, 8), da(g("a"), KIND, 6), da(g("g1"), KIND, 5)])
+    );
+    assert_eq!(store.get_device_acks(APP, &a, "tablet").await.unwrap(), vec![da(g("g1"), KIND, 9)]);
+
+    // Keep the max, across writes and concurrent writers.
+    write(store, put("phone", g("g1"), 4)).await;
+    join_all((0..10u64).map(|i| async move { store.write(put("phone", g("g1"), 10 + i)).await.unwrap() })).await;
+    let got = store.get_device_acks(APP, &a, "phone").await.unwrap();
+    assert!(got.contains(&da(g("g1"), KIND, 19)), "{got:?}");
+    assert_eq!(got.len(), 4, "{got:?}");
+    // The group's own device acks (there are none: a group has no devices) and other
+    // users' are untouched.
+    assert_eq!(store.get_device_acks(APP, &uid("g1"), "phone").await.unwrap(), vec![]);
+    assert_eq!(store.get_device_acks(APP, &uid("b"), "phone").await.unwrap(), vec![]);
+}
+
+/// A group owns logs and seq bounds of its own: appends, paging both ways, point reads
+/// and bounds work as for users, and a group never sees the logs of a user with the
+/// same id (or of a group whose id extends its own).
+pub async fn group_owner_logs_and_bounds(store: &dyn Store) {
+    let (g, ga, u) = (Owner::Group(gid("a")), Owner::Group(gid("ab")), user("a"));
+    let written: Vec<LogEntry> = (1..=20u64).map(|i| entry(i * 7, &format!("g{i}"))).collect();
+    let mut batch = WriteBatch::new();
+    for e in written.iter().rev() {
+        batch.append_log(APP, g.clone(), KIND, e.clone());
+    }
+    batch.append_log(APP, u.clone(), KIND, entry(7, "user a"));
+    batch.append_log(APP, ga.clone(), KIND, entry(7, "group ab"));
+    batch.append_log(APP, g.clone(), SyncKind::Profile, entry(1, "group profile"));
+    batch.set_seq_bound(APP, g.clone(), KIND, Seq(1000)).set_seq_bound(APP, g.clone(), KIND, Seq(500));
+    batch.set_seq_bound(APP, u.clone(), KIND, Seq(10));
+    write(store, batch).await;
+
+    for page in [1, 6, 20, 21] {
+        assert_eq!(collect_log(store, APP, &g, KIND, page).await, written, "page {page}");
+    }
+    let mut back = written.clone();
+    back.reverse();
+    assert_eq!(collect_log_back(store, APP, &g, KIND, 4).await, back);
+    assert_eq!(store.get_log_entry(APP, &g, KIND, Seq(14)).await.unwrap(), Some(entry(14, "g2")));
+    assert_eq!(store.get_log_entry(APP, &g, KIND, Seq(15)).await.unwrap(), None);
+    assert_eq!(store.read_log(APP, &u, KIND, Seq::ZERO, 100).await.unwrap(), vec![entry(7, "user a")]);
+    assert_eq!(store.read_log(APP, &ga, KIND, Seq::ZERO, 100).await.unwrap(), vec![entry(7, "group ab")]);
+    assert_eq!(
+        store.read_log(APP, &g, SyncKind::Profile, Seq::ZERO, 100).await.unwrap(),
+        vec![entry(1, "group profile")]
+    );
+    assert_eq!(store.read_log(AppId(2), &g, KIND, Seq::ZERO, 100).await.unwrap(), vec![]);
+    assert_eq!(store.seq_bounds(APP, &g).await.unwrap(), vec![(KIND, Seq(1000))]);
+    assert_eq!(store.seq_bounds(APP, &u).await.unwrap(), vec![(KIND, Seq(10))]);
+    assert_eq!(store.seq_bounds(APP, &ga).await.unwrap(), vec![]);
+    assert_eq!(store.seq_bounds(APP, &Owner::Group(gid("b"))).await.unwrap(), vec![]);
+    // Extreme seqs and a recall-style rewrite in place.
+    let mut batch = WriteBatch::new();
+    batch.append_log(APP, g.clone(), KIND, entry(u64::MAX, "last")).replace_log_entry(
+        APP,
+        g.clone(),
+        KIND,
+        entry(7, "recalled"),
+    );
+    write(store, batch).await;
+    let all = collect_log(store, APP, &g, KIND, 50).await;
+    assert_eq!(all.first(), Some(&entry(7, "recalled")));
+    assert_eq!(all.last(), Some(&entry(u64::MAX, "last")));
+}
+
+/// Message locators round-trip under their key — 1:1 (two copies), to oneself (one),
+/// group (one, in the group's timeline) and many copies — missing keys give `None`, a
+/// put overwrites, apps do not share keys, and a locator without copies or naming an
+/// owner twice is refused.
 pub async fn message_index_roundtrip(store: &dyn Store) {
-    let loc = |from: &str, to: &str, n: u64| MessageLocator {
-        from: uid(from),
-        to: uid(to),
-        from_seq: Seq(n),
-        to_seq: Seq(n + 100),
-        time_ms: n.wrapping_mul(1_000),
+    let loc = |from: &str, to: &str, n: u64| {
+        MessageLocator::single(uid(from), Seq(n), uid(to), Seq(n.wrapping_add(100)), n.wrapping_mul(1_000))
     };
     assert_eq!(store.get_message_index(APP, 1).await.unwrap(), None);
     let long = "x".repeat(UserId::MAX_LEN);
+    let group = MessageLocator::group(uid("alice"), gid(&long), Seq(77), 5);
+    let many = MessageLocator {
+        sender: uid("s"),
+        time_ms: 9,
+        copies: (0..40u64)
+            .map(|i| MessageCopy {
+                owner: if i.is_multiple_of(2) { user(&format!("m{i}")) } else { Owner::Group(gid(&format!("m{i}"))) },
+                seq: Seq(i * 3),
+            })
+            .collect(),
+    };
     let mut batch = WriteBatch::new();
     batch
         .put_message_index(APP, 1, loc("alice", "bob", 1))
         .put_message_index(APP, 0, loc("a", &long, 0))
         .put_message_index(APP, u64::MAX, loc(&long, "a", u64::MAX - 100))
         .put_message_index(AppId(2), 1, loc("carol", "dave", 2))
-        .put_message_index(APP, 256, loc("self", "self", 3));
+        .put_message_index(APP, 256, loc("self", "self", 3))
+        .put_message_index(APP, 257, group.clone())
+        .put_message_index(APP, 258, many.clone());
     write(store, batch).await;
     assert_eq!(store.get_message_index(APP, 1).await.unwrap(), Some(loc("alice", "bob", 1)));
     assert_eq!(store.get_message_index(APP, 0).await.unwrap(), Some(loc("a", &long, 0)));
     assert_eq!(store.get_message_index(APP, u64::MAX).await.unwrap(), Some(loc(&long, "a", u64::MAX - 100)));
-    assert_eq!(store.get_message_index(APP, 256).await.unwrap(), Some(loc("self", "self", 3)));
+    let to_self = store.get_message_index(APP, 256).await.unwrap().expect("self locator");
+    assert_eq!(to_self, loc("self", "self", 3));
+    assert_eq!(to_self.copies.len(), 1);
+    assert_eq!(to_self.recipient(), Some(&uid("self")));
+    let got = store.get_message_index(APP, 257).await.unwrap().expect("group locator");
+    assert_eq!(got, group);
+    assert_eq!((got.group_id(), got.recipient()), (Some(&gid(&long)), None));
+    assert_eq!(store.get_message_index(APP, 258).await.unwrap(), Some(many));
+    let one = store.get_message_index(APP, 1).await.unwrap().unwrap();
+    assert_eq!((one.seq_of(&user("alice")), one.seq_of(&user("bob"))), (Some(Seq(1)), Some(Seq(101))));
+    assert_eq!(one.recipient(), Some(&uid("bob")));
     assert_eq!(store.get_message_index(AppId(2), 1).await.unwrap(), Some(loc("carol", "dave", 2)));
-    for missing in [2, 255, 257, u64::MAX - 1] {
+    for missing in [2, 255, 259, u64::MAX - 1] {
         assert_eq!(store.get_message_index(APP, missing).await.unwrap(), None, "key {missing}");
     }
     assert_eq!(store.get_message_index(AppId(3), 1).await.unwrap(), None);
@@ -738,12 +896,28 @@ pub async fn message_index_roundtrip(store: &dyn Store) {
     batch.put_message_index(APP, 1, loc("alice", "bob", 7)).put_message_index(APP, 1, loc("alice", "bob", 8));
     write(store, batch).await;
     assert_eq!(store.get_message_index(APP, 1).await.unwrap(), Some(loc("alice", "bob", 8)));
+
+    // Invalid locators fail the whole batch.
+    let twice = MessageLocator {
+        sender: uid("a"),
+        time_ms: 1,
+        copies: vec![MessageCopy { owner: user("a"), seq: Seq(1) }, MessageCopy { owner: user("a"), seq: Seq(2) }],
+    };
+    let none = MessageLocator { sender: uid("a"), time_ms: 1, copies: vec![] };
+    for bad in [twice, none] {
+        let mut batch = WriteBatch::new();
+        batch.append_log(APP, uid("inv-loc"), KIND, entry(1, "must not land")).put_message_index(APP, 999, bad);
+        let err = store.write(batch).await.unwrap_err();
+        assert!(matches!(err, StoreError::InvalidArgument(_)), "{err:?}");
+    }
+    assert_eq!(store.get_message_index(APP, 999).await.unwrap(), None);
+    assert_eq!(read(store, APP, "inv-loc", KIND, 0, 10).await, vec![]);
 }
 
 /// `read_conv_back` pages descending with `before`/`limit` over sparse seqs, with no
 /// skip and no repeat; appending a seq again keeps one.
 pub async fn conv_index_paging(store: &dyn Store) {
-    let (u, p) = (uid("u1"), uid("p1"));
+    let (u, p) = (uid("u1"), peer("p1"));
     let written: Vec<u64> = (1..=30u64).map(|i| i * 3).collect();
     // Out of order, split over batches, with duplicates.
     for chunk in [&written[15..], &written[..15], &written[10..20]] {
@@ -789,100 +963,242 @@ pub async fn conv_index_paging(store: &dyn Store) {
     assert_eq!(store.read_conv_back(APP, &uid("edge"), &p, Seq(1), 10).await.unwrap(), vec![Seq(0)]);
 }
 
-/// Conversation indexes of different apps, users and peers never mix — including
-/// user "a" with peer "bc" against user "ab" with peer "c" — and a conversation is
-/// directional (user's view, not peer's).
+/// Conversation indexes of different apps, users and conversations never mix —
+/// including user "a" with peer "bc" against user "ab" with peer "c", and the 1:1
+/// conversation with "g" against group "g" — and a conversation is directional
+/// (user's view, not peer's).
 pub async fn conv_index_isolation(store: &dyn Store) {
-    let cases: [(AppId, &str, &str); 9] = [
-        (APP, "a", "bc"),
-        (APP, "ab", "c"),
-        (APP, "a", "b"),
-        (APP, "a", "bcd"),
-        (APP, "bc", "a"),
-        (APP, "a", "a"),
-        (AppId(2), "a", "bc"),
-        (AppId(256), "a", "bc"),
-        (AppId(u32::MAX), "ab", "c"),
+    let group = |s: &str| Conversation::Group(gid(s));
+    let cases: [(AppId, &str, Conversation); 12] = [
+        (APP, "a", peer("bc")),
+        (APP, "ab", peer("c")),
+        (APP, "a", peer("b")),
+        (APP, "a", peer("bcd")),
+        (APP, "bc", peer("a")),
+        (APP, "a", peer("a")),
+        (APP, "a", group("bc")),
+        (APP, "a", group("b")),
+        (APP, "ab", group("c")),
+        (AppId(2), "a", peer("bc")),
+        (AppId(256), "a", peer("bc")),
+        (AppId(u32::MAX), "ab", peer("c")),
     ];
     let mut batch = WriteBatch::new();
-    for (i, (app, user, peer)) in cases.iter().enumerate() {
+    for (i, (app, user, conv)) in cases.iter().enumerate() {
         for k in 0..3u64 {
-            batch.append_conv_index(*app, uid(user), uid(peer), Seq(10 * k + i as u64));
+            batch.append_conv_index(*app, uid(user), conv.clone(), Seq(10 * k + i as u64));
         }
     }
     write(store, batch).await;
-    for (i, (app, user, peer)) in cases.iter().enumerate() {
+    for (i, (app, user, conv)) in cases.iter().enumerate() {
         let expected: Vec<Seq> = (0..3u64).rev().map(|k| Seq(10 * k + i as u64)).collect();
         assert_eq!(
-            store.read_conv_back(*app, &uid(user), &uid(peer), Seq::MAX, 100).await.unwrap(),
+            store.read_conv_back(*app, &uid(user), conv, Seq::MAX, 100).await.unwrap(),
             expected,
             "conversation {i}"
         );
     }
-    for (app, user, peer) in
-        [(APP, "ab", "bc"), (APP, "a", "c"), (APP, "abc", "a"), (APP, "b", "a"), (AppId(3), "a", "bc")]
-    {
+    for (app, user, conv) in [
+        (APP, "ab", peer("bc")),
+        (APP, "a", peer("c")),
+        (APP, "abc", peer("a")),
+        (APP, "b", peer("a")),
+        (AppId(3), "a", peer("bc")),
+        (APP, "a", group("a")),
+        (APP, "a", group("bcd")),
+        (APP, "bc", group("a")),
+    ] {
         assert_eq!(
-            store.read_conv_back(app, &uid(user), &uid(peer), Seq::MAX, 100).await.unwrap(),
+            store.read_conv_back(app, &uid(user), &conv, Seq::MAX, 100).await.unwrap(),
             vec![],
-            "{app}/{user}/{peer}"
+            "{app}/{user}/{conv}"
         );
     }
 }
 
-/// Read marks are per (app, user, peer), never go down (across writes, within one
-/// batch, under concurrent writers), and `get_read_marks` lists exactly the user's.
+/// Read marks are per (app, user, conversation) — 1:1 and group conversations apart —
+/// never go down (across writes, within one batch, under concurrent writers), and
+/// `get_read_marks` lists exactly the user's.
 pub async fn read_marks_keep_max(store: &dyn Store) {
     let (a, ab) = (uid("a"), uid("ab"));
     let list = |user: &UserId| {
         let user = user.clone();
         async move { sorted_marks(store.get_read_marks(APP, &user).await.unwrap()) }
     };
-    let mark = |user: &UserId, peer: &str, seq: u64| {
+    let mark = |user: &UserId, conv: Conversation, seq: u64| {
         let mut b = WriteBatch::new();
-        b.put_read_mark(APP, user.clone(), uid(peer), Seq(seq));
+        b.put_read_mark(APP, user.clone(), conv, Seq(seq));
         b
     };
     assert_eq!(list(&a).await, vec![]);
 
-    write(store, mark(&a, "bc", 10)).await;
-    write(store, mark(&a, "b", 5)).await;
-    write(store, mark(&ab, "c", 7)).await;
+    write(store, mark(&a, peer("bc"), 10)).await;
+    write(store, mark(&a, peer("b"), 5)).await;
+    write(store, mark(&ab, peer("c"), 7)).await;
     assert_eq!(list(&a).await, marks(&[("bc", 10), ("b", 5)]));
     assert_eq!(list(&ab).await, marks(&[("c", 7)]));
-    write(store, mark(&a, "bc", 8)).await;
+    write(store, mark(&a, peer("bc"), 8)).await;
     assert_eq!(list(&a).await, marks(&[("bc", 10), ("b", 5)]));
-    write(store, mark(&a, "bc", 11)).await;
+    write(store, mark(&a, peer("bc"), 11)).await;
     assert_eq!(list(&a).await, marks(&[("bc", 11), ("b", 5)]));
 
     // Within one batch, a lower value after a higher one; a mark on oneself is a mark.
-    let mut batch = mark(&a, "b", 40);
-    batch.extend(mark(&a, "b", 30)).extend(mark(&a, "a", 1));
+    let mut batch = mark(&a, peer("b"), 40);
+    batch.extend(mark(&a, peer("b"), 30)).extend(mark(&a, peer("a"), 1));
     write(store, batch).await;
     assert_eq!(list(&a).await, marks(&[("bc", 11), ("b", 40), ("a", 1)]));
     assert_eq!(list(&ab).await, marks(&[("c", 7)]));
     assert_eq!(list(&uid("abc")).await, vec![]);
     assert_eq!(store.get_read_marks(AppId(2), &a).await.unwrap(), vec![]);
 
+    // Group conversations: their own marks, apart from a peer with the same id.
+    let g = |s: &str| Conversation::Group(gid(s));
+    let mut batch = mark(&ab, g("b"), 3);
+    batch.extend(mark(&ab, g("b"), 2)).extend(mark(&ab, g("c"), 9));
+    write(store, batch).await;
+    let mut want = marks(&[("c", 7)]);
+    want.extend([(g("b"), Seq(3)), (g("c"), Seq(9))]);
+    assert_eq!(list(&ab).await, sorted_marks(want));
+    assert_eq!(list(&a).await, marks(&[("bc", 11), ("b", 40), ("a", 1)]));
+
     // A long peer id and many peers.
     let long = "p".repeat(UserId::MAX_LEN);
     let mut batch = WriteBatch::new();
     for i in 0..50u64 {
-        batch.put_read_mark(APP, uid("many"), uid(&format!("peer{i}")), Seq(i));
+        batch.put_read_mark(APP, uid("many"), peer(&format!("peer{i}")), Seq(i));
     }
-    batch.put_read_mark(APP, uid("many"), uid(&long), Seq(u64::MAX));
+    batch.put_read_mark(APP, uid("many"), peer(&long), Seq(u64::MAX));
+    batch.put_read_mark(APP, uid("many"), g(&long), Seq(u64::MAX - 1));
     write(store, batch).await;
-    let mut want: Vec<(UserId, Seq)> = (0..50u64).map(|i| (uid(&format!("peer{i}")), Seq(i))).collect();
-    want.push((uid(&long), Seq::MAX));
+    let mut want: Vec<(Conversation, Seq)> = (0..50u64).map(|i| (peer(&format!("peer{i}")), Seq(i))).collect();
+    want.push((peer(&long), Seq::MAX));
+    want.push((g(&long), Seq(u64::MAX - 1)));
     assert_eq!(list(&uid("many")).await, sorted_marks(want));
 
     // Concurrent lower writes cannot undo a higher one.
     join_all((0..20u64).map(|i| {
         let a = a.clone();
-        async move { store.write(mark(&a, "bc", 50 + i * 5)).await.unwrap() }
+        async move { store.write(mark(&a, peer("bc"), 50 + i * 5)).await.unwrap() }
     }))
     .await;
     assert_eq!(list(&a).await, marks(&[("bc", 145), ("b", 40), ("a", 1)]));
+}
+
+fn conv_record(conv: Conversation, n: u64) -> ConversationRecord {
+    ConversationRecord {
+        last: (!n.is_multiple_of(3)).then(|| LastMessage {
+            message_key: n.wrapping_mul(0x9e37_79b9),
+            seq: Seq(n * 10),
+            time_ms: 1_000 + n,
+            sender: uid(&format!("s{n}")),
+            preview: format!("préview {n} ✓"),
+        }),
+        read_seq: Seq(n * 7),
+        is_top: n.is_multiple_of(2),
+        is_mute: n.is_multiple_of(5),
+        extra: if n.is_multiple_of(4) { String::new() } else { format!("{{\"n\":{n}}}") },
+        sync_seq: Seq(n + 1),
+        updated_ms: 2_000 + n,
+        ..ConversationRecord::new(conv)
+    }
+}
+
+/// Reads every conversation record of `user` in pages of `page`, checking that pages
+/// never repeat a conversation.
+pub async fn collect_conversations(
+    store: &dyn Store,
+    app: AppId,
+    user: &UserId,
+    page: usize,
+) -> Vec<ConversationRecord> {
+    assert!(page > 0);
+    let mut all: Vec<ConversationRecord> = Vec::new();
+    loop {
+        let after = all.last().map(|r| r.conversation.clone());
+        let got = store.list_conversations(app, user, after.as_ref(), page).await.expect("list_conversations");
+        assert!(got.len() <= page, "page of {} for limit {page}", got.len());
+        if got.is_empty() {
+            return all;
+        }
+        for r in &got {
+            assert!(all.iter().all(|x| x.conversation != r.conversation), "{} listed twice", r.conversation);
+        }
+        all.extend(got);
+    }
+}
+
+/// Conversation records: absent until put, round-trip every field, overwrite, delete
+/// (deleting an absent one is fine), list every record of exactly one user in stable
+/// pages, keep 1:1 and group conversations with equal ids apart, and refuse oversized
+/// text without writing anything.
+pub async fn conversation_records(store: &dyn Store) {
+    let (a, ab) = (uid("a"), uid("ab"));
+    let g = |s: &str| Conversation::Group(gid(s));
+    assert_eq!(store.get_conversation(APP, &a, &peer("b")).await.unwrap(), None);
+    assert_eq!(store.list_conversations(APP, &a, None, 10).await.unwrap(), vec![]);
+
+    let long = "z".repeat(UserId::MAX_LEN);
+    let convs: Vec<Conversation> = vec![peer("b"), g("b"), peer("bc"), g("c"), peer("a"), peer(&long), g(&long)];
+    let mut batch = WriteBatch::new();
+    for (n, c) in convs.iter().enumerate() {
+        batch.put_conversation(APP, a.clone(), conv_record(c.clone(), n as u64));
+    }
+    batch.put_conversation(APP, ab.clone(), conv_record(peer("c"), 100));
+    batch.put_conversation(AppId(2), a.clone(), conv_record(peer("b"), 200));
+    write(store, batch).await;
+
+    for (n, c) in convs.iter().enumerate() {
+        assert_eq!(store.get_conversation(APP, &a, c).await.unwrap(), Some(conv_record(c.clone(), n as u64)), "{c}");
+    }
+    assert_eq!(store.get_conversation(APP, &a, &peer("c")).await.unwrap(), None);
+    assert_eq!(store.get_conversation(APP, &a, &g("a")).await.unwrap(), None);
+    assert_eq!(store.get_conversation(APP, &ab, &peer("c")).await.unwrap(), Some(conv_record(peer("c"), 100)));
+    assert_eq!(store.get_conversation(AppId(2), &a, &peer("b")).await.unwrap(), Some(conv_record(peer("b"), 200)));
+
+    let mut want: Vec<ConversationRecord> =
+        convs.iter().enumerate().map(|(n, c)| conv_record(c.clone(), n as u64)).collect();
+    want.sort_by(|x, y| x.conversation.cmp(&y.conversation));
+    let sorted = |mut v: Vec<ConversationRecord>| {
+        v.sort_by(|x, y| x.conversation.cmp(&y.conversation));
+        v
+    };
+    let first = collect_conversations(store, APP, &a, 100).await;
+    assert_eq!(sorted(first.clone()), want);
+    for page in [1, 2, 3, 6, 7, 8] {
+        // The same order on every call, whatever the page size.
+        assert_eq!(collect_conversations(store, APP, &a, page).await, first, "page {page}");
+    }
+    assert_eq!(store.list_conversations(APP, &a, None, 0).await.unwrap(), vec![]);
+    assert_eq!(collect_conversations(store, APP, &ab, 3).await, vec![conv_record(peer("c"), 100)]);
+    assert_eq!(collect_conversations(store, APP, &uid("abc"), 3).await, vec![]);
+
+    // Overwrite (within a batch the later op wins) and delete.
+    let mut changed = conv_record(peer("b"), 9);
+    changed.is_top = true;
+    let mut batch = WriteBatch::new();
+    batch
+        .put_conversation(APP, a.clone(), conv_record(peer("b"), 8))
+        .put_conversation(APP, a.clone(), changed.clone())
+        .delete_conversation(APP, a.clone(), g("b"))
+        .delete_conversation(APP, a.clone(), g("never"));
+    write(store, batch).await;
+    assert_eq!(store.get_conversation(APP, &a, &peer("b")).await.unwrap(), Some(changed));
+    assert_eq!(store.get_conversation(APP, &a, &g("b")).await.unwrap(), None);
+    assert_eq!(collect_conversations(store, APP, &a, 2).await.len(), convs.len() - 1);
+    // Delete then put again in one batch: the put wins.
+    let mut batch = WriteBatch::new();
+    batch.delete_conversation(APP, a.clone(), g("b")).put_conversation(APP, a.clone(), conv_record(g("b"), 1));
+    write(store, batch).await;
+    assert_eq!(store.get_conversation(APP, &a, &g("b")).await.unwrap(), Some(conv_record(g("b"), 1)));
+
+    // Oversized text fails the whole batch.
+    let mut big = conv_record(peer("big"), 1);
+    big.extra = "x".repeat(ConversationRecord::MAX_TEXT_LEN + 1);
+    let mut batch = WriteBatch::new();
+    batch.put_conversation(APP, a.clone(), conv_record(peer("zz"), 1)).put_conversation(APP, a.clone(), big);
+    let err = store.write(batch).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidArgument(_)), "{err:?}");
+    assert_eq!(store.get_conversation(APP, &a, &peer("zz")).await.unwrap(), None);
 }
 
 /// A message's whole fan-out — log appends, seq bounds, conversation index, message
@@ -890,52 +1206,49 @@ pub async fn read_marks_keep_max(store: &dyn Store) {
 /// `write` returns; a concurrent reader that sees the batch's ack sees all the rest.
 pub async fn index_ops_with_log_in_one_batch(store: &dyn Store) {
     let (from, to) = (uid("from"), uid("to"));
+    let (from_owner, to_owner) = (Owner::User(from.clone()), Owner::User(to.clone()));
+    let (with_to, with_from) = (Conversation::Single(to.clone()), Conversation::Single(from.clone()));
     let fan_out = |n: u64| {
         let mut b = WriteBatch::new();
         b.append_log(APP, from.clone(), KIND, entry(n, &format!("out {n}")))
             .append_log(APP, to.clone(), KIND, entry(n + 1_000, &format!("in {n}")))
             .set_seq_bound(APP, from.clone(), KIND, Seq(n + 10))
-            .append_conv_index(APP, from.clone(), to.clone(), Seq(n))
-            .append_conv_index(APP, to.clone(), from.clone(), Seq(n + 1_000))
-            .put_message_index(
-                APP,
-                n,
-                MessageLocator {
-                    from: from.clone(),
-                    to: to.clone(),
-                    from_seq: Seq(n),
-                    to_seq: Seq(n + 1_000),
-                    time_ms: n,
-                },
-            )
-            .put_read_mark(APP, from.clone(), to.clone(), Seq(n))
+            .append_conv_index(APP, from.clone(), with_to.clone(), Seq(n))
+            .append_conv_index(APP, to.clone(), with_from.clone(), Seq(n + 1_000))
+            .put_message_index(APP, n, MessageLocator::single(from.clone(), Seq(n), to.clone(), Seq(n + 1_000), n))
+            .put_read_mark(APP, from.clone(), with_to.clone(), Seq(n))
             .put_device_ack(APP, from.clone(), "dev".into(), KIND, Seq(n));
         b
     };
     let check = |n: u64| {
-        let (from, to) = (from.clone(), to.clone());
+        let (from, from_owner, to_owner) = (from.clone(), from_owner.clone(), to_owner.clone());
+        let (with_to, with_from) = (with_to.clone(), with_from.clone());
         async move {
             assert_eq!(
-                store.get_log_entry(APP, &from, KIND, Seq(n)).await.unwrap(),
+                store.get_log_entry(APP, &from_owner, KIND, Seq(n)).await.unwrap(),
                 Some(entry(n, &format!("out {n}")))
             );
             assert_eq!(
-                store.get_log_entry(APP, &to, KIND, Seq(n + 1_000)).await.unwrap(),
+                store.get_log_entry(APP, &to_owner, KIND, Seq(n + 1_000)).await.unwrap(),
                 Some(entry(n + 1_000, &format!("in {n}")))
             );
-            assert!(store.seq_bounds(APP, &from).await.unwrap()[0].1 >= Seq(n + 10), "bound of {n}");
-            assert_eq!(store.read_conv_back(APP, &from, &to, Seq(n + 1), 1).await.unwrap(), vec![Seq(n)]);
-            assert_eq!(store.read_conv_back(APP, &to, &from, Seq(n + 1_001), 1).await.unwrap(), vec![Seq(n + 1_000)]);
+            assert!(store.seq_bounds(APP, &from_owner).await.unwrap()[0].1 >= Seq(n + 10), "bound of {n}");
+            assert_eq!(store.read_conv_back(APP, &from, &with_to, Seq(n + 1), 1).await.unwrap(), vec![Seq(n)]);
+            let to = to_owner.as_user().expect("a user");
+            assert_eq!(
+                store.read_conv_back(APP, to, &with_from, Seq(n + 1_001), 1).await.unwrap(),
+                vec![Seq(n + 1_000)]
+            );
             let loc = store.get_message_index(APP, n).await.unwrap().expect("locator");
-            assert_eq!((loc.from_seq, loc.to_seq), (Seq(n), Seq(n + 1_000)));
+            assert_eq!((loc.seq_of(&from_owner), loc.seq_of(&to_owner)), (Some(Seq(n)), Some(Seq(n + 1_000))));
             let marks = store.get_read_marks(APP, &from).await.unwrap();
-            assert!(marks.len() == 1 && marks[0].0 == to && marks[0].1 >= Seq(n), "read mark of {n}: {marks:?}");
+            assert!(marks.len() == 1 && marks[0].0 == with_to && marks[0].1 >= Seq(n), "read mark of {n}: {marks:?}");
         }
     };
 
     write(store, fan_out(1)).await;
     check(1).await;
-    assert_eq!(store.get_device_acks(APP, &from, "dev").await.unwrap(), vec![(KIND, Seq(1))]);
+    assert_eq!(own_acks(&from, store.get_device_acks(APP, &from, "dev").await.unwrap()), vec![(KIND, Seq(1))]);
 
     // Writer and reader interleaved: whatever ack the reader sees, that batch is whole.
     const BATCHES: u64 = 40;
@@ -947,7 +1260,7 @@ pub async fn index_ops_with_log_in_one_batch(store: &dyn Store) {
     let reader = async {
         loop {
             let acks = store.get_device_acks(APP, &from, "dev").await.unwrap();
-            let n = acks[0].1 .0;
+            let n = acks[0].seq.0;
             check(n).await;
             if n == BATCHES {
                 break;
@@ -958,6 +1271,6 @@ pub async fn index_ops_with_log_in_one_batch(store: &dyn Store) {
     let writer: Pin<Box<dyn Future<Output = ()> + '_>> = Box::pin(writer);
     let reader: Pin<Box<dyn Future<Output = ()> + '_>> = Box::pin(reader);
     join_all([writer, reader]).await;
-    let conv: Vec<u64> = collect_conv_back(store, APP, &from, &to, 7).await.into_iter().map(|s| s.0).collect();
+    let conv: Vec<u64> = collect_conv_back(store, APP, &from, &with_to, 7).await.into_iter().map(|s| s.0).collect();
     assert_eq!(conv, (1..=BATCHES).rev().collect::<Vec<_>>());
 }

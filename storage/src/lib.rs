@@ -1,30 +1,28 @@
-//! Tern storage: the backend-neutral [`Store`] trait, its value types, the embedded
-//! (fjall) backend and the conformance suite every backend must pass.
+//! Tern storage: the backend-neutral [`Store`] trait, its value types and the
+//! conformance suite every engine must pass.
 //!
 //! Logic owns the business rules and calls storage through `Arc<dyn Store>`; storage
 //! knows nothing about messages, friendships or the wire format — log payloads and
 //! dedup values are opaque bytes encoded by logic.
 //!
-//! **Architecture invariant:** the types and trait here mention neither fjall nor CQL;
-//! only [`embedded`] knows fjall and only [`scylla`] knows CQL (its schema lives in
-//! `storage/cql/`).
-//! Every backend passes [`conformance`], so logic can rely on the trait's documented
-//! behaviour and nothing else.
+//! **Architecture invariant:** this crate mentions neither fjall nor CQL and depends on
+//! no engine. The engines are crates of their own that implement [`Store`]:
+//! `tern-storage-embedded` (fjall) and `tern-storage-scylla` (CQL). Logic depends on
+//! this crate only, so it cannot name an engine: the compiler keeps the boundary. Only
+//! the `tern` binary picks an engine. Every engine passes [`conformance`], so logic can
+//! rely on the trait's documented behaviour and nothing else.
 
 pub mod conformance;
-pub mod embedded;
 mod error;
-pub mod scylla;
 mod store;
 mod types;
 
-pub use embedded::{Durability, EmbeddedConfig, EmbeddedStore, FlushPolicy, RecoveryReport};
 pub use error::StoreError;
-pub use scylla::{MigrationReport, ScyllaConfig, ScyllaStore};
 pub use store::{
     check_dedup_key, check_device_id, GuardOutcome, GuardedBatch, Store, WriteBatch, WriteOp, MAX_DEDUP_KEY_LEN,
-    MAX_DEVICE_ID_LEN, MAX_VALUE_LEN,
+    MAX_DEVICE_ID_LEN, MAX_LOCATOR_COPIES, MAX_VALUE_LEN,
 };
 pub use types::{
-    AppId, AppRecord, DedupRecord, InvalidUserId, LogEntry, MessageLocator, Seq, SyncKind, UserId, UserRecord,
+    AppId, AppRecord, Conversation, ConversationRecord, DedupRecord, DeviceAck, GroupId, InvalidGroupId, InvalidUserId,
+    LastMessage, LogEntry, MessageCopy, MessageLocator, Owner, Seq, SyncKind, UserId, UserRecord,
 };

@@ -9,7 +9,10 @@
 //! promise more than every backend can keep (e.g. no cross-batch transactions, no
 //! conditional writes on the hot path).
 
-use crate::{AppId, AppRecord, DedupRecord, LogEntry, MessageLocator, Seq, StoreError, SyncKind, UserId, UserRecord};
+use crate::{
+    AppId, AppRecord, Conversation, ConversationRecord, DedupRecord, DeviceAck, LogEntry, MessageLocator, Owner, Seq,
+    StoreError, SyncKind, UserId, UserRecord,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -26,6 +29,10 @@ pub const MAX_VALUE_LEN: usize = 1 << 20;
 /// lets backends prefix keys with a one-byte length, as for [`UserId`]).
 pub const MAX_DEVICE_ID_LEN: usize = 64;
 
+/// Most copies one [`MessageLocator`] may list: a 1:1 message has two, a group message
+/// one; the room above is for small groups stored by write fan-out.
+pub const MAX_LOCATOR_COPIES: usize = 1024;
+
 /// One write. Add variants here as features need them (friendship records, group
 /// members, …); every backend then fails to compile until it handles the new op, which
 /// is the point.
@@ -33,26 +40,27 @@ pub const MAX_DEVICE_ID_LEN: usize = 64;
 pub enum WriteOp {
     /// Insert or overwrite a user's profile (keyed by app and `user_id`).
     PutUser(AppId, UserRecord),
-    /// Put `entry` into the (app, user, kind) log at `entry.seq`, overwriting any entry
+    /// Put `entry` into the (app, owner, kind) log at `entry.seq`, overwriting any entry
     /// already at that seq: appends are idempotent, and a recall rewrites an entry in
     /// place with the same op.
     AppendLog {
         /// Tenant.
         app: AppId,
-        /// Whose log.
-        user: UserId,
+        /// Whose log: a user's, or a group's timeline.
+        owner: Owner,
         /// Which log.
         kind: SyncKind,
         /// The entry; its seq is the position.
         entry: LogEntry,
     },
-    /// Persist a reserved upper bound of the (app, user, kind) sequence. The stored bound
-    /// becomes `max(stored, bound)`: it never goes down, whatever the order of writes.
+    /// Persist a reserved upper bound of the (app, owner, kind) sequence. The stored
+    /// bound becomes `max(stored, bound)`: it never goes down, whatever the order of
+    /// writes.
     SetSeqBound {
         /// Tenant.
         app: AppId,
         /// Whose sequence.
-        user: UserId,
+        owner: Owner,
         /// Which sequence.
         kind: SyncKind,
         /// The new reserved upper bound.
@@ -62,8 +70,9 @@ pub enum WriteOp {
     PutDedup(DedupRecord),
     /// Insert or overwrite an app.
     PutApp(AppRecord),
-    /// A device of a user received the (app, user, kind) log up to `seq`. The stored
-    /// value becomes `max(stored, seq)`, like [`WriteOp::SetSeqBound`].
+    /// Device `device_id` of `user` received `owner`'s `kind` log up to `seq` (its own
+    /// logs, or the timeline of a group it reads). The stored value becomes
+    /// `max(stored, seq)`, like [`WriteOp::SetSeqBound`].
     PutDeviceAck {
         /// Tenant.
         app: AppId,
@@ -71,12 +80,15 @@ pub enum WriteOp {
         user: UserId,
         /// The device, 1..=[`MAX_DEVICE_ID_LEN`] bytes.
         device_id: String,
+        /// Whose log was received: `Owner::User(user)` for the user's own.
+        owner: Owner,
         /// Which log.
         kind: SyncKind,
         /// Received up to here.
         seq: Seq,
     },
-    /// Insert or overwrite the locator stored under logic's `message_key`.
+    /// Insert or overwrite the locator stored under logic's `message_key`. Its copies
+    /// must number 1..=[`MAX_LOCATOR_COPIES`], each owner once.
     PutMessageIndex {
         /// Tenant.
         app: AppId,
@@ -85,29 +97,50 @@ pub enum WriteOp {
         /// Where its copies live.
         loc: MessageLocator,
     },
-    /// The conversation of `user` with `peer` contains `user`'s message-log seq `seq`.
+    /// `user`'s view of `conversation` contains the message at seq `seq` of the
+    /// conversation's timeline as `user` reads it (their inbox for a 1:1 conversation).
     /// Idempotent: adding a seq twice keeps one.
     AppendConvIndex {
         /// Tenant.
         app: AppId,
-        /// Whose view of the conversation (the seq is in this user's inbox).
+        /// Whose view of the conversation.
         user: UserId,
-        /// The other party.
-        peer: UserId,
-        /// A seq of `user`'s [`SyncKind::Message`] log.
+        /// Which conversation.
+        conversation: Conversation,
+        /// A seq of the conversation's timeline.
         seq: Seq,
     },
-    /// `user` read the conversation with `peer` up to `seq`. The stored mark becomes
+    /// `user` read `conversation` up to `seq`. The stored mark becomes
     /// `max(stored, seq)`.
     PutReadMark {
         /// Tenant.
         app: AppId,
         /// Who read.
         user: UserId,
-        /// The other party.
-        peer: UserId,
-        /// Read up to here (a seq of `user`'s inbox).
+        /// Which conversation.
+        conversation: Conversation,
+        /// Read up to here.
         seq: Seq,
+    },
+    /// Insert or overwrite `user`'s record of `record.conversation` (last write wins;
+    /// logic orders changes through the user's conversation sync log).
+    PutConversation {
+        /// Tenant.
+        app: AppId,
+        /// Whose record.
+        user: UserId,
+        /// The whole record.
+        record: ConversationRecord,
+    },
+    /// Remove `user`'s record of `conversation` (absent already: nothing happens). The
+    /// conversation index and read mark are kept: deleting history is separate.
+    DeleteConversation {
+        /// Tenant.
+        app: AppId,
+        /// Whose record.
+        user: UserId,
+        /// Which conversation.
+        conversation: Conversation,
     },
 }
 
@@ -118,9 +151,11 @@ impl WriteOp {
             WriteOp::PutUser(..)
             | WriteOp::SetSeqBound { .. }
             | WriteOp::PutApp(_)
-            | WriteOp::PutMessageIndex { .. }
             | WriteOp::AppendConvIndex { .. }
-            | WriteOp::PutReadMark { .. } => Ok(()),
+            | WriteOp::PutReadMark { .. }
+            | WriteOp::DeleteConversation { .. } => Ok(()),
+            WriteOp::PutMessageIndex { loc, .. } => check_locator(loc),
+            WriteOp::PutConversation { record, .. } => check_conversation_record(record),
             WriteOp::AppendLog { entry, .. } => check_value_len("log payload", entry.payload.len()),
             WriteOp::PutDedup(rec) => {
                 check_dedup_key(&rec.key)?;
@@ -129,6 +164,37 @@ impl WriteOp {
             WriteOp::PutDeviceAck { device_id, .. } => check_device_id(device_id),
         }
     }
+}
+
+/// Checks a locator's copies: 1..=[`MAX_LOCATOR_COPIES`], no owner twice.
+fn check_locator(loc: &MessageLocator) -> Result<(), StoreError> {
+    let n = loc.copies.len();
+    if n == 0 || n > MAX_LOCATOR_COPIES {
+        return Err(StoreError::InvalidArgument(format!(
+            "message locator with {n} copies (1..={MAX_LOCATOR_COPIES} allowed)"
+        )));
+    }
+    // Small n (1 or 2 on every hot path): a quadratic scan beats a hash set.
+    for (i, c) in loc.copies.iter().enumerate() {
+        if loc.copies[..i].iter().any(|d| d.owner == c.owner) {
+            return Err(StoreError::InvalidArgument(format!("message locator lists {} twice", c.owner)));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a conversation record's text fields against
+/// [`ConversationRecord::MAX_TEXT_LEN`].
+fn check_conversation_record(rec: &ConversationRecord) -> Result<(), StoreError> {
+    let max = ConversationRecord::MAX_TEXT_LEN;
+    let preview = rec.last.as_ref().map_or(0, |l| l.preview.len());
+    if rec.extra.len() > max || preview > max {
+        return Err(StoreError::InvalidArgument(format!(
+            "conversation record text of {} bytes, more than {max}",
+            rec.extra.len().max(preview)
+        )));
+    }
+    Ok(())
 }
 
 /// Checks a device id against the shared limits.
@@ -196,19 +262,25 @@ impl WriteBatch {
     }
 
     /// Adds [`WriteOp::AppendLog`].
-    pub fn append_log(&mut self, app: AppId, user: UserId, kind: SyncKind, entry: LogEntry) -> &mut Self {
-        self.push(WriteOp::AppendLog { app, user, kind, entry })
+    pub fn append_log(&mut self, app: AppId, owner: impl Into<Owner>, kind: SyncKind, entry: LogEntry) -> &mut Self {
+        self.push(WriteOp::AppendLog { app, owner: owner.into(), kind, entry })
     }
 
     /// Rewrites the entry at `entry.seq` (e.g. marks a message recalled). The same op as
     /// [`WriteBatch::append_log`]; the separate name says what the caller means.
-    pub fn replace_log_entry(&mut self, app: AppId, user: UserId, kind: SyncKind, entry: LogEntry) -> &mut Self {
-        self.append_log(app, user, kind, entry)
+    pub fn replace_log_entry(
+        &mut self,
+        app: AppId,
+        owner: impl Into<Owner>,
+        kind: SyncKind,
+        entry: LogEntry,
+    ) -> &mut Self {
+        self.append_log(app, owner, kind, entry)
     }
 
     /// Adds [`WriteOp::SetSeqBound`].
-    pub fn set_seq_bound(&mut self, app: AppId, user: UserId, kind: SyncKind, bound: Seq) -> &mut Self {
-        self.push(WriteOp::SetSeqBound { app, user, kind, bound })
+    pub fn set_seq_bound(&mut self, app: AppId, owner: impl Into<Owner>, kind: SyncKind, bound: Seq) -> &mut Self {
+        self.push(WriteOp::SetSeqBound { app, owner: owner.into(), kind, bound })
     }
 
     /// Adds [`WriteOp::PutDedup`].
@@ -221,7 +293,7 @@ impl WriteBatch {
         self.push(WriteOp::PutApp(rec))
     }
 
-    /// Adds [`WriteOp::PutDeviceAck`].
+    /// Adds [`WriteOp::PutDeviceAck`] for one of the user's own logs.
     pub fn put_device_ack(
         &mut self,
         app: AppId,
@@ -230,7 +302,21 @@ impl WriteBatch {
         kind: SyncKind,
         seq: Seq,
     ) -> &mut Self {
-        self.push(WriteOp::PutDeviceAck { app, user, device_id, kind, seq })
+        let owner = Owner::User(user.clone());
+        self.push(WriteOp::PutDeviceAck { app, user, device_id, owner, kind, seq })
+    }
+
+    /// Adds [`WriteOp::PutDeviceAck`] for another owner's log (a group's timeline).
+    pub fn put_device_ack_of(
+        &mut self,
+        app: AppId,
+        user: UserId,
+        device_id: String,
+        owner: Owner,
+        kind: SyncKind,
+        seq: Seq,
+    ) -> &mut Self {
+        self.push(WriteOp::PutDeviceAck { app, user, device_id, owner, kind, seq })
     }
 
     /// Adds [`WriteOp::PutMessageIndex`].
@@ -239,13 +325,23 @@ impl WriteBatch {
     }
 
     /// Adds [`WriteOp::AppendConvIndex`].
-    pub fn append_conv_index(&mut self, app: AppId, user: UserId, peer: UserId, seq: Seq) -> &mut Self {
-        self.push(WriteOp::AppendConvIndex { app, user, peer, seq })
+    pub fn append_conv_index(&mut self, app: AppId, user: UserId, conversation: Conversation, seq: Seq) -> &mut Self {
+        self.push(WriteOp::AppendConvIndex { app, user, conversation, seq })
     }
 
     /// Adds [`WriteOp::PutReadMark`].
-    pub fn put_read_mark(&mut self, app: AppId, user: UserId, peer: UserId, seq: Seq) -> &mut Self {
-        self.push(WriteOp::PutReadMark { app, user, peer, seq })
+    pub fn put_read_mark(&mut self, app: AppId, user: UserId, conversation: Conversation, seq: Seq) -> &mut Self {
+        self.push(WriteOp::PutReadMark { app, user, conversation, seq })
+    }
+
+    /// Adds [`WriteOp::PutConversation`].
+    pub fn put_conversation(&mut self, app: AppId, user: UserId, record: ConversationRecord) -> &mut Self {
+        self.push(WriteOp::PutConversation { app, user, record })
+    }
+
+    /// Adds [`WriteOp::DeleteConversation`].
+    pub fn delete_conversation(&mut self, app: AppId, user: UserId, conversation: Conversation) -> &mut Self {
+        self.push(WriteOp::DeleteConversation { app, user, conversation })
     }
 
     /// Appends every op of `other`, after this batch's ops.
@@ -367,11 +463,12 @@ pub trait Store: Send + Sync + 'static {
     /// are returned with `deleted` set).
     async fn get_users(&self, app: AppId, ids: &[UserId]) -> Result<Vec<Option<UserRecord>>, StoreError>;
 
-    /// Up to `limit` entries with `seq > after`, ascending (sync / catch-up paging).
+    /// Up to `limit` entries of the (owner, kind) log with `seq > after`, ascending
+    /// (sync / catch-up paging).
     async fn read_log(
         &self,
         app: AppId,
-        user: &UserId,
+        owner: &Owner,
         kind: SyncKind,
         after: Seq,
         limit: usize,
@@ -382,7 +479,7 @@ pub trait Store: Send + Sync + 'static {
     async fn read_log_back(
         &self,
         app: AppId,
-        user: &UserId,
+        owner: &Owner,
         kind: SyncKind,
         before: Seq,
         limit: usize,
@@ -392,14 +489,14 @@ pub trait Store: Send + Sync + 'static {
     async fn get_log_entry(
         &self,
         app: AppId,
-        user: &UserId,
+        owner: &Owner,
         kind: SyncKind,
         seq: Seq,
     ) -> Result<Option<LogEntry>, StoreError>;
 
-    /// The persisted reserved upper bounds (seqsvr `max_seq`) of the user's sequences,
+    /// The persisted reserved upper bounds (seqsvr `max_seq`) of the owner's sequences,
     /// in kind order. Kinds never set are absent.
-    async fn seq_bounds(&self, app: AppId, user: &UserId) -> Result<Vec<(SyncKind, Seq)>, StoreError>;
+    async fn seq_bounds(&self, app: AppId, owner: &Owner) -> Result<Vec<(SyncKind, Seq)>, StoreError>;
 
     /// The dedup record under `key`, or `None` if there is none or it has expired at
     /// `now_ms` (milliseconds since the Unix epoch).
@@ -408,34 +505,50 @@ pub trait Store: Send + Sync + 'static {
     /// The app, if it was ever put.
     async fn get_app(&self, app: AppId) -> Result<Option<AppRecord>, StoreError>;
 
-    /// The seqs `device_id` of `user` acknowledged (see [`WriteOp::PutDeviceAck`]), in
-    /// kind order. Kinds never acked are absent. An empty or over-long device id is
-    /// refused with [`StoreError::InvalidArgument`], as it is on write.
-    async fn get_device_acks(
-        &self,
-        app: AppId,
-        user: &UserId,
-        device_id: &str,
-    ) -> Result<Vec<(SyncKind, Seq)>, StoreError>;
+    /// What `device_id` of `user` acknowledged (see [`WriteOp::PutDeviceAck`]): acks of
+    /// the user's own logs first, in kind order; then those of other owners' logs, in
+    /// no particular order. An empty or over-long device id is refused with
+    /// [`StoreError::InvalidArgument`], as it is on write.
+    async fn get_device_acks(&self, app: AppId, user: &UserId, device_id: &str) -> Result<Vec<DeviceAck>, StoreError>;
 
     /// The locator stored under `message_key`, if any.
     async fn get_message_index(&self, app: AppId, message_key: u64) -> Result<Option<MessageLocator>, StoreError>;
 
-    /// Up to `limit` seqs of `user`'s conversation with `peer` (see
+    /// Up to `limit` seqs of `user`'s view of `conversation` (see
     /// [`WriteOp::AppendConvIndex`]) that are `< before`, descending (history paging;
     /// pass [`Seq::MAX`] for the newest page).
     async fn read_conv_back(
         &self,
         app: AppId,
         user: &UserId,
-        peer: &UserId,
+        conversation: &Conversation,
         before: Seq,
         limit: usize,
     ) -> Result<Vec<Seq>, StoreError>;
 
-    /// Every read mark of `user` (see [`WriteOp::PutReadMark`]) as `(peer, seq)`, one
-    /// per peer, in no particular order.
-    async fn get_read_marks(&self, app: AppId, user: &UserId) -> Result<Vec<(UserId, Seq)>, StoreError>;
+    /// Every read mark of `user` (see [`WriteOp::PutReadMark`]) as
+    /// `(conversation, seq)`, one per conversation, in no particular order.
+    async fn get_read_marks(&self, app: AppId, user: &UserId) -> Result<Vec<(Conversation, Seq)>, StoreError>;
+
+    /// `user`'s record of `conversation`, if there is one.
+    async fn get_conversation(
+        &self,
+        app: AppId,
+        user: &UserId,
+        conversation: &Conversation,
+    ) -> Result<Option<ConversationRecord>, StoreError>;
+
+    /// Up to `limit` of `user`'s conversation records that come after `after` (`None`:
+    /// from the first) in the backend's order of conversations — stable, but not
+    /// specified, so page with the last record's conversation as the next `after`.
+    /// Logic sorts a list (pinned, newest) itself.
+    async fn list_conversations(
+        &self,
+        app: AppId,
+        user: &UserId,
+        after: Option<&Conversation>,
+        limit: usize,
+    ) -> Result<Vec<ConversationRecord>, StoreError>;
 
     /// Makes every acknowledged write durable on disk regardless of the durability
     /// policy (called at shutdown).

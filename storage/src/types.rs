@@ -1,9 +1,14 @@
 //! Backend-neutral value types that cross the [`Store`](crate::Store) boundary.
 //!
-//! These are the nouns every caller of storage speaks: apps, users, sequences, log
-//! entries, dedup records, message locators. They carry preconditions in their types
-//! (a [`UserId`] is always valid, a [`Seq`] is never confused with a timestamp) so
-//! that backends never re-validate. This module must never mention a storage engine
+//! These are the nouns every caller of storage speaks: apps, users, groups, owners,
+//! conversations, sequences, log entries, dedup records, message locators, conversation
+//! records. They carry preconditions in their types (a [`UserId`] is always valid, a
+//! [`Seq`] is never confused with a timestamp) so that backends never re-validate.
+//!
+//! The two keys of the owner model: an [`Owner`] (a user or a group) owns sequences,
+//! logs (timelines) and their bounds — a group has a message timeline and seq of its
+//! own; a [`Conversation`] (a peer user or a group) is what one user's conversation
+//! index, read marks and conversation records are kept per. This module must never mention a storage engine
 //! or a query language: how a record is laid out on disk is each backend's private
 //! business.
 
@@ -64,18 +69,7 @@ impl UserId {
     }
 
     fn check(id: &str) -> Result<(), InvalidUserId> {
-        if id.is_empty() {
-            return Err(InvalidUserId::Empty);
-        }
-        if id.len() > Self::MAX_LEN {
-            return Err(InvalidUserId::TooLong { len: id.len() });
-        }
-        if let Some((at, found)) =
-            id.char_indices().find(|&(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@')))
-        {
-            return Err(InvalidUserId::BadChar { found, at });
-        }
-        Ok(())
+        check_id(id, Self::MAX_LEN)
     }
 
     /// The id as text.
@@ -142,7 +136,192 @@ impl From<UserId> for String {
     }
 }
 
-/// A position in one per-user, per-kind sequence. Strictly increasing, may skip.
+/// The id rules shared by users and groups: 1..=`max` bytes of ASCII letters, digits
+/// and `_-.@`.
+fn check_id(id: &str, max: usize) -> Result<(), InvalidUserId> {
+    if id.is_empty() {
+        return Err(InvalidUserId::Empty);
+    }
+    if id.len() > max {
+        return Err(InvalidUserId::TooLong { len: id.len() });
+    }
+    if let Some((at, found)) =
+        id.char_indices().find(|&(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@')))
+    {
+        return Err(InvalidUserId::BadChar { found, at });
+    }
+    Ok(())
+}
+
+/// Why a string was refused as a [`GroupId`] (the rules of [`UserId`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("group id: {0}")]
+pub struct InvalidGroupId(pub InvalidUserId);
+
+/// A group's id inside an app, with the rules of [`UserId`]: 1..=64 bytes of ASCII
+/// letters, digits and `_-.@` (so it fits a one-byte length in keys and is safe in
+/// logs and URLs). A group is an [`Owner`] with its own timeline and seq.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct GroupId(String);
+
+impl GroupId {
+    /// Longest accepted id in bytes.
+    pub const MAX_LEN: usize = 64;
+
+    /// Validates `id` and wraps it.
+    pub fn new(id: impl Into<String>) -> Result<Self, InvalidGroupId> {
+        let id = id.into();
+        check_id(&id, Self::MAX_LEN).map_err(InvalidGroupId)?;
+        Ok(Self(id))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The id as bytes (ASCII, 1..=64 of them).
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Display for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for GroupId {
+    type Err = InvalidGroupId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+impl TryFrom<String> for GroupId {
+    type Error = InvalidGroupId;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::new(s)
+    }
+}
+
+impl From<GroupId> for String {
+    fn from(id: GroupId) -> Self {
+        id.0
+    }
+}
+
+/// Who owns a sequence and its logs: a user (inbox timeline, friendship log, …) or a
+/// group (the group's one message timeline: read fan-out, every member pulls it by the
+/// group's seq). Seq bounds and logs are per (app, owner, [`SyncKind`]); only the
+/// owner's slot owner writes them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Owner {
+    /// A user's own logs.
+    User(UserId),
+    /// A group's logs.
+    Group(GroupId),
+}
+
+impl Owner {
+    /// The user, if this owner is one.
+    pub fn as_user(&self) -> Option<&UserId> {
+        match self {
+            Owner::User(u) => Some(u),
+            Owner::Group(_) => None,
+        }
+    }
+
+    /// The group, if this owner is one.
+    pub fn as_group(&self) -> Option<&GroupId> {
+        match self {
+            Owner::Group(g) => Some(g),
+            Owner::User(_) => None,
+        }
+    }
+
+    /// The owner's id as text (users and groups may share an id: compare owners, not ids).
+    pub fn id(&self) -> &str {
+        match self {
+            Owner::User(u) => u.as_str(),
+            Owner::Group(g) => g.as_str(),
+        }
+    }
+}
+
+impl From<UserId> for Owner {
+    fn from(u: UserId) -> Self {
+        Owner::User(u)
+    }
+}
+
+impl From<GroupId> for Owner {
+    fn from(g: GroupId) -> Self {
+        Owner::Group(g)
+    }
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Owner::User(u) => write!(f, "user {u}"),
+            Owner::Group(g) => write!(f, "group {g}"),
+        }
+    }
+}
+
+/// One conversation as one user sees it: with a peer (1:1) or in a group. A user's
+/// conversation index, read marks and conversation records are kept per conversation.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Conversation {
+    /// The 1:1 conversation with this peer (the peer may be the user: notes to self).
+    Single(UserId),
+    /// The conversation of this group.
+    Group(GroupId),
+}
+
+impl Conversation {
+    /// The conversation type number of the original system's API (1 = single,
+    /// 2 = group). Stable: it is in stored records.
+    pub fn type_number(&self) -> u8 {
+        match self {
+            Conversation::Single(_) => 1,
+            Conversation::Group(_) => 2,
+        }
+    }
+
+    /// The peer of a 1:1 conversation.
+    pub fn as_peer(&self) -> Option<&UserId> {
+        match self {
+            Conversation::Single(u) => Some(u),
+            Conversation::Group(_) => None,
+        }
+    }
+
+    /// Whose timeline holds this conversation's messages, seen from `user`: the user's
+    /// own inbox for a 1:1 conversation, the group's timeline for a group.
+    pub fn timeline_owner(&self, user: &UserId) -> Owner {
+        match self {
+            Conversation::Single(_) => Owner::User(user.clone()),
+            Conversation::Group(g) => Owner::Group(g.clone()),
+        }
+    }
+}
+
+impl fmt::Display for Conversation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Conversation::Single(u) => write!(f, "single {u}"),
+            Conversation::Group(g) => write!(f, "group {g}"),
+        }
+    }
+}
+
+/// A position in one per-owner, per-kind sequence. Strictly increasing, may skip.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Seq(pub u64);
@@ -165,7 +344,8 @@ impl fmt::Display for Seq {
     }
 }
 
-/// The kinds of per-user synced data, each with its own sequence.
+/// The kinds of per-owner synced data, each with its own sequence (a group uses
+/// [`SyncKind::Message`] for its timeline; the other kinds are per user).
 ///
 /// The numbers are stable forever: they are on the wire and in stored keys. Add new
 /// kinds at the end; never renumber or reuse one.
@@ -281,16 +461,29 @@ impl UserRecord {
     }
 }
 
-/// One entry of a per-user, per-kind, seq-ordered log (inbox timeline, profile
-/// changes, friendship changes, …). The payload is encoded by logic and opaque here.
+/// One entry of a per-owner, per-kind, seq-ordered log (inbox timeline, group
+/// timeline, profile changes, friendship changes, …). The payload is encoded by logic
+/// and opaque here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEntry {
-    /// Position in the log; unique per (app, user, kind).
+    /// Position in the log; unique per (app, owner, kind).
     pub seq: Seq,
     /// When the entry was made, milliseconds since the Unix epoch (for retention).
     pub time_ms: u64,
     /// Logic's encoding of the entry.
     pub payload: Bytes,
+}
+
+/// How far one device of a user has received one log (see
+/// [`WriteOp::PutDeviceAck`](crate::WriteOp::PutDeviceAck)).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeviceAck {
+    /// Whose log: the user's own, or a group's timeline the user reads.
+    pub owner: Owner,
+    /// Which log.
+    pub kind: SyncKind,
+    /// Received up to here.
+    pub seq: Seq,
 }
 
 /// A dedup-window record: a retried client send finds the original answer here.
@@ -304,23 +497,128 @@ pub struct DedupRecord {
     pub expires_ms: u64,
 }
 
-/// Where the two stored copies of a 1:1 message live.
+/// One stored copy of a message: the seq it has in its owner's [`SyncKind::Message`] log.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MessageCopy {
+    /// Whose timeline holds the copy.
+    pub owner: Owner,
+    /// Its seq there.
+    pub seq: Seq,
+}
+
+/// Where the stored copies of a message live, kept under logic's message key (to
+/// recall a message, or fetch it by key).
 ///
-/// A message is stored once in the sender's inbox timeline and once in the
-/// recipient's; the locator, kept under logic's message key, finds both (e.g. to
-/// recall the message). For a message to oneself both copies may be the same entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A 1:1 message is stored twice (write fan-out): in the sender's timeline, then in
+/// the recipient's ([`MessageLocator::single`]); a message to oneself once. A group
+/// message is stored once, in the group's timeline ([`MessageLocator::group`]). The
+/// copies are listed in that order; no owner appears twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageLocator {
-    /// The sender.
-    pub from: UserId,
-    /// The recipient.
-    pub to: UserId,
-    /// Seq of the sender's copy in the sender's [`SyncKind::Message`] log.
-    pub from_seq: Seq,
-    /// Seq of the recipient's copy in the recipient's [`SyncKind::Message`] log.
-    pub to_seq: Seq,
-    /// When the message was sent, milliseconds since the Unix epoch.
+    /// Who sent the message.
+    pub sender: UserId,
+    /// When it was sent, milliseconds since the Unix epoch.
     pub time_ms: u64,
+    /// Every stored copy, at least one.
+    pub copies: Vec<MessageCopy>,
+}
+
+impl MessageLocator {
+    /// A 1:1 message from `from` (copy at `from_seq`) to `to` (copy at `to_seq`); to
+    /// oneself, one copy at `from_seq`.
+    pub fn single(from: UserId, from_seq: Seq, to: UserId, to_seq: Seq, time_ms: u64) -> Self {
+        let mut copies = vec![MessageCopy { owner: Owner::User(from.clone()), seq: from_seq }];
+        if to != from {
+            copies.push(MessageCopy { owner: Owner::User(to), seq: to_seq });
+        }
+        Self { sender: from, time_ms, copies }
+    }
+
+    /// A group message, stored once in the group's timeline at `seq`.
+    pub fn group(sender: UserId, group: GroupId, seq: Seq, time_ms: u64) -> Self {
+        Self { sender, time_ms, copies: vec![MessageCopy { owner: Owner::Group(group), seq }] }
+    }
+
+    /// The seq of `owner`'s copy, if it has one.
+    pub fn seq_of(&self, owner: &Owner) -> Option<Seq> {
+        self.copies.iter().find(|c| c.owner == *owner).map(|c| c.seq)
+    }
+
+    /// The recipient of a 1:1 message (the sender for a message to oneself); `None`
+    /// for a group message.
+    pub fn recipient(&self) -> Option<&UserId> {
+        match self.copies.as_slice() {
+            [MessageCopy { owner: Owner::User(only), .. }] => Some(only),
+            [_, MessageCopy { owner: Owner::User(to), .. }] => Some(to),
+            _ => None,
+        }
+    }
+
+    /// The group of a group message.
+    pub fn group_id(&self) -> Option<&GroupId> {
+        self.copies.iter().find_map(|c| c.owner.as_group())
+    }
+}
+
+/// The newest message of a conversation, as a conversation record shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastMessage {
+    /// Logic's message key.
+    pub message_key: u64,
+    /// Its seq in the conversation's timeline as the record's user reads it (their
+    /// inbox for 1:1, the group's timeline for a group).
+    pub seq: Seq,
+    /// When it was sent, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// Who sent it.
+    pub sender: UserId,
+    /// A short preview of its content (logic decides how short; storage caps it at
+    /// [`ConversationRecord::MAX_TEXT_LEN`] bytes).
+    pub preview: String,
+}
+
+/// One user's record of one conversation (issue 12's conversation list): what the list
+/// shows and what the user set. Unread counts are not stored: they are the conversation
+/// index entries above `read_seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationRecord {
+    /// Which conversation (its type is [`Conversation::type_number`]).
+    pub conversation: Conversation,
+    /// The newest message, if the record tracks one.
+    pub last: Option<LastMessage>,
+    /// Read up to here (same seq space as [`LastMessage::seq`]).
+    pub read_seq: Seq,
+    /// Pinned to the top of the list.
+    pub is_top: bool,
+    /// Muted: pushes carry a flag so clients do not alert.
+    pub is_mute: bool,
+    /// Business-defined extra data, at most [`ConversationRecord::MAX_TEXT_LEN`] bytes.
+    pub extra: String,
+    /// The record's position in the user's [`SyncKind::Conversation`] log (the entry
+    /// that last changed it).
+    pub sync_seq: Seq,
+    /// When the record last changed, milliseconds since the Unix epoch.
+    pub updated_ms: u64,
+}
+
+impl ConversationRecord {
+    /// Longest accepted `extra` and `last.preview`, in bytes: a record is read in bulk
+    /// (a whole conversation list), so it must stay small.
+    pub const MAX_TEXT_LEN: usize = 4096;
+
+    /// A fresh record of `conversation` with nothing set.
+    pub fn new(conversation: Conversation) -> Self {
+        Self {
+            conversation,
+            last: None,
+            read_seq: Seq::ZERO,
+            is_top: false,
+            is_mute: false,
+            extra: String::new(),
+            sync_seq: Seq::ZERO,
+            updated_ms: 0,
+        }
+    }
 }
 
 /// A persisted app (used for the auto-generated development app).

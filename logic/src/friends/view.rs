@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use tern_storage::{AppId, Seq, StoreError, SyncKind, UserId};
+use tern_storage::{AppId, Owner, Seq, StoreError, SyncKind, UserId};
 
 use super::records::{Record, RequestRecord};
 use crate::Logic;
@@ -90,7 +90,7 @@ impl View {
         for kind in [SyncKind::Friendship, SyncKind::Blacklist, SyncKind::FriendRequest] {
             let mut after = Seq::ZERO;
             loop {
-                let page = logic.store.read_log(app, owner, kind, after, LOAD_PAGE).await?;
+                let page = logic.store.read_log(app, &Owner::User(owner.clone()), kind, after, LOAD_PAGE).await?;
                 for entry in &page {
                     view.apply(entry.seq, Record::decode(app, owner, kind, entry)?);
                     after = entry.seq;

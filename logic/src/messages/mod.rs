@@ -26,8 +26,8 @@ use tern_schema::codes;
 use tern_schema::link::ConnRef;
 use tern_schema::message::{self, ElemParts, MessageParts};
 use tern_storage::{
-    AppId, DedupRecord, GuardOutcome, GuardedBatch, LogEntry, MessageLocator, Seq, StoreError, SyncKind, UserId,
-    WriteBatch,
+    AppId, Conversation, DedupRecord, GuardOutcome, GuardedBatch, LogEntry, MessageLocator, Owner, Seq, StoreError,
+    SyncKind, UserId, WriteBatch,
 };
 use tokio::sync::oneshot;
 
@@ -322,17 +322,19 @@ async fn build(logic: &Logic, req: &SendRequest<'_>, key: String) -> Result<(Pen
 
     let mut batch = WriteBatch::with_capacity(8);
     let entry = |seq: Seq| LogEntry { seq, time_ms: now, payload: payload.clone() };
+    // Six keys per 1:1 message: two timeline entries (each user owns their inbox), two
+    // conversation-index entries, the locator and (added by the store) the dedup record.
     batch.append_log(req.app, req.from.clone(), SyncKind::Message, entry(from_alloc.first));
-    batch.append_conv_index(req.app, req.from.clone(), req.to.clone(), from_alloc.first);
+    batch.append_conv_index(req.app, req.from.clone(), Conversation::Single(req.to.clone()), from_alloc.first);
     let to_seq = to_alloc.as_ref().map_or(from_alloc.first, |a| a.first);
     if let Some(a) = &to_alloc {
         batch.append_log(req.app, req.to.clone(), SyncKind::Message, entry(a.first));
-        batch.append_conv_index(req.app, req.to.clone(), req.from.clone(), a.first);
+        batch.append_conv_index(req.app, req.to.clone(), Conversation::Single(req.from.clone()), a.first);
     }
     batch.put_message_index(
         req.app,
         message_key,
-        MessageLocator { from: req.from.clone(), to: req.to.clone(), from_seq: from_alloc.first, to_seq, time_ms: now },
+        MessageLocator::single(req.from.clone(), from_alloc.first, req.to.clone(), to_seq, now),
     );
     let guard = DedupRecord {
         key: key.clone(),
@@ -506,7 +508,17 @@ pub async fn device_acks(
     user: &UserId,
     device: &str,
 ) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
-    let mut acks = logic.store.get_device_acks(app, user, device).await?;
+    // The device's acks of its user's own logs (acks of group timelines are for the
+    // group work to use).
+    let own = Owner::User(user.clone());
+    let mut acks: Vec<(SyncKind, Seq)> = logic
+        .store
+        .get_device_acks(app, user, device)
+        .await?
+        .into_iter()
+        .filter(|a| a.owner == own)
+        .map(|a| (a.kind, a.seq))
+        .collect();
     let pending = logic
         .messaging
         .acks
@@ -539,7 +551,7 @@ pub async fn read_receipt(
         return Err(Refusal::new(errors::INVALID_MESSAGE, "read_seq: above the reader's newest message"));
     }
     let mut batch = WriteBatch::with_capacity(1);
-    batch.put_read_mark(app, reader.clone(), peer.clone(), Seq(read_seq));
+    batch.put_read_mark(app, reader.clone(), Conversation::Single(peer.clone()), Seq(read_seq));
     logic.store.write(batch).await?;
     let frame = message::read_receipt_notify(reader.as_str(), peer.as_str(), read_seq);
     logic.sessions.send_to_user(app, reader, &frame, origin);
@@ -567,8 +579,13 @@ pub async fn recall(logic: &Logic, app: AppId, message_key: u64, by: Recaller) -
         .get_message_index(app, message_key)
         .await?
         .ok_or_else(|| Refusal::new(errors::NO_SUCH_MESSAGE, "no such message"))?;
+    // Only 1:1 messages are stored today; a group locator here would be a bug.
+    let Some(to) = loc.recipient().cloned() else {
+        return Err(Refusal::new(codes::INTERNAL, "stored message locator is not a 1:1 message's"));
+    };
+    let from = loc.sender.clone();
     if let Recaller::Sender(u) = &by {
-        if *u != loc.from {
+        if *u != from {
             return Err(Refusal::new(errors::NOT_A_PARTY, "only the sender may recall a message"));
         }
         let window = logic.apps.get(app).map_or(crate::apps::DEFAULT_RECALL_WINDOW_SECS, |a| a.recall_window_secs);
@@ -576,18 +593,15 @@ pub async fn recall(logic: &Logic, app: AppId, message_key: u64, by: Recaller) -
             return Err(Refusal::new(errors::RECALL_WINDOW_PASSED, format!("the {window} s recall window has passed")));
         }
     }
-    let owners: Vec<(UserId, Seq, UserId)> = if loc.from == loc.to {
-        vec![(loc.from.clone(), loc.from_seq, loc.to.clone())]
-    } else {
-        vec![(loc.from.clone(), loc.from_seq, loc.to.clone()), (loc.to.clone(), loc.to_seq, loc.from.clone())]
-    };
+    let owners: Vec<(UserId, Seq)> =
+        loc.copies.iter().filter_map(|c| c.owner.as_user().map(|u| (u.clone(), c.seq))).collect();
     let now = now_ms();
     let mut batch = WriteBatch::with_capacity(8);
     let mut allocs = Vec::new();
-    for (owner, seq, _) in &owners {
+    for (owner, seq) in &owners {
         let entry = logic
             .store
-            .get_log_entry(app, owner, SyncKind::Message, *seq)
+            .get_log_entry(app, &Owner::User(owner.clone()), SyncKind::Message, *seq)
             .await?
             .ok_or_else(|| Refusal::new(errors::NO_SUCH_MESSAGE, "message no longer stored"))?;
         let m = message::decode_stored(&entry.payload)
@@ -621,7 +635,7 @@ pub async fn recall(logic: &Logic, app: AppId, message_key: u64, by: Recaller) -
     let written = logic.write_retrying(batch).await;
     let durable = written.is_ok();
     for alloc in &allocs {
-        let notify = message::recall_notify(message_key, loc.from.as_str(), loc.to.as_str(), alloc.first.0);
+        let notify = message::recall_notify(message_key, from.as_str(), to.as_str(), alloc.first.0);
         logic.messaging.delivery.complete(logic, alloc, durable, vec![(alloc.first, Item::Frame(notify), None)]);
     }
     written?;
@@ -642,16 +656,10 @@ pub async fn get_messages(
         let item = match logic.store.get_message_index(app, *key).await? {
             None => Err(Refusal::new(errors::NO_SUCH_MESSAGE, "no such message")),
             Some(loc) => {
-                let seq = if *asker == loc.from {
-                    Some(loc.from_seq)
-                } else if *asker == loc.to {
-                    Some(loc.to_seq)
-                } else {
-                    None
-                };
-                match seq {
+                let own = Owner::User(asker.clone());
+                match loc.seq_of(&own) {
                     None => Err(Refusal::new(errors::NOT_A_PARTY, "not a party to this message")),
-                    Some(seq) => match logic.store.get_log_entry(app, asker, SyncKind::Message, seq).await? {
+                    Some(seq) => match logic.store.get_log_entry(app, &own, SyncKind::Message, seq).await? {
                         Some(e) => Ok(TimelineItem { seq: e.seq, time_ms: e.time_ms, payload: e.payload }),
                         None => Err(Refusal::new(errors::NO_SUCH_MESSAGE, "message no longer stored")),
                     },
@@ -680,16 +688,17 @@ pub async fn history(
     let watermark = logic.seqs.committed(app, user, SyncKind::Message).await?;
     let mut cursor = before.map_or(Seq(watermark.0 + 1), |b| b.min(Seq(watermark.0 + 1)));
     let floor = retention_floor_ms(logic, app);
+    let (conversation, own) = (Conversation::Single(peer.clone()), Owner::User(user.clone()));
     let mut items = Vec::with_capacity(limit);
     // Scan backwards in index pages; time filters may skip entries, so keep going until
     // the page is full or the conversation is exhausted. Seq order is time order within
     // one timeline, so once an entry is older than retention, all below it are too.
     loop {
-        let seqs = logic.store.read_conv_back(app, user, peer, cursor, limit + 1).await?;
+        let seqs = logic.store.read_conv_back(app, user, &conversation, cursor, limit + 1).await?;
         let exhausted = seqs.len() <= limit;
         for seq in seqs.iter().take(limit) {
             cursor = *seq;
-            let Some(e) = logic.store.get_log_entry(app, user, SyncKind::Message, *seq).await? else { continue };
+            let Some(e) = logic.store.get_log_entry(app, &own, SyncKind::Message, *seq).await? else { continue };
             if e.time_ms < floor {
                 return Ok((items, None));
             }

@@ -8,9 +8,8 @@ use std::{
     process::{Command, Stdio},
     time::Duration,
 };
-use tern_storage::{
-    AppId, Durability, EmbeddedConfig, EmbeddedStore, LogEntry, Seq, Store, SyncKind, UserId, WriteBatch,
-};
+use tern_storage::{AppId, LogEntry, Owner, Seq, Store, SyncKind, UserId, WriteBatch};
+use tern_storage_embedded::{Durability, EmbeddedConfig, EmbeddedStore};
 
 const CHILD_ENV: &str = "TERN_STORAGE_CRASH_CHILD_DIR";
 const TEST_NAME: &str = "acknowledged_writes_survive_sigkill";
@@ -79,10 +78,13 @@ fn acknowledged_writes_survive_sigkill() {
 
     let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
     runtime().block_on(async {
-        let log = store.read_log(APP, &user(), SyncKind::Message, Seq::ZERO, 10_000).await.unwrap();
+        let log = store.read_log(APP, &Owner::User(user()), SyncKind::Message, Seq::ZERO, 10_000).await.unwrap();
         // Count first: a failure should say how much was lost, not print 500 entries.
         assert_eq!(log.len() as u64, WRITES, "acknowledged writes lost");
         assert_eq!(log, (1..=WRITES).map(entry).collect::<Vec<_>>());
-        assert_eq!(store.seq_bounds(APP, &user()).await.unwrap(), vec![(SyncKind::Message, Seq(WRITES * 100))]);
+        assert_eq!(
+            store.seq_bounds(APP, &Owner::User(user())).await.unwrap(),
+            vec![(SyncKind::Message, Seq(WRITES * 100))]
+        );
     });
 }

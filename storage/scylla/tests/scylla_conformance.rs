@@ -20,9 +20,10 @@ use std::{
 };
 use tern_storage::{
     conformance::{collect_conv_back, collect_log, collect_log_back, StoreUnderTest},
-    scylla::{BucketBits, TestLayout, SCHEMA_VERSION},
-    AppId, LogEntry, ScyllaConfig, ScyllaStore, Seq, Store, StoreError, SyncKind, UserId, WriteBatch,
+    AppId, Conversation, GroupId, LogEntry, MessageLocator, Owner, Seq, Store, StoreError, SyncKind, UserId,
+    WriteBatch,
 };
+use tern_storage_scylla::{BucketBits, ScyllaConfig, ScyllaStore, TestLayout, SCHEMA_VERSION};
 
 const DEFAULT_NODES: &str = "127.0.0.1:9042";
 
@@ -187,6 +188,14 @@ fn uid(s: &str) -> UserId {
     UserId::new(s).unwrap()
 }
 
+fn own(s: &str) -> Owner {
+    Owner::User(uid(s))
+}
+
+fn gid(s: &str) -> GroupId {
+    GroupId::new(s).unwrap()
+}
+
 fn entry(seq: u64) -> LogEntry {
     LogEntry { seq: Seq(seq), time_ms: seq.wrapping_mul(3), payload: bytes::Bytes::from(format!("e{seq}")) }
 }
@@ -196,13 +205,16 @@ const KIND: SyncKind = SyncKind::Message;
 
 /// A timeline spanning many tiny buckets (4 seqs each), with empty buckets between and
 /// more non-empty buckets than one directory query returns, reads back in order, and
-/// paging across bucket edges, forwards and backwards, neither skips nor repeats.
+/// paging across bucket edges, forwards and backwards, neither skips nor repeats. The
+/// timeline is a group's and the conversation a group conversation, so the group keys
+/// of the bucket directories are covered too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bucket_edges_neither_skip_nor_repeat() {
     let Some((store, _, _)) = fresh_store_with("bucket edges", BucketBits { log: 2, conv: 2 }, 0).await else {
         return;
     };
-    let user = uid("edge");
+    let (user, conv) = (Owner::Group(gid("edge")), Conversation::Group(gid("peer")));
+    let member = uid("edge");
     let mut seqs: Vec<u64> = (1..=90).collect(); // 23 buckets, edges at 4, 8, …
     seqs.retain(|s| !(40..56).contains(s)); // four empty buckets in the middle
     seqs.extend([1_000, 1_003, 1_004, 5_000, 1 << 40, (1 << 63) - 1, 1 << 63, u64::MAX - 1, u64::MAX]);
@@ -212,7 +224,7 @@ async fn bucket_edges_neither_skip_nor_repeat() {
         let mut b = WriteBatch::new();
         for e in chunk {
             b.append_log(APP, user.clone(), KIND, e.clone());
-            b.append_conv_index(APP, user.clone(), uid("peer"), e.seq);
+            b.append_conv_index(APP, member.clone(), conv.clone(), e.seq);
         }
         store.write(b).await.unwrap();
     }
@@ -223,8 +235,8 @@ async fn bucket_edges_neither_skip_nor_repeat() {
     for page in [1, 2, 3, 4, 5, 7, 8, 16, 17, 33, 200] {
         assert_eq!(collect_log(&store, APP, &user, KIND, page).await, written, "forward, page {page}");
         assert_eq!(collect_log_back(&store, APP, &user, KIND, page).await, backwards, "backward, page {page}");
-        let conv = collect_conv_back(&store, APP, &user, &uid("peer"), page).await;
-        assert_eq!(conv, conv_backwards, "conversation, page {page}");
+        let got = collect_conv_back(&store, APP, &member, &conv, page).await;
+        assert_eq!(got, conv_backwards, "conversation, page {page}");
     }
     // From every position, including bucket edges, gaps and positions not stored.
     for after in [0u64, 3, 4, 5, 39, 40, 55, 56, 90, 999, 1_003, 1 << 40, u64::MAX - 1] {
@@ -244,7 +256,7 @@ async fn pages_within_one_bucket() {
     let Some((store, _, _)) = fresh_store_with("pages within a bucket", BucketBits::DEFAULT, 0).await else {
         return;
     };
-    let user = uid("dense");
+    let user = own("dense");
     let written: Vec<LogEntry> = (1..=700).map(entry).collect();
     let mut b = WriteBatch::new();
     for e in &written {
@@ -270,7 +282,7 @@ async fn retention_ttls() {
     let mut b = WriteBatch::new();
     b.append_log(APP, u.clone(), SyncKind::Message, entry(1))
         .append_log(APP, u.clone(), SyncKind::Profile, entry(1))
-        .append_conv_index(APP, u.clone(), uid("p"), Seq(1))
+        .append_conv_index(APP, u.clone(), Conversation::Single(uid("p")), Seq(1))
         .put_dedup(tern_storage::DedupRecord {
             key: "ttl/1".into(),
             value: bytes::Bytes::new(),
@@ -308,7 +320,10 @@ async fn retention_ttls() {
     assert!(rows.is_err() || rows.unwrap().into_rows_result().unwrap().rows_num() == 1);
     let dedup = ttl(format!("SELECT TTL(value) FROM {ks}.dedup WHERE key = '{namespace}/ttl/1'")).await;
     assert!(matches!(dedup[..], [Some(t)] if t > 600 && t <= 660), "{dedup:?}");
-    assert_eq!(store.read_conv_back(APP, &u, &uid("p"), Seq::MAX, 10).await.unwrap(), vec![Seq(1)]);
+    assert_eq!(
+        store.read_conv_back(APP, &u, &Conversation::Single(uid("p")), Seq::MAX, 10).await.unwrap(),
+        vec![Seq(1)]
+    );
 }
 
 fn is_schema_error(e: &StoreError, needle: &str) -> bool {
@@ -352,7 +367,25 @@ async fn migrations_are_rerunnable_and_connect_refuses_other_schemas() {
     let redo = ScyllaStore::migrate(&config).await.unwrap();
     assert_eq!(redo.applied.last().map(|a| a.0), Some(SCHEMA_VERSION));
     let store = ScyllaStore::connect(&config).await.unwrap();
-    assert_eq!(store.read_log(APP, &uid("keep"), KIND, Seq(0), 10).await.unwrap(), vec![entry(1)]);
+    assert_eq!(store.read_log(APP, &own("keep"), KIND, Seq(0), 10).await.unwrap(), vec![entry(1)]);
+    // Rows written by schema-1 code (a 1:1 locator in message_index, a read mark keyed
+    // by the bare peer id) read through the owner vocabulary after the upgrade.
+    cql(format!(
+        "INSERT INTO {ks}.message_index (app_id, message_key, from_user, to_user, from_seq, to_seq, time_ms) \
+         VALUES ({}, 5, 'keep', 'peer', 1, 2, 3)",
+        APP.0
+    ))
+    .await;
+    cql(format!("INSERT INTO {ks}.read_marks (app_id, user_id, peer_id, seq) VALUES ({}, 'keep', 'peer', 4)", APP.0))
+        .await;
+    assert_eq!(
+        store.get_message_index(APP, 5).await.unwrap(),
+        Some(MessageLocator::single(uid("keep"), Seq(1), uid("peer"), Seq(2), 3))
+    );
+    assert_eq!(
+        store.get_read_marks(APP, &uid("keep")).await.unwrap(),
+        vec![(Conversation::Single(uid("peer")), Seq(4))]
+    );
 
     // A newer schema (written by a later tern) is refused by connect and by migrate.
     cql(format!("INSERT INTO {ks}.schema_migrations (version, name) VALUES (999, '999_future')")).await;

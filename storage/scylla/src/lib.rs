@@ -1,8 +1,8 @@
-//! The ScyllaDB backend: a [`Store`] on a CQL cluster (ScyllaDB, or Apache Cassandra,
+//! The CQL engine (crate `tern-storage-scylla`): a [`Store`] on a CQL cluster (ScyllaDB, or Apache Cassandra,
 //! which speaks the same protocol and runs the tests), through the `scylla` driver.
 //!
 //! It runs on tokio (the driver's runtime), never on the gateway's monoio cores, and is
-//! the only place in Tern that speaks CQL; the tables are in `storage/cql/*.cql` and
+//! the only place in Tern that speaks CQL; the tables are in `storage/scylla/cql/*.cql` and
 //! [`schema`] applies them. It must never use lightweight transactions (LWT) or logged
 //! batches on the write path, and every statement it sends must be safe to retry.
 //!
@@ -116,11 +116,6 @@ pub use config::{
 };
 pub use schema::{MigrationReport, SCHEMA_VERSION};
 
-use crate::{
-    store::{check_dedup_key, check_device_id},
-    AppId, AppRecord, DedupRecord, LogEntry, MessageLocator, Seq, Store, StoreError, SyncKind, UserId, UserRecord,
-    WriteBatch, WriteOp,
-};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{future::BoxFuture, stream, FutureExt, StreamExt};
@@ -133,6 +128,11 @@ use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
+};
+use tern_storage::{
+    check_dedup_key, check_device_id, AppId, AppRecord, Conversation, ConversationRecord, DedupRecord, DeviceAck,
+    GroupId, LastMessage, LogEntry, MessageCopy, MessageLocator, Owner, Seq, Store, StoreError, SyncKind, UserId,
+    UserRecord, WriteBatch, WriteOp,
 };
 
 /// log2 of the seqs per timeline bucket (see the module doc for the size math).
@@ -333,6 +333,47 @@ fn user_from_cql(s: String, what: &str) -> Result<UserId, StoreError> {
     UserId::new(s).map_err(|e| StoreError::corrupt(format!("{what}: {e}")))
 }
 
+/// Marks a group in an owner or conversation key (see `cql/002_owners.cql`): no user
+/// id starts with it, so user keys are the bare ids migration 001 stored.
+const GROUP_KEY_PREFIX: char = '#';
+
+fn group_key(g: &GroupId) -> String {
+    let mut key = String::with_capacity(1 + g.as_str().len());
+    key.push(GROUP_KEY_PREFIX);
+    key.push_str(g.as_str());
+    key
+}
+
+/// The stored key of an owner: a user's id, or `#` and a group's id.
+fn owner_key(owner: &Owner) -> String {
+    match owner {
+        Owner::User(u) => u.as_str().to_owned(),
+        Owner::Group(g) => group_key(g),
+    }
+}
+
+/// The stored key of a conversation: the peer's id, or `#` and the group's id.
+fn conv_key(conv: &Conversation) -> String {
+    match conv {
+        Conversation::Single(u) => u.as_str().to_owned(),
+        Conversation::Group(g) => group_key(g),
+    }
+}
+
+fn owner_from_cql(s: String, what: &str) -> Result<Owner, StoreError> {
+    match s.strip_prefix(GROUP_KEY_PREFIX) {
+        Some(g) => GroupId::new(g).map(Owner::Group).map_err(|e| StoreError::corrupt(format!("{what}: {e}"))),
+        None => user_from_cql(s, what).map(Owner::User),
+    }
+}
+
+fn conv_from_cql(s: String, what: &str) -> Result<Conversation, StoreError> {
+    Ok(match owner_from_cql(s, what)? {
+        Owner::User(u) => Conversation::Single(u),
+        Owner::Group(g) => Conversation::Group(g),
+    })
+}
+
 /// The write timestamp of a max-register holding `v` (see the module doc): a higher value
 /// never gets an earlier timestamp, equal timestamps are broken by value, and every
 /// timestamp lies in `[i64::MIN + 1, 0]`, in the past and clear of the reserved `i64::MIN`.
@@ -361,6 +402,51 @@ fn dedup_ttl(expires_ms: u64, now_ms: u64) -> i32 {
     }
 }
 
+/// The columns of a conversation record after its key, in statement order.
+const CONVERSATION_COLUMNS: &str = "last_key, last_seq, last_time_ms, last_sender, last_preview, read_seq, is_top, \
+                                    is_mute, extra, sync_seq, updated_ms";
+
+/// A conversation row as read: `conversation` then [`CONVERSATION_COLUMNS`].
+type ConversationRow = (
+    String,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<bool>,
+    Option<bool>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+);
+
+fn conversation_from_row(row: ConversationRow) -> Result<ConversationRecord, StoreError> {
+    let (conv, key, seq, time, sender, preview, read_seq, top, mute, extra, sync_seq, updated) = row;
+    let conversation = conv_from_cql(conv, "conversations.conversation")?;
+    let last = match sender {
+        None => None,
+        Some(sender) => Some(LastMessage {
+            message_key: key.map_or(0, from_cql),
+            seq: Seq(seq.map_or(0, from_cql)),
+            time_ms: time.map_or(0, from_cql),
+            sender: user_from_cql(sender, "conversations.last_sender")?,
+            preview: preview.unwrap_or_default(),
+        }),
+    };
+    Ok(ConversationRecord {
+        conversation,
+        last,
+        read_seq: Seq(read_seq.map_or(0, from_cql)),
+        is_top: top.unwrap_or(false),
+        is_mute: mute.unwrap_or(false),
+        extra: extra.unwrap_or_default(),
+        sync_seq: Seq(sync_seq.map_or(0, from_cql)),
+        updated_ms: updated.map_or(0, from_cql),
+    })
+}
+
 /// Every prepared statement, by purpose.
 struct Statements {
     put_user: PreparedStatement,
@@ -380,7 +466,6 @@ struct Statements {
     get_dedup: PreparedStatement,
     put_ack: PreparedStatement,
     get_acks: PreparedStatement,
-    put_msg_index: PreparedStatement,
     get_msg_index: PreparedStatement,
     put_conv: PreparedStatement,
     conv_back: PreparedStatement,
@@ -388,6 +473,15 @@ struct Statements {
     conv_dir_back: PreparedStatement,
     put_mark: PreparedStatement,
     get_marks: PreparedStatement,
+    put_log_ack: PreparedStatement,
+    get_log_acks: PreparedStatement,
+    put_locator: PreparedStatement,
+    get_locator: PreparedStatement,
+    put_conversation: PreparedStatement,
+    delete_conversation: PreparedStatement,
+    get_conversation: PreparedStatement,
+    list_conversations: PreparedStatement,
+    list_conversations_after: PreparedStatement,
 }
 
 impl Statements {
@@ -455,11 +549,6 @@ impl Statements {
                 "SELECT kind, seq FROM {ks}.device_acks WHERE app_id = ? AND user_id = ? AND device_id = ?"
             ))
             .await?,
-            put_msg_index: p(format!(
-                "INSERT INTO {ks}.message_index (app_id, message_key, from_user, to_user, from_seq, to_seq, time_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?)"
-            ))
-            .await?,
             get_msg_index: p(format!(
                 "SELECT from_user, to_user, from_seq, to_seq, time_ms FROM {ks}.message_index \
                  WHERE app_id = ? AND message_key = ?"
@@ -487,6 +576,47 @@ impl Statements {
             ))
             .await?,
             get_marks: p(format!("SELECT peer_id, seq FROM {ks}.read_marks WHERE app_id = ? AND user_id = ?")).await?,
+            put_log_ack: p(format!(
+                "UPDATE {ks}.device_log_acks USING TIMESTAMP ? SET seq = ? \
+                 WHERE app_id = ? AND user_id = ? AND device_id = ? AND owner = ? AND kind = ?"
+            ))
+            .await?,
+            get_log_acks: p(format!(
+                "SELECT owner, kind, seq FROM {ks}.device_log_acks WHERE app_id = ? AND user_id = ? AND device_id = ?"
+            ))
+            .await?,
+            put_locator: p(format!(
+                "INSERT INTO {ks}.message_locators (app_id, message_key, sender, time_ms, copies) VALUES (?, ?, ?, ?, ?)"
+            ))
+            .await?,
+            get_locator: p(format!(
+                "SELECT sender, time_ms, copies FROM {ks}.message_locators WHERE app_id = ? AND message_key = ?"
+            ))
+            .await?,
+            put_conversation: p(format!(
+                "INSERT INTO {ks}.conversations (app_id, user_id, conversation, {CONVERSATION_COLUMNS}) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .await?,
+            delete_conversation: p(format!(
+                "DELETE FROM {ks}.conversations WHERE app_id = ? AND user_id = ? AND conversation = ?"
+            ))
+            .await?,
+            get_conversation: p(format!(
+                "SELECT conversation, {CONVERSATION_COLUMNS} FROM {ks}.conversations \
+                 WHERE app_id = ? AND user_id = ? AND conversation = ?"
+            ))
+            .await?,
+            list_conversations: p(format!(
+                "SELECT conversation, {CONVERSATION_COLUMNS} FROM {ks}.conversations \
+                 WHERE app_id = ? AND user_id = ? LIMIT ?"
+            ))
+            .await?,
+            list_conversations_after: p(format!(
+                "SELECT conversation, {CONVERSATION_COLUMNS} FROM {ks}.conversations \
+                 WHERE app_id = ? AND user_id = ? AND conversation > ? LIMIT ?"
+            ))
+            .await?,
         })
     }
 }
@@ -494,8 +624,8 @@ impl Statements {
 /// A bucket-directory row: which timeline, which bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Marker {
-    Log(AppId, UserId, SyncKind, i64),
-    Conv(AppId, UserId, UserId, i64),
+    Log(AppId, Owner, SyncKind, i64),
+    Conv(AppId, UserId, Conversation, i64),
 }
 
 /// Markers this process has written (and when), so each costs one write per bucket.
@@ -543,13 +673,15 @@ impl MarkerCache {
 struct Plan {
     users: HashMap<(AppId, UserId), UserRecord>,
     apps: HashMap<AppId, AppRecord>,
-    logs: HashMap<(AppId, UserId, SyncKind, Seq), LogEntry>,
-    bounds: HashMap<(AppId, UserId, SyncKind), Seq>,
+    logs: HashMap<(AppId, Owner, SyncKind, Seq), LogEntry>,
+    bounds: HashMap<(AppId, Owner, SyncKind), Seq>,
     dedup: HashMap<String, DedupRecord>,
-    acks: HashMap<(AppId, UserId, String, SyncKind), Seq>,
+    acks: HashMap<(AppId, UserId, String, Owner, SyncKind), Seq>,
     msg_index: HashMap<(AppId, u64), MessageLocator>,
-    conv: HashSet<(AppId, UserId, UserId, Seq)>,
-    marks: HashMap<(AppId, UserId, UserId), Seq>,
+    conv: HashSet<(AppId, UserId, Conversation, Seq)>,
+    marks: HashMap<(AppId, UserId, Conversation), Seq>,
+    /// `None`: delete the record.
+    conversations: HashMap<(AppId, UserId, Conversation), Option<ConversationRecord>>,
 }
 
 impl Plan {
@@ -564,26 +696,36 @@ impl Plan {
                 WriteOp::PutUser(app, rec) => {
                     plan.users.insert((app, rec.user_id.clone()), rec);
                 }
-                WriteOp::AppendLog { app, user, kind, entry } => {
-                    plan.logs.insert((app, user, kind, entry.seq), entry);
+                WriteOp::AppendLog { app, owner, kind, entry } => {
+                    plan.logs.insert((app, owner, kind, entry.seq), entry);
                 }
-                WriteOp::SetSeqBound { app, user, kind, bound } => keep_max(&mut plan.bounds, (app, user, kind), bound),
+                WriteOp::SetSeqBound { app, owner, kind, bound } => {
+                    keep_max(&mut plan.bounds, (app, owner, kind), bound)
+                }
                 WriteOp::PutDedup(rec) => {
                     plan.dedup.insert(rec.key.clone(), rec);
                 }
                 WriteOp::PutApp(rec) => {
                     plan.apps.insert(rec.app_id, rec);
                 }
-                WriteOp::PutDeviceAck { app, user, device_id, kind, seq } => {
-                    keep_max(&mut plan.acks, (app, user, device_id, kind), seq)
+                WriteOp::PutDeviceAck { app, user, device_id, owner, kind, seq } => {
+                    keep_max(&mut plan.acks, (app, user, device_id, owner, kind), seq)
                 }
                 WriteOp::PutMessageIndex { app, message_key, loc } => {
                     plan.msg_index.insert((app, message_key), loc);
                 }
-                WriteOp::AppendConvIndex { app, user, peer, seq } => {
-                    plan.conv.insert((app, user, peer, seq));
+                WriteOp::AppendConvIndex { app, user, conversation, seq } => {
+                    plan.conv.insert((app, user, conversation, seq));
                 }
-                WriteOp::PutReadMark { app, user, peer, seq } => keep_max(&mut plan.marks, (app, user, peer), seq),
+                WriteOp::PutReadMark { app, user, conversation, seq } => {
+                    keep_max(&mut plan.marks, (app, user, conversation), seq)
+                }
+                WriteOp::PutConversation { app, user, record } => {
+                    plan.conversations.insert((app, user, record.conversation.clone()), Some(record));
+                }
+                WriteOp::DeleteConversation { app, user, conversation } => {
+                    plan.conversations.insert((app, user, conversation), None);
+                }
             }
         }
         plan
@@ -593,11 +735,11 @@ impl Plan {
         let logs = self
             .logs
             .keys()
-            .map(|(app, user, kind, seq)| Marker::Log(*app, user.clone(), *kind, bucket_of(seq.0, bits.log)));
+            .map(|(app, owner, kind, seq)| Marker::Log(*app, owner.clone(), *kind, bucket_of(seq.0, bits.log)));
         let convs = self
             .conv
             .iter()
-            .map(|(app, user, peer, seq)| Marker::Conv(*app, user.clone(), peer.clone(), bucket_of(seq.0, bits.conv)));
+            .map(|(app, user, conv, seq)| Marker::Conv(*app, user.clone(), conv.clone(), bucket_of(seq.0, bits.conv)));
         logs.chain(convs).collect()
     }
 }
@@ -617,8 +759,8 @@ async fn run_phase(statements: Vec<Pending<'_>>) -> Result<(), StoreError> {
 /// One timeline to page through: a per-kind log or a conversation index.
 #[derive(Clone, Copy)]
 enum Timeline<'a> {
-    Log(AppId, &'a UserId, SyncKind),
-    Conv(AppId, &'a UserId, &'a UserId),
+    Log(AppId, &'a Owner, SyncKind),
+    Conv(AppId, &'a UserId, &'a Conversation),
 }
 
 /// One row of a timeline (a conversation index row has only its seq).
@@ -679,18 +821,18 @@ impl ScyllaStore {
 
     fn marker_write<'a>(&'a self, m: &'a Marker) -> Pending<'a> {
         match m {
-            Marker::Log(app, user, kind, bucket) => {
+            Marker::Log(app, owner, kind, bucket) => {
                 let ttl = if *kind == SyncKind::Message { self.marker_ttl } else { 0 };
                 self.exec(
                     "writing a timeline bucket marker",
                     &self.st.put_log_bucket,
-                    (self.app(*app), user.as_str(), kind_cql(*kind), *bucket, ttl),
+                    (self.app(*app), owner_key(owner), kind_cql(*kind), *bucket, ttl),
                 )
             }
-            Marker::Conv(app, user, peer, bucket) => self.exec(
+            Marker::Conv(app, user, conv, bucket) => self.exec(
                 "writing a conversation bucket marker",
                 &self.st.put_conv_bucket,
-                (self.app(*app), user.as_str(), peer.as_str(), *bucket, self.marker_ttl),
+                (self.app(*app), user.as_str(), conv_key(conv), *bucket, self.marker_ttl),
             ),
         }
     }
@@ -708,13 +850,13 @@ impl ScyllaStore {
                 (self.app(rec.app_id), rec.secret.as_str(), to_cql(rec.created_ms)),
             ));
         }
-        for ((app, user, kind, seq), e) in &plan.logs {
+        for ((app, owner, kind, seq), e) in &plan.logs {
             out.push(self.exec(
                 "writing a log entry",
                 &self.st.put_log,
                 (
                     self.app(*app),
-                    user.as_str(),
+                    owner_key(owner),
                     kind_cql(*kind),
                     bucket_of(seq.0, bits.log),
                     to_cql(seq.0),
@@ -724,14 +866,14 @@ impl ScyllaStore {
                 ),
             ));
         }
-        for (app, user, peer, seq) in &plan.conv {
+        for (app, user, conv, seq) in &plan.conv {
             out.push(self.exec(
                 "writing the conversation index",
                 &self.st.put_conv,
                 (
                     self.app(*app),
                     user.as_str(),
-                    peer.as_str(),
+                    conv_key(conv),
                     bucket_of(seq.0, bits.conv),
                     to_cql(seq.0),
                     self.message_ttl,
@@ -739,51 +881,76 @@ impl ScyllaStore {
             ));
         }
         for ((app, key), loc) in &plan.msg_index {
+            let copies: Vec<(String, i64)> =
+                loc.copies.iter().map(|c| (owner_key(&c.owner), to_cql(c.seq.0))).collect();
             out.push(self.exec(
                 "writing a message locator",
-                &self.st.put_msg_index,
-                (
-                    self.app(*app),
-                    to_cql(*key),
-                    loc.from.as_str(),
-                    loc.to.as_str(),
-                    to_cql(loc.from_seq.0),
-                    to_cql(loc.to_seq.0),
-                    to_cql(loc.time_ms),
-                ),
+                &self.st.put_locator,
+                (self.app(*app), to_cql(*key), loc.sender.as_str(), to_cql(loc.time_ms), copies),
             ));
         }
-        for ((app, user, kind), bound) in &plan.bounds {
+        for ((app, owner, kind), bound) in &plan.bounds {
             out.push(self.exec(
                 "writing a seq bound",
                 &self.st.set_bound,
-                (max_register_ts(bound.0), to_cql(bound.0), self.app(*app), user.as_str(), kind_cql(*kind)),
+                (max_register_ts(bound.0), to_cql(bound.0), self.app(*app), owner_key(owner), kind_cql(*kind)),
             ));
+        }
+        for ((app, user, conv), rec) in &plan.conversations {
+            let (app, user, conv) = (self.app(*app), user.as_str(), conv_key(conv));
+            out.push(match rec {
+                None => self.exec("deleting a conversation record", &self.st.delete_conversation, (app, user, conv)),
+                Some(r) => {
+                    let last = r.last.as_ref();
+                    self.exec(
+                        "writing a conversation record",
+                        &self.st.put_conversation,
+                        (
+                            app,
+                            user,
+                            conv,
+                            last.map(|l| to_cql(l.message_key)),
+                            last.map(|l| to_cql(l.seq.0)),
+                            last.map(|l| to_cql(l.time_ms)),
+                            last.map(|l| l.sender.as_str()),
+                            last.map(|l| l.preview.as_str()),
+                            to_cql(r.read_seq.0),
+                            r.is_top,
+                            r.is_mute,
+                            r.extra.as_str(),
+                            to_cql(r.sync_seq.0),
+                            to_cql(r.updated_ms),
+                        ),
+                    )
+                }
+            });
         }
         out
     }
 
     fn progress_writes<'a>(&'a self, plan: &'a Plan) -> Vec<Pending<'a>> {
         let mut out: Vec<Pending<'a>> = Vec::new();
-        for ((app, user, device, kind), seq) in &plan.acks {
-            out.push(self.exec(
-                "writing a device ack",
-                &self.st.put_ack,
-                (
-                    max_register_ts(seq.0),
-                    to_cql(seq.0),
-                    self.app(*app),
-                    user.as_str(),
-                    device.as_str(),
-                    kind_cql(*kind),
-                ),
-            ));
+        for ((app, user, device, owner, kind), seq) in &plan.acks {
+            let (ts, value, app) = (max_register_ts(seq.0), to_cql(seq.0), self.app(*app));
+            out.push(if owner.as_user() == Some(user) {
+                self.exec(
+                    "writing a device ack",
+                    &self.st.put_ack,
+                    (ts, value, app, user.as_str(), device.as_str(), kind_cql(*kind)),
+                )
+            } else {
+                self.exec(
+                    "writing a device ack of another owner's log",
+                    &self.st.put_log_ack,
+                    (ts, value, app, user.as_str(), device.as_str(), owner_key(owner), kind_cql(*kind)),
+                )
+            });
         }
-        for ((app, user, peer), seq) in &plan.marks {
+        for ((app, user, conv), seq) in &plan.marks {
             out.push(self.exec(
                 "writing a read mark",
                 &self.st.put_mark,
-                (max_register_ts(seq.0), to_cql(seq.0), self.app(*app), user.as_str(), peer.as_str()),
+                (max_register_ts(seq.0), to_cql(seq.0), self.app(*app), user.as_str(), conv_key(conv)),
             ));
         }
         out
@@ -811,22 +978,22 @@ impl ScyllaStore {
     async fn buckets(&self, t: Timeline<'_>, from: i64, forward: bool, n: usize) -> Result<Vec<i64>, StoreError> {
         let n = n as i32;
         let result = match (t, forward) {
-            (Timeline::Log(app, user, kind), true) => {
+            (Timeline::Log(app, owner, kind), true) => {
                 let _permit = self.request_permit().await;
                 self.session
-                    .execute_unpaged(&self.st.log_dir_fwd, (self.app(app), user.as_str(), kind_cql(kind), from, n))
+                    .execute_unpaged(&self.st.log_dir_fwd, (self.app(app), owner_key(owner), kind_cql(kind), from, n))
                     .await
             }
-            (Timeline::Log(app, user, kind), false) => {
+            (Timeline::Log(app, owner, kind), false) => {
                 let _permit = self.request_permit().await;
                 self.session
-                    .execute_unpaged(&self.st.log_dir_back, (self.app(app), user.as_str(), kind_cql(kind), from, n))
+                    .execute_unpaged(&self.st.log_dir_back, (self.app(app), owner_key(owner), kind_cql(kind), from, n))
                     .await
             }
-            (Timeline::Conv(app, user, peer), false) => {
+            (Timeline::Conv(app, user, conv), false) => {
                 let _permit = self.request_permit().await;
                 self.session
-                    .execute_unpaged(&self.st.conv_dir_back, (self.app(app), user.as_str(), peer.as_str(), from, n))
+                    .execute_unpaged(&self.st.conv_dir_back, (self.app(app), user.as_str(), conv_key(conv), from, n))
                     .await
             }
             (Timeline::Conv(..), true) => unreachable!("the conversation index is only read backwards"),
@@ -850,12 +1017,12 @@ impl ScyllaStore {
     ) -> Result<Vec<Row>, StoreError> {
         let n = n as i32;
         match t {
-            Timeline::Log(app, user, kind) => {
+            Timeline::Log(app, owner, kind) => {
                 let st = if forward { &self.st.log_fwd } else { &self.st.log_back };
                 let _permit = self.request_permit().await;
                 let rows = self
                     .session
-                    .execute_unpaged(st, (self.app(app), user.as_str(), kind_cql(kind), b, to_cql(bound), n))
+                    .execute_unpaged(st, (self.app(app), owner_key(owner), kind_cql(kind), b, to_cql(bound), n))
                     .await
                     .map_err(|e| driver_error("reading a log", e))?
                     .into_rows_result()
@@ -872,14 +1039,14 @@ impl ScyllaStore {
                     })
                     .collect()
             }
-            Timeline::Conv(app, user, peer) => {
+            Timeline::Conv(app, user, conv) => {
                 assert!(!forward, "the conversation index is only read backwards");
                 let _permit = self.request_permit().await;
                 let rows = self
                     .session
                     .execute_unpaged(
                         &self.st.conv_back,
-                        (self.app(app), user.as_str(), peer.as_str(), b, to_cql(bound), n),
+                        (self.app(app), user.as_str(), conv_key(conv), b, to_cql(bound), n),
                     )
                     .await
                     .map_err(|e| driver_error("reading a conversation index", e))?
@@ -993,7 +1160,7 @@ impl Store for ScyllaStore {
     async fn read_log(
         &self,
         app: AppId,
-        user: &UserId,
+        owner: &Owner,
         kind: SyncKind,
         after: Seq,
         limit: usize,
@@ -1002,14 +1169,14 @@ impl Store for ScyllaStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let rows = self.scan(Timeline::Log(app, user, kind), start.0, true, limit).await?;
+        let rows = self.scan(Timeline::Log(app, owner, kind), start.0, true, limit).await?;
         Ok(rows.into_iter().map(|r| LogEntry { seq: Seq(r.seq), time_ms: r.time_ms, payload: r.payload }).collect())
     }
 
     async fn read_log_back(
         &self,
         app: AppId,
-        user: &UserId,
+        owner: &Owner,
         kind: SyncKind,
         before: Seq,
         limit: usize,
@@ -1018,14 +1185,14 @@ impl Store for ScyllaStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let rows = self.scan(Timeline::Log(app, user, kind), start, false, limit).await?;
+        let rows = self.scan(Timeline::Log(app, owner, kind), start, false, limit).await?;
         Ok(rows.into_iter().map(|r| LogEntry { seq: Seq(r.seq), time_ms: r.time_ms, payload: r.payload }).collect())
     }
 
     async fn get_log_entry(
         &self,
         app: AppId,
-        user: &UserId,
+        owner: &Owner,
         kind: SyncKind,
         seq: Seq,
     ) -> Result<Option<LogEntry>, StoreError> {
@@ -1034,7 +1201,7 @@ impl Store for ScyllaStore {
             .session
             .execute_unpaged(
                 &self.st.get_log,
-                (self.app(app), user.as_str(), kind_cql(kind), bucket_of(seq.0, self.bits.log), to_cql(seq.0)),
+                (self.app(app), owner_key(owner), kind_cql(kind), bucket_of(seq.0, self.bits.log), to_cql(seq.0)),
             )
             .await
             .map_err(|e| driver_error("reading a log entry", e))?
@@ -1048,11 +1215,11 @@ impl Store for ScyllaStore {
         }))
     }
 
-    async fn seq_bounds(&self, app: AppId, user: &UserId) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
+    async fn seq_bounds(&self, app: AppId, owner: &Owner) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
         let _permit = self.request_permit().await;
         let rows = self
             .session
-            .execute_unpaged(&self.st.get_bounds, (self.app(app), user.as_str()))
+            .execute_unpaged(&self.st.get_bounds, (self.app(app), owner_key(owner)))
             .await
             .map_err(|e| driver_error("reading seq bounds", e))?
             .into_rows_result()
@@ -1107,35 +1274,86 @@ impl Store for ScyllaStore {
         }))
     }
 
-    async fn get_device_acks(
-        &self,
-        app: AppId,
-        user: &UserId,
-        device_id: &str,
-    ) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
+    async fn get_device_acks(&self, app: AppId, user: &UserId, device_id: &str) -> Result<Vec<DeviceAck>, StoreError> {
         check_device_id(device_id)?;
-        let _permit = self.request_permit().await;
-        let rows = self
-            .session
-            .execute_unpaged(&self.st.get_acks, (self.app(app), user.as_str(), device_id))
-            .await
-            .map_err(|e| driver_error("reading device acks", e))?
-            .into_rows_result()
-            .map_err(|e| decode_error("device_acks", e))?;
-        let typed = rows.rows::<(i8, Option<i64>)>().map_err(|e| decode_error("device_acks", e))?;
+        let own = Owner::User(user.clone());
         let mut out = Vec::new();
-        for r in typed {
-            let (kind, seq) = r.map_err(|e| decode_error("device_acks", e))?;
-            if let Some(seq) = seq {
-                out.push((kind_from_cql(kind, "device_acks")?, Seq(from_cql(seq))));
+        {
+            let _permit = self.request_permit().await;
+            let rows = self
+                .session
+                .execute_unpaged(&self.st.get_acks, (self.app(app), user.as_str(), device_id))
+                .await
+                .map_err(|e| driver_error("reading device acks", e))?
+                .into_rows_result()
+                .map_err(|e| decode_error("device_acks", e))?;
+            for r in rows.rows::<(i8, Option<i64>)>().map_err(|e| decode_error("device_acks", e))? {
+                let (kind, seq) = r.map_err(|e| decode_error("device_acks", e))?;
+                if let Some(seq) = seq {
+                    out.push(DeviceAck {
+                        owner: own.clone(),
+                        kind: kind_from_cql(kind, "device_acks")?,
+                        seq: Seq(from_cql(seq)),
+                    });
+                }
             }
         }
-        out.sort_unstable_by_key(|(k, _)| *k);
+        out.sort_unstable_by_key(|a| a.kind);
+        // Other owners' logs (group timelines): paged, a user may read very many groups.
+        let _permit = self.request_permit().await;
+        let mut rows = self
+            .session
+            .execute_iter(self.st.get_log_acks.clone(), (self.app(app), user.as_str(), device_id))
+            .await
+            .map_err(|e| driver_error("reading device acks", e))?
+            .rows_stream::<(String, i8, Option<i64>)>()
+            .map_err(|e| decode_error("device_log_acks", e))?;
+        while let Some(row) = rows.next().await {
+            let (owner, kind, seq) = row.map_err(|e| driver_error("reading device acks", e))?;
+            if let Some(seq) = seq {
+                out.push(DeviceAck {
+                    owner: owner_from_cql(owner, "device_log_acks.owner")?,
+                    kind: kind_from_cql(kind, "device_log_acks")?,
+                    seq: Seq(from_cql(seq)),
+                });
+            }
+        }
         Ok(out)
     }
 
     async fn get_message_index(&self, app: AppId, message_key: u64) -> Result<Option<MessageLocator>, StoreError> {
         let _permit = self.request_permit().await;
+        let rows = self
+            .session
+            .execute_unpaged(&self.st.get_locator, (self.app(app), to_cql(message_key)))
+            .await
+            .map_err(|e| driver_error("reading a message locator", e))?
+            .into_rows_result()
+            .map_err(|e| decode_error("message_locators", e))?;
+        type LocatorRow = (Option<String>, Option<i64>, Option<Vec<(String, i64)>>);
+        let row = rows.maybe_first_row::<LocatorRow>().map_err(|e| decode_error("message_locators", e))?;
+        if let Some((sender, time_ms, copies)) = row {
+            let sender = sender.ok_or_else(|| StoreError::corrupt("message_locators: no sender"))?;
+            let copies = copies
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(owner, seq)| {
+                    Ok(MessageCopy {
+                        owner: owner_from_cql(owner, "message_locators.copies")?,
+                        seq: Seq(from_cql(seq)),
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            if copies.is_empty() {
+                return Err(StoreError::corrupt("message_locators: no copies"));
+            }
+            return Ok(Some(MessageLocator {
+                sender: user_from_cql(sender, "message_locators.sender")?,
+                time_ms: time_ms.map_or(0, from_cql),
+                copies,
+            }));
+        }
+        // Not there: a 1:1 message stored before migration 002 may be in message_index.
         let rows = self
             .session
             .execute_unpaged(&self.st.get_msg_index, (self.app(app), to_cql(message_key)))
@@ -1146,20 +1364,20 @@ impl Store for ScyllaStore {
         let row =
             rows.maybe_first_row::<(String, String, i64, i64, i64)>().map_err(|e| decode_error("message_index", e))?;
         let Some((from, to, from_seq, to_seq, time_ms)) = row else { return Ok(None) };
-        Ok(Some(MessageLocator {
-            from: user_from_cql(from, "message_index.from_user")?,
-            to: user_from_cql(to, "message_index.to_user")?,
-            from_seq: Seq(from_cql(from_seq)),
-            to_seq: Seq(from_cql(to_seq)),
-            time_ms: from_cql(time_ms),
-        }))
+        Ok(Some(MessageLocator::single(
+            user_from_cql(from, "message_index.from_user")?,
+            Seq(from_cql(from_seq)),
+            user_from_cql(to, "message_index.to_user")?,
+            Seq(from_cql(to_seq)),
+            from_cql(time_ms),
+        )))
     }
 
     async fn read_conv_back(
         &self,
         app: AppId,
         user: &UserId,
-        peer: &UserId,
+        conversation: &Conversation,
         before: Seq,
         limit: usize,
     ) -> Result<Vec<Seq>, StoreError> {
@@ -1167,12 +1385,12 @@ impl Store for ScyllaStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let rows = self.scan(Timeline::Conv(app, user, peer), start, false, limit).await?;
+        let rows = self.scan(Timeline::Conv(app, user, conversation), start, false, limit).await?;
         Ok(rows.into_iter().map(|r| Seq(r.seq)).collect())
     }
 
-    async fn get_read_marks(&self, app: AppId, user: &UserId) -> Result<Vec<(UserId, Seq)>, StoreError> {
-        // Paged: a user may have read marks on very many peers.
+    async fn get_read_marks(&self, app: AppId, user: &UserId) -> Result<Vec<(Conversation, Seq)>, StoreError> {
+        // Paged: a user may have read marks on very many conversations.
         let _permit = self.request_permit().await;
         let mut rows = self
             .session
@@ -1183,10 +1401,67 @@ impl Store for ScyllaStore {
             .map_err(|e| decode_error("read_marks", e))?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().await {
-            let (peer, seq) = row.map_err(|e| driver_error("reading read marks", e))?;
+            let (conv, seq) = row.map_err(|e| driver_error("reading read marks", e))?;
             if let Some(seq) = seq {
-                out.push((user_from_cql(peer, "read_marks.peer_id")?, Seq(from_cql(seq))));
+                out.push((conv_from_cql(conv, "read_marks.peer_id")?, Seq(from_cql(seq))));
             }
+        }
+        Ok(out)
+    }
+
+    async fn get_conversation(
+        &self,
+        app: AppId,
+        user: &UserId,
+        conversation: &Conversation,
+    ) -> Result<Option<ConversationRecord>, StoreError> {
+        let _permit = self.request_permit().await;
+        let rows = self
+            .session
+            .execute_unpaged(&self.st.get_conversation, (self.app(app), user.as_str(), conv_key(conversation)))
+            .await
+            .map_err(|e| driver_error("reading a conversation record", e))?
+            .into_rows_result()
+            .map_err(|e| decode_error("conversations", e))?;
+        let row = rows.maybe_first_row::<ConversationRow>().map_err(|e| decode_error("conversations", e))?;
+        row.map(conversation_from_row).transpose()
+    }
+
+    async fn list_conversations(
+        &self,
+        app: AppId,
+        user: &UserId,
+        after: Option<&Conversation>,
+        limit: usize,
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // CQL's LIMIT is an int; a page is far smaller anyway.
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let _permit = self.request_permit().await;
+        let result = match after {
+            None => {
+                self.session
+                    .execute_iter(self.st.list_conversations.clone(), (self.app(app), user.as_str(), limit))
+                    .await
+            }
+            Some(c) => {
+                self.session
+                    .execute_iter(
+                        self.st.list_conversations_after.clone(),
+                        (self.app(app), user.as_str(), conv_key(c), limit),
+                    )
+                    .await
+            }
+        };
+        let mut rows = result
+            .map_err(|e| driver_error("listing conversation records", e))?
+            .rows_stream::<ConversationRow>()
+            .map_err(|e| decode_error("conversations", e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().await {
+            out.push(conversation_from_row(row.map_err(|e| driver_error("listing conversation records", e))?)?);
         }
         Ok(out)
     }
@@ -1231,6 +1506,20 @@ mod tests {
     }
 
     #[test]
+    fn owner_and_conversation_keys_roundtrip_and_keep_users_bare() {
+        let (u, g) = (UserId::new("ab").unwrap(), GroupId::new("ab").unwrap());
+        assert_eq!(owner_key(&Owner::User(u.clone())), "ab");
+        assert_eq!(owner_key(&Owner::Group(g.clone())), "#ab");
+        assert_eq!(conv_key(&Conversation::Single(u.clone())), "ab");
+        assert_eq!(conv_key(&Conversation::Group(g.clone())), "#ab");
+        assert_eq!(owner_from_cql("#ab".into(), "t").unwrap(), Owner::Group(g.clone()));
+        assert_eq!(conv_from_cql("ab".into(), "t").unwrap(), Conversation::Single(u));
+        for bad in ["", "#", "##a", "a b", "#a b"] {
+            assert!(owner_from_cql(bad.into(), "t").is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn dedup_ttl_covers_the_window_and_grace() {
         assert_eq!(dedup_ttl(10_000, 20_000), DEDUP_TTL_GRACE_SECS as i32);
         assert_eq!(dedup_ttl(20_001, 10_000), 11 + DEDUP_TTL_GRACE_SECS as i32);
@@ -1242,12 +1531,13 @@ mod tests {
         let u = UserId::new("u").unwrap();
         let entry = |p: &'static str| LogEntry { seq: Seq(3), time_ms: 0, payload: Bytes::from_static(p.as_bytes()) };
         let mut b = WriteBatch::new();
+        let conv = Conversation::Single(u.clone());
         b.append_log(AppId(1), u.clone(), SyncKind::Message, entry("first"))
             .append_log(AppId(1), u.clone(), SyncKind::Message, entry("second"))
             .set_seq_bound(AppId(1), u.clone(), SyncKind::Message, Seq(9))
             .set_seq_bound(AppId(1), u.clone(), SyncKind::Message, Seq(4))
-            .append_conv_index(AppId(1), u.clone(), u.clone(), Seq(3))
-            .append_conv_index(AppId(1), u.clone(), u.clone(), Seq(3));
+            .append_conv_index(AppId(1), u.clone(), conv.clone(), Seq(3))
+            .append_conv_index(AppId(1), u.clone(), conv, Seq(3));
         let plan = Plan::new(b);
         assert_eq!(plan.logs.len(), 1);
         assert_eq!(plan.logs.values().next().unwrap().payload, Bytes::from_static(b"second"));
@@ -1258,7 +1548,7 @@ mod tests {
 
     #[test]
     fn marker_cache_forgets_when_full_and_refreshes_with_ttl() {
-        let m = Marker::Log(AppId(1), UserId::new("u").unwrap(), SyncKind::Message, 0);
+        let m = Marker::Log(AppId(1), Owner::User(UserId::new("u").unwrap()), SyncKind::Message, 0);
         let t0 = Instant::now();
         let cache = MarkerCache::new(None);
         assert_eq!(cache.missing(HashSet::from([m.clone()]), t0).len(), 1);

@@ -1,4 +1,4 @@
-//! Versioned CQL schema: the migrations in `storage/cql/NNN_name.cql`, the routine that
+//! Versioned CQL schema: the migrations in `storage/scylla/cql/NNN_name.cql`, the routine that
 //! applies them (`tern migrate`), and the check that refuses to run on an older schema.
 //!
 //! Applied versions are recorded in `<keyspace>.schema_migrations` with a checksum of the
@@ -9,7 +9,20 @@
 
 use super::{config::ScyllaConfig, driver_error};
 use crate::StoreError;
-use scylla::client::session::Session;
+use scylla::{client::session::Session, statement::unprepared::Statement};
+use std::time::Duration;
+
+/// Timeout of one schema change. A DDL statement returns only once the nodes agree on
+/// the new schema, which on a busy node takes far longer than a data request (over
+/// 12 s was seen on a loaded 2-core test machine); migrations run rarely and by hand.
+const DDL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `cql` as a statement with the [`DDL_TIMEOUT`].
+fn ddl(cql: impl Into<String>) -> Statement {
+    let mut st = Statement::new(cql);
+    st.set_request_timeout(Some(DDL_TIMEOUT));
+    st
+}
 
 /// One schema migration: a CQL file of the repository.
 #[derive(Debug, Clone, Copy)]
@@ -23,8 +36,10 @@ pub struct Migration {
 }
 
 /// Every migration, in order. The last one's version is the schema this code needs.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "001_init", cql: include_str!("../../cql/001_init.cql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "001_init", cql: include_str!("../cql/001_init.cql") },
+    Migration { version: 2, name: "002_owners", cql: include_str!("../cql/002_owners.cql") },
+];
 
 /// The schema version this code reads and writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
@@ -145,10 +160,10 @@ pub(super) async fn migrate(session: &Session, config: &ScyllaConfig) -> Result<
             "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {} AND durable_writes = true",
             config.replication.to_cql()
         );
-        session.query_unpaged(cql, ()).await.map_err(|e| driver_error("creating the keyspace", e))?;
+        session.query_unpaged(ddl(cql), ()).await.map_err(|e| driver_error("creating the keyspace", e))?;
     }
     session
-        .query_unpaged(MIGRATIONS_TABLE.replace("{ks}", ks), ())
+        .query_unpaged(ddl(MIGRATIONS_TABLE.replace("{ks}", ks)), ())
         .await
         .map_err(|e| driver_error("creating schema_migrations", e))?;
     let done = recorded(session, ks).await?.unwrap_or_default();
@@ -175,7 +190,7 @@ pub(super) async fn migrate(session: &Session, config: &ScyllaConfig) -> Result<
         }
         for stmt in statements(m.cql) {
             session
-                .query_unpaged(stmt.as_str(), ())
+                .query_unpaged(ddl(stmt.as_str()), ())
                 .await
                 .map_err(|e| driver_error(&format!("migration {}: {}", m.name, first_line(&stmt)), e))?;
         }
@@ -247,6 +262,13 @@ mod tests {
             assert!(s.starts_with("CREATE TABLE IF NOT EXISTS "), "{s}");
             assert!(!s.contains(';') && !s.contains("--"), "{s}");
         }
+    }
+
+    #[test]
+    fn owners_migration_only_adds_tables() {
+        let stmts = statements(MIGRATIONS[1].cql);
+        assert_eq!(stmts.len(), 3, "{stmts:#?}");
+        assert!(stmts.iter().all(|s| s.starts_with("CREATE TABLE IF NOT EXISTS ")), "{stmts:#?}");
     }
 
     #[test]

@@ -5,14 +5,27 @@
 use bytes::Bytes;
 use std::sync::Arc;
 use tern_storage::{
-    AppId, AppRecord, DedupRecord, Durability, EmbeddedConfig, EmbeddedStore, FlushPolicy, LogEntry, MessageLocator,
-    Seq, Store, StoreError, SyncKind, UserId, UserRecord, WriteBatch,
+    AppId, AppRecord, Conversation, DedupRecord, DeviceAck, LogEntry, MessageLocator, Owner, Seq, Store, StoreError,
+    SyncKind, UserId, UserRecord, WriteBatch,
 };
+use tern_storage_embedded::{Durability, EmbeddedConfig, EmbeddedStore, FlushPolicy};
 
 const APP: AppId = AppId(7);
 
 fn uid(s: &str) -> UserId {
     UserId::new(s).unwrap()
+}
+
+fn own(s: &str) -> Owner {
+    Owner::User(uid(s))
+}
+
+fn with(s: &str) -> Conversation {
+    Conversation::Single(uid(s))
+}
+
+fn ack(user: &str, kind: SyncKind, seq: u64) -> Vec<DeviceAck> {
+    vec![DeviceAck { owner: own(user), kind, seq: Seq(seq) }]
 }
 
 fn entry(seq: u64) -> LogEntry {
@@ -25,7 +38,7 @@ async fn reopen_keeps_data(durability: Durability) {
     let user = UserRecord::new(uid("alice"), 5);
     let dedup = DedupRecord { key: "alice/1".into(), value: Bytes::from_static(b"sid"), expires_ms: u64::MAX };
     let app = AppRecord { app_id: APP, secret: "dev".into(), created_ms: 1 };
-    let loc = MessageLocator { from: uid("alice"), to: uid("bob"), from_seq: Seq(1), to_seq: Seq(2), time_ms: 3 };
+    let loc = MessageLocator::single(uid("alice"), Seq(1), uid("bob"), Seq(2), 3);
     {
         let store = EmbeddedStore::open(config.clone()).unwrap();
         let mut batch = WriteBatch::new();
@@ -37,9 +50,9 @@ async fn reopen_keeps_data(durability: Durability) {
             .put_app(app.clone())
             .put_device_ack(APP, uid("alice"), "phone".into(), SyncKind::Message, Seq(50))
             .put_message_index(APP, 77, loc.clone())
-            .append_conv_index(APP, uid("alice"), uid("bob"), Seq(1))
-            .append_conv_index(APP, uid("alice"), uid("bob"), Seq(4))
-            .put_read_mark(APP, uid("alice"), uid("bob"), Seq(4));
+            .append_conv_index(APP, uid("alice"), with("bob"), Seq(1))
+            .append_conv_index(APP, uid("alice"), with("bob"), Seq(4))
+            .put_read_mark(APP, uid("alice"), with("bob"), Seq(4));
         store.write(batch).await.unwrap();
         for seq in 1..=100 {
             let mut b = WriteBatch::new();
@@ -50,34 +63,34 @@ async fn reopen_keeps_data(durability: Durability) {
     }
     let store = EmbeddedStore::open(config.clone()).unwrap();
     assert_eq!(store.get_users(APP, &[uid("alice")]).await.unwrap(), vec![Some(user)]);
-    let log = store.read_log(APP, &uid("alice"), SyncKind::Message, Seq::ZERO, 1000).await.unwrap();
+    let log = store.read_log(APP, &own("alice"), SyncKind::Message, Seq::ZERO, 1000).await.unwrap();
     assert_eq!(log, (1..=100).map(entry).collect::<Vec<_>>());
     assert_eq!(
-        store.seq_bounds(APP, &uid("alice")).await.unwrap(),
+        store.seq_bounds(APP, &own("alice")).await.unwrap(),
         vec![(SyncKind::Message, Seq(10_000)), (SyncKind::Friendship, Seq(20))]
     );
     assert_eq!(store.get_dedup("alice/1", 0).await.unwrap(), Some(dedup));
     assert_eq!(store.get_app(APP).await.unwrap(), Some(app));
-    assert_eq!(store.get_device_acks(APP, &uid("alice"), "phone").await.unwrap(), vec![(SyncKind::Message, Seq(50))]);
+    assert_eq!(store.get_device_acks(APP, &uid("alice"), "phone").await.unwrap(), ack("alice", SyncKind::Message, 50));
     assert_eq!(store.get_message_index(APP, 77).await.unwrap(), Some(loc));
     assert_eq!(
-        store.read_conv_back(APP, &uid("alice"), &uid("bob"), Seq::MAX, 10).await.unwrap(),
+        store.read_conv_back(APP, &uid("alice"), &with("bob"), Seq::MAX, 10).await.unwrap(),
         vec![Seq(4), Seq(1)]
     );
-    assert_eq!(store.get_read_marks(APP, &uid("alice")).await.unwrap(), vec![(uid("bob"), Seq(4))]);
+    assert_eq!(store.get_read_marks(APP, &uid("alice")).await.unwrap(), vec![(with("bob"), Seq(4))]);
 
     // Max-keeping values still never go down after a restart (the writer re-reads
     // them from disk).
     let mut b = WriteBatch::new();
     b.set_seq_bound(APP, uid("alice"), SyncKind::Message, Seq(5))
         .put_device_ack(APP, uid("alice"), "phone".into(), SyncKind::Message, Seq(5))
-        .put_read_mark(APP, uid("alice"), uid("bob"), Seq(2));
+        .put_read_mark(APP, uid("alice"), with("bob"), Seq(2));
     store.write(b).await.unwrap();
     drop(store);
     let store = EmbeddedStore::open(config).unwrap();
-    assert_eq!(store.seq_bounds(APP, &uid("alice")).await.unwrap()[0], (SyncKind::Message, Seq(10_000)));
-    assert_eq!(store.get_device_acks(APP, &uid("alice"), "phone").await.unwrap(), vec![(SyncKind::Message, Seq(50))]);
-    assert_eq!(store.get_read_marks(APP, &uid("alice")).await.unwrap(), vec![(uid("bob"), Seq(4))]);
+    assert_eq!(store.seq_bounds(APP, &own("alice")).await.unwrap()[0], (SyncKind::Message, Seq(10_000)));
+    assert_eq!(store.get_device_acks(APP, &uid("alice"), "phone").await.unwrap(), ack("alice", SyncKind::Message, 50));
+    assert_eq!(store.get_read_marks(APP, &uid("alice")).await.unwrap(), vec![(with("bob"), Seq(4))]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,7 +130,8 @@ async fn parallel_writers_and_readers() {
                 b.append_log(APP, user.clone(), SyncKind::Message, entry(seq));
                 store.write(b).await.unwrap();
                 // Read-your-writes: an acknowledged write is visible at once.
-                let got = store.get_log_entry(APP, &user, SyncKind::Message, Seq(seq)).await.unwrap();
+                let got =
+                    store.get_log_entry(APP, &Owner::User(user.clone()), SyncKind::Message, Seq(seq)).await.unwrap();
                 assert_eq!(got, Some(entry(seq)));
             }
         });
@@ -127,7 +141,8 @@ async fn parallel_writers_and_readers() {
     }
     store.flush().await.unwrap();
     for w in 0..32u64 {
-        let log = store.read_log(APP, &uid(&format!("p{w}")), SyncKind::Message, Seq::ZERO, 100).await.unwrap();
+        let log =
+            store.read_log(APP, &Owner::User(uid(&format!("p{w}"))), SyncKind::Message, Seq::ZERO, 100).await.unwrap();
         assert_eq!(log.len(), 40);
     }
 }
@@ -167,7 +182,7 @@ async fn a_flushed_store_reopens_without_replay() {
     let r = store.recovery();
     assert_eq!(r.replayed_bytes, 0, "flushed at close: nothing to replay ({r})");
     assert_eq!(r.journal_bytes, 0, "flushed at close: an empty journal ({r})");
-    let log = store.read_log(APP, &uid("a"), SyncKind::Message, Seq::ZERO, 1_000).await.unwrap();
+    let log = store.read_log(APP, &own("a"), SyncKind::Message, Seq::ZERO, 1_000).await.unwrap();
     assert_eq!(log.len(), 500);
 
     // Writes that land after the shutdown's flush (requests still in flight) are
@@ -178,7 +193,7 @@ async fn a_flushed_store_reopens_without_replay() {
     let store = EmbeddedStore::open(config).unwrap();
     let r = store.recovery();
     assert_eq!((r.replayed_bytes, r.journal_bytes), (0, 0), "late writes after a flush: {r}");
-    assert_eq!(store.read_log(APP, &uid("late"), SyncKind::Message, Seq::ZERO, 1_000).await.unwrap().len(), 100);
+    assert_eq!(store.read_log(APP, &own("late"), SyncKind::Message, Seq::ZERO, 1_000).await.unwrap().len(), 100);
 }
 
 /// The background flusher bounds what a crash (here: a drop without flush) leaves to
@@ -198,7 +213,7 @@ async fn background_flushing_bounds_the_replay() {
     assert!(r.replayed_bytes < 1_500_000, "size-bounded replay: {r}");
     // A new journal file every ~256 KiB; old ones deleted once in table files.
     assert!(r.journal_bytes < 1_500_000, "size-bounded journal: {r}");
-    assert_eq!(store.read_log(APP, &uid("a"), SyncKind::Message, Seq::ZERO, 5_000).await.unwrap().len(), 3_000);
+    assert_eq!(store.read_log(APP, &own("a"), SyncKind::Message, Seq::ZERO, 5_000).await.unwrap().len(), 3_000);
     drop(store);
 
     let dir = tempfile::tempdir().unwrap();

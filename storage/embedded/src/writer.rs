@@ -72,6 +72,7 @@ enum Ks {
     Apps,
     MsgIndex,
     ConvIndex,
+    Conversations,
 }
 
 /// Keyspaces whose values are one seq that never goes down (merged separately).
@@ -103,22 +104,19 @@ impl MaxKs {
 
 /// One op of one request, encoded but not yet merged into the group.
 enum Staged {
-    Put(Ks, Vec<u8>, Vec<u8>),
+    /// A put, or (`None`) a delete.
+    Put(Ks, Vec<u8>, Option<Vec<u8>>),
     /// A max-keeping value. `stored` is what the database held when staged, if the
     /// group had no newer value.
-    Max {
-        ks: MaxKs,
-        key: Vec<u8>,
-        stored: Option<Seq>,
-        seq: Seq,
-    },
+    Max { ks: MaxKs, key: Vec<u8>, stored: Option<Seq>, seq: Seq },
 }
 
 /// Everything one commit will write, and who is waiting for it.
 #[derive(Default)]
 struct Group {
     /// Last value wins: two writes of one key in a group must become one batch item.
-    puts: HashMap<(Ks, Vec<u8>), Vec<u8>>,
+    /// `None` is a delete.
+    puts: HashMap<(Ks, Vec<u8>), Option<Vec<u8>>>,
     /// Max-keeping values that this group raises, already maxed against storage.
     maxes: HashMap<(MaxKs, Vec<u8>), Seq>,
     writers: Vec<Reply>,
@@ -190,7 +188,8 @@ impl Group {
         let pending = self.puts.get(&(Ks::Dedup, key.to_vec()));
         let stored;
         let raw = match pending {
-            Some(v) => v.as_slice(),
+            Some(Some(v)) => v.as_slice(),
+            Some(None) => return Ok(None),
             None => {
                 stored = engine.dedup.get(key).map_err(io_err)?;
                 match &stored {
@@ -209,39 +208,55 @@ impl Group {
             self.ops += 1;
             staged.push(match op {
                 WriteOp::PutUser(app, rec) => {
-                    Staged::Put(Ks::Users, codec::user_key(app, &rec.user_id), codec::encode_user(&rec)?)
+                    Staged::Put(Ks::Users, codec::user_key(app, &rec.user_id), Some(codec::encode_user(&rec)?))
                 }
-                WriteOp::AppendLog { app, user, kind, entry } => {
+                WriteOp::AppendLog { app, owner, kind, entry } => {
                     self.bytes += entry.payload.len();
                     Staged::Put(
                         Ks::Log,
-                        codec::log_key(app, &user, kind, entry.seq),
-                        codec::encode_log_value(entry.time_ms, &entry.payload),
+                        codec::log_key(app, &owner, kind, entry.seq),
+                        Some(codec::encode_log_value(entry.time_ms, &entry.payload)),
                     )
                 }
-                WriteOp::SetSeqBound { app, user, kind, bound } => {
-                    self.stage_max(engine, MaxKs::Bounds, codec::bound_key(app, &user, kind), bound)?
+                WriteOp::SetSeqBound { app, owner, kind, bound } => {
+                    self.stage_max(engine, MaxKs::Bounds, codec::bound_key(app, &owner, kind), bound)?
                 }
                 WriteOp::PutDedup(rec) => {
                     self.bytes += rec.value.len();
-                    Staged::Put(Ks::Dedup, rec.key.into_bytes(), codec::encode_dedup_value(rec.expires_ms, &rec.value))
+                    let value = codec::encode_dedup_value(rec.expires_ms, &rec.value);
+                    Staged::Put(Ks::Dedup, rec.key.into_bytes(), Some(value))
                 }
                 WriteOp::PutApp(rec) => {
-                    Staged::Put(Ks::Apps, codec::app_key(rec.app_id).to_vec(), codec::encode_app(&rec)?)
+                    Staged::Put(Ks::Apps, codec::app_key(rec.app_id).to_vec(), Some(codec::encode_app(&rec)?))
                 }
-                WriteOp::PutDeviceAck { app, user, device_id, kind, seq } => {
-                    self.stage_max(engine, MaxKs::DeviceAcks, codec::device_ack_key(app, &user, &device_id, kind), seq)?
+                WriteOp::PutDeviceAck { app, user, device_id, owner, kind, seq } => {
+                    let key = codec::device_ack_key(app, &user, &device_id, &owner, kind);
+                    self.stage_max(engine, MaxKs::DeviceAcks, key, seq)?
                 }
                 WriteOp::PutMessageIndex { app, message_key, loc } => Staged::Put(
                     Ks::MsgIndex,
                     codec::message_index_key(app, message_key).to_vec(),
-                    codec::encode_locator(&loc),
+                    Some(codec::encode_locator(&loc)),
                 ),
-                WriteOp::AppendConvIndex { app, user, peer, seq } => {
-                    Staged::Put(Ks::ConvIndex, codec::conv_key(app, &user, &peer, seq), codec::CONV_VALUE.to_vec())
+                WriteOp::AppendConvIndex { app, user, conversation, seq } => Staged::Put(
+                    Ks::ConvIndex,
+                    codec::conv_key(app, &user, &conversation, seq),
+                    Some(codec::CONV_VALUE.to_vec()),
+                ),
+                WriteOp::PutReadMark { app, user, conversation, seq } => {
+                    self.stage_max(engine, MaxKs::ReadMarks, codec::read_mark_key(app, &user, &conversation), seq)?
                 }
-                WriteOp::PutReadMark { app, user, peer, seq } => {
-                    self.stage_max(engine, MaxKs::ReadMarks, codec::read_mark_key(app, &user, &peer), seq)?
+                WriteOp::PutConversation { app, user, record } => {
+                    let value = codec::encode_conversation(&record);
+                    self.bytes += value.len();
+                    Staged::Put(
+                        Ks::Conversations,
+                        codec::conversation_key(app, &user, &record.conversation),
+                        Some(value),
+                    )
+                }
+                WriteOp::DeleteConversation { app, user, conversation } => {
+                    Staged::Put(Ks::Conversations, codec::conversation_key(app, &user, &conversation), None)
                 }
             });
         }
@@ -297,8 +312,12 @@ impl Group {
                     Ks::Apps => &engine.apps,
                     Ks::MsgIndex => &engine.msg_index,
                     Ks::ConvIndex => &engine.conv_index,
+                    Ks::Conversations => &engine.conversations,
                 };
-                batch.insert(keyspace, key, value);
+                match value {
+                    Some(value) => batch.insert(keyspace, key, value),
+                    None => batch.remove(keyspace, key),
+                }
             }
             for ((ks, key), seq) in maxes {
                 batch.insert(ks.keyspace(engine), key, codec::encode_seq_value(seq));
@@ -330,7 +349,7 @@ impl Group {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AppId, SyncKind, UserId};
+    use crate::{AppId, Conversation, DeviceAck, Owner, SyncKind, UserId};
 
     fn uid(s: &str) -> UserId {
         UserId::new(s).unwrap()
@@ -348,7 +367,7 @@ mod tests {
             let mut w = WriteBatch::new();
             w.set_seq_bound(app, a.clone(), SyncKind::Message, Seq(seq))
                 .put_device_ack(app, a.clone(), "d".into(), SyncKind::Message, Seq(seq))
-                .put_read_mark(app, a.clone(), b.clone(), Seq(seq));
+                .put_read_mark(app, a.clone(), Conversation::Single(b.clone()), Seq(seq));
             w
         };
         let run_group = |seqs: &[u64]| {
@@ -366,13 +385,15 @@ mod tests {
         };
         let stored = || {
             (
-                engine.seq_bounds(app, &a).unwrap(),
+                engine.seq_bounds(app, &Owner::User(a.clone())).unwrap(),
                 engine.get_device_acks(app, &a, "d").unwrap(),
                 engine.get_read_marks(app, &a).unwrap(),
             )
         };
-        let expect =
-            |n: u64| (vec![(SyncKind::Message, Seq(n))], vec![(SyncKind::Message, Seq(n))], vec![(b.clone(), Seq(n))]);
+        let expect = |n: u64| {
+            let ack = DeviceAck { owner: Owner::User(a.clone()), kind: SyncKind::Message, seq: Seq(n) };
+            (vec![(SyncKind::Message, Seq(n))], vec![ack], vec![(Conversation::Single(b.clone()), Seq(n))])
+        };
         run_group(&[5, 9, 7]);
         assert_eq!(stored(), expect(9));
         // Lower than stored in every request: nothing changes.

@@ -1,5 +1,5 @@
-//! The embedded backend: a [`Store`] on the fjall LSM engine, for one-machine
-//! deployments (the default).
+//! The embedded engine (crate `tern-storage-embedded`): a [`Store`] on the fjall LSM
+//! engine, for one-machine deployments (the default).
 //!
 //! Writes go to one dedicated writer thread that group-commits everything queued into
 //! one atomic fjall batch (see `writer.rs`); reads run on tokio's blocking pool. fjall
@@ -24,11 +24,6 @@ mod writer;
 
 pub use flusher::{FlushPolicy, DEFAULT_MAX_UNFLUSHED_BYTES, DEFAULT_MAX_UNFLUSHED_SECS};
 
-use crate::{
-    store::{check_dedup_key, check_device_id},
-    AppId, AppRecord, DedupRecord, GuardOutcome, GuardedBatch, LogEntry, MessageLocator, Seq, Store, StoreError,
-    SyncKind, UserId, UserRecord, WriteBatch,
-};
 use async_trait::async_trait;
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -38,6 +33,11 @@ use std::{
     sync::Arc,
     thread::JoinHandle,
     time::{Duration, Instant},
+};
+use tern_storage::{
+    check_dedup_key, check_device_id, AppId, AppRecord, Conversation, ConversationRecord, DedupRecord, DeviceAck,
+    GroupId, GuardOutcome, GuardedBatch, LastMessage, LogEntry, MessageCopy, MessageLocator, Owner, Seq, Store,
+    StoreError, SyncKind, UserId, UserRecord, WriteBatch, WriteOp,
 };
 use tokio::sync::oneshot;
 use writer::Command;
@@ -132,14 +132,24 @@ const KS_DEVICE_ACKS: &str = "device_acks";
 const KS_MSG_INDEX: &str = "msg_index";
 const KS_CONV_INDEX: &str = "conv_index";
 const KS_READ_MARKS: &str = "read_marks";
+const KS_CONVERSATIONS: &str = "conversations";
 const KS_META: &str = "meta";
 
 /// Key in `meta` holding the on-disk layout number.
 const FORMAT_KEY: &[u8] = b"format";
-/// The on-disk layout this code reads and writes. Bump it (and write a migration) when
-/// the key layout in [`codec`] changes incompatibly. Adding a keyspace is compatible:
-/// an older directory simply gets the new keyspace, empty, on open.
-const FORMAT: u8 = 1;
+/// The on-disk layout this code reads and writes, written at creation. Bump it (and
+/// teach [`Engine::check_format`] the upgrade) when the layout in [`codec`] changes so
+/// that an older build would misread it. Adding a keyspace alone is compatible: an
+/// older directory simply gets the new keyspace, empty, on open.
+///
+/// Format 2 (owners): group owners and group conversations in keys (a tag bit in the
+/// id's length byte), device acks of other owners' logs, v2 (owner-based) message
+/// locators, the `conversations` keyspace. Every format-1 key and value still means the
+/// same, so a format-1 directory is upgraded in place by rewriting the marker alone;
+/// format-1 builds refuse a format-2 directory (they would misread group keys).
+const FORMAT: u8 = 2;
+/// The oldest format this code upgrades in place.
+const OLDEST_UPGRADABLE_FORMAT: u8 = 1;
 
 /// The fjall handles, shared by the writer thread and the read tasks.
 struct Engine {
@@ -153,6 +163,7 @@ struct Engine {
     msg_index: Keyspace,
     conv_index: Keyspace,
     read_marks: Keyspace,
+    conversations: Keyspace,
     /// Every keyspace above plus `meta`: what the flusher and a clean close flush.
     all: Vec<Keyspace>,
 }
@@ -203,6 +214,7 @@ impl Engine {
             msg_index: ks(KS_MSG_INDEX)?,
             conv_index: ks(KS_CONV_INDEX)?,
             read_marks: ks(KS_READ_MARKS)?,
+            conversations: ks(KS_CONVERSATIONS)?,
             db: db.clone(),
             all: Vec::new(),
         };
@@ -216,23 +228,59 @@ impl Engine {
             engine.msg_index.clone(),
             engine.conv_index.clone(),
             engine.read_marks.clone(),
+            engine.conversations.clone(),
             meta.clone(),
         ];
-        match meta.get(FORMAT_KEY).map_err(io_err)? {
-            None => {
-                meta.insert(FORMAT_KEY, [FORMAT]).map_err(io_err)?;
-                db.persist(PersistMode::SyncAll).map_err(io_err)?;
-            }
-            Some(v) if *v == [FORMAT] => {}
+        engine.check_format(path, &meta)?;
+        let report = RecoveryReport { took: started.elapsed(), journal_files, journal_bytes, replayed_bytes };
+        Ok((engine, report))
+    }
+
+    /// Writes the format marker into a new directory, upgrades an older one in place,
+    /// or refuses one this code cannot read, saying what to do.
+    fn check_format(&self, path: &Path, meta: &Keyspace) -> Result<(), StoreError> {
+        let stored = match meta.get(FORMAT_KEY).map_err(io_err)? {
+            Some(v) if v.len() == 1 => Some(v[0]),
             Some(v) => {
-                return Err(StoreError::Backend(format!(
-                    "database at {} has on-disk format {v:?}, this build reads format {FORMAT}",
+                return Err(StoreError::Schema(format!(
+                    "database at {} has an unreadable format marker ({} bytes): it was not written by tern, or is \
+                     damaged; restore it from a backup or start with an empty directory",
+                    path.display(),
+                    v.len()
+                )))
+            }
+            // Every build since the first wrote a marker at creation, so no marker means
+            // a new directory — unless it already holds data, which only a build that
+            // crashed between creating keyspaces and writing the marker leaves: that data
+            // is format 1 (the first layout).
+            None if self.users.is_empty().map_err(io_err)? && self.log.is_empty().map_err(io_err)? => None,
+            None => Some(OLDEST_UPGRADABLE_FORMAT),
+        };
+        match stored {
+            Some(FORMAT) => return Ok(()),
+            None => {}
+            Some(old) if (OLDEST_UPGRADABLE_FORMAT..FORMAT).contains(&old) => {
+                // 1 → 2 changes no stored byte (see FORMAT): the marker is the upgrade.
+                tracing::info!(path = %path.display(), from = old, to = FORMAT, "embedded store: upgrading the on-disk format in place");
+            }
+            Some(newer) if newer > FORMAT => {
+                return Err(StoreError::Schema(format!(
+                    "database at {} has on-disk format {newer}, newer than this build's {FORMAT}: it was written by a \
+                     newer tern; run that version (or newer) on it",
+                    path.display()
+                )))
+            }
+            Some(old) => {
+                return Err(StoreError::Schema(format!(
+                    "database at {} has on-disk format {old}, which this build (format {FORMAT}) cannot upgrade: \
+                     open it once with a tern that reads format {old} and {OLDEST_UPGRADABLE_FORMAT}, or start with \
+                     an empty directory",
                     path.display()
                 )))
             }
         }
-        let report = RecoveryReport { took: started.elapsed(), journal_files, journal_bytes, replayed_bytes };
-        Ok((engine, report))
+        meta.insert(FORMAT_KEY, [FORMAT]).map_err(io_err)?;
+        self.db.persist(PersistMode::SyncAll).map_err(io_err)
     }
 
     fn get_users(&self, app: AppId, ids: &[UserId]) -> Result<Vec<Option<UserRecord>>, StoreError> {
@@ -256,7 +304,7 @@ impl Engine {
     fn read_log(
         &self,
         app: AppId,
-        user: &UserId,
+        owner: &Owner,
         kind: SyncKind,
         after: Seq,
         limit: usize,
@@ -264,7 +312,7 @@ impl Engine {
         let Some(first) = after.checked_next() else {
             return Ok(Vec::new());
         };
-        let prefix = codec::log_prefix(app, user, kind);
+        let prefix = codec::log_prefix(app, owner, kind);
         let range = codec::seq_key(&prefix, first)..=codec::seq_key(&prefix, Seq::MAX);
         self.log.range(range).take(limit).map(|guard| decode_entry(&prefix, guard)).collect()
     }
@@ -272,12 +320,12 @@ impl Engine {
     fn read_log_back(
         &self,
         app: AppId,
-        user: &UserId,
+        owner: &Owner,
         kind: SyncKind,
         before: Seq,
         limit: usize,
     ) -> Result<Vec<LogEntry>, StoreError> {
-        let prefix = codec::log_prefix(app, user, kind);
+        let prefix = codec::log_prefix(app, owner, kind);
         let range = codec::seq_key(&prefix, Seq::ZERO)..codec::seq_key(&prefix, before);
         self.log.range(range).rev().take(limit).map(|guard| decode_entry(&prefix, guard)).collect()
     }
@@ -285,19 +333,19 @@ impl Engine {
     fn get_log_entry(
         &self,
         app: AppId,
-        user: &UserId,
+        owner: &Owner,
         kind: SyncKind,
         seq: Seq,
     ) -> Result<Option<LogEntry>, StoreError> {
-        let Some(v) = self.log.get(codec::log_key(app, user, kind, seq)).map_err(io_err)? else {
+        let Some(v) = self.log.get(codec::log_key(app, owner, kind, seq)).map_err(io_err)? else {
             return Ok(None);
         };
         let (time_ms, payload) = codec::decode_log_value(&v)?;
         Ok(Some(LogEntry { seq, time_ms, payload: Bytes::copy_from_slice(payload) }))
     }
 
-    fn seq_bounds(&self, app: AppId, user: &UserId) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
-        let prefix = codec::user_prefix(app, user);
+    fn seq_bounds(&self, app: AppId, owner: &Owner) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
+        let prefix = codec::owner_prefix(app, owner);
         let mut out = Vec::new();
         for guard in self.bounds.prefix(&prefix) {
             let (key, value) = guard.into_inner().map_err(io_err)?;
@@ -308,7 +356,7 @@ impl Engine {
             let Some(kind) = SyncKind::from_u8(kind) else {
                 // Written by a newer build that knows more kinds; this build cannot use
                 // it, and failing the whole user over it would be worse.
-                tracing::warn!(%app, %user, kind, "embedded store: skipping seq bound of unknown kind");
+                tracing::warn!(%app, %owner, kind, "embedded store: skipping seq bound of unknown kind");
                 continue;
             };
             out.push((kind, codec::decode_seq_value("seq bound", &value)?));
@@ -339,22 +387,20 @@ impl Engine {
         Ok(Some(rec))
     }
 
-    fn get_device_acks(&self, app: AppId, user: &UserId, device_id: &str) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
+    fn get_device_acks(&self, app: AppId, user: &UserId, device_id: &str) -> Result<Vec<DeviceAck>, StoreError> {
         check_device_id(device_id)?;
         let prefix = codec::device_prefix(app, user, device_id);
         let mut out = Vec::new();
+        // Key order puts the own acks (one kind byte, < 0xFF) before other owners'.
         for guard in self.device_acks.prefix(&prefix) {
             let (key, value) = guard.into_inner().map_err(io_err)?;
-            let kind = match key.strip_prefix(prefix.as_slice()) {
-                Some(&[n]) => n,
-                _ => return Err(StoreError::corrupt(format!("device ack key of {} bytes", key.len()))),
-            };
+            let (owner, kind) = codec::log_of_device_ack_key(user, &prefix, &key)?;
             let Some(kind) = SyncKind::from_u8(kind) else {
                 // As for seq bounds: a newer build's kind, useless here but harmless.
                 tracing::warn!(%app, %user, device_id, kind, "embedded store: skipping device ack of unknown kind");
                 continue;
             };
-            out.push((kind, codec::decode_seq_value("device ack", &value)?));
+            out.push(DeviceAck { owner, kind, seq: codec::decode_seq_value("device ack", &value)? });
         }
         Ok(out)
     }
@@ -370,11 +416,11 @@ impl Engine {
         &self,
         app: AppId,
         user: &UserId,
-        peer: &UserId,
+        conv: &Conversation,
         before: Seq,
         limit: usize,
     ) -> Result<Vec<Seq>, StoreError> {
-        let prefix = codec::peer_prefix(app, user, peer);
+        let prefix = codec::conv_prefix(app, user, conv);
         let range = codec::seq_key(&prefix, Seq::ZERO)..codec::seq_key(&prefix, before);
         self.conv_index
             .range(range)
@@ -388,14 +434,54 @@ impl Engine {
             .collect()
     }
 
-    fn get_read_marks(&self, app: AppId, user: &UserId) -> Result<Vec<(UserId, Seq)>, StoreError> {
+    fn get_read_marks(&self, app: AppId, user: &UserId) -> Result<Vec<(Conversation, Seq)>, StoreError> {
         let prefix = codec::user_prefix(app, user);
         self.read_marks
             .prefix(&prefix)
             .map(|guard| {
                 let (key, value) = guard.into_inner().map_err(io_err)?;
-                let peer = codec::peer_of_read_mark_key(&prefix, &key)?;
-                Ok((peer, codec::decode_seq_value("read mark", &value)?))
+                let conv = codec::conv_of_key("read mark", &prefix, &key)?;
+                Ok((conv, codec::decode_seq_value("read mark", &value)?))
+            })
+            .collect()
+    }
+
+    fn get_conversation(
+        &self,
+        app: AppId,
+        user: &UserId,
+        conv: &Conversation,
+    ) -> Result<Option<ConversationRecord>, StoreError> {
+        let Some(v) = self.conversations.get(codec::conversation_key(app, user, conv)).map_err(io_err)? else {
+            return Ok(None);
+        };
+        codec::decode_conversation(conv.clone(), &v).map(Some)
+    }
+
+    fn list_conversations(
+        &self,
+        app: AppId,
+        user: &UserId,
+        after: Option<&Conversation>,
+        limit: usize,
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
+        let prefix = codec::user_prefix(app, user);
+        // Key order: the records of one user are contiguous; "after" is exclusive.
+        let start = match after {
+            Some(c) => std::ops::Bound::Excluded(codec::conversation_key(app, user, c)),
+            None => std::ops::Bound::Included(prefix.clone()),
+        };
+        let mut end = prefix.clone();
+        // Just past every key with this prefix: its last byte is an ASCII id byte, so
+        // adding one never carries.
+        *end.last_mut().expect("prefix is never empty") += 1;
+        self.conversations
+            .range((start, std::ops::Bound::Excluded(end)))
+            .take(limit)
+            .map(|guard| {
+                let (key, value) = guard.into_inner().map_err(io_err)?;
+                let conv = codec::conv_of_key("conversation record", &prefix, &key)?;
+                codec::decode_conversation(conv, &value)
             })
             .collect()
     }
@@ -543,7 +629,7 @@ impl Store for EmbeddedStore {
     async fn read_log(
         &self,
         app: AppId,
-        user: &UserId,
+        owner: &Owner,
         kind: SyncKind,
         after: Seq,
         limit: usize,
@@ -551,14 +637,14 @@ impl Store for EmbeddedStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let user = user.clone();
-        self.read(move |e| e.read_log(app, &user, kind, after, limit)).await
+        let owner = owner.clone();
+        self.read(move |e| e.read_log(app, &owner, kind, after, limit)).await
     }
 
     async fn read_log_back(
         &self,
         app: AppId,
-        user: &UserId,
+        owner: &Owner,
         kind: SyncKind,
         before: Seq,
         limit: usize,
@@ -566,24 +652,24 @@ impl Store for EmbeddedStore {
         if limit == 0 || before == Seq::ZERO {
             return Ok(Vec::new());
         }
-        let user = user.clone();
-        self.read(move |e| e.read_log_back(app, &user, kind, before, limit)).await
+        let owner = owner.clone();
+        self.read(move |e| e.read_log_back(app, &owner, kind, before, limit)).await
     }
 
     async fn get_log_entry(
         &self,
         app: AppId,
-        user: &UserId,
+        owner: &Owner,
         kind: SyncKind,
         seq: Seq,
     ) -> Result<Option<LogEntry>, StoreError> {
-        let user = user.clone();
-        self.read(move |e| e.get_log_entry(app, &user, kind, seq)).await
+        let owner = owner.clone();
+        self.read(move |e| e.get_log_entry(app, &owner, kind, seq)).await
     }
 
-    async fn seq_bounds(&self, app: AppId, user: &UserId) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
-        let user = user.clone();
-        self.read(move |e| e.seq_bounds(app, &user)).await
+    async fn seq_bounds(&self, app: AppId, owner: &Owner) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
+        let owner = owner.clone();
+        self.read(move |e| e.seq_bounds(app, &owner)).await
     }
 
     async fn get_dedup(&self, key: &str, now_ms: u64) -> Result<Option<DedupRecord>, StoreError> {
@@ -595,12 +681,7 @@ impl Store for EmbeddedStore {
         self.read(move |e| e.get_app(app)).await
     }
 
-    async fn get_device_acks(
-        &self,
-        app: AppId,
-        user: &UserId,
-        device_id: &str,
-    ) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
+    async fn get_device_acks(&self, app: AppId, user: &UserId, device_id: &str) -> Result<Vec<DeviceAck>, StoreError> {
         let (user, device_id) = (user.clone(), device_id.to_owned());
         self.read(move |e| e.get_device_acks(app, &user, &device_id)).await
     }
@@ -613,20 +694,44 @@ impl Store for EmbeddedStore {
         &self,
         app: AppId,
         user: &UserId,
-        peer: &UserId,
+        conversation: &Conversation,
         before: Seq,
         limit: usize,
     ) -> Result<Vec<Seq>, StoreError> {
         if limit == 0 || before == Seq::ZERO {
             return Ok(Vec::new());
         }
-        let (user, peer) = (user.clone(), peer.clone());
-        self.read(move |e| e.read_conv_back(app, &user, &peer, before, limit)).await
+        let (user, conv) = (user.clone(), conversation.clone());
+        self.read(move |e| e.read_conv_back(app, &user, &conv, before, limit)).await
     }
 
-    async fn get_read_marks(&self, app: AppId, user: &UserId) -> Result<Vec<(UserId, Seq)>, StoreError> {
+    async fn get_read_marks(&self, app: AppId, user: &UserId) -> Result<Vec<(Conversation, Seq)>, StoreError> {
         let user = user.clone();
         self.read(move |e| e.get_read_marks(app, &user)).await
+    }
+
+    async fn get_conversation(
+        &self,
+        app: AppId,
+        user: &UserId,
+        conversation: &Conversation,
+    ) -> Result<Option<ConversationRecord>, StoreError> {
+        let (user, conv) = (user.clone(), conversation.clone());
+        self.read(move |e| e.get_conversation(app, &user, &conv)).await
+    }
+
+    async fn list_conversations(
+        &self,
+        app: AppId,
+        user: &UserId,
+        after: Option<&Conversation>,
+        limit: usize,
+    ) -> Result<Vec<ConversationRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (user, after) = (user.clone(), after.cloned());
+        self.read(move |e| e.list_conversations(app, &user, after.as_ref(), limit)).await
     }
 
     /// Syncs the journal, then writes every memtable to table files and waits for
@@ -661,35 +766,94 @@ mod tests {
         assert!(engine.dedup.get("garbage").unwrap().is_some());
     }
 
-    /// A directory written before the index keyspaces existed (format 1, only the
-    /// original keyspaces) opens, keeps its data and takes the new ops.
+    /// A format-1 directory (users only, v1 locators, no `conversations` keyspace;
+    /// written here byte for byte as format 1 wrote it) is upgraded in place on open:
+    /// its data reads back through the owner vocabulary and it takes the new ops.
     #[test]
-    fn directories_without_the_index_keyspaces_open() {
+    fn format_1_directories_are_upgraded_in_place() {
         let dir = tempfile::tempdir().unwrap();
-        let user = UserId::new("old").unwrap();
+        let (app, u, p) = (AppId(1), UserId::new("old").unwrap(), UserId::new("p").unwrap());
+        let owner = Owner::User(u.clone());
         {
             let db = Database::builder(dir.path()).open().unwrap();
-            for name in [KS_USERS, KS_LOG, KS_BOUNDS, KS_DEDUP, KS_APPS] {
-                db.keyspace(name, KeyspaceCreateOptions::default).unwrap();
+            let ks = |name| db.keyspace(name, KeyspaceCreateOptions::default).unwrap();
+            // Format 1 keys: app · len · id · kind · seq (and the other families).
+            let mut log_key = app.0.to_be_bytes().to_vec();
+            log_key.extend_from_slice(&[3, b'o', b'l', b'd', 0]);
+            let bound_key = log_key.clone();
+            log_key.extend_from_slice(&1u64.to_be_bytes());
+            ks(KS_LOG).insert(&log_key, codec::encode_log_value(5, b"hi")).unwrap();
+            ks(KS_BOUNDS).insert(&bound_key, codec::encode_seq_value(Seq(100))).unwrap();
+            let mut ack_key = app.0.to_be_bytes().to_vec();
+            ack_key.extend_from_slice(&[3, b'o', b'l', b'd', 1, b'd', 0]);
+            ks(KS_DEVICE_ACKS).insert(&ack_key, codec::encode_seq_value(Seq(1))).unwrap();
+            let mut mark_key = app.0.to_be_bytes().to_vec();
+            mark_key.extend_from_slice(&[3, b'o', b'l', b'd', 1, b'p']);
+            ks(KS_READ_MARKS).insert(&mark_key, codec::encode_seq_value(Seq(1))).unwrap();
+            let mut conv_key = mark_key.clone();
+            conv_key.extend_from_slice(&1u64.to_be_bytes());
+            ks(KS_CONV_INDEX).insert(&conv_key, []).unwrap();
+            let mut v1_locator = vec![1u8];
+            for n in [1u64, 7, 5] {
+                v1_locator.extend_from_slice(&n.to_be_bytes());
             }
-            let log = db.keyspace(KS_LOG, KeyspaceCreateOptions::default).unwrap();
-            log.insert(codec::log_key(AppId(1), &user, SyncKind::Message, Seq(1)), codec::encode_log_value(5, b"hi"))
-                .unwrap();
-            let meta = db.keyspace(KS_META, KeyspaceCreateOptions::default).unwrap();
-            meta.insert(FORMAT_KEY, [1u8]).unwrap();
+            v1_locator.extend_from_slice(&[3, b'o', b'l', b'd', 1, b'p']);
+            ks(KS_MSG_INDEX).insert(codec::message_index_key(app, 9), v1_locator).unwrap();
+            ks(KS_META).insert(FORMAT_KEY, [1u8]).unwrap();
             db.persist(PersistMode::SyncAll).unwrap();
         }
         let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let got = store.get_log_entry(AppId(1), &user, SyncKind::Message, Seq(1)).await.unwrap();
+            let got = store.get_log_entry(app, &owner, SyncKind::Message, Seq(1)).await.unwrap();
             assert_eq!(got.map(|e| e.payload), Some(Bytes::from_static(b"hi")));
-            assert_eq!(store.get_read_marks(AppId(1), &user).await.unwrap(), vec![]);
+            assert_eq!(store.seq_bounds(app, &owner).await.unwrap(), vec![(SyncKind::Message, Seq(100))]);
+            let acks = store.get_device_acks(app, &u, "d").await.unwrap();
+            assert_eq!(acks, vec![DeviceAck { owner: owner.clone(), kind: SyncKind::Message, seq: Seq(1) }]);
+            let single = Conversation::Single(p.clone());
+            assert_eq!(store.get_read_marks(app, &u).await.unwrap(), vec![(single.clone(), Seq(1))]);
+            assert_eq!(store.read_conv_back(app, &u, &single, Seq::MAX, 10).await.unwrap(), vec![Seq(1)]);
+            let loc = store.get_message_index(app, 9).await.unwrap();
+            assert_eq!(loc, Some(MessageLocator::single(u.clone(), Seq(1), p.clone(), Seq(7), 5)));
             let mut b = WriteBatch::new();
-            b.append_conv_index(AppId(1), user.clone(), user.clone(), Seq(1));
+            b.put_conversation(app, u.clone(), ConversationRecord::new(single.clone()));
             store.write(b).await.unwrap();
-            assert_eq!(store.read_conv_back(AppId(1), &user, &user, Seq::MAX, 10).await.unwrap(), vec![Seq(1)]);
+            assert!(store.get_conversation(app, &u, &single).await.unwrap().is_some());
         });
+        drop(store);
+        let db = Database::builder(dir.path()).open().unwrap();
+        let meta = db.keyspace(KS_META, KeyspaceCreateOptions::default).unwrap();
+        assert_eq!(meta.get(FORMAT_KEY).unwrap().as_deref(), Some(&[FORMAT][..]));
+    }
+
+    /// A directory of a newer format, or of a format too old to upgrade, or with a
+    /// damaged marker is refused with a message saying what to do; nothing is changed.
+    #[test]
+    fn other_formats_are_refused_with_what_to_do() {
+        for (marker, says) in [
+            (vec![FORMAT + 1], "newer tern"),
+            (vec![0u8], "start with an empty directory"),
+            (vec![1u8, 2], "unreadable format marker"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let db = Database::builder(dir.path()).open().unwrap();
+                let meta = db.keyspace(KS_META, KeyspaceCreateOptions::default).unwrap();
+                meta.insert(FORMAT_KEY, marker.clone()).unwrap();
+                db.persist(PersistMode::SyncAll).unwrap();
+            }
+            let err = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap_err();
+            assert!(matches!(&err, StoreError::Schema(m) if m.contains(says)), "{marker:?}: {err}");
+            let db = Database::builder(dir.path()).open().unwrap();
+            let meta = db.keyspace(KS_META, KeyspaceCreateOptions::default).unwrap();
+            assert_eq!(meta.get(FORMAT_KEY).unwrap().as_deref(), Some(&marker[..]), "marker left as it was");
+        }
+        // A new directory gets the current marker.
+        let dir = tempfile::tempdir().unwrap();
+        drop(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
+        let db = Database::builder(dir.path()).open().unwrap();
+        let meta = db.keyspace(KS_META, KeyspaceCreateOptions::default).unwrap();
+        assert_eq!(meta.get(FORMAT_KEY).unwrap().as_deref(), Some(&[FORMAT][..]));
     }
 
     /// Undecodable index data is reported as corrupt, never panics or is skipped.
@@ -698,28 +862,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(dir.path()).unwrap();
         let (app, user, peer) = (AppId(1), UserId::new("u").unwrap(), UserId::new("p").unwrap());
+        let conv = Conversation::Single(peer.clone());
         let corrupt = |r: Result<_, StoreError>| matches!(r, Err(StoreError::Corrupt { .. }));
-        engine.conv_index.insert(codec::conv_key(app, &user, &peer, Seq(3)), [1u8]).unwrap();
-        assert!(corrupt(engine.read_conv_back(app, &user, &peer, Seq::MAX, 10).map(|_| ())));
+        engine.conv_index.insert(codec::conv_key(app, &user, &conv, Seq(3)), [1u8]).unwrap();
+        assert!(corrupt(engine.read_conv_back(app, &user, &conv, Seq::MAX, 10).map(|_| ())));
         engine.msg_index.insert(codec::message_index_key(app, 9), [1u8, 0]).unwrap();
         assert!(corrupt(engine.get_message_index(app, 9).map(|_| ())));
-        engine.read_marks.insert(codec::read_mark_key(app, &user, &peer), [2u8]).unwrap();
+        engine.read_marks.insert(codec::read_mark_key(app, &user, &conv), [2u8]).unwrap();
         assert!(corrupt(engine.get_read_marks(app, &user).map(|_| ())));
+        engine.conversations.insert(codec::conversation_key(app, &user, &conv), [1u8, 0]).unwrap();
+        assert!(corrupt(engine.get_conversation(app, &user, &conv).map(|_| ())));
+        assert!(corrupt(engine.list_conversations(app, &user, None, 10).map(|_| ())));
         let other = UserId::new("v").unwrap();
-        engine.read_marks.insert(codec::read_mark_key(app, &other, &peer), codec::encode_seq_value(Seq(1))).unwrap();
-        assert_eq!(engine.get_read_marks(app, &other).unwrap(), vec![(peer.clone(), Seq(1))]);
+        engine.read_marks.insert(codec::read_mark_key(app, &other, &conv), codec::encode_seq_value(Seq(1))).unwrap();
+        assert_eq!(engine.get_read_marks(app, &other).unwrap(), vec![(conv.clone(), Seq(1))]);
         let broken = UserId::new("w").unwrap();
         let mut bad_peer = codec::user_prefix(app, &broken);
         bad_peer.extend_from_slice(&[3, b'a']); // says 3 bytes, holds 1
         engine.read_marks.insert(bad_peer, codec::encode_seq_value(Seq(1))).unwrap();
         assert!(corrupt(engine.get_read_marks(app, &broken).map(|_| ())));
-        let mut long_ack = codec::device_ack_key(app, &user, "d", SyncKind::Message);
+        let own = Owner::User(user.clone());
+        let mut long_ack = codec::device_ack_key(app, &user, "d", &own, SyncKind::Message);
         long_ack.push(0);
         engine.device_acks.insert(long_ack, codec::encode_seq_value(Seq(1))).unwrap();
         assert!(corrupt(engine.get_device_acks(app, &user, "d").map(|_| ())));
         // An unknown kind (a newer build's) is skipped, not an error.
         let mut future_kind = codec::device_prefix(app, &other, "d");
-        future_kind.push(200);
+        future_kind.push(100);
         engine.device_acks.insert(future_kind, codec::encode_seq_value(Seq(1))).unwrap();
         assert_eq!(engine.get_device_acks(app, &other, "d").unwrap(), vec![]);
     }

@@ -1,7 +1,8 @@
 //! The shared conformance suite against the embedded backend, once per durability mode.
 
 use std::sync::Arc;
-use tern_storage::{conformance::StoreUnderTest, Durability, EmbeddedConfig, EmbeddedStore};
+use tern_storage::conformance::StoreUnderTest;
+use tern_storage_embedded::{Durability, EmbeddedConfig, EmbeddedStore};
 
 /// A fresh store in its own temp dir; the dir is the guard.
 async fn fresh(durability: Durability) -> StoreUnderTest {
@@ -12,9 +13,9 @@ async fn fresh(durability: Durability) -> StoreUnderTest {
 }
 
 mod process {
-    tern_storage::conformance_tests!(super::fresh(tern_storage::Durability::Process));
+    tern_storage::conformance_tests!(super::fresh(tern_storage_embedded::Durability::Process));
 }
 
 mod fsync {
-    tern_storage::conformance_tests!(super::fresh(tern_storage::Durability::Fsync));
+    tern_storage::conformance_tests!(super::fresh(tern_storage_embedded::Durability::Fsync));
 }

@@ -1,22 +1,40 @@
 //! Properties:
 //! - whatever is appended (any seqs, any order, any batching, overwrites included)
-//!   across several users and kinds, paging through a log with any page size —
+//!   across several owners (users, and groups with the same ids) and kinds, paging through a log with any page size —
 //!   forwards or backwards — yields exactly that log's latest entries in seq order;
-//! - likewise for conversation indexes across users and peers chosen so that their
-//!   ids run into each other without length prefixes, paging backwards from any
-//!   starting point; and read marks written in any order end at the maximum.
+//! - likewise for conversation indexes across users and conversations (peers, and
+//!   groups with the same ids) chosen so that their ids run into each other without
+//!   length prefixes, paging backwards from any starting point; and read marks
+//!   written in any order end at the maximum.
 
 use bytes::Bytes;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use tern_storage::{
     conformance::{collect_conv_back, collect_log, collect_log_back},
-    AppId, EmbeddedConfig, EmbeddedStore, LogEntry, Seq, Store, SyncKind, UserId, WriteBatch,
+    AppId, Conversation, GroupId, LogEntry, Owner, Seq, Store, SyncKind, UserId, WriteBatch,
 };
+use tern_storage_embedded::{EmbeddedConfig, EmbeddedStore};
 
 const USERS: [&str; 3] = ["a", "ab", "b"];
 /// With [`USERS`]: "a"+"bc" and "ab"+"c" are the same bytes without length prefixes.
 const PEERS: [&str; 4] = ["bc", "c", "b", "a"];
+/// Owner `i`: the users of [`USERS`], then groups with the same ids.
+fn owner(i: usize) -> Owner {
+    match USERS.get(i) {
+        Some(u) => Owner::User(UserId::new(*u).unwrap()),
+        None => Owner::Group(GroupId::new(USERS[i - USERS.len()]).unwrap()),
+    }
+}
+
+/// Conversation `i`: with the peers of [`PEERS`], then in groups with the same ids.
+fn conversation(i: usize) -> Conversation {
+    match PEERS.get(i) {
+        Some(p) => Conversation::Single(UserId::new(*p).unwrap()),
+        None => Conversation::Group(GroupId::new(PEERS[i - PEERS.len()]).unwrap()),
+    }
+}
+
 const KINDS: [SyncKind; 2] = [SyncKind::Message, SyncKind::Friendship];
 const APP: AppId = AppId(1);
 
@@ -29,7 +47,7 @@ struct Append {
 }
 
 fn append() -> impl Strategy<Value = Append> {
-    (0..USERS.len(), 0..KINDS.len(), 1u64..200, any::<u8>()).prop_map(|(user, kind, seq, payload)| Append {
+    (0..2 * USERS.len(), 0..KINDS.len(), 1u64..200, any::<u8>()).prop_map(|(user, kind, seq, payload)| Append {
         user,
         kind,
         seq,
@@ -58,14 +76,14 @@ proptest! {
             for chunk in appends.chunks(batch_size) {
                 let mut batch = WriteBatch::new();
                 for a in chunk {
-                    batch.append_log(APP, UserId::new(USERS[a.user]).unwrap(), KINDS[a.kind], entry(a));
+                    batch.append_log(APP, owner(a.user), KINDS[a.kind], entry(a));
                     expected.entry((a.user, a.kind)).or_default().insert(a.seq, entry(a));
                 }
                 store.write(batch).await.unwrap();
             }
             let mut page = page_sizes.iter().cycle();
-            for (u, user) in USERS.iter().enumerate() {
-                let user = UserId::new(*user).unwrap();
+            for u in 0..2 * USERS.len() {
+                let user = owner(u);
                 for (k, kind) in KINDS.iter().enumerate() {
                     let want: Vec<LogEntry> =
                         expected.get(&(u, k)).map(|m| m.values().cloned().collect()).unwrap_or_default();
@@ -90,7 +108,7 @@ struct ConvOp {
 }
 
 fn conv_op() -> impl Strategy<Value = ConvOp> {
-    (0..USERS.len(), 0..PEERS.len(), 0u64..300, any::<bool>()).prop_map(|(user, peer, seq, mark)| ConvOp {
+    (0..USERS.len(), 0..2 * PEERS.len(), 0u64..300, any::<bool>()).prop_map(|(user, peer, seq, mark)| ConvOp {
         user,
         peer,
         seq,
@@ -113,11 +131,11 @@ proptest! {
             let dir = tempfile::tempdir().unwrap();
             let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
             let mut convs: BTreeMap<(usize, usize), BTreeSet<u64>> = BTreeMap::new();
-            let mut marks: BTreeMap<usize, BTreeMap<UserId, Seq>> = BTreeMap::new();
+            let mut marks: BTreeMap<usize, BTreeMap<Conversation, Seq>> = BTreeMap::new();
             for chunk in ops.chunks(batch_size) {
                 let mut batch = WriteBatch::new();
                 for op in chunk {
-                    let (user, peer) = (UserId::new(USERS[op.user]).unwrap(), UserId::new(PEERS[op.peer]).unwrap());
+                    let (user, peer) = (UserId::new(USERS[op.user]).unwrap(), conversation(op.peer));
                     batch.append_conv_index(APP, user.clone(), peer.clone(), Seq(op.seq));
                     convs.entry((op.user, op.peer)).or_default().insert(op.seq);
                     if op.mark {
@@ -131,8 +149,8 @@ proptest! {
             let mut page = page_sizes.iter().cycle();
             for (u, user) in USERS.iter().enumerate() {
                 let user = UserId::new(*user).unwrap();
-                for (p, peer) in PEERS.iter().enumerate() {
-                    let peer = UserId::new(*peer).unwrap();
+                for p in 0..2 * PEERS.len() {
+                    let peer = conversation(p);
                     let want: Vec<Seq> =
                         convs.get(&(u, p)).map(|s| s.iter().rev().map(|&n| Seq(n)).collect()).unwrap_or_default();
                     let got = collect_conv_back(&store, APP, &user, &peer, *page.next().unwrap()).await;
@@ -153,7 +171,7 @@ proptest! {
                 }
                 let mut got = store.get_read_marks(APP, &user).await.unwrap();
                 got.sort();
-                let want: Vec<(UserId, Seq)> = marks.get(&u).map(|m| m.clone().into_iter().collect()).unwrap_or_default();
+                let want: Vec<(Conversation, Seq)> = marks.get(&u).map(|m| m.clone().into_iter().collect()).unwrap_or_default();
                 assert_eq!(got, want, "read marks of {user}");
             }
         });
