@@ -67,6 +67,10 @@ pub struct StorageConfig {
     /// Embedded store: ... or once the oldest unflushed write is this many seconds old
     /// (0 = off). Default: [`tern_storage_embedded::DEFAULT_MAX_UNFLUSHED_SECS`].
     pub max_unflushed_secs: u64,
+    /// Embedded store: nice value (0..=19) of the background flush and compaction
+    /// threads, so they yield a busy core to the write path (0 = unchanged). Default:
+    /// [`tern_storage_embedded::DEFAULT_BACKGROUND_NICE`].
+    pub background_nice: i32,
     /// The ScyllaDB (or Cassandra) cluster, when `backend = "scylla"`.
     pub scylla: ScyllaConfig,
 }
@@ -79,6 +83,7 @@ impl Default for StorageConfig {
             durability: Durability::default(),
             max_unflushed_bytes: flush.max_unflushed_bytes,
             max_unflushed_secs: flush.max_unflushed_secs,
+            background_nice: tern_storage_embedded::DEFAULT_BACKGROUND_NICE,
             scylla: ScyllaConfig::default(),
         }
     }

@@ -80,7 +80,12 @@ async fn open_store(c: &TernConfig) -> anyhow::Result<(Arc<dyn Store>, Option<Re
                 max_unflushed_bytes: c.storage.max_unflushed_bytes,
                 max_unflushed_secs: c.storage.max_unflushed_secs,
             };
-            let cfg = EmbeddedConfig { durability: c.storage.durability, flush, ..EmbeddedConfig::new(&path) };
+            let cfg = EmbeddedConfig {
+                durability: c.storage.durability,
+                flush,
+                background_nice: c.storage.background_nice,
+                ..EmbeddedConfig::new(&path)
+            };
             let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(cfg))
                 .await?
                 .with_context(|| format!("opening the embedded store in {}", path.display()))?;

@@ -41,6 +41,15 @@ pub const DEFAULT_MAX_UNFLUSHED_BYTES: u64 = 8 << 20;
 /// a busy node is bounded by size long before this.
 pub const DEFAULT_MAX_UNFLUSHED_SECS: u64 = 10;
 
+/// Default of [`crate::EmbeddedConfig::background_nice`]. On a machine whose cores are
+/// busy, a background flush or compaction that runs at the priority of the write path
+/// takes the core from the group-commit writer and the network threads: at 5,000 msgs/s
+/// on 2 cores, p2p p99 was 23 ms with background flushing and 14.5 ms without. At nice
+/// 10 the scheduler gives such a thread about a tenth of a contended core's share, and
+/// all of an idle one, so background work still keeps up whenever there is slack; if it
+/// falls far behind, fjall's own backpressure slows writes.
+pub const DEFAULT_BACKGROUND_NICE: i32 = 10;
+
 /// How often the flusher looks at the memtables. One atomic read per look.
 const TICK: Duration = Duration::from_millis(100);
 /// A clean close waits at most this long for fjall to write the memtables out; past
@@ -72,11 +81,17 @@ pub(crate) struct Flusher {
 }
 
 impl Flusher {
-    pub(crate) fn start(db: Database, keyspaces: Vec<Keyspace>, policy: FlushPolicy) -> Result<Self, StoreError> {
+    pub(crate) fn start(
+        db: Database,
+        keyspaces: Vec<Keyspace>,
+        policy: FlushPolicy,
+        nice: i32,
+    ) -> Result<Self, StoreError> {
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let thread = std::thread::Builder::new()
             .name("tern-store-flusher".into())
             .spawn(move || {
+                lower_priority(0, nice);
                 let mut dirty_since: Option<Instant> = None;
                 // fjall poisons itself on I/O errors and the writer reports them to every
                 // caller: warn once per run of failures, not every tick.
@@ -123,6 +138,39 @@ impl Drop for Flusher {
         if let Some(t) = self.thread.take() {
             if t.join().is_err() {
                 tracing::error!("embedded store: flusher thread panicked");
+            }
+        }
+    }
+}
+
+/// Sets the nice value of thread `tid` (0: the calling thread). Linux applies
+/// `setpriority(PRIO_PROCESS, tid)` to that one thread. Failing is harmless (the thread
+/// keeps the default priority), so it is only logged.
+fn lower_priority(tid: libc::pid_t, nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    // SAFETY: setpriority takes plain integers and touches no memory of ours.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice.min(19)) };
+    if rc != 0 {
+        tracing::debug!(tid, nice, error = %std::io::Error::last_os_error(), "cannot lower a background thread's priority");
+    }
+}
+
+/// Lowers the priority of this process's threads called `name` (fjall names its worker
+/// threads and offers no hook to run code on them, so they are found in
+/// `/proc/self/task`). Threads started later are not affected: fjall starts its workers
+/// when the database opens.
+pub(crate) fn lower_priority_of_threads_named(name: &str, nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return };
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() == name {
+            if let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) {
+                lower_priority(tid, nice);
             }
         }
     }

@@ -22,7 +22,7 @@ mod flusher;
 mod ttl;
 mod writer;
 
-pub use flusher::{FlushPolicy, DEFAULT_MAX_UNFLUSHED_BYTES, DEFAULT_MAX_UNFLUSHED_SECS};
+pub use flusher::{FlushPolicy, DEFAULT_BACKGROUND_NICE, DEFAULT_MAX_UNFLUSHED_BYTES, DEFAULT_MAX_UNFLUSHED_SECS};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -66,12 +66,21 @@ pub struct EmbeddedConfig {
     /// When memtables are written to table files in the background (bounds what a
     /// restart replays).
     pub flush: FlushPolicy,
+    /// Nice value of the threads that write memtables and compact table files in the
+    /// background (fjall's workers and the flusher), 0..=19; 0 leaves them as they are.
+    /// See [`DEFAULT_BACKGROUND_NICE`].
+    pub background_nice: i32,
 }
 
 impl EmbeddedConfig {
     /// A config for `path` with the default durability and flush policy.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into(), durability: Durability::default(), flush: FlushPolicy::default() }
+        Self {
+            path: path.into(),
+            durability: Durability::default(),
+            flush: FlushPolicy::default(),
+            background_nice: DEFAULT_BACKGROUND_NICE,
+        }
     }
 }
 
@@ -526,7 +535,9 @@ impl EmbeddedStore {
     pub fn open(config: EmbeddedConfig) -> Result<Self, StoreError> {
         let (engine, recovery) = Engine::open_reporting(&config.path)?;
         let engine = Arc::new(engine);
-        let flusher = flusher::Flusher::start(engine.db.clone(), engine.all.clone(), config.flush)?;
+        let flusher =
+            flusher::Flusher::start(engine.db.clone(), engine.all.clone(), config.flush, config.background_nice)?;
+        flusher::lower_priority_of_threads_named("fjall:worker", config.background_nice);
         let durability = match config.durability {
             Durability::Process => PersistMode::Buffer,
             Durability::Fsync => PersistMode::SyncAll,
