@@ -127,29 +127,29 @@ fn p2p_over_tcp_loses_nothing() {
 /// kicked (SlowConsumer) again and again, reconnect, pull from their sync point and
 /// resend what was unanswered — and not one acked message may be missing or doubled.
 ///
-/// KNOWN FAILING, so run only with `TERN_KICK_STORM_TEST=1`: in this storm the harness
-/// counts 1–49 of ~500 acked messages as never delivered and 150–450 deliveries it did
-/// not expect, and whether Tern or the harness's bookkeeping is at fault is not yet
-/// known (issue 9). The likeliest reading: with a 4-frame queue the ongoing pushes
-/// kick a device again right after each login, so some devices never finish catching
-/// up before the drain deadline (the messages are stored, not delivered in time).
-/// Whether any device is kicked at all also depends on timing. Kept as the
-/// reproduction; the kick → reconnect → pull path itself is covered by the worker's
-/// unit tests.
+/// Whether a device is kicked at all depends on timing (how many pushes one link turn
+/// brings a device), so the run is repeated, up to four times, until one kicked some.
+/// (Before the harness's devices halved their send window on a SlowConsumer kick, as a
+/// client backs off, a device resending its whole window after each reconnect was
+/// kicked again by the burst of answers, in a loop, and never caught up: 1-49 of ~500
+/// acked messages counted lost.)
 #[test]
 fn kicked_devices_reconnect_pull_and_lose_nothing() {
-    if std::env::var_os("TERN_KICK_STORM_TEST").is_none() {
-        eprintln!("skipped: set TERN_KICK_STORM_TEST=1 (known failing, see the doc comment)");
+    let s = Server::start_with_gateway("outbound_queue_frames = 4\n");
+    let args = ["--users", "4", "--devices", "2", "--rate", "1000", "--duration", "2", "--workers", "1"];
+    for attempt in 1..=4 {
+        let r = s.loadtest("p2p", &args, &s.tcp);
+        let p = &r["p2p"];
+        assert_clean(p);
+        if p["kicks"]["SlowConsumer"].as_u64().unwrap_or(0) == 0 {
+            eprintln!("attempt {attempt}: no device was kicked; again");
+            continue;
+        }
+        assert!(p["reconnects"].as_u64().is_some_and(|n| n > 0) && p["pulls"].as_u64().is_some_and(|n| n > 0), "{p}");
+        assert!(total(&p["kicks"]) + total(&p["drops"]) >= p["reconnects"].as_u64().unwrap(), "{p}");
         return;
     }
-    let s = Server::start_with_gateway("outbound_queue_frames = 4\n");
-    let args = ["--users", "4", "--devices", "2", "--rate", "500", "--duration", "2", "--workers", "1"];
-    let r = s.loadtest("p2p", &args, &s.tcp);
-    let p = &r["p2p"];
-    assert_clean(p);
-    assert!(p["kicks"]["SlowConsumer"].as_u64().is_some_and(|k| k > 0), "no device was kicked: {p}");
-    assert!(p["reconnects"].as_u64().is_some_and(|n| n > 0) && p["pulls"].as_u64().is_some_and(|n| n > 0), "{p}");
-    assert!(total(&p["kicks"]) + total(&p["drops"]) >= p["reconnects"].as_u64().unwrap(), "{p}");
+    panic!("no device was kicked in four runs: the storm this test needs did not happen");
 }
 
 #[test]

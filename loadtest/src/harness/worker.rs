@@ -203,6 +203,12 @@ pub(crate) struct Dev {
     /// Sends due while the device had no session, and unanswered sends of a lost
     /// session, oldest first.
     outbox: VecDeque<Pending>,
+    /// The in-flight window for the outbox (at most [`OUTBOX_WINDOW`]): halved when the
+    /// server kicks the device as a slow consumer, grown by one per window of acks, as
+    /// a client backs off when its own burst of answers overflowed the server's queue.
+    window: usize,
+    /// Acks since the window last grew.
+    window_acks: usize,
     hb_us: u64,
     next_hb_us: u64,
     next_ack_us: u64,
@@ -232,6 +238,8 @@ impl Dev {
             acked_seq: 0,
             pending: Vec::new(),
             outbox: VecDeque::new(),
+            window: OUTBOX_WINDOW,
+            window_acks: 0,
             hb_us: FALLBACK_HEARTBEAT_US,
             next_hb_us: u64::MAX,
             next_ack_us: 0,
@@ -269,6 +277,15 @@ impl Dev {
     }
 
     /// Forgets the state of the connection that ended (what was received stays).
+    /// One more send answered: the window grows by one per window's worth of answers.
+    fn grow_window(&mut self) {
+        self.window_acks += 1;
+        if self.window_acks >= self.window {
+            self.window_acks = 0;
+            self.window = (self.window + 1).min(OUTBOX_WINDOW);
+        }
+    }
+
     fn reset_connection(&mut self) {
         self.sock = None;
         self.rbuf = Vec::new();
@@ -882,7 +899,7 @@ impl Worker {
     fn write_outbox(&mut self, k: usize, now: u64) {
         loop {
             let dev = &mut self.devs[k];
-            if dev.phase != Phase::Online || dev.pending.len() >= OUTBOX_WINDOW {
+            if dev.phase != Phase::Online || dev.pending.len() >= dev.window {
                 return;
             }
             let Some(p) = dev.outbox.pop_front() else { return };
@@ -895,6 +912,10 @@ impl Worker {
         let Some(dev) = self.devs.get_mut(k) else { return };
         let was = dev.phase;
         dev.reset_connection();
+        if why.kick && why.reason == "SlowConsumer" {
+            dev.window = (dev.window / 2).max(1);
+            dev.window_acks = 0;
+        }
         let reconnect = self.init.reconnect && !self.stopping;
         match was {
             Phase::Idle { .. } => return,
@@ -1112,6 +1133,7 @@ impl Worker {
             Body::SendAck => {
                 let code = f.body_as_send_ack().map_or(0, |a| a.code());
                 if let Some(p) = self.devs[k].take_pending(rid) {
+                    self.devs[k].grow_window();
                     let outcome = if code == tern_schema::codes::OK { Ok(()) } else { Err(format!("SendAck {code}")) };
                     if let Some(b) = self.book.as_mut() {
                         b.answer(&p, outcome, now);
