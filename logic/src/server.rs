@@ -215,8 +215,13 @@ impl Serving {
 }
 
 /// How often coalesced device acks are written: a crash forgets at most this much of
-/// them, which only makes devices pull a few messages twice.
-pub const ACK_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// them, which only makes devices pull a few messages twice. Every 100 ms rather than
+/// every second: the same acks in ten smaller bursts. Each ack write reads the stored
+/// value (to keep the maximum), so a once-a-second burst of 10,000 devices' acks held
+/// the group-commit writer long enough to show in the send tail (p2p 6,000 msgs/s,
+/// devices acking every second: send→ack p99 37 / 47 ms at 1 s, 23 / 32 ms at 100 ms,
+/// 22 / 24 ms with no acks at all).
+pub const ACK_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 async fn flush_acks_every(logic: Arc<Logic>, every: std::time::Duration) {
     let mut tick = tokio::time::interval(every);
