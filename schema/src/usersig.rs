@@ -72,8 +72,7 @@ pub fn verify(secret: &[u8], app_id: u32, user_id: &str, signature: &str, now_un
         return Err(SigError::Malformed);
     }
     let doc: Value = serde_json::from_slice(&json).map_err(|_| SigError::Malformed)?;
-    let (app_key, time_key) =
-        SPELLINGS.into_iter().find(|(a, _)| doc.get(*a).is_some()).ok_or(SigError::Malformed)?;
+    let (app_key, time_key) = SPELLINGS.into_iter().find(|(a, _)| doc.get(*a).is_some()).ok_or(SigError::Malformed)?;
     let identifier = doc.get("TLS.identifier").and_then(Value::as_str).ok_or(SigError::Malformed)?;
     let signed_app = number(&doc, app_key).ok_or(SigError::Malformed)?;
     let issued = number(&doc, time_key).ok_or(SigError::Malformed)?;
