@@ -33,7 +33,7 @@ use super::endpoints::Endpoints;
 use super::error::{ApiError, ApiOk, Envelope};
 use super::extract::parse_value;
 use super::ApiState;
-use crate::messages::{self, errors, Recaller, Refusal, SendRequest, TimelineItem};
+use crate::messages::{self, errors, MessageExtras, Recaller, Refusal, SendRequest, TimelineItem};
 use crate::users::BATCH_TOO_LARGE;
 
 /// The message endpoints, each with its own error codes (besides the common ones) and
@@ -237,6 +237,19 @@ pub struct SendMsgReq {
     /// A string (one text element) or a list of elements.
     #[schema(value_type = MessageBody)]
     pub message_body: Value,
+    /// The original system's `messageRandom`: opaque, stored and answered with the
+    /// message.
+    pub message_random: Option<i64>,
+    /// The sender's own time of the message (ms since the Unix epoch), stored and
+    /// answered as `clientTime`; `messageTime` is always the server's.
+    pub message_time: Option<u64>,
+    /// The original system's `badgeMode` (0 counts toward the badge, 1 does not):
+    /// stored and answered with the message.
+    #[schema(minimum = 0, maximum = 1)]
+    pub badge_mode: Option<u8>,
+    /// Seconds after which the message leaves offline sync (getOfflineMessage, TCP
+    /// Pull); 0 or absent: kept for the app's retention. History still shows it.
+    pub message_life_time: Option<u32>,
 }
 
 /// Body of getOfflineMessage.
@@ -353,6 +366,15 @@ pub struct MessageItem {
     /// The message was recalled.
     pub recalled: bool,
     pub entry_type: EntryType,
+    /// The sender's own time of the message (sendMsg's `messageTime`; for device sends,
+    /// the device clock), ms since the Unix epoch.
+    pub client_time: u64,
+    /// sendMsg's `messageRandom` (0 if not given).
+    pub message_random: i64,
+    /// sendMsg's `badgeMode` (0 if not given).
+    pub badge_mode: u8,
+    /// sendMsg's `messageLifeTime` in seconds (0: none).
+    pub message_life_time: u32,
 }
 
 impl MessageItem {
@@ -371,6 +393,10 @@ impl MessageItem {
             message_sequence: p.seq,
             recalled: p.recalled,
             entry_type: if p.entry == EntryKind::Recall { EntryType::Recall } else { EntryType::Message },
+            client_time: p.client_time_ms,
+            message_random: p.random as i64,
+            badge_mode: p.badge_mode,
+            message_life_time: p.life_time_secs,
         })
     }
 
@@ -479,6 +505,9 @@ pub async fn send_msg(State(state): State<Arc<ApiState>>, call: AdminCall<SendMs
     let from = acting_user(req.from_id, &call.common)?;
     let to = user_id(req.to_id, "toId")?;
     let body = parse_message_body((!req.message_body.is_null()).then_some(&req.message_body))?;
+    if let Some(b) = req.badge_mode.filter(|b| *b > 1) {
+        return Err(ApiError::bad("badgeMode", format!("must be 0 or 1, not {b}")));
+    }
     let accepted = messages::send(
         &state.logic,
         SendRequest {
@@ -487,9 +516,15 @@ pub async fn send_msg(State(state): State<Arc<ApiState>>, call: AdminCall<SendMs
             to,
             client_msg_id: &req.message_id,
             elems: body.iter().map(OwnedElem::parts).collect(),
-            client_time_ms: crate::now_ms(),
+            client_time_ms: req.message_time.unwrap_or_else(crate::now_ms),
             from_device: "",
             origin: None,
+            extras: MessageExtras {
+                // Stored as its bits: the original's random is a signed number.
+                random: req.message_random.unwrap_or(0) as u64,
+                badge_mode: req.badge_mode.unwrap_or(0),
+                life_time_secs: req.message_life_time.unwrap_or(0),
+            },
         },
     )
     .await

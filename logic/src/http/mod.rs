@@ -218,8 +218,13 @@ struct ApiDoc;
 /// Introduction of the document: the conventions every call follows.
 const INTRO: &str = "\
 Every management call is `POST /v1/<path>` with a JSON body and the query parameters `appId`, \
-`identifier` (an admin of the app) and `userSign` (that admin's signature, `tern sig`). The body may \
-repeat `appId`; the query wins. Unknown body fields are refused (90001), so typos never pass silently.\n\n\
+`identifier` (an admin of the app) and `userSign` (that admin's *admin* signature, `tern sig --admin`; a \
+user's login signature never authorizes an admin call). Signatures in the original system's UserSig \
+format are accepted too. Unknown body fields are refused (90001), so typos never pass silently; integer \
+fields accept integral floats such as `50.0`.\n\n\
+Every body may also carry the original system's common fields `appId` (if given, it must equal the \
+query's), `operater` (the acting user: calls that take `fromId` use it when `fromId` is absent), \
+`clientType` (0 webApi, 1 web, 2 ios, 3 android, 4 windows, 5 mac, 6 linux) and `imei`.\n\n\
 Every answer is the envelope `{\"code\": 200, \"msg\": \"success\", \"data\": ...}`; on failure `code` \
 is one of the error codes below, `msg` says what went wrong (for 90001 it starts with the field's path, \
 e.g. `userData[3].nickName`) and `data` is null. The HTTP status follows the error class.\n\n\
@@ -227,7 +232,20 @@ Batch calls answer per item (`successId` / `errorId`); only a missing list or on
 fails the whole call. Sync calls take `lastSequence` and `maxLimit` and answer `{maxSequence, completed, \
 dataList}`.\n\n\
 A `messageKey` (server message id) and a friend request `id` are answered as decimal strings: they use \
-all 64 bits, and JavaScript numbers lose precision above 2^53. Calls accept them as strings or numbers.";
+all 64 bits, and JavaScript numbers lose precision above 2^53. Calls accept them as strings or numbers.\n\n\
+The original system's controller paths answer as aliases of Tern's (each alias is listed below with \
+`x-alias-of`). Where Tern answers differently on purpose:\n\n\
+| call | the original | Tern | why |\n\
+|---|---|---|---|\n\
+| every call | generic failure code 500, parameter errors as code 0 | a documented code per error, 90001 names the field | callers can act on the code |\n\
+| admin signature | any UserSig of an admin identifier | also Tern's admin signatures, which a login signature never is | a user's login signature must not be an admin credential |\n\
+| queryUserOnlineStatus | map userId → `{session, customText, customStatus}` | `statusList` of `{userId, online, devices}` | one shape for every batch call |\n\
+| getUserInfo | `{userDataItem, failUser}` | `{userDataItem, errorId}` with a code per failed id | per-item codes |\n\
+| login | RouteInfo `{ip, port}`, no signature | the user's signature required; `{userId, tcp, ws, ip, port}` | a login needs proof; every address is listed |\n\
+| send | `{messageKey, messageTime}` | also `messageSequence`; `messageKey` as a decimal string | 64-bit keys lose precision in JavaScript |\n\
+| deleteAllFriend, checkFriend | per-friend rows | `{successId, errorId}` / `{resultList, errorId}` | one shape for every batch call |\n\
+| password | stored | accepted, not stored (Tern authenticates by signature; storing a hash needs a user-record field) | open in issue 10 |\n\
+| importFriendShip, checkBlck, groups, conversations | served | not served yet | group and conversation work lands later |";
 
 /// `[{code, status, meaning}]` for the document's `x-error-codes` extensions.
 fn code_list(codes: &[u32]) -> Value {
@@ -285,6 +303,7 @@ pub fn served_paths() -> Vec<String> {
 }
 
 fn complete(mut doc: Value, meta: &[EndpointMeta]) -> Value {
+    integer_formats(&mut doc);
     let mut table = String::from("\n\n| code | HTTP | meaning |\n|---|---|---|\n");
     for c in CODES {
         table.push_str(&format!("| {} | {} | {} |\n", c.code, c.status, c.meaning));
@@ -348,6 +367,23 @@ fn complete(mut doc: Value, meta: &[EndpointMeta]) -> Value {
         }
     }
     doc
+}
+
+/// utoipa writes unsigned formats as `u-int64`; the formats registry's names are
+/// `uint64`, `uint32`, ... (and schemathesis reads those).
+fn integer_formats(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::String(f)) = map.get_mut("format") {
+                if let Some(bits) = f.strip_prefix("u-int") {
+                    *f = format!("uint{bits}");
+                }
+            }
+            map.values_mut().for_each(integer_formats);
+        }
+        Value::Array(items) => items.iter_mut().for_each(integer_formats),
+        _ => {}
+    }
 }
 
 /// A request body schema with the common fields added, inline: `$ref`s are resolved so

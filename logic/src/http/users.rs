@@ -352,7 +352,7 @@ pub struct SyncUserDataResp {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OnlineDevice {
-    /// 1 iOS, 2 Android, 3 Web, 4 Windows, 5 Mac, 6 Linux, 0 unknown.
+    /// As the original numbered it: 0 webApi, 1 web, 2 ios, 3 android, 4 windows, 5 mac (6 linux).
     pub client_type: u8,
     pub device_id: String,
     /// Logged in since, milliseconds since the Unix epoch.
