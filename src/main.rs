@@ -3,6 +3,7 @@
 
 mod config;
 mod devapp;
+mod metrics_help;
 mod serve;
 
 use std::path::PathBuf;

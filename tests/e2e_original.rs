@@ -56,3 +56,27 @@ async fn a_device_logs_in_with_a_usersig() {
     let (_c, outcome) = t.login(Transport::Tcp, APP, "alice", &other, ClientType::Ios, "p3").await;
     assert!(matches!(outcome, LoginOutcome::Rejected { code, .. } if code == codes::SIGN_WRONG), "{outcome:?}");
 }
+
+/// Every exported metric says what it is (`# HELP`), after traffic on every tier.
+#[tokio::test]
+async fn every_metric_has_help() {
+    let t = Tern::start(Mode::AllInOne);
+    t.import(APP, &["alice", "bob"]);
+    let _alice = t.device(Transport::Tcp, APP, "alice", ClientType::Ios, "p1").await;
+    let r = t.api(
+        APP,
+        "/message/sendMsg",
+        serde_json::json!({"fromId": "bob", "toId": "alice", "messageId": "m1",
+        "messageBody": "hi"}),
+    );
+    assert_eq!(r["code"], serde_json::json!(200), "{r}");
+    let (status, text) = common::http(&t.http, "GET", "/metrics", "");
+    assert_eq!(status, 200, "{text}");
+    let helped: std::collections::BTreeSet<&str> =
+        text.lines().filter_map(|l| l.strip_prefix("# HELP ")).filter_map(|l| l.split(' ').next()).collect();
+    let typed: Vec<&str> =
+        text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
+    assert!(typed.len() > 5, "{text}");
+    let missing: Vec<&&str> = typed.iter().filter(|m| !helped.contains(**m)).collect();
+    assert!(missing.is_empty(), "no # HELP for {missing:?}");
+}

@@ -165,3 +165,49 @@ async fn usersig_signatures_are_accepted_with_the_same_rules() {
     let a = support::send(&h.router, Method::POST, &uri, vec![]);
     a.await.check("admin signature at login", 60003, "purpose");
 }
+
+#[tokio::test]
+async fn checking_ids_never_imported_holds_no_memory() {
+    let h = with_users(&["a", "b"]).await;
+    h.ok("/friendship/add", json!({"fromId": "a", "toItem": {"toId": "b"}})).await;
+    let before = h.logic.friends.views_held();
+    let bogus: Vec<String> = (0..100).map(|i| format!("ghost-{i}")).collect();
+    let d = h.ok("/friendship/check", json!({"fromId": "a", "toIds": bogus, "checkType": 2})).await;
+    assert!(d["resultList"].as_array().unwrap().iter().all(|r| r["status"] == json!(4)), "{d}");
+    let d = h.ok("/friendship/check", json!({"fromId": "a", "toIds": ["b"], "checkType": 2})).await;
+    assert_eq!(d["resultList"][0]["status"], json!(1));
+    assert_eq!(h.logic.friends.views_held(), before, "a view per made-up id");
+}
+
+/// A request body that sends nothing, ever.
+struct Stalled;
+
+impl axum::body::HttpBody for Stalled {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_never_arrives_times_out() {
+    let mut config = LogicConfig::default();
+    config.http.body_timeout_ms = 200;
+    let h = Harness::new(config, vec![app_config(APP, json!({}))], None);
+    let req = axum::http::Request::post(format!("/v1/user/data/getSingleUserInfo?{}", admin_query(APP)))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::new(Stalled))
+        .expect("request");
+    let started = std::time::Instant::now();
+    let resp = tower::ServiceExt::oneshot(h.router.clone(), req).await.expect("infallible");
+    let status = resp.status().as_u16();
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+    let a = support::Answer { status, content_type: "application/json".into(), body: body.to_vec() };
+    a.check("stalled body", 90007, "not received within 200 ms");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+}

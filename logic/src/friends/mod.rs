@@ -195,6 +195,11 @@ impl Friends {
         g.entry((app, user.clone())).or_default().clone()
     }
 
+    /// How many users' views (loaded or being loaded) this node holds.
+    pub fn views_held(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len()).sum()
+    }
+
     /// A new request id: unique in the app, time-ordered.
     fn next_request_id(&self) -> u64 {
         self.request_ids.next(now_ms())

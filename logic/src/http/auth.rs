@@ -140,7 +140,7 @@ impl<T: DeserializeOwned + Send> FromRequest<Arc<ApiState>> for AdminCall<T> {
 
     async fn from_request(req: Request, state: &Arc<ApiState>) -> Result<Self, ApiError> {
         let query = AuthQuery::from_uri(req.uri())?;
-        let mut map = read_object(req, state.max_body_bytes).await?;
+        let mut map = read_object(req, state.max_body_bytes, state.body_timeout).await?;
         let common = split_common(&mut map);
         let (app, cfg) = resolve_app(state, &query, &common)?;
         let who = identifier(&query)?;
@@ -170,7 +170,7 @@ impl<T: DeserializeOwned + Send> FromRequest<Arc<ApiState>> for UserCall<T> {
 
     async fn from_request(req: Request, state: &Arc<ApiState>) -> Result<Self, ApiError> {
         let query = AuthQuery::from_uri(req.uri())?;
-        let mut map = read_object(req, state.max_body_bytes).await?;
+        let mut map = read_object(req, state.max_body_bytes, state.body_timeout).await?;
         let common = split_common(&mut map);
         let (app, cfg) = resolve_app(state, &query, &common)?;
         let who = identifier(&query)?;

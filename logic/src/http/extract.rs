@@ -14,6 +14,8 @@
 //!
 //! This module must never turn a body into a plain-text axum rejection.
 
+use std::time::Duration;
+
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
@@ -73,8 +75,13 @@ impl<'de> Deserialize<'de> for AppIdField {
 
 /// Reads the body within the configured limit and parses it as a JSON object. An empty
 /// body counts as `{}` so calls without parameters need no body at all.
-pub async fn read_object(req: Request<Body>, limit: usize) -> Result<Map<String, Value>, ApiError> {
-    let bytes = Bytes::from_request(req, &()).await.map_err(|rej| {
+/// The body must be complete within `timeout` (90007): a slow body must not hold a
+/// connection and a task for ever.
+pub async fn read_object(req: Request<Body>, limit: usize, timeout: Duration) -> Result<Map<String, Value>, ApiError> {
+    let read = tokio::time::timeout(timeout, Bytes::from_request(req, &()))
+        .await
+        .map_err(|_| ApiError::BodyTimeout { ms: timeout.as_millis() as u64 })?;
+    let bytes = read.map_err(|rej| {
         if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::BodyTooLarge { limit }
         } else {

@@ -57,6 +57,8 @@ pub struct ApiState {
     pub users: Users,
     /// `http.max_body_bytes`, for the 90002 message.
     pub max_body_bytes: usize,
+    /// `http.body_timeout_ms`.
+    pub body_timeout: std::time::Duration,
     metrics: Option<PrometheusHandle>,
     openapi_json: String,
     docs_html: String,
@@ -102,10 +104,12 @@ pub fn router(logic: Arc<Logic>, metrics: Option<PrometheusHandle>) -> Router {
 pub fn router_ready(logic: Arc<Logic>, metrics: Option<PrometheusHandle>, ready: Ready) -> Router {
     let doc = openapi();
     let max_body_bytes = logic.config.http.max_body_bytes;
+    let body_timeout = std::time::Duration::from_millis(logic.config.http.body_timeout_ms);
     let state = Arc::new(ApiState {
         users: Users::new(logic.clone()),
         logic,
         max_body_bytes,
+        body_timeout,
         metrics,
         // Rendered once: the document cannot change while the process runs.
         openapi_json: serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into()),
@@ -282,6 +286,7 @@ const COMMON_ERRORS: &[u32] = &[
     codes::SIGN_MALFORMED,
     codes::BAD_PARAMETER,
     error::BODY_TOO_LARGE,
+    error::BODY_TIMEOUT,
     codes::INTERNAL,
 ];
 
