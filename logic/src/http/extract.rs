@@ -38,7 +38,7 @@ pub struct Common {
     pub app_id: Option<AppIdField>,
     /// The acting user (the original system's spelling). User-scoped calls use it when
     /// `fromId` is absent.
-    #[schema(min_length = 1, max_length = 64)]
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.@-]{1,64}$")]
     pub operater: Option<String>,
     /// The caller's client type, as the original numbered them: 0 webApi, 1 web, 2 ios,
     /// 3 android, 4 windows, 5 mac (6 linux is Tern's addition).
@@ -172,9 +172,8 @@ pub fn take_common(map: &mut Map<String, Value>) -> Result<Common, ApiError> {
         ));
     }
     if let Some(o) = &common.operater {
-        if o.is_empty() || o.len() > 64 {
-            return Err(ApiError::bad("operater", "must be 1..=64 characters"));
-        }
+        // It names a user (the acting one when `fromId` is absent).
+        tern_storage::UserId::new(o.as_str()).map_err(|e| ApiError::bad("operater", e))?;
     }
     if common.imei.as_ref().is_some_and(|i| i.len() > 128) {
         return Err(ApiError::bad("imei", "longer than 128 bytes"));

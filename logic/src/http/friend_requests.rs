@@ -68,7 +68,7 @@ pub struct ApproveReq {
     #[schema(min_length = 1, max_length = 64)]
     pub from_id: Option<String>,
     /// The request (a decimal string, or a number up to 2^53).
-    #[schema(value_type = String, pattern = "^[1-9][0-9]{0,19}$")]
+    #[schema(value_type = String, pattern = "^(?:[1-9][0-9]{0,18}|1[0-7][0-9]{18})$")]
     pub id: RequestId,
     /// 1 agree (the users become friends as requested), 2 reject.
     #[schema(minimum = 1, maximum = 2)]

@@ -107,6 +107,7 @@ pub struct AddFriendReq {
     pub to_item: ToItem,
     /// 1 one-way (only `fromId` lists `toId`), 2 two-way (both list each other; the
     /// default).
+    #[schema(minimum = 1, maximum = 2)]
     pub add_type: Option<u8>,
 }
 
@@ -137,6 +138,7 @@ pub struct DeleteFriendReq {
     pub delete_all: Option<bool>,
     /// 1 one-way (only `fromId`'s entries), 2 two-way (the other user's entries too;
     /// the default).
+    #[schema(minimum = 1, maximum = 2)]
     pub delete_type: Option<u8>,
 }
 
@@ -151,6 +153,7 @@ pub struct CheckFriendReq {
     pub to_ids: Vec<String>,
     /// 1 one-way (does `fromId` list them; the default), 2 two-way (and do they list
     /// `fromId`).
+    #[schema(minimum = 1, maximum = 2)]
     pub check_type: Option<u8>,
 }
 

@@ -169,6 +169,14 @@ impl MessageElem {
     }
 }
 
+/// Standard base64 that accepts non-zero bits after the last whole byte (as most
+/// decoders do): they carry nothing, and refusing them rejects what JSON Schema and
+/// other encoders call valid base64.
+const LENIENT_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+);
+
 /// Parses `messageBody`: a string (one text element) or a list of elements.
 fn parse_message_body(v: Option<&Value>) -> Result<Vec<OwnedElem>, ApiError> {
     let items = match v {
@@ -192,7 +200,7 @@ fn parse_message_body(v: Option<&Value>) -> Result<Vec<OwnedElem>, ApiError> {
         let e: MessageElem = parse_value(raw.clone(), &path)?;
         let data = match e.data {
             None => Vec::new(),
-            Some(b64) => BASE64
+            Some(b64) => LENIENT_BASE64
                 .decode(b64.as_bytes())
                 .map_err(|err| ApiError::bad(format!("{path}.data"), format!("not base64: {err}")))?,
         };
@@ -312,7 +320,7 @@ pub struct WithdrawMessageReq {
     /// The other party.
     pub to_id: String,
     /// The message (a decimal string, or a number up to 2^53).
-    #[schema(value_type = String, pattern = "^[1-9][0-9]{0,19}$")]
+    #[schema(value_type = String, pattern = "^(?:[1-9][0-9]{0,18}|1[0-7][0-9]{18})$")]
     pub message_key: MessageKey,
     /// Recall as the app's admin: any time, whichever party `fromId` is. Default false:
     /// the recall acts as the sender's, within the app's recall window.

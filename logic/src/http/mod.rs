@@ -322,6 +322,7 @@ fn complete(mut doc: Value, meta: &[EndpointMeta]) -> Value {
             "description": "The identifier's signature: an admin signature (`tern sig --admin`) for management calls, \
     the user's login signature (`tern sig`) for login; or a UserSig in the original system's format."},
     });
+    strict_components(&mut doc);
     let common = doc.pointer("/components/schemas/Common/properties").cloned().unwrap_or_else(|| json!({}));
     let schemas = doc.pointer("/components/schemas").cloned().unwrap_or_else(|| json!({}));
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else { return doc };
@@ -350,6 +351,11 @@ fn complete(mut doc: Value, meta: &[EndpointMeta]) -> Value {
         op.insert("security".into(), json!([{"appId": [], "identifier": [], "userSign": []}]));
         if let Some(body) = op.get_mut("requestBody").and_then(|b| b.pointer_mut("/content/application~1json/schema")) {
             *body = with_common(body, &schemas, &common);
+            strict_body(body);
+            let optional = empty_body_is_valid(body);
+            if let Some(rb) = op.get_mut("requestBody") {
+                rb["required"] = json!(!optional);
+            }
         }
         if !m.aliases.is_empty() {
             op.insert("x-aliases".into(), json!(m.aliases));
@@ -374,6 +380,161 @@ fn complete(mut doc: Value, meta: &[EndpointMeta]) -> Value {
     doc
 }
 
+/// The pattern of a user id (`tern_storage::UserId`).
+const USER_ID_PATTERN: &str = "^[A-Za-z0-9_.@-]{1,64}$";
+
+/// What the services enforce on a request field, by its API name, as JSON Schema: the
+/// limits live in the services (`crate::users`, `crate::friends`, `crate::messages`)
+/// and are restated here so the document is as strict as the server. Applied to request
+/// bodies and the objects they nest, never to items of a batch list (a bad item there
+/// is a per-item error in a 200 answer, not a refused call).
+fn field_rule(name: &str, schema: &Value) -> Option<Value> {
+    let is_string =
+        schema.get("type").is_some_and(|t| t == "string" || t.as_array().is_some_and(|a| a.contains(&json!("string"))));
+    let is_array =
+        schema.get("type").is_some_and(|t| t == "array" || t.as_array().is_some_and(|a| a.contains(&json!("array"))));
+    let max_len = |n: u32| Some(json!({"maxLength": n}));
+    let batch = Some(json!({"maxItems": crate::config::DEFAULT_MAX_BATCH}));
+    match name {
+        "fromId" | "toId" | "operater" | "userId" if is_string => {
+            Some(json!({"pattern": USER_ID_PATTERN, "minLength": 1, "maxLength": 64}))
+        }
+        "userId" | "userIds" | "toIds" | "userList" | "messageKeys" | "userData" if is_array => batch,
+        "nickName" | "remark" => max_len(64),
+        "photo" => max_len(512),
+        "birthDay" | "addSource" => max_len(32),
+        "location" => max_len(128),
+        "selfSignature" | "addWording" => max_len(256),
+        "extra" => max_len(4096),
+        "password" => max_len(128),
+        // Bytes on the server; characters here (equal for ASCII ids).
+        "messageId" => Some(json!({"minLength": 1, "maxLength": 64})),
+        "fields" => {
+            let mut names: Vec<&str> = users::PROFILE_VIEW_FIELDS.to_vec();
+            names.push("userId");
+            Some(json!({"items": {"type": "string", "enum": names}}))
+        }
+        _ => None,
+    }
+}
+
+/// Applies [`field_rule`] to an object schema's properties.
+fn apply_field_rules(schema: &mut Value) {
+    if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+        for (name, prop) in props.iter_mut() {
+            if let (Some(rule), Some(obj)) = (field_rule(name, prop), prop.as_object_mut()) {
+                if let Some(rule) = rule.as_object() {
+                    obj.extend(rule.clone());
+                }
+            }
+        }
+    }
+}
+
+/// A branch of `anyOf`/`oneOf`: `name` is present and not null.
+fn present(name: &str, ty: &str) -> Value {
+    json!({"required": [name], "properties": {name: {"type": ty}}})
+}
+
+/// A request body, completed: field rules, and the choices the server insists on that
+/// per-field schemas cannot say (`fromId` or `operater`; exactly one list name).
+fn strict_body(body: &mut Value) {
+    apply_field_rules(body);
+    let props: Vec<String> =
+        body.get("properties").and_then(Value::as_object).map_or_else(Vec::new, |p| p.keys().cloned().collect());
+    let has = |n: &str| props.iter().any(|p| p == n);
+    let required = |n: &str| body.get("required").and_then(Value::as_array).is_some_and(|r| r.contains(&json!(n)));
+    let mut all_of = Vec::new();
+    if has("fromId") && has("operater") && !required("fromId") {
+        all_of.push(json!({"anyOf": [present("fromId", "string"), present("operater", "string")]}));
+    }
+    if has("userList") {
+        all_of.push(json!({"oneOf": [present("userIds", "array"), present("userList", "array")]}));
+    } else if has("userIds") && has("userId") && !required("userIds") {
+        all_of.push(json!({"oneOf": [present("userIds", "array"), present("userId", "array")]}));
+    }
+    if has("nickName") && has("silentFlag") {
+        // modifyUserInfo: at least one profile field (a password alone changes nothing).
+        let typed: Vec<Value> = crate::users::PROFILE_FIELDS
+            .iter()
+            .map(|f: &&str| {
+                let f: &str = f;
+                let ty = body["properties"][f]["type"]
+                    .as_array()
+                    .and_then(|t| t.first())
+                    .cloned()
+                    .unwrap_or(json!("string"));
+                json!({"required": [f], "properties": {f: {"type": ty}}})
+            })
+            .collect();
+        all_of.push(json!({ "anyOf": typed }));
+    }
+    if has("deleteAll") {
+        all_of.push(json!({"oneOf": [
+            present("toId", "string"),
+            present("toIds", "array"),
+            {"required": ["deleteAll"], "properties": {"deleteAll": {"const": true}}},
+        ]}));
+    }
+    if !all_of.is_empty() {
+        body["allOf"] = Value::Array(all_of);
+    }
+}
+
+/// Whether `{}` is a complete body (the server reads a missing body as `{}`).
+fn empty_body_is_valid(body: &Value) -> bool {
+    body.get("required").and_then(Value::as_array).is_none_or(Vec::is_empty) && body.get("allOf").is_none()
+}
+
+/// Components that requests nest as single objects get the field rules too; a message
+/// element states which fields its type needs (the send path refuses an element
+/// without them, 50000).
+fn strict_components(doc: &mut Value) {
+    let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(Value::as_object_mut) else { return };
+    for name in ["ToItem", "UpdateItem"] {
+        if let Some(s) = schemas.get_mut(name) {
+            apply_field_rules(s);
+        }
+    }
+    if let Some(s) = schemas.get_mut("UpdateItem") {
+        s["anyOf"] = json!([present("remark", "string"), present("extra", "string")]);
+    }
+    if let Some(elem) = schemas.get_mut("MessageElem") {
+        let needs = |ty: &str, field: &str| json!({"properties": {"type": {"const": ty}, field: {"type": "string", "minLength": 1}}, "required": ["type", field]});
+        elem["oneOf"] = json!([
+            needs("text", "text"),
+            needs("custom", "data"),
+            needs("custom", "text"),
+            needs("image", "url"),
+            needs("file", "url"),
+            needs("sound", "url"),
+            needs("video", "url"),
+            needs("location", "extra"),
+        ]);
+        // oneOf must pick one: a custom element with both data and text matches two.
+        elem["anyOf"] = elem["oneOf"].take();
+        if let Some(o) = elem.as_object_mut() {
+            o.remove("oneOf");
+        }
+        elem["properties"]["data"]["pattern"] =
+            json!("^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$");
+    }
+    if let Some(body) = schemas.get_mut("MessageBody") {
+        if let Some(variants) = body.get_mut("oneOf").and_then(Value::as_array_mut) {
+            for v in variants {
+                match v.get("type").and_then(Value::as_str) {
+                    Some("string") => v["minLength"] = json!(1),
+                    Some("array") => {
+                        v["minItems"] = json!(1);
+                        v["maxItems"] = json!(32);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
 /// utoipa writes unsigned formats as `u-int64`; the formats registry's names are
 /// `uint64`, `uint32`, ... (and schemathesis reads those).
 fn integer_formats(v: &mut Value) {
@@ -383,6 +544,17 @@ fn integer_formats(v: &mut Value) {
                 if let Some(bits) = f.strip_prefix("u-int") {
                     *f = format!("uint{bits}");
                 }
+            }
+            // The unsigned formats say the range; say it in plain JSON Schema too.
+            let max = match map.get("format").and_then(Value::as_str) {
+                Some("uint8") => Some(json!(u8::MAX)),
+                Some("uint16") => Some(json!(u16::MAX)),
+                Some("uint32") => Some(json!(u32::MAX)),
+                Some("uint64") => Some(json!(u64::MAX)),
+                _ => None,
+            };
+            if let Some(max) = max {
+                map.entry("maximum").or_insert(max);
             }
             map.values_mut().for_each(integer_formats);
         }

@@ -218,6 +218,28 @@ pub struct UserProfile {
     pub update_time: u64,
 }
 
+/// A profile as getUserInfo answers it: `userId`, and the fields its `fields` filter
+/// names (all of them without a filter). The same fields as `UserProfile`, each one
+/// present only if asked for.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserProfileView {
+    pub user_id: String,
+    pub nick_name: Option<String>,
+    pub photo: Option<String>,
+    pub user_sex: Option<u8>,
+    pub birth_day: Option<String>,
+    pub location: Option<String>,
+    pub self_signature: Option<String>,
+    pub friend_allow_type: Option<u8>,
+    pub disable_add_friend: Option<bool>,
+    pub silent_flag: Option<bool>,
+    pub extra: Option<String>,
+    pub deleted: Option<bool>,
+    pub create_time: Option<u64>,
+    pub update_time: Option<u64>,
+}
+
 /// Fields a `fields` filter of getUserInfo may name (`userId` is always returned).
 pub const PROFILE_VIEW_FIELDS: [&str; 13] = [
     "nickName",
@@ -260,8 +282,9 @@ impl From<UserRecord> for UserProfile {
 #[derive(Debug, Default, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GetUserInfoResp {
-    /// The found users, in request order; with `fields`, only those fields and `userId`.
-    #[schema(value_type = Vec<UserProfile>)]
+    /// The found users, in request order; with `fields`, only those fields and `userId`
+    /// (without it, every field).
+    #[schema(value_type = Vec<UserProfileView>)]
     pub user_data_item: Vec<Value>,
     /// Users not found (20001) or ids that are invalid (90001).
     pub error_id: Vec<ItemError>,
@@ -653,6 +676,7 @@ pub async fn query_online_status(
 mod tests {
     use super::*;
     use crate::users::PROFILE_FIELDS;
+    use utoipa::PartialSchema;
 
     /// Property names of a schema, in declaration order.
     fn schema_fields<T: utoipa::PartialSchema>() -> Vec<String> {
@@ -674,6 +698,17 @@ mod tests {
         settable.sort();
         profile.sort();
         assert_eq!(settable, profile);
+    }
+
+    #[test]
+    fn the_filtered_view_has_the_profiles_fields() {
+        let mut view = schema_fields::<UserProfileView>();
+        let mut full = schema_fields::<UserProfile>();
+        view.sort();
+        full.sort();
+        assert_eq!(view, full);
+        let schema = serde_json::to_value(UserProfileView::schema()).unwrap();
+        assert_eq!(schema["required"], serde_json::json!(["userId"]), "{schema}");
     }
 
     #[test]
