@@ -91,6 +91,8 @@ def run(addr, app_id, secret, admin):
     assert [e["toId"] for e in d["dataList"]] == ["ob"], d
     c.call("/friendship/updateFriend", {"fromId": "oa", "toItem": {"toId": "ob", "remark": "bee"}})
     c.call("/friendship/addBlack", {"fromId": "oa", "toId": "oc"})
+    d = c.call("/friendship/checkBlck", {"fromId": "oa", "toIds": ["oc", "ob"], "checkType": 1})
+    assert [r["status"] for r in d["resultList"]] == [1, 0], d
     c.call("/friendship/deleteBlack", {"fromId": "oa", "toId": "oc"})
     d = c.call("/friendship/getAllFriendShip", {"fromId": "oa"})
     assert d["dataList"][0]["remark"] == "bee", d

@@ -211,3 +211,18 @@ async fn a_body_that_never_arrives_times_out() {
     a.check("stalled body", 90007, "not received within 200 ms");
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn the_originals_blacklist_check() {
+    let h = with_users(&["a", "b", "c"]).await;
+    h.ok("/blackList/add", json!({"fromId": "a", "toId": "b"})).await;
+    h.ok("/friendship/addBlack", json!({"fromId": "c", "toId": "a"})).await;
+    let d = h.ok("/friendship/checkBlck", json!({"fromId": "a", "toIds": ["b", "c", "ghost"], "checkType": 2})).await;
+    let statuses: Vec<u64> =
+        d["resultList"].as_array().unwrap().iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [2, 3, 4], "{d}");
+    let d = h.ok("/blackList/check", json!({"operater": "a", "toIds": ["b", "c"]})).await;
+    let statuses: Vec<u64> =
+        d["resultList"].as_array().unwrap().iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [1, 0], "{d}");
+}

@@ -64,7 +64,7 @@ use tern_schema::encode;
 use tern_storage::{AppId, Seq, StoreError, SyncKind, UserId, UserRecord};
 use tokio::sync::OwnedMutexGuard;
 
-pub use blacklist::{blacklist, block, is_blocked, sync_blacklist, unblock, BlockOutcome};
+pub use blacklist::{blacklist, block, check_blocked, is_blocked, sync_blacklist, unblock, BlockOutcome};
 pub use friendship::{
     add, check, delete, friend_ids, get_relation, list, sync_friends, update, AddFriend, AddOutcome, CheckStatus,
     DeleteTarget, FriendPage, Relation, SyncPage, Updated,

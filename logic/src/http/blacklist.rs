@@ -15,12 +15,14 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use super::auth::{AdminCall, AuthQuery};
-use super::common::{acting_user, page_limit, user_id, ApiResult, ChangeResp, FromToReq, SyncReq};
+use super::common::{acting_user, page_limit, parse_ids, two_way, user_id, ApiResult, ChangeResp, FromToReq, SyncReq};
 use super::endpoints::Endpoints;
 use super::error::{ApiOk, Envelope};
+use super::friendship::{CheckFriendReq, CheckFriendResp, CheckResult};
 use super::ApiState;
 use crate::config::MAX_PAGE_LIMIT;
 use crate::friends::{self, errors, BlockOutcome};
+use crate::users::BATCH_TOO_LARGE;
 
 /// The blacklist endpoints, each with its own error codes (besides the common ones)
 /// and the original system's paths as aliases.
@@ -30,6 +32,8 @@ pub fn routes(e: Endpoints) -> Endpoints {
         .add(routes!(black_list_delete), &[codes::USER_NOT_FOUND, codes::USER_DELETED, errors::NOT_BLOCKED], &[])
         .alias("/v1/friendship/deleteBlack")
         .add(routes!(black_list_sync), &[codes::USER_NOT_FOUND], &[])
+        .add(routes!(black_list_check), &[codes::USER_NOT_FOUND, BATCH_TOO_LARGE], &[codes::BAD_PARAMETER])
+        .alias("/v1/friendship/checkBlck")
 }
 
 // ---------------------------------------------------------------- response types
@@ -126,4 +130,31 @@ pub async fn black_list_sync(
             })
             .collect(),
     }))
+}
+
+/// Are these users blocked (batch; the original system's checkBlck).
+///
+/// `checkType` 1 (default): `status` 1 if `fromId` blocked the user, else 0. `checkType`
+/// 2: 1 both blocked each other, 2 only `fromId` blocked the user, 3 only the user
+/// blocked `fromId`, 4 neither. Unknown users block nobody; invalid ids are listed in
+/// `errorId` (90001).
+#[utoipa::path(post, path = "/v1/blackList/check", tag = "blacklist", params(AuthQuery),
+    request_body = CheckFriendReq,
+    responses((status = 200, description = "Per-user results", body = Envelope<CheckFriendResp>)))]
+pub async fn black_list_check(
+    State(state): State<Arc<ApiState>>,
+    call: AdminCall<CheckFriendReq>,
+) -> ApiResult<CheckFriendResp> {
+    let req = call.body;
+    let (ids, errors) = parse_ids(&state, &req.to_ids, "toIds")?;
+    let ids: Vec<tern_storage::UserId> = ids.into_iter().map(|(_, id)| id).collect();
+    let from = acting_user(req.from_id, &call.common)?;
+    let two = two_way(req.check_type, "checkType", false)?;
+    let statuses = friends::check_blocked(&state.logic, call.app, &from, &ids, two).await?;
+    let result_list = ids
+        .into_iter()
+        .zip(statuses)
+        .map(|(id, s)| CheckResult { from_id: from.to_string(), to_id: id.into_string(), status: s.code() })
+        .collect();
+    Ok(ApiOk(CheckFriendResp { result_list, error_id: errors.into_sorted() }))
 }

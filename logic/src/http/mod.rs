@@ -249,7 +249,7 @@ The original system's controller paths answer as aliases of Tern's (each alias i
 | send | `{messageKey, messageTime}` | also `messageSequence`; `messageKey` as a decimal string | 64-bit keys lose precision in JavaScript |\n\
 | deleteAllFriend, checkFriend | per-friend rows | `{successId, errorId}` / `{resultList, errorId}` | one shape for every batch call |\n\
 | password | stored | accepted, not stored (Tern authenticates by signature; storing a hash needs a user-record field) | open in issue 10 |\n\
-| importFriendShip, checkBlck, groups, conversations | served | not served yet | group and conversation work lands later |";
+| importFriendShip, groups, conversations | served | not served yet | group and conversation work lands later |";
 
 /// `[{code, status, meaning}]` for the document's `x-error-codes` extensions.
 fn code_list(codes: &[u32]) -> Value {
