@@ -10,7 +10,7 @@ use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tern_gateway::{AppSecrets, GatewayConfig, GatewayExtras};
 use tern_logic::http::{Ready, StoreRecovery};
-use tern_logic::server::{BoundLogic, HttpFront, Startup};
+use tern_logic::server::{BoundLogic, HttpFront, HttpLimits, Startup};
 use tern_logic::{AppConfig, AppRegistry, Logic, LogicConfig};
 use tern_storage::Store;
 use tern_storage_embedded::{EmbeddedConfig, EmbeddedStore, FlushPolicy, RecoveryReport};
@@ -59,6 +59,7 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).context("installing the metrics recorder")?;
+    crate::metrics_help::describe();
     Ok(handle)
 }
 
@@ -103,8 +104,11 @@ async fn open_store(c: &TernConfig) -> anyhow::Result<(Arc<dyn Store>, Option<Re
 }
 
 /// Binds HTTP first, so `/healthz` answers "starting" while the store is recovered.
-async fn start_front(c: &TernConfig, startup: &Arc<Startup>) -> anyhow::Result<HttpFront> {
-    let front = HttpFront::bind(&c.http.addr, startup.clone()).await?;
+/// `others` is what the rest of the process may hold in descriptors (the gateway's
+/// connections in `tern all`), left out of the HTTP connection cap.
+async fn start_front(c: &TernConfig, startup: &Arc<Startup>, others: usize) -> anyhow::Result<HttpFront> {
+    let cap = tern_logic::listener::connection_cap(&c.http, others);
+    let front = HttpFront::bind(&c.http.addr, startup.clone(), HttpLimits::new(&c.http, cap)).await?;
     tracing::info!(
         healthz = %format!("http://{}/healthz", front.addr()),
         store = %describe_store(c),
@@ -214,6 +218,9 @@ fn print_apps(apps: &[AppConfig], dev: bool, c: &TernConfig) {
                 a.secret
             );
             println!("  sign      tern sig --app-id {} --secret {} --user alice", a.id, a.secret);
+            if let Some(admin) = a.admins.first() {
+                println!("  admin     tern sig --app-id {} --secret {} --admin {admin}", a.id, a.secret);
+            }
         } else {
             println!("  app       {} (admins: {})", a.id, a.admins.join(", "));
         }
@@ -232,7 +239,7 @@ pub fn all(c: TernConfig) -> anyhow::Result<()> {
     let (apps, dev) = resolve_apps(&c, true)?;
     let rt = runtime()?;
     rt.block_on(async move {
-        let front = start_front(&c, &startup).await?;
+        let front = start_front(&c, &startup, c.gateway.max_connections).await?;
         let (store, recovery) = open_store(&c).await?;
         startup.set_step("starting the gateway");
         let bound = BoundLogic::with_front(front, &c.link.addr).await?;
@@ -273,7 +280,7 @@ pub fn logic(c: TernConfig) -> anyhow::Result<()> {
     let metrics = install_metrics()?;
     let (apps, dev) = resolve_apps(&c, true)?;
     runtime()?.block_on(async move {
-        let front = start_front(&c, &startup).await?;
+        let front = start_front(&c, &startup, 0).await?;
         let (store, recovery) = open_store(&c).await?;
         startup.set_step("binding the link");
         let bound = BoundLogic::with_front(front, &c.link.addr).await?;

@@ -13,6 +13,21 @@ pub const DEFAULT_LINK_ADDR: &str = "127.0.0.1:9100";
 pub const DEFAULT_MAX_BATCH: usize = 100;
 /// Largest accepted HTTP request body: a full batch of profiles fits easily.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+/// Open HTTP connections at most: business servers use few, pooled connections; the
+/// cap keeps idle or hostile ones from taking the descriptors the gateway needs.
+pub const DEFAULT_HTTP_MAX_CONNECTIONS: usize = 1_024;
+/// Descriptors kept free besides the gateway's connections and the HTTP cap (store
+/// files, gateway links, logs, the CQL driver's sockets).
+pub const DEFAULT_HTTP_FD_RESERVE: usize = 256;
+/// A request's headers must arrive within this once its first byte has: generous for
+/// any real client, short for a slowloris.
+pub const DEFAULT_HTTP_HEADER_TIMEOUT_MS: u64 = 10_000;
+/// A request body must arrive within this once its headers have (1 MiB at 1 Mbit/s
+/// takes 8 s).
+pub const DEFAULT_HTTP_BODY_TIMEOUT_MS: u64 = 30_000;
+/// A connection with no request in flight is closed after this much silence (also a
+/// new connection that sends nothing). Pools of business servers reconnect cheaply.
+pub const DEFAULT_HTTP_IDLE_TIMEOUT_MS: u64 = 60_000;
 /// Default and ceiling of `maxLimit`/`limit` on sync and paged calls.
 pub const DEFAULT_PAGE_LIMIT: usize = 100;
 pub const MAX_PAGE_LIMIT: usize = 1_000;
@@ -26,11 +41,31 @@ pub struct HttpConfig {
     pub max_batch: usize,
     /// Largest request body in bytes.
     pub max_body_bytes: usize,
+    /// Open connections at most (further ones are closed at once); cut at start to what
+    /// the descriptor limit leaves after the gateway's connections and `fd_reserve`.
+    pub max_connections: usize,
+    /// Descriptors kept free for everything else.
+    pub fd_reserve: usize,
+    /// A request's headers must be complete this long after their first byte.
+    pub header_timeout_ms: u64,
+    /// A request's body must be complete this long after its headers (90007).
+    pub body_timeout_ms: u64,
+    /// A connection with no request in flight is closed after this much silence.
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { addr: DEFAULT_HTTP_ADDR.into(), max_batch: DEFAULT_MAX_BATCH, max_body_bytes: DEFAULT_MAX_BODY_BYTES }
+        Self {
+            addr: DEFAULT_HTTP_ADDR.into(),
+            max_batch: DEFAULT_MAX_BATCH,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
+            fd_reserve: DEFAULT_HTTP_FD_RESERVE,
+            header_timeout_ms: DEFAULT_HTTP_HEADER_TIMEOUT_MS,
+            body_timeout_ms: DEFAULT_HTTP_BODY_TIMEOUT_MS,
+            idle_timeout_ms: DEFAULT_HTTP_IDLE_TIMEOUT_MS,
+        }
     }
 }
 

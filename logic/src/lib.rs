@@ -16,6 +16,7 @@ pub mod friends;
 pub mod hooks;
 pub mod http;
 pub mod link;
+pub mod listener;
 pub mod messages;
 pub mod seq;
 pub mod server;

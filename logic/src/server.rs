@@ -25,6 +25,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::http::error::{ApiCode, Envelope, STARTING};
+pub use crate::listener::HttpLimits;
 use crate::Logic;
 
 /// Where a starting process is, for `/healthz` before the API is up.
@@ -84,8 +85,9 @@ pub struct HttpFront {
 }
 
 impl HttpFront {
-    /// Binds `addr` and starts answering "starting" at once. Call inside a tokio runtime.
-    pub async fn bind(addr: &str, startup: Arc<Startup>) -> std::io::Result<Self> {
+    /// Binds `addr` and starts answering "starting" at once, within `limits`. Call
+    /// inside a tokio runtime.
+    pub async fn bind(addr: &str, startup: Arc<Startup>, limits: HttpLimits) -> std::io::Result<Self> {
         let listener = bind_one("HTTP", addr).await?;
         let addr = listener.local_addr()?;
         let api: Arc<OnceLock<Router>> = Arc::new(OnceLock::new());
@@ -105,13 +107,7 @@ impl HttpFront {
             })
         };
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, dispatch)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
-        });
+        let task = tokio::spawn(crate::listener::serve(listener, dispatch, limits, stopped));
         Ok(Self { addr, api, stop: Some(stop), task })
     }
 
@@ -146,7 +142,7 @@ async fn bind_one(what: &str, addr: &str) -> std::io::Result<TcpListener> {
 impl BoundLogic {
     /// Binds the HTTP and link listeners (port 0 picks a free port).
     pub async fn bind(http_addr: &str, link_addr: &str) -> std::io::Result<Self> {
-        let http = HttpFront::bind(http_addr, Startup::new("binding listeners")).await?;
+        let http = HttpFront::bind(http_addr, Startup::new("binding listeners"), HttpLimits::default()).await?;
         Self::with_front(http, link_addr).await
     }
 
@@ -263,7 +259,7 @@ mod tests {
     #[tokio::test]
     async fn the_front_answers_starting_until_the_api_is_installed() {
         let startup = Startup::new("opening the store");
-        let front = HttpFront::bind("127.0.0.1:0", startup.clone()).await.unwrap();
+        let front = HttpFront::bind("127.0.0.1:0", startup.clone(), HttpLimits::default()).await.unwrap();
         let (status, body) = get(front.addr(), "/healthz").await;
         assert_eq!((status, &body["code"]), (503, &serde_json::json!(STARTING)), "{body}");
         assert_eq!(body["data"]["status"], "starting");

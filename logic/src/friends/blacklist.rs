@@ -5,10 +5,11 @@
 use tern_storage::{AppId, Seq, StoreError, SyncKind, UserId};
 
 use super::errors::{BLACKLIST_LIMIT, NOT_BLOCKED};
-use super::friendship::SyncPage;
+use super::friendship::{CheckStatus, SyncPage};
 use super::records::{BlockRecord, Record, VERSION};
 use super::view::Blocked;
 use super::{commit, limits, read_records, users, FriendError};
+use crate::user_cache::UserState;
 use crate::{now_ms, Logic};
 
 /// What a block did.
@@ -65,6 +66,37 @@ pub async fn blacklist(logic: &Logic, app: AppId, user: &UserId) -> Result<Vec<(
 pub async fn is_blocked(logic: &Logic, app: AppId, owner: &UserId, peer: &UserId) -> Result<bool, StoreError> {
     let locked = logic.friends.lock(logic, app, [owner]).await?;
     Ok(locked.view(owner).blocked(peer).is_some())
+}
+
+/// Whether `from` blocked each of `ids` (and, two-way, whether each blocked `from`), in
+/// input order, in the shape of a friend check. Ids never imported block nobody and get
+/// no view.
+pub async fn check_blocked(
+    logic: &Logic,
+    app: AppId,
+    from: &UserId,
+    ids: &[UserId],
+    two_way: bool,
+) -> Result<Vec<CheckStatus>, FriendError> {
+    users(logic, app, &[from], false).await?;
+    let from_blocked: Vec<bool> = {
+        let locked = logic.friends.lock(logic, app, [from]).await?;
+        let v = locked.view(from);
+        ids.iter().map(|id| v.blocked(id).is_some()).collect()
+    };
+    if !two_way {
+        return Ok(from_blocked.into_iter().map(CheckStatus::OneWay).collect());
+    }
+    let states = logic.user_cache.states(&*logic.store, app, ids).await?;
+    let mut out = Vec::with_capacity(ids.len());
+    for ((id, from_has), state) in ids.iter().zip(from_blocked).zip(states) {
+        // One view at a time, as in the friend check.
+        let to_has = id != from
+            && state != UserState::Missing
+            && logic.friends.lock(logic, app, [id]).await?.view(id).blocked(from).is_some();
+        out.push(CheckStatus::TwoWay { from_has, to_has });
+    }
+    Ok(out)
 }
 
 /// Blacklist changes of `user` after `after` (unblocks as tombstones).

@@ -2,6 +2,7 @@
 //! and sync. See the module docs of `crate::friends` for the rules and the storage
 //! design.
 
+use crate::user_cache::UserState;
 use std::collections::HashSet;
 
 use tern_storage::{AppId, Seq, StoreError, SyncKind, UserId};
@@ -351,10 +352,15 @@ pub async fn check(
     if !two_way {
         return Ok(from_has.into_iter().map(CheckStatus::OneWay).collect());
     }
+    // Ids never imported have no relations and get no view: a check of made-up ids
+    // must not grow memory (each view is ~600 B and stays until evicted).
+    let states = logic.user_cache.states(&*logic.store, app, ids).await?;
     let mut out = Vec::with_capacity(ids.len());
-    for (id, from_has) in ids.iter().zip(from_has) {
+    for ((id, from_has), state) in ids.iter().zip(from_has).zip(states) {
         // One view at a time: a check never holds more than one lock.
-        let to_has = id != from && logic.friends.lock(logic, app, [id]).await?.view(id).has_friend(from);
+        let to_has = id != from
+            && state != UserState::Missing
+            && logic.friends.lock(logic, app, [id]).await?.view(id).has_friend(from);
         out.push(CheckStatus::TwoWay { from_has, to_has });
     }
     Ok(out)

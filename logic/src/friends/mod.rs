@@ -64,7 +64,7 @@ use tern_schema::encode;
 use tern_storage::{AppId, Seq, StoreError, SyncKind, UserId, UserRecord};
 use tokio::sync::OwnedMutexGuard;
 
-pub use blacklist::{blacklist, block, is_blocked, sync_blacklist, unblock, BlockOutcome};
+pub use blacklist::{blacklist, block, check_blocked, is_blocked, sync_blacklist, unblock, BlockOutcome};
 pub use friendship::{
     add, check, delete, friend_ids, get_relation, list, sync_friends, update, AddFriend, AddOutcome, CheckStatus,
     DeleteTarget, FriendPage, Relation, SyncPage, Updated,
@@ -193,6 +193,11 @@ impl Friends {
         let shard = &self.shards[(h.finish() as usize) % SHARDS];
         let mut g = shard.lock().unwrap_or_else(|p| p.into_inner());
         g.entry((app, user.clone())).or_default().clone()
+    }
+
+    /// How many users' views (loaded or being loaded) this node holds.
+    pub fn views_held(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len()).sum()
     }
 
     /// A new request id: unique in the app, time-ordered.

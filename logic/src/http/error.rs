@@ -18,7 +18,7 @@ use tern_schema::codes;
 use tern_schema::sig::SigError;
 use utoipa::ToSchema;
 
-use crate::friends::errors as rel;
+use crate::friends::{errors as rel, FriendError};
 use crate::messages::{errors as msg, Refusal};
 use crate::users::{UserError, BATCH_TOO_LARGE};
 
@@ -35,6 +35,8 @@ pub const RATE_LIMITED: u32 = 90005;
 /// 90006: the server is starting (recovering its store); retry shortly. Answered by the
 /// HTTP front (`crate::server`) before the API is installed, never by a handler.
 pub const STARTING: u32 = 90006;
+/// 90007: the request body did not arrive within `http.body_timeout_ms` (new to Tern).
+pub const BODY_TIMEOUT: u32 = 90007;
 /// 60002: the `identifier` query parameter (the acting operator) is missing.
 pub const NO_OPERATOR: u32 = 60002;
 /// 60005: the operator is not an admin of the app (or, for login, not the user named).
@@ -102,6 +104,9 @@ pub enum ApiError {
     /// 90002: body over the limit.
     #[error("request body is larger than the {limit} bytes allowed")]
     BodyTooLarge { limit: usize },
+    /// 90007: the body was not received in time.
+    #[error("request body not received within {ms} ms")]
+    BodyTimeout { ms: u64 },
     /// 90003: wrong HTTP method.
     #[error("method {0} is not allowed here (management calls are POST)")]
     MethodNotAllowed(String),
@@ -165,6 +170,11 @@ pub const CODES: &[CodeInfo] = &[
         meaning: "bad parameter or unparsable JSON; msg names the field, e.g. userData[3].nickName",
     },
     CodeInfo { code: BODY_TOO_LARGE, status: 413, meaning: "request body larger than http.max_body_bytes" },
+    CodeInfo {
+        code: BODY_TIMEOUT,
+        status: 408,
+        meaning: "request body not received within http.body_timeout_ms of its headers",
+    },
     CodeInfo { code: METHOD_NOT_ALLOWED, status: 405, meaning: "HTTP method not allowed on this path (use POST)" },
     CodeInfo { code: NO_SUCH_ENDPOINT, status: 404, meaning: "no such endpoint" },
     CodeInfo { code: RATE_LIMITED, status: 429, meaning: "too many requests (reserved for the rate limiter)" },
@@ -256,6 +266,7 @@ impl ApiError {
             ApiError::OperatorMismatch(_) => OPERATOR_MISMATCH,
             ApiError::BadParameter(_) => codes::BAD_PARAMETER,
             ApiError::BodyTooLarge { .. } => BODY_TOO_LARGE,
+            ApiError::BodyTimeout { .. } => BODY_TIMEOUT,
             ApiError::MethodNotAllowed(_) => METHOD_NOT_ALLOWED,
             ApiError::NoSuchEndpoint(_) => NO_SUCH_ENDPOINT,
             ApiError::RateLimited => RATE_LIMITED,
@@ -284,6 +295,26 @@ impl ApiError {
             UserError::Deleted(id) => ApiError::UserDeleted(id.into_string()),
             UserError::Store(e) => ApiError::Internal(e.to_string()),
         }
+    }
+}
+
+impl ApiError {
+    /// Converts a relation error, prefixing invalid-field messages with `prefix` (e.g.
+    /// `toItem.`).
+    pub fn from_friend(e: FriendError, prefix: &str) -> Self {
+        match e {
+            FriendError::Invalid { field, reason } => ApiError::BadParameter(format!("{prefix}{field}: {reason}")),
+            FriendError::NotFound(id) => ApiError::UserNotFound(id.into_string()),
+            FriendError::Deleted(id) => ApiError::UserDeleted(id.into_string()),
+            FriendError::Refused { code, message } => ApiError::Refused { code, message },
+            FriendError::Store(e) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<FriendError> for ApiError {
+    fn from(e: FriendError) -> Self {
+        ApiError::from_friend(e, "")
     }
 }
 
@@ -337,6 +368,7 @@ mod tests {
             ApiError::OperatorMismatch("x".into()),
             ApiError::BadParameter("x".into()),
             ApiError::BodyTooLarge { limit: 1 },
+            ApiError::BodyTimeout { ms: 1 },
             ApiError::MethodNotAllowed("GET".into()),
             ApiError::NoSuchEndpoint("/x".into()),
             ApiError::RateLimited,

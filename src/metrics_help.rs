@@ -1,0 +1,54 @@
+//! The `# HELP` text of every metric Tern records, registered once with the recorder so
+//! `/metrics` explains itself. A metric recorded without a line here is still exported,
+//! without help: `tests/e2e_foundation.rs` checks that none is.
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+/// Registers every description with the installed recorder.
+pub fn describe() {
+    // logic: HTTP API
+    describe_counter!("tern_http_requests_total", "HTTP API requests answered, by route template and API code.");
+    describe_histogram!("tern_http_request_seconds", Unit::Seconds, "HTTP API request latency, by route template.");
+    describe_gauge!("tern_http_connections", "Open HTTP API connections.");
+    describe_counter!(
+        "tern_http_connections_refused_total",
+        "HTTP API connections closed at once because http.max_connections were open."
+    );
+    // logic: sessions and links
+    describe_gauge!("tern_sessions_online", "Client sessions online on this logic node.");
+    describe_gauge!("tern_links_up", "Gateway links connected to this logic node.");
+    describe_counter!("tern_logins_total", "Logins admitted or refused, by result.");
+    describe_counter!("tern_kicks_total", "Sessions kicked, by reason.");
+    describe_counter!(
+        "tern_link_frames_dropped_total",
+        "Frames for a gateway link dropped because its queue was full or it was gone (devices resync)."
+    );
+    describe_counter!("tern_link_bytes_out_total", "Bytes queued to gateway links.");
+    // logic: messages
+    describe_counter!("tern_messages_accepted_total", "1:1 messages accepted (durable in both timelines).");
+    describe_counter!("tern_messages_pushed_total", "Message pushes sent to devices.");
+    describe_counter!("tern_messages_deduplicated_total", "Resends answered with the original ack.");
+    describe_counter!("tern_messages_recalled_total", "Messages recalled.");
+    describe_counter!("tern_sends_refused_busy_total", "Sends refused with 80009 because a queue was full.");
+    describe_histogram!("tern_send_turn_size", "Sends handed to the store in one link turn.");
+    describe_counter!("tern_seq_bound_writes_total", "Durable seq-bound raises (one per seq_step seqs).");
+    describe_counter!("tern_seqs_abandoned_total", "Seqs allocated for writes that failed (skipped, never reused).");
+    // logic: relations
+    describe_counter!("tern_friend_views_loaded_total", "Relation views folded from the logs.");
+    describe_counter!("tern_friend_log_entries_total", "Relation log entries written.");
+    // storage
+    describe_histogram!(
+        "tern_store_group_commit_seconds",
+        Unit::Seconds,
+        "Time of one embedded-store group commit (every waiter of the group waited it)."
+    );
+    describe_histogram!("tern_store_group_ops", "Write operations in one embedded-store group commit.");
+    describe_counter!("tern_store_write_retries_total", "Store writes retried after a transient failure.");
+    // gateway
+    describe_gauge!("tern_gateway_connections", "Client connections open, by gateway core.");
+    describe_counter!("tern_gateway_frames_in_total", "Client frames received, by gateway core.");
+    describe_counter!("tern_gateway_frames_out_total", "Frames written to clients, by gateway core.");
+    describe_counter!("tern_gateway_link_reconnects_total", "Reconnects of a core's link to logic.");
+    describe_counter!("tern_gateway_stale_deliveries_total", "Deliveries for connections already gone.");
+    describe_counter!("tern_gateway_closes_total", "Client connections closed, by reason and core.");
+}
