@@ -120,6 +120,23 @@ async fn admin_identifiers_cannot_log_in(mode: Mode) {
     expect_closed(&mut c).await;
 }
 
+/// A disabled user (forbiddenFlag) cannot log in (50003) until it is enabled again.
+async fn disabled_users_cannot_log_in(mode: Mode) {
+    let t = Tern::start(mode);
+    t.import(APP, &["dora"]);
+    let set = |on: bool| t.api(APP, "/user/data/modifyUserInfo", json!({"userId": "dora", "forbiddenFlag": on}));
+    assert_eq!(set(true)["code"], 200);
+    let (mut c, outcome) = t.login(Transport::Tcp, APP, "dora", &sign(APP, "dora", 60), ClientType::Ios, "p").await;
+    match outcome {
+        LoginOutcome::Rejected { code, .. } => assert_eq!(code, 50_003),
+        other => panic!("a disabled user logged in: {other:?}"),
+    }
+    expect_closed(&mut c).await;
+    assert_eq!(set(false)["code"], 200);
+    let (_, outcome) = t.login(Transport::Tcp, APP, "dora", &sign(APP, "dora", 60), ClientType::Ios, "p").await;
+    assert!(matches!(outcome, LoginOutcome::Ok(_)), "enabled again: {outcome:?}");
+}
+
 async fn login_deadline_and_first_frame_rules(mode: Mode) {
     let t = Tern::start_with(mode, Options { login_timeout_ms: 500, ..Options::default() });
     for transport in [Transport::Tcp, Transport::Ws] {
@@ -293,6 +310,7 @@ in_both_modes!(
     import_and_login_over_tcp_and_ws,
     bad_signatures_and_unknown_users_are_refused,
     admin_identifiers_cannot_log_in,
+    disabled_users_cannot_log_in,
     login_deadline_and_first_frame_rules,
     login_models_kick_exactly_the_replaced_sessions,
     silent_connection_is_dropped_and_goes_offline,

@@ -267,6 +267,9 @@ async fn open_session(
         Ok(found) => match found.into_iter().next().flatten() {
             None => return refuse(codes::USER_NOT_FOUND, "no such user; import it first"),
             Some(u) if u.deleted => return refuse(codes::USER_DELETED, "user was deleted"),
+            Some(u) if u.forbidden_flag => {
+                return refuse(crate::messages::errors::SENDER_DISABLED, "user is disabled (forbiddenFlag)")
+            }
             Some(_) => {}
         },
         Err(e) => {

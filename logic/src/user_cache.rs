@@ -21,6 +21,8 @@ pub enum UserState {
     Active,
     /// Active, but may not send (`silentFlag`): 50002.
     Muted,
+    /// May neither log in nor send (`forbiddenFlag`): 50003.
+    Disabled,
     Deleted,
 }
 
@@ -29,6 +31,8 @@ impl UserState {
     pub fn of(rec: &tern_storage::UserRecord) -> Self {
         if rec.deleted {
             UserState::Deleted
+        } else if rec.forbidden_flag {
+            UserState::Disabled
         } else if rec.silent_flag {
             UserState::Muted
         } else {

@@ -124,11 +124,13 @@ pub struct ProfilePatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub silent_flag: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forbidden_flag: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra: Option<String>,
 }
 
 /// The API names of the settable profile fields, in documentation order.
-pub const PROFILE_FIELDS: [&str; 10] = [
+pub const PROFILE_FIELDS: [&str; 11] = [
     "nickName",
     "photo",
     "userSex",
@@ -138,6 +140,7 @@ pub const PROFILE_FIELDS: [&str; 10] = [
     "friendAllowType",
     "disableAddFriend",
     "silentFlag",
+    "forbiddenFlag",
     "extra",
 ];
 
@@ -187,6 +190,7 @@ impl ProfilePatch {
             friend_allow_type: Some(rec.friend_allow_type),
             disable_add_friend: Some(rec.disable_add_friend),
             silent_flag: Some(rec.silent_flag),
+            forbidden_flag: Some(rec.forbidden_flag),
             extra: Some(rec.extra.clone()),
         }
     }
@@ -206,6 +210,7 @@ impl ProfilePatch {
             friend_allow_type: changed(&self.friend_allow_type, &rec.friend_allow_type),
             disable_add_friend: changed(&self.disable_add_friend, &rec.disable_add_friend),
             silent_flag: changed(&self.silent_flag, &rec.silent_flag),
+            forbidden_flag: changed(&self.forbidden_flag, &rec.forbidden_flag),
             extra: changed(&self.extra, &rec.extra),
         }
     }
@@ -226,6 +231,7 @@ impl ProfilePatch {
         set(&self.friend_allow_type, &mut rec.friend_allow_type);
         set(&self.disable_add_friend, &mut rec.disable_add_friend);
         set(&self.silent_flag, &mut rec.silent_flag);
+        set(&self.forbidden_flag, &mut rec.forbidden_flag);
         set(&self.extra, &mut rec.extra);
     }
 
@@ -241,6 +247,7 @@ impl ProfilePatch {
             self.friend_allow_type.is_some(),
             self.disable_add_friend.is_some(),
             self.silent_flag.is_some(),
+            self.forbidden_flag.is_some(),
             self.extra.is_some(),
         ];
         PROFILE_FIELDS.iter().zip(given).filter(|(_, g)| *g).map(|(n, _)| *n).collect()

@@ -215,6 +215,15 @@ async fn send_refusals_name_the_field() {
     assert_eq!(h.text("a", "c", "to-muted", "hi").await["messageSequence"], json!(1));
     h.post(APP, "/v1/user/data/modifyUserInfo", json!({"userId": "c", "silentFlag": false})).await;
     assert_eq!(h.text("c", "b", "unmuted", "hi").await["messageSequence"], json!(2), "c's second entry");
+    // A disabled user (forbiddenFlag) may not send either; messages to it are stored.
+    let r = h.post(APP, "/v1/user/data/modifyUserInfo", json!({"userId": "c", "forbiddenFlag": true})).await;
+    assert_eq!(r["code"], json!(200), "{r}");
+    h.check(with("fromId", json!("c")), 50003, "disabled").await;
+    assert_eq!(h.text("a", "c", "to-disabled", "hi").await["messageSequence"], json!(2), "a's second entry");
+    let r = h.post(APP, "/v1/user/data/getUserInfo", json!({"userIds": ["c"]})).await;
+    assert_eq!(r["data"]["userDataItem"][0]["forbiddenFlag"], json!(true), "{r}");
+    h.post(APP, "/v1/user/data/modifyUserInfo", json!({"userId": "c", "forbiddenFlag": false})).await;
+    assert_eq!(h.text("c", "b", "enabled", "hi").await["messageSequence"], json!(4), "c's fourth entry");
 }
 
 // ---------------------------------------------------------------- offline + history

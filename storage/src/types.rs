@@ -425,6 +425,9 @@ pub struct UserRecord {
     /// Whether the user is muted (opaque to storage).
     #[serde(default)]
     pub silent_flag: bool,
+    /// Whether the user is disabled: may neither log in nor send (opaque to storage).
+    #[serde(default)]
+    pub forbidden_flag: bool,
     /// Business-defined extra data.
     #[serde(default)]
     pub extra: String,
@@ -453,6 +456,7 @@ impl UserRecord {
             friend_allow_type: 0,
             disable_add_friend: false,
             silent_flag: false,
+            forbidden_flag: false,
             extra: String::new(),
             deleted: false,
             created_ms: now_ms,

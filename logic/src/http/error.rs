@@ -195,6 +195,12 @@ pub const CODES: &[CodeInfo] = &[
         status: 403,
         meaning: "the sender is muted (silentFlag in its profile) and may not send (also a send-ack code)",
     },
+    CodeInfo {
+        code: msg::SENDER_DISABLED,
+        status: 403,
+        meaning:
+            "the user is disabled (forbiddenFlag in its profile): it may not send (also a send-ack code) nor log in",
+    },
     CodeInfo { code: msg::RECALL_WINDOW_PASSED, status: 403, meaning: "the sender's recall window has passed" },
     CodeInfo { code: msg::ALREADY_RECALLED, status: 409, meaning: "the message was already recalled" },
     CodeInfo {

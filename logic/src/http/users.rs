@@ -70,6 +70,8 @@ pub struct UserData {
     pub disable_add_friend: Option<bool>,
     /// The user is muted: it may not send (50002).
     pub silent_flag: Option<bool>,
+    /// The user is disabled: it may neither log in nor send (50003).
+    pub forbidden_flag: Option<bool>,
     /// Business data, at most 4096 characters.
     pub extra: Option<String>,
     /// The original system's login password, accepted so its requests work unchanged.
@@ -96,6 +98,7 @@ impl UserData {
             friend_allow_type: self.friend_allow_type,
             disable_add_friend: self.disable_add_friend,
             silent_flag: self.silent_flag,
+            forbidden_flag: self.forbidden_flag,
             extra: self.extra,
         };
         Ok((id, patch))
@@ -209,6 +212,7 @@ pub struct UserProfile {
     pub friend_allow_type: u8,
     pub disable_add_friend: bool,
     pub silent_flag: bool,
+    pub forbidden_flag: bool,
     pub extra: String,
     /// The user was deleted (its profile stays readable).
     pub deleted: bool,
@@ -234,6 +238,7 @@ pub struct UserProfileView {
     pub friend_allow_type: Option<u8>,
     pub disable_add_friend: Option<bool>,
     pub silent_flag: Option<bool>,
+    pub forbidden_flag: Option<bool>,
     pub extra: Option<String>,
     pub deleted: Option<bool>,
     pub create_time: Option<u64>,
@@ -241,7 +246,7 @@ pub struct UserProfileView {
 }
 
 /// Fields a `fields` filter of getUserInfo may name (`userId` is always returned).
-pub const PROFILE_VIEW_FIELDS: [&str; 13] = [
+pub const PROFILE_VIEW_FIELDS: [&str; 14] = [
     "nickName",
     "photo",
     "userSex",
@@ -251,6 +256,7 @@ pub const PROFILE_VIEW_FIELDS: [&str; 13] = [
     "friendAllowType",
     "disableAddFriend",
     "silentFlag",
+    "forbiddenFlag",
     "extra",
     "deleted",
     "createTime",
@@ -270,6 +276,7 @@ impl From<UserRecord> for UserProfile {
             friend_allow_type: r.friend_allow_type,
             disable_add_friend: r.disable_add_friend,
             silent_flag: r.silent_flag,
+            forbidden_flag: r.forbidden_flag,
             extra: r.extra,
             deleted: r.deleted,
             create_time: r.created_ms,
@@ -333,6 +340,8 @@ pub struct ProfileChangeItem {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub silent_flag: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub forbidden_flag: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub extra: Option<String>,
 }
 
@@ -353,6 +362,7 @@ impl From<ProfileSyncEntry> for ProfileChangeItem {
             friend_allow_type: f.friend_allow_type,
             disable_add_friend: f.disable_add_friend,
             silent_flag: f.silent_flag,
+            forbidden_flag: f.forbidden_flag,
             extra: f.extra,
         }
     }

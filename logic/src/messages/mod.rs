@@ -46,6 +46,8 @@ pub mod errors {
     pub const RECALL_WINDOW_PASSED: u32 = 50004;
     /// The sender is muted (`silentFlag` in the profile) and may not send.
     pub const SENDER_MUTED: u32 = 50002;
+    /// The sender is disabled (`forbiddenFlag` in the profile): no login, no send.
+    pub const SENDER_DISABLED: u32 = 50003;
     /// The message was already recalled.
     pub const ALREADY_RECALLED: u32 = 50005;
     /// The connection sends faster than its rate allows.
@@ -411,7 +413,14 @@ async fn check_parties(logic: &Logic, app: AppId, from: &UserId, to: &UserId) ->
             UserState::Muted if who == "sender" => {
                 return Err(Refusal::new(errors::SENDER_MUTED, "the sender is muted (silentFlag) and may not send"))
             }
-            UserState::Active | UserState::Muted => {}
+            UserState::Disabled if who == "sender" => {
+                return Err(Refusal::new(
+                    errors::SENDER_DISABLED,
+                    "the sender is disabled (forbiddenFlag) and may not send",
+                ))
+            }
+            // A muted or disabled recipient still receives (stored for when it may log in).
+            UserState::Active | UserState::Muted | UserState::Disabled => {}
         }
     }
     Ok(())
