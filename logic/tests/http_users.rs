@@ -258,7 +258,7 @@ async fn get_user_info_filters_fields() {
 
     let all = h.ok(Call::admin(p, json!({"userIds": ["u1"]}))).await;
     let item = all["userDataItem"][0].as_object().unwrap();
-    assert_eq!(item.len(), 14, "every field without a filter: {item:?}");
+    assert_eq!(item.len(), 15, "every field without a filter: {item:?}");
     h.check(
         Call::admin(p, json!({"userIds": ["u1"], "fields": ["nickName", "pwd"]})),
         90001,
