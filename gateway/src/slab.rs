@@ -25,6 +25,12 @@ impl<T> Default for Slab<T> {
 }
 
 impl<T> Slab<T> {
+    /// A slab with room for `n` entries reserved up front (virtual memory: untouched
+    /// pages cost no RSS).
+    pub fn with_capacity(n: usize) -> Self {
+        Slab { slots: Vec::with_capacity(n), free: Vec::new(), len: 0 }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -242,7 +242,6 @@ struct ConnIo {
     conn: Conn,
     /// The socket; closing it (dropping the entry) also takes it out of the epoll set.
     fd: OwnedFd,
-    peer: SocketAddr,
     /// A partial frame carried over between reads; empty (unallocated) otherwise.
     inbuf: Vec<u8>,
     outq: OutQueue,
@@ -273,8 +272,8 @@ fn doom(io: &mut ConnIo) {
 
 impl ConnIo {
     /// Parked: nothing to read half-done, nothing queued. Such a connection holds no
-    /// heap memory besides its id strings (the WebSocket decoder's buffer is checked
-    /// by the caller, it lives in `Wire`).
+    /// heap memory besides its id strings (the WebSocket decoder's buffer lives in
+    /// `Wire`: see [`Wire::is_idle`]).
     fn is_parked(&self) -> bool {
         self.inbuf.capacity() == 0 && self.outq.is_idle() && !self.want_write
     }
@@ -291,6 +290,7 @@ impl Core {
     fn new(boot: &Boot, ep: sys::Epoll, listeners: [std::net::TcpListener; 2]) -> Core {
         let cfg = boot.cfg.clone();
         let cores = usize::from(boot.cores.max(1));
+        let cap = (cfg.max_connections / cores).max(1);
         Core {
             id: boot.core,
             cores: boot.cores,
@@ -303,7 +303,7 @@ impl Core {
                 frames_per_sec: cfg.inbound_frames_per_sec,
                 link_wait_ms: cfg.login_link_wait_ms,
             },
-            cap: (cfg.max_connections / cores).max(1),
+            cap,
             cfg,
             apps: boot.apps.clone(),
             counts: boot.count.clone(),
@@ -311,7 +311,10 @@ impl Core {
             ep,
             listeners,
             st: RefCell::new(State {
-                conns: Slab::default(),
+                // Reserved, not touched: pages of the table become resident only as
+                // connections fill them, and the table never moves or doubles (a
+                // doubling would leave the old half allocated and copy every entry).
+                conns: Slab::with_capacity(cap),
                 scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
                 actions: Actions::new(),
                 link: LinkOut { up: false, buf: Vec::new(), writing: false },
@@ -338,7 +341,7 @@ impl Core {
 
     fn set_count(&self, n: usize) {
         if let Some(c) = self.counts.get(usize::from(self.id)) {
-            c.0.store(n, Ordering::Relaxed);
+            c.open.store(n, Ordering::Relaxed);
         }
         self.stats.connections.set(n as f64);
     }
@@ -386,7 +389,6 @@ impl Core {
         let io = ConnIo {
             conn: Conn::new(self.now_ms(), &self.limits),
             fd,
-            peer,
             inbuf: Vec::new(),
             outq: OutQueue::default(),
             want_write: false,
@@ -410,14 +412,8 @@ impl Core {
     /// The span a connection's events are handled in (disabled, and free, unless the
     /// log level is debug).
     fn span(&self, key: (u32, u32), io: &ConnIo) -> tracing::Span {
-        let span = tracing::debug_span!(
-            "conn",
-            core = self.id,
-            slot = key.0,
-            peer = %io.peer,
-            app_id = field::Empty,
-            user_id = field::Empty
-        );
+        let span =
+            tracing::debug_span!("conn", core = self.id, slot = key.0, app_id = field::Empty, user_id = field::Empty);
         let c = &io.conn;
         if !span.is_disabled() && !c.user_id().is_empty() {
             span.record("app_id", c.app_id());
@@ -614,10 +610,16 @@ impl Core {
                 }
                 Action::OpenSession { resume } => {
                     let c = &io.conn;
+                    // Asked of the socket, not kept per connection (32 B each): this
+                    // runs once per login and once per session on a link reconnect.
+                    let peer = socket2::SockRef::from(&io.fd)
+                        .peer_addr()
+                        .ok()
+                        .and_then(|a| a.as_socket())
+                        .map_or_else(String::new, |a| a.to_string());
                     if !resume {
-                        debug!(app_id = c.app_id(), user_id = c.user_id(), "login verified; opening session");
+                        debug!(app_id = c.app_id(), user_id = c.user_id(), %peer, "login verified; opening session");
                     }
-                    let peer = io.peer.to_string();
                     let open = encode::link_session_open(&encode::SessionOpenParts {
                         conn: self.conn_ref(key),
                         app_id: c.app_id(),
@@ -914,6 +916,7 @@ impl Core {
         let mut g = self.st.borrow_mut();
         let State { conns, actions, link, .. } = &mut *g;
         let env = self.env(link.up && link.buf.len() < LINK_BUF_CAP);
+        let mut parked = 0;
         for (slot, generation, e) in conns.iter_mut() {
             let io = &mut e.io;
             if let Some(until) = io.linger_until {
@@ -927,7 +930,12 @@ impl Core {
                 self.apply(io, e.wire.framing(), (slot, generation), actions, link, None);
                 self.flush(io, (slot, generation));
             }
+            parked += usize::from(io.is_parked() && e.wire.is_idle());
         }
+        if let Some(c) = self.counts.get(usize::from(self.id)) {
+            c.parked.store(parked, Ordering::Relaxed);
+        }
+        self.stats.parked.set(parked as f64);
     }
 
     // ------------------------------------------------------------------ shutdown
@@ -1090,6 +1098,6 @@ mod tests {
     fn idle_entry_size() {
         // Budget check: the table entry of a connection (without heap strings).
         let size = std::mem::size_of::<Entry>();
-        assert!(size <= 256, "Entry grew to {size} bytes");
+        assert!(size <= 208, "Entry grew to {size} bytes");
     }
 }
