@@ -311,10 +311,7 @@ impl Core {
             ep,
             listeners,
             st: RefCell::new(State {
-                // Reserved, not touched: pages of the table become resident only as
-                // connections fill them, and the table never moves or doubles (a
-                // doubling would leave the old half allocated and copy every entry).
-                conns: Slab::with_capacity(cap),
+                conns: Slab::default(),
                 scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
                 actions: Actions::new(),
                 link: LinkOut { up: false, buf: Vec::new(), writing: false },
