@@ -67,7 +67,7 @@ async fn gateway_crash_reconnect_storm_recovers() {
     // widened one.
     let mut t = Tern::start_with(Mode::Split, Options { login_timeout_ms: 5_000, ..Options::default() });
     let users: Vec<String> = (0..n).map(|i| format!("storm{i}")).collect();
-    for chunk in users.chunks(500) {
+    for chunk in users.chunks(100) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
         t.import(APP, &refs);
     }
