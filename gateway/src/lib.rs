@@ -83,10 +83,15 @@ pub enum GatewayError {
     Metrics(#[source] std::io::Error),
 }
 
-/// One core's connection count, alone on its cache line (cores update theirs often).
+/// One core's connection counts, alone on their cache line (cores update theirs often).
 #[repr(align(128))]
 #[derive(Debug, Default)]
-pub(crate) struct PaddedCount(pub(crate) AtomicUsize);
+pub(crate) struct PaddedCount {
+    /// Open connections (updated on every accept and close).
+    pub(crate) open: AtomicUsize,
+    /// Parked connections, as counted by the core's last sweep.
+    pub(crate) parked: AtomicUsize,
+}
 
 /// A running gateway. Dropping it shuts the gateway down like [`GatewayHandle::shutdown`].
 #[derive(Debug)]
@@ -123,7 +128,13 @@ impl GatewayHandle {
 
     /// Open client connections (sum of the cores' counters; approximate while changing).
     pub fn connection_count(&self) -> usize {
-        self.counts.iter().map(|c| c.0.load(Ordering::Relaxed)).sum()
+        self.counts.iter().map(|c| c.open.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Parked connections (nothing to read, nothing queued, no partial frame: no buffer
+    /// held), as counted by each core's last timer sweep — so up to one sweep period old.
+    pub fn parked_count(&self) -> usize {
+        self.counts.iter().map(|c| c.parked.load(Ordering::Relaxed)).sum()
     }
 
     /// Graceful stop: stop accepting, kick every authenticated client with

@@ -53,6 +53,11 @@ impl OutQueue {
         self.q.len()
     }
 
+    /// Empty and holding no ring: what a parked connection's queue looks like.
+    pub fn is_idle(&self) -> bool {
+        self.q.capacity() == 0
+    }
+
     pub fn push(&mut self, f: OutFrame) {
         self.q.push_back(f);
     }

@@ -10,6 +10,8 @@ use crate::conn::CloseCause;
 
 pub struct Stats {
     pub connections: Gauge,
+    /// Connections holding no buffer (counted by the sweep).
+    pub parked: Gauge,
     pub frames_in: Counter,
     pub frames_out: Counter,
     pub link_reconnects: Counter,
@@ -23,6 +25,7 @@ impl Stats {
         let core = core.to_string();
         Stats {
             connections: gauge!("tern_gateway_connections", "core" => core.clone()),
+            parked: gauge!("tern_gateway_parked_connections", "core" => core.clone()),
             frames_in: counter!("tern_gateway_frames_in_total", "core" => core.clone()),
             frames_out: counter!("tern_gateway_frames_out_total", "core" => core.clone()),
             link_reconnects: counter!("tern_gateway_link_reconnects_total", "core" => core.clone()),

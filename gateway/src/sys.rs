@@ -1,13 +1,14 @@
 //! Thin wrappers over the socket calls the gateway makes itself on connection sockets
-//! (after the runtime reported readiness): non-blocking receive into the per-core
-//! scratch buffer, vectored non-blocking send, and shutdown; plus the CPU affinity
+//! (after the core's readiness set reported them): non-blocking receive into the
+//! per-core scratch buffer, vectored non-blocking send, and shutdown; the per-core
+//! epoll readiness set ([`Epoll`]) that holds parked connections; plus the CPU affinity
 //! calls behind `pin_cores`.
 //!
 //! The socket calls never block (MSG_DONTWAIT, whatever the descriptor's mode under io_uring or
 //! epoll), never raise SIGPIPE (MSG_NOSIGNAL), and retry EINTR.
 
 use std::io::{self, IoSlice};
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// Receives into `buf` without blocking. `Ok(0)` = orderly end of stream.
 pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
@@ -76,6 +77,74 @@ pub fn set_send_buffer(fd: RawFd, bytes: usize) -> io::Result<()> {
 pub fn shutdown_both(fd: RawFd) {
     // SAFETY: as above.
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+}
+
+/// A per-core epoll set: level-triggered readiness of every connection and listener of
+/// one core, keyed by a caller-chosen `u64`. Registration is kernel memory only (an
+/// `epitem` per socket, ~128 B of slab); a parked connection costs user space nothing
+/// but its table entry. The set's own descriptor is awaited by one runtime task.
+#[derive(Debug)]
+pub struct Epoll(OwnedFd);
+
+/// Interest of a connection whose outbound queue is empty.
+pub const EV_READ: u32 = libc::EPOLLIN as u32;
+/// Interest while the socket pushes back: readable and writable.
+pub const EV_READ_WRITE: u32 = (libc::EPOLLIN | libc::EPOLLOUT) as u32;
+
+impl Epoll {
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: plain syscall; a non-negative result is a descriptor we now own.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned by nothing else.
+        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, key: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: key };
+        // SAFETY: both descriptors are valid; `ev` outlives the call.
+        if unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut ev) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    pub fn add(&self, fd: RawFd, events: u32, key: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, events, key)
+    }
+
+    pub fn modify(&self, fd: RawFd, events: u32, key: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, events, key)
+    }
+
+    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    /// Ready events without waiting (the runtime waits on the set's descriptor).
+    pub fn poll_now(&self, out: &mut [libc::epoll_event]) -> io::Result<usize> {
+        let max = libc::c_int::try_from(out.len()).unwrap_or(libc::c_int::MAX);
+        loop {
+            // SAFETY: `out` is valid for `max` events for the call's duration.
+            let n = unsafe { libc::epoll_wait(self.0.as_raw_fd(), out.as_mut_ptr(), max, 0) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
+    /// A second descriptor of the set, for the runtime to poll for readability (an
+    /// epoll descriptor is readable while any registered event is ready).
+    pub fn watch_fd(&self) -> io::Result<OwnedFd> {
+        self.0.try_clone()
+    }
 }
 
 /// The CPUs the calling thread may run on (its affinity mask), ascending.

@@ -115,6 +115,14 @@ impl Wire {
         }
     }
 
+    /// No message in progress and no buffer held (the framing half of "parked").
+    pub fn is_idle(&self) -> bool {
+        match self {
+            Wire::Tcp | Wire::WsHandshake => true,
+            Wire::Ws(dec) => dec.is_idle(),
+        }
+    }
+
     /// Frees buffers that are only needed while a message is in progress.
     pub fn release(&mut self) {
         if let Wire::Ws(dec) = self {

@@ -3,14 +3,21 @@
 //!
 //! Reading the code top-down follows the events of a core: accept (admission, per-core
 //! cap), readable connection (scratch-buffer reads, framing, the conn state machine,
-//! actions), link frames (SessionOpened, Deliver, Close), the periodic sweep (login
-//! deadlines, heartbeats, lingering closes) and shutdown.
+//! actions), writable connection, link frames (SessionOpened, Deliver, Close), the
+//! periodic sweep (login deadlines, heartbeats, lingering closes) and shutdown.
 //!
-//! Memory per idle connection: one task parked in `readable()` (no buffer), one slab
-//! entry (`Entry`), the socket's `Rc<TcpStream>`, and the user/device id strings. Reads
-//! go into a per-core scratch buffer; only a partial frame is copied into the
-//! connection's own `inbuf`, freed once consumed. A writer task exists only while the
-//! socket pushes back.
+//! Parked connections (design.md §5): a connection has no task of its own. Its socket
+//! sits in the core's level-triggered epoll set ([`sys::Epoll`]), keyed by its table
+//! reference (slot, generation); one task per core (`io_loop`) awaits the set's own
+//! descriptor through the runtime (an io_uring poll, or monoio's epoll) and handles
+//! every ready socket in place: readable → reads into the per-core scratch buffer and
+//! runs the state machine; writable → flushes the queue. A connection with nothing to
+//! read, nothing queued and no partial frame is *parked*: its table entry (`Entry`: the
+//! descriptor, identity, state-machine fields and deadlines as plain integers) and its
+//! user/device id strings are all it holds — no task, no waker, no buffer. Only a
+//! partial frame is copied into the connection's own `inbuf` (freed once consumed), and
+//! only a queue the socket refuses keeps `EPOLLOUT` armed until it drains. A push from
+//! logic or inbound bytes are handled on the spot; nothing is woken per message.
 //!
 //! Timers: one periodic sweep over the table (every quarter of the shortest timeout,
 //! at most 1 s) instead of a timer wheel. Deadlines here are seconds long and tolerate
@@ -26,17 +33,19 @@
 use std::cell::RefCell;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use monoio::net::{TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
+
+use monoio::net::TcpStream;
 use tern_schema::link::{self, ConnRef, LinkBody};
 use tern_schema::{codes, encode, frame};
-use tracing::{debug, field, warn, Instrument};
+use tracing::{debug, field, warn};
 
 use crate::config::GatewayConfig;
 use crate::conn::{Action, Actions, Apps, CloseCause, Conn, Env, Limits};
@@ -62,8 +71,24 @@ const LINGER_MS: u64 = 2_000;
 pub(crate) const LINK_BUF_CAP: usize = 1024 * 1024;
 /// Whole shutdown budget of a core (the handle's `shutdown` is bounded by it).
 const SHUTDOWN_BUDGET: Duration = Duration::from_millis(2_500);
-/// io_uring submission queue size: one turn may submit a poll per busy connection.
-const URING_ENTRIES: u32 = 4_096;
+/// io_uring submission queue size. Connections need no submissions of their own (they
+/// live in the core's epoll set); the link, timers and refusals need a few.
+const URING_ENTRIES: u32 = 256;
+/// Readiness events taken from the epoll set per turn; between turns the link and the
+/// timers run, so this bounds how long they wait behind connection I/O.
+const EVENTS_PER_TURN: usize = 256;
+/// Connections accepted per listener readiness before other events get their turn.
+const ACCEPTS_PER_WAKE: usize = 64;
+/// After an accept error (out of descriptors or memory) the listener rests this long.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Epoll keys of the listeners. Connection keys are `slot << 32 | generation`, and slot
+/// `u32::MAX` is never reached (a core's table is bounded by its connection cap).
+const KEY_TCP_LISTENER: u64 = u64::MAX;
+const KEY_WS_LISTENER: u64 = u64::MAX - 1;
+
+fn conn_key((slot, generation): (u32, u32)) -> u64 {
+    u64::from(slot) << 32 | u64::from(generation)
+}
 
 /// What a core thread is started with.
 pub(crate) struct Boot {
@@ -124,29 +149,35 @@ pub(crate) fn run(boot: Boot, ready: std::sync::mpsc::Sender<io::Result<()>>) {
 
 async fn core_main(boot: Boot, uring: bool, ready: std::sync::mpsc::Sender<io::Result<()>>) {
     let setup = || -> io::Result<_> {
-        // io_uring arms its own poll for blocking sockets; epoll needs non-blocking ones.
-        boot.tcp.set_nonblocking(!uring)?;
-        boot.ws.set_nonblocking(!uring)?;
-        let tcp = TcpListener::from_std(boot.tcp.try_clone()?)?;
-        let ws = TcpListener::from_std(boot.ws.try_clone()?)?;
+        // The listeners are accepted from by this core itself when its epoll set says
+        // so: they must not block.
+        boot.tcp.set_nonblocking(true)?;
+        boot.ws.set_nonblocking(true)?;
+        let listeners = [boot.tcp.try_clone()?, boot.ws.try_clone()?];
         boot.stop.set_nonblocking(true)?;
         let stop = monoio::net::UnixStream::from_std(boot.stop.try_clone()?)?;
-        Ok((tcp, ws, stop))
+        let ep = sys::Epoll::new()?;
+        ep.add(listeners[0].as_raw_fd(), sys::EV_READ, KEY_TCP_LISTENER)?;
+        ep.add(listeners[1].as_raw_fd(), sys::EV_READ, KEY_WS_LISTENER)?;
+        // The runtime only ever polls this descriptor for readability (an epoll set is
+        // readable while it holds a ready event); `UnixStream` is merely monoio's
+        // handle for "a descriptor to poll", no socket call is ever made on it.
+        let watch = monoio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(ep.watch_fd()?))?;
+        Ok((listeners, stop, ep, watch))
     };
-    let (tcp, ws, stop) = match setup() {
+    let (listeners, stop, ep, watch) = match setup() {
         Ok(v) => v,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
         }
     };
-    let core = Rc::new(Core::new(&boot));
+    let core = Rc::new(Core::new(&boot, ep, listeners));
     drop(boot);
     debug!(core = core.id, uring, "core started");
     let _ = ready.send(Ok(()));
 
-    monoio::spawn(accept_loop(core.clone(), tcp, false));
-    monoio::spawn(accept_loop(core.clone(), ws, true));
+    monoio::spawn(io_loop(core.clone(), watch));
     monoio::spawn(sweeper(core.clone()));
     let link = monoio::spawn(linkio::run(core.clone()));
 
@@ -169,6 +200,10 @@ pub(crate) struct Core {
     cap: usize,
     counts: Arc<[crate::PaddedCount]>,
     epoch: Instant,
+    /// Readiness of every connection and listener of this core.
+    ep: sys::Epoll,
+    /// TCP and WebSocket listeners (indexed by `ws as usize`).
+    listeners: [std::net::TcpListener; 2],
     st: RefCell<State>,
     /// Wakes the link writer when frames are queued.
     pub link_wake: Notify,
@@ -205,13 +240,13 @@ struct Entry {
 /// Everything of a connection besides its framing state.
 struct ConnIo {
     conn: Conn,
-    fd: RawFd,
-    stream: Rc<TcpStream>,
-    peer: SocketAddr,
+    /// The socket; closing it (dropping the entry) also takes it out of the epoll set.
+    fd: OwnedFd,
     /// A partial frame carried over between reads; empty (unallocated) otherwise.
     inbuf: Vec<u8>,
     outq: OutQueue,
-    writer_active: bool,
+    /// The socket refused part of `outq`: `EPOLLOUT` is armed until it drains.
+    want_write: bool,
     dirty: bool,
     wr_shut: bool,
     /// Closing: when the linger ends (monotonic ms).
@@ -226,10 +261,21 @@ fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Ends a connection: the shutdown makes the socket readable (end of stream), and the
+/// next turn of `io_loop` finishes it and drops it from the table.
 fn doom(io: &mut ConnIo) {
     if !io.doomed {
         io.doomed = true;
-        sys::shutdown_both(io.fd);
+        sys::shutdown_both(io.fd.as_raw_fd());
+    }
+}
+
+impl ConnIo {
+    /// Parked: nothing to read half-done, nothing queued. Such a connection holds no
+    /// heap memory besides its id strings (the WebSocket decoder's buffer lives in
+    /// `Wire`: see [`Wire::is_idle`]).
+    fn is_parked(&self) -> bool {
+        self.inbuf.capacity() == 0 && self.outq.is_idle() && !self.want_write
     }
 }
 
@@ -241,9 +287,10 @@ fn push_link(link: &mut LinkOut, wake: &Notify, frame: &[u8]) {
 }
 
 impl Core {
-    fn new(boot: &Boot) -> Core {
+    fn new(boot: &Boot, ep: sys::Epoll, listeners: [std::net::TcpListener; 2]) -> Core {
         let cfg = boot.cfg.clone();
         let cores = usize::from(boot.cores.max(1));
+        let cap = (cfg.max_connections / cores).max(1);
         Core {
             id: boot.core,
             cores: boot.cores,
@@ -256,11 +303,13 @@ impl Core {
                 frames_per_sec: cfg.inbound_frames_per_sec,
                 link_wait_ms: cfg.login_link_wait_ms,
             },
-            cap: (cfg.max_connections / cores).max(1),
+            cap,
             cfg,
             apps: boot.apps.clone(),
             counts: boot.count.clone(),
             epoch: Instant::now(),
+            ep,
+            listeners,
             st: RefCell::new(State {
                 conns: Slab::default(),
                 scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
@@ -289,33 +338,57 @@ impl Core {
 
     fn set_count(&self, n: usize) {
         if let Some(c) = self.counts.get(usize::from(self.id)) {
-            c.0.store(n, Ordering::Relaxed);
+            c.open.store(n, Ordering::Relaxed);
         }
         self.stats.connections.set(n as f64);
     }
 
     // ------------------------------------------------------------------ accept
 
-    fn admit(self: &Rc<Self>, stream: TcpStream, peer: SocketAddr, ws: bool) {
+    /// Accepts what a listener has waiting (at most [`ACCEPTS_PER_WAKE`]; the rest is
+    /// still ready on the next turn).
+    fn on_acceptable(self: &Rc<Self>, ws: bool) {
+        if self.stopping.is_set() {
+            return;
+        }
+        for _ in 0..ACCEPTS_PER_WAKE {
+            match self.listeners[usize::from(ws)].accept() {
+                Ok((stream, peer)) => self.admit(stream, peer, ws),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Out of descriptors or memory: the listener stays ready, so rest it
+                    // instead of spinning on it.
+                    warn!(core = self.id, error = %e, "accept failed");
+                    let fd = self.listeners[usize::from(ws)].as_raw_fd();
+                    if self.ep.delete(fd).is_ok() {
+                        monoio::spawn(rest_listener(self.clone(), ws));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(self: &Rc<Self>, stream: std::net::TcpStream, peer: SocketAddr, ws: bool) {
         let mut g = self.st.borrow_mut();
         if g.conns.len() >= self.cap {
             drop(g);
             debug!(core = self.id, %peer, "connection refused: core at its connection cap");
             self.stats.closed(CloseCause::ServerFull);
-            monoio::spawn(refuse_full(stream, ws));
+            refuse_full(stream, ws);
             return;
         }
         let _ = stream.set_nodelay(true);
-        let fd = stream.as_raw_fd();
-        let stream = Rc::new(stream);
+        // Every call on the socket passes MSG_DONTWAIT, so its blocking mode is moot.
+        let fd = OwnedFd::from(stream);
+        let raw = fd.as_raw_fd();
         let io = ConnIo {
             conn: Conn::new(self.now_ms(), &self.limits),
             fd,
-            stream: stream.clone(),
-            peer,
             inbuf: Vec::new(),
             outq: OutQueue::default(),
-            writer_active: false,
+            want_write: false,
             dirty: false,
             wr_shut: false,
             linger_until: None,
@@ -323,30 +396,62 @@ impl Core {
             ws_close: 0,
         };
         let key = g.conns.insert(Entry { wire: Wire::new(ws), io });
+        if let Err(e) = self.ep.add(raw, sys::EV_READ, conn_key(key)) {
+            warn!(core = self.id, error = %e, "cannot watch a new connection; closing it");
+            g.conns.remove(key.0, key.1);
+            return;
+        }
         let n = g.conns.len();
         drop(g);
         self.set_count(n);
-        let span = tracing::debug_span!(
-            "conn",
-            core = self.id,
-            slot = key.0,
-            %peer,
-            ws,
-            app_id = field::Empty,
-            user_id = field::Empty
-        );
-        monoio::spawn(reader(self.clone(), stream, key).instrument(span));
+    }
+
+    /// The span a connection's events are handled in (disabled, and free, unless the
+    /// log level is debug).
+    fn span(&self, key: (u32, u32), io: &ConnIo) -> tracing::Span {
+        let span =
+            tracing::debug_span!("conn", core = self.id, slot = key.0, app_id = field::Empty, user_id = field::Empty);
+        let c = &io.conn;
+        if !span.is_disabled() && !c.user_id().is_empty() {
+            span.record("app_id", c.app_id());
+            span.record("user_id", c.user_id());
+        }
+        span
+    }
+
+    /// One readiness event of the epoll set.
+    fn on_event(self: &Rc<Self>, key: u64, events: u32) {
+        match key {
+            KEY_TCP_LISTENER => return self.on_acceptable(false),
+            KEY_WS_LISTENER => return self.on_acceptable(true),
+            _ => {}
+        }
+        let key = ((key >> 32) as u32, key as u32);
+        if events & libc::EPOLLOUT as u32 != 0 {
+            self.on_writable(key);
+        }
+        if events & !(libc::EPOLLOUT as u32) != 0 {
+            match self.on_readable(key) {
+                // Level-triggered: bytes left unread make the socket ready again on the
+                // next turn, after every other ready connection had its turn.
+                Flow::Idle | Flow::Busy => {}
+                Flow::Stop => self.finish(key),
+            }
+        }
     }
 
     // ------------------------------------------------------------------ connection input
 
     /// The socket reported readable (or failed). Returns whether to keep reading, and
     /// whether the read budget ran out (more bytes are likely waiting).
-    fn on_readable(self: &Rc<Self>, key: (u32, u32), failed: bool) -> Flow {
+    fn on_readable(self: &Rc<Self>, key: (u32, u32)) -> Flow {
         let mut g = self.st.borrow_mut();
         let State { conns, scratch, actions, link, .. } = &mut *g;
-        let Some(Entry { wire, io }) = conns.get_mut(key.0, key.1) else { return Flow::Stop };
-        if failed || io.doomed {
+        // A stale key (the connection ended earlier in this turn): nothing to do.
+        let Some(Entry { wire, io }) = conns.get_mut(key.0, key.1) else { return Flow::Idle };
+        let span = self.span(key, io);
+        let _entered = span.enter();
+        if io.doomed {
             io.conn.on_peer_closed(actions);
             self.apply(io, wire.framing(), key, actions, link, None);
             return Flow::Stop;
@@ -354,7 +459,7 @@ impl Core {
         let env = self.env(link.up && link.buf.len() < LINK_BUF_CAP);
         let mut budget_spent = true;
         for _ in 0..READS_PER_WAKE {
-            let n = match sys::recv(io.fd, scratch) {
+            let n = match sys::recv(io.fd.as_raw_fd(), scratch) {
                 Ok(0) => {
                     io.conn.on_peer_closed(actions);
                     self.apply(io, wire.framing(), key, actions, link, None);
@@ -502,13 +607,16 @@ impl Core {
                 }
                 Action::OpenSession { resume } => {
                     let c = &io.conn;
+                    // Asked of the socket, not kept per connection (32 B each): this
+                    // runs once per login and once per session on a link reconnect.
+                    let peer = socket2::SockRef::from(&io.fd)
+                        .peer_addr()
+                        .ok()
+                        .and_then(|a| a.as_socket())
+                        .map_or_else(String::new, |a| a.to_string());
                     if !resume {
-                        let span = tracing::Span::current();
-                        span.record("app_id", c.app_id());
-                        span.record("user_id", c.user_id());
-                        debug!(app_id = c.app_id(), user_id = c.user_id(), "login verified; opening session");
+                        debug!(app_id = c.app_id(), user_id = c.user_id(), %peer, "login verified; opening session");
                     }
-                    let peer = io.peer.to_string();
                     let open = encode::link_session_open(&encode::SessionOpenParts {
                         conn: self.conn_ref(key),
                         app_id: c.app_id(),
@@ -564,22 +672,20 @@ impl Core {
         io.linger_until = Some(self.now_ms() + LINGER_MS);
     }
 
-    /// Writes what the socket takes now; the rest goes to a writer task.
-    fn flush(self: &Rc<Self>, io: &mut ConnIo, key: (u32, u32)) {
-        if io.writer_active || io.doomed {
+    /// Writes what the socket takes now; if it pushes back, arms `EPOLLOUT` and the
+    /// rest goes out on writable events ([`Core::on_writable`]).
+    fn flush(&self, io: &mut ConnIo, key: (u32, u32)) {
+        if io.want_write || io.doomed {
             return;
         }
-        let fd = io.fd;
-        match io.outq.flush(|iov| sys::sendv(fd, iov)) {
-            Ok(true) => {
-                if io.linger_until.is_some() && !io.wr_shut {
-                    io.wr_shut = true;
-                    sys::shutdown_write(fd);
-                }
-            }
+        match self.write_out(io) {
+            Ok(true) => {}
             Ok(false) => {
-                io.writer_active = true;
-                monoio::spawn(writer(self.clone(), io.stream.clone(), key));
+                io.want_write = true;
+                if let Err(e) = self.ep.modify(io.fd.as_raw_fd(), sys::EV_READ_WRITE, conn_key(key)) {
+                    debug!(error = %e, "cannot watch a connection for writability");
+                    doom(io);
+                }
             }
             Err(e) => {
                 debug!(error = %e, "connection write failed");
@@ -588,7 +694,43 @@ impl Core {
         }
     }
 
-    /// A connection's reader is done: drop it from the table.
+    /// Writes queued frames; `Ok(true)` once the queue is empty (and, when closing,
+    /// our side is shut down so the client sees the end after our last frame).
+    fn write_out(&self, io: &mut ConnIo) -> io::Result<bool> {
+        let fd = io.fd.as_raw_fd();
+        let done = io.outq.flush(|iov| sys::sendv(fd, iov))?;
+        if done && io.linger_until.is_some() && !io.wr_shut {
+            io.wr_shut = true;
+            sys::shutdown_write(fd);
+        }
+        Ok(done)
+    }
+
+    /// The socket takes bytes again: write on, and disarm `EPOLLOUT` once drained.
+    fn on_writable(&self, key: (u32, u32)) {
+        let mut g = self.st.borrow_mut();
+        let Some(e) = g.conns.get_mut(key.0, key.1) else { return };
+        let io = &mut e.io;
+        if !io.want_write || io.doomed {
+            return;
+        }
+        match self.write_out(io) {
+            Ok(true) => {
+                io.want_write = false;
+                if self.ep.modify(io.fd.as_raw_fd(), sys::EV_READ, conn_key(key)).is_err() {
+                    doom(io);
+                }
+            }
+            Ok(false) => {}
+            Err(e) => {
+                debug!(error = %e, "connection write failed");
+                doom(io);
+            }
+        }
+    }
+
+    /// A connection is done: drop it from the table (closing its socket also removes
+    /// it from the epoll set).
     fn finish(self: &Rc<Self>, key: (u32, u32)) {
         let mut g = self.st.borrow_mut();
         let State { conns, actions, link, .. } = &mut *g;
@@ -596,10 +738,6 @@ impl Core {
         if !io.conn.is_closed() {
             io.conn.on_peer_closed(actions);
             self.apply(&mut io, wire.framing(), key, actions, link, None);
-        }
-        if io.writer_active {
-            // Wake the writer (the socket turns writable) so it lets go of the stream.
-            sys::shutdown_both(io.fd);
         }
         let n = conns.len();
         drop(g);
@@ -775,6 +913,7 @@ impl Core {
         let mut g = self.st.borrow_mut();
         let State { conns, actions, link, .. } = &mut *g;
         let env = self.env(link.up && link.buf.len() < LINK_BUF_CAP);
+        let mut parked = 0;
         for (slot, generation, e) in conns.iter_mut() {
             let io = &mut e.io;
             if let Some(until) = io.linger_until {
@@ -788,7 +927,12 @@ impl Core {
                 self.apply(io, e.wire.framing(), (slot, generation), actions, link, None);
                 self.flush(io, (slot, generation));
             }
+            parked += usize::from(io.is_parked() && e.wire.is_idle());
         }
+        if let Some(c) = self.counts.get(usize::from(self.id)) {
+            c.parked.store(parked, Ordering::Relaxed);
+        }
+        self.stats.parked.set(parked as f64);
     }
 
     // ------------------------------------------------------------------ shutdown
@@ -799,6 +943,10 @@ impl Core {
     async fn shutdown(self: &Rc<Self>) {
         let deadline = Instant::now() + SHUTDOWN_BUDGET;
         self.stopping.set();
+        for l in &self.listeners {
+            // Not yet accepted connections are reset when the listeners close.
+            let _ = self.ep.delete(l.as_raw_fd());
+        }
         {
             let mut g = self.st.borrow_mut();
             let State { conns, actions, link, .. } = &mut *g;
@@ -824,80 +972,65 @@ impl Core {
 
 // ---------------------------------------------------------------------- tasks
 
-async fn accept_loop(core: Rc<Core>, listener: TcpListener, ws: bool) {
+/// The core's connection I/O: takes the ready events of the epoll set and handles them
+/// in place, a bounded batch per turn; when none is ready, waits for the set's
+/// descriptor through the runtime. Runs until the link is closed for good (after the
+/// shutdown drained the connections).
+async fn io_loop(core: Rc<Core>, watch: monoio::net::UnixStream) {
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_TURN];
     loop {
-        let accepted = monoio::select! {
-            r = listener.accept() => r,
-            _ = core.stopping.wait() => return,
-        };
-        match accepted {
-            Ok((stream, peer)) => core.admit(stream, peer, ws),
+        if core.link_stop.is_set() {
+            return;
+        }
+        let n = match core.ep.poll_now(&mut events) {
+            Ok(n) => n,
             Err(e) => {
-                // Out of descriptors or memory: back off instead of spinning.
-                warn!(core = core.id, error = %e, "accept failed");
-                monoio::time::sleep(Duration::from_millis(50)).await;
+                warn!(core = core.id, error = %e, "epoll_wait failed");
+                0
             }
+        };
+        if n == 0 {
+            monoio::select! {
+                _ = watch.readable(false) => {},
+                _ = core.link_stop.wait() => return,
+            }
+            continue;
+        }
+        for ev in &events[..n] {
+            // Copies: the struct is packed on x86_64.
+            let (key, bits) = (ev.u64, ev.events);
+            core.on_event(key, bits);
+        }
+        // Let the link reader/writer and the timers run between batches.
+        crate::sync::yield_now().await;
+    }
+}
+
+/// Puts a listener back into the epoll set after an accept error's pause.
+async fn rest_listener(core: Rc<Core>, ws: bool) {
+    monoio::time::sleep(ACCEPT_BACKOFF).await;
+    if !core.stopping.is_set() {
+        let key = if ws { KEY_WS_LISTENER } else { KEY_TCP_LISTENER };
+        if let Err(e) = core.ep.add(core.listeners[usize::from(ws)].as_raw_fd(), sys::EV_READ, key) {
+            warn!(core = core.id, error = %e, "cannot watch a listener again; it stops accepting");
         }
     }
 }
 
-/// What a connection's reader does after handling a wake-up.
+/// What a connection's read handler says after a readiness event.
 enum Flow {
-    /// Wait for the next readiness.
+    /// Drained: wait for the next readiness.
     Idle,
-    /// The read budget ran out: yield to the other connections, then read on.
+    /// The read budget ran out: more bytes wait; the next turn reads on.
     Busy,
+    /// The connection is over: drop it from the table.
     Stop,
 }
 
-/// Reads a connection until it ends. Parks in `readable()` with no buffer while idle.
-async fn reader(core: Rc<Core>, stream: Rc<TcpStream>, key: (u32, u32)) {
-    loop {
-        let ready = stream.readable(false).await;
-        match core.on_readable(key, ready.is_err()) {
-            Flow::Idle => {}
-            Flow::Busy => crate::sync::yield_now().await,
-            Flow::Stop => break,
-        }
-    }
-    core.finish(key);
-}
-
-/// Drains a connection's queue while the socket pushes back; exits when empty.
-async fn writer(core: Rc<Core>, stream: Rc<TcpStream>, key: (u32, u32)) {
-    loop {
-        let ready = stream.writable(false).await;
-        let mut g = core.st.borrow_mut();
-        let Some(e) = g.conns.get_mut(key.0, key.1) else { return };
-        let io = &mut e.io;
-        if ready.is_err() || io.doomed {
-            io.writer_active = false;
-            doom(io);
-            return;
-        }
-        let fd = io.fd;
-        match io.outq.flush(|iov| sys::sendv(fd, iov)) {
-            Ok(true) => {
-                io.writer_active = false;
-                if io.linger_until.is_some() && !io.wr_shut {
-                    io.wr_shut = true;
-                    sys::shutdown_write(fd);
-                }
-                return;
-            }
-            Ok(false) => {}
-            Err(_) => {
-                io.writer_active = false;
-                doom(io);
-                return;
-            }
-        }
-    }
-}
-
 /// Answers a connection over the cap and closes it after a short drain (so the refusal
-/// is not lost to a reset caused by unread request bytes).
-async fn refuse_full(stream: TcpStream, ws: bool) {
+/// is not lost to a reset caused by unread request bytes). The drain is a small task:
+/// refusals are rare and short-lived, unlike parked connections.
+fn refuse_full(stream: std::net::TcpStream, ws: bool) {
     let fd = stream.as_raw_fd();
     let msg = if ws {
         b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n".to_vec()
@@ -906,17 +1039,24 @@ async fn refuse_full(stream: TcpStream, ws: bool) {
     };
     let _ = sys::sendv(fd, &[IoSlice::new(&msg)]);
     sys::shutdown_write(fd);
-    let drain = async {
-        let mut buf = [0u8; 512];
-        while stream.readable(false).await.is_ok() {
-            match sys::recv(fd, &mut buf) {
-                Ok(0) => return,
-                Err(e) if e.kind() != io::ErrorKind::WouldBlock => return,
-                _ => {}
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let Ok(stream) = TcpStream::from_std(stream) else { return };
+    monoio::spawn(async move {
+        let fd = stream.as_raw_fd();
+        let drain = async {
+            let mut buf = [0u8; 512];
+            while stream.readable(false).await.is_ok() {
+                match sys::recv(fd, &mut buf) {
+                    Ok(0) => return,
+                    Err(e) if e.kind() != io::ErrorKind::WouldBlock => return,
+                    _ => {}
+                }
             }
-        }
-    };
-    let _ = monoio::time::timeout(Duration::from_millis(500), drain).await;
+        };
+        let _ = monoio::time::timeout(Duration::from_millis(500), drain).await;
+    });
 }
 
 /// How often the sweep runs: timeouts fire up to one period late. A quarter of the
@@ -955,6 +1095,6 @@ mod tests {
     fn idle_entry_size() {
         // Budget check: the table entry of a connection (without heap strings).
         let size = std::mem::size_of::<Entry>();
-        assert!(size <= 256, "Entry grew to {size} bytes");
+        assert!(size <= 208, "Entry grew to {size} bytes");
     }
 }

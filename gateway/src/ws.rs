@@ -248,6 +248,11 @@ impl WsDecoder {
     }
 
     /// Frees the reassembly buffer once its message was handed out.
+    /// No fragmented message in progress and no buffer held.
+    pub fn is_idle(&self) -> bool {
+        !self.in_message && self.frag.capacity() == 0
+    }
+
     pub fn release(&mut self) {
         if self.delivered {
             self.frag = Vec::new();

@@ -217,11 +217,25 @@ impl Client {
     }
 
     fn send(&mut self, f: &[u8]) {
+        let bytes = self.wire_bytes(f);
+        self.s.write_all(&bytes).unwrap();
+    }
+
+    /// The bytes that carry Tern frame `f` on this connection (a masked binary message
+    /// on WebSocket).
+    fn wire_bytes(&self, f: &[u8]) -> Vec<u8> {
         if !self.ws {
-            return self.s.write_all(f).unwrap();
+            return f.to_vec();
         }
+        ws_client_frame(0x82, f)
+    }
+}
+
+/// A masked client WebSocket frame with first byte `b0` (FIN + opcode).
+fn ws_client_frame(b0: u8, f: &[u8]) -> Vec<u8> {
+    {
         let mask = [0x11, 0x22, 0x33, 0x44];
-        let mut out = vec![0x82];
+        let mut out = vec![b0];
         match f.len() {
             n if n < 126 => out.push(0x80 | n as u8),
             n if n <= 0xFFFF => {
@@ -235,7 +249,18 @@ impl Client {
         }
         out.extend_from_slice(&mask);
         out.extend(f.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.s.write_all(&out).unwrap();
+        out
+    }
+}
+
+impl Client {
+    /// Writes `bytes` in two pieces cut at `at`, with a pause between them long enough
+    /// for the gateway to read the first piece on its own.
+    fn send_split(&mut self, bytes: &[u8], at: usize, pause: Duration) {
+        let at = at.min(bytes.len());
+        self.s.write_all(&bytes[..at]).unwrap();
+        std::thread::sleep(pause);
+        self.s.write_all(&bytes[at..]).unwrap();
     }
 
     /// The next Tern frame, or None at end of stream / WebSocket close.
@@ -631,6 +656,118 @@ fn shutdown_kicks_clients_and_tells_logic() {
     stopper.join().unwrap();
     assert!(started.elapsed() < Duration::from_millis(3_500), "shutdown took {:?}", started.elapsed());
     a.expect_closed();
+}
+
+/// Parked connections (design.md §5): a drained connection holds no buffer; a partial
+/// frame (TCP, WebSocket frame, fragmented WebSocket message) unparks it until the rest
+/// arrives; pushes, kicks and the login deadline reach parked connections.
+#[test]
+fn idle_connections_park_and_wake() {
+    let fake = FakeLogic::start();
+    // Login timeout 400 ms: the sweep (which counts parked connections) runs every 100 ms.
+    let g = gateway(&fake, |c| c.login_timeout_ms = 400);
+    let sweep = Duration::from_millis(250);
+    let mut t = Client::tcp(g.local_tcp_addr());
+    let mut w = Client::ws(g.local_ws_addr());
+    assert_eq!(t.login("pat"), "LoginAck(42)");
+    assert_eq!(w.login("quinn"), "LoginAck(42)");
+    let ct = fake.expect_open("pat");
+    let cw = fake.expect_open("quinn");
+    wait_until("both connections are parked", || g.parked_count() == 2);
+
+    // Half a TCP frame: the connection keeps it (unparked) across sweeps, then the rest.
+    let ping = encode::ping(3, 0);
+    t.s.write_all(&ping[..3]).unwrap();
+    wait_until("the partial frame unparks the connection", || g.parked_count() == 1);
+    std::thread::sleep(sweep);
+    assert_eq!(g.parked_count(), 1, "still holding the partial frame");
+    t.s.write_all(&ping[3..]).unwrap();
+    assert_eq!(t.recv_kind(), "Pong(3)");
+    wait_until("parked again", || g.parked_count() == 2);
+
+    // A WebSocket frame cut in two, and a message in two fragments, each across a park.
+    let bytes = w.wire_bytes(&encode::ping(4, 0));
+    w.send_split(&bytes, 5, sweep);
+    assert_eq!(w.recv_kind(), "Pong(4)");
+    let ping = encode::ping(5, 0);
+    w.s.write_all(&ws_client_frame(0x02, &ping[..6])).unwrap();
+    wait_until("the open message unparks the connection", || g.parked_count() == 1);
+    w.s.write_all(&ws_client_frame(0x80, &ping[6..])).unwrap();
+    assert_eq!(w.recv_kind(), "Pong(5)");
+    wait_until("parked again", || g.parked_count() == 2);
+
+    // A push wakes parked connections on either transport; they park again after it.
+    let notify = encode::sync_notify(SyncKind::Message, 9);
+    for c in [ct, cw] {
+        fake.send(c.core(), &encode::link_deliver(&[c], &notify));
+    }
+    assert_eq!(t.recv().unwrap(), notify);
+    assert_eq!(w.recv().unwrap(), notify);
+    wait_until("parked after the push", || g.parked_count() == 2);
+
+    // A kick reaches a parked connection.
+    let kick = encode::kick(KickReason::ReplacedByNewLogin, "elsewhere");
+    fake.send(ct.core(), &encode::link_close(&ct, &kick));
+    assert_eq!(t.recv_kind(), "Kick(ReplacedByNewLogin)");
+    t.expect_closed();
+
+    // A connection that never logs in is parked too, and its deadline still fires.
+    let mut silent = Client::tcp(g.local_tcp_addr());
+    assert_eq!(silent.recv_kind(), format!("Error({})", codes::LOGIN_TIMEOUT));
+    silent.expect_closed();
+    wait_until("only the WebSocket client is left", || g.connection_count() == 1);
+    drop((t, w, silent));
+    g.shutdown();
+}
+
+/// Park/unpark interleavings: a seeded random script of whole frames, frames cut at
+/// random points with pauses between the pieces (so the gateway parks with a partial
+/// frame or without), pushes from logic and pauses, on one TCP and one WebSocket
+/// connection; every answer arrives whole and in order, and both end parked.
+#[test]
+fn park_unpark_interleavings_keep_every_frame() {
+    let fake = FakeLogic::start();
+    let g = gateway(&fake, |c| c.login_timeout_ms = 200);
+    let mut clients = [Client::tcp(g.local_tcp_addr()), Client::ws(g.local_ws_addr())];
+    let mut refs = Vec::new();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let user = format!("mix{i}");
+        assert_eq!(c.login(&user), "LoginAck(42)");
+        refs.push(fake.expect_open(&user));
+    }
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for step in 0..120u32 {
+        let i = next(2) as usize;
+        let c = &mut clients[i];
+        match next(4) {
+            0 => {
+                c.send(&encode::ping(step, 0));
+                assert_eq!(c.recv_kind(), format!("Pong({step})"), "step {step}");
+            }
+            1 => {
+                let bytes = c.wire_bytes(&encode::ping(step, 0));
+                let at = 1 + next(bytes.len() as u64 - 1) as usize;
+                let pause = Duration::from_millis(next(3) * 20);
+                c.send_split(&bytes, at, pause);
+                assert_eq!(c.recv_kind(), format!("Pong({step})"), "step {step}, cut at {at}");
+            }
+            2 => {
+                let notify = encode::sync_notify(SyncKind::Message, u64::from(step));
+                fake.send(refs[i].core(), &encode::link_deliver(&[refs[i]], &notify));
+                assert_eq!(c.recv().unwrap(), notify, "step {step}");
+            }
+            _ => std::thread::sleep(Duration::from_millis(next(4) * 10)),
+        }
+    }
+    wait_until("both end parked", || g.parked_count() == 2);
+    drop(clients);
+    g.shutdown();
 }
 
 #[test]

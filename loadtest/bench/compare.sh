@@ -13,6 +13,8 @@
 #             (default: one per core)
 #   CONNS     idle connections for the memory comparison         (default 10000)
 #   HOLD      seconds the idle connections are held              (default 10)
+#   RAMP_P99  login ramp: p99 login latency bound in ms           (default 20)
+#   RAMP_CONNS logins per ramp step                              (default 10000)
 #   LOADTEST  harness command (default: "target/release/tern loadtest")
 #   SKIP_BUILD=1 to use the binaries already built
 # Output: the comparison table on stdout, target/bench/compare.json, compare.html and
@@ -32,6 +34,8 @@ PAYLOAD=${PAYLOAD:-64}
 WORKERS=${WORKERS:-$(nproc)}
 CONNS=${CONNS:-10000}
 HOLD=${HOLD:-10}
+RAMP_P99=${RAMP_P99:-20}
+RAMP_CONNS=${RAMP_CONNS:-10000}
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=$ROOT/target/bench
@@ -128,6 +132,9 @@ for k in $(seq 0 $(((CONNS - 1) / 15000))); do
 done
 sleep 1
 "${LT[@]}" connect --conns "$CONNS" --hold "$HOLD" --http "$HTTP" "${GW_ARGS[@]}" --out-dir "$OUT" || STATUS=1
+echo "== tern connect ramp: login rate raised until p99 login latency passes $RAMP_P99 ms"
+"${LT[@]}" connect --conns "$RAMP_CONNS" --ramp-p99-ms "$RAMP_P99" --http "$HTTP" "${GW_ARGS[@]}" \
+  --out-dir "$OUT" --name connect-ramp-tern || STATUS=1
 stop "${GW_PIDS[@]}" "$LOGIC_PID"
 
 echo "== nats-server connect: $CONNS idle connections (a fresh server, as for Tern)"
@@ -135,6 +142,9 @@ start "$WORK/nats-connect.log" nats-server -a 127.0.0.1 -p 14222
 NATS_PID=$STARTED
 "${LT[@]}" connect --target nats-core --addr "$NATS" --conns "$CONNS" --hold "$HOLD" \
   --gateway-pid "$NATS_PID" --out-dir "$OUT" || STATUS=1
+echo "== nats-server connect ramp: connection rate raised until p99 CONNECT latency passes $RAMP_P99 ms"
+"${LT[@]}" connect --target nats-core --addr "$NATS" --conns "$RAMP_CONNS" --ramp-p99-ms "$RAMP_P99" \
+  --out-dir "$OUT" --name connect-ramp-nats_core || STATUS=1
 stop "$NATS_PID"
 
 echo "== nats-server p2p: core, then JetStream (file storage)"
@@ -146,7 +156,7 @@ stop "$NATS_PID"
 
 echo "== comparison (RATE=$RATE DURATION=$DURATION USERS=$USERS DEVICES=$DEVICES WORKERS=$WORKERS PAYLOAD=$PAYLOAD CONNS=$CONNS)"
 FILES=()
-for f in p2p-tern p2p-nats_core p2p-jetstream connect-tern connect-nats_core; do
+for f in p2p-tern p2p-nats_core p2p-jetstream connect-tern connect-nats_core connect-ramp-tern connect-ramp-nats_core; do
   [[ -f "$OUT/$f.json" ]] && FILES+=("$OUT/$f.json")
 done
 "${LT[@]}" compare "${FILES[@]}" --out-dir "$OUT" --name compare

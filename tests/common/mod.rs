@@ -246,6 +246,20 @@ impl Tern {
         self.children.insert(0, logic);
     }
 
+    /// Split mode: kills the gateway with SIGKILL (every client connection drops at
+    /// once, logic sees the link end) and starts a new one on the same client ports;
+    /// returns when it listens.
+    pub fn crash_and_restart_gateway(&mut self) {
+        let link = self.link.clone().expect("split mode");
+        let mut gw = self.children.pop().expect("a running gateway");
+        let _ = gw.kill();
+        let _ = gw.wait();
+        let config = self.dir.path().join("tern.toml");
+        let (tcp, ws) = (self.tcp.clone(), self.ws.clone());
+        let (gw, _) = spawn(&["gateway", "--tcp-addr", &tcp, "--ws-addr", &ws, "--link-addr", &link], &config);
+        self.children.push(gw);
+    }
+
     /// `GET /healthz`: (HTTP status, parsed envelope).
     pub fn health(&self) -> (u16, Value) {
         let (status, text) = http(&self.http, "GET", "/healthz", "");

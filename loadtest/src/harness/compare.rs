@@ -48,6 +48,11 @@ pub struct SystemFigures {
     pub bytes_per_idle_conn: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_conns: Option<u64>,
+    /// Highest login rate with p99 within the bound, from a `connect --ramp-p99-ms` run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_logins_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login_p99_bound_ms: Option<f64>,
 }
 
 /// Figures per system name, from p2p and connect results.
@@ -69,8 +74,13 @@ pub fn figures(results: &[RunResult]) -> BTreeMap<String, SystemFigures> {
             f.ack_p99_us = (!p.ack_hist.buckets.is_empty()).then_some(p.ack_p99_us);
         }
         if let Some(c) = &r.connect {
-            f.bytes_per_idle_conn = c.bytes_per_idle_conn;
-            f.idle_conns = Some(c.alive_after_hold);
+            if c.ramp_p99_bound_ms.is_some() {
+                f.max_logins_per_s = c.ramp_max_logins_per_s;
+                f.login_p99_bound_ms = c.ramp_p99_bound_ms;
+            } else {
+                f.bytes_per_idle_conn = c.bytes_per_idle_conn;
+                f.idle_conns = Some(c.alive_after_hold);
+            }
         }
     }
     out
@@ -121,6 +131,12 @@ pub fn render_table(f: &BTreeMap<String, SystemFigures>) -> String {
         }
         if let Some(b) = s.bytes_per_idle_conn {
             v.push_str(&format!("  {b:.0} B/idle conn ({} conns)", s.idle_conns.unwrap_or(0)));
+        }
+        if let Some(bound) = s.login_p99_bound_ms {
+            match s.max_logins_per_s {
+                Some(r) => v.push_str(&format!("  {r:.0} logins/s (p99 ≤ {bound} ms)")),
+                None => v.push_str(&format!("  no login rate within p99 {bound} ms")),
+            }
         }
         rows.push((name.clone(), v));
     }

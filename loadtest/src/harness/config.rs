@@ -163,6 +163,31 @@ pub struct ConnectArgs {
     /// File holding such a PID; repeatable.
     #[arg(long = "gateway-pid-file")]
     pub gateway_pid_files: Vec<PathBuf>,
+    /// Ramp mode: instead of one run at `--connect-rate`, log `--conns` connections in
+    /// at a rising rate (`--ramp-start`, then `--ramp-step` more each step, up to
+    /// `--ramp-max`), closing them between steps, until p99 login latency passes this
+    /// many milliseconds or a login fails; reports the highest rate that stayed within
+    /// the bound, measured (logins answered per second), not offered.
+    #[arg(long)]
+    pub ramp_p99_ms: Option<f64>,
+    /// First offered login rate of a ramp (logins/s).
+    #[arg(long, default_value_t = 5_000.0)]
+    pub ramp_start: f64,
+    /// Rate added per ramp step (logins/s).
+    #[arg(long, default_value_t = 5_000.0)]
+    pub ramp_step: f64,
+    /// Highest offered rate a ramp tries (logins/s).
+    #[arg(long, default_value_t = 100_000.0)]
+    pub ramp_max: f64,
+}
+
+/// A ramp of login rates (`connect --ramp-p99-ms`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoginRampPlan {
+    pub p99_bound_ms: f64,
+    pub start: f64,
+    pub step: f64,
+    pub max: f64,
 }
 
 /// `p2p`: 1:1 messages, open loop at a fixed total rate.
@@ -486,6 +511,8 @@ pub struct ConnectPlan {
     pub users: u32,
     pub devices: u32,
     pub hold_secs: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<LoginRampPlan>,
     #[serde(skip)]
     pub gateway_pids: Vec<u32>,
     #[serde(skip)]
@@ -501,6 +528,13 @@ impl ConnectArgs {
         finite_in(&mut p, "--hold", self.hold, 0.0, MAX_DURATION_SECS);
         let workers = self.workers.validate(&mut p, self.conns);
         let users = u32::try_from(self.conns.div_ceil(u64::from(self.devices.max(1)))).unwrap_or(u32::MAX);
+        let ramp = self.ramp_p99_ms.map(|bound| {
+            finite_in(&mut p, "--ramp-p99-ms", bound, 0.001, 60_000.0);
+            finite_in(&mut p, "--ramp-start", self.ramp_start, 1.0, MAX_RATE);
+            finite_in(&mut p, "--ramp-step", self.ramp_step, 1.0, MAX_RATE);
+            finite_in(&mut p, "--ramp-max", self.ramp_max, self.ramp_start, MAX_RATE);
+            LoginRampPlan { p99_bound_ms: bound, start: self.ramp_start, step: self.ramp_step, max: self.ramp_max }
+        });
         p.finish(ConnectPlan {
             target,
             workers,
@@ -508,6 +542,7 @@ impl ConnectArgs {
             users,
             devices: self.devices,
             hold_secs: self.hold,
+            ramp,
             gateway_pids: self.gateway_pids.clone(),
             gateway_pid_files: self.gateway_pid_files.clone(),
         })

@@ -2,13 +2,20 @@
 //! source addresses, hold them (heartbeating) for a while, and measure what they cost:
 //! login rate and latency, failures by reason, the gateway processes' RSS before and
 //! after (→ bytes per idle connection) and the kernel's socket memory.
+//!
+//! Ramp mode (`--ramp-p99-ms`) measures login capacity instead of the harness's own
+//! pacing: steps of `--conns` logins at a rising offered rate, each on fresh worker
+//! processes (so every step's connections are closed before the next), until p99 login
+//! latency passes the bound or a login fails; the answer is the highest *measured*
+//! rate of a step within the bound.
 
 use std::time::Duration;
 
-use crate::harness::config::{ConnectPlan, OutputArgs};
+use crate::harness::config::{ConnectPlan, LoginRampPlan, OutputArgs};
 use crate::harness::coord::{connect_phase, plan_workers, Workers};
+use crate::harness::hist::per_second;
 use crate::harness::proto::{Command, Event, Reasons};
-use crate::harness::report::{ConnectResult, RunResult};
+use crate::harness::report::{ConnectResult, LoginRampStep, RunResult};
 use crate::harness::sysinfo::{pid_from_file, rss_bytes, KernelMem};
 use crate::harness::{bar, finish, prepare, HarnessError};
 
@@ -30,6 +37,9 @@ pub async fn run_connect(plan: ConnectPlan, out: &OutputArgs) -> Result<(), Harn
         pids.push(pid_from_file(f).ok_or_else(|| HarnessError::Failed(format!("no pid in {}", f.display())))?);
     }
     prepare(&plan.target, plan.users, out.quiet).await?;
+    if let Some(ramp) = plan.ramp.clone() {
+        return run_ramp(&plan, &ramp, pids, out).await;
+    }
     let rss_before = total_rss(&pids)?;
     let kernel_before = KernelMem::read();
 
@@ -97,4 +107,67 @@ async fn connect_and_hold(
         }
     }
     Ok((c, alive, closed))
+}
+
+/// Pause between ramp steps, so the server has closed one step's sessions before the
+/// next step's logins arrive.
+const RAMP_PAUSE: Duration = Duration::from_secs(1);
+
+async fn run_ramp(
+    plan: &ConnectPlan,
+    ramp: &LoginRampPlan,
+    pids: Vec<u32>,
+    out: &OutputArgs,
+) -> Result<(), HarnessError> {
+    let total = plan.users as u64 * u64::from(plan.devices);
+    let bound_us = ramp.p99_bound_ms * 1_000.0;
+    let (mut steps, mut best) = (Vec::new(), None::<f64>);
+    let mut rate = ramp.start;
+    while rate <= ramp.max * (1.0 + 1e-9) {
+        let mut step = plan.clone();
+        step.workers.connect_rate = rate;
+        let inits = plan_workers(&step.target, &step.workers, plan.users, plan.devices, 0, false);
+        let mut workers = Workers::spawn(&inits).await?;
+        let pb = bar(out.quiet, &format!("ramp: {rate:.0} logins/s offered"));
+        let c = connect_phase(&mut workers, total, &pb).await;
+        pb.finish_and_clear();
+        workers.stop().await;
+        let c = c?;
+        let (p50, p99) = (c.login.quantile(0.5), c.login.quantile(0.99));
+        let measured = per_second(c.ok, c.secs);
+        let within = c.failed == 0 && p99 as f64 <= bound_us;
+        if !out.quiet {
+            eprintln!(
+                "ramp: offered {rate:.0}/s → {measured:.0} logins/s, p99 {:.1} ms, {} failed{}",
+                p99 as f64 / 1e3,
+                c.failed,
+                if within { "" } else { " — past the bound" }
+            );
+        }
+        steps.push(LoginRampStep {
+            offered_per_s: rate,
+            logins_per_s: measured,
+            ok: c.ok,
+            failed: c.failed,
+            p50_us: p50,
+            p99_us: p99,
+            within_bound: within,
+        });
+        if !within {
+            break;
+        }
+        best = Some(best.map_or(measured, |b| b.max(measured)));
+        rate += ramp.step;
+        tokio::time::sleep(RAMP_PAUSE).await;
+    }
+    let r = ConnectResult {
+        conns: total,
+        ramp: steps,
+        ramp_max_logins_per_s: best,
+        ramp_p99_bound_ms: Some(ramp.p99_bound_ms),
+        gateway_pids: pids,
+        ..ConnectResult::default()
+    };
+    let result = RunResult::new("connect", &plan.target, plan, |x| x.connect = Some(r));
+    finish(&result, out)
 }

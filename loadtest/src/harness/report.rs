@@ -55,6 +55,27 @@ pub struct ConnectResult {
     /// Growth of kernel TCP buffer memory + slab per connection (both ends of each
     /// loopback connection live in this kernel).
     pub kernel_bytes_per_conn: Option<f64>,
+    /// Ramp mode: every step, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ramp: Vec<LoginRampStep>,
+    /// Ramp mode: the highest measured login rate of a step within the p99 bound with
+    /// no failed login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp_max_logins_per_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp_p99_bound_ms: Option<f64>,
+}
+
+/// One step of a login-rate ramp.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LoginRampStep {
+    pub offered_per_s: f64,
+    pub logins_per_s: f64,
+    pub ok: u64,
+    pub failed: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub within_bound: bool,
 }
 
 /// One point of the over-time series.
@@ -286,6 +307,9 @@ impl ConnectResult {
             kernel_before: kernel.0,
             kernel_after: kernel.1,
             kernel_bytes_per_conn: per_conn(kdelta(&kernel.1) - kdelta(&kernel.0)),
+            ramp: Vec::new(),
+            ramp_max_logins_per_s: None,
+            ramp_p99_bound_ms: None,
         }
     }
 }
@@ -372,6 +396,29 @@ impl RunResult {
             }
             if let Some(b) = c.bytes_per_idle_conn {
                 rows.push(row("bytes per idle conn", format!("{b:.0} B (gateway user space)")));
+            }
+            for st in &c.ramp {
+                rows.push(row(
+                    "ramp step",
+                    format!(
+                        "offered {:>7.0}/s  measured {:>7.0} logins/s  p50 {:>9}  p99 {:>9}  failed {}{}",
+                        st.offered_per_s,
+                        st.logins_per_s,
+                        fmt_us(st.p50_us),
+                        fmt_us(st.p99_us),
+                        st.failed,
+                        if st.within_bound { "" } else { "  (past the bound)" }
+                    ),
+                ));
+            }
+            if let Some(bound) = c.ramp_p99_bound_ms {
+                rows.push(row(
+                    "max login rate",
+                    match c.ramp_max_logins_per_s {
+                        Some(r) => format!("{r:.0} logins/s with p99 ≤ {bound} ms"),
+                        None => format!("none: the first step already passed p99 {bound} ms"),
+                    },
+                ));
             }
             rows.push(row(
                 "kernel TCP mem / slab",
