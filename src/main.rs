@@ -72,9 +72,17 @@ struct SigArgs {
     /// The app's secret.
     #[arg(long, env = "TERN_SECRET", hide_env_values = true)]
     secret: String,
-    /// User id (or an admin identifier).
+    /// User id (login signature), or with `--admin` an admin identifier.
     #[arg(long)]
-    user: String,
+    user: Option<String>,
+    /// Sign an admin identifier for the HTTP management API (a login signature is
+    /// never accepted there).
+    #[arg(long, value_name = "IDENTIFIER", conflicts_with = "user")]
+    admin: Option<String>,
+    /// Print the signature in the original system's UserSig format instead (accepted
+    /// beside Tern's own for logins and admin calls).
+    #[arg(long)]
+    usersig: bool,
     /// Seconds until the signature expires.
     #[arg(long, default_value_t = 86_400)]
     ttl: u64,
@@ -113,7 +121,16 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Migrate) => serve::migrate(load()?),
         Some(Command::Sig(ref a)) => {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).context("system clock before 1970")?.as_secs();
-            println!("{}", tern_schema::sig::sign(a.secret.as_bytes(), a.app_id, &a.user, now + a.ttl));
+            let secret = a.secret.as_bytes();
+            let sign = match (&a.user, &a.admin, a.usersig) {
+                (_, Some(id), false) => tern_schema::sig::sign_admin(secret, a.app_id, id, now + a.ttl),
+                (Some(id), None, false) => tern_schema::sig::sign(secret, a.app_id, id, now + a.ttl),
+                (Some(id), None, true) | (None, Some(id), true) => {
+                    tern_schema::usersig::sign(secret, a.app_id, id, now, a.ttl)
+                }
+                _ => anyhow::bail!("give --user USER_ID or --admin IDENTIFIER"),
+            };
+            println!("{sign}");
             Ok(())
         }
         Some(Command::Config(ConfigCommand::Defaults)) => {

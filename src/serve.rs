@@ -209,6 +209,9 @@ fn print_apps(apps: &[AppConfig], dev: bool, c: &TernConfig) {
                 a.secret
             );
             println!("  sign      tern sig --app-id {} --secret {} --user alice", a.id, a.secret);
+            if let Some(admin) = a.admins.first() {
+                println!("  admin     tern sig --app-id {} --secret {} --admin {admin}", a.id, a.secret);
+            }
         } else {
             println!("  app       {} (admins: {})", a.id, a.admins.join(", "));
         }

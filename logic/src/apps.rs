@@ -184,10 +184,16 @@ impl AppRegistry {
 mod tests {
     use super::*;
 
-    const IOS: u8 = 1;
-    const ANDROID: u8 = 2;
-    const WEB: u8 = 3;
-    const MAC: u8 = 5;
+    // The original system's numbering (PROTOCOL.md).
+    const IOS: u8 = ClientType::Ios.0;
+    const ANDROID: u8 = ClientType::Android.0;
+    const WEB: u8 = ClientType::Web.0;
+    const MAC: u8 = ClientType::Mac.0;
+
+    #[test]
+    fn client_types_are_the_originals_numbers() {
+        assert_eq!([ClientType::WebApi.0, WEB, IOS, ANDROID, ClientType::Windows.0, MAC], [0, 1, 2, 3, 4, 5]);
+    }
 
     fn check(model: u8, new: (u8, &str), old: (u8, &str), expect: bool) {
         let m = LoginModel::try_from(model).unwrap();

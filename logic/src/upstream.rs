@@ -180,6 +180,7 @@ impl SendTurn {
             client_time_ms: s.client_time_ms(),
             from_device: device_id,
             origin: Some(conn),
+            extras: Default::default(),
         };
         match msg::prepare(logic, req).await {
             Ok(Prepared::Ready(pending, write)) => {

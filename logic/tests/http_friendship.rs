@@ -10,66 +10,39 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Body;
-use axum::http::Request;
+use axum::http::Method;
 use axum::Router;
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use tern_logic::{AppConfig, AppRegistry, Logic, LogicConfig};
+use tern_logic::{Logic, LogicConfig};
 use tern_schema::client::SyncKind as WireKind;
 use tern_schema::frame::{parse_client_framed, parse_link, HEADER_LEN};
-use tern_schema::sig;
-use tern_storage::{AppId, Store, UserId};
-use tern_storage_embedded::{EmbeddedConfig, EmbeddedStore};
+use tern_storage::{AppId, UserId};
 use tokio::sync::mpsc;
-use tower::ServiceExt;
 
-const APP: u32 = 10_000;
+use support::{admin_query, app_config, APP};
+
 /// An app with tiny limits: 2 friends, 1 blocked user.
 const SMALL_APP: u32 = 10_001;
-const SECRET: &str = "test-secret-0123456789";
 
-struct Harness {
-    router: Router,
-    logic: Arc<Logic>,
-    store: Arc<dyn Store>,
-    apps: AppRegistry,
-    config: LogicConfig,
-    _dir: tempfile::TempDir,
-}
+struct Harness(support::Harness);
 
-fn app_config(id: u32, extra: Value) -> AppConfig {
-    // Through serde so fields added to AppConfig later take their defaults here too.
-    let mut v = json!({"id": id, "secret": SECRET, "admins": ["admin"], "login_model": 4});
-    if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
-        o.extend(e);
+impl std::ops::Deref for Harness {
+    type Target = support::Harness;
+    fn deref(&self) -> &support::Harness {
+        &self.0
     }
-    serde_json::from_value(v).expect("app config")
 }
 
 impl Harness {
     async fn new(max_batch: usize) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).expect("store"));
         let mut config = LogicConfig::default();
         config.http.max_batch = max_batch;
-        let apps = AppRegistry::new([
-            app_config(APP, json!({})),
-            app_config(SMALL_APP, json!({"max_friends": 2, "max_blacklist": 1})),
-        ]);
-        let logic = Logic::new(config.clone(), store.clone(), apps.clone());
-        let router = tern_logic::http::router(logic.clone(), None);
-        Self { router, logic, store, apps, config, _dir: dir }
-    }
-
-    /// A second node over the same store, as after a restart: its views are rebuilt
-    /// from the logs.
-    fn restarted(&self) -> (Arc<Logic>, Router) {
-        let logic = Logic::new(self.config.clone(), self.store.clone(), self.apps.clone());
-        (logic.clone(), tern_logic::http::router(logic, None))
+        let apps =
+            vec![app_config(APP, json!({})), app_config(SMALL_APP, json!({"max_friends": 2, "max_blacklist": 1}))];
+        Self(support::Harness::new(config, apps, None))
     }
 
     /// Imports users (`{"userId": .., "friendAllowType": ..}` objects) into `app`.
@@ -83,30 +56,9 @@ impl Harness {
 
     /// POSTs to `/v1{path}` of `app`; answers (HTTP status, envelope).
     async fn send_to(router: &Router, app: u32, path: &str, body: &Value) -> (u16, Value) {
-        let sign = sig::sign(SECRET.as_bytes(), app, "admin", tern_logic::now_ms() / 1000 + 3600);
-        let req = Request::post(format!("/v1{path}?appId={app}&identifier=admin&userSign={sign}"))
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_string()))
-            .expect("request");
-        let resp = router.clone().oneshot(req).await.expect("infallible");
-        let status = resp.status().as_u16();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
-        (status, serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{path}: not JSON ({e})")))
-    }
-
-    /// Checks the envelope: `code`, the HTTP status the code implies, and that `msg`
-    /// contains `msg_part`. Returns `data`.
-    async fn check_in(&self, app: u32, path: &str, body: Value, code: u32, msg_part: &str) -> Value {
-        let (status, v) = Self::send_to(&self.router, app, path, &body).await;
-        assert_eq!(v["code"], json!(code), "{path} {body}: {v}");
-        let expected_status = tern_logic::http::error::code_info(code).map_or(0, |c| c.status);
-        assert_eq!(status, expected_status, "{path}: HTTP status for code {code}: {v}");
-        let msg = v["msg"].as_str().unwrap_or_default();
-        assert!(msg.contains(msg_part), "{path}: msg {msg:?} lacks {msg_part:?}");
-        if code != 200 {
-            assert!(v["data"].is_null(), "{path}: error data must be null: {v}");
-        }
-        v["data"].clone()
+        let uri = format!("/v1{path}?{}", admin_query(app));
+        let a = support::send(router, Method::POST, &uri, body.to_string().into_bytes()).await;
+        (a.status, a.json(path))
     }
 
     async fn check(&self, path: &str, body: Value, code: u32, msg_part: &str) -> Value {
@@ -115,10 +67,6 @@ impl Harness {
 
     async fn ok_in(&self, app: u32, path: &str, body: Value) -> Value {
         self.check_in(app, path, body, 200, "success").await
-    }
-
-    async fn ok(&self, path: &str, body: Value) -> Value {
-        self.ok_in(APP, path, body).await
     }
 
     async fn add(&self, from: &str, to: &str, add_type: u8) -> Value {
@@ -131,7 +79,7 @@ impl Harness {
 
     /// Registers a gateway link and online sessions (slot 10 + index); returns its queue.
     fn online(&self, devices: &[(&str, &str)]) -> mpsc::Receiver<Vec<u8>> {
-        support::online(&self.logic, APP, devices, 256)
+        self.0.online(devices, 256)
     }
 }
 

@@ -4,33 +4,30 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::Request;
-use axum::Router;
+use axum::http::Method;
 use serde_json::{json, Value};
-use tern_logic::{AppConfig, AppRegistry, Logic, LogicConfig};
+use tern_logic::LogicConfig;
 use tern_schema::client::Body as FrameBody;
 use tern_schema::frame::{parse_client_framed, parse_link, HEADER_LEN};
-use tern_schema::sig;
-use tern_storage_embedded::{EmbeddedConfig, EmbeddedStore};
 use tokio::sync::mpsc;
-use tower::ServiceExt;
 
-const APP: u32 = 10_000;
+use support::{admin_query, app_config, Answer, APP};
+
 /// An app whose recall window is 1 s, for recalls outside the window.
 const FAST_APP: u32 = 10_001;
-const SECRET: &str = "test-secret-0123456789";
 const MAX_BATCH: usize = 4;
 const MAX_BODY: usize = 64 * 1024;
 const MAX_MESSAGE: usize = 1024;
 
-struct Harness {
-    router: Router,
-    logic: Arc<Logic>,
-    _dir: tempfile::TempDir,
+struct Harness(support::Harness);
+
+impl std::ops::Deref for Harness {
+    type Target = support::Harness;
+    fn deref(&self) -> &support::Harness {
+        &self.0
+    }
 }
 
 /// One admin call of `app`.
@@ -45,33 +42,23 @@ impl Call {
     }
 
     fn raw(app: u32, path: &str, body: Vec<u8>) -> Self {
-        let sign = sig::sign(SECRET.as_bytes(), app, "admin", tern_logic::now_ms() / 1000 + 3600);
-        Self { uri: format!("/v1/message/{path}?appId={app}&identifier=admin&userSign={sign}"), body }
+        Self { uri: format!("/v1/message/{path}?{}", admin_query(app)), body }
     }
-}
-
-fn app_config(id: u32, recall_window_secs: u64) -> AppConfig {
-    // Through serde so fields added to AppConfig later take their defaults here too.
-    serde_json::from_value(json!({
-        "id": id, "secret": SECRET, "admins": ["admin"], "login_model": 4, "recall_window_secs": recall_window_secs
-    }))
-    .expect("app config")
 }
 
 impl Harness {
     /// A node with users `a`, `b`, `c` and a deleted `gone` in both apps.
     async fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).expect("open store");
         let mut config = LogicConfig::default();
         config.http.max_batch = MAX_BATCH;
         config.http.max_body_bytes = MAX_BODY;
         config.messages.max_body_bytes = MAX_MESSAGE;
         config.messages.max_pull = 50;
-        let apps = AppRegistry::new([app_config(APP, 120), app_config(FAST_APP, 1)]);
-        let logic = Logic::new(config, Arc::new(store), apps);
-        let router = tern_logic::http::router(logic.clone(), None);
-        let h = Self { router, logic, _dir: dir };
+        let apps = vec![
+            app_config(APP, json!({"recall_window_secs": 120})),
+            app_config(FAST_APP, json!({"recall_window_secs": 1})),
+        ];
+        let h = Self(support::Harness::new(config, apps, None));
         for app in [APP, FAST_APP] {
             let users = json!({"userData": [{"userId": "a"}, {"userId": "b"}, {"userId": "c"}, {"userId": "gone"}]});
             let r = h.post(app, "/v1/user/importUser", users).await;
@@ -82,40 +69,19 @@ impl Harness {
     }
 
     async fn post(&self, app: u32, path: &str, body: Value) -> Value {
-        let mut call = Call::new(app, "", body);
-        call.uri = call.uri.replacen("/v1/message/", path, 1);
-        self.send(call).await.1
+        let uri = format!("{path}?{}", admin_query(app));
+        support::send(&self.router, Method::POST, &uri, body.to_string().into_bytes()).await.json(path)
     }
 
-    /// Sends a call; answers (HTTP status, body).
-    async fn send(&self, call: Call) -> (u16, Value) {
-        let req = Request::post(&call.uri)
-            .header("content-type", "application/json")
-            .body(Body::from(call.body))
-            .expect("request");
-        let resp = self.router.clone().oneshot(req).await.expect("infallible");
-        let status = resp.status().as_u16();
-        let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
-        (status, serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{}: not JSON ({e})", call.uri)))
+    async fn raw_send(&self, call: Call) -> Answer {
+        support::send(&self.router, Method::POST, &call.uri, call.body).await
     }
 
     /// Sends a call and checks the envelope: `code`, the HTTP status the code implies,
     /// and that `msg` contains `msg_part`. Returns `data`.
     async fn check(&self, call: Call, code: u32, msg_part: &str) -> Value {
         let what = call.uri.split('?').next().unwrap_or_default().to_string();
-        let (status, v) = self.send(call).await;
-        let mut keys: Vec<&str> = v.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
-        keys.sort_unstable();
-        assert_eq!(keys, ["code", "data", "msg"], "{what}: envelope shape of {v}");
-        assert_eq!(v["code"], json!(code), "{what}: {v}");
-        let expected_status = tern_logic::http::error::code_info(code).map_or(0, |c| c.status);
-        assert_eq!(status, expected_status, "{what}: HTTP status for code {code}: {v}");
-        let msg = v["msg"].as_str().unwrap_or_default();
-        assert!(msg.contains(msg_part), "{what}: msg {msg:?} lacks {msg_part:?}");
-        if code != 200 {
-            assert!(v["data"].is_null(), "{what}: error data must be null: {v}");
-        }
-        v["data"].clone()
+        self.raw_send(call).await.check(&what, code, msg_part)
     }
 
     async fn ok(&self, app: u32, path: &str, body: Value) -> Value {
@@ -133,7 +99,7 @@ impl Harness {
 
     /// Registers a gateway link and online sessions; returns the link's queue.
     fn online(&self, devices: &[(&str, &str)]) -> mpsc::Receiver<Vec<u8>> {
-        support::online(&self.logic, APP, devices, 64)
+        self.0.online(devices, 64)
     }
 }
 
@@ -414,10 +380,7 @@ async fn withdraw_outside_the_window_needs_the_admin() {
 #[tokio::test]
 async fn message_calls_are_documented() {
     let h = Harness::new().await;
-    let req = Request::get("/openapi.json").body(Body::empty()).unwrap();
-    let resp = h.router.clone().oneshot(req).await.unwrap();
-    let doc: Value =
-        serde_json::from_slice(&axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap()).unwrap();
+    let doc = support::send(&h.router, Method::GET, "/openapi.json", Vec::new()).await.json("/openapi.json");
     for p in ["sendMsg", "getOfflineMessage", "getHistoryMessage", "getMessage", "withdrawMessage"] {
         let op = &doc["paths"][format!("/v1/message/{p}")]["post"];
         assert!(op["summary"].is_string(), "{p} undocumented");

@@ -2,32 +2,24 @@
 //! real embedded store (no sockets: `tower::ServiceExt::oneshot`). Most cases go
 //! through one helper, `check`, so a new case is one line.
 
+mod support;
+
 use std::sync::{Arc, OnceLock};
 
-use axum::body::Body;
-use axum::http::{Method, Request};
-use axum::Router;
+use axum::http::Method;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::{json, Value};
-use tern_logic::sessions::Session;
-use tern_logic::{AppConfig, AppRegistry, Logic, LogicConfig, LoginModel};
+use tern_logic::LogicConfig;
 use tern_schema::client::{KickReason, SyncKind as WireKind};
 use tern_schema::frame::{parse_client_framed, parse_link, HEADER_LEN};
-use tern_schema::link::ConnRef;
 use tern_schema::sig;
 use tern_storage::{AppId, UserId};
-use tern_storage_embedded::{EmbeddedConfig, EmbeddedStore};
 use tokio::sync::mpsc;
-use tower::ServiceExt;
 
-const APP: u32 = 10_000;
-const SECRET: &str = "test-secret-0123456789";
+use support::{admin_query, far_future, user_query, Answer, APP, SECRET};
+
 const MAX_BATCH: usize = 3;
 const MAX_BODY: usize = 16 * 1024;
-
-fn far_future() -> u64 {
-    tern_logic::now_ms() / 1000 + 3600
-}
 
 /// The process-wide recorder (a global can be installed once per test binary).
 fn metrics_handle() -> PrometheusHandle {
@@ -43,10 +35,13 @@ fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-struct Harness {
-    router: Router,
-    logic: Arc<Logic>,
-    _dir: tempfile::TempDir,
+struct Harness(support::Harness);
+
+impl std::ops::Deref for Harness {
+    type Target = support::Harness;
+    fn deref(&self) -> &support::Harness {
+        &self.0
+    }
 }
 
 /// One HTTP call.
@@ -57,10 +52,9 @@ struct Call {
 }
 
 impl Call {
-    /// A call by the app's admin with a valid signature.
+    /// A call by the app's admin with a valid admin signature.
     fn admin(path: &str, body: Value) -> Self {
-        let sign = sig::sign(SECRET.as_bytes(), APP, "admin", far_future());
-        Self::raw(path, &format!("appId={APP}&identifier=admin&userSign={sign}"), body.to_string().into_bytes())
+        Self::raw(path, &admin_query(APP), body.to_string().into_bytes())
     }
 
     fn raw(path: &str, query: &str, body: Vec<u8>) -> Self {
@@ -74,69 +68,28 @@ impl Call {
 
     /// A login of `user` with its own signature.
     fn login(user: &str, body: Value) -> Self {
-        let sign = sig::sign(SECRET.as_bytes(), APP, user, far_future());
-        Self::raw(
-            "/v1/user/login",
-            &format!("appId={APP}&identifier={user}&userSign={sign}"),
-            body.to_string().into_bytes(),
-        )
+        Self::raw("/v1/user/login", &user_query(APP, user), body.to_string().into_bytes())
     }
 }
 
 impl Harness {
     fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).expect("open store");
         let mut config = LogicConfig::default();
         config.http.max_batch = MAX_BATCH;
         config.http.max_body_bytes = MAX_BODY;
-        // Through serde so fields added to AppConfig later take their defaults here too.
-        let app: AppConfig =
-            serde_json::from_value(json!({"id": APP, "secret": SECRET, "admins": ["admin"], "login_model": 4}))
-                .expect("app config");
-        let apps = AppRegistry::new([app]);
-        let logic = Logic::new(config, Arc::new(store), apps);
-        let router = tern_logic::http::router(logic.clone(), Some(metrics_handle()));
-        Self { router, logic, _dir: dir }
+        Self(support::Harness::new(config, vec![support::app_config(APP, json!({}))], Some(metrics_handle())))
     }
 
-    /// Sends a call; answers (HTTP status, content type, body bytes).
-    async fn send(&self, call: Call) -> (u16, String, Vec<u8>) {
-        let req = Request::builder()
-            .method(call.method)
-            .uri(call.uri)
-            .header("content-type", "application/json")
-            .body(Body::from(call.body))
-            .expect("request");
-        let resp = self.router.clone().oneshot(req).await.expect("infallible");
-        let status = resp.status().as_u16();
-        let ctype = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-        let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
-        (status, ctype, body.to_vec())
+    /// Sends a call.
+    async fn send(&self, call: Call) -> Answer {
+        support::send(&self.router, call.method, &call.uri, call.body).await
     }
 
     /// Sends a call and checks the envelope: `code`, the HTTP status the code implies,
     /// and that `msg` contains `msg_part`. Returns `data`.
     async fn check(&self, call: Call, code: u32, msg_part: &str) -> Value {
         let what = call.uri.clone();
-        let (status, ctype, body) = self.send(call).await;
-        assert!(ctype.starts_with("application/json"), "{what}: content type {ctype}");
-        let v: Value = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{what}: not JSON ({e})"));
-        let obj = v.as_object().unwrap_or_else(|| panic!("{what}: not an object: {v}"));
-        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
-        keys.sort_unstable();
-        assert_eq!(keys, ["code", "data", "msg"], "{what}: envelope shape of {v}");
-        assert_eq!(v["code"], json!(code), "{what}: {v}");
-        let expected_status = tern_logic::http::error::code_info(code).map_or(0, |c| c.status);
-        assert_eq!(status, expected_status, "{what}: HTTP status for code {code}: {v}");
-        let msg = v["msg"].as_str().unwrap_or_default();
-        assert!(msg.contains(msg_part), "{what}: msg {msg:?} lacks {msg_part:?}");
-        if code == 200 {
-            assert_eq!(msg, "success");
-        } else {
-            assert!(v["data"].is_null(), "{what}: error data must be null: {v}");
-        }
-        v["data"].clone()
+        self.send(call).await.check(&what, code, msg_part)
     }
 
     async fn ok(&self, call: Call) -> Value {
@@ -157,17 +110,7 @@ impl Harness {
 
     /// Registers a gateway link and an online session of `user`; returns the link's queue.
     fn online(&self, user: &str, device: &str) -> mpsc::Receiver<Vec<u8>> {
-        let (tx, rx) = mpsc::channel(64);
-        self.logic.sessions.register_link((1, 0), tx);
-        let session = Session {
-            conn: ConnRef::new(1, 0, 7, 1),
-            client_type: 1,
-            device_id: device.into(),
-            session_id: 1,
-            since_ms: 1234,
-        };
-        self.logic.sessions.admit(AppId(APP), &UserId::new(user).unwrap(), session, LoginModel::Unlimited, false);
-        rx
+        self.0.online(&[(user, device)], 64)
     }
 }
 
@@ -182,10 +125,13 @@ async fn auth_failures_have_their_codes() {
     let h = Harness::new();
     let path = "/v1/user/data/getSingleUserInfo";
     let body = || br#"{"userId":"u1"}"#.to_vec();
-    let good = sig::sign(SECRET.as_bytes(), APP, "admin", far_future());
-    let expired = sig::sign(SECRET.as_bytes(), APP, "admin", far_future() - 7200);
-    let wrong = sig::sign(b"another-secret-xxxxxxx", APP, "admin", far_future());
+    let good = sig::sign_admin(SECRET.as_bytes(), APP, "admin", far_future());
+    let expired = sig::sign_admin(SECRET.as_bytes(), APP, "admin", far_future() - 7200);
+    let wrong = sig::sign_admin(b"another-secret-xxxxxxx", APP, "admin", far_future());
     let user_sig = sig::sign(SECRET.as_bytes(), APP, "u1", far_future());
+    // A login signature minted for the admin's identifier (as a business server signing
+    // whatever id a client claims would) is not an admin credential.
+    let login_sig_of_admin = sig::sign(SECRET.as_bytes(), APP, "admin", far_future());
     let cases: Vec<(String, u32, &str)> = vec![
         (format!("appId={APP}&identifier=admin"), 60000, "userSign"),
         (format!("appId={APP}&identifier=admin&userSign="), 60000, "userSign"),
@@ -197,15 +143,18 @@ async fn auth_failures_have_their_codes() {
         (format!("appId={APP}&identifier=admin&userSign={wrong}"), 60003, "does not match"),
         (format!("appId={APP}&identifier=admin&userSign={expired}"), 60004, "expired"),
         (format!("appId={APP}&identifier=admin&userSign=short"), 60006, "encoding"),
+        (format!("appId={APP}&identifier=admin&userSign={login_sig_of_admin}"), 60003, "not for this purpose"),
     ];
     for (query, code, msg) in cases {
         h.check(Call::raw(path, &query, body()), code, msg).await;
     }
-    // appId may come from the body; the query wins over it.
+    // appId may come from the body; given in both, they must agree (the original's
+    // RequestBase.appId names the same app as the query).
     let q = format!("identifier=admin&userSign={good}");
     h.check(Call::raw(path, &q, format!(r#"{{"appId":{APP},"userId":"u1"}}"#).into_bytes()), 20001, "u1").await;
     let q = format!("appId={APP}&identifier=admin&userSign={good}");
-    h.check(Call::raw(path, &q, br#"{"appId":99,"userId":"u1"}"#.to_vec()), 20001, "u1").await;
+    h.check(Call::raw(path, &q, format!(r#"{{"appId":"{APP}","userId":"u1"}}"#).into_bytes()), 20001, "u1").await;
+    h.check(Call::raw(path, &q, br#"{"appId":99,"userId":"u1"}"#.to_vec()), 90001, "appId: 99 differs").await;
 }
 
 #[tokio::test]
@@ -217,8 +166,7 @@ async fn bad_bodies_and_routes_answer_the_envelope() {
     h.check(Call::admin(p, json!({"userId": "a b"})), 90001, "userId: user id contains").await;
     h.check(Call::admin(p, json!({"userId": "u1", "usrId": "x"})), 90001, "usrId: unknown field").await;
     h.check(Call::admin(p, json!([1])), 90001, "body: expected a JSON object").await;
-    let sign = sig::sign(SECRET.as_bytes(), APP, "admin", far_future());
-    let q = format!("appId={APP}&identifier=admin&userSign={sign}");
+    let q = admin_query(APP);
     h.check(Call::raw(p, &q, b"{\"userId\": ".to_vec()), 90001, "body: invalid JSON").await;
     h.check(Call::raw(p, &q, vec![b' '; MAX_BODY + 1]), 90002, "larger than").await;
     h.check(Call::admin("/v1/user/nope", json!({})), 90004, "/v1/user/nope").await;
@@ -466,7 +414,7 @@ async fn operations_endpoints() {
     let data = h.check(Call::get("/healthz"), 200, "success").await;
     assert_eq!(data, json!({"status": "ready", "sessionsOnline": 0}));
 
-    let (status, ctype, body) = h.send(Call::get("/openapi.json")).await;
+    let Answer { status, content_type: ctype, body } = h.send(Call::get("/openapi.json")).await;
     assert_eq!((status, ctype.as_str()), (200, "application/json"));
     let doc: Value = serde_json::from_slice(&body).expect("openapi parses");
     let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
@@ -485,7 +433,7 @@ async fn operations_endpoints() {
         assert!(doc["paths"][p]["post"]["summary"].is_string(), "{p} has no summary");
     }
 
-    let (status, ctype, body) = h.send(Call::get("/docs")).await;
+    let Answer { status, content_type: ctype, body } = h.send(Call::get("/docs")).await;
     assert_eq!(status, 200);
     assert!(ctype.starts_with("text/html"), "{ctype}");
     let html = String::from_utf8(body).unwrap();
@@ -497,7 +445,7 @@ async fn operations_endpoints() {
 
     // A counted request, then the metrics text shows it.
     h.ok(Call::get("/healthz")).await;
-    let (status, ctype, body) = h.send(Call::get("/metrics")).await;
+    let Answer { status, content_type: ctype, body } = h.send(Call::get("/metrics")).await;
     assert_eq!(status, 200);
     assert!(ctype.starts_with("text/plain"), "{ctype}");
     let text = String::from_utf8(body).unwrap();

@@ -12,6 +12,7 @@ pub mod encode;
 pub mod frame;
 pub mod message;
 pub mod sig;
+pub mod usersig;
 
 #[allow(clippy::all, clippy::pedantic, unused_imports, dead_code, non_camel_case_types, mismatched_lifetime_syntaxes, deprecated)]
 #[rustfmt::skip]

@@ -42,6 +42,13 @@ pub struct MessageParts<'a> {
     pub recalled: bool,
     pub from_device: &'a str,
     pub entry: EntryKind,
+    /// The original system's `messageRandom` (opaque).
+    pub random: u64,
+    /// The original system's `badgeMode` (opaque).
+    pub badge_mode: u8,
+    /// Seconds after `server_time_ms` when the message leaves offline sync; 0: never
+    /// before the app's retention.
+    pub life_time_secs: u32,
 }
 
 /// Reads the elements of a `Message`/`Send` vector.
@@ -76,12 +83,20 @@ impl<'a> MessageParts<'a> {
             recalled: m.recalled(),
             from_device: m.from_device().unwrap_or_default(),
             entry: m.entry(),
+            random: m.random(),
+            badge_mode: m.badge_mode(),
+            life_time_secs: m.life_time_secs(),
         }
     }
 
     /// Total body size (for limits).
     pub fn body_size(&self) -> usize {
         self.elems.iter().map(ElemParts::size).sum()
+    }
+
+    /// Whether a message with a lifetime has left offline sync at `now_ms`.
+    pub fn expired_at(&self, now_ms: u64) -> bool {
+        self.life_time_secs != 0 && self.server_time_ms.saturating_add(u64::from(self.life_time_secs) * 1000) <= now_ms
     }
 }
 
@@ -123,6 +138,9 @@ fn build_message<'b>(fbb: &mut FlatBufferBuilder<'b>, m: &MessageParts<'_>) -> W
             recalled: m.recalled,
             from_device: Some(from_device),
             entry: m.entry,
+            random: m.random,
+            badge_mode: m.badge_mode,
+            life_time_secs: m.life_time_secs,
         },
     )
 }
@@ -286,8 +304,19 @@ mod tests {
                 ElemParts { elem_type: ElemType::Custom, data: &[1, 2, 3], ..Default::default() },
             ],
             from_device: "p1",
+            random: 7,
+            badge_mode: 1,
+            life_time_secs: 60,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn lifetimes_expire() {
+        let m = sample();
+        assert!(!m.expired_at(5 + 59_999));
+        assert!(m.expired_at(5 + 60_000));
+        assert!(!MessageParts { life_time_secs: 0, ..sample() }.expired_at(u64::MAX));
     }
 
     #[test]

@@ -3,14 +3,25 @@
 //!
 //! Format (PROTOCOL.md §Signatures): `base64url_nopad(0x01 ‖ expiry_unix_secs:u64 BE ‖
 //! HMAC-SHA256(app_secret, "tern-sig-v1\n{app_id}\n{user_id}\n{expiry}"))`, 55 characters.
-//! Verification is constant-time in the MAC. The same format signs app admins
-//! (`identifier` as the user id) for the HTTP management API.
+//! Verification is constant-time in the MAC.
+//!
+//! Every signature has a [`Purpose`]. A user's login signature (version byte 1, the
+//! format above) never authorizes an admin call: admin signatures carry version byte 2
+//! and a MAC over `"tern-admin-sig-v1\n..."`, so no login signature, whoever it was minted
+//! for, verifies as an admin one, nor the reverse ([`SigError::WrongPurpose`]).
+//!
+//! Signatures in the original system's format (the TLS-style UserSig, [`crate::usersig`])
+//! are accepted beside Tern's for both purposes with the same expiry rule: that format
+//! has no purpose field, so for it the admin rule rests on the caller's check that the
+//! identifier is one of the app's admins, which are never users.
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 const VERSION: u8 = 1;
+/// Version byte of admin signatures.
+const ADMIN_VERSION: u8 = 2;
 const MAC_LEN: usize = 32;
 const RAW_LEN: usize = 1 + 8 + MAC_LEN;
 /// Length of an encoded signature in characters.
@@ -27,6 +38,34 @@ pub enum SigError {
     Expired,
     #[error("signature does not match")]
     Mismatch,
+    /// A login signature given for an admin call, or an admin signature for a login.
+    #[error("signature is not for this purpose (admin calls need an admin signature: `tern sig --admin`)")]
+    WrongPurpose,
+}
+
+/// What a signature authorizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A user's login (long connection, `/v1/user/login`).
+    Login,
+    /// An app admin's management calls.
+    Admin,
+}
+
+impl Purpose {
+    fn version(self) -> u8 {
+        match self {
+            Purpose::Login => VERSION,
+            Purpose::Admin => ADMIN_VERSION,
+        }
+    }
+
+    fn domain(self) -> &'static [u8] {
+        match self {
+            Purpose::Login => b"tern-sig-v1\n",
+            Purpose::Admin => b"tern-admin-sig-v1\n",
+        }
+    }
 }
 
 impl SigError {
@@ -36,15 +75,15 @@ impl SigError {
             SigError::Missing => crate::codes::SIGN_MISSING,
             SigError::Malformed => crate::codes::SIGN_MALFORMED,
             SigError::Expired => crate::codes::SIGN_EXPIRED,
-            SigError::Mismatch => crate::codes::SIGN_WRONG,
+            SigError::Mismatch | SigError::WrongPurpose => crate::codes::SIGN_WRONG,
         }
     }
 }
 
-fn mac(secret: &[u8], app_id: u32, user_id: &str, expiry: u64) -> Hmac<Sha256> {
+fn mac(purpose: Purpose, secret: &[u8], app_id: u32, user_id: &str, expiry: u64) -> Hmac<Sha256> {
     // HMAC accepts keys of any length; new_from_slice cannot fail for it.
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(b"tern-sig-v1\n");
+    mac.update(purpose.domain());
     mac.update(app_id.to_string().as_bytes());
     mac.update(b"\n");
     mac.update(user_id.as_bytes());
@@ -53,33 +92,61 @@ fn mac(secret: &[u8], app_id: u32, user_id: &str, expiry: u64) -> Hmac<Sha256> {
     mac
 }
 
-/// Mints a signature for `user_id` of `app_id` valid until `expiry_unix_secs`.
+/// Mints a login signature for `user_id` of `app_id` valid until `expiry_unix_secs`.
 pub fn sign(secret: &[u8], app_id: u32, user_id: &str, expiry_unix_secs: u64) -> String {
-    let tag = mac(secret, app_id, user_id, expiry_unix_secs).finalize().into_bytes();
+    sign_for(Purpose::Login, secret, app_id, user_id, expiry_unix_secs)
+}
+
+/// Mints an admin signature for the admin identifier `admin_id` of `app_id`.
+pub fn sign_admin(secret: &[u8], app_id: u32, admin_id: &str, expiry_unix_secs: u64) -> String {
+    sign_for(Purpose::Admin, secret, app_id, admin_id, expiry_unix_secs)
+}
+
+/// Mints a signature for `purpose`.
+pub fn sign_for(purpose: Purpose, secret: &[u8], app_id: u32, user_id: &str, expiry_unix_secs: u64) -> String {
+    let tag = mac(purpose, secret, app_id, user_id, expiry_unix_secs).finalize().into_bytes();
     let mut raw = [0u8; RAW_LEN];
-    raw[0] = VERSION;
+    raw[0] = purpose.version();
     raw[1..9].copy_from_slice(&expiry_unix_secs.to_be_bytes());
     raw[9..].copy_from_slice(&tag);
     URL_SAFE_NO_PAD.encode(raw)
 }
 
-/// Checks `signature` for `user_id` of `app_id` at time `now_unix_secs`; returns the
-/// expiry on success.
+/// Checks a login `signature` (Tern's or the original's UserSig format) for `user_id`
+/// of `app_id` at time `now_unix_secs`; returns the expiry on success.
 pub fn verify(secret: &[u8], app_id: u32, user_id: &str, signature: &str, now_unix_secs: u64) -> Result<u64, SigError> {
+    verify_for(Purpose::Login, secret, app_id, user_id, signature, now_unix_secs)
+}
+
+/// Checks `signature` for `purpose`: Tern's format of that purpose, or the original
+/// system's UserSig (which has no purpose; see the module doc).
+pub fn verify_for(
+    purpose: Purpose,
+    secret: &[u8],
+    app_id: u32,
+    user_id: &str,
+    signature: &str,
+    now_unix_secs: u64,
+) -> Result<u64, SigError> {
     if signature.is_empty() {
         return Err(SigError::Missing);
     }
     if signature.len() != ENCODED_LEN {
-        return Err(SigError::Malformed);
+        // Tern's signatures have one length; a UserSig is far longer (zlib'd JSON).
+        return crate::usersig::verify(secret, app_id, user_id, signature, now_unix_secs);
     }
     let mut raw = [0u8; RAW_LEN + 2];
     let n = URL_SAFE_NO_PAD.decode_slice(signature, &mut raw).map_err(|_| SigError::Malformed)?;
-    if n != RAW_LEN || raw[0] != VERSION {
+    if n != RAW_LEN || (raw[0] != VERSION && raw[0] != ADMIN_VERSION) {
         return Err(SigError::Malformed);
     }
     let expiry = u64::from_be_bytes(raw[1..9].try_into().expect("8 bytes"));
+    let given = if raw[0] == ADMIN_VERSION { Purpose::Admin } else { Purpose::Login };
     // Check the MAC before the expiry so an attacker learns nothing from the order.
-    mac(secret, app_id, user_id, expiry).verify_slice(&raw[9..RAW_LEN]).map_err(|_| SigError::Mismatch)?;
+    mac(given, secret, app_id, user_id, expiry).verify_slice(&raw[9..RAW_LEN]).map_err(|_| SigError::Mismatch)?;
+    if given != purpose {
+        return Err(SigError::WrongPurpose);
+    }
     if expiry <= now_unix_secs {
         return Err(SigError::Expired);
     }
@@ -128,8 +195,23 @@ mod tests {
         let bad_chars = "!".repeat(ENCODED_LEN);
         assert_eq!(verify(SECRET, 1, "a", &bad_chars, 0), Err(SigError::Malformed));
         let mut raw = [0u8; RAW_LEN];
-        raw[0] = 2;
+        raw[0] = 3;
         assert_eq!(verify(SECRET, 1, "a", &URL_SAFE_NO_PAD.encode(raw), 0), Err(SigError::Malformed));
+    }
+
+    #[test]
+    fn purposes_never_cross() {
+        let login = sign(SECRET, 1, "admin", 2_000);
+        let admin = sign_admin(SECRET, 1, "admin", 2_000);
+        assert_eq!(admin.len(), ENCODED_LEN);
+        assert_eq!(verify_for(Purpose::Admin, SECRET, 1, "admin", &admin, 0), Ok(2_000));
+        assert_eq!(verify_for(Purpose::Admin, SECRET, 1, "admin", &login, 0), Err(SigError::WrongPurpose));
+        assert_eq!(verify_for(Purpose::Login, SECRET, 1, "admin", &admin, 0), Err(SigError::WrongPurpose));
+        // The version byte is bound by the MAC: relabelling a login signature fails.
+        let mut raw = URL_SAFE_NO_PAD.decode(&login).unwrap();
+        raw[0] = ADMIN_VERSION;
+        let relabelled = URL_SAFE_NO_PAD.encode(raw);
+        assert_eq!(verify_for(Purpose::Admin, SECRET, 1, "admin", &relabelled, 0), Err(SigError::Mismatch));
     }
 
     #[test]

@@ -313,7 +313,7 @@ impl Tern {
 
     /// POSTs `body` to `/v1{path}` as admin of `app`; returns the parsed envelope.
     pub fn api(&self, app: u32, path: &str, body: Value) -> Value {
-        let q = format!("appId={app}&identifier=admin&userSign={}", sign(app, "admin", 3600));
+        let q = format!("appId={app}&identifier=admin&userSign={}", sign_admin(app, "admin", 3600));
         self.post(&format!("/v1{path}?{q}"), &body.to_string())
     }
 
@@ -428,6 +428,11 @@ pub fn now_secs() -> u64 {
 
 pub fn sign(app: u32, user: &str, ttl: u64) -> String {
     tern_schema::sig::sign(SECRET.as_bytes(), app, user, now_secs() + ttl)
+}
+
+/// An admin signature (admin calls refuse login signatures).
+pub fn sign_admin(app: u32, admin: &str, ttl: u64) -> String {
+    tern_schema::sig::sign_admin(SECRET.as_bytes(), app, admin, now_secs() + ttl)
 }
 
 /// Minimal HTTP/1.1 request (Connection: close). Returns (status, body).

@@ -33,7 +33,9 @@ pub async fn import_users(
     end: u32,
     mut progress: impl FnMut(u32),
 ) -> Result<(), SetupError> {
-    let query = format!("appId={}&identifier={}&userSign={}", t.app_id, t.admin, user_sign(t, &t.admin));
+    let expiry = crate::harness::schedule::wall_ms() / 1000 + SIGN_TTL_SECS;
+    let admin_sign = tern_schema::sig::sign_admin(t.secret.as_bytes(), t.app_id, &t.admin, expiry);
+    let query = format!("appId={}&identifier={}&userSign={}", t.app_id, t.admin, admin_sign);
     let mut lo = first;
     while lo < end {
         let hi = (lo + IMPORT_BATCH).min(end);

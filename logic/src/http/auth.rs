@@ -3,9 +3,12 @@
 //! Every `/v1` call carries the query parameters `appId`, `identifier` and `userSign`.
 //! Admin calls ([`AdminCall`]) check, in this order: the app exists (60001), an
 //! identifier is given (60002), it is one of the app's admins (60005), and `userSign`
-//! is that identifier's valid, unexpired signature (60000/60003/60004/60006). Login
-//! ([`UserCall`]) instead checks the user's own signature (identifier = the user id)
-//! and needs no admin. `appId` may also come from the body; the query wins.
+//! is that identifier's valid, unexpired *admin* signature (60000/60003/60004/60006):
+//! Tern's admin format (`tern sig --admin`) or the original system's UserSig. A user's
+//! login signature never authorizes an admin call (60003), whatever id it was minted
+//! for. Login ([`UserCall`]) instead checks the user's own login signature (identifier
+//! = the user id) and needs no admin. `appId` may also come from the body; if both give
+//! one they must agree (90001).
 //!
 //! The body is parsed as JSON before authentication (a syntax error is the caller's
 //! own input and reveals nothing), but its fields are interpreted only after it.
@@ -17,31 +20,36 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequest, Query, Request};
 use axum::http::Uri;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use tern_schema::sig;
+use tern_schema::sig::{self, Purpose};
 use tern_storage::{AppId, UserId};
 use utoipa::IntoParams;
 
 use super::error::ApiError;
-use super::extract::{parse_body, read_object, FromBody, APP_ID};
+use super::extract::{parse_value, read_object, take_common, Common, COMMON_FIELDS};
 use super::ApiState;
 use crate::{now_ms, AppConfig};
+
+const APP_ID: &str = "appId";
 
 /// The authentication query parameters of every management call.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct AuthQuery {
-    /// The app (tenant) id. May instead be given in the body; the query wins.
-    #[param(required = true, value_type = u32)]
+    /// The app (tenant) id. May instead be given in the body (then both must agree).
+    #[param(required = true, value_type = u32, minimum = 0, maximum = 4294967295_u64)]
     pub app_id: Option<String>,
     /// Who is acting: one of the app's admin identifiers (for `/v1/user/login`: the
     /// user id logging in).
-    #[param(required = true)]
+    #[param(required = true, min_length = 1, max_length = 64)]
     pub identifier: Option<String>,
-    /// The identifier's signature (`tern sig`), 55 characters.
-    #[param(required = true)]
+    /// The identifier's signature: for admin calls an admin signature (`tern sig
+    /// --admin`, 55 characters), for login the user's login signature (`tern sig`);
+    /// or, for either, a UserSig in the original system's format.
+    #[param(required = true, min_length = 1, max_length = 2048)]
     pub user_sign: Option<String>,
 }
 
@@ -54,18 +62,24 @@ impl AuthQuery {
     }
 }
 
-/// Finds the app: query `appId`, else body `appId` (a number or a numeric string).
+/// Finds the app: query `appId`, else body `appId` (a number or a numeric string). A
+/// body `appId` that differs from the query's is refused (90001): a business server
+/// that writes both means one app.
 fn resolve_app(
     state: &ApiState,
     query: &AuthQuery,
     body: &Map<String, Value>,
 ) -> Result<(AppId, Arc<AppConfig>), ApiError> {
-    let raw = match (&query.app_id, body.get(APP_ID)) {
+    let in_body = match body.get(APP_ID) {
+        None => None,
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(Value::String(s)) => Some(s.trim().to_string()),
+        Some(_) => return Err(ApiError::BadApp("must be a number".into())),
+    };
+    let raw = match (&query.app_id, in_body) {
         (Some(q), _) => q.trim().to_string(),
-        (None, Some(Value::Number(n))) => n.to_string(),
-        (None, Some(Value::String(s))) => s.trim().to_string(),
-        (None, None | Some(Value::Null)) => return Err(ApiError::BadApp("missing".into())),
-        (None, Some(_)) => return Err(ApiError::BadApp("must be a number".into())),
+        (None, Some(b)) => b,
+        (None, None) => return Err(ApiError::BadApp("missing".into())),
     };
     let id: u32 = raw.parse().map_err(|_| ApiError::BadApp(format!("`{raw}` is not an app id")))?;
     let app = AppId(id);
@@ -74,13 +88,40 @@ fn resolve_app(
     Ok((app, cfg))
 }
 
+fn verify(cfg: &AppConfig, app: AppId, who: &str, query: &AuthQuery, purpose: Purpose) -> Result<(), ApiError> {
+    let sign = query.user_sign.as_deref().unwrap_or("");
+    sig::verify_for(purpose, cfg.secret.as_bytes(), app.0, who, sign, now_ms() / 1000)
+        .map(|_| ())
+        .map_err(ApiError::Signature)
+}
+
 fn identifier(query: &AuthQuery) -> Result<&str, ApiError> {
     query.identifier.as_deref().filter(|s| !s.is_empty()).ok_or(ApiError::NoOperator)
 }
 
-fn verify(cfg: &AppConfig, app: AppId, who: &str, query: &AuthQuery) -> Result<(), ApiError> {
-    let sign = query.user_sign.as_deref().unwrap_or("");
-    sig::verify(cfg.secret.as_bytes(), app.0, who, sign, now_ms() / 1000).map(|_| ()).map_err(ApiError::Signature)
+/// Types the common fields (taken off the body before authentication) and checks that
+/// a body `appId` names the query's app.
+fn common_of(raw: Map<String, Value>, app: AppId) -> Result<Common, ApiError> {
+    let mut raw = raw;
+    let common = take_common(&mut raw)?;
+    if let Some(given) = common.app_id.filter(|a| a.0 != app.0) {
+        return Err(ApiError::bad("appId", format!("{} differs from the query's appId {app}", given.0)));
+    }
+    if let Some(imei) = &common.imei {
+        tracing::debug!(imei = %imei, client_type = ?common.client_type, "caller device");
+    }
+    Ok(common)
+}
+
+/// The body without the common fields (returned apart, untyped until authenticated).
+fn split_common(map: &mut Map<String, Value>) -> Map<String, Value> {
+    let mut common = Map::new();
+    for name in COMMON_FIELDS {
+        if let Some(v) = map.remove(name) {
+            common.insert(name.to_string(), v);
+        }
+    }
+    common
 }
 
 /// A management call by an app admin, with its parsed body.
@@ -89,23 +130,27 @@ pub struct AdminCall<T> {
     pub app: AppId,
     /// The admin acting.
     pub identifier: String,
+    /// The original system's common body fields.
+    pub common: Common,
     pub body: T,
 }
 
-impl<T: FromBody + Send> FromRequest<Arc<ApiState>> for AdminCall<T> {
+impl<T: DeserializeOwned + Send> FromRequest<Arc<ApiState>> for AdminCall<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &Arc<ApiState>) -> Result<Self, ApiError> {
         let query = AuthQuery::from_uri(req.uri())?;
-        let map = read_object(req, state.max_body_bytes).await?;
-        let (app, cfg) = resolve_app(state, &query, &map)?;
+        let mut map = read_object(req, state.max_body_bytes).await?;
+        let common = split_common(&mut map);
+        let (app, cfg) = resolve_app(state, &query, &common)?;
         let who = identifier(&query)?;
         if !cfg.admins.iter().any(|a| a == who) {
             return Err(ApiError::OperatorMismatch(format!("`{who}` is not an admin of app {app}")));
         }
-        verify(&cfg, app, who, &query)?;
-        let body = parse_body::<T>(&map)?;
-        Ok(Self { app, identifier: who.to_string(), body })
+        verify(&cfg, app, who, &query, Purpose::Admin)?;
+        let common = common_of(common, app)?;
+        let body = parse_value::<T>(Value::Object(map), "")?;
+        Ok(Self { app, identifier: who.to_string(), common, body })
     }
 }
 
@@ -115,21 +160,25 @@ pub struct UserCall<T> {
     pub app: AppId,
     /// The user, from `identifier`.
     pub user: UserId,
+    /// The original system's common body fields.
+    pub common: Common,
     pub body: T,
 }
 
-impl<T: FromBody + Send> FromRequest<Arc<ApiState>> for UserCall<T> {
+impl<T: DeserializeOwned + Send> FromRequest<Arc<ApiState>> for UserCall<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &Arc<ApiState>) -> Result<Self, ApiError> {
         let query = AuthQuery::from_uri(req.uri())?;
-        let map = read_object(req, state.max_body_bytes).await?;
-        let (app, cfg) = resolve_app(state, &query, &map)?;
+        let mut map = read_object(req, state.max_body_bytes).await?;
+        let common = split_common(&mut map);
+        let (app, cfg) = resolve_app(state, &query, &common)?;
         let who = identifier(&query)?;
         let user = UserId::new(who).map_err(|e| ApiError::bad("identifier", e))?;
         tracing::Span::current().record("user_id", user.as_str());
-        verify(&cfg, app, who, &query)?;
-        let body = parse_body::<T>(&map)?;
-        Ok(Self { app, user, body })
+        verify(&cfg, app, who, &query, Purpose::Login)?;
+        let common = common_of(common, app)?;
+        let body = parse_value::<T>(Value::Object(map), "")?;
+        Ok(Self { app, user, common, body })
     }
 }

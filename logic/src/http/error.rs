@@ -18,7 +18,7 @@ use tern_schema::codes;
 use tern_schema::sig::SigError;
 use utoipa::ToSchema;
 
-use crate::friends::errors as rel;
+use crate::friends::{errors as rel, FriendError};
 use crate::messages::{errors as msg, Refusal};
 use crate::users::{UserError, BATCH_TOO_LARGE};
 
@@ -284,6 +284,26 @@ impl ApiError {
             UserError::Deleted(id) => ApiError::UserDeleted(id.into_string()),
             UserError::Store(e) => ApiError::Internal(e.to_string()),
         }
+    }
+}
+
+impl ApiError {
+    /// Converts a relation error, prefixing invalid-field messages with `prefix` (e.g.
+    /// `toItem.`).
+    pub fn from_friend(e: FriendError, prefix: &str) -> Self {
+        match e {
+            FriendError::Invalid { field, reason } => ApiError::BadParameter(format!("{prefix}{field}: {reason}")),
+            FriendError::NotFound(id) => ApiError::UserNotFound(id.into_string()),
+            FriendError::Deleted(id) => ApiError::UserDeleted(id.into_string()),
+            FriendError::Refused { code, message } => ApiError::Refused { code, message },
+            FriendError::Store(e) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<FriendError> for ApiError {
+    fn from(e: FriendError) -> Self {
+        ApiError::from_friend(e, "")
     }
 }
 

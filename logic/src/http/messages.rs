@@ -25,15 +25,47 @@ use tern_schema::message::ElemParts;
 use tern_storage::{AppId, Seq, UserId};
 use utoipa::ToSchema;
 
+use utoipa_axum::routes;
+
 use super::auth::{AdminCall, AuthQuery};
+use super::common::{acting_user, check_batch, page_limit, parse_id, user_id, ApiResult, MessageKey};
+use super::endpoints::Endpoints;
 use super::error::{ApiError, ApiOk, Envelope};
-use super::extract::{item_object, Fields, FromBody};
+use super::extract::parse_value;
 use super::ApiState;
-use crate::config::DEFAULT_PAGE_LIMIT;
-use crate::messages::{self, errors, Recaller, Refusal, SendRequest, TimelineItem};
+use crate::messages::{self, errors, MessageExtras, Recaller, Refusal, SendRequest, TimelineItem};
 use crate::users::BATCH_TOO_LARGE;
 
-type ApiResult<T> = Result<ApiOk<T>, ApiError>;
+/// The message endpoints, each with its own error codes (besides the common ones) and
+/// the original system's paths as aliases.
+pub fn routes(e: Endpoints) -> Endpoints {
+    e.add(
+        routes!(send_msg),
+        &[
+            errors::INVALID_MESSAGE,
+            errors::BODY_TOO_LARGE,
+            codes::USER_NOT_FOUND,
+            codes::USER_DELETED,
+            codes::BLOCKED_BY_RECIPIENT,
+            errors::SENDER_MUTED,
+        ],
+        &[],
+    )
+    .alias("/v1/message/send")
+    .add(routes!(get_offline_message), &[codes::USER_NOT_FOUND], &[])
+    .alias("/v1/message/syncOfflineMessage")
+    .add(routes!(get_history_message), &[codes::USER_NOT_FOUND], &[])
+    .add(
+        routes!(get_message),
+        &[BATCH_TOO_LARGE, codes::USER_NOT_FOUND],
+        &[codes::BAD_PARAMETER, errors::NO_SUCH_MESSAGE, errors::NOT_A_PARTY],
+    )
+    .add(
+        routes!(withdraw_message),
+        &[errors::RECALL_WINDOW_PASSED, errors::ALREADY_RECALLED, errors::NO_SUCH_MESSAGE, errors::NOT_A_PARTY],
+        &[],
+    )
+}
 
 // ---------------------------------------------------------------- elements
 
@@ -87,8 +119,8 @@ impl ElemKind {
 /// One element of a message body. Which fields are used depends on `type`; absent
 /// fields are empty. The body's total size (text + data bytes + url + extra) is limited
 /// by `messages.max_body_bytes` (default 12 KiB, 50001).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MessageElem {
     #[serde(rename = "type")]
     pub elem_type: ElemKind,
@@ -101,20 +133,6 @@ pub struct MessageElem {
     pub url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub extra: Option<String>,
-}
-
-impl FromBody for MessageElem {
-    const FIELDS: &'static [&'static str] = &["type", "text", "data", "url", "extra"];
-
-    fn from_body(f: &Fields<'_>) -> Result<Self, ApiError> {
-        Ok(Self {
-            elem_type: f.req("type")?,
-            text: f.opt("text")?,
-            data: f.opt("data")?,
-            url: f.opt("url")?,
-            extra: f.opt("extra")?,
-        })
-    }
 }
 
 /// An element with its bytes decoded, owning what [`ElemParts`] borrows.
@@ -171,14 +189,12 @@ fn parse_message_body(v: Option<&Value>) -> Result<Vec<OwnedElem>, ApiError> {
     let mut out = Vec::with_capacity(items.len());
     for (i, raw) in items.iter().enumerate() {
         let path = format!("messageBody[{i}]");
-        let f = Fields::new(item_object(raw, &path)?, format!("{path}."));
-        f.only(MessageElem::FIELDS, false)?;
-        let e = MessageElem::from_body(&f)?;
+        let e: MessageElem = parse_value(raw.clone(), &path)?;
         let data = match e.data {
             None => Vec::new(),
             Some(b64) => BASE64
                 .decode(b64.as_bytes())
-                .map_err(|err| ApiError::bad(f.path("data"), format!("not base64: {err}")))?,
+                .map_err(|err| ApiError::bad(format!("{path}.data"), format!("not base64: {err}")))?,
         };
         out.push(OwnedElem {
             kind: e.elem_type,
@@ -204,12 +220,14 @@ pub enum MessageBody {
 }
 
 /// Body of sendMsg.
-#[derive(Debug, ToSchema)]
-#[schema(rename_all = "camelCase")]
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SendMsgReq {
     /// The sender: any existing, not deleted user. An app sends "as the system" by
     /// modelling its system account as a user (import it like any other).
-    pub from_id: String,
+    /// (Absent: the common field `operater` names the user.)
+    #[schema(min_length = 1, max_length = 64)]
+    pub from_id: Option<String>,
     /// The recipient: an existing, not deleted user (may equal `fromId`).
     pub to_id: String,
     /// The client message id, 1..=64 bytes: a resend with the same `fromId` and
@@ -219,27 +237,29 @@ pub struct SendMsgReq {
     /// A string (one text element) or a list of elements.
     #[schema(value_type = MessageBody)]
     pub message_body: Value,
-}
-
-impl FromBody for SendMsgReq {
-    const FIELDS: &'static [&'static str] = &["fromId", "toId", "messageId", "messageBody"];
-
-    fn from_body(f: &Fields<'_>) -> Result<Self, ApiError> {
-        Ok(Self {
-            from_id: f.req("fromId")?,
-            to_id: f.req("toId")?,
-            message_id: f.req("messageId")?,
-            message_body: f.raw("messageBody").cloned().unwrap_or(Value::Null),
-        })
-    }
+    /// The original system's `messageRandom`: opaque, stored and answered with the
+    /// message.
+    pub message_random: Option<i64>,
+    /// The sender's own time of the message (ms since the Unix epoch), stored and
+    /// answered as `clientTime`; `messageTime` is always the server's.
+    pub message_time: Option<u64>,
+    /// The original system's `badgeMode` (0 counts toward the badge, 1 does not):
+    /// stored and answered with the message.
+    #[schema(minimum = 0, maximum = 1)]
+    pub badge_mode: Option<u8>,
+    /// Seconds after which the message leaves offline sync (getOfflineMessage, TCP
+    /// Pull); 0 or absent: kept for the app's retention. History still shows it.
+    pub message_life_time: Option<u32>,
 }
 
 /// Body of getOfflineMessage.
-#[derive(Debug, ToSchema)]
-#[schema(rename_all = "camelCase")]
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GetOfflineMessageReq {
     /// Whose inbox.
-    pub from_id: String,
+    /// (Absent: the common field `operater` names the user.)
+    #[schema(min_length = 1, max_length = 64)]
+    pub from_id: Option<String>,
     /// Answer entries with a sequence above this (0 or absent: from the start).
     pub last_sequence: Option<u64>,
     /// Most entries to answer: default 100, capped at `messages.max_pull` (default 500);
@@ -247,20 +267,14 @@ pub struct GetOfflineMessageReq {
     pub max_limit: Option<u64>,
 }
 
-impl FromBody for GetOfflineMessageReq {
-    const FIELDS: &'static [&'static str] = &["fromId", "lastSequence", "maxLimit"];
-
-    fn from_body(f: &Fields<'_>) -> Result<Self, ApiError> {
-        Ok(Self { from_id: f.req("fromId")?, last_sequence: f.opt("lastSequence")?, max_limit: f.opt("maxLimit")? })
-    }
-}
-
 /// Body of getHistoryMessage.
-#[derive(Debug, ToSchema)]
-#[schema(rename_all = "camelCase")]
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GetHistoryMessageReq {
     /// Whose view of the conversation (sequences are this user's).
-    pub from_id: String,
+    /// (Absent: the common field `operater` names the user.)
+    #[schema(min_length = 1, max_length = 64)]
+    pub from_id: Option<String>,
     /// The peer.
     pub to_id: String,
     /// Answer messages with a sequence strictly below this: the previous page's
@@ -274,67 +288,35 @@ pub struct GetHistoryMessageReq {
     pub limit: Option<u64>,
 }
 
-impl FromBody for GetHistoryMessageReq {
-    const FIELDS: &'static [&'static str] = &["fromId", "toId", "beforeSequence", "beforeTime", "limit"];
-
-    fn from_body(f: &Fields<'_>) -> Result<Self, ApiError> {
-        Ok(Self {
-            from_id: f.req("fromId")?,
-            to_id: f.req("toId")?,
-            before_sequence: f.opt("beforeSequence")?,
-            before_time: f.opt("beforeTime")?,
-            limit: f.opt("limit")?,
-        })
-    }
-}
-
 /// Body of getMessage.
-#[derive(Debug, ToSchema)]
-#[schema(rename_all = "camelCase")]
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GetMessageReq {
     /// The party asking: only messages it sent or received are answered, as its own copy.
-    pub from_id: String,
+    /// (Absent: the common field `operater` names the user.)
+    #[schema(min_length = 1, max_length = 64)]
+    pub from_id: Option<String>,
     /// Message keys (decimal strings, or numbers up to 2^53), at most `http.max_batch`.
     #[schema(value_type = Vec<String>)]
     pub message_keys: Vec<Value>,
 }
 
-impl FromBody for GetMessageReq {
-    const FIELDS: &'static [&'static str] = &["fromId", "messageKeys"];
-
-    fn from_body(f: &Fields<'_>) -> Result<Self, ApiError> {
-        Ok(Self { from_id: f.req("fromId")?, message_keys: f.array("messageKeys")?.to_vec() })
-    }
-}
-
 /// Body of withdrawMessage.
-#[derive(Debug, ToSchema)]
-#[schema(rename_all = "camelCase")]
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WithdrawMessageReq {
     /// A party to the message; without `asAdmin`, it must be the sender.
-    pub from_id: String,
+    /// (Absent: the common field `operater` names the user.)
+    #[schema(min_length = 1, max_length = 64)]
+    pub from_id: Option<String>,
     /// The other party.
     pub to_id: String,
     /// The message (a decimal string, or a number up to 2^53).
-    #[schema(value_type = String)]
-    pub message_key: u64,
+    #[schema(value_type = String, pattern = "^[1-9][0-9]{0,19}$")]
+    pub message_key: MessageKey,
     /// Recall as the app's admin: any time, whichever party `fromId` is. Default false:
     /// the recall acts as the sender's, within the app's recall window.
     pub as_admin: Option<bool>,
-}
-
-impl FromBody for WithdrawMessageReq {
-    const FIELDS: &'static [&'static str] = &["fromId", "toId", "messageKey", "asAdmin"];
-
-    fn from_body(f: &Fields<'_>) -> Result<Self, ApiError> {
-        let key = f.raw("messageKey").ok_or_else(|| ApiError::bad("messageKey", "missing"))?;
-        Ok(Self {
-            from_id: f.req("fromId")?,
-            to_id: f.req("toId")?,
-            message_key: parse_key(key, "messageKey")?,
-            as_admin: f.opt("asAdmin")?,
-        })
-    }
 }
 
 // ---------------------------------------------------------------- response types
@@ -384,6 +366,15 @@ pub struct MessageItem {
     /// The message was recalled.
     pub recalled: bool,
     pub entry_type: EntryType,
+    /// The sender's own time of the message (sendMsg's `messageTime`; for device sends,
+    /// the device clock), ms since the Unix epoch.
+    pub client_time: u64,
+    /// sendMsg's `messageRandom` (0 if not given).
+    pub message_random: i64,
+    /// sendMsg's `badgeMode` (0 if not given).
+    pub badge_mode: u8,
+    /// sendMsg's `messageLifeTime` in seconds (0: none).
+    pub message_life_time: u32,
 }
 
 impl MessageItem {
@@ -402,6 +393,10 @@ impl MessageItem {
             message_sequence: p.seq,
             recalled: p.recalled,
             entry_type: if p.entry == EntryKind::Recall { EntryType::Recall } else { EntryType::Message },
+            client_time: p.client_time_ms,
+            message_random: p.random as i64,
+            badge_mode: p.badge_mode,
+            message_life_time: p.life_time_secs,
         })
     }
 
@@ -466,39 +461,15 @@ pub struct Empty {}
 
 // ---------------------------------------------------------------- helpers
 
-fn user_id(raw: String, field: &str) -> Result<UserId, ApiError> {
-    UserId::new(raw).map_err(|e| ApiError::bad(field, e))
-}
-
-/// The acting user's id (`fromId`), recorded on the request span.
-fn from_id(raw: String) -> Result<UserId, ApiError> {
-    let id = user_id(raw, "fromId")?;
-    tracing::Span::current().record("user_id", id.as_str());
-    Ok(id)
-}
-
-/// A message key given as a decimal string or a JSON number.
+/// A message key of a list, given as a decimal string or a JSON number.
 fn parse_key(v: &Value, path: &str) -> Result<u64, ApiError> {
-    let key = match v {
-        Value::String(s) => s.trim().parse::<u64>().ok(),
-        Value::Number(n) => n.as_u64(),
-        _ => None,
-    };
-    key.filter(|k| *k != 0).ok_or_else(|| ApiError::bad(path, format!("{v} is not a message key (a decimal string)")))
+    parse_id(v, "message key").map_err(|m| ApiError::bad(path, m))
 }
 
 /// Refuses unknown users (deleted ones may still be read).
 async fn require_exists(state: &ApiState, app: AppId, id: &UserId) -> Result<(), ApiError> {
     state.users.get_one(app, id).await?;
     Ok(())
-}
-
-/// `limit`/`maxLimit`: absent or 0 is the default; the service caps it.
-fn page_limit(n: Option<u64>) -> usize {
-    match n {
-        None | Some(0) => DEFAULT_PAGE_LIMIT,
-        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
-    }
 }
 
 /// A send refusal, with the service's field names turned into the API's.
@@ -531,9 +502,12 @@ fn send_refusal(r: Refusal) -> ApiError {
     responses((status = 200, description = "Accepted", body = Envelope<SendMsgResp>)))]
 pub async fn send_msg(State(state): State<Arc<ApiState>>, call: AdminCall<SendMsgReq>) -> ApiResult<SendMsgResp> {
     let req = call.body;
-    let from = from_id(req.from_id)?;
+    let from = acting_user(req.from_id, &call.common)?;
     let to = user_id(req.to_id, "toId")?;
     let body = parse_message_body((!req.message_body.is_null()).then_some(&req.message_body))?;
+    if let Some(b) = req.badge_mode.filter(|b| *b > 1) {
+        return Err(ApiError::bad("badgeMode", format!("must be 0 or 1, not {b}")));
+    }
     let accepted = messages::send(
         &state.logic,
         SendRequest {
@@ -542,9 +516,15 @@ pub async fn send_msg(State(state): State<Arc<ApiState>>, call: AdminCall<SendMs
             to,
             client_msg_id: &req.message_id,
             elems: body.iter().map(OwnedElem::parts).collect(),
-            client_time_ms: crate::now_ms(),
+            client_time_ms: req.message_time.unwrap_or_else(crate::now_ms),
             from_device: "",
             origin: None,
+            extras: MessageExtras {
+                // Stored as its bits: the original's random is a signed number.
+                random: req.message_random.unwrap_or(0) as u64,
+                badge_mode: req.badge_mode.unwrap_or(0),
+                life_time_secs: req.message_life_time.unwrap_or(0),
+            },
         },
     )
     .await
@@ -571,11 +551,11 @@ pub async fn get_offline_message(
     call: AdminCall<GetOfflineMessageReq>,
 ) -> ApiResult<GetOfflineMessageResp> {
     let req = call.body;
-    let user = from_id(req.from_id)?;
+    let user = acting_user(req.from_id, &call.common)?;
     require_exists(&state, call.app, &user).await?;
     let after = Seq(req.last_sequence.unwrap_or(0));
     let (items, watermark, completed) =
-        messages::pull(&state.logic, call.app, &user, after, page_limit(req.max_limit)).await?;
+        messages::pull(&state.logic, call.app, &user, after, page_limit(req.max_limit, usize::MAX)).await?;
     Ok(ApiOk(GetOfflineMessageResp { max_sequence: watermark.0, completed, data_list: MessageItem::list(&items)? }))
 }
 
@@ -593,13 +573,21 @@ pub async fn get_history_message(
     call: AdminCall<GetHistoryMessageReq>,
 ) -> ApiResult<GetHistoryMessageResp> {
     let req = call.body;
-    let user = from_id(req.from_id)?;
+    let user = acting_user(req.from_id, &call.common)?;
     let peer = user_id(req.to_id, "toId")?;
     require_exists(&state, call.app, &user).await?;
     require_exists(&state, call.app, &peer).await?;
     let before = req.before_sequence.filter(|b| *b != 0).map(Seq);
-    let (items, next) =
-        messages::history(&state.logic, call.app, &user, &peer, before, req.before_time, page_limit(req.limit)).await?;
+    let (items, next) = messages::history(
+        &state.logic,
+        call.app,
+        &user,
+        &peer,
+        before,
+        req.before_time,
+        page_limit(req.limit, usize::MAX),
+    )
+    .await?;
     Ok(ApiOk(GetHistoryMessageResp {
         data_list: MessageItem::list(&items)?,
         completed: next.is_none(),
@@ -622,11 +610,8 @@ pub async fn get_message(
     call: AdminCall<GetMessageReq>,
 ) -> ApiResult<GetMessageResp> {
     let req = call.body;
-    let max = state.logic.config.http.max_batch;
-    if req.message_keys.len() > max {
-        return Err(ApiError::BatchTooLarge { field: "messageKeys".into(), len: req.message_keys.len(), max });
-    }
-    let user = from_id(req.from_id)?;
+    check_batch(&state, req.message_keys.len(), "messageKeys")?;
+    let user = acting_user(req.from_id, &call.common)?;
     require_exists(&state, call.app, &user).await?;
     let parsed: Vec<Result<u64, ApiError>> =
         req.message_keys.iter().enumerate().map(|(i, v)| parse_key(v, &format!("messageKeys[{i}]"))).collect();
@@ -669,9 +654,9 @@ pub async fn withdraw_message(
     call: AdminCall<WithdrawMessageReq>,
 ) -> ApiResult<Empty> {
     let req = call.body;
-    let user = from_id(req.from_id)?;
+    let user = acting_user(req.from_id, &call.common)?;
     let peer = user_id(req.to_id, "toId")?;
-    let key = req.message_key;
+    let key = req.message_key.0;
     // The pair named must be the message's: read `fromId`'s copy (50007/50008 if none).
     let copy = messages::get_messages(&state.logic, call.app, &user, &[key])
         .await?
@@ -690,50 +675,10 @@ pub async fn withdraw_message(
     Ok(ApiOk(Empty {}))
 }
 
-/// Error codes of each message call besides the ones every call can answer: (path,
-/// codes failing the whole call, codes of single items). See `users::PATH_ERRORS`.
-pub const PATH_ERRORS: &[(&str, &[u32], &[u32])] = &[
-    (
-        "/v1/message/sendMsg",
-        &[
-            errors::INVALID_MESSAGE,
-            errors::BODY_TOO_LARGE,
-            codes::USER_NOT_FOUND,
-            codes::USER_DELETED,
-            codes::BLOCKED_BY_RECIPIENT,
-            errors::SENDER_MUTED,
-        ],
-        &[],
-    ),
-    ("/v1/message/getOfflineMessage", &[codes::USER_NOT_FOUND], &[]),
-    ("/v1/message/getHistoryMessage", &[codes::USER_NOT_FOUND], &[]),
-    (
-        "/v1/message/getMessage",
-        &[BATCH_TOO_LARGE, codes::USER_NOT_FOUND],
-        &[codes::BAD_PARAMETER, errors::NO_SUCH_MESSAGE, errors::NOT_A_PARTY],
-    ),
-    (
-        "/v1/message/withdrawMessage",
-        &[errors::RECALL_WINDOW_PASSED, errors::ALREADY_RECALLED, errors::NO_SUCH_MESSAGE, errors::NOT_A_PARTY],
-        &[],
-    ),
-];
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::extract::check_fields;
     use serde_json::json;
-
-    #[test]
-    fn parsers_accept_exactly_the_documented_fields() {
-        check_fields::<MessageElem>(MessageElem::FIELDS);
-        check_fields::<SendMsgReq>(SendMsgReq::FIELDS);
-        check_fields::<GetOfflineMessageReq>(GetOfflineMessageReq::FIELDS);
-        check_fields::<GetHistoryMessageReq>(GetHistoryMessageReq::FIELDS);
-        check_fields::<GetMessageReq>(GetMessageReq::FIELDS);
-        check_fields::<WithdrawMessageReq>(WithdrawMessageReq::FIELDS);
-    }
 
     #[test]
     fn bodies_and_elements_round_trip() {
@@ -751,15 +696,6 @@ mod tests {
         assert!(err(json!([3])).starts_with("messageBody[0]: expected an object"));
         assert!(err(json!(5)).starts_with("messageBody: expected a string or an array"));
         assert_eq!(parse_message_body(None).err().unwrap().to_string(), "messageBody: missing");
-    }
-
-    #[test]
-    fn keys_are_strings_or_numbers() {
-        assert_eq!(parse_key(&json!("18446744073709551615"), "k").unwrap(), u64::MAX);
-        assert_eq!(parse_key(&json!(42), "k").unwrap(), 42);
-        for bad in [json!("x"), json!(-1), json!(1.5), json!(0), json!(null), json!([1])] {
-            assert!(parse_key(&bad, "k").unwrap_err().to_string().starts_with("k: "), "{bad}");
-        }
     }
 
     #[test]

@@ -9,35 +9,53 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tern_schema::codes;
 use tern_storage::{Seq, UserId, UserRecord};
 use utoipa::ToSchema;
+use utoipa_axum::routes;
 
 use super::auth::{AdminCall, AuthQuery, UserCall};
+use super::common::{check_batch, parse_ids, subject, ApiResult, BatchResult, ItemError, ItemErrors};
+use super::endpoints::Endpoints;
 use super::error::{ApiError, ApiOk, Envelope};
-use super::extract::{item_object, Fields, FromBody};
+use super::extract::parse_value;
 use super::ApiState;
 use crate::users::{ImportItem, ProfilePatch, ProfileSyncEntry, UserError, BATCH_TOO_LARGE};
 
-type ApiResult<T> = Result<ApiOk<T>, ApiError>;
+/// The user endpoints, each with its own error codes (besides the common ones) and the
+/// original system's paths as aliases.
+pub fn routes(e: Endpoints) -> Endpoints {
+    e.add(routes!(import_user), &[BATCH_TOO_LARGE], &[codes::BAD_PARAMETER, codes::USER_DELETED])
+        .add(routes!(delete_user), &[BATCH_TOO_LARGE], &[codes::BAD_PARAMETER, codes::USER_NOT_FOUND])
+        .add(routes!(login), &[codes::USER_NOT_FOUND, codes::USER_DELETED], &[])
+        .add(routes!(get_user_info), &[BATCH_TOO_LARGE], &[codes::BAD_PARAMETER, codes::USER_NOT_FOUND])
+        .add(routes!(get_single_user_info), &[codes::USER_NOT_FOUND], &[])
+        .add(routes!(modify_user_info), &[codes::USER_NOT_FOUND, codes::USER_DELETED], &[])
+        .add(routes!(sync_user_data), &[codes::USER_NOT_FOUND], &[])
+        .add(routes!(query_online_status), &[BATCH_TOO_LARGE], &[codes::BAD_PARAMETER])
+        .alias("/v1/user/queryUserOnlineStatus")
+        .alias("/v1/user/qeuryOnlineStatus")
+}
 
 // ---------------------------------------------------------------- request types
 
 /// A user's profile fields as given to importUser (one item of `userData`) and
 /// modifyUserInfo (the body). Absent or null fields are not changed (import: a new
 /// user gets the defaults). Lengths are in characters.
-#[derive(Debug, Clone, Default, ToSchema)]
-#[schema(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UserData {
     /// 1..=64 of ASCII letters, digits and `_-.@`.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.@-]{1,64}$")]
     pub user_id: String,
     /// Display name, at most 64 characters.
     pub nick_name: Option<String>,
     /// Avatar URL, at most 512 characters.
     pub photo: Option<String>,
     /// 0 unknown, 1 male, 2 female.
+    #[schema(minimum = 0, maximum = 2)]
     pub user_sex: Option<u8>,
     /// Birthday, at most 32 characters, any notation.
     pub birth_day: Option<String>,
@@ -46,51 +64,28 @@ pub struct UserData {
     /// Signature line, at most 256 characters.
     pub self_signature: Option<String>,
     /// Who may add this user: 1 anyone (default), 2 needs approval, 3 nobody.
+    #[schema(minimum = 1, maximum = 3)]
     pub friend_allow_type: Option<u8>,
     /// Adding this user as a friend is disabled.
     pub disable_add_friend: Option<bool>,
-    /// The user is muted.
+    /// The user is muted: it may not send (50002).
     pub silent_flag: Option<bool>,
     /// Business data, at most 4096 characters.
     pub extra: Option<String>,
-}
-
-impl FromBody for UserData {
-    const FIELDS: &'static [&'static str] = &[
-        "userId",
-        "nickName",
-        "photo",
-        "userSex",
-        "birthDay",
-        "location",
-        "selfSignature",
-        "friendAllowType",
-        "disableAddFriend",
-        "silentFlag",
-        "extra",
-    ];
-
-    fn from_body(f: &Fields<'_>) -> Result<Self, ApiError> {
-        Ok(Self {
-            user_id: f.req("userId")?,
-            nick_name: f.opt("nickName")?,
-            photo: f.opt("photo")?,
-            user_sex: f.opt("userSex")?,
-            birth_day: f.opt("birthDay")?,
-            location: f.opt("location")?,
-            self_signature: f.opt("selfSignature")?,
-            friend_allow_type: f.opt("friendAllowType")?,
-            disable_add_friend: f.opt("disableAddFriend")?,
-            silent_flag: f.opt("silentFlag")?,
-            extra: f.opt("extra")?,
-        })
-    }
+    /// The original system's login password, accepted so its requests work unchanged.
+    /// Tern authenticates by signature only and does **not store** it (storing a hash
+    /// needs a field in the stored user record: open in issue 10); never returned.
+    #[schema(max_length = 128, write_only)]
+    pub password: Option<String>,
 }
 
 impl UserData {
     /// Splits into the validated id and the fields; `prefix` is the item's path.
     fn into_parts(self, prefix: &str) -> Result<(UserId, ProfilePatch), ApiError> {
         let id = UserId::new(self.user_id).map_err(|e| ApiError::bad(format!("{prefix}userId"), e))?;
+        if self.password.as_ref().is_some_and(|p| p.chars().count() > 128) {
+            return Err(ApiError::bad(format!("{prefix}password"), "longer than 128 characters"));
+        }
         let patch = ProfilePatch {
             nick_name: self.nick_name,
             photo: self.photo,
@@ -108,41 +103,58 @@ impl UserData {
 }
 
 /// Body of importUser.
-#[derive(Debug, ToSchema)]
-#[schema(rename_all = "camelCase")]
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ImportUserReq {
     /// The users, at most `http.max_batch` (default 100).
     #[schema(value_type = Vec<UserData>)]
     pub user_data: Vec<Value>,
 }
 
-impl FromBody for ImportUserReq {
-    const FIELDS: &'static [&'static str] = &["userData"];
-
-    fn from_body(f: &Fields<'_>) -> Result<Self, ApiError> {
-        Ok(Self { user_data: f.array("userData")?.to_vec() })
-    }
-}
-
-/// A body that is a list of user ids.
-#[derive(Debug, ToSchema)]
-#[schema(rename_all = "camelCase")]
-pub struct UserIdsReq {
+/// Body of deleteUser: the users as `userIds`, or as `userId` (the original system's
+/// name for the same list); exactly one of them.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeleteUserReq {
     /// The users, at most `http.max_batch` (default 100).
-    pub user_ids: Vec<String>,
+    #[schema(max_items = 1000)]
+    pub user_ids: Option<Vec<String>>,
+    /// The same list under the original system's name.
+    #[schema(max_items = 1000)]
+    pub user_id: Option<Vec<String>>,
 }
 
-impl FromBody for UserIdsReq {
-    const FIELDS: &'static [&'static str] = &["userIds"];
+/// Body of queryOnlineStatus: the users as `userIds`, or as `userList` (the original
+/// system's name); exactly one of them.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QueryOnlineStatusReq {
+    /// The users, at most `http.max_batch` (default 100).
+    #[schema(max_items = 1000)]
+    pub user_ids: Option<Vec<String>>,
+    /// The same list under the original system's name.
+    #[schema(max_items = 1000)]
+    pub user_list: Option<Vec<String>>,
+}
 
-    fn from_body(f: &Fields<'_>) -> Result<Self, ApiError> {
-        Ok(Self { user_ids: f.req("userIds")? })
+/// One list given under either of two names (Tern's and the original system's).
+fn either_list(
+    ours: Option<Vec<String>>,
+    theirs: Option<Vec<String>>,
+    ours_name: &'static str,
+    theirs_name: &'static str,
+) -> Result<(Vec<String>, &'static str), ApiError> {
+    match (ours, theirs) {
+        (Some(l), None) => Ok((l, ours_name)),
+        (None, Some(l)) => Ok((l, theirs_name)),
+        (None, None) => Err(ApiError::bad(ours_name, format!("missing (or give {theirs_name})"))),
+        (Some(_), Some(_)) => Err(ApiError::bad(theirs_name, format!("give {ours_name} or {theirs_name}, not both"))),
     }
 }
 
 /// Body of getUserInfo.
-#[derive(Debug, ToSchema)]
-#[schema(rename_all = "camelCase")]
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GetUserInfoReq {
     /// The users, at most `http.max_batch` (default 100).
     pub user_ids: Vec<String>,
@@ -151,32 +163,16 @@ pub struct GetUserInfoReq {
     pub fields: Option<Vec<String>>,
 }
 
-impl FromBody for GetUserInfoReq {
-    const FIELDS: &'static [&'static str] = &["userIds", "fields"];
-
-    fn from_body(f: &Fields<'_>) -> Result<Self, ApiError> {
-        Ok(Self { user_ids: f.req("userIds")?, fields: f.opt("fields")? })
-    }
-}
-
 /// A body naming one user.
-#[derive(Debug, ToSchema)]
-#[schema(rename_all = "camelCase")]
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UserIdReq {
     pub user_id: String,
 }
 
-impl FromBody for UserIdReq {
-    const FIELDS: &'static [&'static str] = &["userId"];
-
-    fn from_body(f: &Fields<'_>) -> Result<Self, ApiError> {
-        Ok(Self { user_id: f.req("userId")? })
-    }
-}
-
 /// Body of syncUserData.
-#[derive(Debug, ToSchema)]
-#[schema(rename_all = "camelCase")]
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SyncUserDataReq {
     /// Whose profile log to read.
     pub user_id: String,
@@ -186,62 +182,16 @@ pub struct SyncUserDataReq {
     pub max_limit: Option<u64>,
 }
 
-impl FromBody for SyncUserDataReq {
-    const FIELDS: &'static [&'static str] = &["userId", "lastSequence", "maxLimit"];
-
-    fn from_body(f: &Fields<'_>) -> Result<Self, ApiError> {
-        Ok(Self { user_id: f.req("userId")?, last_sequence: f.opt("lastSequence")?, max_limit: f.opt("maxLimit")? })
-    }
-}
-
-/// Body of login (optional: the user is the query's `identifier`).
-#[derive(Debug, ToSchema)]
-#[schema(rename_all = "camelCase")]
+/// Body of login (optional: the user is the query's `identifier`). The common field
+/// `clientType` picks `ip`/`port` of the answer (1 web: WebSocket, else TCP).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoginReq {
     /// If given, must equal `identifier` (60005 otherwise).
     pub user_id: Option<String>,
-    /// The client type that will connect (1 iOS, 2 Android, 3 Web, 4 Windows, 5 Mac,
-    /// 6 Linux). Accepted for compatibility; every client gets every address today.
-    pub client_type: Option<u8>,
-}
-
-impl FromBody for LoginReq {
-    const FIELDS: &'static [&'static str] = &["userId", "clientType"];
-
-    fn from_body(f: &Fields<'_>) -> Result<Self, ApiError> {
-        Ok(Self { user_id: f.opt("userId")?, client_type: f.opt("clientType")? })
-    }
 }
 
 // ---------------------------------------------------------------- response types
-
-/// A per-item failure of a batch call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ItemError {
-    /// The item's user id as given (empty if it had none).
-    pub user_id: String,
-    /// The error code (see the error table).
-    pub code: u32,
-    /// What went wrong; for 90001 it names the field, e.g. `userData[3].nickName`.
-    pub msg: String,
-}
-
-impl ItemError {
-    fn new(user_id: impl Into<String>, e: &ApiError) -> Self {
-        Self { user_id: user_id.into(), code: e.code(), msg: e.to_string() }
-    }
-}
-
-/// Answer of batch writes: which items succeeded and why the others failed.
-#[derive(Debug, Default, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct BatchResult {
-    /// Ids of the items that succeeded, in request order.
-    pub success_id: Vec<String>,
-    /// The items that failed and why, in request order.
-    pub error_id: Vec<ItemError>,
-}
 
 /// A user's profile as answered by the read calls.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -402,7 +352,7 @@ pub struct SyncUserDataResp {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OnlineDevice {
-    /// 1 iOS, 2 Android, 3 Web, 4 Windows, 5 Mac, 6 Linux, 0 unknown.
+    /// As the original numbered it: 0 webApi, 1 web, 2 ios, 3 android, 4 windows, 5 mac (6 linux).
     pub client_type: u8,
     pub device_id: String,
     /// Logged in since, milliseconds since the Unix epoch.
@@ -438,48 +388,28 @@ pub struct LoginResp {
     pub tcp: Vec<String>,
     /// Gateway WebSocket URLs.
     pub ws: Vec<String>,
+    /// The original system's RouteInfo: the host of the first gateway address for the
+    /// caller's `clientType` (1 web: WebSocket, otherwise TCP); absent if none is
+    /// configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// Its port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+/// `host` and `port` of `host:port` or of a `ws://host:port/path` URL.
+fn host_port(addr: &str) -> Option<(String, u16)> {
+    let rest = addr.split_once("://").map_or(addr, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    let (host, port) = authority.rsplit_once(':')?;
+    Some((host.trim_start_matches('[').trim_end_matches(']').to_string(), port.parse().ok()?))
 }
 
 // ---------------------------------------------------------------- helpers
 
-/// Refuses a batch over the limit before any item is looked at (20000).
-fn check_batch(state: &ApiState, len: usize, field: &str) -> Result<(), ApiError> {
-    state.users.check_batch(len).map_err(|e| ApiError::from_user(e, "", field))
-}
-
-/// Per-item errors of a batch, kept with their index so the answer lists them in
-/// request order whatever stage found them.
-#[derive(Default)]
-struct ItemErrors(Vec<(usize, ItemError)>);
-
-impl ItemErrors {
-    fn push(&mut self, index: usize, e: ItemError) {
-        self.0.push((index, e));
-    }
-
-    fn into_sorted(mut self) -> Vec<ItemError> {
-        self.0.sort_by_key(|(i, _)| *i);
-        self.0.into_iter().map(|(_, e)| e).collect()
-    }
-}
-
-/// Validates a list of user ids: the valid ones with their index, and per-item errors.
-fn parse_ids(raw: &[String], field: &str) -> (Vec<(usize, UserId)>, ItemErrors) {
-    let mut ok = Vec::with_capacity(raw.len());
-    let mut errors = ItemErrors::default();
-    for (i, s) in raw.iter().enumerate() {
-        match UserId::new(s.as_str()) {
-            Ok(id) => ok.push((i, id)),
-            Err(e) => errors.push(i, ItemError::new(s.as_str(), &ApiError::bad(format!("{field}[{i}]"), e))),
-        }
-    }
-    (ok, errors)
-}
-
 fn one_id(raw: String) -> Result<UserId, ApiError> {
-    let id = UserId::new(raw).map_err(|e| ApiError::bad("userId", e))?;
-    tracing::Span::current().record("user_id", id.as_str());
-    Ok(id)
+    subject(raw, "userId")
 }
 
 // ---------------------------------------------------------------- handlers
@@ -503,11 +433,8 @@ pub async fn import_user(State(state): State<Arc<ApiState>>, call: AdminCall<Imp
     for (i, raw) in items.iter().enumerate() {
         let prefix = format!("userData[{i}].");
         let given_id = raw.get("userId").and_then(Value::as_str).unwrap_or_default();
-        let item = item_object(raw, &format!("userData[{i}]")).and_then(|m| {
-            let f = Fields::new(m, prefix.as_str());
-            f.only(UserData::FIELDS, false)?;
-            UserData::from_body(&f)?.into_parts(&prefix)
-        });
+        let item =
+            parse_value::<UserData>(raw.clone(), &format!("userData[{i}]")).and_then(|data| data.into_parts(&prefix));
         // Duplicates are refused here rather than by the service so the message cites
         // request indices (the service never sees the items that failed to parse).
         let item = item.and_then(|(user_id, fields)| match parsed.iter().find(|(_, it)| it.user_id == user_id) {
@@ -543,11 +470,11 @@ pub async fn import_user(State(state): State<Arc<ApiState>>, call: AdminCall<Imp
 /// sessions are kicked (reason: user deleted), and a deletion entry is added to its
 /// profile log. Its data stays readable (others' history still names it). Deleting a
 /// deleted user succeeds; an unknown user is a per-item 20001.
-#[utoipa::path(post, path = "/v1/user/deleteUser", tag = "users", params(AuthQuery), request_body = UserIdsReq,
+#[utoipa::path(post, path = "/v1/user/deleteUser", tag = "users", params(AuthQuery), request_body = DeleteUserReq,
     responses((status = 200, description = "Per-item results", body = Envelope<BatchResult>)))]
-pub async fn delete_user(State(state): State<Arc<ApiState>>, call: AdminCall<UserIdsReq>) -> ApiResult<BatchResult> {
-    check_batch(&state, call.body.user_ids.len(), "userIds")?;
-    let (ids, mut errors) = parse_ids(&call.body.user_ids, "userIds");
+pub async fn delete_user(State(state): State<Arc<ApiState>>, call: AdminCall<DeleteUserReq>) -> ApiResult<BatchResult> {
+    let (list, field) = either_list(call.body.user_ids, call.body.user_id, "userIds", "userId")?;
+    let (ids, mut errors) = parse_ids(&state, &list, field)?;
     let (index, ids): (Vec<usize>, Vec<UserId>) = ids.into_iter().unzip();
     let results = state.users.delete(call.app, &ids).await?;
     let mut out = BatchResult::default();
@@ -575,10 +502,15 @@ pub async fn login(State(state): State<Arc<ApiState>>, call: UserCall<LoginReq>)
     }
     state.users.check_login(call.app, &call.user).await?;
     let cfg = &state.logic.config;
+    let web = call.common.client_type == Some(tern_schema::client::ClientType::Web.0);
+    let route = if web { cfg.advertise_ws.first() } else { cfg.advertise_tcp.first() }.and_then(|a| host_port(a));
+    let (ip, port) = route.map_or((None, None), |(h, p)| (Some(h), Some(p)));
     Ok(ApiOk(LoginResp {
         user_id: call.user.into_string(),
         tcp: cfg.advertise_tcp.clone(),
         ws: cfg.advertise_ws.clone(),
+        ip,
+        port,
     }))
 }
 
@@ -605,7 +537,7 @@ pub async fn get_user_info(
             }
         }
     }
-    let (ids, mut errors) = parse_ids(&req.user_ids, "userIds");
+    let (ids, mut errors) = parse_ids(&state, &req.user_ids, "userIds")?;
     let (index, ids): (Vec<usize>, Vec<UserId>) = ids.into_iter().unzip();
     let found = state.users.get(call.app, &ids).await?;
     let mut out = GetUserInfoResp::default();
@@ -691,14 +623,15 @@ pub async fn sync_user_data(
 ///
 /// For each user: online or not, and each connected device (client type, device id,
 /// since when). Users that do not exist are simply offline.
-#[utoipa::path(post, path = "/v1/user/queryOnlineStatus", tag = "users", params(AuthQuery), request_body = UserIdsReq,
+#[utoipa::path(post, path = "/v1/user/queryOnlineStatus", tag = "users", params(AuthQuery),
+    request_body = QueryOnlineStatusReq,
     responses((status = 200, description = "Per-user status", body = Envelope<QueryOnlineStatusResp>)))]
 pub async fn query_online_status(
     State(state): State<Arc<ApiState>>,
-    call: AdminCall<UserIdsReq>,
+    call: AdminCall<QueryOnlineStatusReq>,
 ) -> ApiResult<QueryOnlineStatusResp> {
-    check_batch(&state, call.body.user_ids.len(), "userIds")?;
-    let (ids, errors) = parse_ids(&call.body.user_ids, "userIds");
+    let (list, field) = either_list(call.body.user_ids, call.body.user_list, "userIds", "userList")?;
+    let (ids, errors) = parse_ids(&state, &list, field)?;
     let ids: Vec<UserId> = ids.into_iter().map(|(_, id)| id).collect();
     let sessions = state.users.online_status(call.app, &ids)?;
     let status_list = ids
@@ -716,44 +649,38 @@ pub async fn query_online_status(
     Ok(ApiOk(QueryOnlineStatusResp { status_list, error_id: errors.into_sorted() }))
 }
 
-/// Error codes of each user call besides the ones every call can answer
-/// (authentication, 90000, 90001, 90002): (path, codes failing the whole call, codes
-/// of single items in `errorId`). The OpenAPI document and `/docs` are built from it.
-pub const PATH_ERRORS: &[(&str, &[u32], &[u32])] = &[
-    ("/v1/user/importUser", &[BATCH_TOO_LARGE], &[codes::BAD_PARAMETER, codes::USER_DELETED]),
-    ("/v1/user/deleteUser", &[BATCH_TOO_LARGE], &[codes::BAD_PARAMETER, codes::USER_NOT_FOUND]),
-    ("/v1/user/login", &[codes::USER_NOT_FOUND, codes::USER_DELETED], &[]),
-    ("/v1/user/data/getUserInfo", &[BATCH_TOO_LARGE], &[codes::BAD_PARAMETER, codes::USER_NOT_FOUND]),
-    ("/v1/user/data/getSingleUserInfo", &[codes::USER_NOT_FOUND], &[]),
-    ("/v1/user/data/modifyUserInfo", &[codes::USER_NOT_FOUND, codes::USER_DELETED], &[]),
-    ("/v1/user/data/syncUserData", &[codes::USER_NOT_FOUND], &[]),
-    ("/v1/user/queryOnlineStatus", &[BATCH_TOO_LARGE], &[codes::BAD_PARAMETER]),
-];
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::extract::check_fields;
     use crate::users::PROFILE_FIELDS;
 
-    /// Property names of a schema (its JSON form).
-
-    #[test]
-    fn parsers_accept_exactly_the_documented_fields() {
-        check_fields::<UserData>(UserData::FIELDS);
-        check_fields::<ImportUserReq>(ImportUserReq::FIELDS);
-        check_fields::<UserIdsReq>(UserIdsReq::FIELDS);
-        check_fields::<GetUserInfoReq>(GetUserInfoReq::FIELDS);
-        check_fields::<UserIdReq>(UserIdReq::FIELDS);
-        check_fields::<SyncUserDataReq>(SyncUserDataReq::FIELDS);
-        check_fields::<LoginReq>(LoginReq::FIELDS);
+    /// Property names of a schema, in declaration order.
+    fn schema_fields<T: utoipa::PartialSchema>() -> Vec<String> {
+        let schema = serde_json::to_value(T::schema()).expect("schemas serialize");
+        schema["properties"].as_object().expect("an object schema").keys().cloned().collect()
     }
 
     #[test]
     fn profile_field_lists_agree() {
-        let mut view: Vec<&str> = PROFILE_VIEW_FIELDS.to_vec();
-        view.push("userId");
-        check_fields::<UserProfile>(&view);
-        assert_eq!(&UserData::FIELDS[1..], &PROFILE_FIELDS[..]);
+        let mut view: Vec<String> = PROFILE_VIEW_FIELDS.iter().map(|s| s.to_string()).collect();
+        view.push("userId".into());
+        let mut documented = schema_fields::<UserProfile>();
+        view.sort();
+        documented.sort();
+        assert_eq!(documented, view);
+        let mut settable = schema_fields::<UserData>();
+        settable.retain(|f| f != "userId" && f != "password");
+        let mut profile: Vec<String> = PROFILE_FIELDS.iter().map(|s| s.to_string()).collect();
+        settable.sort();
+        profile.sort();
+        assert_eq!(settable, profile);
+    }
+
+    #[test]
+    fn routes_of_the_original_login() {
+        assert_eq!(host_port("127.0.0.1:9000"), Some(("127.0.0.1".into(), 9000)));
+        assert_eq!(host_port("ws://gw.example:19000/ws"), Some(("gw.example".into(), 19000)));
+        assert_eq!(host_port("[::1]:9000"), Some(("::1".into(), 9000)));
+        assert_eq!(host_port("nope"), None);
     }
 }

@@ -90,6 +90,18 @@ pub struct SendRequest<'a> {
     pub from_device: &'a str,
     /// The sending connection: it gets the ack, not a push.
     pub origin: Option<ConnRef>,
+    /// The original system's per-message fields (HTTP sends only; zero otherwise).
+    pub extras: MessageExtras,
+}
+
+/// The original system's per-message fields, stored with the message and answered with
+/// it: `messageRandom` and `badgeMode` are opaque; `messageLifeTime` takes the message
+/// out of offline sync once it has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MessageExtras {
+    pub random: u64,
+    pub badge_mode: u8,
+    pub life_time_secs: u32,
 }
 
 /// An accepted message as the sender sees it.
@@ -316,6 +328,9 @@ async fn build(logic: &Logic, req: &SendRequest<'_>, key: String) -> Result<(Pen
         recalled: false,
         from_device: req.from_device,
         entry: EntryKind::Message,
+        random: req.extras.random,
+        badge_mode: req.extras.badge_mode,
+        life_time_secs: req.extras.life_time_secs,
     });
     let payload = Bytes::from(stored);
     let accepted = Accepted { message_key, seq: from_alloc.first, server_time_ms: now };
@@ -418,6 +433,14 @@ impl TimelineItem {
         p.seq = self.seq.0;
         Some(p)
     }
+
+    /// Whether the message's own lifetime (`messageLifeTime`) has passed at `now_ms`.
+    /// Reads two scalars only: this runs for every entry a pull reads.
+    pub fn expired_at(&self, now_ms: u64) -> bool {
+        message::decode_stored(&self.payload).is_ok_and(|m| {
+            m.life_time_secs() != 0 && m.server_time_ms().saturating_add(u64::from(m.life_time_secs()) * 1000) <= now_ms
+        })
+    }
 }
 
 fn retention_floor_ms(logic: &Logic, app: AppId) -> u64 {
@@ -435,15 +458,32 @@ pub async fn pull(
     limit: usize,
 ) -> Result<(Vec<TimelineItem>, Seq, bool), Refusal> {
     let limit = limit.clamp(1, logic.config.messages.max_pull);
-    let (entries, watermark, completed) = logic.read_synced(app, user, SyncKind::Message, after, limit).await?;
     let floor = retention_floor_ms(logic, app);
-    let items = entries
-        .into_iter()
-        .filter(|e| e.time_ms >= floor)
-        .map(|e| TimelineItem { seq: e.seq, time_ms: e.time_ms, payload: e.payload })
-        .collect();
-    Ok((items, watermark, completed))
+    let now = now_ms();
+    // Entries past retention or past their own lifetime are left out. A page that had
+    // only such entries would leave the caller no cursor (it pages by the last item's
+    // seq), so reading goes on past them, a bounded number of pages.
+    let mut after = after;
+    let mut pages = 0;
+    loop {
+        let (entries, watermark, completed) = logic.read_synced(app, user, SyncKind::Message, after, limit).await?;
+        let last = entries.last().map(|e| e.seq);
+        let items: Vec<TimelineItem> = entries
+            .into_iter()
+            .filter(|e| e.time_ms >= floor)
+            .map(|e| TimelineItem { seq: e.seq, time_ms: e.time_ms, payload: e.payload })
+            .filter(|item| !item.expired_at(now))
+            .collect();
+        pages += 1;
+        match last {
+            Some(last) if items.is_empty() && !completed && pages < MAX_SKIPPED_PAGES => after = last,
+            _ => return Ok((items, watermark, completed)),
+        }
+    }
 }
+
+/// Most pages of only expired entries one pull reads past before answering empty.
+const MAX_SKIPPED_PAGES: usize = 64;
 
 /// Answers a TCP Pull with a PullResult frame.
 pub async fn pull_frame(logic: &Logic, app: AppId, user: &UserId, request_id: u32, after: Seq, limit: u32) -> Vec<u8> {

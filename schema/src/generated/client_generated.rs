@@ -17,26 +17,29 @@ pub const ENUM_MAX_CLIENT_TYPE: u8 = 6;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
 pub const ENUM_VALUES_CLIENT_TYPE: [ClientType; 7] = [
-  ClientType::Unknown,
+  ClientType::WebApi,
+  ClientType::Web,
   ClientType::Ios,
   ClientType::Android,
-  ClientType::Web,
   ClientType::Windows,
   ClientType::Mac,
   ClientType::Linux,
 ];
 
-/// Kind of device. Drives the multi-device policy (`loginModel`): phones are Ios/Android,
-/// desktops are Windows/Mac/Linux, Web is the browser.
+/// Kind of device, numbered as the original system numbered `clientType` (0 webApi,
+/// 1 web, 2 ios, 3 android, 4 windows, 5 mac); Tern adds only new numbers (6 linux).
+/// Drives the multi-device policy (`loginModel`): phones are Ios/Android, desktops are
+/// Windows/Mac/Linux, Web is the browser; WebApi (a server-side caller) counts as a
+/// phone, the strictest class.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 #[repr(transparent)]
 pub struct ClientType(pub u8);
 #[allow(non_upper_case_globals)]
 impl ClientType {
-  pub const Unknown: Self = Self(0);
-  pub const Ios: Self = Self(1);
-  pub const Android: Self = Self(2);
-  pub const Web: Self = Self(3);
+  pub const WebApi: Self = Self(0);
+  pub const Web: Self = Self(1);
+  pub const Ios: Self = Self(2);
+  pub const Android: Self = Self(3);
   pub const Windows: Self = Self(4);
   pub const Mac: Self = Self(5);
   pub const Linux: Self = Self(6);
@@ -44,10 +47,10 @@ impl ClientType {
   pub const ENUM_MIN: u8 = 0;
   pub const ENUM_MAX: u8 = 6;
   pub const ENUM_VALUES: &'static [Self] = &[
-    Self::Unknown,
+    Self::WebApi,
+    Self::Web,
     Self::Ios,
     Self::Android,
-    Self::Web,
     Self::Windows,
     Self::Mac,
     Self::Linux,
@@ -55,10 +58,10 @@ impl ClientType {
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
     match self {
-      Self::Unknown => Some("Unknown"),
+      Self::WebApi => Some("WebApi"),
+      Self::Web => Some("Web"),
       Self::Ios => Some("Ios"),
       Self::Android => Some("Android"),
-      Self::Web => Some("Web"),
       Self::Windows => Some("Windows"),
       Self::Mac => Some("Mac"),
       Self::Linux => Some("Linux"),
@@ -964,7 +967,7 @@ impl<'a> Login<'a> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<ClientType>(Login::VT_CLIENT_TYPE, Some(ClientType::Unknown)).unwrap()}
+    unsafe { self._tab.get::<ClientType>(Login::VT_CLIENT_TYPE, Some(ClientType::WebApi)).unwrap()}
   }
   /// Stable id of this device (1..=64 bytes). (client_type, device_id) names a device.
   #[inline]
@@ -1014,7 +1017,7 @@ impl<'a> Default for LoginArgs<'a> {
       app_id: 0,
       user_id: None,
       user_sign: None,
-      client_type: ClientType::Unknown,
+      client_type: ClientType::WebApi,
       device_id: None,
       client_version: None,
     }
@@ -1040,7 +1043,7 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LoginBuilder<'a, 'b, A> {
   }
   #[inline]
   pub fn add_client_type(&mut self, client_type: ClientType) {
-    self.fbb_.push_slot::<ClientType>(Login::VT_CLIENT_TYPE, client_type, ClientType::Unknown);
+    self.fbb_.push_slot::<ClientType>(Login::VT_CLIENT_TYPE, client_type, ClientType::WebApi);
   }
   #[inline]
   pub fn add_device_id(&mut self, device_id: ::flatbuffers::WIPOffset<&'b  str>) {
@@ -2116,6 +2119,9 @@ impl<'a> Message<'a> {
   pub const VT_RECALLED: ::flatbuffers::VOffsetT = 22;
   pub const VT_FROM_DEVICE: ::flatbuffers::VOffsetT = 24;
   pub const VT_ENTRY: ::flatbuffers::VOffsetT = 26;
+  pub const VT_RANDOM: ::flatbuffers::VOffsetT = 28;
+  pub const VT_BADGE_MODE: ::flatbuffers::VOffsetT = 30;
+  pub const VT_LIFE_TIME_SECS: ::flatbuffers::VOffsetT = 32;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2127,15 +2133,18 @@ impl<'a> Message<'a> {
     args: &'args MessageArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Message<'bldr>> {
     let mut builder = MessageBuilder::new(_fbb);
+    builder.add_random(args.random);
     builder.add_client_time_ms(args.client_time_ms);
     builder.add_server_time_ms(args.server_time_ms);
     builder.add_seq(args.seq);
     builder.add_message_key(args.message_key);
+    builder.add_life_time_secs(args.life_time_secs);
     if let Some(x) = args.from_device { builder.add_from_device(x); }
     if let Some(x) = args.elems { builder.add_elems(x); }
     if let Some(x) = args.client_msg_id { builder.add_client_msg_id(x); }
     if let Some(x) = args.to_id { builder.add_to_id(x); }
     if let Some(x) = args.from_id { builder.add_from_id(x); }
+    builder.add_badge_mode(args.badge_mode);
     builder.add_entry(args.entry);
     builder.add_recalled(args.recalled);
     builder.add_conversation_type(args.conversation_type);
@@ -2229,6 +2238,31 @@ impl<'a> Message<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<EntryKind>(Message::VT_ENTRY, Some(EntryKind::Message)).unwrap()}
   }
+  /// The original system's `messageRandom` (opaque to Tern; 0 if not given).
+  #[inline]
+  pub fn random(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Message::VT_RANDOM, Some(0)).unwrap()}
+  }
+  /// The original system's `badgeMode` (opaque to Tern; 0 if not given).
+  #[inline]
+  pub fn badge_mode(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(Message::VT_BADGE_MODE, Some(0)).unwrap()}
+  }
+  /// Seconds after `server_time_ms` when the message leaves offline sync (Pull,
+  /// getOfflineMessage); 0 keeps it for the app's retention. History still shows it.
+  #[inline]
+  pub fn life_time_secs(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Message::VT_LIFE_TIME_SECS, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Message<'_> {
@@ -2249,6 +2283,9 @@ impl ::flatbuffers::Verifiable for Message<'_> {
      .visit_field::<bool>("recalled", Self::VT_RECALLED, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("from_device", Self::VT_FROM_DEVICE, false)?
      .visit_field::<EntryKind>("entry", Self::VT_ENTRY, false)?
+     .visit_field::<u64>("random", Self::VT_RANDOM, false)?
+     .visit_field::<u8>("badge_mode", Self::VT_BADGE_MODE, false)?
+     .visit_field::<u32>("life_time_secs", Self::VT_LIFE_TIME_SECS, false)?
      .finish();
     Ok(())
   }
@@ -2266,6 +2303,9 @@ pub struct MessageArgs<'a> {
     pub recalled: bool,
     pub from_device: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub entry: EntryKind,
+    pub random: u64,
+    pub badge_mode: u8,
+    pub life_time_secs: u32,
 }
 impl<'a> Default for MessageArgs<'a> {
   #[inline]
@@ -2283,6 +2323,9 @@ impl<'a> Default for MessageArgs<'a> {
       recalled: false,
       from_device: None,
       entry: EntryKind::Message,
+      random: 0,
+      badge_mode: 0,
+      life_time_secs: 0,
     }
   }
 }
@@ -2341,6 +2384,18 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MessageBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<EntryKind>(Message::VT_ENTRY, entry, EntryKind::Message);
   }
   #[inline]
+  pub fn add_random(&mut self, random: u64) {
+    self.fbb_.push_slot::<u64>(Message::VT_RANDOM, random, 0);
+  }
+  #[inline]
+  pub fn add_badge_mode(&mut self, badge_mode: u8) {
+    self.fbb_.push_slot::<u8>(Message::VT_BADGE_MODE, badge_mode, 0);
+  }
+  #[inline]
+  pub fn add_life_time_secs(&mut self, life_time_secs: u32) {
+    self.fbb_.push_slot::<u32>(Message::VT_LIFE_TIME_SECS, life_time_secs, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MessageBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     MessageBuilder {
@@ -2370,6 +2425,9 @@ impl ::core::fmt::Debug for Message<'_> {
       ds.field("recalled", &self.recalled());
       ds.field("from_device", &self.from_device());
       ds.field("entry", &self.entry());
+      ds.field("random", &self.random());
+      ds.field("badge_mode", &self.badge_mode());
+      ds.field("life_time_secs", &self.life_time_secs());
       ds.finish()
   }
 }
