@@ -235,6 +235,7 @@ async fn offline_pages_in_seq_order_until_completed() {
             "messageKey": key, "messageId": "m0", "fromId": "a", "toId": "b",
             "messageBody": [{"type": "text", "text": "t0"}], "messageTime": item["messageTime"],
             "messageSequence": 1, "recalled": false, "entryType": "message",
+            "clientTime": item["clientTime"], "messageRandom": 0, "badgeMode": 0, "messageLifeTime": 0,
         })
     );
     assert_eq!(texts(&page["dataList"]), ["t0", "t1"]);

@@ -1283,7 +1283,7 @@ fn group_record(id: &str, n: u64) -> GroupRecord {
     g.group_type = (n % 4) as u8 + 1;
     g.group_name = format!("group {id} v{n}");
     g.owner_id = Some(uid("owner"));
-    g.mute = n % 2 == 0;
+    g.mute = n.is_multiple_of(2);
     g.introduction = "intro".into();
     g.notification = "notice".into();
     g.max_member_count = 200;

@@ -310,6 +310,8 @@ impl GroupState {
 
 type Slot = Arc<tokio::sync::Mutex<Option<GroupState>>>;
 type ViewSlot = Arc<tokio::sync::Mutex<Option<JoinedView>>>;
+type GroupShard = Mutex<HashMap<(AppId, GroupId), Slot>>;
+type ViewShard = Mutex<HashMap<(AppId, UserId), ViewSlot>>;
 const SHARDS: usize = 64;
 
 /// One user's joined groups, folded from their `GroupList` log: group → (record, seq).
@@ -346,8 +348,8 @@ impl JoinedView {
 /// The group state of the logic node: lazily loaded groups and joined views, each
 /// behind its own lock.
 pub struct Groups {
-    groups: Box<[Mutex<HashMap<(AppId, GroupId), Slot>>]>,
-    views: Box<[Mutex<HashMap<(AppId, UserId), ViewSlot>>]>,
+    groups: Box<[GroupShard]>,
+    views: Box<[ViewShard]>,
 }
 
 impl Default for Groups {
@@ -554,11 +556,7 @@ pub(crate) async fn commit(
 }
 
 /// The joined groups of `user` as (group id, record, seq), in group id order.
-pub async fn joined(
-    logic: &Logic,
-    app: AppId,
-    user: &UserId,
-) -> Result<Vec<(GroupId, JoinedRecord, Seq)>, StoreError> {
+pub async fn joined(logic: &Logic, app: AppId, user: &UserId) -> Result<Vec<(GroupId, JoinedRecord, Seq)>, StoreError> {
     let views = logic.groups.lock_views(logic, app, std::slice::from_ref(user)).await?;
     let v = views.guards[0].1.as_ref().map(|v| &v.groups);
     Ok(v.into_iter().flatten().map(|(g, (r, s))| (g.clone(), r.clone(), *s)).collect())

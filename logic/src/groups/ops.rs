@@ -72,6 +72,14 @@ pub struct GroupPatch {
     pub extra: Option<String>,
 }
 
+/// Changes of one member; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct MemberChange {
+    pub role: Option<u8>,
+    pub alias: Option<String>,
+    pub extra: Option<String>,
+}
+
 /// Per-item results of a batch, in request order.
 pub type ItemResults = Vec<(UserId, Result<(), GroupError>)>;
 
@@ -82,14 +90,7 @@ fn check_len(field: &str, value: &str, max: usize) -> Result<(), GroupError> {
     Ok(())
 }
 
-fn check_profile(
-    name: &str,
-    intro: &str,
-    notice: &str,
-    photo: &str,
-    extra: &str,
-    max: u32,
-) -> Result<(), GroupError> {
+fn check_profile(name: &str, intro: &str, notice: &str, photo: &str, extra: &str, max: u32) -> Result<(), GroupError> {
     check_len("groupName", name, MAX_NAME_CHARS)?;
     check_len("introduction", intro, MAX_TEXT_CHARS)?;
     check_len("notification", notice, MAX_TEXT_CHARS)?;
@@ -203,7 +204,10 @@ pub async fn create(
     for (m, state) in members.into_iter().zip(states) {
         let r = state.and_then(|()| {
             if ch.puts.iter().any(|p| p.member_id == m.member_id) {
-                return Err(GroupError::refused(errors::ALREADY_MEMBER, format!("{} is a member already", m.member_id)));
+                return Err(GroupError::refused(
+                    errors::ALREADY_MEMBER,
+                    format!("{} is a member already", m.member_id),
+                ));
             }
             if ch.puts.len() as u64 >= u64::from(max) {
                 return Err(GroupError::refused(errors::GROUP_FULL, format!("the group is full ({max} members)")));
@@ -366,7 +370,10 @@ pub async fn add_members(
         let r = state.and_then(|()| {
             check_member_input(&m)?;
             if s.members.contains_key(&m.member_id) || ch.puts.iter().any(|p| p.member_id == m.member_id) {
-                return Err(GroupError::refused(errors::ALREADY_MEMBER, format!("{} is a member already", m.member_id)));
+                return Err(GroupError::refused(
+                    errors::ALREADY_MEMBER,
+                    format!("{} is a member already", m.member_id),
+                ));
             }
             if m.role == roles::ADMIN && actor_role.is_some_and(|r| r < roles::OWNER) {
                 return Err(GroupError::refused(errors::OWNER_ONLY, "only the owner may make admins"));
@@ -445,10 +452,9 @@ pub async fn update_member(
     actor: &Actor,
     group: &GroupId,
     member: &UserId,
-    role: Option<u8>,
-    alias: Option<String>,
-    extra: Option<String>,
+    change: MemberChange,
 ) -> Result<(), GroupError> {
+    let MemberChange { role, alias, extra } = change;
     let mut slot = logic.groups.lock(logic, app, group).await?;
     let s = existing(&mut slot, group)?;
     s.live()?;

@@ -21,8 +21,8 @@ use tern_schema::codes;
 use tern_schema::link::ConnRef;
 use tern_schema::message::{self, ElemParts, MessageParts};
 use tern_storage::{
-    AppId, DedupRecord, GroupId, GuardOutcome, GuardedBatch, LogEntry, MessageLocator, Owner, Seq, StoreError, SyncKind,
-    UserId, WriteBatch,
+    AppId, DedupRecord, GroupId, GuardOutcome, GuardedBatch, LogEntry, MessageLocator, Owner, Seq, StoreError,
+    SyncKind, UserId, WriteBatch,
 };
 
 use super::{errors, roles, GroupState};
@@ -107,7 +107,9 @@ pub async fn send(logic: &Logic, req: GroupSend<'_>) -> Result<Accepted, Refusal
     match logic.user_cache.states(&*logic.store, req.app, std::slice::from_ref(&req.from)).await?[0] {
         UserState::Missing => return Err(refused(codes::USER_NOT_FOUND, "sender does not exist")),
         UserState::Deleted => return Err(refused(codes::USER_DELETED, "sender was deleted")),
-        UserState::Muted => return Err(refused(msg::SENDER_MUTED, "the sender is muted (silentFlag) and may not send")),
+        UserState::Muted => {
+            return Err(refused(msg::SENDER_MUTED, "the sender is muted (silentFlag) and may not send"))
+        }
         UserState::Active => {}
     }
     let app = req.app;
@@ -282,7 +284,8 @@ pub async fn recall(
         .get_log_entry(app, &owner, SyncKind::Message, seq)
         .await?
         .ok_or_else(|| refused(msg::NO_SUCH_MESSAGE, "message no longer stored"))?;
-    let m = message::decode_stored(&entry.payload).map_err(|_| refused(codes::INTERNAL, "stored message is corrupt"))?;
+    let m =
+        message::decode_stored(&entry.payload).map_err(|_| refused(codes::INTERNAL, "stored message is corrupt"))?;
     let mut parts = MessageParts::from_table(&m);
     if parts.recalled {
         return Err(refused(msg::ALREADY_RECALLED, "the message was already recalled"));
