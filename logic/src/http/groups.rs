@@ -105,6 +105,17 @@ pub fn routes(e: Endpoints) -> Endpoints {
     )
     .add(routes!(pull_message), &[g::NO_SUCH_GROUP, g::NOT_MEMBER], &[])
     .add(routes!(get_history_message), &[g::NO_SUCH_GROUP, g::NOT_MEMBER], &[])
+    .add(
+        routes!(withdraw_message),
+        &[
+            g::NO_SUCH_GROUP,
+            crate::messages::errors::NO_SUCH_MESSAGE,
+            crate::messages::errors::NOT_A_PARTY,
+            crate::messages::errors::RECALL_WINDOW_PASSED,
+            crate::messages::errors::ALREADY_RECALLED,
+        ],
+        &[],
+    )
 }
 
 impl From<GroupError> for ApiError {
@@ -467,6 +478,21 @@ pub struct GroupHistoryReq {
     /// The previous page's `nextSequence`; absent: the newest.
     pub before_sequence: Option<u64>,
     pub limit: Option<u64>,
+}
+
+/// Body of /group/withdrawMessage.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GroupWithdrawReq {
+    pub group_id: String,
+    /// The sender (without `asAdmin`). (Absent: the common field `operater`.)
+    pub from_id: Option<String>,
+    /// The message (a decimal string, or a number up to 2^53).
+    #[schema(value_type = String, pattern = "^[1-9][0-9]{0,19}$")]
+    pub message_key: super::common::MessageKey,
+    /// Recall as the app's admin: any time. Default false: the sender, within the
+    /// app's recall window.
+    pub as_admin: Option<bool>,
 }
 
 // ---------------------------------------------------------------- response types
@@ -1184,4 +1210,38 @@ pub async fn get_history_message(
         .await
         .map_err(ApiError::from)?;
     Ok(ApiOk(GroupHistoryResp { data_list: MessageItem::list(&items)?, next_sequence: next.map(|s| s.0) }))
+}
+
+/// Recall a group message: the sender within the app's recall window, or the app's
+/// admin (`asAdmin`) any time. The message is marked recalled (body dropped) in the
+/// group timeline and a recall event appended; online members are told.
+#[utoipa::path(post, path = "/v1/group/withdrawMessage", tag = "groups", params(AuthQuery),
+    request_body = GroupWithdrawReq,
+    responses((status = 200, description = "Recalled", body = Envelope<Done>)))]
+pub async fn withdraw_message(
+    State(state): State<Arc<ApiState>>,
+    call: AdminCall<GroupWithdrawReq>,
+) -> ApiResult<Done> {
+    let r = call.body;
+    let group = group_id_of(&r.group_id)?;
+    let as_admin = r.as_admin.unwrap_or(false);
+    let by = if as_admin {
+        crate::messages::Recaller::Admin
+    } else {
+        crate::messages::Recaller::Sender(super::common::acting_user(r.from_id, &call.common)?)
+    };
+    let key = r.message_key.0;
+    let loc = state
+        .logic
+        .store
+        .get_message_index(call.app, key)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .filter(|l| l.group_id() == Some(&group))
+        .ok_or_else(|| ApiError::Refused {
+            code: crate::messages::errors::NO_SUCH_MESSAGE,
+            message: format!("no message {key} in group {group}"),
+        })?;
+    groups::recall(&state.logic, call.app, &group, &loc, key, &by).await.map_err(ApiError::from)?;
+    Ok(ApiOk(Done {}))
 }
