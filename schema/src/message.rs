@@ -167,6 +167,28 @@ pub fn send(
     elems: &[ElemParts<'_>],
     client_time_ms: u64,
 ) -> Vec<u8> {
+    send_in(request_id, ConversationType::Single, client_msg_id, to_id, elems, client_time_ms)
+}
+
+/// A Send to the group `group_id` (conversation type Group).
+pub fn send_to_group(
+    request_id: u32,
+    client_msg_id: &str,
+    group_id: &str,
+    elems: &[ElemParts<'_>],
+    client_time_ms: u64,
+) -> Vec<u8> {
+    send_in(request_id, ConversationType::Group, client_msg_id, group_id, elems, client_time_ms)
+}
+
+fn send_in(
+    request_id: u32,
+    conversation_type: ConversationType,
+    client_msg_id: &str,
+    to_id: &str,
+    elems: &[ElemParts<'_>],
+    client_time_ms: u64,
+) -> Vec<u8> {
     let mut fbb = FlatBufferBuilder::with_capacity(128);
     let client_msg_id = fbb.create_string(client_msg_id);
     let to_id = fbb.create_string(to_id);
@@ -175,7 +197,7 @@ pub fn send(
         &mut fbb,
         &client::SendArgs {
             client_msg_id: Some(client_msg_id),
-            conversation_type: ConversationType::Single,
+            conversation_type,
             to_id: Some(to_id),
             elems: Some(elems),
             client_time_ms,
