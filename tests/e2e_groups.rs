@@ -211,6 +211,16 @@ async fn tcp_sends_fan_out_and_offline_members_pull(mode: Mode) {
     assert_eq!(tcp_pull(&mut out, "team", 0).await, Err(40006));
     let http = t.api(APP, "/group/pullMessage", json!({"groupId": "team", "memberId": "late", "lastSequence": 0}));
     assert_eq!(http["data"]["dataList"].as_array().unwrap().len(), 1, "{http}");
+    // A group read receipt over TCP: the reader's other devices are told; the sender
+    // asks who read.
+    let mut late2 = t.device(Transport::Ws, APP, "late", ClientType::Web, "l2").await;
+    late.send(&message::read_receipt_group(0, "team", seq3)).await.unwrap();
+    let (f, _) = late2.recv_until(|f| f.body_type() == Body::ReadReceiptNotify, WAIT).await.expect("notify");
+    let n = f.frame().body_as_read_receipt_notify().unwrap();
+    assert_eq!((n.conversation_type(), n.peer_id(), n.read_seq()), (ConversationType::Group, Some("team"), seq3));
+    let key = http["data"]["dataList"][0]["messageKey"].clone();
+    let r = t.api(APP, "/group/getReadReceipt", json!({"groupId": "team", "messageKey": key}));
+    assert_eq!((r["data"]["readList"].clone(), r["data"]["unreadCount"].clone()), (json!(["late"]), json!(2)), "{r}");
     // A group PushAck is accepted and leaves the inbox alone.
     late.send(&encode::push_ack_group(0, "team", seq3)).await.unwrap();
     no_push(&mut late).await;

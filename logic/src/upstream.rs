@@ -100,6 +100,23 @@ pub async fn handle(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, turn: &mut S
                 msg::push_ack(logic, app, &user, &session.device_id, a.seq());
             }
         }
+        Body::ReadReceipt
+            if f.body_as_read_receipt()
+                .is_some_and(|r| r.conversation_type() == tern_schema::client::ConversationType::Group) =>
+        {
+            let r = f.body_as_read_receipt().expect("checked type");
+            let group = match GroupId::new(r.peer_id().unwrap_or_default()) {
+                Ok(g) => g,
+                Err(e) => return reply(tx, conn, &encode::error(rid, codes::INVALID_FIELD, &format!("peer_id: {e}"))),
+            };
+            let read_seq = Seq(r.read_seq());
+            let (logic, tx) = (logic.clone(), tx.clone());
+            tokio::spawn(async move {
+                if let Err(r) = crate::groups::read(&logic, app, &group, &user, read_seq, Some(&conn)).await {
+                    reply(&tx, conn, &encode::error(rid, r.code, &r.message));
+                }
+            });
+        }
         Body::ReadReceipt => {
             let r = f.body_as_read_receipt().expect("checked type");
             let peer = match UserId::new(r.peer_id().unwrap_or_default()) {

@@ -349,6 +349,24 @@ async fn members_see_messages_from_their_join_and_online_members_get_one_push() 
     assert_eq!(more["nextSequence"], Value::Null);
     assert_eq!(code(&h, "/group/pullMessage", pull("d", 0)).await, 40006);
 
+    // Read receipts: counts over members who could see the message, not its sender.
+    let key4 = h.ok("/group/pullMessage", pull("c", 3)).await["dataList"][0]["messageKey"].clone();
+    let rr = |key: Value| json!({"groupId": "g", "messageKey": key});
+    let r = h.ok("/group/getReadReceipt", rr(key4.clone())).await;
+    assert_eq!((r["readCount"].clone(), r["unreadCount"].clone()), (json!(0), json!(2)), "{r}");
+    h.ok("/group/readMessage", json!({"groupId": "g", "memberId": "a", "messageSequence": 5})).await;
+    h.ok("/group/readMessage", json!({"groupId": "g", "memberId": "c", "messageSequence": 4})).await;
+    let r = h.ok("/group/getReadReceipt", rr(key4)).await;
+    assert_eq!((r["readList"].clone(), r["unreadList"].clone()), (json!(["a", "c"]), json!([])), "{r}");
+    assert_eq!(
+        code(&h, "/group/readMessage", json!({"groupId": "g", "memberId": "a", "messageSequence": 99})).await,
+        50000
+    );
+    assert_eq!(
+        code(&h, "/group/readMessage", json!({"groupId": "g", "memberId": "d", "messageSequence": 1})).await,
+        40006
+    );
+
     // A member who left sees nothing more.
     h.ok("/group/deleteMember", json!({"groupId": "g", "memberIds": ["c"]})).await;
     assert_eq!(code(&h, "/group/pullMessage", pull("c", 0)).await, 40006);

@@ -726,6 +726,10 @@ pub struct GroupMemberRecord {
     /// Business-defined extra data.
     #[serde(default)]
     pub extra: String,
+    /// The member read the group's timeline up to this group seq (group read
+    /// receipts: "who read message S" is the members whose `read_seq >= S`).
+    #[serde(default)]
+    pub read_seq: Seq,
 }
 
 impl GroupMemberRecord {
@@ -740,6 +744,7 @@ impl GroupMemberRecord {
             join_seq,
             mute_until_ms: 0,
             extra: String::new(),
+            read_seq: Seq::ZERO,
         }
     }
 }

@@ -40,7 +40,8 @@
 //! memory with all its members), a profile change of a very large group appends to
 //! every member's log (O(members), off the send path), group sends of one group are
 //! serialized through the store write (per-group throughput = one write per group
-//! commit), group read receipts, and group sends over TCP.
+//! commit), per-device acks of group timelines (a group PushAck is accepted and not
+//! stored), and read receipts pushed to senders (they ask: `receipts`).
 //!
 //! This module must never know about HTTP (no status codes, request JSON paths or axum
 //! types) and never encode wire frames beyond `tern_schema`.
@@ -62,7 +63,7 @@ use tokio::sync::OwnedMutexGuard;
 use crate::Logic;
 
 pub use ops::*;
-pub use send::{history, pull, recall, send, GroupSend};
+pub use send::{history, pull, read, recall, receipts, send, GroupSend, Receipts};
 
 /// Group error codes (40000s), as the original system numbered them.
 pub mod errors {

@@ -29,6 +29,7 @@ use super::{errors, roles, GroupState};
 use crate::messages::{self, errors as msg, Accepted, MessageExtras, Recaller, Refusal, TimelineItem};
 use crate::user_cache::UserState;
 use crate::{now_ms, Logic};
+use tern_storage::Conversation;
 
 /// A message to a group, from a device (TCP) or a business server (HTTP).
 #[derive(Debug, Clone)]
@@ -315,4 +316,93 @@ pub async fn recall(
     logic.sessions.send_to_members(app, members.keys(), |u| members.contains_key(u), &frame, None);
     metrics::counter!("tern_messages_recalled_total").increment(1);
     Ok(())
+}
+
+/// `member` read the group up to group seq `seq`: kept in their member record (for
+/// receipts) and as their read mark of the group conversation, in one write; their
+/// other devices are told. Lower than what they read already: nothing changes.
+pub async fn read(
+    logic: &Logic,
+    app: AppId,
+    group: &GroupId,
+    member: &UserId,
+    seq: Seq,
+    origin: Option<&ConnRef>,
+) -> Result<(), Refusal> {
+    let mut slot = logic.groups.lock(logic, app, group).await?;
+    let s = slot.as_mut().ok_or_else(|| refused(errors::NO_SUCH_GROUP, format!("no such group: {group}")))?;
+    let m = s
+        .members
+        .get(member)
+        .ok_or_else(|| refused(errors::NOT_MEMBER, format!("{member} is not a member of the group")))?;
+    if seq > s.last_seq {
+        return Err(refused(msg::INVALID_MESSAGE, "read_seq: above the group's newest message"));
+    }
+    if seq <= m.read_seq {
+        return Ok(());
+    }
+    let mut m = m.clone();
+    m.read_seq = seq;
+    let mut batch = WriteBatch::with_capacity(2);
+    batch.put_group_member(app, group.clone(), m.clone());
+    batch.put_read_mark(app, member.clone(), Conversation::Group(group.clone()), seq);
+    if let Err(e) = logic.write_retrying(batch).await {
+        *slot = None;
+        return Err(e.into());
+    }
+    s.members.insert(member.clone(), m);
+    let frame = message::read_receipt_notify_group(member.as_str(), group.as_str(), seq.0);
+    logic.sessions.send_to_user(app, member, &frame, origin);
+    Ok(())
+}
+
+/// Who read a group message: counts over every member who could see it (joined
+/// before it, not its sender), and up to `limit` ids of each side, by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipts {
+    pub seq: Seq,
+    pub read_count: usize,
+    pub unread_count: usize,
+    pub read: Vec<UserId>,
+    pub unread: Vec<UserId>,
+}
+
+/// The read receipts of the group message `message_key` (O(members), off the send
+/// path: one pass over the in-memory member list).
+pub async fn receipts(
+    logic: &Logic,
+    app: AppId,
+    group: &GroupId,
+    message_key: u64,
+    limit: usize,
+) -> Result<Receipts, Refusal> {
+    let loc = logic
+        .store
+        .get_message_index(app, message_key)
+        .await?
+        .filter(|l| l.group_id() == Some(group))
+        .ok_or_else(|| refused(msg::NO_SUCH_MESSAGE, format!("no message {message_key} in group {group}")))?;
+    let seq = loc.seq_of(&Owner::Group(group.clone())).unwrap_or_default();
+    let mut slot = logic.groups.lock(logic, app, group).await?;
+    let s = slot.as_mut().ok_or_else(|| refused(errors::NO_SUCH_GROUP, format!("no such group: {group}")))?;
+    let (mut read, mut unread) = (Vec::new(), Vec::new());
+    for m in s.members.values() {
+        if m.member_id == loc.sender || m.join_seq >= seq {
+            continue;
+        }
+        if m.read_seq >= seq {
+            read.push(m.member_id.clone());
+        } else {
+            unread.push(m.member_id.clone());
+        }
+    }
+    let (read_count, unread_count) = (read.len(), unread.len());
+    for list in [&mut read, &mut unread] {
+        if list.len() > limit {
+            list.select_nth_unstable(limit);
+            list.truncate(limit);
+        }
+        list.sort_unstable();
+    }
+    Ok(Receipts { seq, read_count, unread_count, read, unread })
 }

@@ -105,6 +105,8 @@ pub fn routes(e: Endpoints) -> Endpoints {
     )
     .add(routes!(pull_message), &[g::NO_SUCH_GROUP, g::NOT_MEMBER], &[])
     .add(routes!(get_history_message), &[g::NO_SUCH_GROUP, g::NOT_MEMBER], &[])
+    .add(routes!(read_message), &[g::NO_SUCH_GROUP, g::NOT_MEMBER, crate::messages::errors::INVALID_MESSAGE], &[])
+    .add(routes!(get_read_receipt), &[g::NO_SUCH_GROUP, crate::messages::errors::NO_SUCH_MESSAGE], &[])
     .add(
         routes!(withdraw_message),
         &[
@@ -478,6 +480,46 @@ pub struct GroupHistoryReq {
     /// The previous page's `nextSequence`; absent: the newest.
     pub before_sequence: Option<u64>,
     pub limit: Option<u64>,
+}
+
+/// Body of /group/readMessage.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReadMessageReq {
+    pub group_id: String,
+    /// The member who read.
+    pub member_id: String,
+    /// Read up to this group sequence.
+    pub message_sequence: u64,
+}
+
+/// Body of /group/getReadReceipt.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GetReadReceiptReq {
+    pub group_id: String,
+    /// The message (a decimal string, or a number up to 2^53).
+    #[schema(value_type = String, pattern = "^[1-9][0-9]{0,19}$")]
+    pub message_key: super::common::MessageKey,
+    /// Most ids listed on each side: default 100, capped at 1000 (counts are exact
+    /// for any group size).
+    pub limit: Option<u64>,
+}
+
+/// Answer of /group/getReadReceipt.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadReceiptResp {
+    /// The message's group sequence.
+    pub message_sequence: u64,
+    /// Members (not the sender, joined before the message) who read it.
+    pub read_count: usize,
+    /// Members who could see it and have not read it.
+    pub unread_count: usize,
+    /// Up to `limit` readers, by id.
+    pub read_list: Vec<String>,
+    /// Up to `limit` of the others, by id.
+    pub unread_list: Vec<String>,
 }
 
 /// Body of /group/withdrawMessage.
@@ -1244,4 +1286,40 @@ pub async fn withdraw_message(
         })?;
     groups::recall(&state.logic, call.app, &group, &loc, key, &by).await.map_err(ApiError::from)?;
     Ok(ApiOk(Done {}))
+}
+
+/// A member read the group up to `messageSequence` (the HTTP twin of a TCP ReadReceipt
+/// of a group): kept for read receipts and as the member's read mark of the group
+/// conversation; their devices are told.
+#[utoipa::path(post, path = "/v1/group/readMessage", tag = "groups", params(AuthQuery), request_body = ReadMessageReq,
+    responses((status = 200, description = "Recorded", body = Envelope<Done>)))]
+pub async fn read_message(State(state): State<Arc<ApiState>>, call: AdminCall<ReadMessageReq>) -> ApiResult<Done> {
+    let r = call.body;
+    let group = group_id_of(&r.group_id)?;
+    let member = subject(r.member_id, "memberId")?;
+    groups::read(&state.logic, call.app, &group, &member, Seq(r.message_sequence), None)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(ApiOk(Done {}))
+}
+
+/// Who read a group message: exact counts for any group size, and bounded lists.
+#[utoipa::path(post, path = "/v1/group/getReadReceipt", tag = "groups", params(AuthQuery),
+    request_body = GetReadReceiptReq,
+    responses((status = 200, description = "Receipts", body = Envelope<ReadReceiptResp>)))]
+pub async fn get_read_receipt(
+    State(state): State<Arc<ApiState>>,
+    call: AdminCall<GetReadReceiptReq>,
+) -> ApiResult<ReadReceiptResp> {
+    let r = call.body;
+    let group = group_id_of(&r.group_id)?;
+    let limit = page_limit(r.limit, MAX_PAGE_LIMIT);
+    let got = groups::receipts(&state.logic, call.app, &group, r.message_key.0, limit).await.map_err(ApiError::from)?;
+    Ok(ApiOk(ReadReceiptResp {
+        message_sequence: got.seq.0,
+        read_count: got.read_count,
+        unread_count: got.unread_count,
+        read_list: got.read.into_iter().map(UserId::into_string).collect(),
+        unread_list: got.unread.into_iter().map(UserId::into_string).collect(),
+    }))
 }
