@@ -18,8 +18,7 @@ use support::{app_config, APP};
 fn harness() -> support::Harness {
     let mut config = LogicConfig::default();
     config.http.max_batch = 8;
-    let h = support::Harness::new(config, vec![app_config(APP, json!({}))], None);
-    h
+    support::Harness::new(config, vec![app_config(APP, json!({}))], None)
 }
 
 async fn users(h: &support::Harness, ids: &[&str]) {
