@@ -401,15 +401,24 @@ impl Groups {
         Ok(g)
     }
 
-    /// Locks the joined views of `users` (each once, in id order), loading them.
-    async fn lock_views(&self, logic: &Logic, app: AppId, users: &[UserId]) -> Result<LockedViews, StoreError> {
+    /// Locks the joined views of `users` (each once, in id order), loading them if
+    /// `load`. Without `load` a view not in memory stays unloaded, but its slot is held:
+    /// a later load (under the same lock) folds the log with this change in it, so a
+    /// change of a large group costs no view load per member.
+    async fn lock_views(
+        &self,
+        logic: &Logic,
+        app: AppId,
+        users: &[UserId],
+        load: bool,
+    ) -> Result<LockedViews, StoreError> {
         let mut ids: Vec<UserId> = users.to_vec();
         ids.sort_unstable();
         ids.dedup();
         let mut guards = Vec::with_capacity(ids.len());
         for id in ids {
             let mut g = self.view_slot(app, &id).lock_owned().await;
-            if g.is_none() {
+            if load && g.is_none() {
                 *g = Some(JoinedView::load(logic, app, &id).await?);
             }
             guards.push((id, g));
@@ -487,7 +496,7 @@ pub(crate) async fn commit(
     ch: Change,
 ) -> Result<(), GroupError> {
     let users: Vec<UserId> = ch.joined.iter().map(|(u, _)| u.clone()).collect();
-    let mut views = logic.groups.lock_views(logic, app, &users).await?;
+    let mut views = logic.groups.lock_views(logic, app, &users, false).await?;
     let mut batch = WriteBatch::with_capacity(1 + ch.puts.len() + ch.dels.len());
     let group_id = match (&ch.group, slot.as_ref()) {
         (Some(g), _) => g.group_id.clone(),
@@ -558,7 +567,7 @@ pub(crate) async fn commit(
 
 /// The joined groups of `user` as (group id, record, seq), in group id order.
 pub async fn joined(logic: &Logic, app: AppId, user: &UserId) -> Result<Vec<(GroupId, JoinedRecord, Seq)>, StoreError> {
-    let views = logic.groups.lock_views(logic, app, std::slice::from_ref(user)).await?;
+    let views = logic.groups.lock_views(logic, app, std::slice::from_ref(user), true).await?;
     let v = views.guards[0].1.as_ref().map(|v| &v.groups);
     Ok(v.into_iter().flatten().map(|(g, (r, s))| (g.clone(), r.clone(), *s)).collect())
 }
