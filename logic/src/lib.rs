@@ -13,6 +13,7 @@ pub mod admission;
 pub mod apps;
 pub mod config;
 pub mod friends;
+pub mod groups;
 pub mod hooks;
 pub mod http;
 pub mod link;
@@ -81,6 +82,8 @@ pub struct Logic {
     pub messaging: messages::Messaging,
     /// Friend lists, blacklists and friend requests (materialized views of their logs).
     pub friends: friends::Friends,
+    /// Groups and joined-group views (loaded on first touch).
+    pub groups: groups::Groups,
     /// User existence/deletion for the message path (filled from the store, updated by users.rs).
     pub user_cache: user_cache::UserCache,
     /// The node-wide, latency-steered bound on sends waiting for the store.
@@ -104,6 +107,7 @@ impl Logic {
             seqs,
             messaging: messages::Messaging::new(),
             friends: friends::Friends::new(),
+            groups: groups::Groups::new(),
             user_cache: user_cache::UserCache::new(),
             admission,
         })

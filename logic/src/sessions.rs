@@ -228,6 +228,55 @@ impl Sessions {
         n
     }
 
+    /// Sends a complete client frame to every online device of the users `is_target`
+    /// accepts (a group's members), except `except`: ONE Deliver per gateway core for
+    /// all of them, so the frame is wrapped once per core, not once per member. Walks
+    /// whichever is smaller — the `candidates` (every member) or the online users — so
+    /// the cost is O(min(members, online users)), never a lookup per offline member
+    /// of a large group when few users are online. Returns how many devices it targeted.
+    pub fn send_to_members<'a>(
+        &self,
+        app: AppId,
+        candidates: impl ExactSizeIterator<Item = &'a UserId>,
+        is_target: impl Fn(&UserId) -> bool,
+        frame: &[u8],
+        except: Option<&ConnRef>,
+    ) -> usize {
+        let mut g = self.lock();
+        let mut per_link: Vec<(LinkKey, Vec<ConnRef>)> = Vec::new();
+        let mut add = |list: &Vec<Session>| {
+            for s in list {
+                if except.is_some_and(|e| same_conn(e, &s.conn)) {
+                    continue;
+                }
+                let lk = link_of(&s.conn);
+                match per_link.iter_mut().find(|(k, _)| *k == lk) {
+                    Some((_, v)) => v.push(s.conn),
+                    None => per_link.push((lk, vec![s.conn])),
+                }
+            }
+        };
+        if candidates.len() <= g.by_user.len() {
+            for u in candidates {
+                if let Some(list) = g.by_user.get(&(app, u.clone())) {
+                    add(list);
+                }
+            }
+        } else {
+            for ((a, u), list) in &g.by_user {
+                if *a == app && is_target(u) {
+                    add(list);
+                }
+            }
+        }
+        let mut n = 0;
+        for (lk, conns) in per_link {
+            n += conns.len();
+            send_locked(&mut g, lk, encode::link_deliver(&conns, frame), &conns);
+        }
+        n
+    }
+
     /// Sends `frame` to one connection, then closes it; forgets the session.
     pub fn close_with(&self, conn: &ConnRef, frame: &[u8]) {
         self.close(conn);

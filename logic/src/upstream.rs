@@ -20,7 +20,7 @@ use tern_schema::client::{Body, SyncKind as WireKind};
 use tern_schema::link::ConnRef;
 use tern_schema::message::{self, elems_of, SendAckParts};
 use tern_schema::{codes, encode, frame};
-use tern_storage::{AppId, GuardedBatch, Seq, UserId};
+use tern_storage::{AppId, GroupId, GuardedBatch, Seq, UserId};
 use tokio::sync::mpsc;
 
 use crate::messages::{self as msg, Pending, Prepared, Recaller, SendRequest};
@@ -46,7 +46,32 @@ pub async fn handle(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, turn: &mut S
         return reply(tx, conn, &encode::error(rid, codes::LOGIN_REQUIRED, "no session on this connection"));
     };
     match f.body_type() {
+        Body::Send
+            if f.body_as_send()
+                .is_some_and(|s| s.conversation_type() == tern_schema::client::ConversationType::Group) =>
+        {
+            turn.push_group(logic, tx, conn, rid, bytes, app, user, &session.device_id)
+        }
         Body::Send => turn.push(logic, tx, conn, rid, &f, app, user, &session.device_id).await,
+        Body::Pull if f.body_as_pull().and_then(|p| p.group_id()).is_some_and(|g| !g.is_empty()) => {
+            let p = f.body_as_pull().expect("checked type");
+            let group = match GroupId::new(p.group_id().unwrap_or_default()) {
+                Ok(g) => g,
+                Err(e) => return reply(tx, conn, &encode::error(rid, codes::INVALID_FIELD, &format!("group_id: {e}"))),
+            };
+            let (after, limit) = (Seq(p.after_seq()), p.limit() as usize);
+            let (logic, tx) = (logic.clone(), tx.clone());
+            tokio::spawn(async move {
+                let frame = match crate::groups::pull(&logic, app, &group, &user, after, limit).await {
+                    Ok((items, max, completed)) => {
+                        let parts: Vec<_> = items.iter().filter_map(msg::TimelineItem::parts).collect();
+                        message::pull_result(rid, WireKind::Message, &parts, max.0, completed)
+                    }
+                    Err(r) => encode::error(rid, r.code, &r.message),
+                };
+                reply(&tx, conn, &frame);
+            });
+        }
         Body::Pull => {
             let p = f.body_as_pull().expect("checked type");
             if p.kind() != WireKind::Message {
@@ -69,9 +94,28 @@ pub async fn handle(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, turn: &mut S
         }
         Body::PushAck => {
             let a = f.body_as_push_ack().expect("checked type");
-            if a.kind() == WireKind::Message {
+            // An ack of a group timeline (group seqs) must never move the inbox ack;
+            // per-device group positions are not stored yet (the client keeps them).
+            if a.kind() == WireKind::Message && a.group_id().is_none_or(str::is_empty) {
                 msg::push_ack(logic, app, &user, &session.device_id, a.seq());
             }
+        }
+        Body::ReadReceipt
+            if f.body_as_read_receipt()
+                .is_some_and(|r| r.conversation_type() == tern_schema::client::ConversationType::Group) =>
+        {
+            let r = f.body_as_read_receipt().expect("checked type");
+            let group = match GroupId::new(r.peer_id().unwrap_or_default()) {
+                Ok(g) => g,
+                Err(e) => return reply(tx, conn, &encode::error(rid, codes::INVALID_FIELD, &format!("peer_id: {e}"))),
+            };
+            let read_seq = Seq(r.read_seq());
+            let (logic, tx) = (logic.clone(), tx.clone());
+            tokio::spawn(async move {
+                if let Err(r) = crate::groups::read(&logic, app, &group, &user, read_seq, Some(&conn)).await {
+                    reply(&tx, conn, &encode::error(rid, r.code, &r.message));
+                }
+            });
         }
         Body::ReadReceipt => {
             let r = f.body_as_read_receipt().expect("checked type");
@@ -204,6 +248,64 @@ impl SendTurn {
             }
             Err(r) => refuse(r.code, &r.message),
         }
+    }
+
+    /// Runs one group Send (conversation type Group, `to_id` the group) in a task of
+    /// its own, counted in this link's sends in flight: a group send holds its group's
+    /// lock through its write, which must not stall the link reader.
+    #[allow(clippy::too_many_arguments)]
+    fn push_group(
+        &mut self,
+        logic: &Arc<Logic>,
+        tx: &mpsc::Sender<Vec<u8>>,
+        conn: ConnRef,
+        rid: u32,
+        bytes: &[u8],
+        app: AppId,
+        user: UserId,
+        device_id: &str,
+    ) {
+        if self.in_flight.load(Ordering::Relaxed) + self.pending.len() >= self.max_in_flight {
+            metrics::counter!("tern_sends_refused_busy_total").increment(1);
+            let f = frame::parse_client_framed(bytes, crate::link::MAX_LINK_PAYLOAD).expect("parsed before");
+            let id = f.body_as_send().and_then(|s| s.client_msg_id()).unwrap_or_default();
+            let parts = SendAckParts {
+                client_msg_id: id,
+                code: codes::SERVICE_UNAVAILABLE,
+                message: "server busy: too many sends in flight; retry in 100 ms",
+                ..Default::default()
+            };
+            return reply(tx, conn, &message::send_ack(rid, &parts));
+        }
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        // The frame's bytes move into the task: the elements borrow from them there.
+        let (bytes, device) = (bytes.to_vec(), device_id.to_owned());
+        let (logic, tx, in_flight) = (logic.clone(), tx.clone(), self.in_flight.clone());
+        tokio::spawn(async move {
+            let f = frame::parse_client_framed(&bytes, crate::link::MAX_LINK_PAYLOAD).expect("parsed before");
+            let s = f.body_as_send().expect("checked type");
+            let client_msg_id = s.client_msg_id().unwrap_or_default();
+            let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned() };
+            let result = match GroupId::new(s.to_id().unwrap_or_default()) {
+                Err(e) => Err(msg::Refusal::new(msg::errors::INVALID_MESSAGE, format!("to_id: {e}"))),
+                Ok(group) => {
+                    let req = crate::groups::GroupSend {
+                        app,
+                        group,
+                        from: user,
+                        client_msg_id,
+                        elems: elems_of(s.elems()),
+                        client_time_ms: s.client_time_ms(),
+                        from_device: &device,
+                        origin: Some(conn),
+                        extras: Default::default(),
+                    };
+                    crate::groups::send(&logic, req).await
+                }
+            };
+            reply(&tx, conn, &send_ack(&to, &result));
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 
     /// Hands the turn's sends to the store in one request; a task completes them.

@@ -140,13 +140,30 @@ pub fn sync_notify(kind: SyncKind, seq: u64) -> Vec<u8> {
 
 pub fn push_ack(request_id: u32, kind: SyncKind, seq: u64) -> Vec<u8> {
     let mut fbb = FlatBufferBuilder::with_capacity(64);
-    let body = client::PushAck::create(&mut fbb, &client::PushAckArgs { kind, seq });
+    let body = client::PushAck::create(&mut fbb, &client::PushAckArgs { kind, seq, group_id: None });
+    finish_client(fbb, request_id, Body::PushAck, body.as_union_value())
+}
+
+/// A PushAck of a group's timeline up to group seq `seq`.
+pub fn push_ack_group(request_id: u32, group_id: &str, seq: u64) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::with_capacity(64 + group_id.len());
+    let group_id = Some(fbb.create_string(group_id));
+    let body = client::PushAck::create(&mut fbb, &client::PushAckArgs { kind: SyncKind::Message, seq, group_id });
     finish_client(fbb, request_id, Body::PushAck, body.as_union_value())
 }
 
 pub fn pull(request_id: u32, kind: SyncKind, after_seq: u64, limit: u32) -> Vec<u8> {
     let mut fbb = FlatBufferBuilder::with_capacity(64);
-    let body = client::Pull::create(&mut fbb, &client::PullArgs { kind, after_seq, limit });
+    let body = client::Pull::create(&mut fbb, &client::PullArgs { kind, after_seq, limit, group_id: None });
+    finish_client(fbb, request_id, Body::Pull, body.as_union_value())
+}
+
+/// A Pull of a group's timeline: messages with a group seq above `after_seq`.
+pub fn pull_group(request_id: u32, group_id: &str, after_seq: u64, limit: u32) -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::with_capacity(64 + group_id.len());
+    let group_id = Some(fbb.create_string(group_id));
+    let args = client::PullArgs { kind: SyncKind::Message, after_seq, limit, group_id };
+    let body = client::Pull::create(&mut fbb, &args);
     finish_client(fbb, request_id, Body::Pull, body.as_union_value())
 }
 

@@ -167,6 +167,28 @@ pub fn send(
     elems: &[ElemParts<'_>],
     client_time_ms: u64,
 ) -> Vec<u8> {
+    send_in(request_id, ConversationType::Single, client_msg_id, to_id, elems, client_time_ms)
+}
+
+/// A Send to the group `group_id` (conversation type Group).
+pub fn send_to_group(
+    request_id: u32,
+    client_msg_id: &str,
+    group_id: &str,
+    elems: &[ElemParts<'_>],
+    client_time_ms: u64,
+) -> Vec<u8> {
+    send_in(request_id, ConversationType::Group, client_msg_id, group_id, elems, client_time_ms)
+}
+
+fn send_in(
+    request_id: u32,
+    conversation_type: ConversationType,
+    client_msg_id: &str,
+    to_id: &str,
+    elems: &[ElemParts<'_>],
+    client_time_ms: u64,
+) -> Vec<u8> {
     let mut fbb = FlatBufferBuilder::with_capacity(128);
     let client_msg_id = fbb.create_string(client_msg_id);
     let to_id = fbb.create_string(to_id);
@@ -175,7 +197,7 @@ pub fn send(
         &mut fbb,
         &client::SendArgs {
             client_msg_id: Some(client_msg_id),
-            conversation_type: ConversationType::Single,
+            conversation_type,
             to_id: Some(to_id),
             elems: Some(elems),
             client_time_ms,
@@ -241,23 +263,46 @@ pub fn pull_result(
 }
 
 pub fn read_receipt(request_id: u32, peer_id: &str, read_seq: u64) -> Vec<u8> {
+    read_receipt_in(request_id, ConversationType::Single, peer_id, read_seq)
+}
+
+/// A ReadReceipt of the group `group_id` up to group seq `read_seq`.
+pub fn read_receipt_group(request_id: u32, group_id: &str, read_seq: u64) -> Vec<u8> {
+    read_receipt_in(request_id, ConversationType::Group, group_id, read_seq)
+}
+
+fn read_receipt_in(request_id: u32, conversation_type: ConversationType, peer_id: &str, read_seq: u64) -> Vec<u8> {
     let mut fbb = FlatBufferBuilder::with_capacity(64);
     let peer_id = fbb.create_string(peer_id);
     let body = client::ReadReceipt::create(
         &mut fbb,
-        &client::ReadReceiptArgs { conversation_type: ConversationType::Single, peer_id: Some(peer_id), read_seq },
+        &client::ReadReceiptArgs { conversation_type, peer_id: Some(peer_id), read_seq },
     );
     finish_client(fbb, request_id, Body::ReadReceipt, body.as_union_value())
 }
 
 pub fn read_receipt_notify(reader_id: &str, peer_id: &str, read_seq: u64) -> Vec<u8> {
+    read_receipt_notify_in(ConversationType::Single, reader_id, peer_id, read_seq)
+}
+
+/// `reader_id` read the group `group_id` up to group seq `read_seq`.
+pub fn read_receipt_notify_group(reader_id: &str, group_id: &str, read_seq: u64) -> Vec<u8> {
+    read_receipt_notify_in(ConversationType::Group, reader_id, group_id, read_seq)
+}
+
+fn read_receipt_notify_in(
+    conversation_type: ConversationType,
+    reader_id: &str,
+    peer_id: &str,
+    read_seq: u64,
+) -> Vec<u8> {
     let mut fbb = FlatBufferBuilder::with_capacity(64);
     let reader_id = fbb.create_string(reader_id);
     let peer_id = fbb.create_string(peer_id);
     let body = client::ReadReceiptNotify::create(
         &mut fbb,
         &client::ReadReceiptNotifyArgs {
-            conversation_type: ConversationType::Single,
+            conversation_type,
             reader_id: Some(reader_id),
             peer_id: Some(peer_id),
             read_seq,

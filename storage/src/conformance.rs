@@ -21,9 +21,9 @@
 //! depend on each other, on wall-clock time, or on data left by another case.
 
 use crate::{
-    AppId, AppRecord, Conversation, ConversationRecord, DedupRecord, DeviceAck, GroupId, GuardOutcome, GuardedBatch,
-    LastMessage, LogEntry, MessageCopy, MessageLocator, Owner, Seq, Store, StoreError, SyncKind, UserId, UserRecord,
-    WriteBatch,
+    AppId, AppRecord, Conversation, ConversationRecord, DedupRecord, DeviceAck, GroupId, GroupMemberRecord,
+    GroupRecord, GuardOutcome, GuardedBatch, LastMessage, LogEntry, MessageCopy, MessageLocator, Owner, Seq, Store,
+    StoreError, SyncKind, UserId, UserRecord, WriteBatch,
 };
 use bytes::Bytes;
 use std::{any::Any, future::Future, pin::Pin, sync::Arc, task::Poll};
@@ -65,6 +65,9 @@ macro_rules! conformance_tests {
             index_ops_with_log_in_one_batch,
             guarded_write_applies_new_and_refuses_duplicates,
             guarded_write_respects_expiry_and_invalid_input,
+            groups_roundtrip_and_paging,
+            group_members_roundtrip_paging_and_delete,
+            group_records_refuse_oversized_text,
         );
     };
     (optional: $factory:expr) => {
@@ -1273,4 +1276,186 @@ pub async fn index_ops_with_log_in_one_batch(store: &dyn Store) {
     join_all([writer, reader]).await;
     let conv: Vec<u64> = collect_conv_back(store, APP, &from, &with_to, 7).await.into_iter().map(|s| s.0).collect();
     assert_eq!(conv, (1..=BATCHES).rev().collect::<Vec<_>>());
+}
+
+fn group_record(id: &str, n: u64) -> GroupRecord {
+    let mut g = GroupRecord::new(gid(id), n);
+    g.group_type = (n % 4) as u8 + 1;
+    g.group_name = format!("group {id} v{n}");
+    g.owner_id = Some(uid("owner"));
+    g.mute = n.is_multiple_of(2);
+    g.introduction = "intro".into();
+    g.notification = "notice".into();
+    g.max_member_count = 200;
+    g.member_count = n as u32;
+    g.extra = format!("{{\"n\":{n}}}");
+    g
+}
+
+fn member_record(id: &str, n: u64) -> GroupMemberRecord {
+    let mut m = GroupMemberRecord::new(uid(id), n, Seq(n * 10));
+    m.role = (n % 3) as u8;
+    m.alias = format!("alias {id}");
+    m.join_type = "invite".into();
+    m.mute_until_ms = n * 1000;
+    m.extra = "x".into();
+    m
+}
+
+/// Reads every group of `app` in pages of `page`, checking paging on the way.
+pub async fn collect_groups(store: &dyn Store, app: AppId, page: usize) -> Vec<GroupRecord> {
+    let mut all: Vec<GroupRecord> = Vec::new();
+    loop {
+        let after = all.last().map(|g| g.group_id.clone());
+        let got = store.list_groups(app, after.as_ref(), page).await.expect("list_groups");
+        assert!(got.len() <= page, "page of {} > {page}", got.len());
+        let done = got.len() < page;
+        for g in got {
+            assert!(all.iter().all(|h| h.group_id != g.group_id), "{} listed twice", g.group_id);
+            all.push(g);
+        }
+        if done {
+            return all;
+        }
+    }
+}
+
+/// Groups: missing is `None`, a put round-trips every field, overwrites win (also
+/// within one batch), destroyed groups stay readable, listing pages through every group
+/// of the app exactly once (a group "a" and a group "ab" included) and apps do not share
+/// groups. Groups and users with one id are distinct.
+pub async fn groups_roundtrip_and_paging(store: &dyn Store) {
+    assert_eq!(store.get_group(APP, &gid("g1")).await.unwrap(), None);
+    assert!(store.list_groups(APP, None, 10).await.unwrap().is_empty());
+
+    let ids = ["a", "ab", "b", "g1", "g2", "zz", "a.b", "A"];
+    let mut batch = WriteBatch::new();
+    for (i, id) in ids.iter().enumerate() {
+        batch.put_group(APP, group_record(id, i as u64));
+    }
+    // A later op on the same key wins.
+    batch.put_group(APP, group_record("g1", 42));
+    batch.put_group(AppId(2), group_record("other-app", 1));
+    // A user with a group's id is another thing.
+    batch.put_user(APP, UserRecord::new(uid("g1"), 1));
+    write(store, batch).await;
+
+    assert_eq!(store.get_group(APP, &gid("g1")).await.unwrap(), Some(group_record("g1", 42)));
+    assert_eq!(store.get_group(APP, &gid("a")).await.unwrap(), Some(group_record("a", 0)));
+    assert_eq!(store.get_group(APP, &gid("other-app")).await.unwrap(), None);
+    assert_eq!(store.get_group(AppId(2), &gid("other-app")).await.unwrap(), Some(group_record("other-app", 1)));
+
+    let mut destroyed = group_record("g2", 5);
+    destroyed.destroyed = true;
+    destroyed.owner_id = None;
+    let mut b = WriteBatch::new();
+    b.put_group(APP, destroyed.clone());
+    write(store, b).await;
+    assert_eq!(store.get_group(APP, &gid("g2")).await.unwrap(), Some(destroyed));
+
+    for page in [1, 3, 100] {
+        let all = collect_groups(store, APP, page).await;
+        let mut got: Vec<&str> = all.iter().map(|g| g.group_id.as_str()).collect();
+        got.sort_unstable();
+        let mut want = ids.to_vec();
+        want.sort_unstable();
+        assert_eq!(got, want, "page size {page}");
+    }
+    assert_eq!(collect_groups(store, AppId(2), 2).await.len(), 1);
+    assert!(store.list_groups(APP, None, 0).await.unwrap().is_empty());
+    assert!(store.list_groups(AppId(3), None, 10).await.unwrap().is_empty());
+}
+
+/// Members: looked up in request order (`None` for non-members), listed in pages
+/// exactly once, removed by delete (deleting an absent member is a no-op), a put after
+/// a delete in one batch wins, and groups with prefix ids ("a", "ab") or in other apps
+/// do not share members.
+pub async fn group_members_roundtrip_paging_and_delete(store: &dyn Store) {
+    let (a, ab) = (gid("a"), gid("ab"));
+    let names: Vec<String> = (0..25).map(|i| format!("m{i:02}")).collect();
+    let mut batch = WriteBatch::new();
+    for (i, n) in names.iter().enumerate() {
+        batch.put_group_member(APP, a.clone(), member_record(n, i as u64));
+    }
+    batch.put_group_member(APP, ab.clone(), member_record("only-ab", 1));
+    batch.put_group_member(AppId(2), a.clone(), member_record("other-app", 1));
+    write(store, batch).await;
+
+    let asked = [uid("m03"), uid("nobody"), uid("only-ab"), uid("m00")];
+    let got = store.get_group_members(APP, &a, &asked).await.unwrap();
+    assert_eq!(got, vec![Some(member_record("m03", 3)), None, None, Some(member_record("m00", 0))]);
+    assert!(store.get_group_members(APP, &a, &[]).await.unwrap().is_empty());
+    assert_eq!(
+        store.get_group_members(APP, &ab, &[uid("only-ab")]).await.unwrap(),
+        vec![Some(member_record("only-ab", 1))]
+    );
+
+    let collect = |group: GroupId, app: AppId, page: usize| async move {
+        let mut all: Vec<GroupMemberRecord> = Vec::new();
+        loop {
+            let after = all.last().map(|m| m.member_id.clone());
+            let got = store.list_group_members(app, &group, after.as_ref(), page).await.expect("list members");
+            assert!(got.len() <= page);
+            let done = got.len() < page;
+            for m in got {
+                assert!(all.iter().all(|x| x.member_id != m.member_id), "{} twice", m.member_id);
+                all.push(m);
+            }
+            if done {
+                return all;
+            }
+        }
+    };
+    for page in [1, 7, 25, 100] {
+        let all = collect(a.clone(), APP, page).await;
+        let mut got: Vec<String> = all.iter().map(|m| m.member_id.to_string()).collect();
+        got.sort_unstable();
+        assert_eq!(got, names, "page size {page}");
+    }
+    assert_eq!(collect(ab.clone(), APP, 10).await, vec![member_record("only-ab", 1)]);
+    assert_eq!(collect(a.clone(), AppId(2), 10).await, vec![member_record("other-app", 1)]);
+    assert!(collect(gid("none"), APP, 10).await.is_empty());
+
+    // Delete, delete-absent, and delete-then-put in one batch.
+    let mut batch = WriteBatch::new();
+    batch
+        .delete_group_member(APP, a.clone(), uid("m01"))
+        .delete_group_member(APP, a.clone(), uid("never"))
+        .delete_group_member(APP, a.clone(), uid("m02"))
+        .put_group_member(APP, a.clone(), member_record("m02", 99));
+    write(store, batch).await;
+    let got = store.get_group_members(APP, &a, &[uid("m01"), uid("m02")]).await.unwrap();
+    assert_eq!(got, vec![None, Some(member_record("m02", 99))]);
+    assert_eq!(collect(a.clone(), APP, 4).await.len(), names.len() - 1);
+    // Put then delete in one batch: the delete wins.
+    let mut batch = WriteBatch::new();
+    batch.put_group_member(APP, ab.clone(), member_record("gone", 1)).delete_group_member(APP, ab.clone(), uid("gone"));
+    write(store, batch).await;
+    assert_eq!(store.get_group_members(APP, &ab, &[uid("gone")]).await.unwrap(), vec![None]);
+}
+
+/// Oversized text in a group or member record fails the whole batch.
+pub async fn group_records_refuse_oversized_text(store: &dyn Store) {
+    let mut big = group_record("big", 1);
+    big.notification = "x".repeat(crate::MAX_GROUP_TEXT_LEN + 1);
+    let mut batch = WriteBatch::new();
+    batch.put_group(APP, group_record("ok", 1)).put_group(APP, big);
+    let err = store.write(batch).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidArgument(_)), "{err:?}");
+    assert_eq!(store.get_group(APP, &gid("ok")).await.unwrap(), None);
+
+    let mut m = member_record("m", 1);
+    m.extra = "x".repeat(crate::MAX_GROUP_TEXT_LEN + 1);
+    let mut batch = WriteBatch::new();
+    batch.put_group_member(APP, gid("ok"), m);
+    assert!(matches!(store.write(batch).await.unwrap_err(), StoreError::InvalidArgument(_)));
+    let at_limit = {
+        let mut g = group_record("limit", 1);
+        g.extra = "x".repeat(crate::MAX_GROUP_TEXT_LEN);
+        g
+    };
+    let mut batch = WriteBatch::new();
+    batch.put_group(APP, at_limit.clone());
+    write(store, batch).await;
+    assert_eq!(store.get_group(APP, &gid("limit")).await.unwrap(), Some(at_limit));
 }

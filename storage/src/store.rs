@@ -10,8 +10,8 @@
 //! conditional writes on the hot path).
 
 use crate::{
-    AppId, AppRecord, Conversation, ConversationRecord, DedupRecord, DeviceAck, LogEntry, MessageLocator, Owner, Seq,
-    StoreError, SyncKind, UserId, UserRecord,
+    AppId, AppRecord, Conversation, ConversationRecord, DedupRecord, DeviceAck, GroupId, GroupMemberRecord,
+    GroupRecord, LogEntry, MessageLocator, Owner, Seq, StoreError, SyncKind, UserId, UserRecord,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -32,6 +32,10 @@ pub const MAX_DEVICE_ID_LEN: usize = 64;
 /// Most copies one [`MessageLocator`] may list: a 1:1 message has two, a group message
 /// one; the room above is for small groups stored by write fan-out.
 pub const MAX_LOCATOR_COPIES: usize = 1024;
+
+/// Longest accepted text field of a [`GroupRecord`] or [`GroupMemberRecord`], in bytes:
+/// records are read in pages (a member list), so they must stay small.
+pub const MAX_GROUP_TEXT_LEN: usize = 8192;
 
 /// One write. Add variants here as features need them (friendship records, group
 /// members, …); every backend then fails to compile until it handles the new op, which
@@ -142,6 +146,26 @@ pub enum WriteOp {
         /// Which conversation.
         conversation: Conversation,
     },
+    /// Insert or overwrite a group's record (keyed by app and `group_id`).
+    PutGroup(AppId, GroupRecord),
+    /// Insert or overwrite one member of `group` (keyed by app, group, member id).
+    PutGroupMember {
+        /// Tenant.
+        app: AppId,
+        /// Which group.
+        group: GroupId,
+        /// The member's whole record.
+        member: GroupMemberRecord,
+    },
+    /// Remove one member of `group` (absent already: nothing happens).
+    DeleteGroupMember {
+        /// Tenant.
+        app: AppId,
+        /// Which group.
+        group: GroupId,
+        /// Who.
+        member: UserId,
+    },
 }
 
 impl WriteOp {
@@ -153,7 +177,14 @@ impl WriteOp {
             | WriteOp::PutApp(_)
             | WriteOp::AppendConvIndex { .. }
             | WriteOp::PutReadMark { .. }
-            | WriteOp::DeleteConversation { .. } => Ok(()),
+            | WriteOp::DeleteConversation { .. }
+            | WriteOp::DeleteGroupMember { .. } => Ok(()),
+            WriteOp::PutGroup(_, g) => {
+                check_group_text(&[&g.group_name, &g.introduction, &g.notification, &g.photo, &g.extra])
+            }
+            WriteOp::PutGroupMember { member, .. } => {
+                check_group_text(&[&member.alias, &member.join_type, &member.extra])
+            }
             WriteOp::PutMessageIndex { loc, .. } => check_locator(loc),
             WriteOp::PutConversation { record, .. } => check_conversation_record(record),
             WriteOp::AppendLog { entry, .. } => check_value_len("log payload", entry.payload.len()),
@@ -195,6 +226,16 @@ fn check_conversation_record(rec: &ConversationRecord) -> Result<(), StoreError>
         )));
     }
     Ok(())
+}
+
+/// Checks group text fields against [`MAX_GROUP_TEXT_LEN`].
+fn check_group_text(fields: &[&str]) -> Result<(), StoreError> {
+    match fields.iter().map(|f| f.len()).max() {
+        Some(n) if n > MAX_GROUP_TEXT_LEN => {
+            Err(StoreError::InvalidArgument(format!("group text field of {n} bytes, more than {MAX_GROUP_TEXT_LEN}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Checks a device id against the shared limits.
@@ -342,6 +383,21 @@ impl WriteBatch {
     /// Adds [`WriteOp::DeleteConversation`].
     pub fn delete_conversation(&mut self, app: AppId, user: UserId, conversation: Conversation) -> &mut Self {
         self.push(WriteOp::DeleteConversation { app, user, conversation })
+    }
+
+    /// Adds [`WriteOp::PutGroup`].
+    pub fn put_group(&mut self, app: AppId, group: GroupRecord) -> &mut Self {
+        self.push(WriteOp::PutGroup(app, group))
+    }
+
+    /// Adds [`WriteOp::PutGroupMember`].
+    pub fn put_group_member(&mut self, app: AppId, group: GroupId, member: GroupMemberRecord) -> &mut Self {
+        self.push(WriteOp::PutGroupMember { app, group, member })
+    }
+
+    /// Adds [`WriteOp::DeleteGroupMember`].
+    pub fn delete_group_member(&mut self, app: AppId, group: GroupId, member: UserId) -> &mut Self {
+        self.push(WriteOp::DeleteGroupMember { app, group, member })
     }
 
     /// Appends every op of `other`, after this batch's ops.
@@ -549,6 +605,38 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&Conversation>,
         limit: usize,
     ) -> Result<Vec<ConversationRecord>, StoreError>;
+
+    /// The group's record, if it was ever put (destroyed groups included).
+    async fn get_group(&self, app: AppId, group: &GroupId) -> Result<Option<GroupRecord>, StoreError>;
+
+    /// Up to `limit` of the app's groups that come after `after` (`None`: from the
+    /// first) in the backend's order of group ids — stable, but not specified, so page
+    /// with the last record's id as the next `after`.
+    async fn list_groups(
+        &self,
+        app: AppId,
+        after: Option<&GroupId>,
+        limit: usize,
+    ) -> Result<Vec<GroupRecord>, StoreError>;
+
+    /// The member records of `members` in `group`, in the same order (`None` for
+    /// non-members).
+    async fn get_group_members(
+        &self,
+        app: AppId,
+        group: &GroupId,
+        members: &[UserId],
+    ) -> Result<Vec<Option<GroupMemberRecord>>, StoreError>;
+
+    /// Up to `limit` members of `group` after member `after` (`None`: from the first),
+    /// in the backend's order of member ids (stable; page with the last member's id).
+    async fn list_group_members(
+        &self,
+        app: AppId,
+        group: &GroupId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<Vec<GroupMemberRecord>, StoreError>;
 
     /// Makes every acknowledged write durable on disk regardless of the durability
     /// policy (called at shutdown).

@@ -625,6 +625,134 @@ impl ConversationRecord {
     }
 }
 
+/// A group's profile and state as stored (issue 11). Field names follow the original
+/// system's group API. Stored as a whole (last write wins); logic orders changes of one
+/// group under that group's lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// Which group.
+    pub group_id: GroupId,
+    // Every other field defaults when absent so records written before a field was
+    // added still decode.
+    /// 1 private/work, 2 public, 3 meeting/chat room, 4 community (opaque to storage).
+    #[serde(default)]
+    pub group_type: u8,
+    /// Display name.
+    #[serde(default)]
+    pub group_name: String,
+    /// The owner, if the group has one (a group made by an app admin may not).
+    #[serde(default)]
+    pub owner_id: Option<UserId>,
+    /// The whole group is muted: only the owner and admins may send.
+    #[serde(default)]
+    pub mute: bool,
+    /// How users may join (opaque to storage).
+    #[serde(default)]
+    pub apply_join_type: u8,
+    /// Free-form introduction.
+    #[serde(default)]
+    pub introduction: String,
+    /// Free-form notice.
+    #[serde(default)]
+    pub notification: String,
+    /// Avatar URL.
+    #[serde(default)]
+    pub photo: String,
+    /// Most members (0: the app's default).
+    #[serde(default)]
+    pub max_member_count: u32,
+    /// Members now (kept by logic with every membership change, so a full check
+    /// needs no scan).
+    #[serde(default)]
+    pub member_count: u32,
+    /// Business-defined extra data.
+    #[serde(default)]
+    pub extra: String,
+    /// Dissolved: kept so a destroyed group can be told apart from an unknown one.
+    #[serde(default)]
+    pub destroyed: bool,
+    /// When the group was created, milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub created_ms: u64,
+    /// When the record last changed, milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub updated_ms: u64,
+}
+
+impl GroupRecord {
+    /// A fresh, empty group created at `now_ms`.
+    pub fn new(group_id: GroupId, now_ms: u64) -> Self {
+        Self {
+            group_id,
+            group_type: 0,
+            group_name: String::new(),
+            owner_id: None,
+            mute: false,
+            apply_join_type: 0,
+            introduction: String::new(),
+            notification: String::new(),
+            photo: String::new(),
+            max_member_count: 0,
+            member_count: 0,
+            extra: String::new(),
+            destroyed: false,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+        }
+    }
+}
+
+/// One member of a group as stored, keyed by (app, group, member) and paged by member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMemberRecord {
+    /// Who.
+    pub member_id: UserId,
+    // Every other field defaults when absent (see GroupRecord).
+    /// 0 member, 1 admin, 2 owner (opaque to storage).
+    #[serde(default)]
+    pub role: u8,
+    /// The member's name card in this group.
+    #[serde(default)]
+    pub alias: String,
+    /// How the member joined (opaque to storage).
+    #[serde(default)]
+    pub join_type: String,
+    /// When the member joined, milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub join_time_ms: u64,
+    /// The group timeline's seq when the member joined: the member sees messages
+    /// above it (join-time visibility).
+    #[serde(default)]
+    pub join_seq: Seq,
+    /// Muted until then, milliseconds since the Unix epoch (0: not muted).
+    #[serde(default)]
+    pub mute_until_ms: u64,
+    /// Business-defined extra data.
+    #[serde(default)]
+    pub extra: String,
+    /// The member read the group's timeline up to this group seq (group read
+    /// receipts: "who read message S" is the members whose `read_seq >= S`).
+    #[serde(default)]
+    pub read_seq: Seq,
+}
+
+impl GroupMemberRecord {
+    /// A plain member joined at `now_ms`, above group seq `join_seq`.
+    pub fn new(member_id: UserId, now_ms: u64, join_seq: Seq) -> Self {
+        Self {
+            member_id,
+            role: 0,
+            alias: String::new(),
+            join_type: String::new(),
+            join_time_ms: now_ms,
+            join_seq,
+            mute_until_ms: 0,
+            extra: String::new(),
+            read_seq: Seq::ZERO,
+        }
+    }
+}
+
 /// A persisted app (used for the auto-generated development app).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppRecord {

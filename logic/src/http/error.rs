@@ -19,6 +19,7 @@ use tern_schema::sig::SigError;
 use utoipa::ToSchema;
 
 use crate::friends::{errors as rel, FriendError};
+use crate::groups::errors as grp;
 use crate::messages::{errors as msg, Refusal};
 use crate::users::{UserError, BATCH_TOO_LARGE};
 
@@ -250,6 +251,34 @@ pub const CODES: &[CodeInfo] = &[
     },
     CodeInfo { code: rel::FRIEND_LIMIT, status: 409, meaning: "a friend list would pass the app's max_friends" },
     CodeInfo { code: rel::BLACKLIST_LIMIT, status: 409, meaning: "the blacklist would pass the app's max_blacklist" },
+    CodeInfo { code: grp::NO_SUCH_GROUP, status: 404, meaning: "no such group in this app" },
+    CodeInfo { code: grp::GROUP_EXISTS, status: 409, meaning: "a group with this groupId exists already" },
+    CodeInfo { code: grp::ALREADY_MEMBER, status: 409, meaning: "the user is a member of the group already" },
+    CodeInfo { code: grp::GROUP_FULL, status: 409, meaning: "the group is full (maxMemberCount)" },
+    CodeInfo {
+        code: grp::NOT_MEMBER,
+        status: 403,
+        meaning: "the user (member, sender or acting operater) is not a member of the group",
+    },
+    CodeInfo { code: grp::ADMIN_ONLY, status: 403, meaning: "only the group's owner or an admin may do this" },
+    CodeInfo { code: grp::OWNER_ONLY, status: 403, meaning: "only the group's owner may do this" },
+    CodeInfo {
+        code: grp::OWNER_NOT_REMOVABLE,
+        status: 403,
+        meaning: "the owner cannot be removed (transfer the group first)",
+    },
+    CodeInfo {
+        code: grp::GROUP_MUTED,
+        status: 403,
+        meaning: "the whole group is muted: only the owner and admins may send (also a send-ack code)",
+    },
+    CodeInfo { code: grp::PUBLIC_NEEDS_OWNER, status: 400, meaning: "a public group (groupType 2) needs an ownerId" },
+    CodeInfo {
+        code: grp::MEMBER_MUTED,
+        status: 403,
+        meaning: "the member is muted in this group until speakDate (also a send-ack code)",
+    },
+    CodeInfo { code: grp::DESTROYED, status: 410, meaning: "the group was dissolved" },
 ];
 
 /// The table row of `code`.

@@ -136,7 +136,7 @@ pub struct MessageElem {
 }
 
 /// An element with its bytes decoded, owning what [`ElemParts`] borrows.
-struct OwnedElem {
+pub(crate) struct OwnedElem {
     kind: ElemKind,
     text: String,
     data: Vec<u8>,
@@ -145,7 +145,7 @@ struct OwnedElem {
 }
 
 impl OwnedElem {
-    fn parts(&self) -> ElemParts<'_> {
+    pub(crate) fn parts(&self) -> ElemParts<'_> {
         ElemParts {
             elem_type: self.kind.wire(),
             text: &self.text,
@@ -178,7 +178,7 @@ const LENIENT_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPu
 );
 
 /// Parses `messageBody`: a string (one text element) or a list of elements.
-fn parse_message_body(v: Option<&Value>) -> Result<Vec<OwnedElem>, ApiError> {
+pub(crate) fn parse_message_body(v: Option<&Value>) -> Result<Vec<OwnedElem>, ApiError> {
     let items = match v {
         None => return Err(ApiError::bad("messageBody", "missing")),
         Some(Value::String(s)) => {
@@ -408,7 +408,7 @@ impl MessageItem {
         })
     }
 
-    fn list(items: &[TimelineItem]) -> Result<Vec<Self>, ApiError> {
+    pub(crate) fn list(items: &[TimelineItem]) -> Result<Vec<Self>, ApiError> {
         items.iter().map(Self::from_timeline).collect()
     }
 }
@@ -481,7 +481,7 @@ async fn require_exists(state: &ApiState, app: AppId, id: &UserId) -> Result<(),
 }
 
 /// A send refusal, with the service's field names turned into the API's.
-fn send_refusal(r: Refusal) -> ApiError {
+pub(crate) fn send_refusal(r: Refusal) -> ApiError {
     const RENAMES: [(&str, &str); 4] = [
         ("elems", "messageBody"),
         ("client_msg_id", "messageId"),

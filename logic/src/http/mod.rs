@@ -25,6 +25,7 @@ pub mod error;
 pub mod extract;
 pub mod friend_requests;
 pub mod friendship;
+pub mod groups;
 pub mod messages;
 pub mod users;
 
@@ -214,6 +215,7 @@ pub async fn docs_page(State(state): State<Arc<ApiState>>) -> Html<String> {
         (name = "friendship", description = "Friend lists, with incremental sync."),
         (name = "blacklist", description = "The blacklist, with incremental sync."),
         (name = "friend requests", description = "Friend requests: list, mark read, approve or reject."),
+        (name = "groups", description = "Groups: profiles, members, roles, mutes, ownership, joined groups, group messages."),
         (name = "operations", description = "Health, metrics and this documentation."),
     )
 )]
@@ -249,7 +251,10 @@ The original system's controller paths answer as aliases of Tern's (each alias i
 | send | `{messageKey, messageTime}` | also `messageSequence`; `messageKey` as a decimal string | 64-bit keys lose precision in JavaScript |\n\
 | deleteAllFriend, checkFriend | per-friend rows | `{successId, errorId}` / `{resultList, errorId}` | one shape for every batch call |\n\
 | password | stored | accepted, not stored (Tern authenticates by signature; storing a hash needs a user-record field) | open in issue 10 |\n\
-| importFriendShip, groups, conversations | served | not served yet | group and conversation work lands later |";
+| getJoinedGroup | `{totalCount, groupList}` of groups | the same, each group with the user's `role` and `joinTime` | one call shows the membership |\n\
+| addMember, importGroupMember, member/remove | per-member rows `{memberId, result, resultMessage}` | `{successId, errorId}` with a code per refused member | one shape for every batch call |\n\
+| forbidSendMessage (whole-group mute) | its own call | /group/update with `mute` | one place for the profile |\n\
+| importFriendShip, conversations, member/exit | served | not served yet | open (conversations: issue 12) |";
 
 /// `[{code, status, meaning}]` for the document's `x-error-codes` extensions.
 fn code_list(codes: &[u32]) -> Value {
@@ -268,6 +273,7 @@ pub fn endpoints() -> Endpoints {
     let e = friendship::routes(e);
     let e = blacklist::routes(e);
     let e = friend_requests::routes(e);
+    let e = groups::routes(e);
     e.add(routes!(healthz), &[], &[]).add(routes!(metrics_text), &[], &[]).add(routes!(openapi_json), &[], &[]).add(
         routes!(docs_page),
         &[],

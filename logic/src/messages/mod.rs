@@ -116,7 +116,7 @@ pub struct Accepted {
 }
 
 impl Accepted {
-    fn encode(&self) -> Bytes {
+    pub(crate) fn encode(&self) -> Bytes {
         let mut v = Vec::with_capacity(24);
         v.extend_from_slice(&self.message_key.to_be_bytes());
         v.extend_from_slice(&self.seq.0.to_be_bytes());
@@ -124,7 +124,7 @@ impl Accepted {
         Bytes::from(v)
     }
 
-    fn decode(b: &[u8]) -> Option<Self> {
+    pub(crate) fn decode(b: &[u8]) -> Option<Self> {
         let n = |i: usize| b.get(i..i + 8).and_then(|s| s.try_into().ok()).map(u64::from_be_bytes);
         Some(Self { message_key: n(0)?, seq: Seq(n(8)?), server_time_ms: n(16)? })
     }
@@ -157,16 +157,21 @@ fn dedup_key(app: AppId, from: &UserId, client_msg_id: &str) -> String {
 }
 
 fn validate(logic: &Logic, req: &SendRequest<'_>) -> Result<(), Refusal> {
-    if req.client_msg_id.is_empty() || req.client_msg_id.len() > 64 {
+    validate_body(logic, req.client_msg_id, &req.elems)
+}
+
+/// Checks a message's client id and elements (1:1 and group sends alike).
+pub(crate) fn validate_body(logic: &Logic, client_msg_id: &str, elems: &[ElemParts<'_>]) -> Result<(), Refusal> {
+    if client_msg_id.is_empty() || client_msg_id.len() > 64 {
         return Err(Refusal::new(errors::INVALID_MESSAGE, "client_msg_id: must be 1..=64 bytes"));
     }
-    if req.elems.is_empty() {
+    if elems.is_empty() {
         return Err(Refusal::new(errors::INVALID_MESSAGE, "elems: a message needs at least one element"));
     }
-    if req.elems.len() > 32 {
+    if elems.len() > 32 {
         return Err(Refusal::new(errors::INVALID_MESSAGE, "elems: at most 32 elements"));
     }
-    for (i, e) in req.elems.iter().enumerate() {
+    for (i, e) in elems.iter().enumerate() {
         let ok = match e.elem_type {
             ElemType::Text => !e.text.is_empty(),
             ElemType::Custom => !e.data.is_empty() || !e.text.is_empty(),
@@ -178,7 +183,7 @@ fn validate(logic: &Logic, req: &SendRequest<'_>) -> Result<(), Refusal> {
             return Err(Refusal::new(errors::INVALID_MESSAGE, format!("elems[{i}]: empty or unknown element type")));
         }
     }
-    let size: usize = req.elems.iter().map(ElemParts::size).sum();
+    let size: usize = elems.iter().map(ElemParts::size).sum();
     let max = logic.config.messages.max_body_bytes;
     if size > max {
         return Err(Refusal::new(errors::BODY_TOO_LARGE, format!("body is {size} bytes; the limit is {max}")));
@@ -192,7 +197,7 @@ impl Messaging {
     }
 
     /// Takes one send token of a connection.
-    fn take_token(&self, conn: &ConnRef, per_sec: u32) -> bool {
+    pub(crate) fn take_token(&self, conn: &ConnRef, per_sec: u32) -> bool {
         let key = (conn.gateway_id(), conn.core(), conn.slot(), conn.generation());
         let mut g = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
@@ -452,7 +457,7 @@ impl TimelineItem {
     }
 }
 
-fn retention_floor_ms(logic: &Logic, app: AppId) -> u64 {
+pub(crate) fn retention_floor_ms(logic: &Logic, app: AppId) -> u64 {
     let days = logic.apps.get(app).map_or(crate::apps::DEFAULT_RETENTION_DAYS, |a| a.retention_days);
     now_ms().saturating_sub(u64::from(days) * 86_400_000)
 }
@@ -628,7 +633,9 @@ pub async fn recall(logic: &Logic, app: AppId, message_key: u64, by: Recaller) -
         .get_message_index(app, message_key)
         .await?
         .ok_or_else(|| Refusal::new(errors::NO_SUCH_MESSAGE, "no such message"))?;
-    // Only 1:1 messages are stored today; a group locator here would be a bug.
+    if let Some(group) = loc.group_id() {
+        return crate::groups::recall(logic, app, group, &loc, message_key, &by).await;
+    }
     let Some(to) = loc.recipient().cloned() else {
         return Err(Refusal::new(codes::INTERNAL, "stored message locator is not a 1:1 message's"));
     };

@@ -2547,6 +2547,7 @@ impl<'a> ::flatbuffers::Follow<'a> for PushAck<'a> {
 impl<'a> PushAck<'a> {
   pub const VT_KIND: ::flatbuffers::VOffsetT = 4;
   pub const VT_SEQ: ::flatbuffers::VOffsetT = 6;
+  pub const VT_GROUP_ID: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2555,10 +2556,11 @@ impl<'a> PushAck<'a> {
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
     _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args PushAckArgs
+    args: &'args PushAckArgs<'args>
   ) -> ::flatbuffers::WIPOffset<PushAck<'bldr>> {
     let mut builder = PushAckBuilder::new(_fbb);
     builder.add_seq(args.seq);
+    if let Some(x) = args.group_id { builder.add_group_id(x); }
     builder.add_kind(args.kind);
     builder.finish()
   }
@@ -2578,6 +2580,15 @@ impl<'a> PushAck<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(PushAck::VT_SEQ, Some(0)).unwrap()}
   }
+  /// Added for groups: set, the ack is of that group's timeline (a group seq), not of
+  /// the user's own inbox. Absent or empty: the user's own `kind` log, as before.
+  #[inline]
+  pub fn group_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PushAck::VT_GROUP_ID, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for PushAck<'_> {
@@ -2588,20 +2599,23 @@ impl ::flatbuffers::Verifiable for PushAck<'_> {
     v.visit_table(pos)?
      .visit_field::<SyncKind>("kind", Self::VT_KIND, false)?
      .visit_field::<u64>("seq", Self::VT_SEQ, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("group_id", Self::VT_GROUP_ID, false)?
      .finish();
     Ok(())
   }
 }
-pub struct PushAckArgs {
+pub struct PushAckArgs<'a> {
     pub kind: SyncKind,
     pub seq: u64,
+    pub group_id: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
-impl<'a> Default for PushAckArgs {
+impl<'a> Default for PushAckArgs<'a> {
   #[inline]
   fn default() -> Self {
     PushAckArgs {
       kind: SyncKind::Message,
       seq: 0,
+      group_id: None,
     }
   }
 }
@@ -2618,6 +2632,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PushAckBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_seq(&mut self, seq: u64) {
     self.fbb_.push_slot::<u64>(PushAck::VT_SEQ, seq, 0);
+  }
+  #[inline]
+  pub fn add_group_id(&mut self, group_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PushAck::VT_GROUP_ID, group_id);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PushAckBuilder<'a, 'b, A> {
@@ -2639,6 +2657,7 @@ impl ::core::fmt::Debug for PushAck<'_> {
     let mut ds = f.debug_struct("PushAck");
       ds.field("kind", &self.kind());
       ds.field("seq", &self.seq());
+      ds.field("group_id", &self.group_id());
       ds.finish()
   }
 }
@@ -2662,6 +2681,7 @@ impl<'a> Pull<'a> {
   pub const VT_KIND: ::flatbuffers::VOffsetT = 4;
   pub const VT_AFTER_SEQ: ::flatbuffers::VOffsetT = 6;
   pub const VT_LIMIT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_GROUP_ID: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2670,10 +2690,11 @@ impl<'a> Pull<'a> {
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
     _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args PullArgs
+    args: &'args PullArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Pull<'bldr>> {
     let mut builder = PullBuilder::new(_fbb);
     builder.add_after_seq(args.after_seq);
+    if let Some(x) = args.group_id { builder.add_group_id(x); }
     builder.add_limit(args.limit);
     builder.add_kind(args.kind);
     builder.finish()
@@ -2701,6 +2722,15 @@ impl<'a> Pull<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(Pull::VT_LIMIT, Some(0)).unwrap()}
   }
+  /// Added for groups: set (with kind Message), pull that group's timeline by group
+  /// seq instead of the user's own inbox. Absent or empty: the inbox, as before.
+  #[inline]
+  pub fn group_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Pull::VT_GROUP_ID, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Pull<'_> {
@@ -2712,22 +2742,25 @@ impl ::flatbuffers::Verifiable for Pull<'_> {
      .visit_field::<SyncKind>("kind", Self::VT_KIND, false)?
      .visit_field::<u64>("after_seq", Self::VT_AFTER_SEQ, false)?
      .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("group_id", Self::VT_GROUP_ID, false)?
      .finish();
     Ok(())
   }
 }
-pub struct PullArgs {
+pub struct PullArgs<'a> {
     pub kind: SyncKind,
     pub after_seq: u64,
     pub limit: u32,
+    pub group_id: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
-impl<'a> Default for PullArgs {
+impl<'a> Default for PullArgs<'a> {
   #[inline]
   fn default() -> Self {
     PullArgs {
       kind: SyncKind::Message,
       after_seq: 0,
       limit: 0,
+      group_id: None,
     }
   }
 }
@@ -2750,6 +2783,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PullBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u32>(Pull::VT_LIMIT, limit, 0);
   }
   #[inline]
+  pub fn add_group_id(&mut self, group_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Pull::VT_GROUP_ID, group_id);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PullBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     PullBuilder {
@@ -2770,6 +2807,7 @@ impl ::core::fmt::Debug for Pull<'_> {
       ds.field("kind", &self.kind());
       ds.field("after_seq", &self.after_seq());
       ds.field("limit", &self.limit());
+      ds.field("group_id", &self.group_id());
       ds.finish()
   }
 }

@@ -15,6 +15,8 @@
 //! | `conv_index`    | app u32 BE · user · conversation · seq u64 BE               | empty                          |
 //! | `read_marks`    | app u32 BE · user · conversation                            | v1 · seq u64 BE                |
 //! | `conversations` | app u32 BE · user · conversation                            | v1 · record (below)            |
+//! | `groups`        | app u32 BE · group                                          | v1 · JSON [`GroupRecord`]      |
+//! | `group_members` | app u32 BE · group · member (a user)                        | v1 · JSON [`GroupMemberRecord`]|
 //! | `meta`          | `format`                                                    | on-disk format number u8       |
 //!
 //! **Owners and conversations in keys.** A user is `len u8 · id` (len 1..=64) and a
@@ -48,8 +50,8 @@
 //! (a newer encoding this build does not know) is corrupt to it.
 
 use crate::{
-    AppId, AppRecord, Conversation, ConversationRecord, GroupId, LastMessage, MessageCopy, MessageLocator, Owner, Seq,
-    StoreError, SyncKind, UserId, UserRecord,
+    AppId, AppRecord, Conversation, ConversationRecord, GroupId, GroupMemberRecord, GroupRecord, LastMessage,
+    MessageCopy, MessageLocator, Owner, Seq, StoreError, SyncKind, UserId, UserRecord,
 };
 
 /// The version byte that starts every value this code writes (but locators).
@@ -281,6 +283,42 @@ pub(crate) fn message_index_key(app: AppId, message_key: u64) -> [u8; APP_LEN + 
 fn user_id_from_bytes(what: &str, id: &[u8]) -> Result<UserId, StoreError> {
     let id = std::str::from_utf8(id).map_err(|_| StoreError::corrupt(format!("{what}: user id is not UTF-8")))?;
     UserId::new(id).map_err(|e| StoreError::corrupt(format!("{what}: {e}")))
+}
+
+/// `app · group` (tagged, as in every key): the key of a group record, and the
+/// prefix of its members' keys.
+pub(crate) fn group_key(app: AppId, group: &GroupId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(APP_LEN + 1 + group.as_bytes().len() + 1 + UserId::MAX_LEN);
+    key.extend_from_slice(&app.0.to_be_bytes());
+    push_group(&mut key, group);
+    key
+}
+
+/// Key of one member: `app · group · len · member`.
+pub(crate) fn group_member_key(app: AppId, group: &GroupId, member: &UserId) -> Vec<u8> {
+    let mut key = group_key(app, group);
+    push_id(&mut key, member.as_bytes());
+    key
+}
+
+/// Value of a group record.
+pub(crate) fn encode_group(rec: &GroupRecord) -> Result<Vec<u8>, StoreError> {
+    encode_json("group record", rec)
+}
+
+/// A group record value.
+pub(crate) fn decode_group(bytes: &[u8]) -> Result<GroupRecord, StoreError> {
+    decode_json("group record", bytes)
+}
+
+/// Value of a member record.
+pub(crate) fn encode_group_member(rec: &GroupMemberRecord) -> Result<Vec<u8>, StoreError> {
+    encode_json("group member record", rec)
+}
+
+/// A member record value.
+pub(crate) fn decode_group_member(bytes: &[u8]) -> Result<GroupMemberRecord, StoreError> {
+    decode_json("group member record", bytes)
 }
 
 /// Key of an app.

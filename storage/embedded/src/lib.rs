@@ -36,8 +36,8 @@ use std::{
 };
 use tern_storage::{
     check_dedup_key, check_device_id, AppId, AppRecord, Conversation, ConversationRecord, DedupRecord, DeviceAck,
-    GroupId, GuardOutcome, GuardedBatch, LastMessage, LogEntry, MessageCopy, MessageLocator, Owner, Seq, Store,
-    StoreError, SyncKind, UserId, UserRecord, WriteBatch, WriteOp,
+    GroupId, GroupMemberRecord, GroupRecord, GuardOutcome, GuardedBatch, LastMessage, LogEntry, MessageCopy,
+    MessageLocator, Owner, Seq, Store, StoreError, SyncKind, UserId, UserRecord, WriteBatch, WriteOp,
 };
 use tokio::sync::oneshot;
 use writer::Command;
@@ -142,6 +142,8 @@ const KS_MSG_INDEX: &str = "msg_index";
 const KS_CONV_INDEX: &str = "conv_index";
 const KS_READ_MARKS: &str = "read_marks";
 const KS_CONVERSATIONS: &str = "conversations";
+const KS_GROUPS: &str = "groups";
+const KS_GROUP_MEMBERS: &str = "group_members";
 const KS_META: &str = "meta";
 
 /// Key in `meta` holding the on-disk layout number.
@@ -153,7 +155,8 @@ const FORMAT_KEY: &[u8] = b"format";
 ///
 /// Format 2 (owners): group owners and group conversations in keys (a tag bit in the
 /// id's length byte), device acks of other owners' logs, v2 (owner-based) message
-/// locators, the `conversations` keyspace. Every format-1 key and value still means the
+/// locators, the `conversations` keyspace (and, added compatibly later, `groups` and
+/// `group_members`: new keyspaces only). Every format-1 key and value still means the
 /// same, so a format-1 directory is upgraded in place by rewriting the marker alone;
 /// format-1 builds refuse a format-2 directory (they would misread group keys).
 const FORMAT: u8 = 2;
@@ -173,6 +176,8 @@ struct Engine {
     conv_index: Keyspace,
     read_marks: Keyspace,
     conversations: Keyspace,
+    groups: Keyspace,
+    group_members: Keyspace,
     /// Every keyspace above plus `meta`: what the flusher and a clean close flush.
     all: Vec<Keyspace>,
 }
@@ -224,6 +229,8 @@ impl Engine {
             conv_index: ks(KS_CONV_INDEX)?,
             read_marks: ks(KS_READ_MARKS)?,
             conversations: ks(KS_CONVERSATIONS)?,
+            groups: ks(KS_GROUPS)?,
+            group_members: ks(KS_GROUP_MEMBERS)?,
             db: db.clone(),
             all: Vec::new(),
         };
@@ -238,6 +245,8 @@ impl Engine {
             engine.conv_index.clone(),
             engine.read_marks.clone(),
             engine.conversations.clone(),
+            engine.groups.clone(),
+            engine.group_members.clone(),
             meta.clone(),
         ];
         engine.check_format(path, &meta)?;
@@ -496,6 +505,89 @@ impl Engine {
     }
 }
 
+impl Engine {
+    fn get_group(&self, app: AppId, group: &GroupId) -> Result<Option<GroupRecord>, StoreError> {
+        let Some(v) = self.groups.get(codec::group_key(app, group)).map_err(io_err)? else {
+            return Ok(None);
+        };
+        let rec = codec::decode_group(&v)?;
+        if rec.group_id != *group {
+            return Err(StoreError::corrupt(format!("group record under {app}/{group} names group {}", rec.group_id)));
+        }
+        Ok(Some(rec))
+    }
+
+    fn list_groups(&self, app: AppId, after: Option<&GroupId>, limit: usize) -> Result<Vec<GroupRecord>, StoreError> {
+        let prefix = app.0.to_be_bytes().to_vec();
+        let start = match after {
+            Some(g) => std::ops::Bound::Excluded(codec::group_key(app, g)),
+            None => std::ops::Bound::Included(prefix.clone()),
+        };
+        let end = match app.0.checked_add(1) {
+            Some(next) => std::ops::Bound::Excluded(next.to_be_bytes().to_vec()),
+            None => std::ops::Bound::Unbounded,
+        };
+        self.groups
+            .range((start, end))
+            .take(limit)
+            .map(|guard| {
+                let (_, value) = guard.into_inner().map_err(io_err)?;
+                codec::decode_group(&value)
+            })
+            .collect()
+    }
+
+    fn get_group_members(
+        &self,
+        app: AppId,
+        group: &GroupId,
+        members: &[UserId],
+    ) -> Result<Vec<Option<GroupMemberRecord>>, StoreError> {
+        members
+            .iter()
+            .map(|m| {
+                let Some(v) = self.group_members.get(codec::group_member_key(app, group, m)).map_err(io_err)? else {
+                    return Ok(None);
+                };
+                let rec = codec::decode_group_member(&v)?;
+                if rec.member_id != *m {
+                    return Err(StoreError::corrupt(format!(
+                        "member record under {app}/{group}/{m} names {}",
+                        rec.member_id
+                    )));
+                }
+                Ok(Some(rec))
+            })
+            .collect()
+    }
+
+    fn list_group_members(
+        &self,
+        app: AppId,
+        group: &GroupId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<Vec<GroupMemberRecord>, StoreError> {
+        let prefix = codec::group_key(app, group);
+        let start = match after {
+            Some(m) => std::ops::Bound::Excluded(codec::group_member_key(app, group, m)),
+            None => std::ops::Bound::Included(prefix.clone()),
+        };
+        let mut end = prefix;
+        // Just past every key with this prefix: its last byte is an ASCII id byte, so
+        // adding one never carries.
+        *end.last_mut().expect("prefix is never empty") += 1;
+        self.group_members
+            .range((start, std::ops::Bound::Excluded(end)))
+            .take(limit)
+            .map(|guard| {
+                let (_, value) = guard.into_inner().map_err(io_err)?;
+                codec::decode_group_member(&value)
+            })
+            .collect()
+    }
+}
+
 fn decode_entry(prefix: &[u8], guard: fjall::Guard) -> Result<LogEntry, StoreError> {
     let (key, value) = guard.into_inner().map_err(io_err)?;
     let seq = codec::seq_of_key("log", prefix, &key)?;
@@ -743,6 +835,51 @@ impl Store for EmbeddedStore {
         }
         let (user, after) = (user.clone(), after.cloned());
         self.read(move |e| e.list_conversations(app, &user, after.as_ref(), limit)).await
+    }
+
+    async fn get_group(&self, app: AppId, group: &GroupId) -> Result<Option<GroupRecord>, StoreError> {
+        let group = group.clone();
+        self.read(move |e| e.get_group(app, &group)).await
+    }
+
+    async fn list_groups(
+        &self,
+        app: AppId,
+        after: Option<&GroupId>,
+        limit: usize,
+    ) -> Result<Vec<GroupRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let after = after.cloned();
+        self.read(move |e| e.list_groups(app, after.as_ref(), limit)).await
+    }
+
+    async fn get_group_members(
+        &self,
+        app: AppId,
+        group: &GroupId,
+        members: &[UserId],
+    ) -> Result<Vec<Option<GroupMemberRecord>>, StoreError> {
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (group, members) = (group.clone(), members.to_vec());
+        self.read(move |e| e.get_group_members(app, &group, &members)).await
+    }
+
+    async fn list_group_members(
+        &self,
+        app: AppId,
+        group: &GroupId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<Vec<GroupMemberRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (group, after) = (group.clone(), after.cloned());
+        self.read(move |e| e.list_group_members(app, &group, after.as_ref(), limit)).await
     }
 
     /// Syncs the journal, then writes every memtable to table files and waits for

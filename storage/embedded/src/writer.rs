@@ -73,6 +73,8 @@ enum Ks {
     MsgIndex,
     ConvIndex,
     Conversations,
+    Groups,
+    GroupMembers,
 }
 
 /// Keyspaces whose values are one seq that never goes down (merged separately).
@@ -258,6 +260,19 @@ impl Group {
                 WriteOp::DeleteConversation { app, user, conversation } => {
                     Staged::Put(Ks::Conversations, codec::conversation_key(app, &user, &conversation), None)
                 }
+                WriteOp::PutGroup(app, rec) => {
+                    let value = codec::encode_group(&rec)?;
+                    self.bytes += value.len();
+                    Staged::Put(Ks::Groups, codec::group_key(app, &rec.group_id), Some(value))
+                }
+                WriteOp::PutGroupMember { app, group, member } => {
+                    let value = codec::encode_group_member(&member)?;
+                    self.bytes += value.len();
+                    Staged::Put(Ks::GroupMembers, codec::group_member_key(app, &group, &member.member_id), Some(value))
+                }
+                WriteOp::DeleteGroupMember { app, group, member } => {
+                    Staged::Put(Ks::GroupMembers, codec::group_member_key(app, &group, &member), None)
+                }
             });
         }
         Ok(staged)
@@ -313,6 +328,8 @@ impl Group {
                     Ks::MsgIndex => &engine.msg_index,
                     Ks::ConvIndex => &engine.conv_index,
                     Ks::Conversations => &engine.conversations,
+                    Ks::Groups => &engine.groups,
+                    Ks::GroupMembers => &engine.group_members,
                 };
                 match value {
                     Some(value) => batch.insert(keyspace, key, value),

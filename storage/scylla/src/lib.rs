@@ -131,8 +131,8 @@ use std::{
 };
 use tern_storage::{
     check_dedup_key, check_device_id, AppId, AppRecord, Conversation, ConversationRecord, DedupRecord, DeviceAck,
-    GroupId, LastMessage, LogEntry, MessageCopy, MessageLocator, Owner, Seq, Store, StoreError, SyncKind, UserId,
-    UserRecord, WriteBatch, WriteOp,
+    GroupId, GroupMemberRecord, GroupRecord, LastMessage, LogEntry, MessageCopy, MessageLocator, Owner, Seq, Store,
+    StoreError, SyncKind, UserId, UserRecord, WriteBatch, WriteOp,
 };
 
 /// log2 of the seqs per timeline bucket (see the module doc for the size math).
@@ -482,6 +482,15 @@ struct Statements {
     get_conversation: PreparedStatement,
     list_conversations: PreparedStatement,
     list_conversations_after: PreparedStatement,
+    put_group: PreparedStatement,
+    get_group: PreparedStatement,
+    list_groups: PreparedStatement,
+    list_groups_after: PreparedStatement,
+    put_member: PreparedStatement,
+    delete_member: PreparedStatement,
+    get_member: PreparedStatement,
+    list_members: PreparedStatement,
+    list_members_after: PreparedStatement,
 }
 
 impl Statements {
@@ -617,6 +626,29 @@ impl Statements {
                  WHERE app_id = ? AND user_id = ? AND conversation > ? LIMIT ?"
             ))
             .await?,
+            put_group: p(format!("INSERT INTO {ks}.groups (app_id, group_id, record) VALUES (?, ?, ?)")).await?,
+            get_group: p(format!("SELECT record FROM {ks}.groups WHERE app_id = ? AND group_id = ?")).await?,
+            list_groups: p(format!("SELECT record FROM {ks}.groups WHERE app_id = ? LIMIT ?")).await?,
+            list_groups_after: p(format!("SELECT record FROM {ks}.groups WHERE app_id = ? AND group_id > ? LIMIT ?"))
+                .await?,
+            put_member: p(format!(
+                "INSERT INTO {ks}.group_members (app_id, group_id, member_id, record) VALUES (?, ?, ?, ?)"
+            ))
+            .await?,
+            delete_member: p(format!(
+                "DELETE FROM {ks}.group_members WHERE app_id = ? AND group_id = ? AND member_id = ?"
+            ))
+            .await?,
+            get_member: p(format!(
+                "SELECT record FROM {ks}.group_members WHERE app_id = ? AND group_id = ? AND member_id = ?"
+            ))
+            .await?,
+            list_members: p(format!("SELECT record FROM {ks}.group_members WHERE app_id = ? AND group_id = ? LIMIT ?"))
+                .await?,
+            list_members_after: p(format!(
+                "SELECT record FROM {ks}.group_members WHERE app_id = ? AND group_id = ? AND member_id > ? LIMIT ?"
+            ))
+            .await?,
         })
     }
 }
@@ -682,6 +714,9 @@ struct Plan {
     marks: HashMap<(AppId, UserId, Conversation), Seq>,
     /// `None`: delete the record.
     conversations: HashMap<(AppId, UserId, Conversation), Option<ConversationRecord>>,
+    groups: HashMap<(AppId, GroupId), GroupRecord>,
+    /// `None`: delete the member.
+    members: HashMap<(AppId, GroupId, UserId), Option<GroupMemberRecord>>,
 }
 
 impl Plan {
@@ -725,6 +760,15 @@ impl Plan {
                 }
                 WriteOp::DeleteConversation { app, user, conversation } => {
                     plan.conversations.insert((app, user, conversation), None);
+                }
+                WriteOp::PutGroup(app, rec) => {
+                    plan.groups.insert((app, rec.group_id.clone()), rec);
+                }
+                WriteOp::PutGroupMember { app, group, member } => {
+                    plan.members.insert((app, group, member.member_id.clone()), Some(member));
+                }
+                WriteOp::DeleteGroupMember { app, group, member } => {
+                    plan.members.insert((app, group, member), None);
                 }
             }
         }
@@ -770,6 +814,32 @@ struct Row {
     payload: Bytes,
 }
 
+/// The group and member records of a plan, encoded (before anything is sent, so an
+/// encoding failure writes nothing).
+struct GroupJson<'a> {
+    groups: Vec<(AppId, &'a str, String)>,
+    /// `None`: delete.
+    members: Vec<(AppId, &'a str, &'a str, Option<String>)>,
+}
+
+impl<'a> GroupJson<'a> {
+    fn new(plan: &'a Plan) -> Result<Self, StoreError> {
+        fn json<T: serde::Serialize>(what: &str, v: &T) -> Result<String, StoreError> {
+            serde_json::to_string(v).map_err(|e| StoreError::Backend(format!("encoding {what}: {e}")))
+        }
+        let mut groups = Vec::with_capacity(plan.groups.len());
+        for ((app, g), rec) in &plan.groups {
+            groups.push((*app, g.as_str(), json("a group record", rec)?));
+        }
+        let mut members = Vec::with_capacity(plan.members.len());
+        for ((app, g, m), rec) in &plan.members {
+            let encoded = rec.as_ref().map(|r| json("a member record", r)).transpose()?;
+            members.push((*app, g.as_str(), m.as_str(), encoded));
+        }
+        Ok(Self { groups, members })
+    }
+}
+
 type UserLookup<'a> = Result<(&'a UserId, Option<UserRecord>), StoreError>;
 
 impl ScyllaStore {
@@ -801,6 +871,31 @@ impl ScyllaStore {
                 ),
             };
             Ok((id, rec))
+        }
+        .boxed()
+    }
+
+    fn get_member<'a>(
+        &'a self,
+        app: AppId,
+        group: &'a GroupId,
+        m: &'a UserId,
+    ) -> BoxFuture<'a, Result<Option<GroupMemberRecord>, StoreError>> {
+        async move {
+            let _permit = self.request_permit().await;
+            let rows = self
+                .session
+                .execute_unpaged(&self.st.get_member, (self.app(app), group.as_str(), m.as_str()))
+                .await
+                .map_err(|e| driver_error("reading a group member", e))?
+                .into_rows_result()
+                .map_err(|e| decode_error("group_members", e))?;
+            match rows.maybe_first_row::<(String,)>().map_err(|e| decode_error("group_members", e))? {
+                None => Ok(None),
+                Some((json,)) => serde_json::from_str(&json)
+                    .map(Some)
+                    .map_err(|e| StoreError::corrupt(format!("member {m} of group {group}: {e}"))),
+            }
         }
         .boxed()
     }
@@ -837,9 +932,26 @@ impl ScyllaStore {
         }
     }
 
-    fn content_writes<'a>(&'a self, plan: &'a Plan, users: &'a [(AppId, &'a str, String)]) -> Vec<Pending<'a>> {
+    fn content_writes<'a>(
+        &'a self,
+        plan: &'a Plan,
+        users: &'a [(AppId, &'a str, String)],
+        groups: &'a GroupJson<'a>,
+    ) -> Vec<Pending<'a>> {
         let bits = self.bits;
         let mut out: Vec<Pending<'a>> = Vec::new();
+        for (app, group, json) in &groups.groups {
+            out.push(self.exec("writing a group", &self.st.put_group, (self.app(*app), *group, json.as_str())));
+        }
+        for (app, group, member, json) in &groups.members {
+            let (app, group, member) = (self.app(*app), *group, *member);
+            out.push(match json {
+                Some(json) => {
+                    self.exec("writing a group member", &self.st.put_member, (app, group, member, json.as_str()))
+                }
+                None => self.exec("deleting a group member", &self.st.delete_member, (app, group, member)),
+            });
+        }
         for (app, user, json) in users {
             out.push(self.exec("writing a user", &self.st.put_user, (self.app(*app), *user, json.as_str())));
         }
@@ -1135,12 +1247,14 @@ impl Store for ScyllaStore {
             })
             .collect::<Result<_, _>>()?;
 
+        let groups = GroupJson::new(&plan)?;
+
         let now = Instant::now();
         let markers = self.markers.missing(plan.markers(self.bits), now);
         run_phase(markers.iter().map(|m| self.marker_write(m)).collect()).await?;
         self.markers.record(&markers, now);
 
-        run_phase(self.content_writes(&plan, &users)).await?;
+        run_phase(self.content_writes(&plan, &users, &groups)).await?;
         run_phase(self.progress_writes(&plan)).await?;
         run_phase(self.dedup_writes(&plan, now_ms())).await
     }
@@ -1466,10 +1580,101 @@ impl Store for ScyllaStore {
         Ok(out)
     }
 
+    async fn get_group(&self, app: AppId, group: &GroupId) -> Result<Option<GroupRecord>, StoreError> {
+        let _permit = self.request_permit().await;
+        let rows = self
+            .session
+            .execute_unpaged(&self.st.get_group, (self.app(app), group.as_str()))
+            .await
+            .map_err(|e| driver_error("reading a group", e))?
+            .into_rows_result()
+            .map_err(|e| decode_error("groups", e))?;
+        match rows.maybe_first_row::<(String,)>().map_err(|e| decode_error("groups", e))? {
+            None => Ok(None),
+            Some((json,)) => serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|e| StoreError::corrupt(format!("group {group} of app {app}: {e}"))),
+        }
+    }
+
+    async fn list_groups(
+        &self,
+        app: AppId,
+        after: Option<&GroupId>,
+        limit: usize,
+    ) -> Result<Vec<GroupRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let _permit = self.request_permit().await;
+        let result = match after {
+            None => self.session.execute_iter(self.st.list_groups.clone(), (self.app(app), limit)).await,
+            Some(g) => {
+                self.session.execute_iter(self.st.list_groups_after.clone(), (self.app(app), g.as_str(), limit)).await
+            }
+        };
+        json_rows(result.map_err(|e| driver_error("listing groups", e))?, "groups").await
+    }
+
+    async fn get_group_members(
+        &self,
+        app: AppId,
+        group: &GroupId,
+        members: &[UserId],
+    ) -> Result<Vec<Option<GroupMemberRecord>>, StoreError> {
+        let lookups: Vec<BoxFuture<'_, Result<Option<GroupMemberRecord>, StoreError>>> =
+            members.iter().map(|m| self.get_member(app, group, m)).collect();
+        // `buffered` keeps the input order.
+        stream::iter(lookups).buffered(MAX_IN_FLIGHT).collect::<Vec<_>>().await.into_iter().collect()
+    }
+
+    async fn list_group_members(
+        &self,
+        app: AppId,
+        group: &GroupId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<Vec<GroupMemberRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let _permit = self.request_permit().await;
+        let result = match after {
+            None => {
+                self.session.execute_iter(self.st.list_members.clone(), (self.app(app), group.as_str(), limit)).await
+            }
+            Some(m) => {
+                self.session
+                    .execute_iter(
+                        self.st.list_members_after.clone(),
+                        (self.app(app), group.as_str(), m.as_str(), limit),
+                    )
+                    .await
+            }
+        };
+        json_rows(result.map_err(|e| driver_error("listing group members", e))?, "group_members").await
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         // An acknowledged write is already in the replicas' commit logs; see the module doc.
         Ok(())
     }
+}
+
+/// Every row of a one-column JSON query, decoded.
+async fn json_rows<T: serde::de::DeserializeOwned>(
+    pager: scylla::client::pager::QueryPager,
+    table: &str,
+) -> Result<Vec<T>, StoreError> {
+    let mut rows = pager.rows_stream::<(String,)>().map_err(|e| decode_error(table, e))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().await {
+        let (json,) = row.map_err(|e| driver_error(table, e))?;
+        out.push(serde_json::from_str(&json).map_err(|e| StoreError::corrupt(format!("{table}: {e}")))?);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

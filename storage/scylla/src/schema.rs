@@ -39,6 +39,7 @@ pub struct Migration {
 pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "001_init", cql: include_str!("../cql/001_init.cql") },
     Migration { version: 2, name: "002_owners", cql: include_str!("../cql/002_owners.cql") },
+    Migration { version: 3, name: "003_groups", cql: include_str!("../cql/003_groups.cql") },
 ];
 
 /// The schema version this code reads and writes.

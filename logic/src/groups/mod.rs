@@ -1,0 +1,573 @@
+//! Groups: the business rules behind `/v1/group/...` (issue 11) and group messages.
+//!
+//! # State
+//!
+//! The source of truth is the store: a [`GroupRecord`] per group, a
+//! [`GroupMemberRecord`] per (group, member), and each user's `GroupList` sync log
+//! (the joined-groups log: every entry is the full new state of the user's membership
+//! of one group — or a tombstone when they left or the group was dissolved — see
+//! [`JoinedRecord`]). Group messages live in the group's own `Message` timeline
+//! (`Owner::Group`): written once, read by every member (read fan-out).
+//!
+//! In memory, the slot owner (this node) keeps per group a [`GroupState`] — the record,
+//! every member, and the timeline's seq allocator — loaded on first touch and updated in
+//! place after each durable write, all under the group's async lock. Every change of a
+//! group and every group send runs under that lock, so the state is coherent, a
+//! member's `join_seq` (the timeline's last seq when they joined) is exact, and group
+//! sends get seqs in lock order. A write that fails drops the state (and the joined
+//! views it touched); the next access reloads from the store. Per user, a joined-groups
+//! view (group id → membership) is folded from the user's `GroupList` log on first
+//! access, like the friend views, and kept the same way.
+//!
+//! Lock order: a group's lock, then joined views in user id order. Joined views are
+//! leaves: nothing waits for a group lock while holding one.
+//!
+//! # Rules
+//!
+//! - Roles: 0 member, 1 admin, 2 owner. An app admin (a management call that names no
+//!   acting user) may do everything; a call that names one (`operater`) is held to
+//!   that user's role: profile changes, removing members, muting: owner or admin
+//!   (40007); role changes, dissolving, transferring: owner only (40009); the owner
+//!   cannot be removed (40010) and admins cannot remove or mute admins (40007).
+//! - Unknown group 40000, existing id on create 40001, already a member 40003, full
+//!   40005, not a member 40006, group muted 40012, member muted 40017, dissolved
+//!   40018; a public group needs an owner (40016).
+//! - Every membership or profile change appends to each affected user's joined-groups
+//!   log and notifies their online devices (SyncNotify of `GroupList`); imports notify
+//!   nobody.
+//!
+//! Not yet (see ARCHITECTURE.md): evicting idle group state (a loaded group stays in
+//! memory with all its members), a profile change of a very large group appends to
+//! every member's log (O(members), off the send path), group sends of one group are
+//! serialized through the store write (per-group throughput = one write per group
+//! commit), per-device acks of group timelines (a group PushAck is accepted and not
+//! stored), and read receipts pushed to senders (they ask: `receipts`).
+//!
+//! This module must never know about HTTP (no status codes, request JSON paths or axum
+//! types) and never encode wire frames beyond `tern_schema`.
+
+mod ops;
+mod send;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tern_schema::{client, encode};
+use tern_storage::{
+    AppId, GroupId, GroupMemberRecord, GroupRecord, Owner, Seq, StoreError, SyncKind, UserId, WriteBatch,
+};
+use tokio::sync::OwnedMutexGuard;
+
+use crate::Logic;
+
+pub use ops::*;
+pub use send::{history, pull, read, recall, receipts, send, GroupSend, Receipts};
+
+/// Group error codes (40000s), as the original system numbered them.
+pub mod errors {
+    /// No such group.
+    pub const NO_SUCH_GROUP: u32 = 40000;
+    /// A group with this id exists already (create / import).
+    pub const GROUP_EXISTS: u32 = 40001;
+    /// The user is a member already.
+    pub const ALREADY_MEMBER: u32 = 40003;
+    /// The group is full (`maxMemberCount`).
+    pub const GROUP_FULL: u32 = 40005;
+    /// The user is not a member of the group.
+    pub const NOT_MEMBER: u32 = 40006;
+    /// Only the owner or an admin may do this.
+    pub const ADMIN_ONLY: u32 = 40007;
+    /// Only the owner may do this.
+    pub const OWNER_ONLY: u32 = 40009;
+    /// The owner cannot be removed (transfer the group first).
+    pub const OWNER_NOT_REMOVABLE: u32 = 40010;
+    /// The whole group is muted: only the owner and admins may send.
+    pub const GROUP_MUTED: u32 = 40012;
+    /// A public group must have an owner.
+    pub const PUBLIC_NEEDS_OWNER: u32 = 40016;
+    /// The member is muted (until `speakDate`).
+    pub const MEMBER_MUTED: u32 = 40017;
+    /// The group was dissolved.
+    pub const DESTROYED: u32 = 40018;
+}
+
+/// Member roles.
+pub mod roles {
+    pub const MEMBER: u8 = 0;
+    pub const ADMIN: u8 = 1;
+    pub const OWNER: u8 = 2;
+}
+
+/// Group types (`groupType`).
+pub mod types {
+    /// Private / work group.
+    pub const PRIVATE: u8 = 1;
+    /// Public group: needs an owner.
+    pub const PUBLIC: u8 = 2;
+    /// Meeting / chat room.
+    pub const MEETING: u8 = 3;
+    /// Community: very large groups.
+    pub const COMMUNITY: u8 = 4;
+}
+
+/// `maxMemberCount` when a group gives none.
+pub const DEFAULT_MAX_MEMBERS: u32 = 100_000;
+/// The largest `maxMemberCount` accepted.
+pub const MAX_MEMBERS: u32 = 1_000_000;
+/// Longest group name, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+/// Longest introduction / notification / extra, in characters (the store caps bytes).
+pub const MAX_TEXT_CHARS: usize = 2048;
+/// Longest photo URL, in characters.
+pub const MAX_PHOTO_CHARS: usize = 512;
+/// Longest alias (name card) and join type, in characters.
+pub const MAX_ALIAS_CHARS: usize = 64;
+/// Members read per store page when a group is loaded.
+const LOAD_PAGE: usize = 1_000;
+/// Most log entries per store batch when a change touches many users.
+const MAX_BATCH_ENTRIES: usize = 512;
+
+/// Why a group operation failed. `code()` gives the documented API code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    /// A field is invalid; `field` is its API name.
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    /// The user was never imported into this app.
+    #[error("no such user: {0}")]
+    UserNotFound(UserId),
+    /// The user was deleted.
+    #[error("user {0} is deleted")]
+    UserDeleted(UserId),
+    /// A rule refused the operation (a 40000s code from [`errors`]).
+    #[error("{message}")]
+    Refused { code: u32, message: String },
+    /// Storage failed (or returned data that does not decode).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl GroupError {
+    pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> Self {
+        GroupError::Invalid { field: field.to_string(), reason: reason.into() }
+    }
+
+    pub(crate) fn refused(code: u32, message: impl Into<String>) -> Self {
+        GroupError::Refused { code, message: message.into() }
+    }
+
+    /// The documented API error code.
+    pub fn code(&self) -> u32 {
+        match self {
+            GroupError::Invalid { .. } => tern_schema::codes::BAD_PARAMETER,
+            GroupError::UserNotFound(_) => tern_schema::codes::USER_NOT_FOUND,
+            GroupError::UserDeleted(_) => tern_schema::codes::USER_DELETED,
+            GroupError::Refused { code, .. } => *code,
+            GroupError::Store(_) => tern_schema::codes::INTERNAL,
+        }
+    }
+}
+
+/// Who acts: an app admin (every right) or a user held to their role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    Admin,
+    User(UserId),
+}
+
+/// One user's membership of one group, as their joined-groups log holds it (versioned
+/// JSON; `left` makes it a tombstone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinedRecord {
+    #[serde(rename = "v")]
+    pub version: u8,
+    pub group_id: GroupId,
+    #[serde(default)]
+    pub group_type: u8,
+    #[serde(default)]
+    pub group_name: String,
+    #[serde(default)]
+    pub role: u8,
+    #[serde(default)]
+    pub join_time_ms: u64,
+    /// The user is no longer a member (removed, left, or the group was dissolved).
+    #[serde(default)]
+    pub left: bool,
+    /// The group was dissolved.
+    #[serde(default)]
+    pub destroyed: bool,
+    /// When the change was made.
+    #[serde(default)]
+    pub time_ms: u64,
+}
+
+impl JoinedRecord {
+    const VERSION: u8 = 1;
+
+    /// The live membership of `m` in `g`.
+    pub fn member(g: &GroupRecord, m: &GroupMemberRecord, now: u64) -> Self {
+        Self {
+            version: Self::VERSION,
+            group_id: g.group_id.clone(),
+            group_type: g.group_type,
+            group_name: g.group_name.clone(),
+            role: m.role,
+            join_time_ms: m.join_time_ms,
+            left: false,
+            destroyed: g.destroyed,
+            time_ms: now,
+        }
+    }
+
+    /// The tombstone of a membership of `g` that ended.
+    pub fn left(g: &GroupRecord, now: u64) -> Self {
+        Self {
+            version: Self::VERSION,
+            group_id: g.group_id.clone(),
+            group_type: g.group_type,
+            group_name: g.group_name.clone(),
+            role: roles::MEMBER,
+            join_time_ms: 0,
+            left: true,
+            destroyed: g.destroyed,
+            time_ms: now,
+        }
+    }
+
+    fn encode(&self) -> Result<Bytes, GroupError> {
+        serde_json::to_vec(self)
+            .map(Bytes::from)
+            .map_err(|e| GroupError::Store(StoreError::Backend(format!("encoding a joined-group record: {e}"))))
+    }
+
+    fn decode(payload: &[u8]) -> Result<Self, StoreError> {
+        let r: Self = serde_json::from_slice(payload)
+            .map_err(|e| StoreError::corrupt(format!("joined-group log entry does not decode: {e}")))?;
+        if r.version != Self::VERSION {
+            return Err(StoreError::corrupt(format!("joined-group log entry of version {}", r.version)));
+        }
+        Ok(r)
+    }
+}
+
+/// A group in memory: its record, every member, and its timeline's seq allocator.
+#[derive(Debug)]
+pub struct GroupState {
+    pub rec: GroupRecord,
+    pub members: HashMap<UserId, GroupMemberRecord>,
+    /// The highest seq handed out in the group's timeline (all durable: sends hold the
+    /// group lock through their write).
+    pub last_seq: Seq,
+    /// The durable reserved bound of the timeline's seqs.
+    bound: Seq,
+}
+
+impl GroupState {
+    fn role_of(&self, user: &UserId) -> Option<u8> {
+        self.members.get(user).map(|m| m.role)
+    }
+
+    /// The actor's role; `None` for an app admin. A user who is not a member: 40006.
+    fn actor_role(&self, actor: &Actor) -> Result<Option<u8>, GroupError> {
+        match actor {
+            Actor::Admin => Ok(None),
+            Actor::User(u) => self
+                .role_of(u)
+                .map(Some)
+                .ok_or_else(|| GroupError::refused(errors::NOT_MEMBER, format!("{u} is not a member of the group"))),
+        }
+    }
+
+    /// Requires the actor to be an app admin, or a member with at least `min` role.
+    fn require(&self, actor: &Actor, min: u8) -> Result<Option<u8>, GroupError> {
+        let role = self.actor_role(actor)?;
+        match role {
+            Some(r) if r < min && min == roles::OWNER => {
+                Err(GroupError::refused(errors::OWNER_ONLY, "only the group's owner may do this"))
+            }
+            Some(r) if r < min => {
+                Err(GroupError::refused(errors::ADMIN_ONLY, "only the group's owner or an admin may do this"))
+            }
+            _ => Ok(role),
+        }
+    }
+
+    fn live(&self) -> Result<(), GroupError> {
+        if self.rec.destroyed {
+            return Err(GroupError::refused(errors::DESTROYED, format!("group {} was dissolved", self.rec.group_id)));
+        }
+        Ok(())
+    }
+
+    fn max_members(&self) -> u32 {
+        match self.rec.max_member_count {
+            0 => DEFAULT_MAX_MEMBERS,
+            n => n,
+        }
+    }
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<GroupState>>>;
+type ViewSlot = Arc<tokio::sync::Mutex<Option<JoinedView>>>;
+type GroupShard = Mutex<HashMap<(AppId, GroupId), Slot>>;
+type ViewShard = Mutex<HashMap<(AppId, UserId), ViewSlot>>;
+const SHARDS: usize = 64;
+
+/// One user's joined groups, folded from their `GroupList` log: group → (record, seq).
+#[derive(Debug, Default)]
+pub struct JoinedView {
+    pub groups: BTreeMap<GroupId, (JoinedRecord, Seq)>,
+}
+
+impl JoinedView {
+    fn apply(&mut self, seq: Seq, r: JoinedRecord) {
+        if r.left {
+            self.groups.remove(&r.group_id);
+        } else {
+            self.groups.insert(r.group_id.clone(), (r, seq));
+        }
+    }
+
+    async fn load(logic: &Logic, app: AppId, user: &UserId) -> Result<Self, StoreError> {
+        let mut view = JoinedView::default();
+        let mut after = Seq::ZERO;
+        loop {
+            let (entries, _, completed) = logic.read_synced(app, user, SyncKind::GroupList, after, LOAD_PAGE).await?;
+            for e in &entries {
+                view.apply(e.seq, JoinedRecord::decode(&e.payload)?);
+            }
+            match entries.last() {
+                Some(last) if !completed => after = last.seq,
+                _ => return Ok(view),
+            }
+        }
+    }
+}
+
+/// The group state of the logic node: lazily loaded groups and joined views, each
+/// behind its own lock.
+pub struct Groups {
+    groups: Box<[GroupShard]>,
+    views: Box<[ViewShard]>,
+}
+
+impl Default for Groups {
+    fn default() -> Self {
+        Self {
+            groups: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            views: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+}
+
+fn shard_of(app: AppId, id: &str) -> usize {
+    use std::hash::{Hash, Hasher};
+    // DefaultHasher::new() has fixed keys: an id always lands in one shard.
+    let mut h = std::hash::DefaultHasher::new();
+    app.0.hash(&mut h);
+    id.hash(&mut h);
+    (h.finish() as usize) % SHARDS
+}
+
+impl Groups {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn slot(&self, app: AppId, group: &GroupId) -> Slot {
+        let mut g = self.groups[shard_of(app, group.as_str())].lock().unwrap_or_else(|p| p.into_inner());
+        g.entry((app, group.clone())).or_default().clone()
+    }
+
+    fn view_slot(&self, app: AppId, user: &UserId) -> ViewSlot {
+        let mut g = self.views[shard_of(app, user.as_str())].lock().unwrap_or_else(|p| p.into_inner());
+        g.entry((app, user.clone())).or_default().clone()
+    }
+
+    /// Locks a group and loads its state if it exists (the guard holds `None` for a
+    /// group that was never created).
+    pub(crate) async fn lock(
+        &self,
+        logic: &Logic,
+        app: AppId,
+        group: &GroupId,
+    ) -> Result<OwnedMutexGuard<Option<GroupState>>, StoreError> {
+        let mut g = self.slot(app, group).lock_owned().await;
+        if g.is_none() {
+            *g = load_group(logic, app, group).await?;
+        }
+        Ok(g)
+    }
+
+    /// Locks the joined views of `users` (each once, in id order), loading them if
+    /// `load`. Without `load` a view not in memory stays unloaded, but its slot is held:
+    /// a later load (under the same lock) folds the log with this change in it, so a
+    /// change of a large group costs no view load per member.
+    async fn lock_views(
+        &self,
+        logic: &Logic,
+        app: AppId,
+        users: &[UserId],
+        load: bool,
+    ) -> Result<LockedViews, StoreError> {
+        let mut ids: Vec<UserId> = users.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut guards = Vec::with_capacity(ids.len());
+        for id in ids {
+            let mut g = self.view_slot(app, &id).lock_owned().await;
+            if load && g.is_none() {
+                *g = Some(JoinedView::load(logic, app, &id).await?);
+            }
+            guards.push((id, g));
+        }
+        Ok(LockedViews { guards })
+    }
+}
+
+struct LockedViews {
+    guards: Vec<(UserId, OwnedMutexGuard<Option<JoinedView>>)>,
+}
+
+impl LockedViews {
+    fn view_mut(&mut self, user: &UserId) -> Option<&mut JoinedView> {
+        let i = self.guards.binary_search_by(|(id, _)| id.cmp(user)).ok()?;
+        self.guards[i].1.as_mut()
+    }
+
+    fn invalidate(&mut self) {
+        for (_, g) in &mut self.guards {
+            **g = None;
+        }
+    }
+}
+
+/// Reads a group's record, members and timeline bound; `None` if it was never created.
+async fn load_group(logic: &Logic, app: AppId, group: &GroupId) -> Result<Option<GroupState>, StoreError> {
+    let Some(rec) = logic.store.get_group(app, group).await? else { return Ok(None) };
+    let mut members = HashMap::new();
+    let mut after: Option<UserId> = None;
+    loop {
+        let page = logic.store.list_group_members(app, group, after.as_ref(), LOAD_PAGE).await?;
+        let done = page.len() < LOAD_PAGE;
+        after = page.last().map(|m| m.member_id.clone());
+        for m in page {
+            members.insert(m.member_id.clone(), m);
+        }
+        if done {
+            break;
+        }
+    }
+    let owner = Owner::Group(group.clone());
+    let bound = logic
+        .store
+        .seq_bounds(app, &owner)
+        .await?
+        .into_iter()
+        .find(|(k, _)| *k == SyncKind::Message)
+        .map_or(Seq::ZERO, |(_, s)| s);
+    // After a restart nothing below the durable bound is handed out again: continue
+    // above it (seqs skip, never repeat). The newest stored entry is at most the bound.
+    let last_seq = bound;
+    Ok(Some(GroupState { rec, members, last_seq, bound }))
+}
+
+/// One change of a group: what to write, and which users' joined logs move.
+#[derive(Debug, Default)]
+pub(crate) struct Change {
+    pub group: Option<GroupRecord>,
+    pub puts: Vec<GroupMemberRecord>,
+    pub dels: Vec<UserId>,
+    pub joined: Vec<(UserId, JoinedRecord)>,
+    /// Tell the users whose logs moved (imports do not).
+    pub notify: bool,
+}
+
+/// Writes `ch` durably (the group's records with the first entries of the joined logs
+/// in one batch; very many entries continue in further batches), then applies it to
+/// the group's state and the joined views and notifies. A failure drops the group state
+/// and the views touched, so they are reloaded from the store.
+pub(crate) async fn commit(
+    logic: &Logic,
+    app: AppId,
+    slot: &mut Option<GroupState>,
+    ch: Change,
+) -> Result<(), GroupError> {
+    let users: Vec<UserId> = ch.joined.iter().map(|(u, _)| u.clone()).collect();
+    let mut views = logic.groups.lock_views(logic, app, &users, false).await?;
+    let mut batch = WriteBatch::with_capacity(1 + ch.puts.len() + ch.dels.len());
+    let group_id = match (&ch.group, slot.as_ref()) {
+        (Some(g), _) => g.group_id.clone(),
+        (None, Some(s)) => s.rec.group_id.clone(),
+        (None, None) => return Err(GroupError::Store(StoreError::Backend("a change of no group".into()))),
+    };
+    if let Some(g) = &ch.group {
+        batch.put_group(app, g.clone());
+    }
+    for m in &ch.puts {
+        batch.put_group_member(app, group_id.clone(), m.clone());
+    }
+    for m in &ch.dels {
+        batch.delete_group_member(app, group_id.clone(), m.clone());
+    }
+    let mut entries = Vec::with_capacity(ch.joined.len());
+    for (u, r) in &ch.joined {
+        entries.push((u.clone(), SyncKind::GroupList, r.encode()?));
+    }
+    let mut seqs = Vec::with_capacity(entries.len());
+    let mut rest = entries.into_iter();
+    let mut first = true;
+    loop {
+        let chunk: Vec<_> = rest.by_ref().take(MAX_BATCH_ENTRIES).collect();
+        if chunk.is_empty() && !first {
+            break;
+        }
+        let extra = if first { std::mem::take(&mut batch) } else { WriteBatch::new() };
+        first = false;
+        match logic.append_many(app, chunk, extra).await {
+            Ok(s) => seqs.extend(s),
+            Err(e) => {
+                views.invalidate();
+                *slot = None;
+                return Err(e.into());
+            }
+        }
+    }
+    // Durable: apply in memory.
+    match (slot.as_mut(), ch.group) {
+        (Some(s), Some(g)) => s.rec = g,
+        (Some(_), None) => {}
+        (None, Some(g)) => {
+            *slot = Some(GroupState { rec: g, members: HashMap::new(), last_seq: Seq::ZERO, bound: Seq::ZERO })
+        }
+        (None, None) => {}
+    }
+    if let Some(s) = slot.as_mut() {
+        for m in ch.dels {
+            s.members.remove(&m);
+        }
+        for m in ch.puts {
+            s.members.insert(m.member_id.clone(), m);
+        }
+    }
+    for ((user, rec), seq) in ch.joined.into_iter().zip(seqs) {
+        if let Some(v) = views.view_mut(&user) {
+            v.apply(seq, rec);
+        }
+        if ch.notify {
+            let frame = encode::sync_notify(client::SyncKind(SyncKind::GroupList.as_u8()), seq.0);
+            logic.sessions.send_to_user(app, &user, &frame, None);
+        }
+    }
+    metrics::counter!("tern_group_changes_total").increment(1);
+    Ok(())
+}
+
+/// The joined groups of `user` as (group id, record, seq), in group id order.
+pub async fn joined(logic: &Logic, app: AppId, user: &UserId) -> Result<Vec<(GroupId, JoinedRecord, Seq)>, StoreError> {
+    let views = logic.groups.lock_views(logic, app, std::slice::from_ref(user), true).await?;
+    let v = views.guards[0].1.as_ref().map(|v| &v.groups);
+    Ok(v.into_iter().flatten().map(|(g, (r, s))| (g.clone(), r.clone(), *s)).collect())
+}
