@@ -31,7 +31,10 @@ impl Server {
 
     /// With extra `[gateway]` settings.
     fn start_with_gateway(gateway_toml: &str) -> Server {
-        let extra_toml = format!("inbound_frames_per_sec = 100000\n{gateway_toml}[messages]\nsends_per_sec = 100000\n");
+        // A fixed send limit (send_latency_target_ms = 0): these tests pipeline sends and expect
+        // every one accepted, and on a loaded test machine store turns pass the latency target
+        // that would shrink the adaptive limit (logic/src/admission.rs has its own tests).
+        let extra_toml = format!("inbound_frames_per_sec = 100000\n{gateway_toml}[messages]\nsends_per_sec = 100000\nsend_latency_target_ms = 0\n");
         Server(Tern::start_with(Mode::AllInOne, Options { extra_toml, ..Options::default() }))
     }
 
