@@ -31,6 +31,18 @@ pub fn describe() {
     describe_counter!("tern_messages_recalled_total", "Messages recalled.");
     describe_counter!("tern_sends_refused_busy_total", "Sends refused with 80009 because a queue was full.");
     describe_histogram!("tern_send_turn_size", "Sends handed to the store in one link turn.");
+    describe_histogram!(
+        "tern_send_turn_seconds",
+        "Time from handing a link turn's sends to the store until they are durable."
+    );
+    describe_gauge!(
+        "tern_send_admission_limit",
+        "Current node-wide limit of sends waiting for the store (adaptive; messages.send_latency_target_ms)."
+    );
+    describe_gauge!(
+        "tern_gateway_parked_connections",
+        "Gateway connections parked (no task, no buffer: only their table entry), counted by the timer sweep."
+    );
     describe_counter!("tern_seq_bound_writes_total", "Durable seq-bound raises (one per seq_step seqs).");
     describe_counter!("tern_seqs_abandoned_total", "Seqs allocated for writes that failed (skipped, never reused).");
     // logic: relations
