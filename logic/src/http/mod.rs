@@ -402,10 +402,15 @@ fn field_rule(name: &str, schema: &Value) -> Option<Value> {
     let max_len = |n: u32| Some(json!({"maxLength": n}));
     let batch = Some(json!({"maxItems": crate::config::DEFAULT_MAX_BATCH}));
     match name {
-        "fromId" | "toId" | "operater" | "userId" if is_string => {
+        // Group ids follow the user-id rules (`tern_storage::GroupId`).
+        "fromId" | "toId" | "operater" | "userId" | "groupId" | "afterGroupId" | "memberId" | "afterMemberId"
+        | "ownerId" | "newOwnerId"
+            if is_string =>
+        {
             Some(json!({"pattern": USER_ID_PATTERN, "minLength": 1, "maxLength": 64}))
         }
-        "userId" | "userIds" | "toIds" | "userList" | "messageKeys" | "userData" if is_array => batch,
+        "userId" | "userIds" | "toIds" | "userList" | "messageKeys" | "userData" | "memberIds" if is_array => batch,
+        "maxMemberCount" => Some(json!({"maximum": 1_000_000})),
         "nickName" | "remark" => max_len(64),
         "photo" => max_len(512),
         "birthDay" | "addSource" => max_len(32),
