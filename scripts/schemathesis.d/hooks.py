@@ -2,7 +2,8 @@
 
 JSON Schema cannot compare two fields, so: a body's `appId` must equal the query's (the
 original's RequestBase repeats it), and a user cannot befriend or block itself (`toId`
-differs from `fromId`, 90001 otherwise). Generated bodies that break these are dropped
+differs from `fromId`, 90001 otherwise); and a null member counts as absent, even under a
+name the body does not have. Generated bodies that break these are dropped
 rather than changed: a changed body could go out with the length of the old one.
 """
 
@@ -14,6 +15,11 @@ APP_ID = 10000
 def _agrees(body):
     if not isinstance(body, dict):
         return True
+    # The server reads a null member as an absent one (issue 10: the original's clients
+    # send nulls), unknown names included, which `additionalProperties: false` cannot
+    # say; bodies with null members are left out rather than reported as accepted.
+    if any(v is None for v in body.values()):
+        return False
     if "appId" in body and body["appId"] not in (None, APP_ID, str(APP_ID)):
         return False
     from_id = body.get("fromId") or body.get("operater")
