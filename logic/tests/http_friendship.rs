@@ -798,3 +798,116 @@ async fn bench_check_and_sync() {
     let (p50, p99) = time(500, "/friendship/sync", sync).await;
     println!("/friendship/sync 1,000 changes: p50 {p50:.3} ms, p99 {p99:.3} ms");
 }
+
+// ---------------------------------------------------------------- import (the original's importFriendShip)
+
+#[tokio::test]
+async fn import_sets_one_sided_state_per_item() {
+    let h = Harness::new(10).await;
+    h.import(APP, users(&[("a", 1), ("b", 2), ("c", 3), ("d", 1), ("gone", 1)])).await;
+    h.ok("/user/deleteUser", json!({"userId": ["gone"]})).await;
+    let mut rx = h.online(&[("a", "phone"), ("b", "phone")]);
+    // friendAllowType 2 and 3 do not matter: the relation existed where it comes from.
+    let d = h
+        .ok(
+            "/friendship/importFriendShip",
+            json!({"fromId": "a", "friendItem": [
+                {"toId": "b", "remark": "bee", "addSource": "migrated", "status": 1},
+                {"toId": "c"},
+                {"toId": "d", "status": 1, "black": 2},
+                {"toId": "nobody"},
+                {"toId": "gone"},
+                {"toId": "gone", "status": 0, "black": 2},
+                {"toId": "b", "remark": "again"},
+                {"toId": "a"},
+                {"toId": "c", "status": 7},
+            ]}),
+        )
+        .await;
+    assert_eq!(strs(&d["successId"]), ["b", "c", "d"], "{d}");
+    let errs: Vec<(String, u64)> = d["errorId"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["userId"].as_str().unwrap().to_string(), e["code"].as_u64().unwrap()))
+        .collect();
+    // `gone` only blocked is fine; listed it is 20002. The repeated `b`, self and a bad status: 90001.
+    assert_eq!(
+        errs,
+        [
+            ("nobody".into(), 20001),
+            ("gone".into(), 20002),
+            ("gone".into(), 90001),
+            ("b".into(), 90001),
+            ("a".into(), 90001),
+            ("c".into(), 90001)
+        ],
+        "{d}"
+    );
+    assert!(d["errorId"][5]["msg"].as_str().unwrap().contains("friendItem[8].status"), "{d}");
+    // One-way: a lists b, c, d; b lists nobody.
+    assert_eq!(h.relation("a", "b").await["relation"], 1);
+    assert_eq!(h.relation("a", "b").await["friend"]["remark"], "bee");
+    assert_eq!(h.relation("b", "a").await["relation"], 2);
+    assert_eq!(h.relation("a", "d").await["blocked"], true);
+    // d is blocked by a: d's messages to a are refused as after /blackList/add.
+    let friends = h.ok("/friendship/get", json!({"fromId": "a"})).await;
+    assert_eq!(friends["dataList"].as_array().map(Vec::len), Some(3), "{friends}");
+    // Only a's devices hear of it (Friendship and Blacklist logs moved), b's do not.
+    let n = notifies(&mut rx);
+    assert!(n.iter().all(|(slot, ..)| *slot == 10), "{n:?}");
+    assert!(n.iter().any(|(_, k, _)| *k == WireKind::Friendship), "{n:?}");
+    assert!(n.iter().any(|(_, k, _)| *k == WireKind::Blacklist), "{n:?}");
+
+    // Importing the same state again writes nothing; a changed state is applied:
+    // b unlisted, d unblocked, c's remark changed.
+    let before = h.ok("/friendship/sync", json!({"fromId": "a", "lastSequence": 0})).await["maxSequence"].clone();
+    h.ok(
+        "/friendship/import",
+        json!({"fromId": "a", "friendItem": [{"toId": "b", "remark": "bee", "addSource": "migrated"}]}),
+    )
+    .await;
+    let after = h.ok("/friendship/sync", json!({"fromId": "a", "lastSequence": 0})).await["maxSequence"].clone();
+    assert_eq!(before, after, "an import of the state already held wrote an entry");
+    let d = h
+        .ok(
+            "/friendship/import",
+            json!({"fromId": "a", "friendItem": [
+                {"toId": "b", "status": 2}, {"toId": "d", "black": 1}, {"toId": "c", "remark": "sea"}]}),
+        )
+        .await;
+    assert_eq!(strs(&d["successId"]), ["b", "d", "c"], "{d}");
+    assert_eq!(h.relation("a", "b").await["relation"], 0);
+    assert_eq!(h.relation("a", "d").await["blocked"], false);
+    assert_eq!(h.relation("a", "c").await["friend"]["remark"], "sea");
+    let sync = h.ok("/friendship/sync", json!({"fromId": "a", "lastSequence": before})).await;
+    let tomb: Vec<&Value> = sync["dataList"].as_array().unwrap().iter().filter(|e| e["deleted"] == true).collect();
+    assert_eq!(tomb.len(), 1, "{sync}");
+    assert_eq!(tomb[0]["toId"], "b");
+
+    // Whole-call failures: an unknown fromId, an over-long batch.
+    h.check("/friendship/import", json!({"fromId": "zz", "friendItem": []}), 20001, "zz").await;
+    let many: Vec<Value> = (0..11).map(|i| json!({"toId": format!("u{i}")})).collect();
+    h.check("/friendship/import", json!({"fromId": "a", "friendItem": many}), 20000, "friendItem").await;
+}
+
+#[tokio::test]
+async fn import_respects_the_apps_limits() {
+    let h = Harness::new(8).await;
+    h.import(SMALL_APP, users(&[("a", 1), ("b", 1), ("c", 1), ("d", 1)])).await;
+    let d = h
+        .ok_in(
+            SMALL_APP,
+            "/friendship/import",
+            json!({"fromId": "a", "friendItem": [
+                {"toId": "b", "black": 2}, {"toId": "c", "black": 2}, {"toId": "d"}]}),
+        )
+        .await;
+    // b listed and blocked; c's block would pass max_blacklist 1 (the whole item fails);
+    // d listed (2 friends: the limit).
+    assert_eq!(strs(&d["successId"]), ["b", "d"], "{d}");
+    assert_eq!(d["errorId"][0]["code"], 30019, "{d}");
+    assert_eq!(h.ok_in(SMALL_APP, "/friendship/getRelation", json!({"fromId": "a", "toId": "c"})).await["relation"], 0);
+    let d = h.ok_in(SMALL_APP, "/friendship/import", json!({"fromId": "a", "friendItem": [{"toId": "c"}]})).await;
+    assert_eq!(d["errorId"][0]["code"], 30018, "{d}");
+}

@@ -431,6 +431,10 @@ pub struct UserRecord {
     /// Business-defined extra data.
     #[serde(default)]
     pub extra: String,
+    /// The original system's login password as a PHC-format hash (Argon2id, salted);
+    /// empty when none was given. Never the password itself, never returned by the API.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub password_hash: String,
     /// Soft-deleted: kept so deleted users can be told apart from unknown ones.
     #[serde(default)]
     pub deleted: bool,
@@ -458,6 +462,7 @@ impl UserRecord {
             silent_flag: false,
             forbidden_flag: false,
             extra: String::new(),
+            password_hash: String::new(),
             deleted: false,
             created_ms: now_ms,
             updated_ms: now_ms,

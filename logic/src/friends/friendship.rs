@@ -153,7 +153,7 @@ pub(super) fn friend_record(
     })
 }
 
-fn tombstone(to: &UserId, now: u64) -> Record {
+pub(super) fn tombstone(to: &UserId, now: u64) -> Record {
     Record::Friend(FriendRecord {
         v: VERSION,
         to_id: to.clone(),

@@ -52,6 +52,7 @@
 
 mod blacklist;
 mod friendship;
+mod import;
 pub mod records;
 mod requests;
 pub mod view;
@@ -69,6 +70,7 @@ pub use friendship::{
     add, check, delete, friend_ids, get_relation, list, sync_friends, update, AddFriend, AddOutcome, CheckStatus,
     DeleteTarget, FriendPage, Relation, SyncPage, Updated,
 };
+pub use import::{import, ImportFriend};
 pub use requests::{approve, list_requests, read_all, RequestList};
 pub use view::{Blocked, Direction, Friend, Request, APPROVED, PENDING, REJECTED};
 
