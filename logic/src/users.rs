@@ -638,20 +638,25 @@ impl Users {
 
     /// Tells every online device of `user` that its profile log reached `seq`.
     fn notify_profile(&self, app: AppId, user: &UserId, seq: Seq) {
-        let frame = encode::sync_notify(client::SyncKind::Profile, seq.0);
-        self.logic.sessions.send_to_user(app, user, &frame, None);
+        notify_profile(&self.logic, app, user, seq);
     }
 
-    /// A profile change reaches the user's friends' `Profile` logs (write fan-out, as
-    /// with 1:1 messages, so each friend's `syncUserData` stays one range read of their
-    /// own log and keeps its sync invariant: every entry goes through
-    /// `Logic::append_many`) and notifies their online devices. The targets are the
-    /// user's own friend list (see `crate::friends::friend_ids` for what that misses);
-    /// big lists are written in several batches.
+    /// A profile change reaches the `Profile` logs of everyone who lists the user as a
+    /// friend (write fan-out, as with 1:1 messages, so each friend's `syncUserData` stays
+    /// one range read of their own log and keeps its sync invariant: every entry goes
+    /// through `Logic::append_many`) and notifies their online devices. The targets are
+    /// the who-lists-me index (`crate::friends::listed_by`, exact for one-way friends too)
+    /// joined with the user's own friend list (the same users for two-way friendships; it
+    /// also covers relations made before the index existed); big lists are written in
+    /// several batches.
     async fn fan_out_to_friends(&self, app: AppId, change: &ProfileChange, _seq: Seq) -> Result<(), UserError> {
         /// Friends' log entries per store batch.
         const CHUNK: usize = 512;
-        let friends = crate::friends::friend_ids(&self.logic, app, &change.user_id).await?;
+        let mut friends = crate::friends::friend_ids(&self.logic, app, &change.user_id).await?;
+        friends.extend(crate::friends::listed_by(&self.logic, app, &change.user_id).await?);
+        friends.sort_unstable();
+        friends.dedup();
+        friends.retain(|f| *f != change.user_id);
         if friends.is_empty() {
             return Ok(());
         }
@@ -704,6 +709,35 @@ impl Users {
             }
         }
     }
+}
+
+/// Tells every online device of `user` that its profile log reached `seq`.
+fn notify_profile(logic: &Logic, app: AppId, user: &UserId, seq: Seq) {
+    let frame = encode::sync_notify(client::SyncKind::Profile, seq.0);
+    logic.sessions.send_to_user(app, user, &frame, None);
+}
+
+/// For each (owner, peer): the owner has just started listing the peer as a friend, so
+/// the peer's current full profile is appended to the owner's `Profile` log (one batch)
+/// and the owner's devices are told. Deleted or unknown peers are skipped.
+pub(crate) async fn share_profiles(logic: &Logic, app: AppId, pairs: &[(UserId, UserId)]) -> Result<(), UserError> {
+    let peers: Vec<UserId> = pairs.iter().map(|(_, p)| p.clone()).collect();
+    let records = logic.store.get_users(app, &peers).await?;
+    let mut entries = Vec::with_capacity(pairs.len());
+    for ((owner, _), rec) in pairs.iter().zip(records) {
+        let Some(rec) = rec.filter(|r| !r.deleted) else { continue };
+        let change = ProfileChange { user_id: rec.user_id.clone(), fields: ProfilePatch::full(&rec), deleted: false };
+        entries.push((owner.clone(), SyncKind::Profile, encode_change(&change)?));
+    }
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let owners: Vec<UserId> = entries.iter().map(|(o, ..)| o.clone()).collect();
+    let seqs = logic.append_many(app, entries, WriteBatch::new()).await?;
+    for (owner, seq) in owners.iter().zip(seqs) {
+        notify_profile(logic, app, owner, seq);
+    }
+    Ok(())
 }
 
 fn encode_change(change: &ProfileChange) -> Result<Bytes, UserError> {

@@ -499,9 +499,11 @@ async fn every_change_notifies_each_affected_users_devices() {
     let f = WireKind::Friendship;
 
     // Two-way add: both users' devices, each with its own log's seq. HTTP has no acting
-    // device, so all of a's devices get it.
+    // device, so all of a's devices get it. Each also gets the other's profile (Profile
+    // seq 2: after its own import).
+    let p = WireKind::Profile;
     h.add("a", "b", 2).await;
-    assert_eq!(notifies(&mut link), [(a1, f, 1), (a2, f, 1), (b1, f, 1)]);
+    assert_eq!(notifies(&mut link), [(a1, p, 2), (a1, f, 1), (a2, p, 2), (a2, f, 1), (b1, p, 2), (b1, f, 1)]);
     // One-way update: only a.
     h.ok("/friendship/update", json!({"fromId": "a", "toItem": {"toId": "b", "remark": "r"}})).await;
     assert_eq!(notifies(&mut link), [(a1, f, 2), (a2, f, 2)]);
@@ -521,7 +523,10 @@ async fn every_change_notifies_each_affected_users_devices() {
     h.ok("/friendshipRequest/readAllFriendRequest", json!({"fromId": "ask"})).await;
     assert_eq!(notifies(&mut link), [(k1, r, 2)]);
     h.ok("/friendshipRequest/approve", json!({"fromId": "ask", "id": id, "status": 1})).await;
-    assert_eq!(notifies(&mut link), [(a1, f, 3), (a1, r, 2), (a2, f, 3), (a2, r, 2), (k1, f, 1), (k1, r, 3)]);
+    assert_eq!(
+        notifies(&mut link),
+        [(a1, p, 3), (a1, f, 3), (a1, r, 2), (a2, p, 3), (a2, f, 3), (a2, r, 2), (k1, p, 2), (k1, f, 1), (k1, r, 3)]
+    );
     // Two-way delete: both.
     h.ok("/friendship/delete", json!({"fromId": "a", "toId": "b"})).await;
     assert_eq!(notifies(&mut link), [(a1, f, 4), (a2, f, 4), (b1, f, 2)]);
@@ -541,9 +546,58 @@ async fn profile_changes_reach_friends_sync_user_data() {
     assert_eq!((list[0]["userId"].clone(), list[0]["nickName"].clone()), (json!("b"), json!("Bee")));
     assert_eq!(list[0]["sequence"], json!(before + 1));
     let p = WireKind::Profile;
-    assert_eq!(notifies(&mut link), [(10, p, before + 1), (11, p, 2)], "a as b's friend, and b itself");
+    // b's log: its import (1), a's profile when they became friends (2), its change (3).
+    assert_eq!(notifies(&mut link), [(10, p, before + 1), (11, p, 3)], "a as b's friend, and b itself");
     // c is no friend of b: its log did not move.
     assert_eq!(h.ok("/user/data/syncUserData", json!({"userId": "c"})).await["maxSequence"], json!(1));
+}
+
+/// The profile entries of `user`'s syncUserData after `after`: (userId, nickName).
+async fn profile_entries(h: &Harness, user: &str, after: u64) -> Vec<(String, String)> {
+    let page = h.ok("/user/data/syncUserData", json!({"userId": user, "lastSequence": after})).await;
+    page["dataList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["userId"].as_str().unwrap().to_string(), e["nickName"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn one_way_friends_get_profiles_through_the_who_lists_me_index() {
+    let h = Harness::new(4).await;
+    h.import(APP, users(&[("a", 1), ("b", 1), ("c", 1)])).await;
+    h.ok("/user/data/modifyUserInfo", json!({"userId": "b", "nickName": "Bee"})).await;
+    let a0 = h.ok("/user/data/syncUserData", json!({"userId": "a"})).await["maxSequence"].as_u64().unwrap();
+    // a lists b one-way: a's sync gets b's current profile at once.
+    h.add("a", "b", 1).await;
+    assert_eq!(profile_entries(&h, "a", a0).await, [("b".to_string(), "Bee".to_string())]);
+    // b does not list a, yet a gets b's changes; b's own friends-of-nobody c does not.
+    let mut link = h.online(&[("a", "a-phone")]);
+    h.ok("/user/data/modifyUserInfo", json!({"userId": "b", "nickName": "Bumble"})).await;
+    assert_eq!(profile_entries(&h, "a", a0 + 1).await, [("b".to_string(), "Bumble".to_string())]);
+    assert_eq!(notifies(&mut link), [(10, WireKind::Profile, a0 + 2)]);
+    assert_eq!(h.ok("/user/data/syncUserData", json!({"userId": "c"})).await["maxSequence"], json!(1));
+    // Once a stops listing b (a one-way delete), b's changes stop reaching a; the
+    // importFriendShip path maintains the index too.
+    h.ok("/friendship/delete", json!({"fromId": "a", "toId": "b", "deleteType": 1})).await;
+    h.ok("/user/data/modifyUserInfo", json!({"userId": "b", "nickName": "Gone"})).await;
+    assert_eq!(profile_entries(&h, "a", a0 + 2).await, []);
+    h.ok("/friendship/import", json!({"fromId": "c", "friendItem": [{"toId": "b"}]})).await;
+    h.ok("/user/data/modifyUserInfo", json!({"userId": "b", "nickName": "Back"})).await;
+    assert_eq!(
+        profile_entries(&h, "c", 1).await,
+        [("b".to_string(), "Gone".to_string()), ("b".to_string(), "Back".to_string())],
+        "the import shared b's profile, then the change reached c"
+    );
+    // The index is in the store, not only in memory: a restarted node fans out the same.
+    let (_, router) = h.restarted();
+    let modify = json!({"userId": "b", "nickName": "B3"});
+    assert_eq!(Harness::send_to(&router, APP, "/user/data/modifyUserInfo", &modify).await.0, 200);
+    let (_, page) =
+        Harness::send_to(&router, APP, "/user/data/syncUserData", &json!({"userId": "c", "lastSequence": 3})).await;
+    assert_eq!(page["data"]["dataList"][0]["nickName"], "B3", "{page}");
+    assert_eq!(page["data"]["dataList"].as_array().map(Vec::len), Some(1), "{page}");
 }
 
 // ---------------------------------------------------------------- views and sync
