@@ -179,7 +179,8 @@ pub fn load(
 }
 
 /// Top-level keys the environment may set.
-const CONFIG_SECTIONS: &[&str] = &["data_dir", "log", "http", "link", "gateway", "storage", "logic", "messages"];
+const CONFIG_SECTIONS: &[&str] =
+    &["data_dir", "log", "http", "link", "gateway", "storage", "logic", "messages", "demo"];
 
 /// Renders TERN_ variables as a TOML document: `TERN_GATEWAY__TCP_ADDR=x` becomes
 /// `[gateway] tcp_addr = "x"`. Values that parse as TOML (numbers, booleans, arrays) keep
