@@ -487,6 +487,11 @@ export class TernClient extends Emitter<TernEvents> {
     }
     ws.binaryType = 'arraybuffer';
     this.ws = ws;
+    // Hold timeline frames back from the start: a Push can arrive in the same read as
+    // the LoginAck, and be handled before the login's continuation starts the sync. Let
+    // through before the pull, it would move the seq past entries the pull must bring.
+    this.syncing = true;
+    this.buffered = [];
     ws.onopen = () => {
       if (this.ws !== ws) return;
       void this.logIn(ws);
