@@ -1,6 +1,6 @@
 //! The web chat page's routes through the real router: served by default, gone with
 //! `[demo] enabled = false`, and `/demo/session` only for the development app (it creates
-//! the user and answers a login signature that verifies).
+//! the user and answers a login signature that verifies, and the user's groups).
 
 mod support;
 
@@ -59,10 +59,14 @@ async fn session_creates_the_user_and_signs_it_in() {
     assert_eq!(json!(expiry), d["expiresAt"]);
     assert!(expiry > now + 3_000 && expiry <= now + 3_600, "about an hour: {expiry} vs {now}");
     assert_eq!(d["wsUrls"], json!(LogicConfig::default().advertise_ws));
-    // The user exists now (a second session keeps it as it is).
+    assert_eq!(d["groups"], json!([]));
+    // The user exists now.
     let info = h.ok("/user/data/getSingleUserInfo", json!({"userId": "alice"})).await;
     assert_eq!(info["userId"], json!("alice"), "{info}");
-    session(&h, json!({"userId": "alice"})).await.check("again", 200, "success");
+    // A second session keeps the user as it is, and lists the groups it joined since.
+    h.ok("/group/createGroup", json!({"groupId": "team", "groupType": 3, "memberList": [{"memberId": "alice"}]})).await;
+    let again = session(&h, json!({"userId": "alice"})).await.check("again", 200, "success");
+    assert_eq!(again["groups"], json!(["team"]));
 
     session(&h, json!({"userId": "no spaces"})).await.check("bad id", 90_001, "userId");
     session(&h, json!({"user": "alice"})).await.check("unknown field", 90_001, "body");

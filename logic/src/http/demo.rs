@@ -4,7 +4,8 @@
 //! on drift).
 //!
 //! `POST /demo/session` `{"userId": "alice"}` signs a user in for the page: it creates the
-//! user if needed and answers a login signature and the gateway's WebSocket URL. It exists
+//! user if needed and answers a login signature, the gateway's WebSocket URL and the
+//! user's groups. It exists
 //! only for the development app (`tern` with no `[[apps]]` configured, whose secret is
 //! printed at start anyway) — with configured apps it answers 90004 like any unknown path,
 //! and the page asks for a signature instead. `[demo] enabled = false` removes all of it.
@@ -70,6 +71,8 @@ struct SessionAnswer {
     expires_at: u64,
     /// Where the page connects (the gateway's advertised WebSocket URLs).
     ws_urls: Vec<String>,
+    /// The groups the user is a member of, whose timelines the page syncs.
+    groups: Vec<String>,
 }
 
 /// Creates the user in the development app if needed and signs it in.
@@ -89,6 +92,12 @@ async fn session(
     if let Some(Err(e)) = results.into_iter().next() {
         return Err(e.into());
     }
+    let groups = crate::groups::joined(logic, AppId(app_id), &user)
+        .await
+        .map_err(|e| ApiError::Internal(format!("joined groups: {e}")))?
+        .into_iter()
+        .map(|(g, ..)| g.as_str().to_string())
+        .collect();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let expires_at = now + SESSION_SIG_SECS;
     let user_sign = tern_schema::sig::sign(app.secret.as_bytes(), app_id, user.as_str(), expires_at);
@@ -98,5 +107,6 @@ async fn session(
         user_sign,
         expires_at,
         ws_urls: logic.config.advertise_ws.clone(),
+        groups,
     }))
 }

@@ -6,7 +6,8 @@
  * Sign-in asks the server's development-only `/demo/session` for a signature (or takes one
  * typed in when the server has configured apps), then the page shows the user's 1:1
  * timeline from the beginning of retention (it pulls from seq 0), live pushes, and lets
- * the user recall their own messages. The tab remembers who signed in (sessionStorage),
+ * the user recall their own messages. "#name" in the "to" field sends to the group
+ * "name"; the page syncs the groups the user is in. The tab remembers who signed in (sessionStorage),
  * so a reload signs in again and catches up by pull.
  */
 import { ConversationType, TernClient, TernError, TimelineEntry } from '../src/index.js';
@@ -18,6 +19,8 @@ interface Session {
   userId: string;
   userSign: string;
   wsUrls: string[];
+  /** Groups the user is a member of (the development endpoint lists them). */
+  groups?: string[];
 }
 
 let client: TernClient | null = null;
@@ -49,7 +52,17 @@ function deviceId(userId: string): string {
   return id;
 }
 
-function render(m: { key: bigint; fromId: string; toId: string; text: string; seq: bigint; recalled: boolean }): void {
+interface Shown {
+  key: bigint;
+  group: boolean;
+  fromId: string;
+  toId: string;
+  text: string;
+  seq: bigint;
+  recalled: boolean;
+}
+
+function render(m: Shown): void {
   const me = client!.userId;
   const id = m.key.toString();
   let li = items.get(id);
@@ -65,7 +78,8 @@ function render(m: { key: bigint; fromId: string; toId: string; text: string; se
   bubble.className = 'bubble';
   const meta = document.createElement('span');
   meta.className = 'meta';
-  meta.textContent = m.fromId === me ? `to ${m.toId}` : `from ${m.fromId}`;
+  if (m.group) meta.textContent = m.fromId === me ? `in #${m.toId}` : `in #${m.toId} from ${m.fromId}`;
+  else meta.textContent = m.fromId === me ? `to ${m.toId}` : `from ${m.fromId}`;
   const body = document.createElement('span');
   body.className = 'text';
   body.textContent = m.recalled ? 'message recalled' : m.text;
@@ -74,7 +88,8 @@ function render(m: { key: bigint; fromId: string; toId: string; text: string; se
     const b = document.createElement('button');
     b.className = 'recall';
     b.textContent = 'Recall';
-    b.onclick = () => client!.recall(m.key, m.toId).catch(showError);
+    const type = m.group ? ConversationType.Group : ConversationType.Single;
+    b.onclick = () => client!.recall(m.key, m.toId, type).catch(showError);
     bubble.appendChild(b);
   }
   if (m.recalled) li.classList.add('recalled');
@@ -83,13 +98,15 @@ function render(m: { key: bigint; fromId: string; toId: string; text: string; se
 }
 
 function onMessage(m: TimelineEntry): void {
-  if (m.conversationType !== ConversationType.Single) return;
+  const group = m.conversationType === ConversationType.Group;
+  if (!group && m.conversationType !== ConversationType.Single) return;
   const text = m.elems.map((e) => e.text ?? `[${e.url ?? 'attachment'}]`).join(' ');
-  render({ key: m.messageKey, fromId: m.fromId, toId: m.toId, text, seq: m.seq, recalled: m.recalled });
-  if (m.fromId !== client!.userId && client!.state === 'online') client!.markRead(m.fromId, m.seq);
-  if (m.fromId !== client!.userId && !($('peer') as HTMLInputElement).value) {
-    ($('peer') as HTMLInputElement).value = m.fromId;
-  }
+  render({ key: m.messageKey, group, fromId: m.fromId, toId: m.toId, text, seq: m.seq, recalled: m.recalled });
+  if (m.fromId === client!.userId) return;
+  // Read receipts: the peer (1:1) or the group, up to this entry's seq in that timeline.
+  const readOf = group ? m.toId : m.fromId;
+  if (client!.state === 'online') client!.markRead(readOf, m.seq, m.conversationType);
+  if (!($('peer') as HTMLInputElement).value) ($('peer') as HTMLInputElement).value = group ? `#${m.toId}` : m.fromId;
 }
 
 function markRecalled(key: bigint): void {
@@ -123,6 +140,7 @@ async function signIn(userId: string): Promise<void> {
     deviceId: deviceId(userId),
     // Pull the whole retained timeline: the page shows the conversation, not just news.
     syncPoint: 0n,
+    groups: Object.fromEntries((session.groups ?? []).map((g) => [g, 0n])),
     // A fresh signature at every login (the first one is already at hand).
     userSign: async () => {
       if (useFirst) {
@@ -138,6 +156,12 @@ async function signIn(userId: string): Promise<void> {
   });
   client.on('message', onMessage);
   client.on('recall', (r) => markRecalled(r.messageKey));
+  // Joined a group (or one changed): ask again which groups this user is in.
+  client.on('groupsChanged', () => {
+    fetchSession(userId)
+      .then((s) => s?.groups?.forEach((g) => client!.addGroup(g)))
+      .catch(showError);
+  });
   client.on('error', showError);
   $('me').textContent = `signed in as ${userId}`;
   $('login-box').hidden = true;
@@ -153,14 +177,19 @@ $('login-form').addEventListener('submit', (ev) => {
 
 $('compose').addEventListener('submit', (ev) => {
   ev.preventDefault();
-  const peer = ($('peer') as HTMLInputElement).value.trim();
+  const to = ($('peer') as HTMLInputElement).value.trim();
   const input = $('text') as HTMLInputElement;
   const text = input.value;
-  if (!client || !peer || !text) return;
+  if (!client || !to || !text) return;
   input.value = '';
-  client
-    .sendText(peer, text)
-    .then((sent) => render({ key: sent.messageKey, fromId: client!.userId, toId: peer, text, seq: sent.seq, recalled: false }))
+  // "#team" is the group "team"; anything else a user.
+  const group = to.startsWith('#');
+  const peer = group ? to.slice(1) : to;
+  const sending = group ? client.sendGroupText(peer, text) : client.sendText(peer, text);
+  sending
+    .then((sent) =>
+      render({ key: sent.messageKey, group, fromId: client!.userId, toId: peer, text, seq: sent.seq, recalled: false }),
+    )
     .catch(showError);
 });
 

@@ -1,7 +1,8 @@
 /**
  * The /demo chat page in a real headless Chromium (Debian's `chromium`, driven by
  * playwright-core; no browser is downloaded): two tabs sign in as alice and bob, chat,
- * one reloads and catches up, a recall shows on both. Screenshots go to
+ * one reloads and catches up, a recall shows on both; a group conversation with a member
+ * added while online. Screenshots go to
  * target/demo-screenshots/. Also: `[demo] enabled = false` removes the page.
  */
 import assert from 'node:assert/strict';
@@ -93,6 +94,41 @@ it('two tabs chat, one reloads and catches up, a recall shows on both', async ()
 
   assert.equal(await alice.textContent('#error'), '');
   assert.deepEqual(pageErrors, []);
+  await context.close();
+});
+
+it('group chat: members see the message, a member added later catches up, a group recall shows', async () => {
+  await tern.importUsers(['gina', 'hank', 'ivy']);
+  await tern.api('group/createGroup', {
+    groupId: 'team',
+    groupType: 3,
+    ownerId: 'gina',
+    memberList: [{ memberId: 'hank' }],
+  });
+  const context = await browser.newContext({ viewport: { width: 760, height: 480 } });
+  const gina = await context.newPage();
+  const hank = await context.newPage();
+  await signIn(gina, 'gina');
+  await signIn(hank, 'hank');
+  await send(gina, 'Morning, team', '#team');
+  await hank.waitForSelector(`${bubble('Morning, team')}.theirs`);
+  assert.equal(await hank.textContent(`${bubble('Morning, team')} .meta`), 'in #team from gina');
+  // The page answers in the group it last heard from.
+  assert.equal(await hank.inputValue('#peer'), '#team');
+  await send(hank, 'Morning!');
+  await gina.waitForSelector(`${bubble('Morning!')}.theirs`);
+
+  // ivy is added while signed in: the page learns the group (GroupList notify) and pulls it.
+  const ivy = await context.newPage();
+  await signIn(ivy, 'ivy');
+  await tern.api('group/addMember', { groupId: 'team', members: [{ memberId: 'ivy' }] });
+  await send(gina, 'Welcome, Ivy');
+  await ivy.waitForSelector(bubble('Welcome, Ivy'));
+
+  await gina.click(`${bubble('Morning, team')} button.recall`);
+  await hank.waitForSelector('#messages li.recalled');
+  await gina.waitForSelector('#messages li.recalled');
+  await hank.screenshot({ path: join(SHOTS, '5-hank-group.png') });
   await context.close();
 });
 
