@@ -112,3 +112,32 @@ it('every acked message arrives exactly once across reconnects of both sides', a
       `${elapsed} ms, each delivered exactly once (server link frames dropped: ${dropped})`,
   );
 });
+
+it('a long-lived connection syncs mid-session (holding pushes back meanwhile) without a gap or a duplicate', async () => {
+  // Past 1,000 entries reported above the safe point the client pulls to move it on,
+  // while pushes keep arriving: the same path a SyncNotify{Message} takes.
+  await tern.importUsers(['rx2', 'tx9']);
+  const rx = tern.client('rx2');
+  const tx = tern.client('tx9');
+  clients.push(rx, tx);
+  const got: TimelineEntry[] = [];
+  rx.on('message', (m) => got.push(m));
+  await rx.connect();
+  await tx.connect();
+  const safeAtStart = rx.inboxSeq;
+  const N = 1_200;
+  const sends: Promise<SentMessage>[] = [];
+  for (let k = 0; k < N; k++) {
+    sends.push(tx.sendText('rx2', `m${k}`));
+    if (k % 50 === 49) await new Promise((r) => setTimeout(r, 5));
+  }
+  const acked = await Promise.all(sends);
+  await waitFor(() => got.length >= N, `all ${N} messages (got ${got.length})`, 30_000);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(got.length, N, 'each once');
+  assert.equal(new Set(got.map((m) => m.messageKey)).size, N);
+  for (let i = 1; i < got.length; i++) assert.ok(got[i].seq > got[i - 1].seq, 'in seq order');
+  assert.deepEqual(new Set(got.map((m) => m.messageKey)), new Set(acked.map((a) => a.messageKey)));
+  assert.equal(rx.login?.loginCount, 1, 'no reconnect happened');
+  assert.ok(rx.inboxSeq > safeAtStart, `the safe point moved mid-session (${safeAtStart} -> ${rx.inboxSeq})`);
+});
