@@ -10,7 +10,7 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use tern_gateway::GatewayConfig;
-use tern_logic::config::{HttpConfig, LinkConfig, MessageConfig};
+use tern_logic::config::{DemoConfig, HttpConfig, LinkConfig, MessageConfig};
 use tern_logic::AppConfig;
 use tern_storage_embedded::Durability;
 use tern_storage_scylla::ScyllaConfig;
@@ -33,6 +33,7 @@ pub struct TernConfig {
     pub storage: StorageConfig,
     pub logic: LogicTuning,
     pub messages: MessageConfig,
+    pub demo: DemoConfig,
     pub apps: Vec<AppConfig>,
 }
 
@@ -47,6 +48,7 @@ impl Default for TernConfig {
             storage: StorageConfig::default(),
             logic: LogicTuning::default(),
             messages: MessageConfig::default(),
+            demo: DemoConfig::default(),
             apps: Vec::new(),
         }
     }
@@ -177,7 +179,8 @@ pub fn load(
 }
 
 /// Top-level keys the environment may set.
-const CONFIG_SECTIONS: &[&str] = &["data_dir", "log", "http", "link", "gateway", "storage", "logic", "messages"];
+const CONFIG_SECTIONS: &[&str] =
+    &["data_dir", "log", "http", "link", "gateway", "storage", "logic", "messages", "demo"];
 
 /// Renders TERN_ variables as a TOML document: `TERN_GATEWAY__TCP_ADDR=x` becomes
 /// `[gateway] tcp_addr = "x"`. Values that parse as TOML (numbers, booleans, arrays) keep

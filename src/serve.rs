@@ -157,7 +157,7 @@ pub fn migrate(c: TernConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn logic_config(c: &TernConfig, gateway: Option<(SocketAddr, SocketAddr)>) -> LogicConfig {
+fn logic_config(c: &TernConfig, gateway: Option<(SocketAddr, SocketAddr)>, dev: bool) -> LogicConfig {
     let mut l = LogicConfig {
         http: c.http.clone(),
         link: c.link.clone(),
@@ -168,6 +168,8 @@ fn logic_config(c: &TernConfig, gateway: Option<(SocketAddr, SocketAddr)>) -> Lo
         heartbeat_timeout_ms: c.gateway.heartbeat_timeout_ms,
         max_frame_bytes: c.gateway.max_frame_bytes as u32,
         messages: c.messages.clone(),
+        demo: c.demo.clone(),
+        dev_app_id: dev.then_some(devapp::DEV_APP_ID),
     };
     if let Some((tcp, ws)) = gateway {
         if l.advertise_tcp.is_empty() {
@@ -246,7 +248,7 @@ pub fn all(c: TernConfig) -> anyhow::Result<()> {
         let gw_config = GatewayConfig { link_addr: bound.link_addr().to_string(), ..c.gateway.clone() };
         let gateway = tern_gateway::start(gw_config, secrets(&apps)).context("starting the gateway")?;
         let (tcp, ws) = (gateway.local_tcp_addr(), gateway.local_ws_addr());
-        let logic = Logic::new(logic_config(&c, Some((tcp, ws))), store, AppRegistry::new(apps.clone()));
+        let logic = Logic::new(logic_config(&c, Some((tcp, ws)), dev), store, AppRegistry::new(apps.clone()));
         let (http_addr, link_addr) = (bound.http_addr(), bound.link_addr());
         // The API is installed before the banner: whoever reads it finds `/healthz` ready.
         let serving = bound.serve(logic, Some(metrics), ready_report(&startup, recovery));
@@ -255,6 +257,9 @@ pub fn all(c: TernConfig) -> anyhow::Result<()> {
         println!("  http      http://{http_addr}/  (API docs: /docs, metrics: /metrics)");
         println!("  tcp       {tcp}");
         println!("  websocket ws://{ws}/");
+        if c.demo.enabled {
+            println!("  demo      http://{http_addr}/demo  (web chat; [demo] enabled = false turns it off)");
+        }
         println!("  store     {}", describe_store(&c));
         print_recovery(recovery);
         print_apps(&apps, dev, &c);
@@ -284,7 +289,7 @@ pub fn logic(c: TernConfig) -> anyhow::Result<()> {
         let (store, recovery) = open_store(&c).await?;
         startup.set_step("binding the link");
         let bound = BoundLogic::with_front(front, &c.link.addr).await?;
-        let logic = Logic::new(logic_config(&c, None), store, AppRegistry::new(apps.clone()));
+        let logic = Logic::new(logic_config(&c, None, dev), store, AppRegistry::new(apps.clone()));
         let (http_addr, link_addr) = (bound.http_addr(), bound.link_addr());
         let serving = bound.serve(logic, Some(metrics), ready_report(&startup, recovery));
         let stop = shutdown_signal()?;

@@ -163,6 +163,11 @@ pub struct LogicConfig {
     pub max_frame_bytes: u32,
     /// Messaging limits.
     pub messages: MessageConfig,
+    /// The web chat page (`[demo]`).
+    pub demo: DemoConfig,
+    /// The development app's id when `tern` runs it (no `[[apps]]` configured): only then
+    /// does `/demo/session` mint signatures.
+    pub dev_app_id: Option<u32>,
 }
 
 impl Default for LogicConfig {
@@ -177,6 +182,26 @@ impl Default for LogicConfig {
             heartbeat_timeout_ms: 90_000,
             max_frame_bytes: 65_536,
             messages: MessageConfig::default(),
+            demo: DemoConfig::default(),
+            dev_app_id: None,
         }
+    }
+}
+
+/// The web chat page `/demo` (built on the TypeScript SDK, embedded in the binary).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Serve `/demo`. Its signature endpoint `/demo/session` additionally needs the
+    /// development app (no `[[apps]]` configured); with configured apps the page asks for
+    /// a signature instead.
+    pub enabled: bool,
+}
+
+impl Default for DemoConfig {
+    /// On: the page is static and harmless, and the only thing that signs anything is
+    /// limited to the development app, which a deployment with `[[apps]]` does not run.
+    fn default() -> Self {
+        Self { enabled: true }
     }
 }

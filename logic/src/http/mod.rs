@@ -19,6 +19,7 @@
 pub mod auth;
 pub mod blacklist;
 pub mod common;
+pub mod demo;
 pub mod docs;
 pub mod endpoints;
 pub mod error;
@@ -119,6 +120,7 @@ pub fn router_ready(logic: Arc<Logic>, metrics: Option<PrometheusHandle>, ready:
     });
     let (router, ..) = endpoints().into_parts();
     router
+        .merge(demo::routes(&state)) // the web chat page: not part of the documented API
         .fallback(no_such_endpoint)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(observe))
