@@ -33,5 +33,10 @@ export enum KickReason {
   /**
    * No heartbeat within the timeout.
    */
-  HeartbeatTimeout = 6
+  HeartbeatTimeout = 6,
+
+  /**
+   * The user was disabled (forbiddenFlag); it may not log in again until enabled.
+   */
+  UserDisabled = 7
 }
