@@ -87,7 +87,10 @@ async fn session(
     let user = UserId::new(req.user_id).map_err(|e| ApiError::BadParameter(format!("userId: {e}")))?;
     let results = state
         .users
-        .import(AppId(app_id), vec![ImportItem { user_id: user.clone(), fields: ProfilePatch::default() }])
+        .import(
+            AppId(app_id),
+            vec![ImportItem { user_id: user.clone(), fields: ProfilePatch::default(), password: None }],
+        )
         .await?;
     if let Some(Err(e)) = results.into_iter().next() {
         return Err(e.into());
