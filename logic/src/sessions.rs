@@ -221,9 +221,12 @@ impl Sessions {
             }
         }
         let mut n = 0;
-        for (lk, conns) in per_link {
+        for (lk, mut conns) in per_link {
             n += conns.len();
-            send_locked(&mut g, lk, encode::link_deliver(&conns, frame), &conns);
+            skip_stale(&g, lk, &mut conns);
+            if !conns.is_empty() {
+                send_locked(&mut g, lk, encode::link_deliver(&conns, frame), &conns);
+            }
         }
         n
     }
@@ -270,9 +273,12 @@ impl Sessions {
             }
         }
         let mut n = 0;
-        for (lk, conns) in per_link {
+        for (lk, mut conns) in per_link {
             n += conns.len();
-            send_locked(&mut g, lk, encode::link_deliver(&conns, frame), &conns);
+            skip_stale(&g, lk, &mut conns);
+            if !conns.is_empty() {
+                send_locked(&mut g, lk, encode::link_deliver(&conns, frame), &conns);
+            }
         }
         n
     }
@@ -322,6 +328,16 @@ impl Sessions {
 /// Most connections remembered as stale per link; past it the link is hopeless and is
 /// better reset by the gateway's reconnect.
 const MAX_STALE_PER_LINK: usize = 1 << 20;
+
+/// Leaves out of `conns` the connections that already missed a frame on this link: a
+/// later frame must not reach them before their kick (a client that saw it and acked it
+/// would resume past the frame it never got). Costs nothing while the link has no stale
+/// connection.
+fn skip_stale(g: &Inner, link: LinkKey, conns: &mut Vec<ConnRef>) {
+    if let Some(l) = g.links.get(&link).filter(|l| !l.stale.is_empty()) {
+        conns.retain(|c| !l.stale.iter().any(|s| same_conn(s, c)));
+    }
+}
 
 fn send_locked(g: &mut Inner, link: LinkKey, link_frame: Vec<u8>, affected: &[ConnRef]) {
     match g.links.get_mut(&link) {
@@ -433,6 +449,33 @@ mod tests {
         let kick = tern_schema::frame::parse_client(&kick[HEADER_LEN..]).unwrap();
         assert_eq!(kick.body_as_kick().unwrap().reason(), KickReason::SlowConsumer);
         assert!(s.devices(app, &a).is_empty(), "the stale session is gone from the registry");
+    }
+
+    #[test]
+    fn a_device_that_missed_a_frame_gets_no_later_frame_before_its_kick() {
+        let s = Sessions::new();
+        let (tx, mut rx) = mpsc::channel(2);
+        s.register_link((1, 0), tx);
+        let app = AppId(1);
+        let (a, b) = (user("a"), user("b"));
+        s.admit(app, &a, session(0, 1, 1, "p"), LoginModel::Unlimited, false);
+        s.admit(app, &b, session(0, 2, 1, "p"), LoginModel::Unlimited, false);
+        let frame = encode::ping(0, 1);
+        s.send_to_user(app, &a, &frame, None);
+        s.send_to_user(app, &a, &frame, None); // the queue is full now
+        s.send_to_user(app, &a, &frame, None); // dropped: a is stale
+        rx.try_recv().unwrap();
+        rx.try_recv().unwrap();
+        // Room again: a later frame for a is held back, b's goes through.
+        s.send_to_user(app, &a, &frame, None);
+        assert!(rx.try_recv().is_err(), "a frame after the gap reached the stale device");
+        s.send_to_user(app, &b, &frame, None);
+        let d = rx.try_recv().unwrap();
+        let d = parse_link(&d[HEADER_LEN..]).unwrap();
+        assert_eq!(d.body_as_deliver().unwrap().conns().unwrap().get(0).slot(), 2);
+        // The kick then goes out and the device is forgotten.
+        assert_eq!(s.repair_stale(), 1);
+        assert!(s.devices(app, &a).is_empty());
     }
 
     #[test]
