@@ -2,8 +2,8 @@
 //! Recall. Each is answered (SendAck, PullResult, Error) on the originating connection;
 //! nothing a client sends can leave it waiting without an answer or an error.
 //!
-//! Sends take the fast path of the link they arrive on ([`SendTurn`]): the link's reader
-//! prepares each send as it reads it (checks from memory, seqs allocated in arrival
+//! Sends — 1:1 and group — take the fast path of the link they arrive on ([`SendTurn`]):
+//! the link's reader prepares each send as it reads it (checks from memory, seqs allocated in arrival
 //! order, so one connection's sends keep their order in every timeline), gathers the
 //! sends of one *turn* (every frame already read when the reader would next wait on its
 //! socket) and hands them to the store as ONE guarded write (dedup checked in the same

@@ -10,12 +10,15 @@
 //! (`Owner::Group`): written once, read by every member (read fan-out).
 //!
 //! In memory, the slot owner (this node) keeps per group a [`GroupState`] — the record,
-//! every member, and the timeline's seq allocator — loaded on first touch and updated in
-//! place after each durable write, all under the group's async lock. Every change of a
-//! group and every group send runs under that lock, so the state is coherent, a
-//! member's `join_seq` (the timeline's last seq when they joined) is exact, and group
-//! sends get seqs in lock order. A write that fails drops the state (and the joined
-//! views it touched); the next access reloads from the store. Per user, a joined-groups
+//! every member, the timeline's seq allocator and the sends in flight — loaded on first
+//! touch and updated in place after each durable write, all under the group's async
+//! lock. Every change of a group runs under that lock, and every group send takes it
+//! twice, briefly: to be checked and handed its seq, and after its write to be pushed
+//! in seq order (the write itself runs outside: see `send.rs`). So the state is
+//! coherent, a member's `join_seq` (the timeline's last seq when they joined) is exact,
+//! and group sends get seqs in lock order. A write that fails drops the state (and the
+//! joined views it touched); the next access reloads from the store. At most
+//! `messages.max_loaded_groups` groups stay loaded ([`Groups::evict`]). Per user, a joined-groups
 //! view (group id → membership) is folded from the user's `GroupList` log on first
 //! access, like the friend views, and kept the same way.
 //!
@@ -36,12 +39,10 @@
 //!   log and notifies their online devices (SyncNotify of `GroupList`); imports notify
 //!   nobody.
 //!
-//! Not yet (see ARCHITECTURE.md): evicting idle group state (a loaded group stays in
-//! memory with all its members), a profile change of a very large group appends to
-//! every member's log (O(members), off the send path), group sends of one group are
-//! serialized through the store write (per-group throughput = one write per group
-//! commit), per-device acks of group timelines (a group PushAck is accepted and not
-//! stored), and read receipts pushed to senders (they ask: `receipts`).
+//! Not yet (see ARCHITECTURE.md): bounding the joined views, a profile change of a very
+//! large group appends to every member's log (O(members), off the send path),
+//! per-device acks of group timelines (a group PushAck is accepted and not stored), and
+//! read receipts pushed to senders (they ask: `receipts`).
 //!
 //! This module must never know about HTTP (no status codes, request JSON paths or axum
 //! types) and never encode wire frames beyond `tern_schema`.
