@@ -904,6 +904,11 @@ impl Worker {
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
         dev.next_hb_us = now + self.rng % hb_us.max(1);
+        // The first PushAck at a random phase too (see `push_ack`).
+        let every = self.init.push_ack_ms * 1_000;
+        if every > 0 {
+            dev.next_ack_us = now + (self.rng >> 20) % every;
+        }
         if group_catch_up {
             self.pull(k);
         } else if server_max_seq > dev.sync_seq && self.init.members == 0 {
@@ -1237,11 +1242,17 @@ impl Worker {
     /// Writes a PushAck of the sync point if one is due `late` µs ago (Tern).
     fn push_ack(&mut self, k: usize, now: u64, late: u64) {
         let every = self.init.push_ack_ms * 1_000;
-        let dev = &mut self.devs[k];
-        if every == 0 || now < dev.next_ack_us + late || dev.sync_seq <= dev.acked_seq {
+        if every == 0 || now < self.devs[k].next_ack_us + late || self.devs[k].sync_seq <= self.devs[k].acked_seq {
             return;
         }
-        dev.next_ack_us = now + every;
+        // The next ack after a random half to one and a half intervals, so devices that
+        // receive together (a group's members) do not ack in step: tens of thousands
+        // of PushAcks in one burst are not what a client population sends.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let dev = &mut self.devs[k];
+        dev.next_ack_us = now + every / 2 + self.rng % every;
         dev.acked_seq = dev.sync_seq;
         let (rid, seq) = (dev.next_rid(), dev.sync_seq);
         let frame = match self.group_of(k) {
