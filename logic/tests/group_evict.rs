@@ -114,11 +114,11 @@ async fn members_converge_to_the_acked_messages_across_evictions() {
             }
         }
     }
-    for g in 0..GROUPS {
+    for (g, want) in acked.iter().enumerate() {
         let gid = format!("g{g}");
         for u in members(g) {
             let got = pushed.get(&u).and_then(|m| m.get(&gid)).cloned().unwrap_or_default();
-            assert_eq!(got, acked[g], "{} pushed {gid} in seq order, exactly the acked messages", user(u));
+            assert_eq!(&got, want, "{} pushed {gid} in seq order, exactly the acked messages", user(u));
             let (items, _, completed) = groups::pull(
                 &h.logic,
                 AppId(APP),
@@ -132,7 +132,7 @@ async fn members_converge_to_the_acked_messages_across_evictions() {
             let pulled: Vec<(u64, String)> =
                 items.iter().filter_map(|i| i.parts().map(|p| (p.seq, p.elems[0].text.to_string()))).collect();
             assert!(completed);
-            assert_eq!(pulled, acked[g], "{} pulls {gid}", user(u));
+            assert_eq!(&pulled, want, "{} pulls {gid}", user(u));
         }
     }
 }

@@ -59,20 +59,12 @@ impl Schedule {
 
     /// Recipients: users (1:1) or groups.
     pub fn units(&self) -> u32 {
-        if self.members > 0 {
-            (self.users / self.members).max(1)
-        } else {
-            self.users
-        }
+        self.users.checked_div(self.members).map_or(self.users, |g| g.max(1))
     }
 
     /// The recipient whose messages user `u` receives: itself (1:1) or its group.
     pub fn unit_of(&self, u: u32) -> u32 {
-        if self.members > 0 {
-            u / self.members
-        } else {
-            u
-        }
+        u.checked_div(self.members).unwrap_or(u)
     }
 
     /// Whether user `u` is to receive message `i` (a group's sender does not).
