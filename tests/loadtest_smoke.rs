@@ -193,6 +193,43 @@ fn kicked_devices_reconnect_pull_and_lose_nothing() {
     panic!("no device was kicked in four runs: the storm this test needs did not happen");
 }
 
+/// The `group` scenario (issue 11): groups imported over HTTP, every member online,
+/// group messages fanned out to every other member's devices exactly once.
+#[test]
+fn group_messages_reach_every_member_once() {
+    let s = Server::start();
+    let args = ["--groups", "4", "--members", "5", "--devices", "2", "--rate", "200", "--duration", "2"];
+    let r = s.loadtest("group", &args, &s.tcp);
+    let p = &r["p2p"];
+    assert_clean(p);
+    assert_eq!(p["expected_deliveries"], 3_200, "400 messages × 4 other members × 2 devices: {p}");
+    assert!(p["echoes"].as_u64().is_some_and(|e| e > 0), "the sender's other device gets a copy: {p}");
+    let g = &r["group"];
+    assert_eq!((g["groups"].as_u64(), g["members"].as_u64()), (Some(4), Some(5)), "{g}");
+    assert_eq!(g["steps"].as_array().map(Vec::len), Some(1), "{g}");
+}
+
+/// Group members kicked as slow consumers reconnect, pull their group's timeline from
+/// their sync point, and still get every acked group message exactly once.
+#[test]
+fn kicked_group_members_pull_their_group_and_lose_nothing() {
+    let s = Server::start_with_gateway("outbound_queue_frames = 4\n");
+    let args =
+        ["--groups", "2", "--members", "4", "--devices", "2", "--rate", "1000", "--duration", "2", "--workers", "1"];
+    for attempt in 1..=4 {
+        let r = s.loadtest("group", &args, &s.tcp);
+        let p = &r["p2p"];
+        assert_clean(p);
+        if p["kicks"]["SlowConsumer"].as_u64().unwrap_or(0) == 0 {
+            eprintln!("attempt {attempt}: no device was kicked; again");
+            continue;
+        }
+        assert!(p["reconnects"].as_u64().is_some_and(|n| n > 0) && p["pulls"].as_u64().is_some_and(|n| n > 0), "{p}");
+        return;
+    }
+    panic!("no device was kicked in four runs: the test did not test reconnects");
+}
+
 #[test]
 fn p2p_over_websocket_loses_nothing() {
     let s = Server::start();

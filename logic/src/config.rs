@@ -107,6 +107,9 @@ pub const DEFAULT_MAX_SENDS_IN_FLIGHT: usize = 4_096;
 /// 18% fewer, and refused sends even at half that rate on passing stalls.
 pub const DEFAULT_SEND_LATENCY_TARGET_MS: u64 = 50;
 
+/// Default of [`MessageConfig::max_loaded_groups`].
+pub const DEFAULT_MAX_LOADED_GROUPS: usize = 50_000;
+
 /// Messaging limits.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -128,6 +131,11 @@ pub struct MessageConfig {
     /// The limit shrinks while store turns take longer than this, and grows back while
     /// they do not (milliseconds; 0 = a fixed limit of `max_sends_in_flight`).
     pub send_latency_target_ms: u64,
+    /// Groups kept in memory (record, members, seq allocator) at most; past it the
+    /// least recently used idle groups are dropped and reloaded from the store when
+    /// next touched (issue 11). Gauge `tern_groups_loaded`, counter
+    /// `tern_groups_evicted_total`.
+    pub max_loaded_groups: usize,
 }
 
 impl Default for MessageConfig {
@@ -140,6 +148,7 @@ impl Default for MessageConfig {
             max_sends_in_flight_per_link: DEFAULT_MAX_SENDS_IN_FLIGHT_PER_LINK,
             max_sends_in_flight: DEFAULT_MAX_SENDS_IN_FLIGHT,
             send_latency_target_ms: DEFAULT_SEND_LATENCY_TARGET_MS,
+            max_loaded_groups: DEFAULT_MAX_LOADED_GROUPS,
         }
     }
 }

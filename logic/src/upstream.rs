@@ -2,8 +2,8 @@
 //! Recall. Each is answered (SendAck, PullResult, Error) on the originating connection;
 //! nothing a client sends can leave it waiting without an answer or an error.
 //!
-//! Sends take the fast path of the link they arrive on ([`SendTurn`]): the link's reader
-//! prepares each send as it reads it (checks from memory, seqs allocated in arrival
+//! Sends — 1:1 and group — take the fast path of the link they arrive on ([`SendTurn`]):
+//! the link's reader prepares each send as it reads it (checks from memory, seqs allocated in arrival
 //! order, so one connection's sends keep their order in every timeline), gathers the
 //! sends of one *turn* (every frame already read when the reader would next wait on its
 //! socket) and hands them to the store as ONE guarded write (dedup checked in the same
@@ -50,7 +50,7 @@ pub async fn handle(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, turn: &mut S
             if f.body_as_send()
                 .is_some_and(|s| s.conversation_type() == tern_schema::client::ConversationType::Group) =>
         {
-            turn.push_group(logic, tx, conn, rid, bytes, app, user, &session.device_id)
+            turn.push_group(logic, tx, conn, rid, &f, app, user, &session.device_id).await
         }
         Body::Send => turn.push(logic, tx, conn, rid, &f, app, user, &session.device_id).await,
         Body::Pull if f.body_as_pull().and_then(|p| p.group_id()).is_some_and(|g| !g.is_empty()) => {
@@ -161,9 +161,15 @@ struct AckTo {
     client_msg_id: String,
 }
 
+/// A prepared send of a turn: 1:1 or group.
+enum TurnSend {
+    One(Pending),
+    Group(crate::groups::GroupPending),
+}
+
 /// The sends of one link prepared since its last write (see the module docs).
 pub struct SendTurn {
-    pending: Vec<(Pending, AckTo)>,
+    pending: Vec<(TurnSend, AckTo)>,
     writes: Vec<GuardedBatch>,
     /// Sends of this link handed to the store and not yet answered.
     in_flight: Arc<AtomicUsize>,
@@ -228,7 +234,8 @@ impl SendTurn {
         };
         match msg::prepare(logic, req).await {
             Ok(Prepared::Ready(pending, write)) => {
-                self.pending.push((pending, AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned() }));
+                let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned() };
+                self.pending.push((TurnSend::One(pending), to));
                 self.writes.push(write);
                 if self.pending.len() >= MAX_TURN_SENDS {
                     self.flush(logic, tx);
@@ -250,62 +257,68 @@ impl SendTurn {
         }
     }
 
-    /// Runs one group Send (conversation type Group, `to_id` the group) in a task of
-    /// its own, counted in this link's sends in flight: a group send holds its group's
-    /// lock through its write, which must not stall the link reader.
+    /// Prepares one group Send (conversation type Group, `to_id` the group) and adds it
+    /// to the turn like a 1:1 send: its group seq is handed out now, in arrival order
+    /// (so one connection's pipelined group sends keep their order), and its write goes
+    /// with the turn's.
     #[allow(clippy::too_many_arguments)]
-    fn push_group(
+    async fn push_group(
         &mut self,
         logic: &Arc<Logic>,
         tx: &mpsc::Sender<Vec<u8>>,
         conn: ConnRef,
         rid: u32,
-        bytes: &[u8],
+        f: &Frame<'_>,
         app: AppId,
         user: UserId,
         device_id: &str,
     ) {
-        if self.in_flight.load(Ordering::Relaxed) + self.pending.len() >= self.max_in_flight {
+        let s = f.body_as_send().expect("checked type");
+        let client_msg_id = s.client_msg_id().unwrap_or_default();
+        let refuse = |code: u32, message: &str| {
+            let parts = SendAckParts { client_msg_id, code, message, ..Default::default() };
+            reply(tx, conn, &message::send_ack(rid, &parts));
+        };
+        let group = match GroupId::new(s.to_id().unwrap_or_default()) {
+            Ok(g) => g,
+            Err(e) => return refuse(msg::errors::INVALID_MESSAGE, &format!("to_id: {e}")),
+        };
+        if self.in_flight.load(Ordering::Relaxed) + self.pending.len() >= self.max_in_flight
+            || !logic.admission.admits(self.pending.len())
+        {
             metrics::counter!("tern_sends_refused_busy_total").increment(1);
-            let f = frame::parse_client_framed(bytes, crate::link::MAX_LINK_PAYLOAD).expect("parsed before");
-            let id = f.body_as_send().and_then(|s| s.client_msg_id()).unwrap_or_default();
-            let parts = SendAckParts {
-                client_msg_id: id,
-                code: codes::SERVICE_UNAVAILABLE,
-                message: "server busy: too many sends in flight; retry in 100 ms",
-                ..Default::default()
-            };
-            return reply(tx, conn, &message::send_ack(rid, &parts));
+            return refuse(codes::SERVICE_UNAVAILABLE, "server busy: too many sends in flight; retry in 100 ms");
         }
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        // The frame's bytes move into the task: the elements borrow from them there.
-        let (bytes, device) = (bytes.to_vec(), device_id.to_owned());
-        let (logic, tx, in_flight) = (logic.clone(), tx.clone(), self.in_flight.clone());
-        tokio::spawn(async move {
-            let f = frame::parse_client_framed(&bytes, crate::link::MAX_LINK_PAYLOAD).expect("parsed before");
-            let s = f.body_as_send().expect("checked type");
-            let client_msg_id = s.client_msg_id().unwrap_or_default();
-            let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned() };
-            let result = match GroupId::new(s.to_id().unwrap_or_default()) {
-                Err(e) => Err(msg::Refusal::new(msg::errors::INVALID_MESSAGE, format!("to_id: {e}"))),
-                Ok(group) => {
-                    let req = crate::groups::GroupSend {
-                        app,
-                        group,
-                        from: user,
-                        client_msg_id,
-                        elems: elems_of(s.elems()),
-                        client_time_ms: s.client_time_ms(),
-                        from_device: &device,
-                        origin: Some(conn),
-                        extras: Default::default(),
-                    };
-                    crate::groups::send(&logic, req).await
+        let req = crate::groups::GroupSend {
+            app,
+            group,
+            from: user,
+            client_msg_id,
+            elems: elems_of(s.elems()),
+            client_time_ms: s.client_time_ms(),
+            from_device: device_id,
+            origin: Some(conn),
+            extras: Default::default(),
+        };
+        let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned() };
+        match crate::groups::prepare(logic, req).await {
+            Ok(crate::groups::GroupPrepared::Ready(pending, write)) => {
+                self.pending.push((TurnSend::Group(pending), to));
+                self.writes.push(write);
+                if self.pending.len() >= MAX_TURN_SENDS {
+                    self.flush(logic, tx);
                 }
-            };
-            reply(&tx, conn, &send_ack(&to, &result));
-            in_flight.fetch_sub(1, Ordering::Relaxed);
-        });
+            }
+            Ok(crate::groups::GroupPrepared::Waiting(rx)) => {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let result = rx.await.unwrap_or_else(|_| Err(msg::Refusal::new(codes::INTERNAL, "internal error")));
+                    reply(&tx, to.conn, &send_ack(&to, &result));
+                });
+            }
+            Ok(crate::groups::GroupPrepared::Done(accepted)) => reply(tx, conn, &send_ack(&to, &Ok(accepted))),
+            Err(r) => refuse(r.code, &r.message),
+        }
     }
 
     /// Hands the turn's sends to the store in one request; a task completes them.
@@ -331,7 +344,10 @@ impl SendTurn {
                     Ok(o) => o.get(i).cloned().ok_or(tern_storage::StoreError::Backend("missing guard outcome".into())),
                     Err(e) => Err(e.clone()),
                 };
-                let result = msg::finish(&logic, p, outcome);
+                let result = match p {
+                    TurnSend::One(p) => msg::finish(&logic, p, outcome),
+                    TurnSend::Group(p) => crate::groups::finish(&logic, p, outcome).await,
+                };
                 reply(&tx, to.conn, &send_ack(&to, &result));
             }
             in_flight.fetch_sub(n, Ordering::Relaxed);

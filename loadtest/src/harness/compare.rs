@@ -224,6 +224,7 @@ mod tests {
             }),
             sync: None,
             ramp: None,
+            group: None,
         }
     }
 

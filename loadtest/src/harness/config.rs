@@ -304,6 +304,11 @@ impl TargetSpec {
         format!("{}{idx}", self.user_prefix)
     }
 
+    /// The id of test group `idx` (`group` scenario).
+    pub fn group_id(&self, idx: u32) -> String {
+        format!("{}g{idx}", self.user_prefix)
+    }
+
     /// The NATS subject of user `idx` (tokens may not hold `.`, `*`, `>` or spaces).
     pub fn subject(&self, idx: u32) -> String {
         let clean: String =
@@ -383,7 +388,7 @@ pub fn check_loopback(addr: &str) -> Result<(), String> {
     }
 }
 
-fn finite_in(p: &mut Problems, name: &str, v: f64, lo_exclusive: f64, hi: f64) {
+pub(crate) fn finite_in(p: &mut Problems, name: &str, v: f64, lo_exclusive: f64, hi: f64) {
     p.check(v.is_finite() && v > lo_exclusive && v <= hi, || {
         format!("{name} must be > {lo_exclusive} and ≤ {hi} (got {v})")
     });
@@ -472,6 +477,9 @@ pub fn cores() -> u64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoadPlan {
     pub users: u32,
+    /// Group size (`group` scenario: users are `groups × members`); 0 = 1:1 messages.
+    #[serde(default)]
+    pub members: u32,
     pub devices: u32,
     pub payload: usize,
     pub push_ack_ms: u64,
@@ -491,6 +499,7 @@ impl LoadArgs {
         finite_in(p, "--drain", self.drain, 0.0, MAX_DURATION_SECS);
         LoadPlan {
             users: self.users,
+            members: 0,
             devices: self.devices,
             payload: self.payload,
             push_ack_ms: self.push_ack_ms,

@@ -179,6 +179,7 @@ pub fn plan_workers(
             push_ack_ms,
             reconnect,
             coalesce_us: plan.coalesce_us,
+            members: 0,
         })
         .collect()
 }

@@ -312,6 +312,7 @@ mod tests {
             p2p: Some(p),
             sync: None,
             ramp: None,
+            group: None,
         };
         let page = render("t <&>", &[r.clone(), RunResult { target: "nats_core".into(), ..r }]);
         assert!(page.starts_with("<!DOCTYPE html>"));

@@ -17,6 +17,7 @@ pub mod compare;
 pub mod config;
 pub mod connect;
 pub mod coord;
+pub mod group;
 pub mod hist;
 pub mod html;
 #[cfg(feature = "nats")]
@@ -68,7 +69,7 @@ high-rate runs. Results: a table on stdout, <out-dir>/<name>.json and <name>.htm
 
 /// `tern loadtest`: the harness's command line.
 #[derive(clap::Args, Debug, Clone)]
-#[command(about = "Load tests: connect, p2p, sync, ramp (loopback only, bounded)", long_about = HELP)]
+#[command(about = "Load tests: connect, p2p, sync, ramp, group (loopback only, bounded)", long_about = HELP)]
 pub struct LoadtestArgs {
     #[command(subcommand)]
     pub command: LoadtestCommand,
@@ -84,6 +85,9 @@ pub enum LoadtestCommand {
     Sync(config::SyncArgs),
     /// Step the p2p rate up until p99 passes a bound; the highest sustained rate.
     Ramp(config::RampArgs),
+    /// G groups × M members online; group messages open-loop at a fixed rate; fan-out
+    /// latency to every member, loss.
+    Group(group::GroupArgs),
     /// Combine result files into one table, compare.json and an HTML report.
     Compare(compare::CompareArgs),
     /// A worker process (started by the harness itself).
@@ -134,6 +138,7 @@ fn run(cmd: LoadtestCommand) -> Result<(), HarnessError> {
             LoadtestCommand::P2p(a) => p2p::run_p2p(a.validate()?, &a.output).await,
             LoadtestCommand::Sync(a) => sync::run_sync(a.validate()?, &a.output).await,
             LoadtestCommand::Ramp(a) => p2p::run_ramp(a.validate()?, &a.output).await,
+            LoadtestCommand::Group(a) => group::run_group(a.validate()?, &a.output).await,
             LoadtestCommand::Compare(_) | LoadtestCommand::Worker => Ok(()),
         }
     })
@@ -187,6 +192,7 @@ impl RunResult {
             p2p: None,
             sync: None,
             ramp: None,
+            group: None,
         };
         fill(&mut r);
         r

@@ -93,6 +93,7 @@ pub async fn run_once(
         devices: load.devices,
         payload: load.payload,
         ack_timeout_ms: (load.drain_secs * 1e3) as u64,
+        members: load.members,
     };
     workers.broadcast(&Command::Run(spec)).await?;
     let n = workers.len();
@@ -202,7 +203,7 @@ async fn next_event(workers: &mut Workers, limit_us: u64) -> Result<Event, Harne
     }
 }
 
-fn p2p_result(load: &LoadPlan, rate: f64, duration: f64, c: &ConnectSummary, o: &RunOutcome) -> P2pResult {
+pub(crate) fn p2p_result(load: &LoadPlan, rate: f64, duration: f64, c: &ConnectSummary, o: &RunOutcome) -> P2pResult {
     let d = o.series.delivery.summary();
     let a = o.series.ack.summary();
     P2pResult {

@@ -43,6 +43,10 @@ pub struct WorkerInit {
     /// A busy worker's loop turns at most every this many µs (0 = per event).
     #[serde(default)]
     pub coalesce_us: u64,
+    /// `group` scenario: users form groups of this many consecutive users, and devices
+    /// send to, pull and ack their group's timeline; 0 = 1:1 messages.
+    #[serde(default)]
+    pub members: u32,
 }
 
 /// One p2p run.
@@ -57,6 +61,9 @@ pub struct RunSpec {
     pub payload: usize,
     /// How long after its due time a send may stay unanswered before it counts as failed.
     pub ack_timeout_ms: u64,
+    /// Group size (`group` scenario); 0 = 1:1 messages. See [`crate::harness::schedule`].
+    #[serde(default)]
+    pub members: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -30,6 +30,9 @@ pub struct RunResult {
     pub sync: Option<SyncResult>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ramp: Option<RampResult>,
+    /// `group` runs: the groups and the steps (the last step's run is in `p2p`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<crate::harness::group::GroupResult>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -433,6 +436,9 @@ impl RunResult {
             if let Some(k) = c.kernel_bytes_per_conn {
                 rows.push(row("kernel bytes per conn", format!("{k:.0} B (both socket ends)")));
             }
+        }
+        if let Some(g) = &self.group {
+            rows.extend(g.rows());
         }
         if let Some(p) = &self.p2p {
             rows.extend(p2p_rows(p));

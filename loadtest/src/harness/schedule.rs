@@ -9,6 +9,12 @@
 //! payload size; `due_us` is on the machine-wide monotonic clock ([`mono_us`]), which
 //! every process on this machine shares, so a receiver in another process measures
 //! send→delivered from the *scheduled* time. This module does no IO.
+//!
+//! The `group` scenario uses the same schedule with `members = M > 0`: users are cut
+//! into `U / M` groups of M consecutive users (group `g` holds users `g·M .. g·M+M`),
+//! message `i` goes to group `i mod (U / M)` from a hashed member of it, and every
+//! other member receives it (the sender's own devices get echoes, counted apart). The
+//! "recipient" of a message is then a group, and a member's bitset is its group's.
 
 /// Microseconds on `CLOCK_MONOTONIC`: one clock for every process on this machine,
 /// unaffected by wall-clock steps.
@@ -41,6 +47,8 @@ pub struct Schedule {
     pub count: u64,
     /// When message 0 is due ([`mono_us`]).
     pub t0_us: u64,
+    /// Group size for the `group` scenario; 0 = 1:1 messages.
+    pub members: u32,
 }
 
 impl Schedule {
@@ -49,13 +57,34 @@ impl Schedule {
         self.t0_us + (i as f64 * 1e6 / self.rate) as u64
     }
 
-    /// The receiving user of message `i`.
-    pub fn recipient(&self, i: u64) -> u32 {
-        (i % u64::from(self.users)) as u32
+    /// Recipients: users (1:1) or groups.
+    pub fn units(&self) -> u32 {
+        self.users.checked_div(self.members).map_or(self.users, |g| g.max(1))
     }
 
-    /// The sending user of message `i`: any user but the recipient, spread by a hash.
+    /// The recipient whose messages user `u` receives: itself (1:1) or its group.
+    pub fn unit_of(&self, u: u32) -> u32 {
+        u.checked_div(self.members).unwrap_or(u)
+    }
+
+    /// Whether user `u` is to receive message `i` (a group's sender does not).
+    pub fn receives(&self, u: u32, i: u64) -> bool {
+        i < self.count && self.recipient(i) == self.unit_of(u) && (self.members == 0 || self.sender(i) != u)
+    }
+
+    /// The receiving user (1:1) or group of message `i`.
+    pub fn recipient(&self, i: u64) -> u32 {
+        (i % u64::from(self.units())) as u32
+    }
+
+    /// The sending user of message `i`: any user but the recipient, spread by a hash;
+    /// in a group, any member.
     pub fn sender(&self, i: u64) -> u32 {
+        if self.members > 0 {
+            let g = u64::from(self.recipient(i));
+            let m = u64::from(self.members);
+            return (g * m + mix(i) % m) as u32;
+        }
         let users = u64::from(self.users);
         let r = i % users;
         let off = 1 + mix(i) % (users - 1).max(1);
@@ -69,18 +98,18 @@ impl Schedule {
 
     /// Index of message `i` in its recipient's bitset.
     pub fn slot(&self, i: u64) -> u64 {
-        i / u64::from(self.users)
+        i / u64::from(self.units())
     }
 
     /// How many messages of the run go to user `r` (the size of its bitset).
     pub fn slots_for(&self, r: u32) -> u64 {
-        let users = u64::from(self.users);
+        let users = u64::from(self.units());
         self.count / users + u64::from(u64::from(r) < self.count % users)
     }
 
     /// The global index of the `slot`-th message to user `r`.
     pub fn index_of(&self, r: u32, slot: u64) -> u64 {
-        u64::from(r) + slot * u64::from(self.users)
+        u64::from(r) + slot * u64::from(self.units())
     }
 }
 
@@ -170,7 +199,27 @@ mod tests {
     use super::*;
 
     fn sched(users: u32, devices: u32, count: u64) -> Schedule {
-        Schedule { users, devices, rate: 1000.0, count, t0_us: 5_000_000 }
+        Schedule { users, devices, rate: 1000.0, count, t0_us: 5_000_000, members: 0 }
+    }
+
+    #[test]
+    fn group_messages_come_from_a_member_and_reach_the_others() {
+        // 4 groups of 5.
+        let s = Schedule { members: 5, ..sched(20, 1, 4_000) };
+        assert_eq!(s.units(), 4);
+        let mut per_group = [0u64; 4];
+        for i in 0..s.count {
+            let g = s.recipient(i);
+            per_group[g as usize] += 1;
+            let from = s.sender(i);
+            assert_eq!(s.unit_of(from), g, "message {i} from outside its group");
+            assert!(!s.receives(from, i), "the sender receives its own message {i}");
+            let receivers = (0..20).filter(|&u| s.receives(u, i)).count();
+            assert_eq!(receivers, 4, "message {i}");
+            assert_eq!(s.index_of(g, s.slot(i)), i);
+        }
+        assert_eq!(per_group, [1_000; 4]);
+        assert_eq!((0..4).map(|g| s.slots_for(g)).sum::<u64>(), s.count);
     }
 
     #[test]

@@ -33,7 +33,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 
 use socket2::Socket;
-use tern_schema::client::{Body, ClientType, ElemType, SyncKind};
+use tern_schema::client::{Body, ClientType, ConversationType, ElemType, SyncKind};
 use tern_schema::encode;
 use tern_schema::frame::{parse_client, split_frame, HEADER_LEN, MAX_PAYLOAD_LEN};
 use tern_schema::message::{self, ElemParts};
@@ -391,6 +391,7 @@ impl Book {
             rate: spec.rate,
             count: spec.count,
             t0_us: spec.t0_us,
+            members: spec.members,
         };
         let end = spec.t0_us + (spec.count as f64 * 1e6 / spec.rate) as u64;
         Book {
@@ -447,7 +448,7 @@ impl Book {
             self.stray += 1;
             return;
         };
-        if run != self.run || index >= self.sched.count || self.sched.recipient(index) != dev.user {
+        if run != self.run || !self.sched.receives(dev.user, index) {
             self.stray += 1;
             return;
         }
@@ -689,7 +690,7 @@ impl Worker {
     pub(crate) fn start_run(&mut self, spec: &RunSpec) {
         let mut b = Book::new(spec);
         for d in &mut self.devs {
-            d.bits = Bits::new(b.sched.slots_for(d.user));
+            d.bits = Bits::new(b.sched.slots_for(b.sched.unit_of(d.user)));
             d.pending.clear();
             d.outbox.clear();
         }
@@ -708,11 +709,25 @@ impl Worker {
                 *failed_per_user.entry(u).or_default() += 1;
             }
         }
-        let per_dev: Vec<u64> = self
-            .devs
-            .iter()
-            .map(|d| b.sched.slots_for(d.user) - failed_per_user.get(&d.user).copied().unwrap_or(0))
-            .collect();
+        let per_dev: Vec<u64> = if b.sched.members > 0 {
+            // A group's member gets its group's messages but its own, and none that failed.
+            let s = b.sched;
+            self.devs
+                .iter()
+                .map(|d| {
+                    let g = s.unit_of(d.user);
+                    (0..s.slots_for(g))
+                        .map(|j| s.index_of(g, j))
+                        .filter(|&i| s.sender(i) != d.user && !failed.contains(&i))
+                        .count() as u64
+                })
+                .collect()
+        } else {
+            self.devs
+                .iter()
+                .map(|d| b.sched.slots_for(d.user) - failed_per_user.get(&d.user).copied().unwrap_or(0))
+                .collect()
+        };
         let expected = per_dev.iter().sum();
         b.drain = Some(Drain { failed, deadline_us, expected, per_dev });
     }
@@ -865,6 +880,9 @@ impl Worker {
         self.in_flight = self.in_flight.saturating_sub(1);
         self.stats.alive += 1;
         let dev = &mut self.devs[k];
+        // A group's member catches up on its group after a reconnect (the LoginAck names
+        // the inbox's newest seq only, and a group pull from the sync point is cheap).
+        let group_catch_up = self.init.members > 0 && dev.ever_online;
         if dev.ever_online {
             if let Some(b) = self.book.as_mut() {
                 b.reconnects += 1;
@@ -886,7 +904,14 @@ impl Worker {
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
         dev.next_hb_us = now + self.rng % hb_us.max(1);
-        if server_max_seq > dev.sync_seq {
+        // The first PushAck at a random phase too (see `push_ack`).
+        let every = self.init.push_ack_ms * 1_000;
+        if every > 0 {
+            dev.next_ack_us = now + (self.rng >> 20) % every;
+        }
+        if group_catch_up {
+            self.pull(k);
+        } else if server_max_seq > dev.sync_seq && self.init.members == 0 {
             dev.notified = dev.notified.max(server_max_seq);
             self.pull(k);
         }
@@ -1144,8 +1169,14 @@ impl Worker {
             Body::Push => {
                 let Some(msgs) = f.body_as_push().and_then(|p| p.messages()) else { return Ok(()) };
                 let prefix = self.init.target.user_prefix.as_str();
+                let group = self.init.members > 0;
                 let dev = &mut self.devs[k];
                 for m in msgs.iter() {
+                    // Group members track their group's timeline only (each test user is
+                    // in one group); 1:1 devices their inbox.
+                    if group != (m.conversation_type() == ConversationType::Group) {
+                        continue;
+                    }
                     let seq = m.seq();
                     if dev.holds(seq) {
                         continue;
@@ -1196,7 +1227,7 @@ impl Worker {
             Body::SyncNotify => {
                 let Some(n) = f.body_as_sync_notify() else { return Ok(()) };
                 let dev = &mut self.devs[k];
-                if n.kind() == SyncKind::Message && n.seq() > dev.sync_seq {
+                if self.init.members == 0 && n.kind() == SyncKind::Message && n.seq() > dev.sync_seq {
                     dev.notified = dev.notified.max(n.seq());
                     if dev.pulling.is_none() && dev.phase == Phase::Online {
                         self.pull(k);
@@ -1211,14 +1242,24 @@ impl Worker {
     /// Writes a PushAck of the sync point if one is due `late` µs ago (Tern).
     fn push_ack(&mut self, k: usize, now: u64, late: u64) {
         let every = self.init.push_ack_ms * 1_000;
-        let dev = &mut self.devs[k];
-        if every == 0 || now < dev.next_ack_us + late || dev.sync_seq <= dev.acked_seq {
+        if every == 0 || now < self.devs[k].next_ack_us + late || self.devs[k].sync_seq <= self.devs[k].acked_seq {
             return;
         }
-        dev.next_ack_us = now + every;
+        // The next ack after a random half to one and a half intervals, so devices that
+        // receive together (a group's members) do not ack in step: tens of thousands
+        // of PushAcks in one burst are not what a client population sends.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let dev = &mut self.devs[k];
+        dev.next_ack_us = now + every / 2 + self.rng % every;
         dev.acked_seq = dev.sync_seq;
         let (rid, seq) = (dev.next_rid(), dev.sync_seq);
-        self.put_frame(k, &encode::push_ack(rid, SyncKind::Message, seq));
+        let frame = match self.group_of(k) {
+            Some(g) => encode::push_ack_group(rid, &g, seq),
+            None => encode::push_ack(rid, SyncKind::Message, seq),
+        };
+        self.put_frame(k, &frame);
     }
 
     /// Writes a Pull from the sync point.
@@ -1231,7 +1272,17 @@ impl Worker {
         if let Some(b) = self.book.as_mut() {
             b.pulls += 1;
         }
-        self.put_frame(k, &encode::pull(rid, SyncKind::Message, after, PULL_LIMIT));
+        let frame = match self.group_of(k) {
+            Some(g) => encode::pull_group(rid, &g, after, PULL_LIMIT),
+            None => encode::pull(rid, SyncKind::Message, after, PULL_LIMIT),
+        };
+        self.put_frame(k, &frame);
+    }
+
+    /// The id of device `k`'s group (`group` scenario), or `None` for 1:1 runs.
+    fn group_of(&self, k: usize) -> Option<String> {
+        let m = self.init.members;
+        (m > 0).then(|| self.init.target.group_id(self.devs[k].user / m))
     }
 
     // ---- writing ----
@@ -1262,11 +1313,17 @@ impl Worker {
                 self.ids.clear();
                 let _ = write!(self.ids, "{}-{}", p.run, p.index);
                 self.to.clear();
-                let _ = write!(self.to, "{}{}", self.init.target.user_prefix, p.to);
+                let group = self.init.members > 0;
+                // A group's id is the user prefix, `g` and its number (TargetSpec::group_id).
+                let _ = write!(self.to, "{}{}{}", self.init.target.user_prefix, if group { "g" } else { "" }, p.to);
                 let dev = &mut self.devs[k];
                 let rid = dev.next_rid();
                 let elems = [ElemParts { elem_type: ElemType::Text, text: &self.text, ..Default::default() }];
-                let frame = message::send(rid, &self.ids, &self.to, &elems, wall_ms());
+                let frame = if group {
+                    message::send_to_group(rid, &self.ids, &self.to, &elems, wall_ms())
+                } else {
+                    message::send(rid, &self.ids, &self.to, &elems, wall_ms())
+                };
                 dev.pending.push((rid, p));
                 self.put_frame(k, &frame);
             }
@@ -1482,7 +1539,7 @@ impl Worker {
         for (dev, want) in self.devs.iter().zip(&d.per_dev) {
             let mut unexpected = 0;
             for &i in &d.failed {
-                if i < b.sched.count && b.sched.recipient(i) == dev.user && dev.bits.contains(b.sched.slot(i)) {
+                if b.sched.receives(dev.user, i) && dev.bits.contains(b.sched.slot(i)) {
                     unexpected += 1;
                 }
             }
@@ -1644,6 +1701,7 @@ mod tests {
             push_ack_ms: 0,
             reconnect: true,
             coalesce_us: 0,
+            members: 0,
         };
         let devs = vec![Dev::new(0, 0), Dev::new(1, 0)];
         let addrs = vec!["127.0.0.1:9".parse().unwrap()];
@@ -1657,6 +1715,7 @@ mod tests {
             devices: 1,
             payload: 48,
             ack_timeout_ms: 1_000,
+            members: 0,
         };
         w.start_run(&spec);
         w

@@ -10,12 +10,15 @@
 //! (`Owner::Group`): written once, read by every member (read fan-out).
 //!
 //! In memory, the slot owner (this node) keeps per group a [`GroupState`] — the record,
-//! every member, and the timeline's seq allocator — loaded on first touch and updated in
-//! place after each durable write, all under the group's async lock. Every change of a
-//! group and every group send runs under that lock, so the state is coherent, a
-//! member's `join_seq` (the timeline's last seq when they joined) is exact, and group
-//! sends get seqs in lock order. A write that fails drops the state (and the joined
-//! views it touched); the next access reloads from the store. Per user, a joined-groups
+//! every member, the timeline's seq allocator and the sends in flight — loaded on first
+//! touch and updated in place after each durable write, all under the group's async
+//! lock. Every change of a group runs under that lock, and every group send takes it
+//! twice, briefly: to be checked and handed its seq, and after its write to be pushed
+//! in seq order (the write itself runs outside: see `send.rs`). So the state is
+//! coherent, a member's `join_seq` (the timeline's last seq when they joined) is exact,
+//! and group sends get seqs in lock order. A write that fails drops the state (and the
+//! joined views it touched); the next access reloads from the store. At most
+//! `messages.max_loaded_groups` groups stay loaded ([`Groups::evict`]). Per user, a joined-groups
 //! view (group id → membership) is folded from the user's `GroupList` log on first
 //! access, like the friend views, and kept the same way.
 //!
@@ -36,12 +39,10 @@
 //!   log and notifies their online devices (SyncNotify of `GroupList`); imports notify
 //!   nobody.
 //!
-//! Not yet (see ARCHITECTURE.md): evicting idle group state (a loaded group stays in
-//! memory with all its members), a profile change of a very large group appends to
-//! every member's log (O(members), off the send path), group sends of one group are
-//! serialized through the store write (per-group throughput = one write per group
-//! commit), per-device acks of group timelines (a group PushAck is accepted and not
-//! stored), and read receipts pushed to senders (they ask: `receipts`).
+//! Not yet (see ARCHITECTURE.md): bounding the joined views, a profile change of a very
+//! large group appends to every member's log (O(members), off the send path),
+//! per-device acks of group timelines (a group PushAck is accepted and not stored), and
+//! read receipts pushed to senders (they ask: `receipts`).
 //!
 //! This module must never know about HTTP (no status codes, request JSON paths or axum
 //! types) and never encode wire frames beyond `tern_schema`.
@@ -49,7 +50,8 @@
 mod ops;
 mod send;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -63,7 +65,9 @@ use tokio::sync::OwnedMutexGuard;
 use crate::Logic;
 
 pub use ops::*;
-pub use send::{history, pull, read, recall, receipts, send, GroupSend, Receipts};
+pub use send::{
+    finish, history, prepare, pull, read, recall, receipts, send, GroupPending, GroupPrepared, GroupSend, Receipts,
+};
 
 /// Group error codes (40000s), as the original system numbered them.
 pub mod errors {
@@ -252,19 +256,58 @@ impl JoinedRecord {
     }
 }
 
-/// A group in memory: its record, every member, and its timeline's seq allocator.
+/// A group in memory: its record, every member, its timeline's seq allocator and the
+/// sends in flight (pipelined: a seq is handed out under the lock, the write happens
+/// outside it, and pushes wait here until every lower seq is settled).
 #[derive(Debug)]
 pub struct GroupState {
     pub rec: GroupRecord,
     pub members: HashMap<UserId, GroupMemberRecord>,
-    /// The highest seq handed out in the group's timeline (all durable: sends hold the
-    /// group lock through their write).
+    /// The highest seq handed out in the group's timeline (durable or in flight).
     pub last_seq: Seq,
     /// The durable reserved bound of the timeline's seqs.
     bound: Seq,
+    /// Seqs of sends whose write has not finished.
+    in_flight: BTreeSet<Seq>,
+    /// Durable messages waiting for a lower in-flight seq before they are pushed:
+    /// (stored payload, the sending connection).
+    parked: BTreeMap<Seq, (Bytes, Option<tern_schema::link::ConnRef>)>,
+    /// No member joined above this seq: a message above it is visible to every member
+    /// (a member who joined while a lower send was in flight must not get it).
+    max_join_seq: Seq,
+    /// When it was last locked (the node's group clock): eviction drops the oldest.
+    touched: u64,
 }
 
 impl GroupState {
+    fn new(rec: GroupRecord, members: HashMap<UserId, GroupMemberRecord>, last_seq: Seq, bound: Seq) -> Self {
+        let max_join_seq = members.values().map(|m| m.join_seq).max().unwrap_or(Seq::ZERO);
+        Self {
+            rec,
+            members,
+            last_seq,
+            bound,
+            in_flight: BTreeSet::new(),
+            parked: BTreeMap::new(),
+            max_join_seq,
+            touched: 0,
+        }
+    }
+
+    /// The newest seq below which every send is settled (written or failed): pulls and
+    /// history read up to here, never past a message still being written.
+    pub fn committed(&self) -> Seq {
+        match self.in_flight.first() {
+            Some(s) => Seq(s.0 - 1),
+            None => self.last_seq,
+        }
+    }
+
+    /// Whether sends are in flight or waiting to be pushed (the state must stay).
+    pub(crate) fn busy(&self) -> bool {
+        !self.in_flight.is_empty() || !self.parked.is_empty()
+    }
+
     fn role_of(&self, user: &UserId) -> Option<u8> {
         self.members.get(user).map(|m| m.role)
     }
@@ -347,10 +390,16 @@ impl JoinedView {
 }
 
 /// The group state of the logic node: lazily loaded groups and joined views, each
-/// behind its own lock.
+/// behind its own lock. At most `messages.max_loaded_groups` groups stay loaded: past
+/// it, [`Groups::evict`] drops the least recently used idle ones.
 pub struct Groups {
     groups: Box<[GroupShard]>,
     views: Box<[ViewShard]>,
+    /// Groups with state in memory (raised on every load; made exact by each eviction
+    /// pass, so a state dropped elsewhere only brings the next pass sooner).
+    loaded: AtomicUsize,
+    /// The group clock: ticks on every lock of a loaded group.
+    clock: AtomicU64,
 }
 
 impl Default for Groups {
@@ -358,6 +407,8 @@ impl Default for Groups {
         Self {
             groups: (0..SHARDS).map(|_| Mutex::default()).collect(),
             views: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            loaded: AtomicUsize::new(0),
+            clock: AtomicU64::new(0),
         }
     }
 }
@@ -397,8 +448,80 @@ impl Groups {
         let mut g = self.slot(app, group).lock_owned().await;
         if g.is_none() {
             *g = load_group(logic, app, group).await?;
+            if g.is_some() {
+                self.loaded_one(logic);
+            }
+        }
+        if let Some(s) = g.as_mut() {
+            s.touched = self.clock.fetch_add(1, Ordering::Relaxed);
         }
         Ok(g)
+    }
+
+    /// Counts a group just loaded (or created) and evicts if that passes the bound.
+    fn loaded_one(&self, logic: &Logic) {
+        let max = logic.config.messages.max_loaded_groups.max(1);
+        if self.loaded.fetch_add(1, Ordering::Relaxed) + 1 > max {
+            self.evict(max - max / 10);
+        }
+        metrics::gauge!("tern_groups_loaded").set(self.loaded.load(Ordering::Relaxed) as f64);
+    }
+
+    /// Drops idle groups, least recently used first, until at most `keep` stay loaded.
+    /// Idle: nobody holds or waits for the group's lock (the map's is the only
+    /// reference, so nobody can get one while the shard is locked) and no send of it is
+    /// in flight. A dropped group is reloaded from the store on its next touch. Also
+    /// drops the empty slots of ids that named no group. Returns how many were dropped.
+    pub fn evict(&self, keep: usize) -> usize {
+        // (touched, shard, key) of every idle loaded group.
+        let mut idle: Vec<(u64, usize, (AppId, GroupId))> = Vec::new();
+        let mut loaded = 0usize;
+        for (i, shard) in self.groups.iter().enumerate() {
+            let mut m = shard.lock().unwrap_or_else(|p| p.into_inner());
+            m.retain(|key, slot| {
+                let free = Arc::strong_count(slot) == 1;
+                match slot.try_lock() {
+                    Ok(g) => match g.as_ref() {
+                        // An id that named no group: nothing to keep.
+                        None => !free,
+                        Some(s) => {
+                            loaded += 1;
+                            if free && !s.busy() {
+                                idle.push((s.touched, i, key.clone()));
+                            }
+                            true
+                        }
+                    },
+                    Err(_) => {
+                        loaded += 1;
+                        true
+                    }
+                }
+            });
+        }
+        let excess = loaded.saturating_sub(keep);
+        idle.sort_unstable_by_key(|(t, _, _)| *t);
+        let mut dropped = 0;
+        for (_, i, key) in idle.into_iter().take(excess) {
+            let mut m = self.groups[i].lock().unwrap_or_else(|p| p.into_inner());
+            // Still idle? (It may have been touched since the scan.)
+            let still = m.get(&key).is_some_and(|slot| {
+                Arc::strong_count(slot) == 1 && slot.try_lock().is_ok_and(|g| g.as_ref().is_some_and(|s| !s.busy()))
+            });
+            if still {
+                m.remove(&key);
+                dropped += 1;
+            }
+        }
+        self.loaded.store(loaded - dropped, Ordering::Relaxed);
+        metrics::counter!("tern_groups_evicted_total").increment(dropped as u64);
+        metrics::gauge!("tern_groups_loaded").set((loaded - dropped) as f64);
+        dropped
+    }
+
+    /// Groups with state in memory (as of the last count).
+    pub fn loaded(&self) -> usize {
+        self.loaded.load(Ordering::Relaxed)
     }
 
     /// Locks the joined views of `users` (each once, in id order), loading them if
@@ -471,7 +594,7 @@ async fn load_group(logic: &Logic, app: AppId, group: &GroupId) -> Result<Option
     // After a restart nothing below the durable bound is handed out again: continue
     // above it (seqs skip, never repeat). The newest stored entry is at most the bound.
     let last_seq = bound;
-    Ok(Some(GroupState { rec, members, last_seq, bound }))
+    Ok(Some(GroupState::new(rec, members, last_seq, bound)))
 }
 
 /// One change of a group: what to write, and which users' joined logs move.
@@ -540,7 +663,8 @@ pub(crate) async fn commit(
         (Some(s), Some(g)) => s.rec = g,
         (Some(_), None) => {}
         (None, Some(g)) => {
-            *slot = Some(GroupState { rec: g, members: HashMap::new(), last_seq: Seq::ZERO, bound: Seq::ZERO })
+            *slot = Some(GroupState::new(g, HashMap::new(), Seq::ZERO, Seq::ZERO));
+            logic.groups.loaded_one(logic);
         }
         (None, None) => {}
     }
@@ -549,6 +673,7 @@ pub(crate) async fn commit(
             s.members.remove(&m);
         }
         for m in ch.puts {
+            s.max_join_seq = s.max_join_seq.max(m.join_seq);
             s.members.insert(m.member_id.clone(), m);
         }
     }

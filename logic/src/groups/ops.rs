@@ -241,7 +241,7 @@ fn member_record(m: &MemberInput, now: u64, join_seq: Seq, import: bool) -> Grou
 pub async fn get(logic: &Logic, app: AppId, group: &GroupId) -> Result<(GroupRecord, Seq), GroupError> {
     let mut slot = logic.groups.lock(logic, app, group).await?;
     let s = existing(&mut slot, group)?;
-    Ok((s.rec.clone(), s.last_seq))
+    Ok((s.rec.clone(), s.committed()))
 }
 
 /// A page of a group's members after `after`, in the store's order; `true` when it is

@@ -10,10 +10,13 @@
 //!
 //! On the send path: no store read (the group, its members and the seq bound are in
 //! memory once the group was touched; the sender's state comes from the user cache),
-//! and nothing O(members) but the push to online members. Sends of one group run under
-//! the group's lock through their write, which keeps the group's seqs in send order
-//! and its pushes in seq order without a parking stage; the cost is that one group
-//! takes one write per store turn (open: pipeline them like 1:1 sends).
+//! and nothing O(members) but the push to online members. Sends are pipelined like 1:1
+//! sends: [`prepare`] checks and hands out the group seq under the group's lock (so one
+//! connection's sends get seqs in send order) and registers it in flight; the write
+//! happens outside the lock, merged with the other sends of the link's turn; [`finish`]
+//! parks the durable message and pushes every parked one below the lowest seq still in
+//! flight, in seq order. Pulls and history read up to that same point
+//! ([`GroupState::committed`]), never past a message still being written.
 
 use bytes::Bytes;
 use tern_schema::client::{ConversationType, EntryKind};
@@ -26,7 +29,7 @@ use tern_storage::{
 };
 
 use super::{errors, roles, GroupState};
-use crate::messages::{self, errors as msg, Accepted, MessageExtras, Recaller, Refusal, TimelineItem};
+use crate::messages::{self, errors as msg, Accepted, Flight, MessageExtras, Recaller, Refusal, TimelineItem};
 use crate::user_cache::UserState;
 use crate::{now_ms, Logic};
 use tern_storage::Conversation;
@@ -81,7 +84,8 @@ async fn next_seq(logic: &Logic, app: AppId, s: &mut GroupState) -> Result<Seq, 
     Ok(next)
 }
 
-/// Pushes one stored entry (at `seq`) to the group's online members, except `origin`.
+/// Pushes one stored entry (at `seq`) to the group's online members who may see it
+/// (joined below `seq`), except `origin`.
 fn push(logic: &Logic, app: AppId, s: &GroupState, seq: Seq, payload: &[u8], origin: Option<&ConnRef>) {
     let Ok(m) = message::decode_stored(payload) else {
         tracing::error!(group = %s.rec.group_id, seq = seq.0, "undecodable group message not pushed");
@@ -91,14 +95,63 @@ fn push(logic: &Logic, app: AppId, s: &GroupState, seq: Seq, payload: &[u8], ori
     p.seq = seq.0;
     let frame = message::push(&[p]);
     let members = &s.members;
-    let n = logic.sessions.send_to_members(app, members.keys(), |u| members.contains_key(u), &frame, origin);
+    let n = if seq > s.max_join_seq {
+        // The common case: every member joined below this message.
+        logic.sessions.send_to_members(app, members.keys(), |u| members.contains_key(u), &frame, origin)
+    } else {
+        // Someone joined while this message was in flight: only those who joined below it.
+        let visible = |u: &UserId| members.get(u).is_some_and(|m| m.join_seq < seq);
+        let list: Vec<&UserId> = members.keys().filter(|u| visible(u)).collect();
+        logic.sessions.send_to_members(app, list.into_iter(), visible, &frame, origin)
+    };
     metrics::counter!("tern_group_messages_pushed_total").increment(n as u64);
+}
+
+/// A group send that passed its checks, with its group seq handed out and its write
+/// built; the write is the caller's (alone, or in a link's turn with other sends).
+/// Complete it with [`finish`] whatever the write's outcome.
+#[derive(Debug)]
+pub struct GroupPending {
+    app: AppId,
+    group: GroupId,
+    key: String,
+    seq: Seq,
+    accepted: Accepted,
+    payload: Bytes,
+    origin: Option<ConnRef>,
+}
+
+/// What [`prepare`] made of a group send.
+// Returned once and taken apart at once: boxing `Ready` would cost an allocation per send.
+#[allow(clippy::large_enum_variant)]
+pub enum GroupPrepared {
+    /// Write this, then [`finish`] the pending send with the outcome.
+    Ready(GroupPending, GuardedBatch),
+    /// The same message (sender and client id) is being written already.
+    Waiting(tokio::sync::oneshot::Receiver<Result<Accepted, Refusal>>),
+    /// A resend of a message accepted moments ago: its original answer.
+    Done(Accepted),
 }
 
 /// Sends one message to a group. Returns once it is durable (or refused): members
 /// only (40006); a muted group (40012) or member (40017) may not send unless the
 /// sender is the owner or an admin.
 pub async fn send(logic: &Logic, req: GroupSend<'_>) -> Result<Accepted, Refusal> {
+    match prepare(logic, req).await? {
+        GroupPrepared::Waiting(rx) => rx.await.unwrap_or_else(|_| Err(refused(codes::INTERNAL, "internal error"))),
+        GroupPrepared::Done(accepted) => Ok(accepted),
+        GroupPrepared::Ready(pending, write) => {
+            let outcome = logic.write_guarded_retrying(vec![write]).await.map(|mut o| o.remove(0));
+            finish(logic, pending, outcome).await
+        }
+    }
+}
+
+/// Runs every check of a group send and hands out its group seq, under the group's
+/// lock but without writing: sends prepared one after the other (one connection's
+/// pipelined sends) get seqs in that order, and their writes go to the store together
+/// (no write per send under the lock). No store read once the group is in memory.
+pub async fn prepare(logic: &Logic, req: GroupSend<'_>) -> Result<GroupPrepared, Refusal> {
     messages::validate_body(logic, req.client_msg_id, &req.elems)?;
     if let Some(conn) = &req.origin {
         if !logic.messaging.take_token(conn, logic.config.messages.sends_per_sec) {
@@ -116,6 +169,27 @@ pub async fn send(logic: &Logic, req: GroupSend<'_>) -> Result<Accepted, Refusal
         }
         UserState::Active => {}
     }
+    let key = dedup_key(req.app, &req.from, req.client_msg_id);
+    match messages::take_off(logic, &key) {
+        Flight::Done(a) => return Ok(GroupPrepared::Done(a)),
+        Flight::Waiting(rx) => return Ok(GroupPrepared::Waiting(rx)),
+        Flight::Start => {}
+    }
+    match build(logic, &req, &key).await {
+        Ok((seq, accepted, payload, guarded)) => {
+            let p = GroupPending { app: req.app, group: req.group, key, seq, accepted, payload, origin: req.origin };
+            Ok(GroupPrepared::Ready(p, guarded))
+        }
+        Err(r) => {
+            messages::land(logic, &key, &Err(r.clone()));
+            Err(r)
+        }
+    }
+}
+
+/// Checks the sender's rights and hands out the seq (registered in flight) under the
+/// group's lock; builds the write.
+async fn build(logic: &Logic, req: &GroupSend<'_>, key: &str) -> Result<(Seq, Accepted, Bytes, GuardedBatch), Refusal> {
     let app = req.app;
     let mut slot = logic.groups.lock(logic, app, &req.group).await?;
     let s = live(&mut slot, &req.group)?;
@@ -132,6 +206,8 @@ pub async fn send(logic: &Logic, req: GroupSend<'_>) -> Result<Accepted, Refusal
         }
     }
     let seq = next_seq(logic, app, s).await?;
+    s.in_flight.insert(seq);
+    drop(slot);
     let message_key = logic.messaging.keys.next(now);
     let payload = Bytes::from(message::encode_stored(&MessageParts {
         message_key,
@@ -162,24 +238,67 @@ pub async fn send(logic: &Logic, req: GroupSend<'_>) -> Result<Accepted, Refusal
     );
     batch.put_message_index(app, message_key, MessageLocator::group(req.from.clone(), req.group.clone(), seq, now));
     let guard = DedupRecord {
-        key: dedup_key(app, &req.from, req.client_msg_id),
+        key: key.to_owned(),
         value: accepted.encode(),
         expires_ms: now + logic.config.messages.dedup_window_secs * 1000,
     };
-    let outcome = logic.write_guarded_retrying(vec![GuardedBatch { guard, batch }]).await.map(|mut o| o.remove(0));
-    match outcome {
-        Ok(GuardOutcome::Applied) => {}
-        // Our own guard seen by a retried write: applied.
-        Ok(GuardOutcome::Duplicate(v)) if Accepted::decode(&v) == Some(accepted) => {}
-        Ok(GuardOutcome::Duplicate(v)) => {
-            metrics::counter!("tern_messages_deduplicated_total").increment(1);
-            return Accepted::decode(&v).ok_or_else(|| refused(codes::INTERNAL, "stored dedup record is corrupt"));
+    Ok((seq, accepted, payload, GuardedBatch { guard, batch }))
+}
+
+/// Completes a prepared group send with its write's outcome: its seq leaves the
+/// in-flight set, and every durable message now below the lowest seq still in flight
+/// is pushed, in seq order (so pushes of one group never overtake each other and never
+/// run ahead of the store). Answers resends that waited for it.
+pub async fn finish(
+    logic: &Logic,
+    p: GroupPending,
+    outcome: Result<GuardOutcome, StoreError>,
+) -> Result<Accepted, Refusal> {
+    let result = match outcome {
+        // Our own guard seen by a retried write (it landed before the error): applied.
+        Ok(GuardOutcome::Duplicate(v)) if Accepted::decode(&v) == Some(p.accepted) => Ok(true),
+        Ok(GuardOutcome::Duplicate(v)) => Err(Accepted::decode(&v)),
+        Ok(GuardOutcome::Applied) => Ok(true),
+        Err(e) => {
+            tracing::error!(error = %e, "store failure on the group message path");
+            Ok(false)
         }
-        Err(e) => return Err(e.into()),
+    };
+    let durable = result == Ok(true);
+    match logic.groups.lock(logic, p.app, &p.group).await {
+        Ok(mut slot) => {
+            if let Some(s) = slot.as_mut() {
+                s.in_flight.remove(&p.seq);
+                if durable {
+                    s.parked.insert(p.seq, (p.payload.clone(), p.origin));
+                }
+                let upto = s.committed();
+                while let Some(e) = s.parked.first_entry() {
+                    if *e.key() > upto {
+                        break;
+                    }
+                    let (seq, (payload, origin)) = e.remove_entry();
+                    push(logic, p.app, s, seq, &payload, origin.as_ref());
+                }
+            }
+        }
+        // The group could not be reloaded: members catch up by pulling.
+        Err(e) => tracing::error!(error = %e, group = %p.group, "group state unavailable; message not pushed"),
     }
-    metrics::counter!("tern_group_messages_accepted_total").increment(1);
-    push(logic, app, s, seq, &payload, req.origin.as_ref());
-    Ok(accepted)
+    let answer = match result {
+        Ok(true) => {
+            metrics::counter!("tern_group_messages_accepted_total").increment(1);
+            Ok(p.accepted)
+        }
+        Ok(false) => Err(refused(codes::INTERNAL, "internal error")),
+        Err(Some(original)) => {
+            metrics::counter!("tern_messages_deduplicated_total").increment(1);
+            Ok(original)
+        }
+        Err(None) => Err(refused(codes::INTERNAL, "stored dedup record is corrupt")),
+    };
+    messages::land(logic, &p.key, &answer);
+    answer
 }
 
 /// `member`'s window of the group timeline: (join seq, newest seq). 40006 for
@@ -191,7 +310,7 @@ async fn window(logic: &Logic, app: AppId, group: &GroupId, member: &UserId) -> 
         .members
         .get(member)
         .ok_or_else(|| refused(errors::NOT_MEMBER, format!("{member} is not a member of the group")))?;
-    Ok((m.join_seq, s.last_seq))
+    Ok((m.join_seq, s.committed()))
 }
 
 /// A page of the group timeline after `after` as `member` may see it (above their
@@ -338,7 +457,7 @@ pub async fn read(
         .members
         .get(member)
         .ok_or_else(|| refused(errors::NOT_MEMBER, format!("{member} is not a member of the group")))?;
-    if seq > s.last_seq {
+    if seq > s.committed() {
         return Err(refused(msg::INVALID_MESSAGE, "read_seq: above the group's newest message"));
     }
     if seq <= m.read_seq {

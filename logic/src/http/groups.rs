@@ -73,6 +73,10 @@ pub fn routes(e: Endpoints) -> Endpoints {
     )
     .alias("/v1/group/member/speak")
     .add(routes!(get_group_shutted_uin), &[g::NO_SUCH_GROUP], &[])
+    // The original API's member exit and whole-group mute (issue 11).
+    .add(routes!(quit_group), &[g::NO_SUCH_GROUP, g::DESTROYED, g::NOT_MEMBER, g::OWNER_NOT_REMOVABLE], &[])
+    .alias("/v1/group/member/exit")
+    .add(routes!(forbid_send_message), &[g::NO_SUCH_GROUP, g::DESTROYED, g::NOT_MEMBER, g::ADMIN_ONLY], &[])
     .add(routes!(change_group_owner), &[g::NO_SUCH_GROUP, g::DESTROYED, g::NOT_MEMBER, g::OWNER_ONLY], &[])
     .alias("/v1/group/transferGroup")
     .add(
@@ -428,6 +432,24 @@ pub struct ForbidSendMsgReq {
     pub shut_up_time: Option<u64>,
     /// Muted until (ms since the Unix epoch); 0 unmutes.
     pub speak_date: Option<u64>,
+}
+
+/// Body of /group/quitGroup (the original's `member/exit`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QuitGroupReq {
+    pub group_id: String,
+    /// The member who leaves.
+    pub member_id: String,
+}
+
+/// Body of /group/forbidSendMessage (the original's whole-group mute).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ForbidSendMessageReq {
+    pub group_id: String,
+    /// true mutes the whole group (only the owner and admins may send), false unmutes.
+    pub mute: bool,
 }
 
 /// Body of /group/changeGroupOwner.
@@ -1134,6 +1156,42 @@ pub async fn forbid_send_msg(
     let (ids, idx, pre) = parse_member_ids(&state, raw, "memberIds")?;
     let results = groups::forbid(&state.logic, call.app, &who, &id, ids, until).await?;
     Ok(ApiOk(batch(results, idx, pre)))
+}
+
+/// A member leaves the group (the original's `member/exit`). The owner cannot leave
+/// (40010: transfer the group first); not a member: 40006. The member's joined-groups
+/// log gets a tombstone and their devices a notification.
+#[utoipa::path(post, path = "/v1/group/quitGroup", tag = "groups", params(AuthQuery), request_body = QuitGroupReq,
+    responses((status = 200, description = "Left", body = Envelope<Done>)))]
+pub async fn quit_group(State(state): State<Arc<ApiState>>, call: AdminCall<QuitGroupReq>) -> ApiResult<Done> {
+    let r = call.body;
+    let id = group_id_of(&r.group_id)?;
+    let member = subject(r.member_id, "memberId")?;
+    // A member acting on themselves: removing oneself is leaving.
+    let who = Actor::User(member.clone());
+    let results = groups::remove_members(&state.logic, call.app, &who, &id, vec![member]).await?;
+    match results.into_iter().next() {
+        Some((_, Err(e))) => Err(e.into()),
+        _ => Ok(ApiOk(Done {})),
+    }
+}
+
+/// Mute (`mute: true`) or unmute the whole group (the original's `forbidSendMessage`):
+/// while muted only the owner and admins may send (others get 40012). Owner or admin
+/// (40007) when `operater` names a member; notifies every member like /group/update.
+#[utoipa::path(post, path = "/v1/group/forbidSendMessage", tag = "groups", params(AuthQuery),
+    request_body = ForbidSendMessageReq,
+    responses((status = 200, description = "Changed", body = Envelope<Done>)))]
+pub async fn forbid_send_message(
+    State(state): State<Arc<ApiState>>,
+    call: AdminCall<ForbidSendMessageReq>,
+) -> ApiResult<Done> {
+    let who = actor(&call.identifier, &call.common)?;
+    let r = call.body;
+    let id = group_id_of(&r.group_id)?;
+    let patch = GroupPatch { mute: Some(r.mute), ..Default::default() };
+    groups::update(&state.logic, call.app, &who, &id, patch).await?;
+    Ok(ApiOk(Done {}))
 }
 
 /// The members muted now, with the time their mute ends.

@@ -295,6 +295,43 @@ pub async fn prepare(logic: &Logic, req: SendRequest<'_>) -> Result<Prepared, Re
     }
 }
 
+/// Where a send with dedup key `key` stands (group sends use this; 1:1 sends do the
+/// same inside [`prepare`]).
+pub(crate) enum Flight {
+    /// Nothing of it is known: the caller writes it and must [`land`] it.
+    Start,
+    /// The same message is being written: this resolves with that attempt's result.
+    Waiting(oneshot::Receiver<SendResult>),
+    /// Accepted moments ago: its original answer.
+    Done(Accepted),
+}
+
+/// Looks `key` up in the recent and in-flight tables; registers it as in flight when
+/// it is new.
+pub(crate) fn take_off(logic: &Logic, key: &str) -> Flight {
+    let mut g = logic.messaging.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(accepted) = logic.messaging.recent.get(key) {
+        metrics::counter!("tern_messages_deduplicated_total").increment(1);
+        return Flight::Done(accepted);
+    }
+    if let Some(waiters) = g.get_mut(key) {
+        let (tx, rx) = oneshot::channel();
+        waiters.push(tx);
+        return Flight::Waiting(rx);
+    }
+    g.insert(key.to_owned(), Vec::new());
+    Flight::Start
+}
+
+/// Ends the flight of a send started with [`take_off`]: remembers an accepted answer
+/// for resends and answers the resends that waited.
+pub(crate) fn land(logic: &Logic, key: &str, result: &SendResult) {
+    if let Ok(accepted) = result {
+        logic.messaging.recent.insert(key.to_owned(), *accepted);
+    }
+    release(logic, key, result);
+}
+
 /// Ends a send's flight in the dedup table, answering concurrent resends.
 fn release(logic: &Logic, key: &str, result: &SendResult) {
     let waiters = logic.messaging.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(key).unwrap_or_default();
