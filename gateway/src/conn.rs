@@ -218,6 +218,11 @@ fn error(request_id: u32, code: u32, message: &str) -> Action {
 }
 
 /// The client-facing error for a header/decoding failure.
+/// Error(80000) text for a WebSocket message whose length is not its frame header's.
+pub const WS_LENGTH_MISMATCH: &str = "the frame header's length does not match the WebSocket message";
+/// Error(80000) text for a payload that is not a verifiable `tern.client.Frame`.
+pub const NOT_A_FRAME: &str = "frame payload is not a valid tern.client.Frame";
+
 pub fn frame_error_code(e: &FrameError) -> u32 {
     match e {
         FrameError::BadVersion(_) => codes::BAD_VERSION,
@@ -274,11 +279,18 @@ impl Conn {
         }
         let parsed = match frame::split_frame(bytes, env.limits.max_payload) {
             Ok(Some(total)) if total == bytes.len() => frame::parse_client(&bytes[HEADER_LEN..]),
-            Ok(_) => Err(FrameError::Malformed("frame length does not match the message".into())),
+            // Only a WebSocket message can disagree with the header it carries.
+            Ok(_) => return self.malformed(WS_LENGTH_MISMATCH, out),
             Err(e) => Err(e),
         };
         let f = match parsed {
             Ok(f) => f,
+            Err(FrameError::Malformed(detail)) => {
+                // The verifier's text names its internals (offsets, depths): no contract,
+                // nothing a client can act on. The log keeps it.
+                tracing::debug!(detail, "client frame failed FlatBuffers verification");
+                return self.malformed(NOT_A_FRAME, out);
+            }
             Err(e) => return self.on_frame_error(&e, out),
         };
         let rid = f.request_id();
@@ -327,6 +339,12 @@ impl Conn {
             return;
         }
         out.push_back(error(0, frame_error_code(e), &e.to_string()));
+        self.close(CloseCause::Protocol, out);
+    }
+
+    /// A frame that cannot be read: Error(80000) with `msg`, then close.
+    fn malformed(&mut self, msg: &str, out: &mut Actions) {
+        out.push_back(error(0, codes::MALFORMED_FRAME, msg));
         self.close(CloseCause::Protocol, out);
     }
 
@@ -674,6 +692,37 @@ mod tests {
         check_first_frame(&[1, 2], "reply Error(80000), close protocol_error");
         check_first_frame(&ping, "reply Error(80003), close protocol_error");
         check_first_frame(&encode::pull(1, SyncKind::Message, 0, 10), "reply Error(80003), close protocol_error");
+    }
+
+    /// The texts PROTOCOL.md promises: a fixed one for a payload that fails
+    /// verification (no verifier internals), and one naming a WebSocket message whose
+    /// length disagrees with its frame header.
+    #[test]
+    fn malformed_frame_messages_name_no_verifier_internals() {
+        let message = |frame: &[u8]| {
+            let t = T::new();
+            let mut out = Actions::new();
+            let env = t.env();
+            let mut conn = Conn::new(t.now_ms, &t.limits);
+            conn.on_frame(frame, &env, &mut out);
+            match out.front() {
+                Some(Action::Reply(b)) => {
+                    let f = frame::parse_client_framed(b, 1 << 20).unwrap();
+                    let e = f.body_as_error().unwrap();
+                    (e.code(), e.message().unwrap_or_default().to_owned())
+                }
+                other => panic!("expected an Error reply, got {other:?}"),
+            }
+        };
+        let mut garbage = vec![12, 0, 0, 1];
+        garbage.extend_from_slice(&[0xff; 12]);
+        assert_eq!(message(&garbage), (codes::MALFORMED_FRAME, NOT_A_FRAME.to_owned()));
+        // A WebSocket message carrying a whole frame plus one byte more.
+        let mut longer = encode::ping(1, 2);
+        longer.push(0);
+        assert_eq!(message(&longer), (codes::MALFORMED_FRAME, WS_LENGTH_MISMATCH.to_owned()));
+        let doc = include_str!("../../schema/PROTOCOL.md");
+        assert!(doc.contains(NOT_A_FRAME) && doc.contains(WS_LENGTH_MISMATCH), "PROTOCOL.md names both texts");
     }
 
     #[test]

@@ -74,11 +74,21 @@ impl Default for HttpConfig {
 pub struct LinkConfig {
     /// Where logic listens for gateway links (and where gateways connect).
     pub addr: String,
+    /// Logins of one link admitted together with one store trip (the reader admits a
+    /// batch when it has read everything that arrived, or when it holds this many).
+    pub max_logins_per_batch: usize,
+    /// New logins being admitted at once over all links; past it a login is refused at
+    /// once with 80009 (retry with backoff).
+    pub max_logins_in_flight: usize,
 }
 
 impl Default for LinkConfig {
     fn default() -> Self {
-        Self { addr: DEFAULT_LINK_ADDR.into() }
+        Self {
+            addr: DEFAULT_LINK_ADDR.into(),
+            max_logins_per_batch: crate::login::DEFAULT_MAX_LOGINS_PER_BATCH,
+            max_logins_in_flight: crate::login::DEFAULT_MAX_LOGINS_IN_FLIGHT,
+        }
     }
 }
 

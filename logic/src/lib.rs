@@ -18,6 +18,7 @@ pub mod hooks;
 pub mod http;
 pub mod link;
 pub mod listener;
+pub mod login;
 pub mod messages;
 pub mod password;
 pub mod seq;
@@ -89,6 +90,8 @@ pub struct Logic {
     pub user_cache: user_cache::UserCache,
     /// The node-wide, latency-steered bound on sends waiting for the store.
     pub admission: admission::SendAdmission,
+    /// The node-wide bound on new logins being admitted (batched per link).
+    pub logins: login::LoginLimit,
 }
 
 impl Logic {
@@ -100,6 +103,7 @@ impl Logic {
             m.max_sends_in_flight,
             std::time::Duration::from_millis(m.send_latency_target_ms),
         );
+        let logins = login::LoginLimit::new(config.link.max_logins_in_flight);
         Arc::new(Self {
             config,
             store,
@@ -110,6 +114,7 @@ impl Logic {
             friends: friends::Friends::new(),
             groups: groups::Groups::new(),
             user_cache: user_cache::UserCache::new(),
+            logins,
             admission,
         })
     }

@@ -4,25 +4,29 @@
 //! Each link has a reader (this task, handling frames in arrival order so a session's
 //! open and close can never be reordered) and a writer task that drains the link's
 //! bounded queue and writes whatever has accumulated in one `write_all` (batched writes).
+//!
+//! Logins are batched per read turn ([`crate::login`]): the reader collects the
+//! `SessionOpen`s it finds and admits them together when it would wait on its socket,
+//! when the batch is full, or before a frame that must see them admitted first (a
+//! `SessionClosed`, or any frame while a resume waits: a resumed connection is live at
+//! the gateway and may already send).
 //! This module never encodes business payloads itself beyond login answers; upstream
 //! client frames are handed to [`crate::upstream`]-style handlers.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tern_schema::client::{self, SyncKind as WireKind};
-use tern_schema::encode::{self, LoginAckParts};
+use tern_schema::encode;
 use tern_schema::frame::{self, HEADER_LEN};
-use tern_schema::link::{self, ConnRef};
-use tern_schema::{codes, FrameError};
-use tern_storage::{AppId, UserId};
+use tern_schema::link;
+use tern_schema::FrameError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::sessions::{LinkKey, Session};
+use crate::login::{LoginBatch, LoginRequest};
+use crate::sessions::LinkKey;
 use crate::upstream::SendTurn;
-use crate::{now_ms, Logic};
+use crate::Logic;
 
 /// Largest link frame payload (a Deliver to many connections of one core can be large).
 pub const MAX_LINK_PAYLOAD: usize = 16 << 20;
@@ -34,8 +38,6 @@ const WRITE_BATCH_BYTES: usize = 256 * 1024;
 const LINK_SOCKET_BUF: usize = 256 * 1024;
 /// The reader's buffer: one read takes whatever a gateway core batched meanwhile.
 const READ_BUF_BYTES: usize = 256 * 1024;
-
-static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -128,21 +130,27 @@ async fn serve_link(logic: Arc<Logic>, stream: TcpStream) -> Result<(), LinkErro
 
     let mut r = tokio::io::BufReader::with_capacity(READ_BUF_BYTES, r);
     let mut turn = SendTurn::new(logic.config.messages.max_sends_in_flight_per_link);
+    let mut logins = LoginBatch::new();
     let result = async {
         loop {
-            // A turn ends when the reader would wait on its socket: write what it holds.
-            if !turn.is_empty() && !frame_buffered(r.buffer()) {
-                turn.flush(&logic, &tx);
+            // A turn ends when the reader would wait on its socket: write what it holds,
+            // admit the logins it collected.
+            if !frame_buffered(r.buffer()) {
+                if !turn.is_empty() {
+                    turn.flush(&logic, &tx);
+                }
+                logins.run(&logic, &tx).await;
             }
             if !read_frame(&mut r, &mut buf).await? {
                 break;
             }
-            handle_frame(&logic, &tx, &mut turn, &buf).await?;
+            handle_frame(&logic, &tx, &mut turn, &mut logins, &buf).await?;
         }
         Ok(())
     }
     .await;
     turn.flush(&logic, &tx);
+    logins.run(&logic, &tx).await;
 
     let dropped = logic.sessions.unregister_link(key, epoch);
     metrics::gauge!("tern_links_up").decrement(1.0);
@@ -166,18 +174,27 @@ async fn handle_frame(
     logic: &Arc<Logic>,
     tx: &mpsc::Sender<Vec<u8>>,
     turn: &mut SendTurn,
+    logins: &mut LoginBatch,
     payload: &[u8],
 ) -> Result<(), LinkError> {
     let f = frame::parse_link(payload)?;
-    match f.body_type() {
-        link::LinkBody::SessionOpen => {
-            let open = f.body_as_session_open().expect("checked type");
-            let conn = *open.conn().ok_or_else(|| LinkError::Protocol("SessionOpen without conn".into()))?;
-            let answer = open_session(logic, tx, &open, conn).await;
-            if let Some(frame) = answer {
-                send(tx, frame).await;
-            }
+    let body = f.body_type();
+    if body == link::LinkBody::SessionOpen {
+        let open = f.body_as_session_open().expect("checked type");
+        let req =
+            LoginRequest::from_open(&open).ok_or_else(|| LinkError::Protocol("SessionOpen without conn".into()))?;
+        logins.push(req);
+        if logins.len() >= logic.config.link.max_logins_per_batch {
+            logins.run(logic, tx).await;
         }
+        return Ok(());
+    }
+    // A close of a connection whose login waits must not overtake it; nor may frames
+    // of a resumed connection overtake its resume.
+    if body == link::LinkBody::SessionClosed || logins.has_resume() {
+        logins.run(logic, tx).await;
+    }
+    match body {
         link::LinkBody::SessionClosed => {
             let closed = f.body_as_session_closed().expect("checked type");
             if let Some(conn) = closed.conn() {
@@ -212,124 +229,4 @@ pub(crate) async fn send(tx: &mpsc::Sender<Vec<u8>>, frame: Vec<u8>) {
     if tx.send(frame).await.is_err() {
         tracing::debug!("link writer gone; frame dropped");
     }
-}
-
-/// Loads in the background what the send path reads for a user who just logged in (the
-/// user cache entry and the friend view the blacklist check uses), so their first sends
-/// and the first sends to them take the no-I/O path of the link reader.
-fn warm_for_sends(logic: &Arc<Logic>, app: AppId, user: &UserId) {
-    let (logic, user) = (logic.clone(), user.clone());
-    tokio::spawn(async move {
-        let cached = logic.user_cache.states(&*logic.store, app, std::slice::from_ref(&user)).await;
-        let viewed = crate::friends::warm(&logic, app, &user).await;
-        if let Err(e) = cached.and(viewed) {
-            tracing::debug!(error = %e, "warming a user's send state failed; the first send loads it");
-        }
-    });
-}
-
-/// Admits a session; returns the link frame to answer with (None for a clean resume).
-/// Admits a session. Queues its answer on `tx` itself (see the delivery lock below), or
-/// returns a frame the caller must still send: a refusal, or an answer that did not fit.
-async fn open_session(
-    logic: &Arc<Logic>,
-    tx: &mpsc::Sender<Vec<u8>>,
-    open: &link::SessionOpen<'_>,
-    conn: ConnRef,
-) -> Option<Vec<u8>> {
-    let request_id = open.request_id();
-    let resume = open.resume();
-    let refuse = |code: u32, msg: &str| {
-        let err = encode::error(request_id, code, msg);
-        if resume {
-            let kick = encode::kick(client::KickReason::UserDeleted, msg);
-            Some(encode::link_close(&conn, &kick))
-        } else {
-            Some(encode::link_session_opened(&conn, false, &err))
-        }
-    };
-    let app = AppId(open.app_id());
-    let Some(app_cfg) = logic.apps.get(app) else {
-        return refuse(codes::SIGN_BAD_APP, "unknown app");
-    };
-    let Ok(user) = UserId::new(open.user_id().unwrap_or_default()) else {
-        return refuse(codes::INVALID_FIELD, "user_id: invalid");
-    };
-    if app_cfg.admins.iter().any(|a| a == user.as_str()) {
-        // Admin identifiers are never users (import refuses them); one imported before
-        // that rule must not log in: its signature doubles as an admin credential.
-        return refuse(codes::INVALID_FIELD, "user_id: an admin identifier of this app cannot log in");
-    }
-    let device_id = open.device_id().unwrap_or_default().to_string();
-    let span = tracing::debug_span!("session_open", app = app.0, user = user.as_str());
-    let _enter = span.enter();
-    match logic.store.get_users(app, std::slice::from_ref(&user)).await {
-        Ok(found) => match found.into_iter().next().flatten() {
-            None => return refuse(codes::USER_NOT_FOUND, "no such user; import it first"),
-            Some(u) if u.deleted => return refuse(codes::USER_DELETED, "user was deleted"),
-            Some(u) if u.forbidden_flag => {
-                return refuse(crate::messages::errors::SENDER_DISABLED, "user is disabled (forbiddenFlag)")
-            }
-            Some(_) => {}
-        },
-        Err(e) => {
-            tracing::error!(error = %e, "store read failed during login");
-            return refuse(codes::INTERNAL, "internal error");
-        }
-    }
-    // Loads the user's seq state (the watermarks read below come from memory) and starts
-    // a bound raise, so the device's first send does not wait for one.
-    if let Err(e) = logic.seqs.prefetch(app, &user, tern_storage::SyncKind::Message).await {
-        tracing::error!(error = %e, "loading seqs failed during login");
-        return refuse(codes::INTERNAL, "internal error");
-    }
-    warm_for_sends(logic, app, &user);
-    let acked = match crate::messages::device_acks(logic, app, &user, &device_id).await {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::error!(error = %e, "loading device acks failed during login");
-            return refuse(codes::INTERNAL, "internal error");
-        }
-    };
-    let session_id = SESSION_IDS.fetch_add(1, Ordering::Relaxed);
-    let session = Session { conn, client_type: open.client_type(), device_id, session_id, since_ms: now_ms() };
-    // Admission, the watermarks the LoginAck reports and queueing the LoginAck happen
-    // under the user's delivery lock, which every push of the user's messages holds: a
-    // message that completes before is within `max_seqs` (the device pulls it), one that
-    // completes after is pushed behind the LoginAck on this link. Otherwise a message
-    // completing in between was neither reported nor pushed (the gateway drops pushes to
-    // a connection whose session is not open yet) until the device's next sync.
-    logic.messaging.delivery.locked(app, &user, || {
-        let admission = logic.sessions.admit(app, &user, session, app_cfg.login_model, resume);
-        for k in &admission.kicked {
-            tracing::info!(device = k.device_id, "session replaced by a new login");
-            metrics::counter!("tern_kicks_total", "reason" => "replaced").increment(1);
-        }
-        if resume {
-            return None;
-        }
-        let max_seqs = logic.seqs.committed_all_now(app, &user);
-        let wire: Vec<(WireKind, u64)> = max_seqs.iter().map(|(k, s)| (WireKind(k.as_u8()), s.0)).collect();
-        let acked: Vec<(WireKind, u64)> = acked.iter().map(|(k, s)| (WireKind(k.as_u8()), s.0)).collect();
-        let ack = encode::login_ack(
-            request_id,
-            &LoginAckParts {
-                session_id,
-                server_time_ms: now_ms(),
-                heartbeat_interval_ms: logic.config.heartbeat_interval_ms,
-                heartbeat_timeout_ms: logic.config.heartbeat_timeout_ms,
-                max_seqs: &wire,
-                acked_seqs: &acked,
-                max_frame_bytes: logic.config.max_frame_bytes,
-            },
-        );
-        metrics::counter!("tern_logins_total").increment(1);
-        match tx.try_send(encode::link_session_opened(&conn, true, &ack)) {
-            Ok(()) => None,
-            // A full link queue already drops pushes (and kicks their devices): send the
-            // answer when there is room, outside the lock.
-            Err(mpsc::error::TrySendError::Full(frame)) => Some(frame),
-            Err(mpsc::error::TrySendError::Closed(_)) => None,
-        }
-    })
 }

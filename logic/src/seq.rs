@@ -81,6 +81,18 @@ fn shard_of<'a>(shards: &'a Shards, app: AppId, user: &UserId) -> &'a Mutex<Hash
     &shards[slot_of(app, user).0 as usize % SHARDS]
 }
 
+/// A background bound raise ended: clears `raising`, and records the bound if written.
+fn end_raise_in(shards: &Shards, app: AppId, user: &UserId, kind: SyncKind, raised_to: Option<Seq>) {
+    let mut g = shard_of(shards, app, user).lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(st) = g.get_mut(&(app, user.clone())) {
+        let k = &mut st.kinds[kind.as_u8() as usize];
+        k.raising = false;
+        if let Some(t) = raised_to {
+            k.bound = k.bound.max(t.0);
+        }
+    }
+}
+
 /// The allocator. Shared by all tasks of the logic node; sharded mutexes, held only for
 /// in-memory bookkeeping (never across I/O).
 pub struct SeqAllocator {
@@ -213,6 +225,72 @@ impl SeqAllocator {
             self.raise_ahead(&mut st.kinds[kind.as_u8() as usize], app, user, kind);
         }
         Ok(())
+    }
+
+    /// Whether a user's seq state is in memory (a login then need not read it).
+    pub fn is_loaded(&self, app: AppId, user: &UserId) -> bool {
+        Self::lock(self.shard(app, user)).contains_key(&(app, user.clone()))
+    }
+
+    /// Installs persisted bounds read by the caller (batched logins read them with
+    /// their other reads in one store trip). A state already in memory wins: it may
+    /// have allocated since.
+    pub fn install(&self, app: AppId, user: &UserId, bounds: &[(SyncKind, Seq)]) {
+        let mut state = UserState::default();
+        for (kind, bound) in bounds {
+            let k = &mut state.kinds[kind.as_u8() as usize];
+            k.last = bound.0;
+            k.bound = bound.0;
+        }
+        Self::lock(self.shard(app, user)).entry((app, user.clone())).or_insert(state);
+    }
+
+    /// [`prefetch`](Self::prefetch) for many users already in memory: the bound raises
+    /// they need go out as ONE write in the background, not one per user.
+    pub fn prefetch_loaded(&self, users: &[(AppId, &UserId)], kind: SyncKind) {
+        let mut raises: Vec<(AppId, UserId, Seq)> = Vec::new();
+        for &(app, user) in users {
+            if !self.ownership.owns_user(app, user) {
+                continue;
+            }
+            let mut g = Self::lock(self.shard(app, user));
+            let Some(st) = g.get_mut(&(app, user.clone())) else { continue };
+            let k = &mut st.kinds[kind.as_u8() as usize];
+            if k.raising || k.bound.saturating_sub(k.last) >= self.step.div_ceil(2) {
+                continue;
+            }
+            k.raising = true;
+            raises.push((app, user.clone(), Seq(k.bound.max(k.last) + self.step)));
+        }
+        if raises.is_empty() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            // No runtime to write from: leave the raises to the first allocation.
+            for (app, user, _) in &raises {
+                self.end_raise(app, user, kind, None);
+            }
+            return;
+        };
+        let (store, shards) = (self.store.clone(), self.shards.clone());
+        rt.spawn(async move {
+            let mut batch = WriteBatch::with_capacity(raises.len());
+            for (app, user, target) in &raises {
+                batch.set_seq_bound(*app, user.clone(), kind, *target);
+            }
+            let written = store.write(batch).await;
+            match &written {
+                Ok(()) => metrics::counter!("tern_seq_bound_writes_total").increment(raises.len() as u64),
+                Err(e) => tracing::warn!(error = %e, "raising seq bounds at login failed; the next allocation retries"),
+            }
+            for (app, user, target) in &raises {
+                end_raise_in(&shards, *app, user, kind, written.is_ok().then_some(*target));
+            }
+        });
+    }
+
+    fn end_raise(&self, app: &AppId, user: &UserId, kind: SyncKind, raised_to: Option<Seq>) {
+        end_raise_in(&self.shards, *app, user, kind, raised_to);
     }
 
     /// Marks an allocation's seqs as no longer in flight: `durable` when its batch was

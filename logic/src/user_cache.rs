@@ -70,6 +70,34 @@ impl UserCache {
         }
     }
 
+    /// The cached state of a user, if any (never `Missing`).
+    pub fn get(&self, app: AppId, user: &UserId) -> Option<UserState> {
+        self.lock().get(&(app, user.clone())).copied()
+    }
+
+    /// Take before reading users from the store; pass to [`fill`](Self::fill) after.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Caches states read from the store since `epoch`, unless a user write happened
+    /// meanwhile (the read may then predate it). Missing users are never cached: an
+    /// import would have to race with the entry.
+    pub fn fill<'a>(&self, app: AppId, epoch: u64, read: impl IntoIterator<Item = (&'a UserId, UserState)>) {
+        let mut g = self.lock();
+        if self.epoch.load(Ordering::SeqCst) != epoch {
+            return;
+        }
+        if g.len() > MAX_ENTRIES {
+            g.clear();
+        }
+        for (u, s) in read {
+            if s != UserState::Missing {
+                g.insert((app, u.clone()), s);
+            }
+        }
+    }
+
     /// The state of each user, from the cache or the store.
     pub async fn states(&self, store: &dyn Store, app: AppId, users: &[UserId]) -> Result<Vec<UserState>, StoreError> {
         let cached: Vec<Option<UserState>> = {
@@ -79,22 +107,11 @@ impl UserCache {
         if cached.iter().all(Option::is_some) {
             return Ok(cached.into_iter().flatten().collect());
         }
-        let epoch = self.epoch.load(Ordering::SeqCst);
+        let epoch = self.epoch();
         let found = store.get_users(app, users).await?;
         let states: Vec<UserState> =
             found.iter().map(|r| r.as_ref().map_or(UserState::Missing, UserState::of)).collect();
-        let mut g = self.lock();
-        if self.epoch.load(Ordering::SeqCst) == epoch {
-            if g.len() > MAX_ENTRIES {
-                g.clear();
-            }
-            // Missing users are not cached: an import would have to race with it.
-            for (u, s) in users.iter().zip(&states) {
-                if *s != UserState::Missing {
-                    g.insert((app, u.clone()), *s);
-                }
-            }
-        }
+        self.fill(app, epoch, users.iter().zip(states.iter().copied()));
         Ok(states)
     }
 }
@@ -121,5 +138,21 @@ mod tests {
         assert_eq!(cache.states(&*store, app, std::slice::from_ref(&a)).await.unwrap(), vec![UserState::Active]);
         cache.written(app, [(a.clone(), UserState::Deleted)]);
         assert_eq!(cache.states(&*store, app, std::slice::from_ref(&a)).await.unwrap(), vec![UserState::Deleted]);
+    }
+
+    #[test]
+    fn fill_skips_reads_that_raced_a_write() {
+        let cache = UserCache::new();
+        let app = AppId(1);
+        let (a, b) = (UserId::new("a").unwrap(), UserId::new("b").unwrap());
+        let before = cache.epoch();
+        cache.written(app, [(b.clone(), UserState::Deleted)]);
+        // Read before the write: it may be older than the write, so it is not kept.
+        cache.fill(app, before, [(&a, UserState::Active)]);
+        assert_eq!(cache.get(app, &a), None);
+        let now = cache.epoch();
+        cache.fill(app, now, [(&a, UserState::Disabled), (&b, UserState::Missing)]);
+        assert_eq!(cache.get(app, &a), Some(UserState::Disabled));
+        assert_eq!(cache.get(app, &b), Some(UserState::Deleted), "a missing read never replaces an entry");
     }
 }

@@ -150,3 +150,43 @@ fn only_the_slot_owner_allocates() {
         assert_eq!(owner.allocate(APP, &alice(), SyncKind::Message, 1).await.unwrap().first, Seq(1));
     });
 }
+
+/// Logins install bounds read in their own batch and raise all their bounds in one
+/// background write; allocation then continues above the persisted bound.
+#[test]
+fn installed_bounds_and_batched_prefetch() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let bob = UserId::new("bob").unwrap();
+        {
+            let seqs = SeqAllocator::new(store.clone(), 10);
+            seqs.allocate(APP, &alice(), SyncKind::Message, 5).await.unwrap();
+        }
+        let seqs = SeqAllocator::new(store.clone(), 10);
+        assert!(!seqs.is_loaded(APP, &alice()));
+        let bounds = store.seq_bounds(APP, &tern_storage::Owner::User(alice())).await.unwrap();
+        assert_eq!(bounds, vec![(SyncKind::Message, Seq(15))]);
+        seqs.install(APP, &alice(), &bounds);
+        seqs.install(APP, &bob, &[]);
+        assert!(seqs.is_loaded(APP, &alice()) && seqs.is_loaded(APP, &bob));
+        assert_eq!(seqs.committed_now(APP, &alice(), SyncKind::Message), Seq(15));
+        seqs.prefetch_loaded(&[(APP, &alice()), (APP, &bob)], SyncKind::Message);
+        // Both raises land (one write); poll the store for them.
+        let mut raised = false;
+        for _ in 0..200 {
+            let a = store.seq_bounds(APP, &tern_storage::Owner::User(alice())).await.unwrap();
+            let b = store.seq_bounds(APP, &tern_storage::Owner::User(bob.clone())).await.unwrap();
+            if a == vec![(SyncKind::Message, Seq(25))] && b == vec![(SyncKind::Message, Seq(10))] {
+                raised = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(raised, "both bounds raised by one step");
+        // A second install does not replace the state in memory.
+        seqs.install(APP, &alice(), &[]);
+        let a = seqs.allocate(APP, &alice(), SyncKind::Message, 1).await.unwrap();
+        assert_eq!(a.first, Seq(16), "allocation resumes above the persisted bound");
+    });
+}

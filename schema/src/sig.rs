@@ -80,15 +80,30 @@ impl SigError {
     }
 }
 
+/// `n` in decimal, written into `buf` (no allocation: a gateway verifies every login).
+fn decimal(n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
 fn mac(purpose: Purpose, secret: &[u8], app_id: u32, user_id: &str, expiry: u64) -> Hmac<Sha256> {
     // HMAC accepts keys of any length; new_from_slice cannot fail for it.
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    let mut digits = [0u8; 20];
     mac.update(purpose.domain());
-    mac.update(app_id.to_string().as_bytes());
+    mac.update(decimal(u64::from(app_id), &mut digits));
     mac.update(b"\n");
     mac.update(user_id.as_bytes());
     mac.update(b"\n");
-    mac.update(expiry.to_string().as_bytes());
+    mac.update(decimal(expiry, &mut digits));
     mac
 }
 
@@ -158,6 +173,32 @@ mod tests {
     use super::*;
 
     const SECRET: &[u8] = b"s3cret";
+
+    #[test]
+    fn decimal_matches_to_string() {
+        let mut buf = [0u8; 20];
+        for n in [0, 7, 10, 99, 10_000, u64::from(u32::MAX), u64::MAX] {
+            assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());
+        }
+    }
+
+    /// The test vector PROTOCOL.md §3 prints, so a client can check its signer
+    /// offline; if this fails, the document is wrong.
+    #[test]
+    fn documented_test_vector() {
+        let s = sign(b"tern-example-secret", 10_000, "alice", 1_900_000_000);
+        assert_eq!(s, DOC_VECTOR_SIGN);
+        assert_eq!(verify(b"tern-example-secret", 10_000, "alice", &s, 1_899_999_999), Ok(1_900_000_000));
+        let doc = include_str!("../PROTOCOL.md");
+        assert!(doc.contains(DOC_VECTOR_SIGN), "PROTOCOL.md §3 must print the signature {DOC_VECTOR_SIGN}");
+        assert!(doc.contains(DOC_VECTOR_MAC_HEX), "PROTOCOL.md §3 must print the MAC {DOC_VECTOR_MAC_HEX}");
+        let raw = URL_SAFE_NO_PAD.decode(&s).unwrap();
+        let hex: String = raw[9..].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, DOC_VECTOR_MAC_HEX);
+    }
+
+    const DOC_VECTOR_SIGN: &str = "AQAAAABxP7MAiFS5NpirI3D0KVlK1DOwsJg-50BNTVCAqgg-jAp8V3A";
+    const DOC_VECTOR_MAC_HEX: &str = "8854b93698ab2370f429594ad433b0b0983ee7404d4d5080aa083e8c0a7c5770";
 
     #[test]
     fn roundtrip() {

@@ -22,8 +22,8 @@
 
 use crate::{
     AppId, AppRecord, Conversation, ConversationRecord, DedupRecord, DeviceAck, GroupId, GroupMemberRecord,
-    GroupRecord, GuardOutcome, GuardedBatch, LastMessage, LogEntry, MessageCopy, MessageLocator, Owner, Seq, Store,
-    StoreError, SyncKind, UserId, UserRecord, WriteBatch,
+    GroupRecord, GuardOutcome, GuardedBatch, LastMessage, LogEntry, MessageCopy, MessageLocator, Owner, Read,
+    ReadAnswer, Seq, Store, StoreError, SyncKind, UserId, UserRecord, WriteBatch,
 };
 use bytes::Bytes;
 use std::{any::Any, future::Future, pin::Pin, sync::Arc, task::Poll};
@@ -56,6 +56,7 @@ macro_rules! conformance_tests {
             flush_ok,
             device_acks_keep_max,
             device_acks_of_group_timelines,
+            read_many_answers_like_single_reads,
             group_owner_logs_and_bounds,
             message_index_roundtrip,
             conv_index_paging,
@@ -748,6 +749,44 @@ pub async fn device_acks_keep_max(store: &dyn Store) {
         assert!(matches!(err, StoreError::InvalidArgument(_)), "{err:?}");
     }
     assert_eq!(read(store, APP, "inv", KIND, 0, 10).await, vec![]);
+}
+
+/// `read_many` answers every read as the single-call method would, in input order, and
+/// one bad read (an invalid device id) fails only itself.
+pub async fn read_many_answers_like_single_reads(store: &dyn Store) {
+    let (a, b) = (uid("rm-a"), uid("rm-b"));
+    let mut batch = WriteBatch::new();
+    batch.put_user(APP, UserRecord::new(a.clone(), 7));
+    batch.set_seq_bound(APP, a.clone(), KIND, Seq(1_000));
+    batch.put_device_ack(APP, a.clone(), "phone".into(), KIND, Seq(4));
+    batch.append_log(APP, a.clone(), SyncKind::Friendship, entry(1, "f1"));
+    batch.append_log(APP, a.clone(), SyncKind::Friendship, entry(2, "f2"));
+    write(store, batch).await;
+    assert_eq!(store.read_many(Vec::new()).await.unwrap(), vec![]);
+    let answers = store
+        .read_many(vec![
+            Read::Users { app: APP, ids: vec![a.clone(), b.clone()] },
+            Read::SeqBounds { app: APP, owner: user("rm-a") },
+            Read::SeqBounds { app: APP, owner: user("rm-b") },
+            Read::DeviceAcks { app: APP, user: a.clone(), device_id: "phone".into() },
+            Read::DeviceAcks { app: APP, user: a.clone(), device_id: String::new() },
+            Read::Log { app: APP, owner: user("rm-a"), kind: SyncKind::Friendship, after: Seq::ZERO, limit: 1 },
+            Read::Log { app: APP, owner: user("rm-a"), kind: SyncKind::Friendship, after: Seq::ZERO, limit: 0 },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(answers.len(), 7);
+    let users = store.get_users(APP, &[a.clone(), b.clone()]).await.unwrap();
+    assert!(users[0].is_some() && users[1].is_none());
+    assert_eq!(answers[0], Ok(ReadAnswer::Users(users)));
+    assert_eq!(answers[1], Ok(ReadAnswer::SeqBounds(vec![(KIND, Seq(1_000))])));
+    assert_eq!(answers[2], Ok(ReadAnswer::SeqBounds(vec![])));
+    let acks = store.get_device_acks(APP, &a, "phone").await.unwrap();
+    assert_eq!(acks.len(), 1);
+    assert_eq!(answers[3], Ok(ReadAnswer::DeviceAcks(acks)));
+    assert!(matches!(answers[4], Err(StoreError::InvalidArgument(_))), "{:?}", answers[4]);
+    assert_eq!(answers[5], Ok(ReadAnswer::Log(vec![entry(1, "f1")])));
+    assert_eq!(answers[6], Ok(ReadAnswer::Log(vec![])));
 }
 
 /// A device's acks of other owners' logs (the groups its user reads) are kept per

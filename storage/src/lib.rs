@@ -19,8 +19,8 @@ mod types;
 
 pub use error::StoreError;
 pub use store::{
-    check_dedup_key, check_device_id, GuardOutcome, GuardedBatch, Store, WriteBatch, WriteOp, MAX_DEDUP_KEY_LEN,
-    MAX_DEVICE_ID_LEN, MAX_GROUP_TEXT_LEN, MAX_LOCATOR_COPIES, MAX_VALUE_LEN,
+    check_dedup_key, check_device_id, GuardOutcome, GuardedBatch, Read, ReadAnswer, Store, WriteBatch, WriteOp,
+    MAX_DEDUP_KEY_LEN, MAX_DEVICE_ID_LEN, MAX_GROUP_TEXT_LEN, MAX_LOCATOR_COPIES, MAX_VALUE_LEN,
 };
 pub use types::{
     AppId, AppRecord, Conversation, ConversationRecord, DedupRecord, DeviceAck, GroupId, GroupMemberRecord,

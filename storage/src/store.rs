@@ -473,6 +473,29 @@ pub enum GuardOutcome {
     Duplicate(Bytes),
 }
 
+/// One point read of [`Store::read_many`]: the same reads as the single-call methods
+/// of the same names, so many of them go to the store in one trip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Read {
+    /// [`Store::get_users`].
+    Users { app: AppId, ids: Vec<UserId> },
+    /// [`Store::seq_bounds`].
+    SeqBounds { app: AppId, owner: Owner },
+    /// [`Store::get_device_acks`].
+    DeviceAcks { app: AppId, user: UserId, device_id: String },
+    /// [`Store::read_log`].
+    Log { app: AppId, owner: Owner, kind: SyncKind, after: Seq, limit: usize },
+}
+
+/// The answer to one [`Read`], of the matching variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadAnswer {
+    Users(Vec<Option<UserRecord>>),
+    SeqBounds(Vec<(SyncKind, Seq)>),
+    DeviceAcks(Vec<DeviceAck>),
+    Log(Vec<LogEntry>),
+}
+
 /// A storage backend. Object safe: logic holds an `Arc<dyn Store>`.
 ///
 /// Reads see every write whose [`Store::write`] has returned. Nothing here is
@@ -513,6 +536,26 @@ pub trait Store: Send + Sync + 'static {
         }
         self.write(merged).await?;
         Ok(outcomes)
+    }
+
+    /// Many point reads in one trip, answered in input order, each on its own (one
+    /// read's error, e.g. an invalid device id, fails only that read). Logins use it:
+    /// a batch of logins costs one trip, not three per login. The embedded backend runs
+    /// them all in one blocking-pool job; this default issues them concurrently.
+    async fn read_many(&self, reads: Vec<Read>) -> Result<Vec<Result<ReadAnswer, StoreError>>, StoreError> {
+        let answers = reads.iter().map(|r| async move {
+            match r {
+                Read::Users { app, ids } => self.get_users(*app, ids).await.map(ReadAnswer::Users),
+                Read::SeqBounds { app, owner } => self.seq_bounds(*app, owner).await.map(ReadAnswer::SeqBounds),
+                Read::DeviceAcks { app, user, device_id } => {
+                    self.get_device_acks(*app, user, device_id).await.map(ReadAnswer::DeviceAcks)
+                }
+                Read::Log { app, owner, kind, after, limit } => {
+                    self.read_log(*app, owner, *kind, *after, *limit).await.map(ReadAnswer::Log)
+                }
+            }
+        });
+        Ok(futures_util::future::join_all(answers).await)
     }
 
     /// Profiles of `ids`, in the same order (`None` for unknown users; deleted users

@@ -177,11 +177,18 @@ const SHARDS: usize = 64;
 pub struct Friends {
     shards: Box<[Shard]>,
     request_ids: MessageKeys,
+    /// Views dropped after a failed write (whose records may still have landed): a view
+    /// folded from pages read before one of these must not be installed.
+    invalidations: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Friends {
     fn default() -> Self {
-        Self { shards: (0..SHARDS).map(|_| Mutex::default()).collect(), request_ids: MessageKeys::new() }
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            request_ids: MessageKeys::new(),
+            invalidations: Default::default(),
+        }
     }
 }
 
@@ -231,6 +238,32 @@ impl Friends {
             guards.push((id, g));
         }
         Ok(Locked { app, guards })
+    }
+}
+
+impl Friends {
+    /// Whether `user`'s view must still be loaded: not in memory and nobody loading or
+    /// holding it now (a held view is loaded, or its holder loads it).
+    pub(crate) fn needs_load(&self, app: AppId, user: &UserId) -> bool {
+        self.slot(app, user).try_lock().is_ok_and(|g| g.is_none())
+    }
+
+    /// Take before reading pages for [`install`](Self::install).
+    pub(crate) fn install_epoch(&self) -> u64 {
+        self.invalidations.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Installs a view folded from pages read since `epoch` (batched logins) unless one
+    /// is in memory or being loaded meanwhile — a write loads the view itself before it
+    /// folds its records in, so an empty slot has seen no write since — and unless a
+    /// failed write dropped views since `epoch` (its records may have landed after the
+    /// read).
+    pub(crate) fn install(&self, app: AppId, user: &UserId, epoch: u64, view: view::View) {
+        if let Ok(mut g) = self.slot(app, user).try_lock() {
+            if g.is_none() && self.install_epoch() == epoch {
+                *g = Some(view);
+            }
+        }
     }
 }
 
@@ -296,6 +329,7 @@ pub(crate) async fn commit(
     let mut seqs = match logic.append_many(locked.app, entries, tern_storage::WriteBatch::new()).await {
         Ok(s) => s,
         Err(e) => {
+            logic.friends.invalidations.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             locked.invalidate();
             return Err(e.into());
         }

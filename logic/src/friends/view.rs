@@ -9,13 +9,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use tern_storage::{AppId, Owner, Seq, StoreError, SyncKind, UserId};
+use tern_storage::{AppId, LogEntry, Owner, Seq, StoreError, SyncKind, UserId};
 
 use super::records::{Record, RequestRecord};
 use crate::Logic;
 
 /// Entries read per `read_log` call while loading a view.
-const LOAD_PAGE: usize = 1_000;
+pub(crate) const LOAD_PAGE: usize = 1_000;
+
+/// The three logs a view folds, in load order.
+pub(crate) const VIEW_KINDS: [SyncKind; 3] = [SyncKind::Friendship, SyncKind::Blacklist, SyncKind::FriendRequest];
 
 /// Request statuses (the API's numbers).
 pub const PENDING: u8 = 0;
@@ -84,10 +87,29 @@ impl View {
         }
     }
 
+    /// Folds first pages of the owner's three logs (in [`VIEW_KINDS`] order) read by
+    /// the caller; `None` if a page was full, so the log may go on (then [`load`]
+    /// reads it all). Logins read these pages with their other reads in one trip.
+    ///
+    /// [`load`]: Self::load
+    pub fn from_first_pages(app: AppId, owner: &UserId, pages: [&[LogEntry]; 3]) -> Result<Option<View>, StoreError> {
+        if pages.iter().any(|p| p.len() >= LOAD_PAGE) {
+            return Ok(None);
+        }
+        let mut view = View::new(owner.clone());
+        for (kind, page) in VIEW_KINDS.into_iter().zip(pages) {
+            for entry in page {
+                view.apply(entry.seq, Record::decode(app, owner, kind, entry)?);
+            }
+        }
+        metrics::counter!("tern_friend_views_loaded_total").increment(1);
+        Ok(Some(view))
+    }
+
     /// Folds the owner's three logs from the start.
     pub async fn load(logic: &Logic, app: AppId, owner: &UserId) -> Result<View, StoreError> {
         let mut view = View::new(owner.clone());
-        for kind in [SyncKind::Friendship, SyncKind::Blacklist, SyncKind::FriendRequest] {
+        for kind in VIEW_KINDS {
             let mut after = Seq::ZERO;
             loop {
                 let page = logic.store.read_log(app, &Owner::User(owner.clone()), kind, after, LOAD_PAGE).await?;

@@ -626,6 +626,34 @@ pub async fn device_acks(
     Ok(acks)
 }
 
+/// [`device_acks`] from acks the caller read itself (batched logins read them with
+/// their other reads in one store trip).
+pub fn device_acks_from(
+    logic: &Logic,
+    app: AppId,
+    user: &UserId,
+    device: &str,
+    stored: Vec<tern_storage::DeviceAck>,
+) -> Vec<(SyncKind, Seq)> {
+    let own = Owner::User(user.clone());
+    let mut acks: Vec<(SyncKind, Seq)> =
+        stored.into_iter().filter(|a| a.owner == own).map(|a| (a.kind, a.seq)).collect();
+    let pending = logic
+        .messaging
+        .acks
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&(app, user.clone(), device.to_string()))
+        .copied();
+    if let Some(p) = pending {
+        match acks.iter_mut().find(|(k, _)| *k == SyncKind::Message) {
+            Some((_, s)) => s.0 = s.0.max(p),
+            None => acks.push((SyncKind::Message, Seq(p))),
+        }
+    }
+    acks
+}
+
 /// A device read its conversation with `peer` up to its own seq `read_seq`: persist the
 /// read mark (unread counts derive from it) and tell the reader's other devices and the
 /// peer's devices.

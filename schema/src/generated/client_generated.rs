@@ -1177,7 +1177,8 @@ impl<'a> LoginAck<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, KindSeq>>>(LoginAck::VT_ACKED_SEQS, None)}
   }
-  /// Largest frame (header included) the server accepts from this client.
+  /// Largest frame PAYLOAD (the 4-byte header excluded) the server accepts from this
+  /// client; a longer one gets Error(80002) and a close (PROTOCOL.md §2).
   #[inline]
   pub fn max_frame_bytes(&self) -> u32 {
     // Safety:

@@ -37,7 +37,7 @@ use std::{
 use tern_storage::{
     check_dedup_key, check_device_id, AppId, AppRecord, Conversation, ConversationRecord, DedupRecord, DeviceAck,
     GroupId, GroupMemberRecord, GroupRecord, GuardOutcome, GuardedBatch, LastMessage, LogEntry, MessageCopy,
-    MessageLocator, Owner, Seq, Store, StoreError, SyncKind, UserId, UserRecord, WriteBatch, WriteOp,
+    MessageLocator, Owner, Read, ReadAnswer, Seq, Store, StoreError, SyncKind, UserId, UserRecord, WriteBatch, WriteOp,
 };
 use tokio::sync::oneshot;
 use writer::Command;
@@ -299,6 +299,23 @@ impl Engine {
         }
         meta.insert(FORMAT_KEY, [FORMAT]).map_err(io_err)?;
         self.db.persist(PersistMode::SyncAll).map_err(io_err)
+    }
+
+    /// One read of [`Store::read_many`].
+    fn read_one(&self, r: &Read) -> Result<ReadAnswer, StoreError> {
+        match r {
+            Read::Users { app, ids } => self.get_users(*app, ids).map(ReadAnswer::Users),
+            Read::SeqBounds { app, owner } => self.seq_bounds(*app, owner).map(ReadAnswer::SeqBounds),
+            Read::DeviceAcks { app, user, device_id } => {
+                self.get_device_acks(*app, user, device_id).map(ReadAnswer::DeviceAcks)
+            }
+            Read::Log { app, owner, kind, after, limit } => {
+                if *limit == 0 {
+                    return Ok(ReadAnswer::Log(Vec::new()));
+                }
+                self.read_log(*app, owner, *kind, *after, *limit).map(ReadAnswer::Log)
+            }
+        }
     }
 
     fn get_users(&self, app: AppId, ids: &[UserId]) -> Result<Vec<Option<UserRecord>>, StoreError> {
@@ -722,6 +739,15 @@ impl Store for EmbeddedStore {
         let tx = self.tx.as_ref().ok_or(StoreError::Closed)?;
         tx.send(Command::WriteGuarded { writes, now_ms, reply }).map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read_many(&self, reads: Vec<Read>) -> Result<Vec<Result<ReadAnswer, StoreError>>, StoreError> {
+        if reads.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One blocking-pool job for all of them: the hop to the pool and back (a thread
+        // wake-up each way) costs far more than a point lookup in the engine.
+        self.read(move |e| Ok(reads.iter().map(|r| e.read_one(r)).collect())).await
     }
 
     async fn get_users(&self, app: AppId, ids: &[UserId]) -> Result<Vec<Option<UserRecord>>, StoreError> {
