@@ -79,7 +79,8 @@ ackedSeqsLength():number {
 }
 
 /**
- * Largest frame (header included) the server accepts from this client.
+ * Largest frame PAYLOAD (the 4-byte header excluded) the server accepts from this
+ * client; a longer one gets Error(80002) and a close (PROTOCOL.md §2).
  */
 maxFrameBytes():number {
   const offset = this.bb!.__offset(this.bb_pos, 16);
