@@ -229,6 +229,9 @@ fn validate(c: &TernConfig) -> Result<(), ConfigError> {
         if app.admins.is_empty() {
             problems.push(format!("- apps[{i}].admins: at least one admin identifier is needed"));
         }
+        for p in app.callbacks.iter().flat_map(|c| c.problems()) {
+            problems.push(format!("- apps[{i}].{p}"));
+        }
     }
     if c.storage.backend == Backend::Scylla {
         if let Err(e) = c.storage.scylla.validate() {

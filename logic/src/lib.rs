@@ -11,6 +11,7 @@
 
 pub mod admission;
 pub mod apps;
+pub mod callbacks;
 pub mod config;
 pub mod friends;
 pub mod groups;
@@ -88,6 +89,8 @@ pub struct Logic {
     pub user_cache: user_cache::UserCache,
     /// The node-wide, latency-steered bound on sends waiting for the store.
     pub admission: admission::SendAdmission,
+    /// Callbacks to the apps' business servers (issue 14).
+    pub callbacks: callbacks::Callbacks,
 }
 
 impl Logic {
@@ -102,7 +105,6 @@ impl Logic {
         Arc::new(Self {
             config,
             store,
-            apps,
             sessions: Sessions::new(),
             seqs,
             messaging: messages::Messaging::new(),
@@ -110,6 +112,8 @@ impl Logic {
             groups: groups::Groups::new(),
             user_cache: user_cache::UserCache::new(),
             admission,
+            callbacks: callbacks::Callbacks::new(&apps),
+            apps,
         })
     }
 

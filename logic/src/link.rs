@@ -182,6 +182,7 @@ async fn handle_frame(
             let closed = f.body_as_session_closed().expect("checked type");
             if let Some(conn) = closed.conn() {
                 logic.messaging.forget_conn(conn);
+                crate::callbacks::session_closing(logic, conn);
                 if let Some((app, user)) = logic.sessions.close(conn) {
                     tracing::debug!(app = app.0, user = user.as_str(), reason = ?closed.reason(), "session closed");
                 }
@@ -300,7 +301,11 @@ async fn open_session(
     // completing in between was neither reported nor pushed (the gateway drops pushes to
     // a connection whose session is not open yet) until the device's next sync.
     logic.messaging.delivery.locked(app, &user, || {
+        let announce = (!resume && logic.callbacks.has_state_change(app)).then(|| session.clone());
         let admission = logic.sessions.admit(app, &user, session, app_cfg.login_model, resume);
+        if let Some(s) = &announce {
+            crate::callbacks::session_opened(logic, app, &user, s, &admission.kicked);
+        }
         for k in &admission.kicked {
             tracing::info!(device = k.device_id, "session replaced by a new login");
             metrics::counter!("tern_kicks_total", "reason" => "replaced").increment(1);

@@ -52,6 +52,10 @@ pub async fn handle(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, turn: &mut S
         {
             turn.push_group(logic, tx, conn, rid, bytes, app, user, &session.device_id)
         }
+        // An app with a before-send callback: off the reader, in connection order.
+        Body::Send if logic.callbacks.has_before_send(app) => {
+            turn.push_hooked(logic, tx, conn, rid, bytes, app, user, &session.device_id)
+        }
         Body::Send => turn.push(logic, tx, conn, rid, &f, app, user, &session.device_id).await,
         Body::Pull if f.body_as_pull().and_then(|p| p.group_id()).is_some_and(|g| !g.is_empty()) => {
             let p = f.body_as_pull().expect("checked type");
@@ -202,6 +206,7 @@ impl SendTurn {
         let s = f.body_as_send().expect("checked type");
         let client_msg_id = s.client_msg_id().unwrap_or_default();
         let refuse = |code: u32, message: &str| {
+            count_refusal(code);
             let parts = SendAckParts { client_msg_id, code, message, ..Default::default() };
             reply(tx, conn, &message::send_ack(rid, &parts));
         };
@@ -267,6 +272,7 @@ impl SendTurn {
     ) {
         if self.in_flight.load(Ordering::Relaxed) + self.pending.len() >= self.max_in_flight {
             metrics::counter!("tern_sends_refused_busy_total").increment(1);
+            count_refusal(codes::SERVICE_UNAVAILABLE);
             let f = frame::parse_client_framed(bytes, crate::link::MAX_LINK_PAYLOAD).expect("parsed before");
             let id = f.body_as_send().and_then(|s| s.client_msg_id()).unwrap_or_default();
             let parts = SendAckParts {
@@ -304,6 +310,67 @@ impl SendTurn {
                 }
             };
             reply(&tx, conn, &send_ack(&to, &result));
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+
+    /// Runs one 1:1 Send of an app with a before-send callback in a task of its own,
+    /// counted in this link's sends in flight (the business server's answer must not
+    /// stall the link reader, which carries every app's sends): see
+    /// [`crate::callbacks::send_in_order`], which keeps the connection's order.
+    #[allow(clippy::too_many_arguments)]
+    fn push_hooked(
+        &mut self,
+        logic: &Arc<Logic>,
+        tx: &mpsc::Sender<Vec<u8>>,
+        conn: ConnRef,
+        rid: u32,
+        bytes: &[u8],
+        app: AppId,
+        user: UserId,
+        device_id: &str,
+    ) {
+        let f = frame::parse_client_framed(bytes, crate::link::MAX_LINK_PAYLOAD).expect("parsed before");
+        let s = f.body_as_send().expect("checked type");
+        let client_msg_id = s.client_msg_id().unwrap_or_default();
+        let refuse = |code: u32, message: &str| {
+            count_refusal(code);
+            let parts = SendAckParts { client_msg_id, code, message, ..Default::default() };
+            reply(tx, conn, &message::send_ack(rid, &parts));
+        };
+        let to = match UserId::new(s.to_id().unwrap_or_default()) {
+            Ok(u) => u,
+            Err(e) => return refuse(msg::errors::INVALID_MESSAGE, &format!("to_id: {e}")),
+        };
+        if self.in_flight.load(Ordering::Relaxed) + self.pending.len() >= self.max_in_flight
+            || !logic.admission.admits(self.pending.len())
+        {
+            metrics::counter!("tern_sends_refused_busy_total").increment(1);
+            return refuse(codes::SERVICE_UNAVAILABLE, "server busy: too many sends in flight; retry in 100 ms");
+        }
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let (bytes, device) = (bytes.to_vec(), device_id.to_owned());
+        let (logic, tx, in_flight) = (logic.clone(), tx.clone(), self.in_flight.clone());
+        // The ticket of the connection's order is taken here, in arrival order.
+        let ticket = logic.callbacks.enter_order(&conn);
+        tokio::spawn(async move {
+            let f = frame::parse_client_framed(&bytes, crate::link::MAX_LINK_PAYLOAD).expect("parsed before");
+            let s = f.body_as_send().expect("checked type");
+            let client_msg_id = s.client_msg_id().unwrap_or_default();
+            let ack_to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned() };
+            let req = SendRequest {
+                app,
+                from: user,
+                to,
+                client_msg_id,
+                elems: elems_of(s.elems()),
+                client_time_ms: s.client_time_ms(),
+                from_device: &device,
+                origin: Some(conn),
+                extras: Default::default(),
+            };
+            let result = crate::callbacks::send_in_order(&logic, req, ticket).await;
+            reply(&tx, conn, &send_ack(&ack_to, &result));
             in_flight.fetch_sub(1, Ordering::Relaxed);
         });
     }
@@ -350,8 +417,14 @@ fn send_ack(to: &AckTo, result: &Result<msg::Accepted, msg::Refusal>) -> Vec<u8>
             server_time_ms: a.server_time_ms,
         },
         Err(r) => {
+            count_refusal(r.code);
             SendAckParts { client_msg_id: &to.client_msg_id, code: r.code, message: &r.message, ..Default::default() }
         }
     };
     message::send_ack(to.request_id, &parts)
+}
+
+/// Counts a refused TCP send by its code (`tern_send_refusals_total{code}`).
+fn count_refusal(code: u32) {
+    metrics::counter!("tern_send_refusals_total", "code" => code.to_string()).increment(1);
 }

@@ -287,6 +287,7 @@ pub(crate) async fn commit(
             return Err(e.into());
         }
     };
+    crate::callbacks::relations_changed(logic, locked.app, &changes, &seqs);
     let mut latest: Vec<(UserId, SyncKind, Seq)> = Vec::new();
     for ((owner, rec), seq) in changes.into_iter().zip(&seqs) {
         let kind = rec.kind();

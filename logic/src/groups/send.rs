@@ -116,6 +116,8 @@ pub async fn send(logic: &Logic, req: GroupSend<'_>) -> Result<Accepted, Refusal
         }
         UserState::Active => {}
     }
+    let hooked = crate::callbacks::before_group_send(logic, &req).await?;
+    let req = hooked.apply_group(req);
     let app = req.app;
     let mut slot = logic.groups.lock(logic, app, &req.group).await?;
     let s = live(&mut slot, &req.group)?;
@@ -178,6 +180,7 @@ pub async fn send(logic: &Logic, req: GroupSend<'_>) -> Result<Accepted, Refusal
         Err(e) => return Err(e.into()),
     }
     metrics::counter!("tern_group_messages_accepted_total").increment(1);
+    crate::callbacks::after_send(logic, app, &payload);
     push(logic, app, s, seq, &payload, req.origin.as_ref());
     Ok(accepted)
 }
