@@ -158,7 +158,12 @@ async fn send(h: &Harness, app: u32, from: &str, to: &str, id: &str, text: &str)
 /// The texts of `user`'s inbox.
 async fn inbox(h: &Harness, app: u32, user: &str) -> Vec<String> {
     let d = h.check_in(app, "/message/getOfflineMessage", json!({"fromId": user}), 200, "success").await;
-    d["dataList"].as_array().unwrap().iter().map(|m| m["messageBody"][0]["text"].as_str().unwrap().to_string()).collect()
+    d["dataList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["messageBody"][0]["text"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test]
@@ -166,7 +171,9 @@ async fn before_send_refuses_with_the_apps_code_and_nothing_is_stored() {
     let (biz, base) = Biz::start().await;
     let app = 20_001;
     let h = node(app, json!({"before_send_url": format!("{base}/reject/120123")})).await;
-    let r = h.admin(app, "/message/sendMsg", &json!({"fromId": "a", "toId": "b", "messageId": "m1", "messageBody": "hi"})).await;
+    let r = h
+        .admin(app, "/message/sendMsg", &json!({"fromId": "a", "toId": "b", "messageId": "m1", "messageBody": "hi"}))
+        .await;
     r.check("refused send", 120_123, "no swearing here");
     assert!(inbox(&h, app, "b").await.is_empty());
     // The request: the documented envelope and data, command in the query, signed.
@@ -189,11 +196,15 @@ async fn before_send_refuses_with_the_apps_code_and_nothing_is_stored() {
     let (biz2, base2) = Biz::start().await;
     let app2 = 20_002;
     let h2 = node(app2, json!({"before_send_url": format!("{base2}/reject/80009")})).await;
-    let r = h2.admin(app2, "/message/sendMsg", &json!({"fromId": "a", "toId": "b", "messageId": "m1", "messageBody": "hi"})).await;
+    let r = h2
+        .admin(app2, "/message/sendMsg", &json!({"fromId": "a", "toId": "b", "messageId": "m1", "messageBody": "hi"}))
+        .await;
     r.check("odd code", 50_009, "(code 80009): no swearing here");
     assert_eq!(biz2.seen("/").len(), 1);
     // An invalid message is refused by Tern itself without asking the business server.
-    let r = h2.admin(app2, "/message/sendMsg", &json!({"fromId": "a", "toId": "b", "messageId": "", "messageBody": "hi"})).await;
+    let r = h2
+        .admin(app2, "/message/sendMsg", &json!({"fromId": "a", "toId": "b", "messageId": "", "messageBody": "hi"}))
+        .await;
     r.check("invalid", 50_000, "messageId");
     assert_eq!(biz2.seen("/").len(), 1);
 }
@@ -212,9 +223,10 @@ async fn before_send_may_rewrite_the_body_within_the_limits() {
     // (closed here), and nothing is stored.
     let (_biz, base) = Biz::start().await;
     let app = 20_004;
-    let h =
-        node(app, json!({"before_send_url": format!("{base}/rewrite-too-big"), "failure_policy": "closed"})).await;
-    let r = h.admin(app, "/message/sendMsg", &json!({"fromId": "a", "toId": "b", "messageId": "m1", "messageBody": "x"})).await;
+    let h = node(app, json!({"before_send_url": format!("{base}/rewrite-too-big"), "failure_policy": "closed"})).await;
+    let r = h
+        .admin(app, "/message/sendMsg", &json!({"fromId": "a", "toId": "b", "messageId": "m1", "messageBody": "x"}))
+        .await;
     r.check("oversized rewrite", 50_010, "rewritten messageBody");
     assert!(inbox(&h, app, "b").await.is_empty());
 }
@@ -241,7 +253,9 @@ async fn timeouts_fail_open_or_closed_per_app() {
         json!({"before_send_url": format!("{base}/slow/2000"), "timeout_ms": 200, "failure_policy": "closed"}),
     )
     .await;
-    let r = h.admin(closed, "/message/sendMsg", &json!({"fromId": "a", "toId": "b", "messageId": "m1", "messageBody": "hi"})).await;
+    let r = h
+        .admin(closed, "/message/sendMsg", &json!({"fromId": "a", "toId": "b", "messageId": "m1", "messageBody": "hi"}))
+        .await;
     r.check("fail closed", 50_010, "no answer within 200 ms");
     assert!(inbox(&h, closed, "b").await.is_empty());
     assert_eq!(metric("tern_callback_before_send_total", &[("app", "20006"), ("decision", "fail_closed")]), 1.0);
@@ -250,7 +264,13 @@ async fn timeouts_fail_open_or_closed_per_app() {
     // connection.
     let garbage = 20_007;
     let h = node(garbage, json!({"before_send_url": format!("{base}/garbage"), "failure_policy": "closed"})).await;
-    let r = h.admin(garbage, "/message/sendMsg", &json!({"fromId": "a", "toId": "b", "messageId": "m1", "messageBody": "hi"})).await;
+    let r = h
+        .admin(
+            garbage,
+            "/message/sendMsg",
+            &json!({"fromId": "a", "toId": "b", "messageId": "m1", "messageBody": "hi"}),
+        )
+        .await;
     r.check("garbage", 50_010, "documented JSON");
     let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let refused = 20_008;
@@ -283,7 +303,9 @@ async fn past_the_in_flight_bound_the_policy_answers_at_once() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     // ...so a third is refused fast, without waiting for the business server.
     let t0 = Instant::now();
-    let r = h.admin(app, "/message/sendMsg", &json!({"fromId": "a", "toId": "b", "messageId": "m3", "messageBody": "hi"})).await;
+    let r = h
+        .admin(app, "/message/sendMsg", &json!({"fromId": "a", "toId": "b", "messageId": "m3", "messageBody": "hi"}))
+        .await;
     assert!(t0.elapsed() < Duration::from_millis(300), "{:?}", t0.elapsed());
     r.check("overloaded", 50_010, "too many requests in flight");
     for t in held {
@@ -329,7 +351,8 @@ async fn after_send_is_retried_until_it_succeeds() {
 async fn after_events_are_dropped_past_their_bounds_and_counted() {
     let (biz, base) = Biz::start().await;
     let app = 20_011;
-    let h = node(app, json!({"after_send_url": format!("{base}/down"), "max_attempts": 3, "retry_backoff_ms": 10})).await;
+    let h =
+        node(app, json!({"after_send_url": format!("{base}/down"), "max_attempts": 3, "retry_backoff_ms": 10})).await;
     // Registered at zero before anything happened.
     assert!(recorder().render().contains("tern_callback_dropped_total{app=\"20011\",reason=\"retries_exhausted\"} 0"));
     assert_eq!(send(&h, app, "a", "b", "m1", "hi").await["code"], json!(200));
@@ -373,14 +396,22 @@ async fn relation_and_group_changes_are_reported() {
             "after_send_url": format!("{base}/events"), "before_send_url": format!("{base}/allow")}),
     )
     .await;
-    h.check_in(app, "/friendship/add", json!({"fromId": "a", "toItem": {"toId": "b", "remark": "Bee"}}), 200, "success")
-        .await;
+    h.check_in(
+        app,
+        "/friendship/add",
+        json!({"fromId": "a", "toItem": {"toId": "b", "remark": "Bee"}}),
+        200,
+        "success",
+    )
+    .await;
     let ev = biz.wait_for("/events", 1).await;
     assert_eq!(ev[0].body["command"], json!("friendship.change.after"));
     let changes = ev[0].body["data"]["changes"].as_array().unwrap().clone();
     assert!(
-        changes.iter().any(|c| c["userId"] == json!("a") && c["kind"] == json!("friend")
-            && c["record"]["toId"] == json!("b") && c["record"]["remark"] == json!("Bee")),
+        changes.iter().any(|c| c["userId"] == json!("a")
+            && c["kind"] == json!("friend")
+            && c["record"]["toId"] == json!("b")
+            && c["record"]["remark"] == json!("Bee")),
         "{changes:?}"
     );
     assert!(changes.iter().all(|c| c["sequence"].as_u64().is_some_and(|s| s > 0)), "{changes:?}");
@@ -419,7 +450,8 @@ async fn a_group_send_refused_by_the_app_is_not_stored() {
     let (_biz, base) = Biz::start().await;
     let app = 20_014;
     let h = node(app, json!({"before_send_url": format!("{base}/reject/120500")})).await;
-    h.check_in(app, "/group/createGroup", json!({"groupId": "g1", "groupType": 2, "ownerId": "a"}), 200, "success").await;
+    h.check_in(app, "/group/createGroup", json!({"groupId": "g1", "groupType": 2, "ownerId": "a"}), 200, "success")
+        .await;
     let body = json!({"groupId": "g1", "fromId": "a", "messageId": "gm1", "messageBody": "to all"});
     h.check_in(app, "/group/sendMessage", body, 120_500, "no swearing here").await;
     let d = h.check_in(app, "/group/pullMessage", json!({"groupId": "g1", "memberId": "a"}), 200, "success").await;
@@ -434,7 +466,10 @@ async fn a_slow_business_server_does_not_slow_another_apps_sends() {
     let h = Arc::new(Harness::new(
         LogicConfig::default(),
         vec![
-            app_config(slow, json!({"callbacks": {"before_send_url": format!("{base}/slow/1500"), "timeout_ms": 5000}})),
+            app_config(
+                slow,
+                json!({"callbacks": {"before_send_url": format!("{base}/slow/1500"), "timeout_ms": 5000}}),
+            ),
             app_config(fast, json!({"callbacks": {"before_send_url": format!("{base}/allow")}})),
         ],
         None,
