@@ -46,6 +46,7 @@ pub fn describe() {
     describe_counter!("tern_seq_bound_writes_total", "Durable seq-bound raises (one per seq_step seqs).");
     describe_counter!("tern_seqs_abandoned_total", "Seqs allocated for writes that failed (skipped, never reused).");
     describe_gauge!("tern_sends_in_flight", "Sends handed to the store and not yet durable (all links of this node).");
+    describe_counter!("tern_push_acks_total", "PushAck frames received from devices.");
     describe_counter!("tern_send_refusals_total", "TCP sends answered with a refusal, by SendAck code.");
     describe_histogram!(
         "tern_push_delay_seconds",

@@ -98,6 +98,7 @@ pub async fn handle(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, turn: &mut S
         }
         Body::PushAck => {
             let a = f.body_as_push_ack().expect("checked type");
+            metrics::counter!("tern_push_acks_total").increment(1);
             // An ack of a group timeline (group seqs) must never move the inbox ack;
             // per-device group positions are not stored yet (the client keeps them).
             if a.kind() == WireKind::Message && a.group_id().is_none_or(str::is_empty) {
