@@ -41,11 +41,11 @@ fn promql_metrics(expr: &str) -> Vec<String> {
         &["by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset"];
     // Drop strings, {...}, [...] and the (...) after by/without/on/ignoring.
     let mut s = String::new();
-    let mut chars = expr.chars().peekable();
+    let chars = expr.chars();
     let mut depth_brace = 0;
     let mut depth_bracket = 0;
     let mut in_str: Option<char> = None;
-    while let Some(c) = chars.next() {
+    for c in chars {
         if let Some(q) = in_str {
             if c == q {
                 in_str = None;
