@@ -289,12 +289,12 @@ async fn past_the_in_flight_bound_the_policy_answers_at_once() {
     let h = Arc::new(
         node(
             app,
-            json!({"before_send_url": format!("{base}/slow/1500"), "timeout_ms": 5000, "max_in_flight": 2,
+            json!({"before_send_url": format!("{base}/slow/3000"), "timeout_ms": 5000, "max_in_flight": 2,
                 "failure_policy": "closed"}),
         )
         .await,
     );
-    // Two sends hold the two slots for 1.5 s...
+    // Two sends hold the two slots for 3 s...
     let mut held = Vec::new();
     for i in 0..2 {
         let h = h.clone();
@@ -306,7 +306,7 @@ async fn past_the_in_flight_bound_the_policy_answers_at_once() {
     let r = h
         .admin(app, "/message/sendMsg", &json!({"fromId": "a", "toId": "b", "messageId": "m3", "messageBody": "hi"}))
         .await;
-    assert!(t0.elapsed() < Duration::from_millis(300), "{:?}", t0.elapsed());
+    assert!(t0.elapsed() < Duration::from_millis(1500), "{:?}", t0.elapsed());
     r.check("overloaded", 50_010, "too many requests in flight");
     for t in held {
         assert_eq!(t.await.unwrap()["code"], json!(200));
@@ -366,20 +366,20 @@ async fn after_events_are_dropped_past_their_bounds_and_counted() {
     assert_eq!(biz.seen("/down").len(), 3, "exactly max_attempts attempts");
 
     // A full queue drops new events at once (one delivery at a time, each hanging for
-    // 2 s; a queue of 2): the sends are all accepted, fast.
+    // 3 s; a queue of 2): the sends are all accepted without waiting for them.
     let (_biz2, base2) = Biz::start().await;
     let app2 = 20_012;
     let h2 = node(
         app2,
-        json!({"after_send_url": format!("{base2}/slow/2000"), "queue_capacity": 2, "after_in_flight": 1,
-            "timeout_ms": 3000}),
+        json!({"after_send_url": format!("{base2}/slow/3000"), "queue_capacity": 2, "after_in_flight": 1,
+            "timeout_ms": 4000}),
     )
     .await;
     let t0 = Instant::now();
     for i in 0..8 {
         assert_eq!(send(&h2, app2, "a", "b", &format!("m{i}"), "hi").await["code"], json!(200));
     }
-    assert!(t0.elapsed() < Duration::from_millis(1500), "sends waited for the queue: {:?}", t0.elapsed());
+    assert!(t0.elapsed() < Duration::from_millis(2500), "sends waited for the queue: {:?}", t0.elapsed());
     let dropped = metric("tern_callback_dropped_total", &[("app", "20012"), ("reason", "queue_full")]);
     // 8 events: one in delivery, two queued (the dispatcher may hold one more), the rest dropped.
     assert!((4.0..=5.0).contains(&dropped), "{dropped}");
@@ -468,7 +468,7 @@ async fn a_slow_business_server_does_not_slow_another_apps_sends() {
         vec![
             app_config(
                 slow,
-                json!({"callbacks": {"before_send_url": format!("{base}/slow/1500"), "timeout_ms": 5000}}),
+                json!({"callbacks": {"before_send_url": format!("{base}/slow/3000"), "timeout_ms": 5000}}),
             ),
             app_config(fast, json!({"callbacks": {"before_send_url": format!("{base}/allow")}})),
         ],
@@ -490,7 +490,7 @@ async fn a_slow_business_server_does_not_slow_another_apps_sends() {
         assert_eq!(send(&h, fast, "a", "b", &format!("f{i}"), "fast").await["code"], json!(200));
         worst = worst.max(t0.elapsed());
     }
-    assert!(worst < Duration::from_millis(500), "a fast app's send took {worst:?} behind a slow app");
+    assert!(worst < Duration::from_millis(1000), "a fast app's send took {worst:?} behind a slow app");
     // The slow app's sends were all still waiting for their business server meanwhile.
     assert!(waiting.iter().all(|t| !t.is_finished()));
     for t in waiting {
