@@ -72,12 +72,9 @@ impl AfterQueue {
         }
         match self.tx.try_send(job) {
             Ok(()) => {}
-            Err(_) => {
-                metrics::counter!("tern_callback_dropped_total", "app" => cb.label.clone(), "reason" => "queue_full")
-                    .increment(1);
-            }
+            Err(_) => cb.dropped_full.increment(1),
         }
-        metrics::gauge!("tern_callback_queue_depth", "app" => cb.label.clone()).set(self.len() as f64);
+        cb.queue_depth.set(self.len() as f64);
     }
 
     fn start(&self, cb: &Arc<AppCallbacks>) {
@@ -93,7 +90,7 @@ impl AfterQueue {
 async fn dispatch(cb: Arc<AppCallbacks>, mut rx: mpsc::Receiver<Job>) {
     let permits = Arc::new(Semaphore::new(cb.cfg.after_in_flight.max(1)));
     while let Some(job) = rx.recv().await {
-        metrics::gauge!("tern_callback_queue_depth", "app" => cb.label.clone()).set(rx.len() as f64);
+        cb.queue_depth.set(rx.len() as f64);
         // Waiting here (every delivery busy) lets the queue fill, and a full queue
         // drops new events: the bound on what a slow business server costs.
         let Ok(permit) = permits.clone().acquire_owned().await else { return };

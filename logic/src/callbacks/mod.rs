@@ -99,6 +99,10 @@ pub struct AppCallbacks {
     client: client::CallbackClient,
     before_permits: Semaphore,
     after: after::AfterQueue,
+    /// `tern_callback_queue_depth{app}` and `tern_callback_dropped_total{app, reason =
+    /// queue_full}`: handles kept, so queueing an event allocates nothing.
+    queue_depth: metrics::Gauge,
+    dropped_full: metrics::Counter,
 }
 
 impl AppCallbacks {
@@ -115,8 +119,13 @@ impl AppCallbacks {
                     .absolute(0);
             }
         }
-        metrics::gauge!("tern_callback_queue_depth", "app" => label.clone()).set(0.0);
+        let queue_depth = metrics::gauge!("tern_callback_queue_depth", "app" => label.clone());
+        queue_depth.set(0.0);
+        let dropped_full =
+            metrics::counter!("tern_callback_dropped_total", "app" => label.clone(), "reason" => "queue_full");
         Arc::new(Self {
+            queue_depth,
+            dropped_full,
             app,
             client: client::CallbackClient::new(app, secret, timeout),
             before_permits: Semaphore::new(cfg.max_in_flight.max(1)),
@@ -163,18 +172,21 @@ impl AppCallbacks {
 pub struct Callbacks {
     apps: HashMap<u32, Arc<AppCallbacks>>,
     order: Arc<order::ConnOrder>,
+    /// Whether any app has a state-change URL (a closing session looks no further).
+    any_state_change: bool,
 }
 
 impl Callbacks {
     pub fn new(apps: &AppRegistry) -> Self {
-        let apps = apps
+        let apps: HashMap<u32, Arc<AppCallbacks>> = apps
             .iter()
             .filter_map(|a| {
                 let cfg = a.callbacks.clone().filter(CallbackConfig::any)?;
                 Some((a.id, AppCallbacks::new(a.id, &a.secret, cfg)))
             })
             .collect();
-        Self { apps, order: Arc::default() }
+        let any_state_change = apps.values().any(|a| a.cfg.state_change_url.is_some());
+        Self { apps, order: Arc::default(), any_state_change }
     }
 
     fn get(&self, app: AppId) -> Option<&Arc<AppCallbacks>> {
@@ -401,7 +413,7 @@ pub fn session_opened(logic: &Logic, app: AppId, user: &UserId, session: &Sessio
 
 /// The session on `conn` is about to be closed (logout, disconnect, timeout, kick).
 pub fn session_closing(logic: &Logic, conn: &tern_schema::link::ConnRef) {
-    if !logic.callbacks.apps.values().any(|a| a.cfg.state_change_url.is_some()) {
+    if !logic.callbacks.any_state_change {
         return;
     }
     let Some((app, user, s)) = logic.sessions.session_of(conn) else { return };
