@@ -76,6 +76,10 @@ pub fn describe() {
     // logic: relations
     describe_counter!("tern_friend_views_loaded_total", "Relation views folded from the logs.");
     describe_counter!("tern_friend_log_entries_total", "Relation log entries written.");
+    describe_counter!(
+        "tern_friend_profile_share_failures_total",
+        "New friendships whose friend's profile could not be put into the lister's profile sync (the relation stands)."
+    );
     // storage
     describe_histogram!(
         "tern_store_group_commit_seconds",

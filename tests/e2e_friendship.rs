@@ -106,9 +106,12 @@ async fn every_endpoint_over_http_and_long_connections() {
     let d =
         ok(&t, "/friendship/add", json!({"fromId": "a", "toItem": {"toId": "b", "remark": "Bee", "addSource": "qr"}}));
     assert_eq!(d, json!({"result": 1, "sequence": 1}));
-    expect_notifies(&mut a_phone, &[(F, 1)]).await;
-    expect_notifies(&mut a_web, &[(F, 1)]).await;
-    expect_notifies(&mut b_phone, &[(F, 1)]).await;
+    // Each also gets the other's current profile in its profile sync (Profile seq 2).
+    expect_notifies(&mut a_phone, &[(F, 1), (P, 2)]).await;
+    expect_notifies(&mut a_web, &[(F, 1), (P, 2)]).await;
+    expect_notifies(&mut b_phone, &[(F, 1), (P, 2)]).await;
+    let p = ok(&t, "/user/data/syncUserData", json!({"userId": "a", "lastSequence": 1}));
+    assert_eq!(p["dataList"][0]["userId"], json!("b"), "{p}");
     assert_eq!(ok(&t, "/friendship/add", json!({"fromId": "a", "toItem": {"toId": "b"}})), json!({"result": 3}));
 
     // update: the owner's devices only.
@@ -140,8 +143,8 @@ async fn every_endpoint_over_http_and_long_connections() {
 
     // Profile changes reach friends' syncUserData and devices.
     ok(&t, "/user/data/modifyUserInfo", json!({"userId": "b", "nickName": "B!"}));
-    expect_notifies(&mut a_phone, &[(P, 2)]).await;
-    let p = ok(&t, "/user/data/syncUserData", json!({"userId": "a", "lastSequence": 1}));
+    expect_notifies(&mut a_phone, &[(P, 3)]).await;
+    let p = ok(&t, "/user/data/syncUserData", json!({"userId": "a", "lastSequence": 2}));
     assert_eq!((p["dataList"][0]["userId"].clone(), p["dataList"][0]["nickName"].clone()), (json!("b"), json!("B!")));
 
     // friendAllowType 2: a request, decided by its recipient.

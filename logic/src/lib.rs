@@ -20,6 +20,7 @@ pub mod http;
 pub mod link;
 pub mod listener;
 pub mod messages;
+pub mod password;
 pub mod seq;
 pub mod server;
 pub mod sessions;

@@ -246,16 +246,21 @@ impl SeqAllocator {
     pub fn committed_all_now(&self, app: AppId, user: &UserId) -> Vec<(SyncKind, Seq)> {
         let g = Self::lock(self.shard(app, user));
         let st = g.get(&(app, user.clone()));
-        SyncKind::ALL.iter().map(|k| (*k, Seq(st.map_or(0, |st| st.kinds[k.as_u8() as usize].committed())))).collect()
+        SyncKind::ALL
+            .iter()
+            .filter(|k| k.client_visible())
+            .map(|k| (*k, Seq(st.map_or(0, |st| st.kinds[k.as_u8() as usize].committed()))))
+            .collect()
     }
 
-    /// The committed watermark of every kind (kinds at zero included).
+    /// The committed watermark of every client-visible kind (kinds at zero included).
     pub async fn committed_all(&self, app: AppId, user: &UserId) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
         self.ensure_loaded(app, user).await?;
         let g = Self::lock(self.shard(app, user));
         let st = g.get(&(app, user.clone()));
         Ok(SyncKind::ALL
             .iter()
+            .filter(|k| k.client_visible())
             .map(|k| (*k, Seq(st.map_or(0, |st| st.kinds[k.as_u8() as usize].committed()))))
             .collect())
     }

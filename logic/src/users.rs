@@ -69,6 +69,9 @@ pub enum UserError {
     /// The user was deleted.
     #[error("user {0} is deleted")]
     Deleted(UserId),
+    /// The user is disabled (`forbiddenFlag`): it may not log in.
+    #[error("user {0} is disabled (forbiddenFlag) and may not log in")]
+    Disabled(UserId),
     /// Storage failed (or returned data that does not decode).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -86,6 +89,7 @@ impl UserError {
             UserError::BatchTooLarge { .. } => BATCH_TOO_LARGE,
             UserError::NotFound(_) => tern_schema::codes::USER_NOT_FOUND,
             UserError::Deleted(_) => tern_schema::codes::USER_DELETED,
+            UserError::Disabled(_) => crate::messages::errors::SENDER_DISABLED,
             UserError::Store(_) => tern_schema::codes::INTERNAL,
         }
     }
@@ -299,6 +303,8 @@ pub struct Modified {
 pub struct ImportItem {
     pub user_id: UserId,
     pub fields: ProfilePatch,
+    /// The original system's password: stored as a hash (see [`crate::password`]).
+    pub password: Option<String>,
 }
 
 /// Per-user serialization of read-modify-write, as a fixed set of lock stripes: a user
@@ -399,27 +405,42 @@ impl Users {
         if valid.is_empty() {
             return Ok(results);
         }
+        // Hashed before any lock is taken: hashing is slow on purpose.
+        let hashes = crate::password::hash_all(valid.iter().map(|i| items[*i].password.clone()).collect())
+            .await
+            .map_err(|e| UserError::Store(StoreError::Backend(e)))?;
         let _guards = self.locks.lock_all(app, valid.iter().map(|i| &items[*i].user_id)).await;
         let ids: Vec<UserId> = valid.iter().map(|i| items[*i].user_id.clone()).collect();
         let current = self.logic.store.get_users(app, &ids).await?;
         let now = now_ms();
         let mut pending = Vec::new();
-        for (i, cur) in valid.into_iter().zip(current) {
+        let mut disabled = Vec::new();
+        for ((i, cur), hash) in valid.into_iter().zip(current).zip(hashes) {
             let item = &items[i];
             match cur {
                 Some(rec) if rec.deleted => results[i] = Err(UserError::Deleted(item.user_id.clone())),
                 Some(mut rec) => {
                     let diff = item.fields.diff(&rec);
-                    if !diff.is_empty() {
+                    if diff.forbidden_flag == Some(true) {
+                        disabled.push(rec.user_id.clone());
+                    }
+                    let change = (!diff.is_empty()).then(|| {
                         diff.apply(&mut rec);
+                        ProfileChange { user_id: rec.user_id.clone(), fields: diff, deleted: false }
+                    });
+                    // A new password is a record change but nothing a sync shows.
+                    if let Some(h) = hash {
+                        rec.password_hash = h;
+                    }
+                    if change.is_some() || item.password.is_some() {
                         rec.updated_ms = now;
-                        let change = ProfileChange { user_id: rec.user_id.clone(), fields: diff, deleted: false };
-                        pending.push(Pending { record: rec, change: Some(change) });
+                        pending.push(Pending { record: rec, change });
                     }
                 }
                 None => {
                     let mut rec = UserRecord::new(item.user_id.clone(), now);
                     rec.friend_allow_type = DEFAULT_FRIEND_ALLOW_TYPE;
+                    rec.password_hash = hash.unwrap_or_default();
                     item.fields.apply(&mut rec);
                     let change = ProfileChange {
                         user_id: rec.user_id.clone(),
@@ -434,7 +455,19 @@ impl Users {
         for (user, seq) in committed {
             self.notify_profile(app, &user, seq);
         }
+        for user in disabled {
+            self.kick_disabled(app, &user);
+        }
         Ok(results)
+    }
+
+    /// Ends the sessions of a user that has just been disabled (`forbiddenFlag`): a
+    /// disabled user may not log in, so it may not stay logged in either.
+    fn kick_disabled(&self, app: AppId, user: &UserId) {
+        let n = self.logic.sessions.kick_user(app, user, KickReason::UserDisabled, "this user was disabled");
+        if n > 0 {
+            tracing::info!(app = app.0, user = %user, sessions = n, "kicked the sessions of a disabled user");
+        }
     }
 
     /// Soft-deletes users: marks them deleted (data stays), logs a tombstone in their
@@ -486,25 +519,56 @@ impl Users {
 
     /// Changes the given fields of one user's profile. Fields equal to the stored value
     /// are not changes; if nothing changes, nothing is written and no seq is used.
-    pub async fn modify(&self, app: AppId, id: &UserId, fields: ProfilePatch) -> Result<Modified, UserError> {
-        if fields.is_empty() {
+    ///
+    /// A `password` (the original system's) is stored as a new salted hash whenever given;
+    /// it is reported in `changed` as `password` but never logged nor synced.
+    pub async fn modify(
+        &self,
+        app: AppId,
+        id: &UserId,
+        fields: ProfilePatch,
+        password: Option<String>,
+    ) -> Result<Modified, UserError> {
+        if fields.is_empty() && password.is_none() {
             return Err(UserError::invalid(
                 "body",
-                format!("no profile field given (expected at least one of {})", PROFILE_FIELDS.join(", ")),
+                format!("no profile field given (expected at least one of {}, password)", PROFILE_FIELDS.join(", ")),
             ));
         }
         fields.validate()?;
+        let hash = crate::password::hash_all(vec![password])
+            .await
+            .map_err(|e| UserError::Store(StoreError::Backend(e)))?
+            .pop()
+            .flatten();
         let _guard = self.locks.lock(app, id).await;
         let mut rec = self.get_one(app, id).await?;
         if rec.deleted {
             return Err(UserError::Deleted(id.clone()));
         }
         let diff = fields.diff(&rec);
+        let password_given = hash.is_some();
+        if let Some(h) = hash {
+            rec.password_hash = h;
+            rec.updated_ms = now_ms();
+            if diff.is_empty() {
+                // Only the password: a record write, no log entry, no notification.
+                let mut batch = WriteBatch::new();
+                batch.put_user(app, rec);
+                self.logic.write_retrying(batch).await?;
+                let seq = self.logic.seqs.committed(app, id, SyncKind::Profile).await?;
+                return Ok(Modified { seq, changed: vec!["password"] });
+            }
+        }
         if diff.is_empty() {
             let seq = self.logic.seqs.committed(app, id, SyncKind::Profile).await?;
             return Ok(Modified { seq, changed: Vec::new() });
         }
-        let changed = diff.field_names();
+        let mut changed = diff.field_names();
+        if password_given {
+            changed.push("password");
+        }
+        let disabled = diff.forbidden_flag == Some(true);
         diff.apply(&mut rec);
         rec.updated_ms = now_ms();
         let change = ProfileChange { user_id: id.clone(), fields: diff, deleted: false };
@@ -516,6 +580,9 @@ impl Users {
         // The send path reads muting from the cache: it must see this change at once.
         self.logic.user_cache.written(app, [(id.clone(), state)]);
         self.notify_profile(app, id, seq);
+        if disabled {
+            self.kick_disabled(app, id);
+        }
         self.fan_out_to_friends(app, &change, seq).await?;
         Ok(Modified { seq, changed })
     }
@@ -557,31 +624,39 @@ impl Users {
         Ok(ids.iter().map(|id| self.logic.sessions.devices(app, id)).collect())
     }
 
-    /// Whether `id` may log in: it exists and is not deleted.
+    /// Whether `id` may log in: it exists, is not deleted and not disabled.
     pub async fn check_login(&self, app: AppId, id: &UserId) -> Result<UserRecord, UserError> {
         let rec = self.get_one(app, id).await?;
         if rec.deleted {
             return Err(UserError::Deleted(id.clone()));
+        }
+        if rec.forbidden_flag {
+            return Err(UserError::Disabled(id.clone()));
         }
         Ok(rec)
     }
 
     /// Tells every online device of `user` that its profile log reached `seq`.
     fn notify_profile(&self, app: AppId, user: &UserId, seq: Seq) {
-        let frame = encode::sync_notify(client::SyncKind::Profile, seq.0);
-        self.logic.sessions.send_to_user(app, user, &frame, None);
+        notify_profile(&self.logic, app, user, seq);
     }
 
-    /// A profile change reaches the user's friends' `Profile` logs (write fan-out, as
-    /// with 1:1 messages, so each friend's `syncUserData` stays one range read of their
-    /// own log and keeps its sync invariant: every entry goes through
-    /// `Logic::append_many`) and notifies their online devices. The targets are the
-    /// user's own friend list (see `crate::friends::friend_ids` for what that misses);
-    /// big lists are written in several batches.
+    /// A profile change reaches the `Profile` logs of everyone who lists the user as a
+    /// friend (write fan-out, as with 1:1 messages, so each friend's `syncUserData` stays
+    /// one range read of their own log and keeps its sync invariant: every entry goes
+    /// through `Logic::append_many`) and notifies their online devices. The targets are
+    /// the who-lists-me index (`crate::friends::listed_by`, exact for one-way friends too)
+    /// joined with the user's own friend list (the same users for two-way friendships; it
+    /// also covers relations made before the index existed); big lists are written in
+    /// several batches.
     async fn fan_out_to_friends(&self, app: AppId, change: &ProfileChange, _seq: Seq) -> Result<(), UserError> {
         /// Friends' log entries per store batch.
         const CHUNK: usize = 512;
-        let friends = crate::friends::friend_ids(&self.logic, app, &change.user_id).await?;
+        let mut friends = crate::friends::friend_ids(&self.logic, app, &change.user_id).await?;
+        friends.extend(crate::friends::listed_by(&self.logic, app, &change.user_id).await?);
+        friends.sort_unstable();
+        friends.dedup();
+        friends.retain(|f| *f != change.user_id);
         if friends.is_empty() {
             return Ok(());
         }
@@ -634,6 +709,35 @@ impl Users {
             }
         }
     }
+}
+
+/// Tells every online device of `user` that its profile log reached `seq`.
+fn notify_profile(logic: &Logic, app: AppId, user: &UserId, seq: Seq) {
+    let frame = encode::sync_notify(client::SyncKind::Profile, seq.0);
+    logic.sessions.send_to_user(app, user, &frame, None);
+}
+
+/// For each (owner, peer): the owner has just started listing the peer as a friend, so
+/// the peer's current full profile is appended to the owner's `Profile` log (one batch)
+/// and the owner's devices are told. Deleted or unknown peers are skipped.
+pub(crate) async fn share_profiles(logic: &Logic, app: AppId, pairs: &[(UserId, UserId)]) -> Result<(), UserError> {
+    let peers: Vec<UserId> = pairs.iter().map(|(_, p)| p.clone()).collect();
+    let records = logic.store.get_users(app, &peers).await?;
+    let mut entries = Vec::with_capacity(pairs.len());
+    for ((owner, _), rec) in pairs.iter().zip(records) {
+        let Some(rec) = rec.filter(|r| !r.deleted) else { continue };
+        let change = ProfileChange { user_id: rec.user_id.clone(), fields: ProfilePatch::full(&rec), deleted: false };
+        entries.push((owner.clone(), SyncKind::Profile, encode_change(&change)?));
+    }
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let owners: Vec<UserId> = entries.iter().map(|(o, ..)| o.clone()).collect();
+    let seqs = logic.append_many(app, entries, WriteBatch::new()).await?;
+    for (owner, seq) in owners.iter().zip(seqs) {
+        notify_profile(logic, app, owner, seq);
+    }
+    Ok(())
 }
 
 fn encode_change(change: &ProfileChange) -> Result<Bytes, UserError> {

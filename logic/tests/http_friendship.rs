@@ -499,9 +499,11 @@ async fn every_change_notifies_each_affected_users_devices() {
     let f = WireKind::Friendship;
 
     // Two-way add: both users' devices, each with its own log's seq. HTTP has no acting
-    // device, so all of a's devices get it.
+    // device, so all of a's devices get it. Each also gets the other's profile (Profile
+    // seq 2: after its own import).
+    let p = WireKind::Profile;
     h.add("a", "b", 2).await;
-    assert_eq!(notifies(&mut link), [(a1, f, 1), (a2, f, 1), (b1, f, 1)]);
+    assert_eq!(notifies(&mut link), [(a1, p, 2), (a1, f, 1), (a2, p, 2), (a2, f, 1), (b1, p, 2), (b1, f, 1)]);
     // One-way update: only a.
     h.ok("/friendship/update", json!({"fromId": "a", "toItem": {"toId": "b", "remark": "r"}})).await;
     assert_eq!(notifies(&mut link), [(a1, f, 2), (a2, f, 2)]);
@@ -521,7 +523,10 @@ async fn every_change_notifies_each_affected_users_devices() {
     h.ok("/friendshipRequest/readAllFriendRequest", json!({"fromId": "ask"})).await;
     assert_eq!(notifies(&mut link), [(k1, r, 2)]);
     h.ok("/friendshipRequest/approve", json!({"fromId": "ask", "id": id, "status": 1})).await;
-    assert_eq!(notifies(&mut link), [(a1, f, 3), (a1, r, 2), (a2, f, 3), (a2, r, 2), (k1, f, 1), (k1, r, 3)]);
+    assert_eq!(
+        notifies(&mut link),
+        [(a1, p, 3), (a1, f, 3), (a1, r, 2), (a2, p, 3), (a2, f, 3), (a2, r, 2), (k1, p, 2), (k1, f, 1), (k1, r, 3)]
+    );
     // Two-way delete: both.
     h.ok("/friendship/delete", json!({"fromId": "a", "toId": "b"})).await;
     assert_eq!(notifies(&mut link), [(a1, f, 4), (a2, f, 4), (b1, f, 2)]);
@@ -541,9 +546,58 @@ async fn profile_changes_reach_friends_sync_user_data() {
     assert_eq!((list[0]["userId"].clone(), list[0]["nickName"].clone()), (json!("b"), json!("Bee")));
     assert_eq!(list[0]["sequence"], json!(before + 1));
     let p = WireKind::Profile;
-    assert_eq!(notifies(&mut link), [(10, p, before + 1), (11, p, 2)], "a as b's friend, and b itself");
+    // b's log: its import (1), a's profile when they became friends (2), its change (3).
+    assert_eq!(notifies(&mut link), [(10, p, before + 1), (11, p, 3)], "a as b's friend, and b itself");
     // c is no friend of b: its log did not move.
     assert_eq!(h.ok("/user/data/syncUserData", json!({"userId": "c"})).await["maxSequence"], json!(1));
+}
+
+/// The profile entries of `user`'s syncUserData after `after`: (userId, nickName).
+async fn profile_entries(h: &Harness, user: &str, after: u64) -> Vec<(String, String)> {
+    let page = h.ok("/user/data/syncUserData", json!({"userId": user, "lastSequence": after})).await;
+    page["dataList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["userId"].as_str().unwrap().to_string(), e["nickName"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn one_way_friends_get_profiles_through_the_who_lists_me_index() {
+    let h = Harness::new(4).await;
+    h.import(APP, users(&[("a", 1), ("b", 1), ("c", 1)])).await;
+    h.ok("/user/data/modifyUserInfo", json!({"userId": "b", "nickName": "Bee"})).await;
+    let a0 = h.ok("/user/data/syncUserData", json!({"userId": "a"})).await["maxSequence"].as_u64().unwrap();
+    // a lists b one-way: a's sync gets b's current profile at once.
+    h.add("a", "b", 1).await;
+    assert_eq!(profile_entries(&h, "a", a0).await, [("b".to_string(), "Bee".to_string())]);
+    // b does not list a, yet a gets b's changes; b's own friends-of-nobody c does not.
+    let mut link = h.online(&[("a", "a-phone")]);
+    h.ok("/user/data/modifyUserInfo", json!({"userId": "b", "nickName": "Bumble"})).await;
+    assert_eq!(profile_entries(&h, "a", a0 + 1).await, [("b".to_string(), "Bumble".to_string())]);
+    assert_eq!(notifies(&mut link), [(10, WireKind::Profile, a0 + 2)]);
+    assert_eq!(h.ok("/user/data/syncUserData", json!({"userId": "c"})).await["maxSequence"], json!(1));
+    // Once a stops listing b (a one-way delete), b's changes stop reaching a; the
+    // importFriendShip path maintains the index too.
+    h.ok("/friendship/delete", json!({"fromId": "a", "toId": "b", "deleteType": 1})).await;
+    h.ok("/user/data/modifyUserInfo", json!({"userId": "b", "nickName": "Gone"})).await;
+    assert_eq!(profile_entries(&h, "a", a0 + 2).await, []);
+    h.ok("/friendship/import", json!({"fromId": "c", "friendItem": [{"toId": "b"}]})).await;
+    h.ok("/user/data/modifyUserInfo", json!({"userId": "b", "nickName": "Back"})).await;
+    assert_eq!(
+        profile_entries(&h, "c", 1).await,
+        [("b".to_string(), "Gone".to_string()), ("b".to_string(), "Back".to_string())],
+        "the import shared b's profile, then the change reached c"
+    );
+    // The index is in the store, not only in memory: a restarted node fans out the same.
+    let (_, router) = h.restarted();
+    let modify = json!({"userId": "b", "nickName": "B3"});
+    assert_eq!(Harness::send_to(&router, APP, "/user/data/modifyUserInfo", &modify).await.0, 200);
+    let (_, page) =
+        Harness::send_to(&router, APP, "/user/data/syncUserData", &json!({"userId": "c", "lastSequence": 3})).await;
+    assert_eq!(page["data"]["dataList"][0]["nickName"], "B3", "{page}");
+    assert_eq!(page["data"]["dataList"].as_array().map(Vec::len), Some(1), "{page}");
 }
 
 // ---------------------------------------------------------------- views and sync
@@ -797,4 +851,117 @@ async fn bench_check_and_sync() {
     assert_eq!(v["data"]["dataList"].as_array().unwrap().len(), 1000);
     let (p50, p99) = time(500, "/friendship/sync", sync).await;
     println!("/friendship/sync 1,000 changes: p50 {p50:.3} ms, p99 {p99:.3} ms");
+}
+
+// ---------------------------------------------------------------- import (the original's importFriendShip)
+
+#[tokio::test]
+async fn import_sets_one_sided_state_per_item() {
+    let h = Harness::new(10).await;
+    h.import(APP, users(&[("a", 1), ("b", 2), ("c", 3), ("d", 1), ("gone", 1)])).await;
+    h.ok("/user/deleteUser", json!({"userId": ["gone"]})).await;
+    let mut rx = h.online(&[("a", "phone"), ("b", "phone")]);
+    // friendAllowType 2 and 3 do not matter: the relation existed where it comes from.
+    let d = h
+        .ok(
+            "/friendship/importFriendShip",
+            json!({"fromId": "a", "friendItem": [
+                {"toId": "b", "remark": "bee", "addSource": "migrated", "status": 1},
+                {"toId": "c"},
+                {"toId": "d", "status": 1, "black": 2},
+                {"toId": "nobody"},
+                {"toId": "gone"},
+                {"toId": "gone", "status": 0, "black": 2},
+                {"toId": "b", "remark": "again"},
+                {"toId": "a"},
+                {"toId": "c", "status": 7},
+            ]}),
+        )
+        .await;
+    assert_eq!(strs(&d["successId"]), ["b", "c", "d"], "{d}");
+    let errs: Vec<(String, u64)> = d["errorId"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["userId"].as_str().unwrap().to_string(), e["code"].as_u64().unwrap()))
+        .collect();
+    // `gone` only blocked is fine; listed it is 20002. The repeated `b`, self and a bad status: 90001.
+    assert_eq!(
+        errs,
+        [
+            ("nobody".into(), 20001),
+            ("gone".into(), 20002),
+            ("gone".into(), 90001),
+            ("b".into(), 90001),
+            ("a".into(), 90001),
+            ("c".into(), 90001)
+        ],
+        "{d}"
+    );
+    assert!(d["errorId"][5]["msg"].as_str().unwrap().contains("friendItem[8].status"), "{d}");
+    // One-way: a lists b, c, d; b lists nobody.
+    assert_eq!(h.relation("a", "b").await["relation"], 1);
+    assert_eq!(h.relation("a", "b").await["friend"]["remark"], "bee");
+    assert_eq!(h.relation("b", "a").await["relation"], 2);
+    assert_eq!(h.relation("a", "d").await["blocked"], true);
+    // d is blocked by a: d's messages to a are refused as after /blackList/add.
+    let friends = h.ok("/friendship/get", json!({"fromId": "a"})).await;
+    assert_eq!(friends["dataList"].as_array().map(Vec::len), Some(3), "{friends}");
+    // Only a's devices hear of it (Friendship and Blacklist logs moved), b's do not.
+    let n = notifies(&mut rx);
+    assert!(n.iter().all(|(slot, ..)| *slot == 10), "{n:?}");
+    assert!(n.iter().any(|(_, k, _)| *k == WireKind::Friendship), "{n:?}");
+    assert!(n.iter().any(|(_, k, _)| *k == WireKind::Blacklist), "{n:?}");
+
+    // Importing the same state again writes nothing; a changed state is applied:
+    // b unlisted, d unblocked, c's remark changed.
+    let before = h.ok("/friendship/sync", json!({"fromId": "a", "lastSequence": 0})).await["maxSequence"].clone();
+    h.ok(
+        "/friendship/import",
+        json!({"fromId": "a", "friendItem": [{"toId": "b", "remark": "bee", "addSource": "migrated"}]}),
+    )
+    .await;
+    let after = h.ok("/friendship/sync", json!({"fromId": "a", "lastSequence": 0})).await["maxSequence"].clone();
+    assert_eq!(before, after, "an import of the state already held wrote an entry");
+    let d = h
+        .ok(
+            "/friendship/import",
+            json!({"fromId": "a", "friendItem": [
+                {"toId": "b", "status": 2}, {"toId": "d", "black": 1}, {"toId": "c", "remark": "sea"}]}),
+        )
+        .await;
+    assert_eq!(strs(&d["successId"]), ["b", "d", "c"], "{d}");
+    assert_eq!(h.relation("a", "b").await["relation"], 0);
+    assert_eq!(h.relation("a", "d").await["blocked"], false);
+    assert_eq!(h.relation("a", "c").await["friend"]["remark"], "sea");
+    let sync = h.ok("/friendship/sync", json!({"fromId": "a", "lastSequence": before})).await;
+    let tomb: Vec<&Value> = sync["dataList"].as_array().unwrap().iter().filter(|e| e["deleted"] == true).collect();
+    assert_eq!(tomb.len(), 1, "{sync}");
+    assert_eq!(tomb[0]["toId"], "b");
+
+    // Whole-call failures: an unknown fromId, an over-long batch.
+    h.check("/friendship/import", json!({"fromId": "zz", "friendItem": []}), 20001, "zz").await;
+    let many: Vec<Value> = (0..11).map(|i| json!({"toId": format!("u{i}")})).collect();
+    h.check("/friendship/import", json!({"fromId": "a", "friendItem": many}), 20000, "friendItem").await;
+}
+
+#[tokio::test]
+async fn import_respects_the_apps_limits() {
+    let h = Harness::new(8).await;
+    h.import(SMALL_APP, users(&[("a", 1), ("b", 1), ("c", 1), ("d", 1)])).await;
+    let d = h
+        .ok_in(
+            SMALL_APP,
+            "/friendship/import",
+            json!({"fromId": "a", "friendItem": [
+                {"toId": "b", "black": 2}, {"toId": "c", "black": 2}, {"toId": "d"}]}),
+        )
+        .await;
+    // b listed and blocked; c's block would pass max_blacklist 1 (the whole item fails);
+    // d listed (2 friends: the limit).
+    assert_eq!(strs(&d["successId"]), ["b", "d"], "{d}");
+    assert_eq!(d["errorId"][0]["code"], 30019, "{d}");
+    assert_eq!(h.ok_in(SMALL_APP, "/friendship/getRelation", json!({"fromId": "a", "toId": "c"})).await["relation"], 0);
+    let d = h.ok_in(SMALL_APP, "/friendship/import", json!({"fromId": "a", "friendItem": [{"toId": "c"}]})).await;
+    assert_eq!(d["errorId"][0]["code"], 30018, "{d}");
 }

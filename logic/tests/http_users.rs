@@ -452,3 +452,95 @@ async fn operations_endpoints() {
     assert!(text.contains("tern_http_requests_total"), "{text}");
     assert!(text.contains("path=\"/healthz\""), "{text}");
 }
+
+// ---------------------------------------------------------------- passwords and disabling
+
+#[tokio::test]
+async fn passwords_are_stored_hashed_and_never_answered() {
+    let h = Harness::new();
+    let data = h.import(json!([{"userId": "p1", "nickName": "P", "password": "hunter2"}, {"userId": "p2"}])).await;
+    assert_eq!(ids(&data["successId"]), ["p1", "p2"]);
+    let stored = |id: &'static str| {
+        let store = h.store.clone();
+        async move {
+            store
+                .get_users(AppId(APP), &[UserId::new(id).unwrap()])
+                .await
+                .unwrap()
+                .pop()
+                .flatten()
+                .unwrap()
+                .password_hash
+        }
+    };
+    let first = stored("p1").await;
+    assert!(first.starts_with("$argon2id$") && !first.contains("hunter2"), "{first}");
+    assert!(tern_logic::password::verify("hunter2", &first));
+    assert_eq!(stored("p2").await, "", "no password given, none stored");
+    let seq = h.sync("p1", 0, 10).await["maxSequence"].clone();
+
+    // A password alone is a change of the record only: no profile seq, no sync entry.
+    let m =
+        h.ok(Call::admin("/v1/user/data/modifyUserInfo", json!({"userId": "p1", "password": "correct horse"}))).await;
+    assert_eq!(m["changedFields"], json!(["password"]), "{m}");
+    assert_eq!(m["sequence"], seq);
+    let second = stored("p1").await;
+    assert!(
+        tern_logic::password::verify("correct horse", &second) && !tern_logic::password::verify("hunter2", &second)
+    );
+    // With a profile field too, both change; re-import with a password replaces it.
+    let m = h
+        .ok(Call::admin("/v1/user/data/modifyUserInfo", json!({"userId": "p1", "nickName": "Q", "password": "x"})))
+        .await;
+    assert_eq!(m["changedFields"], json!(["nickName", "password"]), "{m}");
+    h.import(json!([{"userId": "p1", "password": "y"}])).await;
+    assert!(tern_logic::password::verify("y", &stored("p1").await));
+
+    // Nothing answers it: profiles, the filtered view, the profile sync.
+    for body in [
+        h.ok(Call::admin("/v1/user/data/getSingleUserInfo", json!({"userId": "p1"}))).await,
+        h.ok(Call::admin("/v1/user/data/getUserInfo", json!({"userIds": ["p1"]}))).await,
+        h.sync("p1", 0, 10).await,
+    ] {
+        let text = body.to_string();
+        assert!(!text.contains("assword") && !text.contains("argon2"), "{text}");
+    }
+    // Limits: 128 characters.
+    h.check(
+        Call::admin("/v1/user/data/modifyUserInfo", json!({"userId": "p1", "password": "x".repeat(129)})),
+        90001,
+        "password",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn disabling_a_user_kicks_its_sessions() {
+    let h = Harness::new();
+    h.import(json!([{"userId": "d1"}, {"userId": "d2"}])).await;
+    let mut link = h.online("d1", "phone");
+    // Another change does not kick.
+    h.ok(Call::admin("/v1/user/data/modifyUserInfo", json!({"userId": "d1", "nickName": "n"}))).await;
+    h.ok(Call::admin("/v1/user/data/modifyUserInfo", json!({"userId": "d1", "forbiddenFlag": true}))).await;
+    let mut kicked = None;
+    while let Ok(f) = link.try_recv() {
+        if let Some(close) = parse_link(&f[HEADER_LEN..]).unwrap().body_as_close() {
+            let kick = parse_client_framed(close.frame().unwrap().bytes(), 1 << 16).unwrap();
+            kicked = Some(kick.body_as_kick().unwrap().reason());
+        }
+    }
+    assert_eq!(kicked, Some(KickReason::UserDisabled));
+    assert!(h.logic.sessions.devices(AppId(APP), &UserId::new("d1").unwrap()).is_empty());
+    h.check(Call::login("d1", json!({})), 50003, "disabled").await;
+
+    // Disabling through a re-import kicks too.
+    let mut link = h.online("d2", "pad");
+    h.import(json!([{"userId": "d2", "forbiddenFlag": true}])).await;
+    let reasons: Vec<KickReason> = std::iter::from_fn(|| link.try_recv().ok())
+        .filter_map(|f| {
+            let close = parse_link(&f[HEADER_LEN..]).unwrap().body_as_close()?;
+            Some(parse_client_framed(close.frame().unwrap().bytes(), 1 << 16).unwrap().body_as_kick().unwrap().reason())
+        })
+        .collect();
+    assert_eq!(reasons, [KickReason::UserDisabled]);
+}

@@ -366,11 +366,15 @@ pub enum SyncKind {
     GroupList = 5,
     /// Conversation list changes.
     Conversation = 6,
+    /// Server-internal, never synced to clients: who lists this user as a friend (each
+    /// entry: one peer started or stopped listing the owner), the index of the profile
+    /// fan-out. Written in the same batch as the peer's friend-list change.
+    ListedBy = 7,
 }
 
 impl SyncKind {
     /// Every kind, in number order.
-    pub const ALL: [SyncKind; 7] = [
+    pub const ALL: [SyncKind; 8] = [
         SyncKind::Message,
         SyncKind::Profile,
         SyncKind::Friendship,
@@ -378,7 +382,14 @@ impl SyncKind {
         SyncKind::FriendRequest,
         SyncKind::GroupList,
         SyncKind::Conversation,
+        SyncKind::ListedBy,
     ];
+
+    /// Whether clients sync this kind (login watermarks, Pull, sync calls); the others are
+    /// the server's own bookkeeping.
+    pub fn client_visible(self) -> bool {
+        self != SyncKind::ListedBy
+    }
 
     /// The kind with wire number `n`, if there is one.
     pub fn from_u8(n: u8) -> Option<SyncKind> {
@@ -431,6 +442,10 @@ pub struct UserRecord {
     /// Business-defined extra data.
     #[serde(default)]
     pub extra: String,
+    /// The original system's login password as a PHC-format hash (Argon2id, salted);
+    /// empty when none was given. Never the password itself, never returned by the API.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub password_hash: String,
     /// Soft-deleted: kept so deleted users can be told apart from unknown ones.
     #[serde(default)]
     pub deleted: bool,
@@ -458,6 +473,7 @@ impl UserRecord {
             silent_flag: false,
             forbidden_flag: false,
             extra: String::new(),
+            password_hash: String::new(),
             deleted: false,
             created_ms: now_ms,
             updated_ms: now_ms,
@@ -799,13 +815,15 @@ mod tests {
             (SyncKind::FriendRequest, 4),
             (SyncKind::GroupList, 5),
             (SyncKind::Conversation, 6),
+            (SyncKind::ListedBy, 7),
         ];
         for (kind, n) in expected {
             assert_eq!(kind.as_u8(), n);
             assert_eq!(SyncKind::from_u8(n), Some(kind));
         }
         assert_eq!(SyncKind::ALL.len(), expected.len());
-        assert_eq!(SyncKind::from_u8(7), None);
+        assert_eq!(SyncKind::from_u8(8), None);
+        assert!(SyncKind::ALL.iter().all(|k| k.client_visible() == (*k != SyncKind::ListedBy)));
         assert_eq!(SyncKind::from_u8(255), None);
     }
 

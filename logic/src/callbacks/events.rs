@@ -154,13 +154,17 @@ pub fn state_change(s: &StateChange) -> Value {
 pub fn relations(changes: &[(UserId, Record, Seq)]) -> Value {
     let items: Vec<Value> = changes
         .iter()
-        .map(|(owner, rec, seq)| {
+        .filter_map(|(owner, rec, seq)| {
             let (kind, record) = match rec {
                 Record::Friend(r) => ("friend", serde_json::to_value(r)),
                 Record::Block(r) => ("blacklist", serde_json::to_value(r)),
                 Record::Request(r) => ("friendRequest", serde_json::to_value(r)),
+                // The server's own who-lists-me bookkeeping: not a relation change.
+                Record::ListedBy(_) => return None,
             };
-            json!({"userId": owner.as_str(), "kind": kind, "sequence": seq.0, "record": record.unwrap_or(Value::Null)})
+            Some(
+                json!({"userId": owner.as_str(), "kind": kind, "sequence": seq.0, "record": record.unwrap_or(Value::Null)}),
+            )
         })
         .collect();
     json!({ "changes": items })

@@ -153,7 +153,7 @@ pub(super) fn friend_record(
     })
 }
 
-fn tombstone(to: &UserId, now: u64) -> Record {
+pub(super) fn tombstone(to: &UserId, now: u64) -> Record {
     Record::Friend(FriendRecord {
         v: VERSION,
         to_id: to.clone(),
@@ -423,11 +423,8 @@ pub async fn list(
     Ok(FriendPage { items, max_seq, completed })
 }
 
-/// The ids of `user`'s friends, in no particular order (the targets of the profile
-/// fan-out: a user's profile change is appended to the Profile log of everyone in
-/// their own friend list — exact for two-way friendships; a user who lists someone
-/// one-way, without being listed back, does not get that someone's changes, because
-/// no index of who lists a user exists yet).
+/// The ids of `user`'s friends, sorted (with [`super::listed_by`], the targets of the
+/// profile fan-out).
 pub async fn friend_ids(logic: &Logic, app: AppId, user: &UserId) -> Result<Vec<UserId>, StoreError> {
     let locked = logic.friends.lock(logic, app, [user]).await?;
     let mut ids: Vec<UserId> = locked.view(user).friend_ids().cloned().collect();

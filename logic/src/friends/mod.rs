@@ -25,12 +25,16 @@
 //! next access rebuilds them from the log; a view can never claim something the log
 //! does not say.
 //!
+//! Who lists a user is indexed too: every change of "A lists B" appends, in the same
+//! batch, an entry to B's server-internal `ListedBy` log ([`records::ListedByRecord`]);
+//! the profile fan-out reads it ([`listed_by`]) so one-way friends get profile changes,
+//! and a new friend's current profile is put into the lister's profile sync right after
+//! the relation is durable.
+//!
 //! Future work (not built): log compaction or snapshots (today a view load reads the
 //! user's whole relation history, and logs grow with every change); evicting idle views
 //! (today a loaded view stays in memory for the life of the process, like the seq
-//! allocator's state); and an index of *who lists a user* (the profile fan-out goes to
-//! the user's own friend list, which is exact for two-way friendships, see
-//! [`friend_ids`]).
+//! allocator's state).
 //!
 //! # Rules kept here
 //!
@@ -52,6 +56,7 @@
 
 mod blacklist;
 mod friendship;
+mod import;
 pub mod records;
 mod requests;
 pub mod view;
@@ -69,6 +74,7 @@ pub use friendship::{
     add, check, delete, friend_ids, get_relation, list, sync_friends, update, AddFriend, AddOutcome, CheckStatus,
     DeleteTarget, FriendPage, Relation, SyncPage, Updated,
 };
+pub use import::{import, ImportFriend};
 pub use requests::{approve, list_requests, read_all, RequestList};
 pub use view::{Blocked, Direction, Friend, Request, APPROVED, PENDING, REJECTED};
 
@@ -276,17 +282,26 @@ pub(crate) async fn commit(
     if changes.is_empty() {
         return Ok(Vec::new());
     }
-    let mut entries = Vec::with_capacity(changes.len());
+    // Who starts or stops listing whom: the peers' ListedBy entries ride in this batch.
+    let flips = listing_flips(locked, &changes);
+    let mut entries = Vec::with_capacity(changes.len() + flips.len());
     for (owner, rec) in &changes {
         entries.push((owner.clone(), rec.kind(), rec.encode()?));
     }
-    let seqs = match logic.append_many(locked.app, entries, tern_storage::WriteBatch::new()).await {
+    for (owner, peer, listed) in &flips {
+        let rec =
+            Record::ListedBy(records::ListedByRecord { v: records::VERSION, peer: owner.clone(), listed: *listed });
+        entries.push((peer.clone(), SyncKind::ListedBy, rec.encode()?));
+    }
+    let mut seqs = match logic.append_many(locked.app, entries, tern_storage::WriteBatch::new()).await {
         Ok(s) => s,
         Err(e) => {
             locked.invalidate();
             return Err(e.into());
         }
     };
+    // The ListedBy seqs are the server's own bookkeeping.
+    seqs.truncate(changes.len());
     crate::callbacks::relations_changed(logic, locked.app, &changes, &seqs);
     let mut latest: Vec<(UserId, SyncKind, Seq)> = Vec::new();
     for ((owner, rec), seq) in changes.into_iter().zip(&seqs) {
@@ -301,7 +316,61 @@ pub(crate) async fn commit(
     for (owner, kind, seq) in latest {
         notify(logic, locked.app, &owner, kind, seq);
     }
+    // A new friend's current profile goes into the owner's profile sync. After the
+    // relation is durable, so a profile change racing with it is either fanned out to the
+    // owner (its fan-out read the new ListedBy entry) or read here (it committed before).
+    let listed: Vec<(UserId, UserId)> = flips.into_iter().filter(|f| f.2).map(|(o, p, _)| (o, p)).collect();
+    if !listed.is_empty() {
+        if let Err(e) = crate::users::share_profiles(logic, locked.app, &listed).await {
+            // The relation stands; the owner's sync shows the profile at its next change.
+            metrics::counter!("tern_friend_profile_share_failures_total").increment(1);
+            tracing::warn!(error = %e, app = locked.app.0, "could not put new friends' profiles into the profile sync");
+        }
+    }
     Ok(seqs)
+}
+
+/// The (owner, peer, listed) changes of "owner lists peer" that `changes` make, judged
+/// against the owners' views (all locked) and the earlier changes of the same batch.
+fn listing_flips(locked: &Locked, changes: &[(UserId, Record)]) -> Vec<(UserId, UserId, bool)> {
+    let mut state: HashMap<(&UserId, &UserId), bool> = HashMap::new();
+    let mut flips = Vec::new();
+    for (owner, rec) in changes {
+        let Record::Friend(r) = rec else { continue };
+        let before = *state.entry((owner, &r.to_id)).or_insert_with(|| locked.view(owner).has_friend(&r.to_id));
+        let after = !r.deleted;
+        if before != after {
+            flips.push((owner.clone(), r.to_id.clone(), after));
+        }
+        state.insert((owner, &r.to_id), after);
+    }
+    flips
+}
+
+/// Who lists `user` as a friend now, folded from `user`'s ListedBy log (read whole: the
+/// profile fan-out is rare next to messages; compaction is future work, as for the
+/// relation logs).
+pub async fn listed_by(logic: &Logic, app: AppId, user: &UserId) -> Result<Vec<UserId>, StoreError> {
+    const PAGE: usize = 1_000;
+    let owner = tern_storage::Owner::User(user.clone());
+    let mut listed = std::collections::BTreeSet::new();
+    let mut after = Seq::ZERO;
+    loop {
+        let page = logic.store.read_log(app, &owner, SyncKind::ListedBy, after, PAGE).await?;
+        for entry in &page {
+            if let Record::ListedBy(r) = Record::decode(app, user, SyncKind::ListedBy, entry)? {
+                if r.listed {
+                    listed.insert(r.peer);
+                } else {
+                    listed.remove(&r.peer);
+                }
+            }
+            after = entry.seq;
+        }
+        if page.len() < PAGE {
+            return Ok(listed.into_iter().collect());
+        }
+    }
 }
 
 /// [`commit`] for bulk changes: groups of entries that must land together (e.g. both

@@ -97,12 +97,25 @@ pub struct RequestRecord {
     pub update_time: u64,
 }
 
-/// A decoded entry of one of the three logs.
+/// An entry of the owner's server-internal `ListedBy` log: `peer` started (`listed`) or
+/// stopped listing the owner as a friend. Written by [`super::commit`] beside the peer's
+/// friend-list entry, in the same batch; read only by the profile fan-out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedByRecord {
+    #[serde(default = "version")]
+    pub v: u8,
+    pub peer: UserId,
+    pub listed: bool,
+}
+
+/// A decoded entry of one of the relation logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     Friend(FriendRecord),
     Block(BlockRecord),
     Request(RequestRecord),
+    ListedBy(ListedByRecord),
 }
 
 impl Record {
@@ -112,6 +125,7 @@ impl Record {
             Record::Friend(_) => SyncKind::Friendship,
             Record::Block(_) => SyncKind::Blacklist,
             Record::Request(_) => SyncKind::FriendRequest,
+            Record::ListedBy(_) => SyncKind::ListedBy,
         }
     }
 
@@ -121,6 +135,7 @@ impl Record {
             Record::Friend(r) => serde_json::to_vec(r),
             Record::Block(r) => serde_json::to_vec(r),
             Record::Request(r) => serde_json::to_vec(r),
+            Record::ListedBy(r) => serde_json::to_vec(r),
         };
         // Plain strings and numbers always serialize; map it anyway rather than panic.
         bytes.map(Bytes::from).map_err(|e| StoreError::Backend(format!("encoding a {:?} record: {e}", self.kind())))
@@ -133,6 +148,7 @@ impl Record {
             SyncKind::Friendship => parse::<FriendRecord>(&entry.payload, ctx, |r| r.v).map(Record::Friend),
             SyncKind::Blacklist => parse::<BlockRecord>(&entry.payload, ctx, |r| r.v).map(Record::Block),
             SyncKind::FriendRequest => parse::<RequestRecord>(&entry.payload, ctx, |r| r.v).map(Record::Request),
+            SyncKind::ListedBy => parse::<ListedByRecord>(&entry.payload, ctx, |r| r.v).map(Record::ListedBy),
             other => Err(StoreError::corrupt(format!("{}: not a relation log ({other:?})", ctx()))),
         }
     }

@@ -153,6 +153,8 @@ impl View {
                 }
                 self.request_ids.insert(id, key);
             }
+            // Not part of the view: the fan-out reads that log itself (`listed_by`).
+            Record::ListedBy(_) => {}
         }
     }
 

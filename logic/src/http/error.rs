@@ -349,6 +349,7 @@ impl ApiError {
             }
             UserError::NotFound(id) => ApiError::UserNotFound(id.into_string()),
             UserError::Deleted(id) => ApiError::UserDeleted(id.into_string()),
+            e @ UserError::Disabled(_) => ApiError::Refused { code: e.code(), message: e.to_string() },
             UserError::Store(e) => ApiError::Internal(e.to_string()),
         }
     }

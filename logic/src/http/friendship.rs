@@ -21,8 +21,8 @@ use utoipa_axum::routes;
 
 use super::auth::{AdminCall, AuthQuery};
 use super::common::{
-    acting_user, page_limit, parse_ids, two_way, user_id, ApiResult, BatchResult, ChangeResp, FromToReq, ItemError,
-    SyncReq,
+    acting_user, check_batch, page_limit, parse_ids, two_way, user_id, ApiResult, BatchResult, ChangeResp, FromToReq,
+    ItemError, ItemErrors, SyncReq,
 };
 use super::endpoints::Endpoints;
 use super::error::{ApiError, ApiOk, Envelope};
@@ -63,6 +63,18 @@ pub fn routes(e: Endpoints) -> Endpoints {
     .alias("/v1/friendship/checkFriend")
     .add(routes!(get), &[codes::USER_NOT_FOUND], &[])
     .alias("/v1/friendship/getAllFriendShip")
+    .add(
+        routes!(import),
+        &[codes::USER_NOT_FOUND, codes::USER_DELETED, BATCH_TOO_LARGE],
+        &[
+            codes::BAD_PARAMETER,
+            codes::USER_NOT_FOUND,
+            codes::USER_DELETED,
+            errors::FRIEND_LIMIT,
+            errors::BLACKLIST_LIMIT,
+        ],
+    )
+    .alias("/v1/friendship/importFriendShip")
 }
 
 // ---------------------------------------------------------------- request types
@@ -140,6 +152,38 @@ pub struct DeleteFriendReq {
     /// the default).
     #[schema(minimum = 1, maximum = 2)]
     pub delete_type: Option<u8>,
+}
+
+/// One relation of an import (`friendItem`): the state `fromId` ends up in towards `toId`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImportFriendItem {
+    /// The peer (must exist; must not be deleted unless only blocked).
+    pub to_id: String,
+    /// `fromId`'s name for the friend, at most 64 characters.
+    pub remark: Option<String>,
+    /// Where the friendship came from, at most 32 characters.
+    pub add_source: Option<String>,
+    /// Business data of the friend entry, at most 4096 characters.
+    pub extra: Option<String>,
+    /// 1 `fromId` lists `toId` (the default); 0 or 2 it does not (an existing entry is
+    /// removed), as the original system's friendship status.
+    #[schema(minimum = 0, maximum = 2)]
+    pub status: Option<u8>,
+    /// 1 not blocked (the default; an existing block is lifted); 2 `fromId` blocks `toId`.
+    #[schema(minimum = 1, maximum = 2)]
+    pub black: Option<u8>,
+}
+
+/// Body of /friendship/import (the original system's importFriendShip).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImportFriendShipReq {
+    /// Whose relations. (Absent: the common field `operater` names the user.)
+    #[schema(min_length = 1, max_length = 64)]
+    pub from_id: Option<String>,
+    /// The relations, at most `http.max_batch`.
+    pub friend_item: Vec<ImportFriendItem>,
 }
 
 /// Body of /friendship/check.
@@ -434,6 +478,76 @@ async fn delete_each(
         }
     }
     Ok(ApiOk(out))
+}
+
+/// Import relations (the original system's importFriendShip).
+///
+/// Sets `fromId`'s entry for each `toId` to the state given — listed or not (`status`),
+/// blocked or not (`black`) — one-way and without friend requests or consent rules: the
+/// relation already existed in the system it comes from. Only `fromId`'s lists change
+/// (the peers' lists are imported with their own calls); items already in the state given
+/// write nothing. Answered per item: 90001 names the field, 20001 / 20002 an unknown or
+/// deleted peer, 30018 / 30019 a full friend list or blacklist. `fromId`'s online devices
+/// get a sync notification; the changes appear in /friendship/sync and /blackList/sync.
+#[utoipa::path(post, path = "/v1/friendship/import", tag = "friendship", params(AuthQuery),
+    request_body = ImportFriendShipReq,
+    responses((status = 200, description = "Per-item results (ids are the toIds)", body = Envelope<BatchResult>)))]
+pub async fn import(
+    State(state): State<Arc<ApiState>>,
+    call: AdminCall<ImportFriendShipReq>,
+) -> ApiResult<BatchResult> {
+    let req = call.body;
+    let from = acting_user(req.from_id, &call.common)?;
+    check_batch(&state, req.friend_item.len(), "friendItem")?;
+    let mut errors = ItemErrors::default();
+    let mut parsed = Vec::with_capacity(req.friend_item.len());
+    for (i, it) in req.friend_item.into_iter().enumerate() {
+        let given = it.to_id.clone();
+        match import_item(it, i) {
+            Ok(item) => parsed.push((i, item)),
+            Err(e) => errors.push(i, ItemError::new(given, &e)),
+        }
+    }
+    let (index, items): (Vec<usize>, Vec<friends::ImportFriend>) = parsed.into_iter().unzip();
+    let ids: Vec<String> = items.iter().map(|it| it.to.to_string()).collect();
+    let results = friends::import(&state.logic, call.app, &from, items).await?;
+    let mut out = BatchResult::default();
+    for ((i, id), r) in index.into_iter().zip(ids).zip(results) {
+        match r {
+            Ok(()) => out.success_id.push(id),
+            Err(FriendError::Store(e)) => return Err(ApiError::Internal(e.to_string())),
+            Err(FriendError::Invalid { field, reason }) => {
+                errors.push(i, ItemError::new(id, &ApiError::bad(format!("friendItem[{i}].{field}"), reason)))
+            }
+            Err(e) => errors.push(i, ItemError::new(id, &e.into())),
+        }
+    }
+    out.error_id = errors.into_sorted();
+    Ok(ApiOk(out))
+}
+
+/// Checks one `friendItem` entry (`i`: its index, for error paths).
+fn import_item(it: ImportFriendItem, i: usize) -> Result<friends::ImportFriend, ApiError> {
+    let field = |name: &str| format!("friendItem[{i}].{name}");
+    let to = UserId::new(it.to_id).map_err(|e| ApiError::bad(field("toId"), e))?;
+    let listed = match it.status.unwrap_or(1) {
+        1 => true,
+        0 | 2 => false,
+        s => return Err(ApiError::bad(field("status"), format!("must be 0, 1 or 2, not {s}"))),
+    };
+    let blocked = match it.black.unwrap_or(1) {
+        1 => false,
+        2 => true,
+        b => return Err(ApiError::bad(field("black"), format!("must be 1 (not blocked) or 2 (blocked), not {b}"))),
+    };
+    Ok(friends::ImportFriend {
+        to,
+        listed,
+        remark: it.remark.unwrap_or_default(),
+        add_source: it.add_source.unwrap_or_default(),
+        extra: it.extra.unwrap_or_default(),
+        blocked,
+    })
 }
 
 /// Delete every friend (the original system's deleteAllFriend).

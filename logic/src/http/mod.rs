@@ -250,11 +250,11 @@ The original system's controller paths answer as aliases of Tern's (each alias i
 | login | RouteInfo `{ip, port}`, no signature | the user's signature required; `{userId, tcp, ws, ip, port}` | a login needs proof; every address is listed |\n\
 | send | `{messageKey, messageTime}` | also `messageSequence`; `messageKey` as a decimal string | 64-bit keys lose precision in JavaScript |\n\
 | deleteAllFriend, checkFriend | per-friend rows | `{successId, errorId}` / `{resultList, errorId}` | one shape for every batch call |\n\
-| password | stored | accepted, not stored (Tern authenticates by signature; storing a hash needs a user-record field) | open in issue 10 |\n\
+| password | stored | stored as a salted Argon2id hash, never returned | clients authenticate by signature; a plain password must never be readable |\n\
 | getJoinedGroup | `{totalCount, groupList}` of groups | the same, each group with the user's `role` and `joinTime` | one call shows the membership |\n\
 | addMember, importGroupMember, member/remove | per-member rows `{memberId, result, resultMessage}` | `{successId, errorId}` with a code per refused member | one shape for every batch call |\n\
 | forbidSendMessage (whole-group mute) | its own call | /group/update with `mute` | one place for the profile |\n\
-| importFriendShip, conversations, member/exit | served | not served yet | open (conversations: issue 12) |";
+| conversations, member/exit | served | not served yet | open (conversations: issue 12) |";
 
 /// `[{code, status, meaning}]` for the document's `x-error-codes` extensions.
 fn code_list(codes: &[u32]) -> Value {
@@ -465,9 +465,10 @@ fn strict_body(body: &mut Value) {
         all_of.push(json!({"oneOf": [present("userIds", "array"), present("userId", "array")]}));
     }
     if has("nickName") && has("silentFlag") {
-        // modifyUserInfo: at least one profile field (a password alone changes nothing).
+        // modifyUserInfo: at least one profile field or a password.
         let typed: Vec<Value> = crate::users::PROFILE_FIELDS
             .iter()
+            .chain(std::iter::once(&"password"))
             .map(|f: &&str| {
                 let f: &str = f;
                 let ty = body["properties"][f]["type"]

@@ -29,7 +29,11 @@ use crate::users::{ImportItem, ProfilePatch, ProfileSyncEntry, UserError, BATCH_
 pub fn routes(e: Endpoints) -> Endpoints {
     e.add(routes!(import_user), &[BATCH_TOO_LARGE], &[codes::BAD_PARAMETER, codes::USER_DELETED])
         .add(routes!(delete_user), &[BATCH_TOO_LARGE], &[codes::BAD_PARAMETER, codes::USER_NOT_FOUND])
-        .add(routes!(login), &[codes::USER_NOT_FOUND, codes::USER_DELETED], &[])
+        .add(
+            routes!(login),
+            &[codes::USER_NOT_FOUND, codes::USER_DELETED, crate::messages::errors::SENDER_DISABLED],
+            &[],
+        )
         .add(routes!(get_user_info), &[BATCH_TOO_LARGE], &[codes::BAD_PARAMETER, codes::USER_NOT_FOUND])
         .add(routes!(get_single_user_info), &[codes::USER_NOT_FOUND], &[])
         .add(routes!(modify_user_info), &[codes::USER_NOT_FOUND, codes::USER_DELETED], &[])
@@ -75,18 +79,19 @@ pub struct UserData {
     /// Business data, at most 4096 characters.
     pub extra: Option<String>,
     /// The original system's login password, accepted so its requests work unchanged.
-    /// Tern authenticates by signature only and does **not store** it (storing a hash
-    /// needs a field in the stored user record: open in issue 10); never returned.
+    /// Stored only as a salted Argon2id hash (an empty string clears it), never returned
+    /// nor synced; Tern itself authenticates clients by signature.
     #[schema(max_length = 128, write_only)]
     pub password: Option<String>,
 }
 
 impl UserData {
     /// Splits into the validated id and the fields; `prefix` is the item's path.
-    fn into_parts(self, prefix: &str) -> Result<(UserId, ProfilePatch), ApiError> {
+    fn into_parts(self, prefix: &str) -> Result<(UserId, ProfilePatch, Option<String>), ApiError> {
         let id = UserId::new(self.user_id).map_err(|e| ApiError::bad(format!("{prefix}userId"), e))?;
-        if self.password.as_ref().is_some_and(|p| p.chars().count() > 128) {
-            return Err(ApiError::bad(format!("{prefix}password"), "longer than 128 characters"));
+        let max = crate::password::MAX_PASSWORD_CHARS;
+        if self.password.as_ref().is_some_and(|p| p.chars().count() > max) {
+            return Err(ApiError::bad(format!("{prefix}password"), format!("longer than {max} characters")));
         }
         let patch = ProfilePatch {
             nick_name: self.nick_name,
@@ -101,7 +106,7 @@ impl UserData {
             forbidden_flag: self.forbidden_flag,
             extra: self.extra,
         };
-        Ok((id, patch))
+        Ok((id, patch, self.password))
     }
 }
 
@@ -470,12 +475,13 @@ pub async fn import_user(State(state): State<Arc<ApiState>>, call: AdminCall<Imp
             parse_value::<UserData>(raw.clone(), &format!("userData[{i}]")).and_then(|data| data.into_parts(&prefix));
         // Duplicates are refused here rather than by the service so the message cites
         // request indices (the service never sees the items that failed to parse).
-        let item = item.and_then(|(user_id, fields)| match parsed.iter().find(|(_, it)| it.user_id == user_id) {
-            Some((first, _)) => {
-                Err(ApiError::bad(format!("{prefix}userId"), format!("duplicate of userData[{first}]")))
-            }
-            None => Ok(ImportItem { user_id, fields }),
-        });
+        let item =
+            item.and_then(|(user_id, fields, password)| match parsed.iter().find(|(_, it)| it.user_id == user_id) {
+                Some((first, _)) => {
+                    Err(ApiError::bad(format!("{prefix}userId"), format!("duplicate of userData[{first}]")))
+                }
+                None => Ok(ImportItem { user_id, fields, password }),
+            });
         match item {
             Ok(it) => parsed.push((i, it)),
             Err(e) => errors.push(i, ItemError::new(given_id, &e)),
@@ -526,7 +532,8 @@ pub async fn delete_user(State(state): State<Arc<ApiState>>, call: AdminCall<Del
 ///
 /// Authenticated by the user's own signature: `identifier` is the user id and
 /// `userSign` its signature (no admin involved). Answers the gateway addresses the
-/// client should connect to. An unknown user gets 20001, a deleted one 20002.
+/// client should connect to. An unknown user gets 20001, a deleted one 20002, a disabled
+/// one (`forbiddenFlag`) 50003.
 #[utoipa::path(post, path = "/v1/user/login", tag = "users", params(AuthQuery), request_body = LoginReq,
     responses((status = 200, description = "Gateway addresses", body = Envelope<LoginResp>)))]
 pub async fn login(State(state): State<Arc<ApiState>>, call: UserCall<LoginReq>) -> ApiResult<LoginResp> {
@@ -617,9 +624,9 @@ pub async fn modify_user_info(
     State(state): State<Arc<ApiState>>,
     call: AdminCall<UserData>,
 ) -> ApiResult<ModifyUserInfoResp> {
-    let (id, patch) = call.body.into_parts("")?;
+    let (id, patch, password) = call.body.into_parts("")?;
     tracing::Span::current().record("user_id", id.as_str());
-    let m = state.users.modify(call.app, &id, patch).await?;
+    let m = state.users.modify(call.app, &id, patch, password).await?;
     Ok(ApiOk(ModifyUserInfoResp {
         user_id: id.into_string(),
         sequence: m.seq.0,

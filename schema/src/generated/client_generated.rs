@@ -506,10 +506,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for EntryKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_KICK_REASON: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_KICK_REASON: u8 = 6;
+pub const ENUM_MAX_KICK_REASON: u8 = 7;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_KICK_REASON: [KickReason; 7] = [
+pub const ENUM_VALUES_KICK_REASON: [KickReason; 8] = [
   KickReason::Unknown,
   KickReason::ReplacedByNewLogin,
   KickReason::UserDeleted,
@@ -517,6 +517,7 @@ pub const ENUM_VALUES_KICK_REASON: [KickReason; 7] = [
   KickReason::ServerShutdown,
   KickReason::SlowConsumer,
   KickReason::HeartbeatTimeout,
+  KickReason::UserDisabled,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -537,9 +538,11 @@ impl KickReason {
   pub const SlowConsumer: Self = Self(5);
   /// No heartbeat within the timeout.
   pub const HeartbeatTimeout: Self = Self(6);
+  /// The user was disabled (forbiddenFlag); it may not log in again until enabled.
+  pub const UserDisabled: Self = Self(7);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 6;
+  pub const ENUM_MAX: u8 = 7;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Unknown,
     Self::ReplacedByNewLogin,
@@ -548,6 +551,7 @@ impl KickReason {
     Self::ServerShutdown,
     Self::SlowConsumer,
     Self::HeartbeatTimeout,
+    Self::UserDisabled,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -559,6 +563,7 @@ impl KickReason {
       Self::ServerShutdown => Some("ServerShutdown"),
       Self::SlowConsumer => Some("SlowConsumer"),
       Self::HeartbeatTimeout => Some("HeartbeatTimeout"),
+      Self::UserDisabled => Some("UserDisabled"),
       _ => None,
     }
   }
