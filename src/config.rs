@@ -232,6 +232,9 @@ fn validate(c: &TernConfig) -> Result<(), ConfigError> {
         if app.admins.is_empty() {
             problems.push(format!("- apps[{i}].admins: at least one admin identifier is needed"));
         }
+        for p in app.callbacks.iter().flat_map(|c| c.problems()) {
+            problems.push(format!("- apps[{i}].{p}"));
+        }
     }
     if c.storage.backend == Backend::Scylla {
         if let Err(e) = c.storage.scylla.validate() {
@@ -311,6 +314,29 @@ mod tests {
         assert_eq!(c.apps.len(), 1);
         assert_eq!(c.apps[0].admins, vec!["admin".to_string()]);
         assert_eq!(u8::from(c.apps[0].login_model), 2);
+    }
+
+    #[test]
+    fn app_callbacks_from_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tern.toml");
+        let app = "[[apps]]\nid = 7\nsecret = \"0123456789abcdef\"\n[apps.callbacks]\n";
+        std::fs::write(
+            &file,
+            format!("{app}before_send_url = \"http://127.0.0.1:9/b\"\nfailure_policy = \"closed\"\n"),
+        )
+        .unwrap();
+        let c = load(Some(&file), env(&[]), &FlagOverrides::default()).unwrap();
+        let cb = c.apps[0].callbacks.as_ref().expect("callbacks");
+        assert_eq!(cb.before_send_url.as_ref().map(|u| u.as_str()), Some("http://127.0.0.1:9/b"));
+        assert_eq!(cb.failure_policy, tern_logic::callbacks::FailurePolicy::Closed);
+        // TLS URLs and zero bounds are refused at load.
+        std::fs::write(&file, format!("{app}before_send_url = \"https://biz/b\"\n")).unwrap();
+        let err = load(Some(&file), env(&[]), &FlagOverrides::default()).unwrap_err().to_string();
+        assert!(err.contains("only http://"), "{err}");
+        std::fs::write(&file, format!("{app}max_attempts = 0\n")).unwrap();
+        let err = load(Some(&file), env(&[]), &FlagOverrides::default()).unwrap_err().to_string();
+        assert!(err.contains("apps[0].callbacks.max_attempts"), "{err}");
     }
 
     #[test]

@@ -45,6 +45,34 @@ pub fn describe() {
     );
     describe_counter!("tern_seq_bound_writes_total", "Durable seq-bound raises (one per seq_step seqs).");
     describe_counter!("tern_seqs_abandoned_total", "Seqs allocated for writes that failed (skipped, never reused).");
+    describe_gauge!("tern_sends_in_flight", "Sends handed to the store and not yet durable (all links of this node).");
+    describe_counter!("tern_push_acks_total", "PushAck frames received from devices.");
+    describe_counter!("tern_send_refusals_total", "TCP sends answered with a refusal, by SendAck code.");
+    describe_histogram!(
+        "tern_push_delay_seconds",
+        Unit::Seconds,
+        "Time from a message's acceptance to its push to online devices (oldest message of each Push)."
+    );
+    // logic: callbacks to business servers
+    describe_counter!(
+        "tern_callback_requests_total",
+        "Callback requests to business servers, by app, event and result (ok, timeout, error, status, \
+         bad_answer, overloaded)."
+    );
+    describe_counter!(
+        "tern_callback_before_send_total",
+        "Before-send decisions, by app and decision (allow, rewrite, reject, fail_open, fail_closed)."
+    );
+    describe_histogram!("tern_callback_seconds", Unit::Seconds, "Callback request latency, by event.");
+    describe_counter!("tern_callback_retries_total", "After-event deliveries retried, by app and event.");
+    describe_counter!(
+        "tern_callback_dropped_total",
+        "After-events dropped, by app and reason (queue_full, retries_exhausted)."
+    );
+    describe_gauge!("tern_callback_queue_depth", "After-events queued for delivery, by app.");
+    describe_counter!("tern_group_messages_accepted_total", "Group messages accepted (durable in the group timeline).");
+    describe_counter!("tern_group_messages_pushed_total", "Group message pushes sent to member devices.");
+    describe_counter!("tern_group_changes_total", "Group changes written (profile, members, roles, mutes, owner).");
     // logic: relations
     describe_counter!("tern_friend_views_loaded_total", "Relation views folded from the logs.");
     describe_counter!("tern_friend_log_entries_total", "Relation log entries written.");

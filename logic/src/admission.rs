@@ -65,6 +65,7 @@ impl SendAdmission {
         self.in_flight.fetch_sub(n, Ordering::Relaxed);
         self.observe(took, Instant::now());
         metrics::gauge!("tern_send_admission_limit").set(self.limit() as f64);
+        metrics::gauge!("tern_sends_in_flight").set(self.in_flight() as f64);
     }
 
     /// The current limit (a gauge for operators; tests).

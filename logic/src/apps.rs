@@ -38,6 +38,9 @@ pub struct AppConfig {
     /// Most users one user may block. A block that would pass it is refused with 30019.
     #[serde(default = "default_max_blacklist")]
     pub max_blacklist: usize,
+    /// Callbacks to the app's business server (`[apps.callbacks]`; none by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callbacks: Option<crate::callbacks::CallbackConfig>,
 }
 
 /// Two minutes: the customary recall window of IM apps.
@@ -78,6 +81,7 @@ impl AppConfig {
             retention_days: DEFAULT_RETENTION_DAYS,
             max_friends: DEFAULT_MAX_FRIENDS,
             max_blacklist: DEFAULT_MAX_BLACKLIST,
+            callbacks: None,
         }
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod admission;
 pub mod apps;
+pub mod callbacks;
 pub mod config;
 pub mod friends;
 pub mod groups;
@@ -92,6 +93,8 @@ pub struct Logic {
     pub admission: admission::SendAdmission,
     /// The node-wide bound on new logins being admitted (batched per link).
     pub logins: login::LoginLimit,
+    /// Callbacks to the apps' business servers (issue 14).
+    pub callbacks: callbacks::Callbacks,
 }
 
 impl Logic {
@@ -107,7 +110,6 @@ impl Logic {
         Arc::new(Self {
             config,
             store,
-            apps,
             sessions: Sessions::new(),
             seqs,
             messaging: messages::Messaging::new(),
@@ -116,6 +118,8 @@ impl Logic {
             user_cache: user_cache::UserCache::new(),
             logins,
             admission,
+            callbacks: callbacks::Callbacks::new(&apps),
+            apps,
         })
     }
 

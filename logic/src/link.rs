@@ -199,6 +199,7 @@ async fn handle_frame(
             let closed = f.body_as_session_closed().expect("checked type");
             if let Some(conn) = closed.conn() {
                 logic.messaging.forget_conn(conn);
+                crate::callbacks::session_closing(logic, conn);
                 if let Some((app, user)) = logic.sessions.close(conn) {
                     tracing::debug!(app = app.0, user = user.as_str(), reason = ?closed.reason(), "session closed");
                 }

@@ -429,7 +429,11 @@ fn admit(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, c: &Checked, acked: &[(
     // completing in between was neither reported nor pushed (the gateway drops pushes to
     // a connection whose session is not open yet) until the device's next sync.
     logic.messaging.delivery.locked(app, user, || {
+        let announce = (!req.resume && logic.callbacks.has_state_change(app)).then(|| session.clone());
         let admission = logic.sessions.admit(app, user, session, c.model, req.resume);
+        if let Some(s) = &announce {
+            crate::callbacks::session_opened(logic, app, user, s, &admission.kicked);
+        }
         for k in &admission.kicked {
             tracing::info!(device = k.device_id, "session replaced by a new login");
             metrics::counter!("tern_kicks_total", "reason" => "replaced").increment(1);

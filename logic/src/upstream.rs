@@ -46,6 +46,11 @@ pub async fn handle(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, turn: &mut S
         return reply(tx, conn, &encode::error(rid, codes::LOGIN_REQUIRED, "no session on this connection"));
     };
     match f.body_type() {
+        // An app with a before-send callback: off the reader, in connection order (1:1
+        // and group sends alike).
+        Body::Send if logic.callbacks.has_before_send(app) => {
+            turn.push_hooked(logic, tx, conn, rid, bytes, app, user, &session.device_id)
+        }
         Body::Send
             if f.body_as_send()
                 .is_some_and(|s| s.conversation_type() == tern_schema::client::ConversationType::Group) =>
@@ -94,6 +99,7 @@ pub async fn handle(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, turn: &mut S
         }
         Body::PushAck => {
             let a = f.body_as_push_ack().expect("checked type");
+            metrics::counter!("tern_push_acks_total").increment(1);
             // An ack of a group timeline (group seqs) must never move the inbox ack;
             // per-device group positions are not stored yet (the client keeps them).
             if a.kind() == WireKind::Message && a.group_id().is_none_or(str::is_empty) {
@@ -208,6 +214,7 @@ impl SendTurn {
         let s = f.body_as_send().expect("checked type");
         let client_msg_id = s.client_msg_id().unwrap_or_default();
         let refuse = |code: u32, message: &str| {
+            count_refusal(code);
             let parts = SendAckParts { client_msg_id, code, message, ..Default::default() };
             reply(tx, conn, &message::send_ack(rid, &parts));
         };
@@ -287,6 +294,7 @@ impl SendTurn {
             || !logic.admission.admits(self.pending.len())
         {
             metrics::counter!("tern_sends_refused_busy_total").increment(1);
+            count_refusal(codes::SERVICE_UNAVAILABLE);
             return refuse(codes::SERVICE_UNAVAILABLE, "server busy: too many sends in flight; retry in 100 ms");
         }
         let req = crate::groups::GroupSend {
@@ -319,6 +327,94 @@ impl SendTurn {
             Ok(crate::groups::GroupPrepared::Done(accepted)) => reply(tx, conn, &send_ack(&to, &Ok(accepted))),
             Err(r) => refuse(r.code, &r.message),
         }
+    }
+
+    /// Runs one Send (1:1 or group) of an app with a before-send callback in a task of its own,
+    /// counted in this link's sends in flight (the business server's answer must not
+    /// stall the link reader, which carries every app's sends): see
+    /// [`crate::callbacks::send_in_order`], which keeps the connection's order.
+    #[allow(clippy::too_many_arguments)]
+    fn push_hooked(
+        &mut self,
+        logic: &Arc<Logic>,
+        tx: &mpsc::Sender<Vec<u8>>,
+        conn: ConnRef,
+        rid: u32,
+        bytes: &[u8],
+        app: AppId,
+        user: UserId,
+        device_id: &str,
+    ) {
+        let f = frame::parse_client_framed(bytes, crate::link::MAX_LINK_PAYLOAD).expect("parsed before");
+        let s = f.body_as_send().expect("checked type");
+        let client_msg_id = s.client_msg_id().unwrap_or_default();
+        let refuse = |code: u32, message: &str| {
+            count_refusal(code);
+            let parts = SendAckParts { client_msg_id, code, message, ..Default::default() };
+            reply(tx, conn, &message::send_ack(rid, &parts));
+        };
+        let group = s.conversation_type() == tern_schema::client::ConversationType::Group;
+        let to_id = s.to_id().unwrap_or_default();
+        let checked = if group {
+            GroupId::new(to_id).err().map(|e| e.to_string())
+        } else {
+            UserId::new(to_id).err().map(|e| e.to_string())
+        };
+        if let Some(e) = checked {
+            return refuse(msg::errors::INVALID_MESSAGE, &format!("to_id: {e}"));
+        }
+        if self.in_flight.load(Ordering::Relaxed) + self.pending.len() >= self.max_in_flight
+            || !logic.admission.admits(self.pending.len())
+        {
+            metrics::counter!("tern_sends_refused_busy_total").increment(1);
+            return refuse(codes::SERVICE_UNAVAILABLE, "server busy: too many sends in flight; retry in 100 ms");
+        }
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let (bytes, device) = (bytes.to_vec(), device_id.to_owned());
+        let (logic, tx, in_flight) = (logic.clone(), tx.clone(), self.in_flight.clone());
+        // The ticket of the connection's order is taken here, in arrival order.
+        let ticket = logic.callbacks.enter_order(&conn);
+        tokio::spawn(async move {
+            let f = frame::parse_client_framed(&bytes, crate::link::MAX_LINK_PAYLOAD).expect("parsed before");
+            let s = f.body_as_send().expect("checked type");
+            let client_msg_id = s.client_msg_id().unwrap_or_default();
+            let ack_to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned() };
+            let to_id = s.to_id().unwrap_or_default();
+            let result = match (group, GroupId::new(to_id), UserId::new(to_id)) {
+                (true, Ok(group), _) => {
+                    let req = crate::groups::GroupSend {
+                        app,
+                        group,
+                        from: user,
+                        client_msg_id,
+                        elems: elems_of(s.elems()),
+                        client_time_ms: s.client_time_ms(),
+                        from_device: &device,
+                        origin: Some(conn),
+                        extras: Default::default(),
+                    };
+                    crate::callbacks::group_send_in_order(&logic, req, ticket).await
+                }
+                (false, _, Ok(to)) => {
+                    let req = SendRequest {
+                        app,
+                        from: user,
+                        to,
+                        client_msg_id,
+                        elems: elems_of(s.elems()),
+                        client_time_ms: s.client_time_ms(),
+                        from_device: &device,
+                        origin: Some(conn),
+                        extras: Default::default(),
+                    };
+                    crate::callbacks::send_in_order(&logic, req, ticket).await
+                }
+                // Checked above, before the task.
+                _ => Err(msg::Refusal::new(msg::errors::INVALID_MESSAGE, "to_id: invalid")),
+            };
+            reply(&tx, conn, &send_ack(&ack_to, &result));
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 
     /// Hands the turn's sends to the store in one request; a task completes them.
@@ -366,8 +462,14 @@ fn send_ack(to: &AckTo, result: &Result<msg::Accepted, msg::Refusal>) -> Vec<u8>
             server_time_ms: a.server_time_ms,
         },
         Err(r) => {
+            count_refusal(r.code);
             SendAckParts { client_msg_id: &to.client_msg_id, code: r.code, message: &r.message, ..Default::default() }
         }
     };
     message::send_ack(to.request_id, &parts)
+}
+
+/// Counts a refused TCP send by its code (`tern_send_refusals_total{code}`).
+fn count_refusal(code: u32) {
+    metrics::counter!("tern_send_refusals_total", "code" => code.to_string()).increment(1);
 }

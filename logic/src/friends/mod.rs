@@ -336,6 +336,7 @@ pub(crate) async fn commit(
     };
     // The ListedBy seqs are the server's own bookkeeping.
     seqs.truncate(changes.len());
+    crate::callbacks::relations_changed(logic, locked.app, &changes, &seqs);
     let mut latest: Vec<(UserId, SyncKind, Seq)> = Vec::new();
     for ((owner, rec), seq) in changes.into_iter().zip(&seqs) {
         let kind = rec.kind();

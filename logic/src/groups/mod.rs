@@ -658,6 +658,7 @@ pub(crate) async fn commit(
             }
         }
     }
+    crate::callbacks::group_changed(logic, app, &group_id, &ch);
     // Durable: apply in memory.
     match (slot.as_mut(), ch.group) {
         (Some(s), Some(g)) => s.rec = g,

@@ -137,6 +137,9 @@ pub enum GroupPrepared {
 /// only (40006); a muted group (40012) or member (40017) may not send unless the
 /// sender is the owner or an admin.
 pub async fn send(logic: &Logic, req: GroupSend<'_>) -> Result<Accepted, Refusal> {
+    // The app's business server first (nothing when it has no before-send URL).
+    let hooked = crate::callbacks::before_group_send(logic, &req).await?;
+    let req = hooked.apply_group(req);
     match prepare(logic, req).await? {
         GroupPrepared::Waiting(rx) => rx.await.unwrap_or_else(|_| Err(refused(codes::INTERNAL, "internal error"))),
         GroupPrepared::Done(accepted) => Ok(accepted),
@@ -288,6 +291,7 @@ pub async fn finish(
     let answer = match result {
         Ok(true) => {
             metrics::counter!("tern_group_messages_accepted_total").increment(1);
+            crate::callbacks::after_send(logic, p.app, &p.payload);
             Ok(p.accepted)
         }
         Ok(false) => Err(refused(codes::INTERNAL, "internal error")),

@@ -18,6 +18,7 @@ use tern_schema::codes;
 use tern_schema::sig::SigError;
 use utoipa::ToSchema;
 
+use crate::callbacks::errors as cb;
 use crate::friends::{errors as rel, FriendError};
 use crate::groups::errors as grp;
 use crate::messages::{errors as msg, Refusal};
@@ -279,10 +280,30 @@ pub const CODES: &[CodeInfo] = &[
         meaning: "the member is muted in this group until speakDate (also a send-ack code)",
     },
     CodeInfo { code: grp::DESTROYED, status: 410, meaning: "the group was dissolved" },
+    CodeInfo {
+        code: cb::REFUSED_BY_APP,
+        status: 403,
+        meaning: "the app's business server refused the message (before-send callback) with a code outside \
+                  120001-130000; msg carries its code and reason (also a send-ack code)",
+    },
+    CodeInfo {
+        code: cb::APP_UNAVAILABLE,
+        status: 503,
+        meaning: "the app's callbacks fail closed and its business server did not decide on the message in time; \
+                  retry (also a send-ack code)",
+    },
+    CodeInfo {
+        code: cb::APP_CODE_FIRST,
+        status: 403,
+        meaning: "120001-130000: the app's business server refused the message (before-send callback); code and msg \
+                  are its own (also send-ack codes)",
+    },
 ];
 
 /// The table row of `code`.
 pub fn code_info(code: u32) -> Option<&'static CodeInfo> {
+    // The app's own refusal codes share one row.
+    let code = if cb::APP_CODES.contains(&code) { cb::APP_CODE_FIRST } else { code };
     CODES.iter().find(|c| c.code == code)
 }
 

@@ -104,6 +104,9 @@ pub fn routes(e: Endpoints) -> Endpoints {
             crate::messages::errors::SENDER_MUTED,
             crate::messages::errors::INVALID_MESSAGE,
             crate::messages::errors::BODY_TOO_LARGE,
+            crate::callbacks::errors::REFUSED_BY_APP,
+            crate::callbacks::errors::APP_UNAVAILABLE,
+            crate::callbacks::errors::APP_CODE_FIRST,
         ],
         &[],
     )

@@ -48,6 +48,9 @@ pub fn routes(e: Endpoints) -> Endpoints {
             codes::USER_DELETED,
             codes::BLOCKED_BY_RECIPIENT,
             errors::SENDER_MUTED,
+            crate::callbacks::errors::REFUSED_BY_APP,
+            crate::callbacks::errors::APP_UNAVAILABLE,
+            crate::callbacks::errors::APP_CODE_FIRST,
         ],
         &[],
     )
@@ -157,7 +160,7 @@ impl OwnedElem {
 }
 
 impl MessageElem {
-    fn from_parts(e: &ElemParts<'_>) -> Option<Self> {
+    pub(crate) fn from_parts(e: &ElemParts<'_>) -> Option<Self> {
         let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
         Some(Self {
             elem_type: ElemKind::from_wire(e.elem_type)?,

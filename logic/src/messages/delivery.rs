@@ -123,6 +123,11 @@ fn push_in_order(logic: &Logic, app: AppId, user: &UserId, due: BTreeMap<u64, Pa
         }
         let frame = message::push(&parts);
         let n = logic.sessions.send_to_user(app, user, &frame, except.as_ref());
+        // One sample per Push frame: its oldest message's time from accepted to pushed.
+        if let Some(first) = parts.first().filter(|_| n > 0) {
+            let delay_ms = crate::now_ms().saturating_sub(first.server_time_ms);
+            metrics::histogram!("tern_push_delay_seconds").record(delay_ms as f64 / 1000.0);
+        }
         metrics::counter!("tern_messages_pushed_total").increment((n * parts.len()) as u64);
         batch.clear();
     };

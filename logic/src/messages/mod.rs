@@ -249,7 +249,8 @@ pub enum Prepared {
 
 /// Sends one message. Returns only once it is durable (or refused).
 pub async fn send(logic: &Logic, req: SendRequest<'_>) -> SendResult {
-    match prepare(logic, req).await? {
+    let hooked = crate::callbacks::before_send(logic, &req).await?;
+    match prepare(logic, hooked.apply(req)).await? {
         Prepared::Waiting(rx) => rx.await.unwrap_or_else(|_| Err(Refusal::new(codes::INTERNAL, "internal error"))),
         Prepared::Done(accepted) => Ok(accepted),
         Prepared::Ready(pending, write) => {
@@ -428,6 +429,7 @@ pub fn finish(logic: &Logic, p: Pending, outcome: Result<GuardOutcome, StoreErro
     let answer = match result {
         Ok(true) => {
             metrics::counter!("tern_messages_accepted_total").increment(1);
+            crate::callbacks::after_send(logic, p.from_alloc.app, &p.payload);
             Ok(p.accepted)
         }
         Ok(false) => Err(Refusal::new(codes::INTERNAL, "internal error")),
