@@ -12,6 +12,7 @@
 pub mod admission;
 pub mod apps;
 pub mod config;
+pub mod conversations;
 pub mod friends;
 pub mod groups;
 pub mod hooks;
@@ -88,6 +89,8 @@ pub struct Logic {
     pub user_cache: user_cache::UserCache,
     /// The node-wide, latency-steered bound on sends waiting for the store.
     pub admission: admission::SendAdmission,
+    /// Conversation views (issue 12; loaded on first read).
+    pub conversations: conversations::Conversations,
 }
 
 impl Logic {
@@ -110,6 +113,7 @@ impl Logic {
             groups: groups::Groups::new(),
             user_cache: user_cache::UserCache::new(),
             admission,
+            conversations: conversations::Conversations::new(),
         })
     }
 
