@@ -280,3 +280,35 @@ async fn every_change_notifies_the_users_other_devices() {
     let s4 = d["sequence"].as_u64().unwrap();
     assert_eq!(notifies(&mut rx), [(10, s4), (11, s4)]);
 }
+
+/// Push frames to b's devices in the link queue: (first message's sender, silent).
+fn pushes(rx: &mut mpsc::Receiver<Vec<u8>>) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    while let Ok(f) = rx.try_recv() {
+        let lf = parse_link(&f[HEADER_LEN..]).expect("link frame");
+        let Some(d) = lf.body_as_deliver() else { continue };
+        let cf = parse_client_framed(d.frame().unwrap().bytes(), 1 << 16).unwrap();
+        let Some(p) = cf.body_as_push() else { continue };
+        let from = p.messages().unwrap().get(0).from_id().unwrap().to_string();
+        out.push((from, p.silent()));
+    }
+    out
+}
+
+#[tokio::test]
+async fn pushes_of_muted_conversations_are_silent() {
+    let h = harness();
+    users(&h, &["a", "b", "c"]).await;
+    send(&h, "a", "b", "m0").await;
+    send(&h, "c", "b", "m1").await;
+    h.ok("/conversation/update", json!({"fromId": "b", "conversationId": "1_b_a", "isMute": true})).await;
+    let mut rx = h.online(&[("b", "b1")], 256);
+    send(&h, "a", "b", "m2").await;
+    send(&h, "c", "b", "m3").await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(pushes(&mut rx), [("a".to_string(), true), ("c".to_string(), false)]);
+    h.ok("/conversation/update", json!({"fromId": "b", "conversationId": "1_b_a", "isMute": false})).await;
+    send(&h, "a", "b", "m4").await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(pushes(&mut rx), [("a".to_string(), false)]);
+}

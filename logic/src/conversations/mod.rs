@@ -59,6 +59,9 @@ type Slot = Arc<AsyncMutex<Option<View>>>;
 #[derive(Default)]
 pub struct Conversations {
     views: Mutex<HashMap<(AppId, UserId), (Slot, usize)>>,
+    /// The muted 1:1 peers of users whose view is loaded and who muted any: read by the
+    /// push path (one map lookup, no store read).
+    mutes: Mutex<HashMap<(AppId, UserId), Vec<UserId>>>,
 }
 
 impl Conversations {
@@ -91,6 +94,30 @@ impl Conversations {
     fn account(&self, app: AppId, user: &UserId, n: usize) {
         if let Some(e) = self.views.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&(app, user.clone())) {
             e.1 = n;
+        }
+    }
+
+    /// Whether every peer in `peers` is a 1:1 conversation `user` muted (false for an
+    /// empty list, or when the user's view is not in memory).
+    pub fn all_muted<'a>(&self, app: AppId, user: &UserId, mut peers: impl Iterator<Item = &'a str>) -> bool {
+        let g = self.mutes.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(muted) = g.get(&(app, user.clone())) else { return false };
+        let mut any = false;
+        let all = peers.all(|p| {
+            any = true;
+            muted.iter().any(|m| m.as_str() == p)
+        });
+        any && all
+    }
+
+    fn publish_mutes(&self, app: AppId, user: &UserId, v: &View) {
+        let muted: Vec<UserId> =
+            v.convs.iter().filter(|(_, c)| c.is_mute && !c.deleted).filter_map(|(k, _)| k.as_peer().cloned()).collect();
+        let mut g = self.mutes.lock().unwrap_or_else(|p| p.into_inner());
+        if muted.is_empty() {
+            g.remove(&(app, user.clone()));
+        } else {
+            g.insert((app, user.clone()), muted);
         }
     }
 
@@ -183,7 +210,8 @@ async fn locked(
         *g = None;
         return Err(e);
     }
-    logic.conversations.account(app, user, g.as_ref().map_or(0, |v| v.convs.len()));
+    logic.conversations.account(app, user, v.convs.len());
+    logic.conversations.publish_mutes(app, user, v);
     Ok(g)
 }
 
@@ -431,6 +459,7 @@ async fn dirty_write(
     for ((_, r), seq) in entries.iter().zip(&seqs) {
         v.apply_log(*seq, r);
     }
+    logic.conversations.publish_mutes(app, user, v);
     let last = seqs.last().copied().unwrap_or_default();
     let frame = encode::sync_notify(client::SyncKind(SyncKind::Conversation.as_u8()), last.0);
     logic.sessions.send_to_user(app, user, &frame, origin);
@@ -612,16 +641,84 @@ pub async fn cleared_seq(logic: &Logic, app: AppId, user: &UserId, conv: &Conver
     Ok(g.as_ref().and_then(|v| v.convs.get(conv)).map_or(Seq::ZERO, |c| c.cleared_seq))
 }
 
-/// Whether `user` muted `conv`, if their view is in memory (`false` otherwise: the
-/// push path never reads the store).
-pub fn is_muted_now(logic: &Logic, app: AppId, user: &UserId, conv: &Conversation) -> bool {
-    let slot = {
-        let g = logic.conversations.views.lock().unwrap_or_else(|p| p.into_inner());
-        match g.get(&(app, user.clone())) {
-            Some((s, _)) => s.clone(),
-            None => return false,
+/// Answers a TCP ConversationGet: a ConversationList frame (or an Error frame).
+pub async fn get_frame(logic: &Logic, app: AppId, user: &UserId, rid: u32, offset: u32, limit: u32) -> Vec<u8> {
+    let limit = tcp_limit(limit);
+    match get(logic, app, user, offset as usize, limit).await {
+        Ok(page) => {
+            let infos: Vec<_> = page.items.iter().map(info).collect();
+            let total = u32::try_from(page.total).unwrap_or(u32::MAX);
+            tern_schema::conversation::list(rid, &infos, page.max_seq.0, page.next.is_none(), total)
         }
-    };
-    let Ok(v) = slot.try_lock() else { return false };
-    v.as_ref().and_then(|v| v.convs.get(conv)).is_some_and(|c| c.is_mute && !c.deleted)
+        Err(r) => encode::error(rid, r.code, &r.message),
+    }
+}
+
+/// Answers a TCP ConversationSync: a ConversationList frame (or an Error frame).
+pub async fn sync_frame(logic: &Logic, app: AppId, user: &UserId, rid: u32, after: Seq, limit: u32) -> Vec<u8> {
+    match sync(logic, app, user, after, tcp_limit(limit)).await {
+        Ok(page) => {
+            let infos: Vec<_> = page
+                .changes
+                .iter()
+                .map(|c| tern_schema::conversation::InfoParts {
+                    conversation_type: wire_type(&c.conversation),
+                    target_id: record::target_of(&c.conversation),
+                    op: match c.op {
+                        Op::Delete => client::ConversationOp::Delete,
+                        Op::NotifyDelete => client::ConversationOp::ClientDelete,
+                        Op::Put | Op::Checkpoint => client::ConversationOp::Put,
+                    },
+                    is_top: c.is_top,
+                    is_mute: c.is_mute,
+                    extra: &c.extra,
+                    read_seq: c.read_seq.0,
+                    cleared_seq: c.cleared_seq.0,
+                    sync_seq: c.seq.0,
+                    updated_ms: c.time_ms,
+                    ..Default::default()
+                })
+                .collect();
+            tern_schema::conversation::list(rid, &infos, page.max_seq.0, page.completed, 0)
+        }
+        Err(r) => encode::error(rid, r.code, &r.message),
+    }
+}
+
+/// A TCP page size: 0 is the default page, larger values are capped.
+fn tcp_limit(limit: u32) -> usize {
+    match limit {
+        0 => crate::config::DEFAULT_PAGE_LIMIT,
+        n => (n as usize).min(crate::config::MAX_PAGE_LIMIT),
+    }
+}
+
+fn wire_type(conv: &Conversation) -> client::ConversationType {
+    match conv {
+        Conversation::Single(_) => client::ConversationType::Single,
+        Conversation::Group(_) => client::ConversationType::Group,
+    }
+}
+
+fn info(i: &Item) -> tern_schema::conversation::InfoParts<'_> {
+    let last = i.last.as_ref();
+    tern_schema::conversation::InfoParts {
+        conversation_type: wire_type(&i.conversation),
+        target_id: record::target_of(&i.conversation),
+        op: client::ConversationOp::Put,
+        is_top: i.is_top,
+        is_mute: i.is_mute,
+        extra: &i.extra,
+        read_seq: i.read_seq.0,
+        cleared_seq: i.cleared_seq.0,
+        unread: i.unread,
+        sync_seq: i.sync_seq.0,
+        updated_ms: i.updated_ms,
+        last_message_key: last.map_or(0, |l| l.message_key),
+        last_seq: last.map_or(0, |l| l.seq.0),
+        last_time_ms: last.map_or(0, |l| l.time_ms),
+        last_sender: last.map_or("", |l| l.sender.as_str()),
+        last_preview: last.map_or("", |l| l.preview.as_str()),
+        last_recalled: last.is_some_and(|l| l.recalled),
+    }
 }
