@@ -307,7 +307,8 @@ mod tests {
             let mut fbb = FlatBufferBuilder::new();
             let offs: Vec<_> = msgs.iter().map(|m| message(&mut fbb, m)).collect();
             let messages = fbb.create_vector(&offs);
-            let body = client::Push::create(&mut fbb, &client::PushArgs { messages: Some(messages) });
+            let body =
+                client::Push::create(&mut fbb, &client::PushArgs { messages: Some(messages), ..Default::default() });
             encode::finish_client(fbb, 0, Body::Push, body.as_union_value())
         }
 
@@ -368,7 +369,8 @@ mod tests {
                 },
             );
             let messages = fbb.create_vector(&[m]);
-            let body = client::Push::create(&mut fbb, &client::PushArgs { messages: Some(messages) });
+            let body =
+                client::Push::create(&mut fbb, &client::PushArgs { messages: Some(messages), ..Default::default() });
             encode::finish_client(fbb, 0, Body::Push, body.as_union_value())
         }
 

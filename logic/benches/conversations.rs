@@ -86,7 +86,10 @@ fn main() {
         let t = Instant::now();
         let page = tern_logic::conversations::get(&h.logic, app, &me, 0, 100).await.unwrap();
         assert_eq!(page.total, n);
-        println!("first read ever (fold {n} inbox entries, log {n} records): {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+        println!(
+            "first read ever (fold {n} inbox entries, log {n} records): {:.1} ms",
+            t.elapsed().as_secs_f64() * 1e3
+        );
 
         // A cold load after a restart: log fold plus the index reads.
         let (logic, _) = h.restarted();

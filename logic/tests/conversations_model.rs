@@ -201,8 +201,8 @@ async fn run(ops: Vec<Op>, cut: usize) {
                     )
                     .await;
                 group_seqs.push(r["messageSequence"].as_u64().unwrap());
-                for me in 0..3 {
-                    let c = &mut model[me][3];
+                for user in model.iter_mut() {
+                    let c = &mut user[3];
                     c.senders.push(f);
                     c.deleted = false;
                 }

@@ -270,9 +270,13 @@ async fn derive_single(
     let newest = logic.store.read_conv_back(app, user, conv, Seq::MAX, 1).await?;
     let Some(&seq) = newest.first() else { return Ok(()) };
     c.seen_to = seq;
+    let mut newest_unread = 0;
     if seq > c.cleared_seq {
         if let Some(e) = logic.store.get_log_entry(app, own, SyncKind::Message, seq).await? {
             if let Some(m) = MessageSummary::of(&e.payload) {
+                if seq > c.floor() && m.sender != user.as_str() {
+                    newest_unread = 1;
+                }
                 c.last = Some(Last {
                     message_key: m.message_key,
                     seq,
@@ -284,7 +288,11 @@ async fn derive_single(
             }
         }
     }
-    c.unread = count_single(logic, app, user, conv, c.floor(), seq).await?;
+    // The newest entry was read above; count the rest below it.
+    c.unread = newest_unread;
+    if seq > c.floor() {
+        c.unread += count_single(logic, app, user, conv, c.floor(), Seq(seq.0 - 1)).await?;
+    }
     Ok(())
 }
 
