@@ -61,7 +61,9 @@ pub struct Conversations {
     views: Mutex<HashMap<(AppId, UserId), (Slot, usize)>>,
     /// The muted 1:1 peers of users whose view is loaded and who muted any: read by the
     /// push path (one map lookup, no store read).
-    mutes: Mutex<HashMap<(AppId, UserId), Vec<UserId>>>,
+    mutes: std::sync::RwLock<HashMap<(AppId, UserId), Vec<UserId>>>,
+    /// Entries in `mutes`: while 0 (nobody muted anything) pushes take no lock.
+    muting: std::sync::atomic::AtomicUsize,
 }
 
 impl Conversations {
@@ -100,7 +102,10 @@ impl Conversations {
     /// Whether every peer in `peers` is a 1:1 conversation `user` muted (false for an
     /// empty list, or when the user's view is not in memory).
     pub fn all_muted<'a>(&self, app: AppId, user: &UserId, mut peers: impl Iterator<Item = &'a str>) -> bool {
-        let g = self.mutes.lock().unwrap_or_else(|p| p.into_inner());
+        if self.muting.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let g = self.mutes.read().unwrap_or_else(|p| p.into_inner());
         let Some(muted) = g.get(&(app, user.clone())) else { return false };
         let mut any = false;
         let all = peers.all(|p| {
@@ -113,12 +118,17 @@ impl Conversations {
     fn publish_mutes(&self, app: AppId, user: &UserId, v: &View) {
         let muted: Vec<UserId> =
             v.convs.iter().filter(|(_, c)| c.is_mute && !c.deleted).filter_map(|(k, _)| k.as_peer().cloned()).collect();
-        let mut g = self.mutes.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (app, user.clone());
+        let mut g = self.mutes.write().unwrap_or_else(|p| p.into_inner());
         if muted.is_empty() {
-            g.remove(&(app, user.clone()));
+            if !g.contains_key(&key) {
+                return;
+            }
+            g.remove(&key);
         } else {
-            g.insert((app, user.clone()), muted);
+            g.insert(key, muted);
         }
+        self.muting.store(g.len(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Conversations held in memory (all views).
