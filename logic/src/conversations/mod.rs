@@ -490,7 +490,7 @@ async fn dirty_write(
 pub async fn get(logic: &Logic, app: AppId, user: &UserId, offset: usize, limit: usize) -> Result<Page, Refusal> {
     let g = locked(logic, app, user).await?;
     let v = g.as_ref().expect("locked loads");
-    let sorted = v.sorted();
+    let sorted = v.sorted(offset.saturating_add(limit));
     let total = sorted.len();
     let items: Vec<Item> = sorted.iter().skip(offset).take(limit).map(|(k, c)| Item::of(k, c)).collect();
     let end = offset.saturating_add(items.len());
