@@ -416,6 +416,10 @@ fn field_rule(name: &str, schema: &Value) -> Option<Value> {
             Some(json!({"pattern": USER_ID_PATTERN, "minLength": 1, "maxLength": 64}))
         }
         "userId" | "userIds" | "toIds" | "userList" | "messageKeys" | "userData" | "memberIds" if is_array => batch,
+        // `{type}_{fromId}_{toId}` (`conversations::record::parse_conversation_id`).
+        "conversationId" if is_string => {
+            Some(json!({"pattern": "^[12]_[A-Za-z0-9_.@-]{1,64}_[A-Za-z0-9_.@-]{1,64}$", "maxLength": 131}))
+        }
         "maxMemberCount" => Some(json!({"maximum": 1_000_000})),
         "nickName" | "remark" => max_len(64),
         "photo" => max_len(512),
