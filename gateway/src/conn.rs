@@ -210,6 +210,7 @@ fn is_client_only_server_kind(b: Body) -> bool {
             | Body::RecallNotify
             | Body::Kick
             | Body::Error
+            | Body::ConversationList
     )
 }
 

@@ -156,6 +156,19 @@ fn describe_body(frame: &Frame<'_>, s: &mut String) -> std::fmt::Result {
             let Some(b) = frame.body_as_error() else { return missing(s, "Error") };
             write!(s, "Error code={} {:?}", b.code(), b.message().unwrap_or(""))
         }
+        Body::ConversationGet => {
+            let Some(b) = frame.body_as_conversation_get() else { return missing(s, "ConversationGet") };
+            write!(s, "ConversationGet offset={} limit={}", b.offset(), b.limit())
+        }
+        Body::ConversationSync => {
+            let Some(b) = frame.body_as_conversation_sync() else { return missing(s, "ConversationSync") };
+            write!(s, "ConversationSync after={} limit={}", b.after_seq(), b.limit())
+        }
+        Body::ConversationList => {
+            let Some(b) = frame.body_as_conversation_list() else { return missing(s, "ConversationList") };
+            let n = b.conversations().map_or(0, |v| v.len());
+            write!(s, "ConversationList n={n} max_seq={} completed={} total={}", b.max_seq(), b.completed(), b.total())
+        }
         other => write!(s, "Unknown body type {}", other.0),
     }
 }
@@ -307,7 +320,8 @@ mod tests {
             let mut fbb = FlatBufferBuilder::new();
             let offs: Vec<_> = msgs.iter().map(|m| message(&mut fbb, m)).collect();
             let messages = fbb.create_vector(&offs);
-            let body = client::Push::create(&mut fbb, &client::PushArgs { messages: Some(messages) });
+            let body =
+                client::Push::create(&mut fbb, &client::PushArgs { messages: Some(messages), ..Default::default() });
             encode::finish_client(fbb, 0, Body::Push, body.as_union_value())
         }
 
@@ -368,7 +382,8 @@ mod tests {
                 },
             );
             let messages = fbb.create_vector(&[m]);
-            let body = client::Push::create(&mut fbb, &client::PushArgs { messages: Some(messages) });
+            let body =
+                client::Push::create(&mut fbb, &client::PushArgs { messages: Some(messages), ..Default::default() });
             encode::finish_client(fbb, 0, Body::Push, body.as_union_value())
         }
 

@@ -13,6 +13,7 @@ pub mod admission;
 pub mod apps;
 pub mod callbacks;
 pub mod config;
+pub mod conversations;
 pub mod friends;
 pub mod groups;
 pub mod hooks;
@@ -95,6 +96,8 @@ pub struct Logic {
     pub logins: login::LoginLimit,
     /// Callbacks to the apps' business servers (issue 14).
     pub callbacks: callbacks::Callbacks,
+    /// Conversation views (issue 12; loaded on first read).
+    pub conversations: conversations::Conversations,
 }
 
 impl Logic {
@@ -120,6 +123,7 @@ impl Logic {
             admission,
             callbacks: callbacks::Callbacks::new(&apps),
             apps,
+            conversations: conversations::Conversations::new(),
         })
     }
 

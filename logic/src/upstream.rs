@@ -1,5 +1,5 @@
 //! Client frames that gateways forward to logic: Send, Pull, PushAck, ReadReceipt,
-//! Recall. Each is answered (SendAck, PullResult, Error) on the originating connection;
+//! Recall, ConversationGet, ConversationSync. Each is answered (SendAck, PullResult, Error) on the originating connection;
 //! nothing a client sends can leave it waiting without an answer or an error.
 //!
 //! Sends — 1:1 and group — take the fast path of the link they arrive on ([`SendTurn`]):
@@ -145,6 +145,25 @@ pub async fn handle(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, turn: &mut S
                     Ok(()) => encode::error(rid, codes::OK, "recalled"),
                     Err(r) => encode::error(rid, r.code, &r.message),
                 };
+                reply(&tx, conn, &frame);
+            });
+        }
+        // Conversations (issue 12): the list and its sync over TCP (reads are ReadReceipt).
+        Body::ConversationGet => {
+            let g = f.body_as_conversation_get().expect("checked type");
+            let (offset, limit) = (g.offset(), g.limit());
+            let (logic, tx) = (logic.clone(), tx.clone());
+            tokio::spawn(async move {
+                let frame = crate::conversations::get_frame(&logic, app, &user, rid, offset, limit).await;
+                reply(&tx, conn, &frame);
+            });
+        }
+        Body::ConversationSync => {
+            let s = f.body_as_conversation_sync().expect("checked type");
+            let (after, limit) = (Seq(s.after_seq()), s.limit());
+            let (logic, tx) = (logic.clone(), tx.clone());
+            tokio::spawn(async move {
+                let frame = crate::conversations::sync_frame(&logic, app, &user, rid, after, limit).await;
                 reply(&tx, conn, &frame);
             });
         }

@@ -8,6 +8,7 @@
 //! a frame built and parsed here. This crate does no I/O.
 
 pub mod codes;
+pub mod conversation;
 pub mod encode;
 pub mod frame;
 pub mod message;

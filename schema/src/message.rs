@@ -237,10 +237,16 @@ pub fn send_ack(request_id: u32, a: &SendAckParts<'_>) -> Vec<u8> {
 
 /// A Push of messages (already in the receiving user's seq order).
 pub fn push(messages: &[MessageParts<'_>]) -> Vec<u8> {
+    push_with(messages, false)
+}
+
+/// A Push of `messages` with its `silent` flag (every message is from a conversation
+/// the recipient muted: show, do not alert).
+pub fn push_with(messages: &[MessageParts<'_>], silent: bool) -> Vec<u8> {
     let mut fbb = FlatBufferBuilder::with_capacity(256 + messages.iter().map(|m| 160 + m.body_size()).sum::<usize>());
     let offsets: Vec<_> = messages.iter().map(|m| build_message(&mut fbb, m)).collect();
     let messages = fbb.create_vector(&offsets);
-    let body = client::Push::create(&mut fbb, &client::PushArgs { messages: Some(messages) });
+    let body = client::Push::create(&mut fbb, &client::PushArgs { messages: Some(messages), silent });
     finish_client(fbb, 0, Body::Push, body.as_union_value())
 }
 

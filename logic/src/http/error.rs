@@ -252,6 +252,11 @@ pub const CODES: &[CodeInfo] = &[
     },
     CodeInfo { code: rel::FRIEND_LIMIT, status: 409, meaning: "a friend list would pass the app's max_friends" },
     CodeInfo { code: rel::BLACKLIST_LIMIT, status: 409, meaning: "the blacklist would pass the app's max_blacklist" },
+    CodeInfo {
+        code: crate::conversations::errors::NO_SUCH_CONVERSATION,
+        status: 404,
+        meaning: "fromId has no such conversation (no message yet, or deleted)",
+    },
     CodeInfo { code: grp::NO_SUCH_GROUP, status: 404, meaning: "no such group in this app" },
     CodeInfo { code: grp::GROUP_EXISTS, status: 409, meaning: "a group with this groupId exists already" },
     CodeInfo { code: grp::ALREADY_MEMBER, status: 409, meaning: "the user is a member of the group already" },

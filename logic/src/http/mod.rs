@@ -19,6 +19,7 @@
 pub mod auth;
 pub mod blacklist;
 pub mod common;
+pub mod conversations;
 pub mod demo;
 pub mod docs;
 pub mod endpoints;
@@ -218,6 +219,7 @@ pub async fn docs_page(State(state): State<Arc<ApiState>>) -> Html<String> {
         (name = "blacklist", description = "The blacklist, with incremental sync."),
         (name = "friend requests", description = "Friend requests: list, mark read, approve or reject."),
         (name = "groups", description = "Groups: profiles, members, roles, mutes, ownership, joined groups, group messages."),
+        (name = "conversations", description = "Conversation lists (1:1 and group) with exact unread counts, sync, pin, mute, delete."),
         (name = "operations", description = "Health, metrics and this documentation."),
     )
 )]
@@ -255,8 +257,9 @@ The original system's controller paths answer as aliases of Tern's (each alias i
 | password | stored | stored as a salted Argon2id hash, never returned | clients authenticate by signature; a plain password must never be readable |\n\
 | getJoinedGroup | `{totalCount, groupList}` of groups | the same, each group with the user's `role` and `joinTime` | one call shows the membership |\n\
 | addMember, importGroupMember, member/remove | per-member rows `{memberId, result, resultMessage}` | `{successId, errorId}` with a code per refused member | one shape for every batch call |\n\
-| forbidSendMessage (whole-group mute) | its own call | /group/update with `mute` | one place for the profile |\n\
-| conversations, member/exit | served | not served yet | open (conversations: issue 12) |";
+| updateConversation | `isTop`, `isMute` as 0/1 | booleans; also `extra` | one type for flags |\n\
+| deleteConversation | resets pin and mute only | removes the record (a tombstone in sync), history kept or cleared (`clearHistory`), or `onlyNotify` | issue 12 |\n\
+| syncConversationList | records only | the same, plus tombstones; /conversation/get adds last message and exact unread counts | one call shows the list |";
 
 /// `[{code, status, meaning}]` for the document's `x-error-codes` extensions.
 fn code_list(codes: &[u32]) -> Value {
@@ -276,6 +279,7 @@ pub fn endpoints() -> Endpoints {
     let e = blacklist::routes(e);
     let e = friend_requests::routes(e);
     let e = groups::routes(e);
+    let e = conversations::routes(e);
     e.add(routes!(healthz), &[], &[]).add(routes!(metrics_text), &[], &[]).add(routes!(openapi_json), &[], &[]).add(
         routes!(docs_page),
         &[],
@@ -412,6 +416,10 @@ fn field_rule(name: &str, schema: &Value) -> Option<Value> {
             Some(json!({"pattern": USER_ID_PATTERN, "minLength": 1, "maxLength": 64}))
         }
         "userId" | "userIds" | "toIds" | "userList" | "messageKeys" | "userData" | "memberIds" if is_array => batch,
+        // `{type}_{fromId}_{toId}` (`conversations::record::parse_conversation_id`).
+        "conversationId" if is_string => {
+            Some(json!({"pattern": "^[12]_[A-Za-z0-9_.@-]{1,64}_[A-Za-z0-9_.@-]{1,64}$", "maxLength": 131}))
+        }
         "maxMemberCount" => Some(json!({"maximum": 1_000_000})),
         "nickName" | "remark" => max_len(64),
         "photo" => max_len(512),

@@ -121,7 +121,14 @@ fn push_in_order(logic: &Logic, app: AppId, user: &UserId, due: BTreeMap<u64, Pa
                 Err(e) => tracing::error!(error = %e, seq, "undecodable stored message skipped in push"),
             }
         }
-        let frame = message::push(&parts);
+        // Conversations (issue 12): a push whose every message is from a conversation the
+        // recipient muted is silent (from memory; no store read here).
+        let silent = logic.conversations.all_muted(
+            app,
+            user,
+            parts.iter().map(|p| if p.from_id == user.as_str() { p.to_id } else { p.from_id }),
+        );
+        let frame = message::push_with(&parts, silent);
         let n = logic.sessions.send_to_user(app, user, &frame, except.as_ref());
         // One sample per Push frame: its oldest message's time from accepted to pushed.
         if let Some(first) = parts.first().filter(|_| n > 0) {

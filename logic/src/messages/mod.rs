@@ -671,9 +671,10 @@ pub async fn read_receipt(
     if read_seq > committed.0 {
         return Err(Refusal::new(errors::INVALID_MESSAGE, "read_seq: above the reader's newest message"));
     }
-    let mut batch = WriteBatch::with_capacity(1);
-    batch.put_read_mark(app, reader.clone(), Conversation::Single(peer.clone()), Seq(read_seq));
-    logic.store.write(batch).await?;
+    // Conversations (issue 12): the read mark and the reader's record change are one
+    // write; the reader's other devices get a SyncNotify of the conversation log.
+    crate::conversations::mark_read(logic, app, reader, &Conversation::Single(peer.clone()), Seq(read_seq), origin)
+        .await?;
     let frame = message::read_receipt_notify(reader.as_str(), peer.as_str(), read_seq);
     logic.sessions.send_to_user(app, reader, &frame, origin);
     if peer != reader {
@@ -812,6 +813,9 @@ pub async fn history(
     let mut cursor = before.map_or(Seq(watermark.0 + 1), |b| b.min(Seq(watermark.0 + 1)));
     let floor = retention_floor_ms(logic, app);
     let (conversation, own) = (Conversation::Single(peer.clone()), Owner::User(user.clone()));
+    // Conversations (issue 12): history the user cleared (delete with clearHistory) is
+    // not shown to them.
+    let cleared = crate::conversations::cleared_seq(logic, app, user, &conversation).await?;
     let mut items = Vec::with_capacity(limit);
     // Scan backwards in index pages; time filters may skip entries, so keep going until
     // the page is full or the conversation is exhausted. Seq order is time order within
@@ -821,6 +825,9 @@ pub async fn history(
         let exhausted = seqs.len() <= limit;
         for seq in seqs.iter().take(limit) {
             cursor = *seq;
+            if *seq <= cleared {
+                return Ok((items, None));
+            }
             let Some(e) = logic.store.get_log_entry(app, &own, SyncKind::Message, *seq).await? else { continue };
             if e.time_ms < floor {
                 return Ok((items, None));

@@ -619,12 +619,104 @@ impl<'a> ::flatbuffers::Verifiable for KickReason {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for KickReason {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_BODY: u8 = 0;
+pub const ENUM_MIN_CONVERSATION_OP: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 18;
+pub const ENUM_MAX_CONVERSATION_OP: u8 = 2;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 19] = [
+pub const ENUM_VALUES_CONVERSATION_OP: [ConversationOp; 3] = [
+  ConversationOp::Put,
+  ConversationOp::Delete,
+  ConversationOp::ClientDelete,
+];
+
+/// What a ConversationInfo of a sync answer says.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct ConversationOp(pub u8);
+#[allow(non_upper_case_globals)]
+impl ConversationOp {
+  /// The record's state (every ConversationGet entry is a Put).
+  pub const Put: Self = Self(0);
+  /// Deleted on the server: drop it.
+  pub const Delete: Self = Self(1);
+  /// Remove it on this device only; the server's record is unchanged.
+  pub const ClientDelete: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Put,
+    Self::Delete,
+    Self::ClientDelete,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Put => Some("Put"),
+      Self::Delete => Some("Delete"),
+      Self::ClientDelete => Some("ClientDelete"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for ConversationOp {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for ConversationOp {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for ConversationOp {
+    type Output = ConversationOp;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for ConversationOp {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for ConversationOp {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for ConversationOp {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_BODY: u8 = 21;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_BODY: [Body; 22] = [
   Body::NONE,
   Body::Login,
   Body::LoginAck,
@@ -644,6 +736,9 @@ pub const ENUM_VALUES_BODY: [Body; 19] = [
   Body::RecallNotify,
   Body::Kick,
   Body::Error,
+  Body::ConversationGet,
+  Body::ConversationSync,
+  Body::ConversationList,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -670,9 +765,12 @@ impl Body {
   pub const RecallNotify: Self = Self(16);
   pub const Kick: Self = Self(17);
   pub const Error: Self = Self(18);
+  pub const ConversationGet: Self = Self(19);
+  pub const ConversationSync: Self = Self(20);
+  pub const ConversationList: Self = Self(21);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 18;
+  pub const ENUM_MAX: u8 = 21;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Login,
@@ -693,6 +791,9 @@ impl Body {
     Self::RecallNotify,
     Self::Kick,
     Self::Error,
+    Self::ConversationGet,
+    Self::ConversationSync,
+    Self::ConversationList,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -716,6 +817,9 @@ impl Body {
       Self::RecallNotify => Some("RecallNotify"),
       Self::Kick => Some("Kick"),
       Self::Error => Some("Error"),
+      Self::ConversationGet => Some("ConversationGet"),
+      Self::ConversationSync => Some("ConversationSync"),
+      Self::ConversationList => Some("ConversationList"),
       _ => None,
     }
   }
@@ -2455,6 +2559,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Push<'a> {
 
 impl<'a> Push<'a> {
   pub const VT_MESSAGES: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SILENT: ::flatbuffers::VOffsetT = 6;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2467,6 +2572,7 @@ impl<'a> Push<'a> {
   ) -> ::flatbuffers::WIPOffset<Push<'bldr>> {
     let mut builder = PushBuilder::new(_fbb);
     if let Some(x) = args.messages { builder.add_messages(x); }
+    builder.add_silent(args.silent);
     builder.finish()
   }
 
@@ -2478,6 +2584,15 @@ impl<'a> Push<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Message>>>>(Push::VT_MESSAGES, None)}
   }
+  /// Added for conversations: every message of this push is from a conversation the
+  /// recipient muted (do not disturb): show it, do not alert. Absent: alert as before.
+  #[inline]
+  pub fn silent(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Push::VT_SILENT, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Push<'_> {
@@ -2487,18 +2602,21 @@ impl ::flatbuffers::Verifiable for Push<'_> {
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Message>>>>("messages", Self::VT_MESSAGES, false)?
+     .visit_field::<bool>("silent", Self::VT_SILENT, false)?
      .finish();
     Ok(())
   }
 }
 pub struct PushArgs<'a> {
     pub messages: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Message<'a>>>>>,
+    pub silent: bool,
 }
 impl<'a> Default for PushArgs<'a> {
   #[inline]
   fn default() -> Self {
     PushArgs {
       messages: None,
+      silent: false,
     }
   }
 }
@@ -2511,6 +2629,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PushBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_messages(&mut self, messages: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Message<'b >>>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Push::VT_MESSAGES, messages);
+  }
+  #[inline]
+  pub fn add_silent(&mut self, silent: bool) {
+    self.fbb_.push_slot::<bool>(Push::VT_SILENT, silent, false);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PushBuilder<'a, 'b, A> {
@@ -2531,6 +2653,7 @@ impl ::core::fmt::Debug for Push<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("Push");
       ds.field("messages", &self.messages());
+      ds.field("silent", &self.silent());
       ds.finish()
   }
 }
@@ -3867,6 +3990,765 @@ impl ::core::fmt::Debug for Error<'_> {
       ds.finish()
   }
 }
+pub enum ConversationGetOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Request a page of the conversation list: pinned first, then newest activity first;
+/// `offset` conversations skipped, at most `limit` (0: 100; capped at 1000). Answered
+/// by ConversationList with the same request id.
+pub struct ConversationGet<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ConversationGet<'a> {
+  type Inner = ConversationGet<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ConversationGet<'a> {
+  pub const VT_OFFSET: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LIMIT: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ConversationGet { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ConversationGetArgs
+  ) -> ::flatbuffers::WIPOffset<ConversationGet<'bldr>> {
+    let mut builder = ConversationGetBuilder::new(_fbb);
+    builder.add_limit(args.limit);
+    builder.add_offset(args.offset);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn offset(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ConversationGet::VT_OFFSET, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn limit(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ConversationGet::VT_LIMIT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ConversationGet<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("offset", Self::VT_OFFSET, false)?
+     .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ConversationGetArgs {
+    pub offset: u32,
+    pub limit: u32,
+}
+impl<'a> Default for ConversationGetArgs {
+  #[inline]
+  fn default() -> Self {
+    ConversationGetArgs {
+      offset: 0,
+      limit: 0,
+    }
+  }
+}
+
+pub struct ConversationGetBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ConversationGetBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_offset(&mut self, offset: u32) {
+    self.fbb_.push_slot::<u32>(ConversationGet::VT_OFFSET, offset, 0);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: u32) {
+    self.fbb_.push_slot::<u32>(ConversationGet::VT_LIMIT, limit, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ConversationGetBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ConversationGetBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ConversationGet<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ConversationGet<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ConversationGet");
+      ds.field("offset", &self.offset());
+      ds.field("limit", &self.limit());
+      ds.finish()
+  }
+}
+pub enum ConversationSyncOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Request the changes of the user's conversation records (their Conversation log)
+/// with seq > `after_seq`, at most `limit` (0: 100; capped at 1000). Answered by
+/// ConversationList with the same request id.
+pub struct ConversationSync<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ConversationSync<'a> {
+  type Inner = ConversationSync<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ConversationSync<'a> {
+  pub const VT_AFTER_SEQ: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LIMIT: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ConversationSync { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ConversationSyncArgs
+  ) -> ::flatbuffers::WIPOffset<ConversationSync<'bldr>> {
+    let mut builder = ConversationSyncBuilder::new(_fbb);
+    builder.add_after_seq(args.after_seq);
+    builder.add_limit(args.limit);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn after_seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ConversationSync::VT_AFTER_SEQ, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn limit(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ConversationSync::VT_LIMIT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ConversationSync<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("after_seq", Self::VT_AFTER_SEQ, false)?
+     .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ConversationSyncArgs {
+    pub after_seq: u64,
+    pub limit: u32,
+}
+impl<'a> Default for ConversationSyncArgs {
+  #[inline]
+  fn default() -> Self {
+    ConversationSyncArgs {
+      after_seq: 0,
+      limit: 0,
+    }
+  }
+}
+
+pub struct ConversationSyncBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ConversationSyncBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_after_seq(&mut self, after_seq: u64) {
+    self.fbb_.push_slot::<u64>(ConversationSync::VT_AFTER_SEQ, after_seq, 0);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: u32) {
+    self.fbb_.push_slot::<u32>(ConversationSync::VT_LIMIT, limit, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ConversationSyncBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ConversationSyncBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ConversationSync<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ConversationSync<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ConversationSync");
+      ds.field("after_seq", &self.after_seq());
+      ds.field("limit", &self.limit());
+      ds.finish()
+  }
+}
+pub enum ConversationInfoOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One conversation of the user's list, or one change of it (sync).
+pub struct ConversationInfo<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ConversationInfo<'a> {
+  type Inner = ConversationInfo<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ConversationInfo<'a> {
+  pub const VT_CONVERSATION_TYPE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TARGET_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_OP: ::flatbuffers::VOffsetT = 8;
+  pub const VT_IS_TOP: ::flatbuffers::VOffsetT = 10;
+  pub const VT_IS_MUTE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_EXTRA: ::flatbuffers::VOffsetT = 14;
+  pub const VT_READ_SEQ: ::flatbuffers::VOffsetT = 16;
+  pub const VT_CLEARED_SEQ: ::flatbuffers::VOffsetT = 18;
+  pub const VT_UNREAD: ::flatbuffers::VOffsetT = 20;
+  pub const VT_SYNC_SEQ: ::flatbuffers::VOffsetT = 22;
+  pub const VT_UPDATED_MS: ::flatbuffers::VOffsetT = 24;
+  pub const VT_LAST_MESSAGE_KEY: ::flatbuffers::VOffsetT = 26;
+  pub const VT_LAST_SEQ: ::flatbuffers::VOffsetT = 28;
+  pub const VT_LAST_TIME_MS: ::flatbuffers::VOffsetT = 30;
+  pub const VT_LAST_SENDER: ::flatbuffers::VOffsetT = 32;
+  pub const VT_LAST_PREVIEW: ::flatbuffers::VOffsetT = 34;
+  pub const VT_LAST_RECALLED: ::flatbuffers::VOffsetT = 36;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ConversationInfo { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ConversationInfoArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ConversationInfo<'bldr>> {
+    let mut builder = ConversationInfoBuilder::new(_fbb);
+    builder.add_last_time_ms(args.last_time_ms);
+    builder.add_last_seq(args.last_seq);
+    builder.add_last_message_key(args.last_message_key);
+    builder.add_updated_ms(args.updated_ms);
+    builder.add_sync_seq(args.sync_seq);
+    builder.add_unread(args.unread);
+    builder.add_cleared_seq(args.cleared_seq);
+    builder.add_read_seq(args.read_seq);
+    if let Some(x) = args.last_preview { builder.add_last_preview(x); }
+    if let Some(x) = args.last_sender { builder.add_last_sender(x); }
+    if let Some(x) = args.extra { builder.add_extra(x); }
+    if let Some(x) = args.target_id { builder.add_target_id(x); }
+    builder.add_last_recalled(args.last_recalled);
+    builder.add_is_mute(args.is_mute);
+    builder.add_is_top(args.is_top);
+    builder.add_op(args.op);
+    builder.add_conversation_type(args.conversation_type);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversation_type(&self) -> ConversationType {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ConversationType>(ConversationInfo::VT_CONVERSATION_TYPE, Some(ConversationType::Single)).unwrap()}
+  }
+  /// The peer (Single) or the group (Group).
+  #[inline]
+  pub fn target_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ConversationInfo::VT_TARGET_ID, None)}
+  }
+  #[inline]
+  pub fn op(&self) -> ConversationOp {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ConversationOp>(ConversationInfo::VT_OP, Some(ConversationOp::Put)).unwrap()}
+  }
+  #[inline]
+  pub fn is_top(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ConversationInfo::VT_IS_TOP, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn is_mute(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ConversationInfo::VT_IS_MUTE, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn extra(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ConversationInfo::VT_EXTRA, None)}
+  }
+  /// Read up to this seq (the user's inbox seq for Single, the group seq for Group).
+  #[inline]
+  pub fn read_seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ConversationInfo::VT_READ_SEQ, Some(0)).unwrap()}
+  }
+  /// History up to this seq was cleared for the user (0: never).
+  #[inline]
+  pub fn cleared_seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ConversationInfo::VT_CLEARED_SEQ, Some(0)).unwrap()}
+  }
+  /// ConversationGet only: others' messages above the read mark (exact).
+  #[inline]
+  pub fn unread(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ConversationInfo::VT_UNREAD, Some(0)).unwrap()}
+  }
+  /// The record's position in the user's Conversation log (sync: this change's).
+  #[inline]
+  pub fn sync_seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ConversationInfo::VT_SYNC_SEQ, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn updated_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ConversationInfo::VT_UPDATED_MS, Some(0)).unwrap()}
+  }
+  /// ConversationGet only: the newest message (0 / empty if there is none).
+  #[inline]
+  pub fn last_message_key(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ConversationInfo::VT_LAST_MESSAGE_KEY, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn last_seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ConversationInfo::VT_LAST_SEQ, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn last_time_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ConversationInfo::VT_LAST_TIME_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn last_sender(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ConversationInfo::VT_LAST_SENDER, None)}
+  }
+  /// The start of its text, or [image], [file], ...; empty once recalled.
+  #[inline]
+  pub fn last_preview(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ConversationInfo::VT_LAST_PREVIEW, None)}
+  }
+  #[inline]
+  pub fn last_recalled(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ConversationInfo::VT_LAST_RECALLED, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ConversationInfo<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<ConversationType>("conversation_type", Self::VT_CONVERSATION_TYPE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("target_id", Self::VT_TARGET_ID, false)?
+     .visit_field::<ConversationOp>("op", Self::VT_OP, false)?
+     .visit_field::<bool>("is_top", Self::VT_IS_TOP, false)?
+     .visit_field::<bool>("is_mute", Self::VT_IS_MUTE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("extra", Self::VT_EXTRA, false)?
+     .visit_field::<u64>("read_seq", Self::VT_READ_SEQ, false)?
+     .visit_field::<u64>("cleared_seq", Self::VT_CLEARED_SEQ, false)?
+     .visit_field::<u64>("unread", Self::VT_UNREAD, false)?
+     .visit_field::<u64>("sync_seq", Self::VT_SYNC_SEQ, false)?
+     .visit_field::<u64>("updated_ms", Self::VT_UPDATED_MS, false)?
+     .visit_field::<u64>("last_message_key", Self::VT_LAST_MESSAGE_KEY, false)?
+     .visit_field::<u64>("last_seq", Self::VT_LAST_SEQ, false)?
+     .visit_field::<u64>("last_time_ms", Self::VT_LAST_TIME_MS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("last_sender", Self::VT_LAST_SENDER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("last_preview", Self::VT_LAST_PREVIEW, false)?
+     .visit_field::<bool>("last_recalled", Self::VT_LAST_RECALLED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ConversationInfoArgs<'a> {
+    pub conversation_type: ConversationType,
+    pub target_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub op: ConversationOp,
+    pub is_top: bool,
+    pub is_mute: bool,
+    pub extra: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub read_seq: u64,
+    pub cleared_seq: u64,
+    pub unread: u64,
+    pub sync_seq: u64,
+    pub updated_ms: u64,
+    pub last_message_key: u64,
+    pub last_seq: u64,
+    pub last_time_ms: u64,
+    pub last_sender: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub last_preview: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub last_recalled: bool,
+}
+impl<'a> Default for ConversationInfoArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ConversationInfoArgs {
+      conversation_type: ConversationType::Single,
+      target_id: None,
+      op: ConversationOp::Put,
+      is_top: false,
+      is_mute: false,
+      extra: None,
+      read_seq: 0,
+      cleared_seq: 0,
+      unread: 0,
+      sync_seq: 0,
+      updated_ms: 0,
+      last_message_key: 0,
+      last_seq: 0,
+      last_time_ms: 0,
+      last_sender: None,
+      last_preview: None,
+      last_recalled: false,
+    }
+  }
+}
+
+pub struct ConversationInfoBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ConversationInfoBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversation_type(&mut self, conversation_type: ConversationType) {
+    self.fbb_.push_slot::<ConversationType>(ConversationInfo::VT_CONVERSATION_TYPE, conversation_type, ConversationType::Single);
+  }
+  #[inline]
+  pub fn add_target_id(&mut self, target_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ConversationInfo::VT_TARGET_ID, target_id);
+  }
+  #[inline]
+  pub fn add_op(&mut self, op: ConversationOp) {
+    self.fbb_.push_slot::<ConversationOp>(ConversationInfo::VT_OP, op, ConversationOp::Put);
+  }
+  #[inline]
+  pub fn add_is_top(&mut self, is_top: bool) {
+    self.fbb_.push_slot::<bool>(ConversationInfo::VT_IS_TOP, is_top, false);
+  }
+  #[inline]
+  pub fn add_is_mute(&mut self, is_mute: bool) {
+    self.fbb_.push_slot::<bool>(ConversationInfo::VT_IS_MUTE, is_mute, false);
+  }
+  #[inline]
+  pub fn add_extra(&mut self, extra: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ConversationInfo::VT_EXTRA, extra);
+  }
+  #[inline]
+  pub fn add_read_seq(&mut self, read_seq: u64) {
+    self.fbb_.push_slot::<u64>(ConversationInfo::VT_READ_SEQ, read_seq, 0);
+  }
+  #[inline]
+  pub fn add_cleared_seq(&mut self, cleared_seq: u64) {
+    self.fbb_.push_slot::<u64>(ConversationInfo::VT_CLEARED_SEQ, cleared_seq, 0);
+  }
+  #[inline]
+  pub fn add_unread(&mut self, unread: u64) {
+    self.fbb_.push_slot::<u64>(ConversationInfo::VT_UNREAD, unread, 0);
+  }
+  #[inline]
+  pub fn add_sync_seq(&mut self, sync_seq: u64) {
+    self.fbb_.push_slot::<u64>(ConversationInfo::VT_SYNC_SEQ, sync_seq, 0);
+  }
+  #[inline]
+  pub fn add_updated_ms(&mut self, updated_ms: u64) {
+    self.fbb_.push_slot::<u64>(ConversationInfo::VT_UPDATED_MS, updated_ms, 0);
+  }
+  #[inline]
+  pub fn add_last_message_key(&mut self, last_message_key: u64) {
+    self.fbb_.push_slot::<u64>(ConversationInfo::VT_LAST_MESSAGE_KEY, last_message_key, 0);
+  }
+  #[inline]
+  pub fn add_last_seq(&mut self, last_seq: u64) {
+    self.fbb_.push_slot::<u64>(ConversationInfo::VT_LAST_SEQ, last_seq, 0);
+  }
+  #[inline]
+  pub fn add_last_time_ms(&mut self, last_time_ms: u64) {
+    self.fbb_.push_slot::<u64>(ConversationInfo::VT_LAST_TIME_MS, last_time_ms, 0);
+  }
+  #[inline]
+  pub fn add_last_sender(&mut self, last_sender: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ConversationInfo::VT_LAST_SENDER, last_sender);
+  }
+  #[inline]
+  pub fn add_last_preview(&mut self, last_preview: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ConversationInfo::VT_LAST_PREVIEW, last_preview);
+  }
+  #[inline]
+  pub fn add_last_recalled(&mut self, last_recalled: bool) {
+    self.fbb_.push_slot::<bool>(ConversationInfo::VT_LAST_RECALLED, last_recalled, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ConversationInfoBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ConversationInfoBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ConversationInfo<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ConversationInfo<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ConversationInfo");
+      ds.field("conversation_type", &self.conversation_type());
+      ds.field("target_id", &self.target_id());
+      ds.field("op", &self.op());
+      ds.field("is_top", &self.is_top());
+      ds.field("is_mute", &self.is_mute());
+      ds.field("extra", &self.extra());
+      ds.field("read_seq", &self.read_seq());
+      ds.field("cleared_seq", &self.cleared_seq());
+      ds.field("unread", &self.unread());
+      ds.field("sync_seq", &self.sync_seq());
+      ds.field("updated_ms", &self.updated_ms());
+      ds.field("last_message_key", &self.last_message_key());
+      ds.field("last_seq", &self.last_seq());
+      ds.field("last_time_ms", &self.last_time_ms());
+      ds.field("last_sender", &self.last_sender());
+      ds.field("last_preview", &self.last_preview());
+      ds.field("last_recalled", &self.last_recalled());
+      ds.finish()
+  }
+}
+pub enum ConversationListOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The answer to ConversationGet and ConversationSync.
+pub struct ConversationList<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ConversationList<'a> {
+  type Inner = ConversationList<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ConversationList<'a> {
+  pub const VT_CONVERSATIONS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MAX_SEQ: ::flatbuffers::VOffsetT = 6;
+  pub const VT_COMPLETED: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TOTAL: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ConversationList { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ConversationListArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ConversationList<'bldr>> {
+    let mut builder = ConversationListBuilder::new(_fbb);
+    builder.add_max_seq(args.max_seq);
+    builder.add_total(args.total);
+    if let Some(x) = args.conversations { builder.add_conversations(x); }
+    builder.add_completed(args.completed);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn conversations(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConversationInfo<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConversationInfo>>>>(ConversationList::VT_CONVERSATIONS, None)}
+  }
+  /// The user's committed Conversation log seq when the answer was made.
+  #[inline]
+  pub fn max_seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ConversationList::VT_MAX_SEQ, Some(0)).unwrap()}
+  }
+  /// ConversationGet: this page is the last; ConversationSync: the page reaches max_seq.
+  #[inline]
+  pub fn completed(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ConversationList::VT_COMPLETED, Some(false)).unwrap()}
+  }
+  /// ConversationGet: conversations in the whole list (0 for sync).
+  #[inline]
+  pub fn total(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ConversationList::VT_TOTAL, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ConversationList<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ConversationInfo>>>>("conversations", Self::VT_CONVERSATIONS, false)?
+     .visit_field::<u64>("max_seq", Self::VT_MAX_SEQ, false)?
+     .visit_field::<bool>("completed", Self::VT_COMPLETED, false)?
+     .visit_field::<u32>("total", Self::VT_TOTAL, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ConversationListArgs<'a> {
+    pub conversations: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConversationInfo<'a>>>>>,
+    pub max_seq: u64,
+    pub completed: bool,
+    pub total: u32,
+}
+impl<'a> Default for ConversationListArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ConversationListArgs {
+      conversations: None,
+      max_seq: 0,
+      completed: false,
+      total: 0,
+    }
+  }
+}
+
+pub struct ConversationListBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ConversationListBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_conversations(&mut self, conversations: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ConversationInfo<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ConversationList::VT_CONVERSATIONS, conversations);
+  }
+  #[inline]
+  pub fn add_max_seq(&mut self, max_seq: u64) {
+    self.fbb_.push_slot::<u64>(ConversationList::VT_MAX_SEQ, max_seq, 0);
+  }
+  #[inline]
+  pub fn add_completed(&mut self, completed: bool) {
+    self.fbb_.push_slot::<bool>(ConversationList::VT_COMPLETED, completed, false);
+  }
+  #[inline]
+  pub fn add_total(&mut self, total: u32) {
+    self.fbb_.push_slot::<u32>(ConversationList::VT_TOTAL, total, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ConversationListBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ConversationListBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ConversationList<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ConversationList<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ConversationList");
+      ds.field("conversations", &self.conversations());
+      ds.field("max_seq", &self.max_seq());
+      ds.field("completed", &self.completed());
+      ds.field("total", &self.total());
+      ds.finish()
+  }
+}
 pub enum FrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -4196,6 +5078,51 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_conversation_get(&self) -> Option<ConversationGet<'a>> {
+    if self.body_type() == Body::ConversationGet {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ConversationGet::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_conversation_sync(&self) -> Option<ConversationSync<'a>> {
+    if self.body_type() == Body::ConversationSync {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ConversationSync::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_conversation_list(&self) -> Option<ConversationList<'a>> {
+    if self.body_type() == Body::ConversationList {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ConversationList::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -4225,6 +5152,9 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::RecallNotify => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RecallNotify>>("Body::RecallNotify", pos),
           Body::Kick => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Kick>>("Body::Kick", pos),
           Body::Error => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Error>>("Body::Error", pos),
+          Body::ConversationGet => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ConversationGet>>("Body::ConversationGet", pos),
+          Body::ConversationSync => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ConversationSync>>("Body::ConversationSync", pos),
+          Body::ConversationList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ConversationList>>("Body::ConversationList", pos),
           _ => Ok(()),
         }
      })?
@@ -4407,6 +5337,27 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::Error => {
           if let Some(x) = self.body_as_error() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ConversationGet => {
+          if let Some(x) = self.body_as_conversation_get() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ConversationSync => {
+          if let Some(x) = self.body_as_conversation_sync() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ConversationList => {
+          if let Some(x) = self.body_as_conversation_list() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

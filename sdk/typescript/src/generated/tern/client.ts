@@ -4,6 +4,11 @@
 
 export { Body } from './client/body.js';
 export { ClientType } from './client/client-type.js';
+export { ConversationGet } from './client/conversation-get.js';
+export { ConversationInfo } from './client/conversation-info.js';
+export { ConversationList } from './client/conversation-list.js';
+export { ConversationOp } from './client/conversation-op.js';
+export { ConversationSync } from './client/conversation-sync.js';
 export { ConversationType } from './client/conversation-type.js';
 export { Elem } from './client/elem.js';
 export { ElemType } from './client/elem-type.js';

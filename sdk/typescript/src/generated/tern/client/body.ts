@@ -2,6 +2,9 @@
 
 /* eslint-disable @typescript-eslint/no-unused-vars, @typescript-eslint/no-explicit-any, @typescript-eslint/no-non-null-assertion */
 
+import { ConversationGet } from '../../tern/client/conversation-get.js';
+import { ConversationList } from '../../tern/client/conversation-list.js';
+import { ConversationSync } from '../../tern/client/conversation-sync.js';
 import { Error } from '../../tern/client/error.js';
 import { Kick } from '../../tern/client/kick.js';
 import { Login } from '../../tern/client/login.js';
@@ -41,13 +44,16 @@ export enum Body {
   Recall = 15,
   RecallNotify = 16,
   Kick = 17,
-  Error = 18
+  Error = 18,
+  ConversationGet = 19,
+  ConversationSync = 20,
+  ConversationList = 21
 }
 
 export function unionToBody(
   type: Body,
-  accessor: (obj:Error|Kick|Login|LoginAck|Logout|Ping|Pong|Pull|PullResult|Push|PushAck|ReadReceipt|ReadReceiptNotify|Recall|RecallNotify|Send|SendAck|SyncNotify) => Error|Kick|Login|LoginAck|Logout|Ping|Pong|Pull|PullResult|Push|PushAck|ReadReceipt|ReadReceiptNotify|Recall|RecallNotify|Send|SendAck|SyncNotify|null
-): Error|Kick|Login|LoginAck|Logout|Ping|Pong|Pull|PullResult|Push|PushAck|ReadReceipt|ReadReceiptNotify|Recall|RecallNotify|Send|SendAck|SyncNotify|null {
+  accessor: (obj:ConversationGet|ConversationList|ConversationSync|Error|Kick|Login|LoginAck|Logout|Ping|Pong|Pull|PullResult|Push|PushAck|ReadReceipt|ReadReceiptNotify|Recall|RecallNotify|Send|SendAck|SyncNotify) => ConversationGet|ConversationList|ConversationSync|Error|Kick|Login|LoginAck|Logout|Ping|Pong|Pull|PullResult|Push|PushAck|ReadReceipt|ReadReceiptNotify|Recall|RecallNotify|Send|SendAck|SyncNotify|null
+): ConversationGet|ConversationList|ConversationSync|Error|Kick|Login|LoginAck|Logout|Ping|Pong|Pull|PullResult|Push|PushAck|ReadReceipt|ReadReceiptNotify|Recall|RecallNotify|Send|SendAck|SyncNotify|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Login': return accessor(new Login())! as Login;
@@ -68,15 +74,18 @@ export function unionToBody(
     case 'RecallNotify': return accessor(new RecallNotify())! as RecallNotify;
     case 'Kick': return accessor(new Kick())! as Kick;
     case 'Error': return accessor(new Error())! as Error;
+    case 'ConversationGet': return accessor(new ConversationGet())! as ConversationGet;
+    case 'ConversationSync': return accessor(new ConversationSync())! as ConversationSync;
+    case 'ConversationList': return accessor(new ConversationList())! as ConversationList;
     default: return null;
   }
 }
 
 export function unionListToBody(
   type: Body, 
-  accessor: (index: number, obj:Error|Kick|Login|LoginAck|Logout|Ping|Pong|Pull|PullResult|Push|PushAck|ReadReceipt|ReadReceiptNotify|Recall|RecallNotify|Send|SendAck|SyncNotify) => Error|Kick|Login|LoginAck|Logout|Ping|Pong|Pull|PullResult|Push|PushAck|ReadReceipt|ReadReceiptNotify|Recall|RecallNotify|Send|SendAck|SyncNotify|null, 
+  accessor: (index: number, obj:ConversationGet|ConversationList|ConversationSync|Error|Kick|Login|LoginAck|Logout|Ping|Pong|Pull|PullResult|Push|PushAck|ReadReceipt|ReadReceiptNotify|Recall|RecallNotify|Send|SendAck|SyncNotify) => ConversationGet|ConversationList|ConversationSync|Error|Kick|Login|LoginAck|Logout|Ping|Pong|Pull|PullResult|Push|PushAck|ReadReceipt|ReadReceiptNotify|Recall|RecallNotify|Send|SendAck|SyncNotify|null, 
   index: number
-): Error|Kick|Login|LoginAck|Logout|Ping|Pong|Pull|PullResult|Push|PushAck|ReadReceipt|ReadReceiptNotify|Recall|RecallNotify|Send|SendAck|SyncNotify|null {
+): ConversationGet|ConversationList|ConversationSync|Error|Kick|Login|LoginAck|Logout|Ping|Pong|Pull|PullResult|Push|PushAck|ReadReceipt|ReadReceiptNotify|Recall|RecallNotify|Send|SendAck|SyncNotify|null {
   switch(Body[type]) {
     case 'NONE': return null; 
     case 'Login': return accessor(index, new Login())! as Login;
@@ -97,6 +106,9 @@ export function unionListToBody(
     case 'RecallNotify': return accessor(index, new RecallNotify())! as RecallNotify;
     case 'Kick': return accessor(index, new Kick())! as Kick;
     case 'Error': return accessor(index, new Error())! as Error;
+    case 'ConversationGet': return accessor(index, new ConversationGet())! as ConversationGet;
+    case 'ConversationSync': return accessor(index, new ConversationSync())! as ConversationSync;
+    case 'ConversationList': return accessor(index, new ConversationList())! as ConversationList;
     default: return null;
   }
 }

@@ -38,8 +38,17 @@ messagesLength():number {
   return offset ? this.bb!.__vector_len(this.bb_pos + offset) : 0;
 }
 
+/**
+ * Added for conversations: every message of this push is from a conversation the
+ * recipient muted (do not disturb): show it, do not alert. Absent: alert as before.
+ */
+silent():boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 6);
+  return offset ? !!this.bb!.readInt8(this.bb_pos + offset) : false;
+}
+
 static startPush(builder:flatbuffers.Builder) {
-  builder.startObject(1);
+  builder.startObject(2);
 }
 
 static addMessages(builder:flatbuffers.Builder, messagesOffset:flatbuffers.Offset) {
@@ -58,14 +67,19 @@ static startMessagesVector(builder:flatbuffers.Builder, numElems:number) {
   builder.startVector(4, numElems, 4);
 }
 
+static addSilent(builder:flatbuffers.Builder, silent:boolean) {
+  builder.addFieldInt8(1, +silent, +false);
+}
+
 static endPush(builder:flatbuffers.Builder):flatbuffers.Offset {
   const offset = builder.endObject();
   return offset;
 }
 
-static createPush(builder:flatbuffers.Builder, messagesOffset:flatbuffers.Offset):flatbuffers.Offset {
+static createPush(builder:flatbuffers.Builder, messagesOffset:flatbuffers.Offset, silent:boolean):flatbuffers.Offset {
   Push.startPush(builder);
   Push.addMessages(builder, messagesOffset);
+  Push.addSilent(builder, silent);
   return Push.endPush(builder);
 }
 }

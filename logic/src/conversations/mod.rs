@@ -1,0 +1,742 @@
+//! Conversations (issue 12): every user's list of 1:1 and group conversations, with the
+//! last message, exact unread counts, pin / mute / extra, server-side delete (history
+//! kept or cleared) and an incremental sync log with tombstones.
+//!
+//! **Derived at read time, not written per message.** A record changes in the log only
+//! when the *user* changes it (pin, mute, extra, read mark, delete) or when a
+//! conversation first appears; the last message and the unread count are derived when
+//! the list is read: for 1:1 from the user's inbox timeline (folded incrementally from
+//! where the view last stopped) and, on a cold load, from the conversation index (the
+//! newest entry, and the entries above the read mark: an exact count, since seqs skip);
+//! for groups from the group's timeline above `max(read mark, join seq)`. So a 1:1 send
+//! writes nothing more than before (6 keys, no store read), and a group send writes no
+//! key per member. ARCHITECTURE.md says why.
+//!
+//! The view of a user is held in memory after its first read (under an async lock per
+//! user; at most [`MAX_HELD_CONVERSATIONS`] conversations over all views, idle views are
+//! dropped beyond it). A cold load folds the conversation log (records), derives each
+//! 1:1 conversation from its index, and resumes the inbox fold at the last position the
+//! log records (a put carries it; a checkpoint entry is written every
+//! [`CHECKPOINT_EVERY`] folded inbox entries).
+//!
+//! Must never: write per message on the send path, count an entry twice (see
+//! `view.rs`), or show one user another's conversations.
+
+pub mod record;
+pub mod view;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tern_schema::client;
+use tern_schema::{codes, encode};
+use tern_storage::{AppId, Conversation, Owner, Seq, SyncKind, UserId, WriteBatch};
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::messages::Refusal;
+use crate::{now_ms, Logic};
+use record::{LogRecord, Op};
+use view::{Conv, Last, MessageSummary, View};
+
+/// Conversation error codes (50000s, beside the message codes).
+pub mod errors {
+    /// The user has no such conversation (never had a message, or deleted).
+    pub const NO_SUCH_CONVERSATION: u32 = 50011;
+}
+
+/// Conversations held in memory over all views before idle views are dropped.
+pub const MAX_HELD_CONVERSATIONS: usize = 1_000_000;
+/// Inbox entries folded without a record change before a checkpoint is logged.
+pub const CHECKPOINT_EVERY: u64 = 1000;
+/// Timeline entries read per store call while folding.
+const PAGE: usize = 1000;
+/// Longest `extra` of a conversation, in bytes.
+pub const MAX_EXTRA_LEN: usize = 4096;
+
+type Slot = Arc<AsyncMutex<Option<View>>>;
+
+/// The conversation views of this node.
+#[derive(Default)]
+pub struct Conversations {
+    views: Mutex<HashMap<(AppId, UserId), (Slot, usize)>>,
+    /// The muted 1:1 peers of users whose view is loaded and who muted any: read by the
+    /// push path (one map lookup, no store read).
+    mutes: std::sync::RwLock<HashMap<(AppId, UserId), Vec<UserId>>>,
+    /// Entries in `mutes`: while 0 (nobody muted anything) pushes take no lock.
+    muting: std::sync::atomic::AtomicUsize,
+}
+
+impl Conversations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn slot(&self, app: AppId, user: &UserId) -> Slot {
+        let mut g = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((s, _)) = g.get(&(app, user.clone())) {
+            return s.clone();
+        }
+        let held: usize = g.values().map(|(_, n)| *n).sum();
+        if held > MAX_HELD_CONVERSATIONS {
+            // Drop idle views (nobody holds their slot) until under the bound.
+            let mut over = held - MAX_HELD_CONVERSATIONS;
+            g.retain(|_, (s, n)| {
+                if over == 0 || Arc::strong_count(s) > 1 {
+                    return true;
+                }
+                over = over.saturating_sub(*n);
+                false
+            });
+        }
+        let s: Slot = Arc::new(AsyncMutex::new(None));
+        g.insert((app, user.clone()), (s.clone(), 0));
+        s
+    }
+
+    fn account(&self, app: AppId, user: &UserId, n: usize) {
+        if let Some(e) = self.views.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&(app, user.clone())) {
+            e.1 = n;
+        }
+    }
+
+    /// Whether every peer in `peers` is a 1:1 conversation `user` muted (false for an
+    /// empty list, or when the user's view is not in memory).
+    pub fn all_muted<'a>(&self, app: AppId, user: &UserId, mut peers: impl Iterator<Item = &'a str>) -> bool {
+        if self.muting.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let g = self.mutes.read().unwrap_or_else(|p| p.into_inner());
+        let Some(muted) = g.get(&(app, user.clone())) else { return false };
+        let mut any = false;
+        let all = peers.all(|p| {
+            any = true;
+            muted.iter().any(|m| m.as_str() == p)
+        });
+        any && all
+    }
+
+    fn publish_mutes(&self, app: AppId, user: &UserId, v: &View) {
+        let muted: Vec<UserId> =
+            v.convs.iter().filter(|(_, c)| c.is_mute && !c.deleted).filter_map(|(k, _)| k.as_peer().cloned()).collect();
+        let key = (app, user.clone());
+        let mut g = self.mutes.write().unwrap_or_else(|p| p.into_inner());
+        if muted.is_empty() {
+            if !g.contains_key(&key) {
+                return;
+            }
+            g.remove(&key);
+        } else {
+            g.insert(key, muted);
+        }
+        self.muting.store(g.len(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Conversations held in memory (all views).
+    pub fn held(&self) -> usize {
+        self.views.lock().unwrap_or_else(|p| p.into_inner()).values().map(|(_, n)| *n).sum()
+    }
+}
+
+/// One conversation as the list and the sync answer show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub conversation: Conversation,
+    pub is_top: bool,
+    pub is_mute: bool,
+    pub extra: String,
+    pub read_seq: Seq,
+    pub cleared_seq: Seq,
+    pub unread: u64,
+    pub last: Option<Last>,
+    pub sync_seq: Seq,
+    pub updated_ms: u64,
+}
+
+impl Item {
+    fn of(conv: &Conversation, c: &Conv) -> Self {
+        Self {
+            conversation: conv.clone(),
+            is_top: c.is_top,
+            is_mute: c.is_mute,
+            extra: c.extra.clone(),
+            read_seq: c.read_seq,
+            cleared_seq: c.cleared_seq,
+            unread: c.unread,
+            last: c.last.clone(),
+            sync_seq: c.sync_seq,
+            updated_ms: c.updated_ms,
+        }
+    }
+}
+
+/// A page of the conversation list.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub items: Vec<Item>,
+    /// Conversations in the whole list.
+    pub total: usize,
+    /// The offset of the next page, if there is one.
+    pub next: Option<usize>,
+    /// The user's committed conversation log seq.
+    pub max_seq: Seq,
+}
+
+/// One entry of the sync answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub seq: Seq,
+    pub conversation: Conversation,
+    pub op: Op,
+    pub is_top: bool,
+    pub is_mute: bool,
+    pub extra: String,
+    pub read_seq: Seq,
+    pub cleared_seq: Seq,
+    pub time_ms: u64,
+}
+
+/// A page of the sync log.
+#[derive(Debug, Clone)]
+pub struct SyncPage {
+    pub changes: Vec<Change>,
+    pub max_seq: Seq,
+    pub completed: bool,
+}
+
+/// Locks `user`'s view, loading it on first touch, and brings it up to date with the
+/// timelines (writing log entries for conversations that appeared or revived).
+async fn locked(
+    logic: &Logic,
+    app: AppId,
+    user: &UserId,
+) -> Result<tokio::sync::OwnedMutexGuard<Option<View>>, Refusal> {
+    let mut g = logic.conversations.slot(app, user).lock_owned().await;
+    if g.is_none() {
+        *g = Some(load(logic, app, user).await?);
+    }
+    let v = g.as_mut().expect("loaded above");
+    if let Err(e) = refresh(logic, app, user, v).await {
+        // A failed fold may have left the view half-applied: reload next time.
+        *g = None;
+        return Err(e);
+    }
+    logic.conversations.account(app, user, v.convs.len());
+    logic.conversations.publish_mutes(app, user, v);
+    Ok(g)
+}
+
+/// Builds a view from the store (see the module docs).
+async fn load(logic: &Logic, app: AppId, user: &UserId) -> Result<View, Refusal> {
+    let mut v = View::default();
+    let mut after = Seq::ZERO;
+    loop {
+        let (entries, _, completed) = logic.read_synced(app, user, SyncKind::Conversation, after, PAGE).await?;
+        for e in &entries {
+            after = e.seq;
+            match LogRecord::decode(&e.payload) {
+                Some(r) => v.apply_log(e.seq, &r),
+                None => tracing::warn!(%user, seq = e.seq.0, "undecodable conversation log entry skipped"),
+            }
+        }
+        if completed || entries.is_empty() {
+            break;
+        }
+    }
+    v.inbox_to = v.logged_inbox;
+    let own = Owner::User(user.clone());
+    let groups: Vec<_> = v
+        .convs
+        .keys()
+        .filter_map(|c| match c {
+            Conversation::Group(g) => Some(g.clone()),
+            Conversation::Single(_) => None,
+        })
+        .collect();
+    for g in groups {
+        let member = logic.store.get_group_members(app, &g, std::slice::from_ref(user)).await?;
+        if let (Some(Some(m)), Some(c)) = (member.into_iter().next(), v.convs.get_mut(&Conversation::Group(g))) {
+            c.join_seq = m.join_seq;
+            c.read_seq = c.read_seq.max(m.read_seq);
+            c.seen_to = m.join_seq;
+        }
+    }
+    for (conv, c) in v.convs.iter_mut() {
+        if matches!(conv, Conversation::Single(_)) {
+            derive_single(logic, app, user, &own, conv, c).await?;
+        }
+    }
+    Ok(v)
+}
+
+/// Last message and unread count of a 1:1 conversation from its index.
+async fn derive_single(
+    logic: &Logic,
+    app: AppId,
+    user: &UserId,
+    own: &Owner,
+    conv: &Conversation,
+    c: &mut Conv,
+) -> Result<(), Refusal> {
+    let newest = logic.store.read_conv_back(app, user, conv, Seq::MAX, 1).await?;
+    let Some(&seq) = newest.first() else { return Ok(()) };
+    c.seen_to = seq;
+    let mut newest_unread = 0;
+    if seq > c.cleared_seq {
+        if let Some(e) = logic.store.get_log_entry(app, own, SyncKind::Message, seq).await? {
+            if let Some(m) = MessageSummary::of(&e.payload) {
+                if seq > c.floor() && m.sender != user.as_str() {
+                    newest_unread = 1;
+                }
+                c.last = Some(Last {
+                    message_key: m.message_key,
+                    seq,
+                    time_ms: e.time_ms,
+                    sender: m.sender,
+                    preview: if m.recalled { String::new() } else { m.preview },
+                    recalled: m.recalled,
+                });
+            }
+        }
+    }
+    // The newest entry was read above; count the rest below it.
+    c.unread = newest_unread;
+    if seq > c.floor() {
+        c.unread += count_single(logic, app, user, conv, c.floor(), Seq(seq.0 - 1)).await?;
+    }
+    Ok(())
+}
+
+/// Others' messages of a 1:1 conversation in `(floor, upto]`: the exact unread count.
+/// Walks the conversation index down from `upto` and reads each entry's sender (seqs
+/// skip, so the count is of entries, never a difference of seqs).
+async fn count_single(
+    logic: &Logic,
+    app: AppId,
+    user: &UserId,
+    conv: &Conversation,
+    floor: Seq,
+    upto: Seq,
+) -> Result<u64, Refusal> {
+    let own = Owner::User(user.clone());
+    let mut n = 0u64;
+    let mut before = Seq(upto.0.saturating_add(1));
+    loop {
+        let seqs = logic.store.read_conv_back(app, user, conv, before, PAGE).await?;
+        for s in &seqs {
+            if *s <= floor {
+                return Ok(n);
+            }
+            let Some(e) = logic.store.get_log_entry(app, &own, SyncKind::Message, *s).await? else { continue };
+            if MessageSummary::of(&e.payload).is_some_and(|m| m.sender != user.as_str()) {
+                n += 1;
+            }
+        }
+        match seqs.last() {
+            Some(s) if seqs.len() == PAGE => before = *s,
+            _ => return Ok(n),
+        }
+    }
+}
+
+/// Others' messages (not recall events) of a group timeline in `(floor, upto]`.
+async fn count_group(
+    logic: &Logic,
+    app: AppId,
+    user: &UserId,
+    owner: &Owner,
+    floor: Seq,
+    upto: Seq,
+) -> Result<u64, Refusal> {
+    let mut n = 0u64;
+    let mut after = floor;
+    while after < upto {
+        let entries = logic.store.read_log(app, owner, SyncKind::Message, after, PAGE).await?;
+        for e in &entries {
+            if e.seq > upto {
+                return Ok(n);
+            }
+            if MessageSummary::of(&e.payload)
+                .is_some_and(|m| m.entry != client::EntryKind::Recall && m.sender != user.as_str())
+            {
+                n += 1;
+            }
+        }
+        match entries.last() {
+            Some(e) if entries.len() == PAGE => after = e.seq,
+            _ => break,
+        }
+    }
+    Ok(n)
+}
+
+/// Brings a view up to date: folds the inbox past `inbox_to`, the user's groups past
+/// each conversation's `seen_to`, picks up group read marks, then logs what changed.
+async fn refresh(logic: &Logic, app: AppId, user: &UserId, v: &mut View) -> Result<(), Refusal> {
+    let folded_from = v.inbox_to;
+    loop {
+        let (entries, _, completed) = logic.read_synced(app, user, SyncKind::Message, v.inbox_to, PAGE).await?;
+        for e in &entries {
+            v.inbox_to = e.seq;
+            let Some(m) = MessageSummary::of(&e.payload) else { continue };
+            let Some(conv) = m.single_of(user) else { continue };
+            let c = v.convs.entry(conv).or_insert_with(|| Conv { dirty: true, ..Conv::default() });
+            c.account(user, e.seq, e.time_ms, &m);
+        }
+        if completed || entries.is_empty() {
+            break;
+        }
+    }
+    refresh_groups(logic, app, user, v).await?;
+    let mut dirty: Vec<(Conversation, LogRecord)> = Vec::new();
+    let now = now_ms();
+    for (conv, c) in v.convs.iter() {
+        if c.dirty {
+            let op = if c.deleted { Op::Delete } else { Op::Put };
+            dirty.push((conv.clone(), c.record(conv, op, v.inbox_to, now)));
+        }
+    }
+    if dirty.is_empty() && v.inbox_to.0.saturating_sub(v.logged_inbox.0.max(folded_from.0)) < CHECKPOINT_EVERY {
+        return Ok(());
+    }
+    if dirty.is_empty() {
+        dirty_write(logic, app, user, v, vec![(None, LogRecord::checkpoint(v.inbox_to, now))], WriteBatch::new(), None)
+            .await?;
+        return Ok(());
+    }
+    let entries = dirty.into_iter().map(|(c, r)| (Some(c), r)).collect();
+    dirty_write(logic, app, user, v, entries, WriteBatch::new(), None).await?;
+    Ok(())
+}
+
+async fn refresh_groups(logic: &Logic, app: AppId, user: &UserId, v: &mut View) -> Result<(), Refusal> {
+    let joined = crate::groups::joined(logic, app, user).await?;
+    let live: Vec<_> = joined.into_iter().filter(|(_, r, _)| !r.left && !r.destroyed).map(|(g, _, _)| g).collect();
+    if live.is_empty() {
+        return Ok(());
+    }
+    let marks: HashMap<Conversation, Seq> = logic
+        .store
+        .get_read_marks(app, user)
+        .await?
+        .into_iter()
+        .filter(|(c, _)| matches!(c, Conversation::Group(_)))
+        .collect();
+    for g in live {
+        let conv = Conversation::Group(g.clone());
+        let owner = Owner::Group(g.clone());
+        if !v.convs.contains_key(&conv) {
+            let Some(Some(m)) = logic.store.get_group_members(app, &g, std::slice::from_ref(user)).await?.pop() else {
+                continue;
+            };
+            v.convs.insert(
+                conv.clone(),
+                Conv {
+                    join_seq: m.join_seq,
+                    seen_to: m.join_seq,
+                    read_seq: m.read_seq,
+                    dirty: true,
+                    ..Conv::default()
+                },
+            );
+        }
+        let c = v.convs.get_mut(&conv).expect("inserted above");
+        if let Some(mark) = marks.get(&conv).copied().filter(|m| *m > c.read_seq) {
+            c.read_seq = mark;
+            c.unread = count_group(logic, app, user, &owner, c.floor(), c.seen_to).await?;
+            c.dirty = true;
+        }
+        loop {
+            let entries = logic.store.read_log(app, &owner, SyncKind::Message, c.seen_to, PAGE).await?;
+            for e in &entries {
+                if let Some(m) = MessageSummary::of(&e.payload) {
+                    c.account(user, e.seq, e.time_ms, &m);
+                }
+            }
+            if entries.len() < PAGE {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Appends `entries` to the user's conversation log (with `extra` writes) in one
+/// durable batch, folds them into the view and tells the user's devices (all but
+/// `origin`).
+async fn dirty_write(
+    logic: &Logic,
+    app: AppId,
+    user: &UserId,
+    v: &mut View,
+    entries: Vec<(Option<Conversation>, LogRecord)>,
+    extra: WriteBatch,
+    origin: Option<&tern_schema::link::ConnRef>,
+) -> Result<Seq, Refusal> {
+    let payloads = entries.iter().map(|(_, r)| (user.clone(), SyncKind::Conversation, r.encode())).collect();
+    let seqs = logic.append_many(app, payloads, extra).await?;
+    for ((_, r), seq) in entries.iter().zip(&seqs) {
+        v.apply_log(*seq, r);
+    }
+    logic.conversations.publish_mutes(app, user, v);
+    let last = seqs.last().copied().unwrap_or_default();
+    let frame = encode::sync_notify(client::SyncKind(SyncKind::Conversation.as_u8()), last.0);
+    logic.sessions.send_to_user(app, user, &frame, origin);
+    metrics::counter!("tern_conversation_log_entries_total").increment(seqs.len() as u64);
+    Ok(last)
+}
+
+/// A page of `user`'s conversation list: pinned first, then newest activity first;
+/// `offset` conversations skipped, at most `limit`.
+pub async fn get(logic: &Logic, app: AppId, user: &UserId, offset: usize, limit: usize) -> Result<Page, Refusal> {
+    let g = locked(logic, app, user).await?;
+    let v = g.as_ref().expect("locked loads");
+    let sorted = v.sorted(offset.saturating_add(limit));
+    let total = sorted.len();
+    let items: Vec<Item> = sorted.iter().skip(offset).take(limit).map(|(k, c)| Item::of(k, c)).collect();
+    let end = offset.saturating_add(items.len());
+    Ok(Page { items, total, next: (end < total).then_some(end), max_seq: v.log_to })
+}
+
+/// One conversation of `user` (deleted ones included, flagged by their record).
+pub async fn get_one(logic: &Logic, app: AppId, user: &UserId, conv: &Conversation) -> Result<Option<Item>, Refusal> {
+    let g = locked(logic, app, user).await?;
+    let v = g.as_ref().expect("locked loads");
+    Ok(v.convs.get(conv).filter(|c| !c.deleted).map(|c| Item::of(conv, c)))
+}
+
+/// The changes of `user`'s conversation records after `after` (at most `limit`), in
+/// log order; checkpoints are left out.
+pub async fn sync(logic: &Logic, app: AppId, user: &UserId, after: Seq, limit: usize) -> Result<SyncPage, Refusal> {
+    // Conversations that appeared since the last read are logged first.
+    drop(locked(logic, app, user).await?);
+    let (entries, max_seq, completed) = logic.read_synced(app, user, SyncKind::Conversation, after, limit).await?;
+    let changes = entries
+        .iter()
+        .filter_map(|e| {
+            let r = LogRecord::decode(&e.payload)?;
+            Some(Change {
+                seq: e.seq,
+                conversation: r.conversation()?,
+                op: r.op,
+                is_top: r.is_top,
+                is_mute: r.is_mute,
+                extra: r.extra,
+                read_seq: Seq(r.read_seq),
+                cleared_seq: Seq(r.cleared_seq),
+                time_ms: r.time_ms,
+            })
+        })
+        .collect();
+    Ok(SyncPage { changes, max_seq, completed })
+}
+
+/// What an update changes (`None`: left as it is).
+#[derive(Debug, Clone, Default)]
+pub struct Update {
+    pub is_top: Option<bool>,
+    pub is_mute: Option<bool>,
+    pub extra: Option<String>,
+}
+
+/// Pins / mutes a conversation or sets its extra. Returns the log seq of the change
+/// (the current one if nothing changed).
+pub async fn update(logic: &Logic, app: AppId, user: &UserId, conv: &Conversation, u: Update) -> Result<Seq, Refusal> {
+    if u.extra.as_ref().is_some_and(|e| e.len() > MAX_EXTRA_LEN) {
+        return Err(Refusal::new(codes::INVALID_FIELD, format!("extra: more than {MAX_EXTRA_LEN} bytes")));
+    }
+    let mut g = locked(logic, app, user).await?;
+    let v = g.as_mut().expect("locked loads");
+    let c = existing(v, conv)?;
+    let mut next = c.clone();
+    next.is_top = u.is_top.unwrap_or(c.is_top);
+    next.is_mute = u.is_mute.unwrap_or(c.is_mute);
+    next.extra = u.extra.unwrap_or_else(|| c.extra.clone());
+    if (next.is_top, next.is_mute, &next.extra) == (c.is_top, c.is_mute, &c.extra) {
+        return Ok(c.sync_seq);
+    }
+    let rec = next.record(conv, Op::Put, v.inbox_to, now_ms());
+    dirty_write(logic, app, user, v, vec![(Some(conv.clone()), rec)], WriteBatch::new(), None).await
+}
+
+fn existing<'a>(v: &'a View, conv: &Conversation) -> Result<&'a Conv, Refusal> {
+    v.convs
+        .get(conv)
+        .filter(|c| !c.deleted)
+        .ok_or_else(|| Refusal::new(errors::NO_SUCH_CONVERSATION, format!("no such conversation: {conv}")))
+}
+
+/// How a delete acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteMode {
+    /// Remove the record; the messages stay in history.
+    KeepHistory,
+    /// Remove the record and clear the user's history of it up to now.
+    ClearHistory,
+    /// Change nothing on the server: tell the user's devices to remove it locally.
+    NotifyOnly,
+}
+
+/// Deletes a conversation of `user` (see [`DeleteMode`]). A server-side delete also
+/// marks everything up to now read; a later message brings the conversation back with
+/// only the newer messages unread. Returns the log seq of the change.
+pub async fn delete(
+    logic: &Logic,
+    app: AppId,
+    user: &UserId,
+    conv: &Conversation,
+    mode: DeleteMode,
+) -> Result<Seq, Refusal> {
+    let mut g = locked(logic, app, user).await?;
+    let v = g.as_mut().expect("locked loads");
+    let c = existing(v, conv)?;
+    let now = now_ms();
+    if mode == DeleteMode::NotifyOnly {
+        let rec = c.record(conv, Op::NotifyDelete, v.inbox_to, now);
+        return dirty_write(logic, app, user, v, vec![(Some(conv.clone()), rec)], WriteBatch::new(), None).await;
+    }
+    let mut next = c.clone();
+    next.read_seq = next.read_seq.max(c.seen_to);
+    if mode == DeleteMode::ClearHistory {
+        next.cleared_seq = c.seen_to;
+    }
+    let mut extra = WriteBatch::with_capacity(1);
+    if next.read_seq > Seq::ZERO {
+        extra.put_read_mark(app, user.clone(), conv.clone(), next.read_seq);
+    }
+    let rec = next.record(conv, Op::Delete, v.inbox_to, now);
+    let seq = dirty_write(logic, app, user, v, vec![(Some(conv.clone()), rec)], extra, None).await?;
+    if let Some(c) = v.convs.get_mut(conv) {
+        c.unread = 0;
+        if mode == DeleteMode::ClearHistory {
+            c.last = None;
+        }
+    }
+    Ok(seq)
+}
+
+/// `user` read `conv` up to `seq` (their inbox seq for 1:1): persists the read mark and
+/// the record change in one batch, recounts the unread messages, and tells the user's
+/// other devices (all but `origin`). A mark at or below the current one changes
+/// nothing.
+pub async fn mark_read(
+    logic: &Logic,
+    app: AppId,
+    user: &UserId,
+    conv: &Conversation,
+    seq: Seq,
+    origin: Option<&tern_schema::link::ConnRef>,
+) -> Result<(), Refusal> {
+    let mut g = locked(logic, app, user).await?;
+    let v = g.as_mut().expect("locked loads");
+    let c = v.convs.get(conv).cloned().unwrap_or_default();
+    let mut batch = WriteBatch::with_capacity(2);
+    batch.put_read_mark(app, user.clone(), conv.clone(), seq);
+    if seq <= c.read_seq {
+        // Keep the store's max-register as it was before this module (idempotent).
+        logic.write_retrying(batch).await?;
+        return Ok(());
+    }
+    let mut next = c;
+    next.read_seq = seq;
+    let rec = next.record(conv, if next.deleted { Op::Delete } else { Op::Put }, v.inbox_to, now_ms());
+    dirty_write(logic, app, user, v, vec![(Some(conv.clone()), rec)], batch, origin).await?;
+    let floor = v.convs.get(conv).map(Conv::floor).unwrap_or_default();
+    let upto = v.convs.get(conv).map(|c| c.seen_to).unwrap_or_default();
+    let unread = match conv {
+        Conversation::Single(_) => count_single(logic, app, user, conv, floor, upto).await?,
+        Conversation::Group(gid) => count_group(logic, app, user, &Owner::Group(gid.clone()), floor, upto).await?,
+    };
+    if let Some(c) = v.convs.get_mut(conv) {
+        c.unread = unread;
+    }
+    Ok(())
+}
+
+/// The seq up to which `user` cleared their history of `conv` (`Seq::ZERO`: none).
+/// Read from memory once the user's view is loaded.
+pub async fn cleared_seq(logic: &Logic, app: AppId, user: &UserId, conv: &Conversation) -> Result<Seq, Refusal> {
+    let g = locked(logic, app, user).await?;
+    Ok(g.as_ref().and_then(|v| v.convs.get(conv)).map_or(Seq::ZERO, |c| c.cleared_seq))
+}
+
+/// Answers a TCP ConversationGet: a ConversationList frame (or an Error frame).
+pub async fn get_frame(logic: &Logic, app: AppId, user: &UserId, rid: u32, offset: u32, limit: u32) -> Vec<u8> {
+    let limit = tcp_limit(limit);
+    match get(logic, app, user, offset as usize, limit).await {
+        Ok(page) => {
+            let infos: Vec<_> = page.items.iter().map(info).collect();
+            let total = u32::try_from(page.total).unwrap_or(u32::MAX);
+            tern_schema::conversation::list(rid, &infos, page.max_seq.0, page.next.is_none(), total)
+        }
+        Err(r) => encode::error(rid, r.code, &r.message),
+    }
+}
+
+/// Answers a TCP ConversationSync: a ConversationList frame (or an Error frame).
+pub async fn sync_frame(logic: &Logic, app: AppId, user: &UserId, rid: u32, after: Seq, limit: u32) -> Vec<u8> {
+    match sync(logic, app, user, after, tcp_limit(limit)).await {
+        Ok(page) => {
+            let infos: Vec<_> = page
+                .changes
+                .iter()
+                .map(|c| tern_schema::conversation::InfoParts {
+                    conversation_type: wire_type(&c.conversation),
+                    target_id: record::target_of(&c.conversation),
+                    op: match c.op {
+                        Op::Delete => client::ConversationOp::Delete,
+                        Op::NotifyDelete => client::ConversationOp::ClientDelete,
+                        Op::Put | Op::Checkpoint => client::ConversationOp::Put,
+                    },
+                    is_top: c.is_top,
+                    is_mute: c.is_mute,
+                    extra: &c.extra,
+                    read_seq: c.read_seq.0,
+                    cleared_seq: c.cleared_seq.0,
+                    sync_seq: c.seq.0,
+                    updated_ms: c.time_ms,
+                    ..Default::default()
+                })
+                .collect();
+            tern_schema::conversation::list(rid, &infos, page.max_seq.0, page.completed, 0)
+        }
+        Err(r) => encode::error(rid, r.code, &r.message),
+    }
+}
+
+/// A TCP page size: 0 is the default page, larger values are capped.
+fn tcp_limit(limit: u32) -> usize {
+    match limit {
+        0 => crate::config::DEFAULT_PAGE_LIMIT,
+        n => (n as usize).min(crate::config::MAX_PAGE_LIMIT),
+    }
+}
+
+fn wire_type(conv: &Conversation) -> client::ConversationType {
+    match conv {
+        Conversation::Single(_) => client::ConversationType::Single,
+        Conversation::Group(_) => client::ConversationType::Group,
+    }
+}
+
+fn info(i: &Item) -> tern_schema::conversation::InfoParts<'_> {
+    let last = i.last.as_ref();
+    tern_schema::conversation::InfoParts {
+        conversation_type: wire_type(&i.conversation),
+        target_id: record::target_of(&i.conversation),
+        op: client::ConversationOp::Put,
+        is_top: i.is_top,
+        is_mute: i.is_mute,
+        extra: &i.extra,
+        read_seq: i.read_seq.0,
+        cleared_seq: i.cleared_seq.0,
+        unread: i.unread,
+        sync_seq: i.sync_seq.0,
+        updated_ms: i.updated_ms,
+        last_message_key: last.map_or(0, |l| l.message_key),
+        last_seq: last.map_or(0, |l| l.seq.0),
+        last_time_ms: last.map_or(0, |l| l.time_ms),
+        last_sender: last.map_or("", |l| l.sender.as_str()),
+        last_preview: last.map_or("", |l| l.preview.as_str()),
+        last_recalled: last.is_some_and(|l| l.recalled),
+    }
+}

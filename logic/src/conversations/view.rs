@@ -1,0 +1,233 @@
+//! One user's conversation view in memory: the records folded from their conversation
+//! log, plus what is derived from the timelines (last message, exact unread count, how
+//! far each timeline was accounted). Pure: the I/O is `conversations/mod.rs`'s.
+//!
+//! Must never: count an entry twice or skip one. Every conversation keeps `seen_to`, the
+//! highest seq of its timeline already accounted in `last` and `unread`; a fold applies
+//! only entries above it, whichever way (index count at load, inbox fold, group fold)
+//! they arrive.
+
+use std::collections::HashMap;
+
+use tern_schema::client::{ConversationType, ElemType, EntryKind};
+use tern_schema::message;
+use tern_storage::{Conversation, Seq, UserId};
+
+use super::record::{target_of, LogRecord, Op};
+
+/// Longest preview of a last message, in characters.
+pub const PREVIEW_CHARS: usize = 64;
+
+/// The newest message of a conversation as the list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Last {
+    pub message_key: u64,
+    /// Its seq in the timeline the user reads (inbox for 1:1, group timeline).
+    pub seq: Seq,
+    pub time_ms: u64,
+    pub sender: String,
+    pub preview: String,
+    pub recalled: bool,
+}
+
+/// One conversation of the view.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Conv {
+    pub is_top: bool,
+    pub is_mute: bool,
+    pub extra: String,
+    pub read_seq: Seq,
+    pub cleared_seq: Seq,
+    /// Removed on the server (a tombstone in the log); revived by a newer message.
+    pub deleted: bool,
+    /// The log entry that last changed the record (0: not logged yet).
+    pub sync_seq: Seq,
+    pub updated_ms: u64,
+    pub last: Option<Last>,
+    /// Messages above `max(read_seq, cleared_seq, join_seq)` up to `seen_to`.
+    pub unread: u64,
+    pub seen_to: Seq,
+    /// Groups: the group seq when the user joined (entries up to it are not theirs).
+    pub join_seq: Seq,
+    /// Changed in memory, not yet written to the log.
+    pub dirty: bool,
+}
+
+impl Conv {
+    /// Below or at this, an entry counts as read.
+    pub fn floor(&self) -> Seq {
+        self.read_seq.max(self.cleared_seq).max(self.join_seq)
+    }
+
+    /// What the list sorts "newest activity" by.
+    /// (last message time, its seq), or the record's change time without a message:
+    /// the seq breaks ties of one millisecond (within one timeline it is send order).
+    pub fn activity(&self) -> (u64, u64) {
+        self.last.as_ref().map_or((self.updated_ms, 0), |l| (l.time_ms, l.seq.0))
+    }
+
+    /// The record as a log entry of `op`.
+    pub fn record(&self, conv: &Conversation, op: Op, inbox_seq: Seq, time_ms: u64) -> LogRecord {
+        LogRecord {
+            version: LogRecord::VERSION,
+            op,
+            conversation_type: conv.type_number(),
+            target: target_of(conv).to_string(),
+            is_top: self.is_top,
+            is_mute: self.is_mute,
+            extra: self.extra.clone(),
+            read_seq: self.read_seq.0,
+            cleared_seq: self.cleared_seq.0,
+            inbox_seq: inbox_seq.0,
+            time_ms,
+        }
+    }
+
+    /// Accounts one timeline entry of this conversation (`seq` in its timeline) for
+    /// `user`. Entries at or below `seen_to` were accounted already. Only others'
+    /// messages are unread. A message above a tombstone revives the conversation.
+    pub fn account(&mut self, user: &UserId, seq: Seq, time_ms: u64, m: &MessageSummary) {
+        if seq <= self.seen_to {
+            return;
+        }
+        self.seen_to = seq;
+        match m.entry {
+            EntryKind::Recall => {
+                if let Some(l) = self.last.as_mut().filter(|l| l.message_key == m.message_key) {
+                    l.recalled = true;
+                    l.preview.clear();
+                }
+            }
+            _ => {
+                if seq <= self.floor() {
+                    return;
+                }
+                if m.sender != user.as_str() {
+                    self.unread += 1;
+                }
+                self.last = Some(Last {
+                    message_key: m.message_key,
+                    seq,
+                    time_ms,
+                    sender: m.sender.clone(),
+                    preview: m.preview.clone(),
+                    recalled: m.recalled,
+                });
+                if self.deleted {
+                    self.deleted = false;
+                    self.dirty = true;
+                }
+            }
+        }
+    }
+}
+
+/// What a conversation needs of a stored timeline entry.
+#[derive(Debug, Clone)]
+pub struct MessageSummary {
+    pub message_key: u64,
+    pub conversation_type: ConversationType,
+    pub from: String,
+    pub to: String,
+    pub sender: String,
+    pub entry: EntryKind,
+    pub recalled: bool,
+    pub preview: String,
+}
+
+impl MessageSummary {
+    /// Decodes a stored entry (`None` if it is not a message).
+    pub fn of(payload: &[u8]) -> Option<Self> {
+        let m = message::decode_stored(payload).ok()?;
+        let from = m.from_id().unwrap_or_default().to_string();
+        Some(Self {
+            message_key: m.message_key(),
+            conversation_type: m.conversation_type(),
+            to: m.to_id().unwrap_or_default().to_string(),
+            sender: from.clone(),
+            from,
+            entry: m.entry(),
+            recalled: m.recalled(),
+            preview: preview(&message::elems_of(m.elems())),
+        })
+    }
+
+    /// The 1:1 conversation this inbox entry belongs to, seen from `user`.
+    pub fn single_of(&self, user: &UserId) -> Option<Conversation> {
+        if self.conversation_type != ConversationType::Single {
+            return None;
+        }
+        let peer = if self.from == user.as_str() { &self.to } else { &self.from };
+        UserId::new(peer.clone()).ok().map(Conversation::Single)
+    }
+}
+
+fn preview(elems: &[message::ElemParts<'_>]) -> String {
+    let Some(e) = elems.first() else { return String::new() };
+    match e.elem_type {
+        ElemType::Text => e.text.chars().take(PREVIEW_CHARS).collect(),
+        ElemType::Image => "[image]".into(),
+        ElemType::Sound => "[voice]".into(),
+        ElemType::Video => "[video]".into(),
+        ElemType::File => "[file]".into(),
+        ElemType::Location => "[location]".into(),
+        _ => "[message]".into(),
+    }
+}
+
+/// A user's conversations (see the module docs).
+#[derive(Debug, Default)]
+pub struct View {
+    pub convs: HashMap<Conversation, Conv>,
+    /// The user's inbox is folded up to here.
+    pub inbox_to: Seq,
+    /// The highest `inbox_seq` the log records (where a cold load resumes the fold).
+    pub logged_inbox: Seq,
+    /// The conversation log is folded up to here.
+    pub log_to: Seq,
+}
+
+impl View {
+    /// Folds one conversation log entry (at `seq`) into the records.
+    pub fn apply_log(&mut self, seq: Seq, r: &LogRecord) {
+        self.log_to = self.log_to.max(seq);
+        self.logged_inbox = self.logged_inbox.max(Seq(r.inbox_seq));
+        let Some(conv) = r.conversation() else { return };
+        let c = self.convs.entry(conv).or_default();
+        if r.op != Op::NotifyDelete {
+            c.is_top = r.is_top;
+            c.is_mute = r.is_mute;
+            c.extra = r.extra.clone();
+            c.read_seq = c.read_seq.max(Seq(r.read_seq));
+            c.cleared_seq = c.cleared_seq.max(Seq(r.cleared_seq));
+            c.deleted = r.op == Op::Delete;
+        }
+        c.sync_seq = seq;
+        c.updated_ms = r.time_ms;
+        c.dirty = false;
+    }
+
+    /// The conversations the list shows (not deleted), pinned first, then newest
+    /// activity first, then by conversation (a total order, so pages are stable): the
+    /// first `head` in order, the rest unordered after them (a page needs only its
+    /// head sorted: O(n + head log head), not a sort of every conversation per read).
+    pub fn sorted(&self, head: usize) -> Vec<(&Conversation, &Conv)> {
+        let mut v: Vec<_> = self.convs.iter().filter(|(_, c)| !c.deleted).collect();
+        let order = |(ka, a): &(&Conversation, &Conv), (kb, b): &(&Conversation, &Conv)| {
+            b.is_top
+                .cmp(&a.is_top)
+                .then(b.activity().cmp(&a.activity()))
+                .then_with(|| ka.type_number().cmp(&kb.type_number()))
+                .then_with(|| target_of(ka).cmp(target_of(kb)))
+        };
+        if head < v.len() {
+            if head > 0 {
+                v.select_nth_unstable_by(head - 1, order);
+            }
+            v[..head].sort_unstable_by(order);
+        } else {
+            v.sort_unstable_by(order);
+        }
+        v
+    }
+}

@@ -1,0 +1,314 @@
+//! The conversation calls of the HTTP management API (issue 12), through the real
+//! router over a real embedded store: the list (order, last message, exact unread
+//! counts), sync with tombstones, pin / mute / extra, the three kinds of delete, group
+//! conversations, every refusal, the original's aliases, multi-device notifications and
+//! a restart.
+
+mod support;
+
+use serde_json::{json, Value};
+use tern_logic::LogicConfig;
+use tern_schema::client::Body as FrameBody;
+use tern_schema::frame::{parse_client_framed, parse_link, HEADER_LEN};
+use tern_schema::link::ConnRef;
+use tern_storage::{AppId, UserId};
+use tokio::sync::mpsc;
+
+use support::{app_config, APP};
+
+fn harness() -> support::Harness {
+    support::Harness::new(LogicConfig::default(), vec![app_config(APP, json!({}))], None)
+}
+
+async fn users(h: &support::Harness, ids: &[&str]) {
+    let data: Vec<Value> = ids.iter().map(|u| json!({"userId": u})).collect();
+    let r = h.ok("/user/importUser", json!({"userData": data})).await;
+    assert_eq!(r["errorId"], json!([]), "{r}");
+}
+
+/// Sends a 1:1 message; answers the sender's seq.
+async fn send(h: &support::Harness, from: &str, to: &str, id: &str) -> Value {
+    h.ok("/message/sendMsg", json!({"fromId": from, "toId": to, "messageId": id, "messageBody": id})).await
+}
+
+/// `user`'s list as (toId, unreadCount, isTop, preview).
+async fn list(h: &support::Harness, user: &str) -> Vec<(String, u64, bool, String)> {
+    let r = h.ok("/conversation/get", json!({"fromId": user})).await;
+    r["conversationList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["toId"].as_str().unwrap().to_string(),
+                c["unreadCount"].as_u64().unwrap(),
+                c["isTop"].as_bool().unwrap(),
+                c["lastMessage"]["preview"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn row(to: &str, unread: u64, top: bool, preview: &str) -> (String, u64, bool, String) {
+    (to.to_string(), unread, top, preview.to_string())
+}
+
+/// The inbox seq of `user`'s copy of their newest message with `peer`.
+async fn newest_seq(h: &support::Harness, user: &str, peer: &str) -> u64 {
+    let r = h.ok("/message/getHistoryMessage", json!({"fromId": user, "toId": peer, "limit": 1})).await;
+    r["dataList"][0]["messageSequence"].as_u64().unwrap()
+}
+
+async fn read(h: &support::Harness, reader: &str, peer: &str, seq: u64, origin: Option<&ConnRef>) {
+    let (r, p) = (UserId::new(reader).unwrap(), UserId::new(peer).unwrap());
+    tern_logic::messages::read_receipt(&h.logic, AppId(APP), &r, &p, seq, origin).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_list_orders_counts_pins_and_deletes() {
+    let h = harness();
+    users(&h, &["a", "b", "c"]).await;
+    for i in 0..3 {
+        send(&h, "a", "b", &format!("a{i}")).await;
+    }
+    send(&h, "c", "b", "c0").await;
+    // Newest activity first; unread counts exact.
+    assert_eq!(list(&h, "b").await, [row("c", 1, false, "c0"), row("a", 3, false, "a2")]);
+    // The sender's own messages are not unread for them.
+    assert_eq!(list(&h, "a").await, [row("b", 0, false, "a2")]);
+
+    // b reads a's conversation up to the second message: one left.
+    let seqs = h.ok("/message/getHistoryMessage", json!({"fromId": "b", "toId": "a"})).await;
+    let second = seqs["dataList"][1]["messageSequence"].as_u64().unwrap();
+    read(&h, "b", "a", second, None).await;
+    assert_eq!(list(&h, "b").await, [row("c", 1, false, "c0"), row("a", 1, false, "a2")]);
+
+    // Pin and mute: pinned first whatever its age.
+    let upd = h.ok("/conversation/update", json!({"fromId": "b", "conversationId": "1_b_a", "isTop": true})).await;
+    assert!(upd["sequence"].as_u64().unwrap() > 0, "{upd}");
+    h.ok("/conversation/update", json!({"fromId": "b", "conversationId": "1_b_a", "isMute": true, "extra": "x"})).await;
+    assert_eq!(list(&h, "b").await, [row("a", 1, true, "a2"), row("c", 1, false, "c0")]);
+    let got = h.ok("/conversation/get", json!({"fromId": "b", "limit": 1})).await;
+    assert_eq!(got["totalCount"], json!(2));
+    assert_eq!(got["nextOffset"], json!(1));
+    assert_eq!(got["completed"], json!(false));
+    let first = &got["conversationList"][0];
+    assert_eq!((first["conversationId"].clone(), first["isMute"].clone()), (json!("1_b_a"), json!(true)));
+    assert_eq!((first["extra"].clone(), first["conversationType"].clone()), (json!("x"), json!(1)));
+    let page2 = h.ok("/conversation/get", json!({"fromId": "b", "limit": 1, "offset": 1})).await;
+    assert_eq!(page2["conversationList"][0]["toId"], json!("c"));
+    assert_eq!(page2["completed"], json!(true));
+    // The same update again changes nothing (same sequence).
+    let again = h.ok("/conversation/update", json!({"fromId": "b", "conversationId": "1_b_a", "isMute": true})).await;
+    assert_eq!(again["sequence"], got["maxSequence"]);
+
+    // Delete with history kept: gone from the list; a newer message brings it back,
+    // with only that message unread.
+    h.ok("/conversation/delete", json!({"fromId": "b", "conversationId": "1_b_c"})).await;
+    assert_eq!(list(&h, "b").await, [row("a", 1, true, "a2")]);
+    send(&h, "c", "b", "c1").await;
+    assert_eq!(list(&h, "b").await, [row("a", 1, true, "a2"), row("c", 1, false, "c1")]);
+    let hist = h.ok("/message/getHistoryMessage", json!({"fromId": "b", "toId": "c"})).await;
+    assert_eq!(hist["dataList"].as_array().unwrap().len(), 2, "history kept: {hist}");
+
+    // Delete with history cleared: b's history is empty, c keeps theirs.
+    h.ok("/conversation/delete", json!({"fromId": "b", "conversationId": "1_b_c", "clearHistory": true})).await;
+    let hist = h.ok("/message/getHistoryMessage", json!({"fromId": "b", "toId": "c"})).await;
+    assert_eq!(hist["dataList"], json!([]), "{hist}");
+    let theirs = h.ok("/message/getHistoryMessage", json!({"fromId": "c", "toId": "b"})).await;
+    assert_eq!(theirs["dataList"].as_array().unwrap().len(), 2);
+    send(&h, "c", "b", "c2").await;
+    let hist = h.ok("/message/getHistoryMessage", json!({"fromId": "b", "toId": "c"})).await;
+    assert_eq!(hist["dataList"].as_array().unwrap().len(), 1, "only after the clear: {hist}");
+
+    // Only notify: the record stays; sync carries a clientDelete entry.
+    h.ok("/conversation/delete", json!({"fromId": "b", "conversationId": "1_b_c", "onlyNotify": true})).await;
+    assert_eq!(list(&h, "b").await, [row("a", 1, true, "a2"), row("c", 1, false, "c2")]);
+
+    // Sync from 0 and from every point: folding the changes gives the records.
+    let all = h.ok("/conversation/sync", json!({"fromId": "b", "lastSequence": 0, "maxLimit": 1000})).await;
+    let changes = all["dataList"].as_array().unwrap().clone();
+    assert_eq!(all["completed"], json!(true));
+    assert_eq!(all["maxSequence"], changes.last().unwrap()["sequence"]);
+    assert!(changes.iter().any(|c| c["deleted"] == json!(true) && c["toId"] == json!("c")), "{all}");
+    assert!(changes.last().unwrap()["clientDelete"] == json!(true), "{all}");
+    for (i, c) in changes.iter().enumerate() {
+        let rest = h.ok("/conversation/sync", json!({"fromId": "b", "lastSequence": c["sequence"]})).await;
+        assert_eq!(rest["dataList"].as_array().unwrap()[..], changes[i + 1..], "resumed after {c}");
+    }
+    let a_rec = changes.iter().rev().find(|c| c["toId"] == json!("a")).unwrap();
+    assert_eq!((a_rec["isTop"].clone(), a_rec["isMute"].clone()), (json!(true), json!(true)));
+    assert_eq!(a_rec["readedSequence"], json!(second));
+
+    // The original's aliases answer the same.
+    let alias = h.ok("/conversation/syncConversationList", json!({"fromId": "b", "maxLimit": 1000})).await;
+    assert_eq!(alias["dataList"].as_array().unwrap()[..], changes[..]);
+    h.ok("/conversation/updateConversation", json!({"fromId": "b", "conversationId": "1_b_a", "isTop": false})).await;
+    assert_eq!(list(&h, "b").await, [row("c", 1, false, "c2"), row("a", 1, false, "a2")]);
+    h.ok("/conversation/deleteConversation", json!({"operater": "b", "conversationId": "1_b_a"})).await;
+    assert_eq!(list(&h, "b").await, [row("c", 1, false, "c2")]);
+
+    // A restarted node rebuilds the same list from the store.
+    let before = h.ok("/conversation/get", json!({"fromId": "b"})).await;
+    let (_, router) = h.restarted();
+    let uri = format!("/v1/conversation/get?{}", support::admin_query(APP));
+    let after = support::send(&router, axum::http::Method::POST, &uri, json!({"fromId": "b"}).to_string().into_bytes())
+        .await
+        .check("get after restart", 200, "success");
+    assert_eq!(after, before);
+}
+
+#[tokio::test]
+async fn group_conversations_count_from_the_join_and_follow_group_reads() {
+    let h = harness();
+    users(&h, &["a", "b", "c"]).await;
+    h.ok(
+        "/group/createGroup",
+        json!({"groupId": "g", "groupType": 1, "ownerId": "a", "memberList": [{"memberId": "b"}]}),
+    )
+    .await;
+    let gsend = |from: &'static str, id: &'static str| {
+        let h = &h;
+        async move {
+            h.ok("/group/sendMessage", json!({"groupId": "g", "fromId": from, "messageId": id, "messageBody": id}))
+                .await
+        }
+    };
+    gsend("a", "g0").await;
+    gsend("a", "g1").await;
+    h.ok("/group/addMember", json!({"groupId": "g", "members": [{"memberId": "c"}]})).await;
+    let g2 = gsend("b", "g2").await;
+    assert_eq!(list(&h, "b").await, [row("g", 2, false, "g2")]);
+    // c joined after g0 and g1: only g2 is theirs.
+    assert_eq!(list(&h, "c").await, [row("g", 1, false, "g2")]);
+    let conv = h.ok("/conversation/get", json!({"fromId": "c"})).await["conversationList"][0].clone();
+    assert_eq!((conv["conversationId"].clone(), conv["conversationType"].clone()), (json!("2_c_g"), json!(2)));
+    assert_eq!(conv["lastMessage"]["fromId"], json!("b"));
+    // A group read moves the count.
+    let seq = g2["messageSequence"].as_u64().unwrap();
+    h.ok("/group/readMessage", json!({"groupId": "g", "memberId": "c", "messageSequence": seq})).await;
+    assert_eq!(list(&h, "c").await, [row("g", 0, false, "g2")]);
+    h.ok("/conversation/update", json!({"fromId": "c", "conversationId": "2_c_g", "isTop": true})).await;
+    // One 1:1 message, newer: the pinned group stays first.
+    send(&h, "a", "c", "hi").await;
+    assert_eq!(list(&h, "c").await, [row("g", 0, true, "g2"), row("a", 1, false, "hi")]);
+}
+
+#[tokio::test]
+async fn refusals() {
+    let h = harness();
+    users(&h, &["a", "b"]).await;
+    send(&h, "a", "b", "m").await;
+    let code = |path: &'static str, body: Value| {
+        let h = &h;
+        async move { h.admin(APP, path, &body).await.json(path)["code"].clone() }
+    };
+    let upd = "/conversation/update";
+    let del = "/conversation/delete";
+    assert_eq!(code(upd, json!({"fromId": "b", "conversationId": "1_b_zz", "isTop": true})).await, json!(50011));
+    assert_eq!(code(del, json!({"fromId": "b", "conversationId": "2_b_g", "isTop": true})).await, json!(90001));
+    assert_eq!(code(del, json!({"fromId": "b", "conversationId": "2_b_g"})).await, json!(50011));
+    assert_eq!(code(upd, json!({"fromId": "b", "conversationId": "1_a_b"})).await, json!(90001));
+    assert_eq!(code(upd, json!({"fromId": "b", "conversationId": "3_b_a"})).await, json!(90001));
+    assert_eq!(code(upd, json!({"fromId": "b", "conversationId": "1_b_"})).await, json!(90001));
+    assert_eq!(code(upd, json!({"conversationId": "1_b_a"})).await, json!(90001));
+    assert_eq!(code(upd, json!({"fromId": "b"})).await, json!(90001));
+    assert_eq!(code(upd, json!({"fromId": "b", "conversationId": "1_b_a", "isTop": 1})).await, json!(90001));
+    let long = "x".repeat(4097);
+    assert_eq!(code(upd, json!({"fromId": "b", "conversationId": "1_b_a", "extra": long})).await, json!(90001));
+    let both = json!({"fromId": "b", "conversationId": "1_b_a", "clearHistory": true, "onlyNotify": true});
+    assert_eq!(code(del, both).await, json!(90001));
+    assert_eq!(code("/conversation/get", json!({"fromId": "b", "nope": 1})).await, json!(90001));
+    assert_eq!(code("/conversation/get", json!({"fromId": ""})).await, json!(90001));
+    assert_eq!(code("/conversation/sync", json!({"fromId": "b", "lastSequence": -1})).await, json!(90001));
+    // Deleted: no longer updatable.
+    h.ok(del, json!({"fromId": "b", "conversationId": "1_b_a"})).await;
+    assert_eq!(code(upd, json!({"fromId": "b", "conversationId": "1_b_a", "isTop": true})).await, json!(50011));
+    assert_eq!(code(del, json!({"fromId": "b", "conversationId": "1_b_a"})).await, json!(50011));
+    // An unknown user simply has no conversations.
+    let none = h.ok("/conversation/get", json!({"fromId": "nobody"})).await;
+    assert_eq!((none["totalCount"].clone(), none["conversationList"].clone()), (json!(0), json!([])));
+}
+
+/// Conversation SyncNotify frames in the link queue: (slot, seq).
+fn notifies(rx: &mut mpsc::Receiver<Vec<u8>>) -> Vec<(u32, u64)> {
+    let mut out = Vec::new();
+    while let Ok(f) = rx.try_recv() {
+        let lf = parse_link(&f[HEADER_LEN..]).expect("link frame");
+        let Some(d) = lf.body_as_deliver() else { continue };
+        let cf = parse_client_framed(d.frame().unwrap().bytes(), 1 << 16).unwrap();
+        if cf.body_type() != FrameBody::SyncNotify {
+            continue;
+        }
+        let n = cf.body_as_sync_notify().unwrap();
+        if n.kind().0 != tern_storage::SyncKind::Conversation.as_u8() {
+            continue;
+        }
+        for c in d.conns().unwrap().iter() {
+            out.push((c.slot(), n.seq()));
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+#[tokio::test]
+async fn every_change_notifies_the_users_other_devices() {
+    let h = harness();
+    users(&h, &["a", "b"]).await;
+    send(&h, "a", "b", "m0").await;
+    // b has two devices (slots 10, 11); a one (slot 12).
+    let mut rx = h.online(&[("b", "b1"), ("b", "b2"), ("a", "a1")], 256);
+    // The first read of the list logs the new conversation: both devices hear of it.
+    let got = h.ok("/conversation/get", json!({"fromId": "b"})).await;
+    let s1 = got["maxSequence"].as_u64().unwrap();
+    assert_eq!(notifies(&mut rx), [(10, s1), (11, s1)]);
+    // An HTTP change: every device of b.
+    let u = h.ok("/conversation/update", json!({"fromId": "b", "conversationId": "1_b_a", "isMute": true})).await;
+    let s2 = u["sequence"].as_u64().unwrap();
+    assert!(s2 > s1);
+    assert_eq!(notifies(&mut rx), [(10, s2), (11, s2)]);
+    // A read from device b1: only b2 is told (b1 knows).
+    let seq = newest_seq(&h, "b", "a").await;
+    read(&h, "b", "a", seq, Some(&ConnRef::new(1, 0, 10, 1))).await;
+    let after = h.ok("/conversation/get", json!({"fromId": "b"})).await;
+    assert_eq!(after["conversationList"][0]["unreadCount"], json!(0));
+    let s3 = after["maxSequence"].as_u64().unwrap();
+    assert_eq!(notifies(&mut rx), [(11, s3)]);
+    // A delete, server-side: both devices; nothing for a.
+    let d = h.ok("/conversation/delete", json!({"fromId": "b", "conversationId": "1_b_a", "onlyNotify": true})).await;
+    let s4 = d["sequence"].as_u64().unwrap();
+    assert_eq!(notifies(&mut rx), [(10, s4), (11, s4)]);
+}
+
+/// Push frames to b's devices in the link queue: (first message's sender, silent).
+fn pushes(rx: &mut mpsc::Receiver<Vec<u8>>) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    while let Ok(f) = rx.try_recv() {
+        let lf = parse_link(&f[HEADER_LEN..]).expect("link frame");
+        let Some(d) = lf.body_as_deliver() else { continue };
+        let cf = parse_client_framed(d.frame().unwrap().bytes(), 1 << 16).unwrap();
+        let Some(p) = cf.body_as_push() else { continue };
+        let from = p.messages().unwrap().get(0).from_id().unwrap().to_string();
+        out.push((from, p.silent()));
+    }
+    out
+}
+
+#[tokio::test]
+async fn pushes_of_muted_conversations_are_silent() {
+    let h = harness();
+    users(&h, &["a", "b", "c"]).await;
+    send(&h, "a", "b", "m0").await;
+    send(&h, "c", "b", "m1").await;
+    h.ok("/conversation/update", json!({"fromId": "b", "conversationId": "1_b_a", "isMute": true})).await;
+    let mut rx = h.online(&[("b", "b1")], 256);
+    send(&h, "a", "b", "m2").await;
+    send(&h, "c", "b", "m3").await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(pushes(&mut rx), [("a".to_string(), true), ("c".to_string(), false)]);
+    h.ok("/conversation/update", json!({"fromId": "b", "conversationId": "1_b_a", "isMute": false})).await;
+    send(&h, "a", "b", "m4").await;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(pushes(&mut rx), [("a".to_string(), false)]);
+}
