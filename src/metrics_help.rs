@@ -18,6 +18,11 @@ pub fn describe() {
     describe_gauge!("tern_sessions_online", "Client sessions online on this logic node.");
     describe_gauge!("tern_links_up", "Gateway links connected to this logic node.");
     describe_counter!("tern_logins_total", "Logins admitted or refused, by result.");
+    describe_histogram!(
+        "tern_login_batch_size",
+        "Logins admitted together from one link read (one store trip each batch)."
+    );
+    describe_counter!("tern_logins_refused_total", "Logins refused, by code.");
     describe_counter!("tern_kicks_total", "Sessions kicked, by reason.");
     describe_counter!(
         "tern_link_frames_dropped_total",
