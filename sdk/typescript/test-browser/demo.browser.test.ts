@@ -181,6 +181,10 @@ it('the conversation list shows unread counts live, and opening a conversation c
   await send(max, 'Thanks!');
   await kim.waitForSelector(`${conv('max')} .preview:has-text("Thanks!")`);
   assert.equal(await kim.locator(`${conv('max')} .unread`).count(), 0);
+  // Muted over HTTP by the business server: the page hears of it (conversation notify).
+  await tern.api('conversation/update', { fromId: 'kim', conversationId: '1_kim_lee', isMute: true });
+  await kim.waitForSelector(`${conv('lee')} .muted`);
+  await kim2.waitForSelector(`${conv('lee')} .muted`);
   // And after a reload, the server's count agrees: nothing unread.
   await kim.reload();
   await kim.waitForSelector('#status.online');
