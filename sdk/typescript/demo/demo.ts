@@ -9,8 +9,14 @@
  * the user recall their own messages. "#name" in the "to" field sends to the group
  * "name"; the page syncs the groups the user is in. The tab remembers who signed in (sessionStorage),
  * so a reload signs in again and catches up by pull.
+ *
+ * The conversation list (ConversationGet) shows each conversation's exact unread count
+ * and last message, refreshed live: on pushes, and on SyncNotify of kind Conversation
+ * (another device read, pin / mute / delete over HTTP). The open conversation is the one
+ * the "to" field names (clicking a conversation opens it): its messages are marked read
+ * (a read receipt) as they arrive, and opening one reads it up to its newest message.
  */
-import { ConversationType, TernClient, TernError, TimelineEntry } from '../src/index.js';
+import { ConversationInfo, ConversationType, TernClient, TernError, TimelineEntry } from '../src/index.js';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 
@@ -25,6 +31,16 @@ interface Session {
 
 let client: TernClient | null = null;
 const items = new Map<string, HTMLLIElement>();
+/**
+ * Read marks this page sent, by conversation (`convKey`): a read receipt has no success
+ * answer and the server applies it concurrently with the next ConversationGet, so a list
+ * fetched right after a read may still count the messages read; those are not shown.
+ */
+const readUpTo = new Map<string, bigint>();
+let conversations: ConversationInfo[] = [];
+let refreshTimer: ReturnType<typeof setTimeout> | null = null;
+let refreshing = false;
+let refreshAgain = false;
 
 function showError(e: unknown): void {
   $('error').textContent = e instanceof Error ? e.message : String(e);
@@ -97,16 +113,125 @@ function render(m: Shown): void {
   $('messages').scrollTop = $('messages').scrollHeight;
 }
 
+const convKey = (type: ConversationType, target: string) => `${type}:${target}`;
+
+/** The conversation the "to" field names: "#g" the group g, anything else a user. */
+function openConversation(): string | null {
+  const to = ($('peer') as HTMLInputElement).value.trim();
+  if (!to) return null;
+  return to.startsWith('#') ? convKey(ConversationType.Group, to.slice(1)) : convKey(ConversationType.Single, to);
+}
+
+/** Sends a read receipt up to `seq` unless one as high was sent already. */
+function readConversation(type: ConversationType, target: string, seq: bigint): void {
+  const key = convKey(type, target);
+  if (!client || client.state !== 'online' || seq <= (readUpTo.get(key) ?? 0n)) return;
+  readUpTo.set(key, seq);
+  client.markRead(target, seq, type);
+  const c = conversations.find((x) => convKey(x.conversationType, x.targetId) === key);
+  if (c) renderConversations();
+}
+
+function unreadOf(c: ConversationInfo): bigint {
+  const read = readUpTo.get(convKey(c.conversationType, c.targetId)) ?? 0n;
+  return c.lastMessage && c.lastMessage.seq <= read ? 0n : c.unread;
+}
+
+function renderConversations(): void {
+  const ul = $('conversations');
+  const open = openConversation();
+  const lis = conversations.map((c) => {
+    const key = convKey(c.conversationType, c.targetId);
+    const group = c.conversationType === ConversationType.Group;
+    const li = document.createElement('li');
+    li.dataset.target = group ? `#${c.targetId}` : c.targetId;
+    if (key === open) li.classList.add('open');
+    const name = document.createElement('span');
+    name.className = 'name';
+    name.textContent = group ? `#${c.targetId}` : c.targetId;
+    li.appendChild(name);
+    if (c.isMute) {
+      const m = document.createElement('span');
+      m.className = 'muted';
+      m.textContent = 'muted';
+      li.appendChild(m);
+    }
+    const unread = unreadOf(c);
+    if (unread > 0n) {
+      const badge = document.createElement('span');
+      badge.className = 'unread';
+      badge.textContent = unread.toString();
+      li.appendChild(badge);
+    }
+    const preview = document.createElement('span');
+    preview.className = 'preview';
+    const last = c.lastMessage;
+    preview.textContent = !last ? '' : last.recalled ? 'message recalled' : group ? `${last.senderId}: ${last.preview}` : last.preview;
+    li.appendChild(preview);
+    li.onclick = () => {
+      ($('peer') as HTMLInputElement).value = li.dataset.target!;
+      if (last) readConversation(c.conversationType, c.targetId, last.seq);
+      renderConversations();
+    };
+    return li;
+  });
+  if (!lis.length) {
+    const li = document.createElement('li');
+    li.className = 'empty';
+    li.textContent = 'none yet';
+    lis.push(li);
+  }
+  ul.replaceChildren(...lis);
+}
+
+/** Fetches the list again (coalesced: at most one request in flight, then one more). */
+function refreshConversations(): void {
+  if (refreshTimer) return;
+  refreshTimer = setTimeout(() => {
+    refreshTimer = null;
+    void loadConversations();
+  }, 50);
+}
+
+async function loadConversations(): Promise<void> {
+  if (!client || client.state !== 'online') return;
+  if (refreshing) {
+    refreshAgain = true;
+    return;
+  }
+  refreshing = true;
+  try {
+    conversations = (await client.getConversations({ limit: 100 })).conversations;
+    // The open conversation is read at once (messages that arrived while syncing, say).
+    const open = openConversation();
+    const c = conversations.find((x) => convKey(x.conversationType, x.targetId) === open);
+    if (c?.lastMessage && unreadOf(c) > 0n) readConversation(c.conversationType, c.targetId, c.lastMessage.seq);
+    renderConversations();
+  } catch (e) {
+    showError(e);
+  } finally {
+    refreshing = false;
+    if (refreshAgain) {
+      refreshAgain = false;
+      refreshConversations();
+    }
+  }
+}
+
 function onMessage(m: TimelineEntry): void {
   const group = m.conversationType === ConversationType.Group;
   if (!group && m.conversationType !== ConversationType.Single) return;
   const text = m.elems.map((e) => e.text ?? `[${e.url ?? 'attachment'}]`).join(' ');
   render({ key: m.messageKey, group, fromId: m.fromId, toId: m.toId, text, seq: m.seq, recalled: m.recalled });
+  refreshConversations();
   if (m.fromId === client!.userId) return;
-  // Read receipts: the peer (1:1) or the group, up to this entry's seq in that timeline.
-  const readOf = group ? m.toId : m.fromId;
-  if (client!.state === 'online') client!.markRead(readOf, m.seq, m.conversationType);
-  if (!($('peer') as HTMLInputElement).value) ($('peer') as HTMLInputElement).value = group ? `#${m.toId}` : m.fromId;
+  // The peer (1:1) or the group; its read receipt goes up to this entry's seq in that timeline.
+  const target = group ? m.toId : m.fromId;
+  // A live message with no conversation open opens its own (not one pulled while catching
+  // up: that would read whatever came last while the user was away).
+  const peer = $('peer') as HTMLInputElement;
+  if (!peer.value && client!.state === 'online') peer.value = group ? `#${m.toId}` : m.fromId;
+  if (openConversation() === convKey(m.conversationType, target)) readConversation(m.conversationType, target, m.seq);
 }
 
 function markRecalled(key: bigint): void {
@@ -153,9 +278,15 @@ async function signIn(userId: string): Promise<void> {
   client.on('state', (s) => {
     $('status').textContent = s;
     $('status').className = s;
+    if (s === 'online') refreshConversations();
   });
+  // Another device read, or pin / mute / delete over HTTP: fetch the list again.
+  client.on('conversations', refreshConversations);
   client.on('message', onMessage);
-  client.on('recall', (r) => markRecalled(r.messageKey));
+  client.on('recall', (r) => {
+    markRecalled(r.messageKey);
+    refreshConversations();
+  });
   // Joined a group (or one changed): ask again which groups this user is in.
   client.on('groupsChanged', () => {
     fetchSession(userId)
@@ -175,6 +306,12 @@ $('login-form').addEventListener('submit', (ev) => {
   signIn(($('user') as HTMLInputElement).value.trim()).catch(showError);
 });
 
+// Typing another peer opens that conversation.
+$('peer').addEventListener('change', () => {
+  renderConversations();
+  refreshConversations();
+});
+
 $('compose').addEventListener('submit', (ev) => {
   ev.preventDefault();
   const to = ($('peer') as HTMLInputElement).value.trim();
@@ -187,9 +324,10 @@ $('compose').addEventListener('submit', (ev) => {
   const peer = group ? to.slice(1) : to;
   const sending = group ? client.sendGroupText(peer, text) : client.sendText(peer, text);
   sending
-    .then((sent) =>
-      render({ key: sent.messageKey, group, fromId: client!.userId, toId: peer, text, seq: sent.seq, recalled: false }),
-    )
+    .then((sent) => {
+      render({ key: sent.messageKey, group, fromId: client!.userId, toId: peer, text, seq: sent.seq, recalled: false });
+      refreshConversations();
+    })
     .catch(showError);
 });
 

@@ -19,10 +19,13 @@
 import { Emitter } from './emitter.js';
 import {
   ClientType,
+  ConversationInfo,
   ConversationType,
   decodeFrame,
   Elem,
   ElemType,
+  encodeConversationGet,
+  encodeConversationSync,
   encodeLogin,
   encodeLogout,
   encodePing,
@@ -151,6 +154,32 @@ export interface SyncNotifyEvent {
   seq: bigint;
 }
 
+/** A page of the conversation list (`getConversations`). */
+export interface ConversationPage {
+  /** Pinned first, then newest activity first; each with its exact unread count and last message. */
+  conversations: ConversationInfo[];
+  /** Conversations in the whole list. */
+  total: number;
+  /** This page is the last. */
+  completed: boolean;
+  /** The `offset` of the next page. */
+  nextOffset: number;
+  /** The user's Conversation log seq when the page was made: `syncConversations` from here. */
+  maxSeq: bigint;
+}
+
+/** Changes of the user's conversation records (`syncConversations`). */
+export interface ConversationChanges {
+  /**
+   * Ascending by `syncSeq`, each a full record: `op` Put (appeared, or pin / mute / extra /
+   * read mark changed), Delete (removed on the server: drop it) or ClientDelete (remove it
+   * on this device only). Unread counts and last messages are not in sync answers.
+   */
+  changes: ConversationInfo[];
+  /** Sync from here next time. */
+  maxSeq: bigint;
+}
+
 export interface KickEvent {
   reason: KickReason;
   message: string;
@@ -159,7 +188,7 @@ export interface KickEvent {
 export type TernEvents = {
   state: (state: ConnectionState) => void;
   login: (info: LoginInfo) => void;
-  /** A timeline entry with `entry = Message` (1:1 or group). */
+  /** A timeline entry with `entry = Message` (1:1 or group); `silent` if pushed from a muted conversation. */
   message: (m: TimelineEntry) => void;
   /** A message was recalled (from a RecallNotify or a pulled `entry = Recall` event). */
   recall: (r: RecallEvent) => void;
@@ -170,6 +199,13 @@ export type TernEvents = {
   friendshipChanged: (n: SyncNotifyEvent) => void;
   /** Joined groups or a group's profile changed (SyncNotify GroupList): call `addGroup` for new groups. */
   groupsChanged: (n: SyncNotifyEvent) => void;
+  /**
+   * The user's conversation records changed (SyncNotify kind Conversation: a conversation
+   * appeared, a read on another device, pin / mute / extra / delete): call
+   * `syncConversations(yourSeq)` or `getConversations()`. A read sent by this client is
+   * not notified back to it.
+   */
+  conversations: (n: SyncNotifyEvent) => void;
   /** Every SyncNotify, of any kind (Message ones are also handled by the client itself). */
   syncNotify: (n: SyncNotifyEvent) => void;
   /** The server ended the session. Replaced, deleted or admin-kicked sessions are not resumed. */
@@ -459,6 +495,79 @@ export class TernClient extends Emitter<TernEvents> {
     const id = this.allocRequestId();
     this.watchForError(id, 'read receipt');
     ws.send(encodeReadReceipt(id, conversationType, peerId, readSeq));
+  }
+
+  /**
+   * Marks a conversation read up to its newest message (`lastMessage.seq`, or `readSeq`
+   * if given): the read receipt above, for an entry of `getConversations`. Its unread
+   * count goes to 0 on the server and the user's other devices get a `conversations`
+   * event. Does nothing if there is nothing to read.
+   */
+  markConversationRead(
+    c: Pick<ConversationInfo, 'conversationType' | 'targetId' | 'lastMessage' | 'readSeq'>,
+    readSeq?: bigint,
+  ): void {
+    const upTo = readSeq ?? c.lastMessage?.seq ?? 0n;
+    if (upTo === 0n || upTo <= c.readSeq) return;
+    this.markRead(c.targetId, upTo, c.conversationType);
+  }
+
+  /**
+   * A page of the user's conversation list (ConversationGet): pinned first, then newest
+   * activity first, with exact unread counts and last messages. `limit` defaults to 100
+   * (the server caps it at 1000).
+   */
+  async getConversations(page: { offset?: number; limit?: number } = {}): Promise<ConversationPage> {
+    const offset = page.offset ?? 0;
+    const limit = page.limit ?? 100;
+    if (!Number.isInteger(offset) || offset < 0 || offset > 0xffffffff) throw new TernError(0, 'offset must be a u32');
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new TernError(0, 'limit must be 1..=1000');
+    const r = await this.conversationRequest((id) => encodeConversationGet(id, offset, limit), 'ConversationGet');
+    return {
+      conversations: r.conversations,
+      total: r.total,
+      completed: r.completed,
+      nextOffset: offset + r.conversations.length,
+      maxSeq: r.maxSeq,
+    };
+  }
+
+  /**
+   * The changes of the user's conversation records after `afterSeq` (ConversationSync),
+   * paged through until the answer reaches the server's log seq (`maxSeq`): persist
+   * `maxSeq` and pass it next time (0n: every record). `limit` is the page size
+   * (default 100, at most 1000).
+   */
+  async syncConversations(afterSeq: bigint, limit = 100): Promise<ConversationChanges> {
+    if (afterSeq < 0n) throw new TernError(0, 'afterSeq must not be negative');
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new TernError(0, 'limit must be 1..=1000');
+    const changes: ConversationInfo[] = [];
+    let after = afterSeq;
+    let maxSeq = afterSeq;
+    for (;;) {
+      const from = after;
+      const r = await this.conversationRequest((id) => encodeConversationSync(id, from, limit), 'ConversationSync');
+      changes.push(...r.conversations);
+      if (r.maxSeq > maxSeq) maxSeq = r.maxSeq;
+      const last = r.conversations.length ? r.conversations[r.conversations.length - 1].syncSeq : from;
+      // Complete, or no progress (the next notify retries): stop rather than loop.
+      if (r.completed || last <= from) {
+        // Incomplete without progress: only what was seen counts as synced.
+        if (!r.completed) maxSeq = last;
+        return { changes, maxSeq };
+      }
+      after = last;
+    }
+  }
+
+  private async conversationRequest(
+    encode: (id: number) => Uint8Array,
+    what: string,
+  ): Promise<Extract<ServerFrame, { type: 'conversationList' }>> {
+    const r = await this.request(encode);
+    if (r.type === 'error') throw new TernError(r.code, r.message);
+    if (r.type !== 'conversationList') throw new TernError(0, `unexpected answer to ${what}: ${r.type}`);
+    return r;
   }
 
   // ---- connection lifecycle ----
@@ -841,6 +950,9 @@ export class TernClient extends Emitter<TernEvents> {
         break;
       case SyncKind.GroupList:
         this.emit('groupsChanged', ev);
+        break;
+      case SyncKind.Conversation:
+        this.emit('conversations', ev);
         break;
       default:
         break;

@@ -13,6 +13,11 @@ import * as flatbuffers from 'flatbuffers';
 import {
   Body,
   ClientType,
+  ConversationGet as FbConversationGet,
+  ConversationInfo as FbConversationInfo,
+  ConversationList as FbConversationList,
+  ConversationOp,
+  ConversationSync as FbConversationSync,
   ConversationType,
   Elem as FbElem,
   ElemType,
@@ -41,7 +46,7 @@ import {
   SyncNotify as FbSyncNotify,
 } from './generated/tern/client.js';
 
-export { ClientType, ConversationType, ElemType, EntryKind, KickReason, SyncKind };
+export { ClientType, ConversationOp, ConversationType, ElemType, EntryKind, KickReason, SyncKind };
 
 /** The only framing version (PROTOCOL.md §2). */
 export const PROTOCOL_VERSION = 1;
@@ -77,6 +82,49 @@ export interface TimelineEntry {
   random: bigint;
   badgeMode: number;
   lifeTimeSecs: number;
+  /**
+   * From a Push with `silent` set: every message of that push is from a conversation the
+   * user muted (show it, do not alert). Always false for pulled entries.
+   */
+  silent: boolean;
+}
+
+/** The newest message of a conversation (ConversationGet answers only). */
+export interface LastMessage {
+  messageKey: bigint;
+  /** Its seq in the timeline the user reads: the inbox (1:1) or the group's. */
+  seq: bigint;
+  timeMs: bigint;
+  senderId: string;
+  /** The start of its text, or [image], [file], ...; empty once recalled. */
+  preview: string;
+  recalled: boolean;
+}
+
+/**
+ * One conversation of the user's list (ConversationGet), or one change of it
+ * (ConversationSync): client.fbs `ConversationInfo`.
+ */
+export interface ConversationInfo {
+  conversationType: ConversationType;
+  /** The peer (Single) or the group (Group). */
+  targetId: string;
+  /** Put: the record's state; Delete: removed on the server; ClientDelete: remove it on this device only. */
+  op: ConversationOp;
+  isTop: boolean;
+  isMute: boolean;
+  extra: string;
+  /** Read up to this seq (the user's inbox seq for Single, the group seq for Group). */
+  readSeq: bigint;
+  /** History up to this seq was cleared for the user (0: never). */
+  clearedSeq: bigint;
+  /** Others' messages above the read mark, exact (ConversationGet only; 0 in sync answers). */
+  unread: bigint;
+  /** The record's position in the user's Conversation log. */
+  syncSeq: bigint;
+  updatedMs: bigint;
+  /** The newest message (ConversationGet only); null if there is none. */
+  lastMessage: LastMessage | null;
 }
 
 export interface KindSeqPair {
@@ -108,7 +156,15 @@ export type ServerFrame =
       seq: bigint;
       serverTimeMs: bigint;
     }
-  | { type: 'push'; requestId: number; messages: TimelineEntry[] }
+  | { type: 'push'; requestId: number; messages: TimelineEntry[]; silent: boolean }
+  | {
+      type: 'conversationList';
+      requestId: number;
+      conversations: ConversationInfo[];
+      maxSeq: bigint;
+      completed: boolean;
+      total: number;
+    }
   | {
       type: 'pullResult';
       requestId: number;
@@ -250,6 +306,46 @@ export function encodeRecall(
   return finish(b, requestId, Body.Recall, FbRecall.createRecall(b, messageKey, conversationType, p));
 }
 
+/** ConversationGet: a page of the list; `limit` 0 means the server's default (100), capped at 1000. */
+export function encodeConversationGet(requestId: number, offset: number, limit: number): Uint8Array {
+  const b = new flatbuffers.Builder(32);
+  return finish(b, requestId, Body.ConversationGet, FbConversationGet.createConversationGet(b, offset >>> 0, limit >>> 0));
+}
+
+/** ConversationSync: the changes of the user's conversation records after `afterSeq`. */
+export function encodeConversationSync(requestId: number, afterSeq: bigint, limit: number): Uint8Array {
+  const b = new flatbuffers.Builder(32);
+  return finish(b, requestId, Body.ConversationSync, FbConversationSync.createConversationSync(b, afterSeq, limit >>> 0));
+}
+
+function decodeConversation(c: FbConversationInfo): ConversationInfo {
+  const key = c.lastMessageKey();
+  return {
+    conversationType: c.conversationType(),
+    targetId: c.targetId() ?? '',
+    op: c.op(),
+    isTop: c.isTop(),
+    isMute: c.isMute(),
+    extra: c.extra() ?? '',
+    readSeq: c.readSeq(),
+    clearedSeq: c.clearedSeq(),
+    unread: c.unread(),
+    syncSeq: c.syncSeq(),
+    updatedMs: c.updatedMs(),
+    lastMessage:
+      key === 0n
+        ? null
+        : {
+            messageKey: key,
+            seq: c.lastSeq(),
+            timeMs: c.lastTimeMs(),
+            senderId: c.lastSender() ?? '',
+            preview: c.lastPreview() ?? '',
+            recalled: c.lastRecalled(),
+          },
+  };
+}
+
 function decodeEntry(m: FbMessage): TimelineEntry {
   const elems: Elem[] = [];
   for (let i = 0; i < m.elemsLength(); i++) {
@@ -281,6 +377,7 @@ function decodeEntry(m: FbMessage): TimelineEntry {
     random: m.random(),
     badgeMode: m.badgeMode(),
     lifeTimeSecs: m.lifeTimeSecs(),
+    silent: false,
   };
 }
 
@@ -352,8 +449,13 @@ function decodeBody(f: Frame): ServerFrame {
     case Body.Push: {
       const p: FbPush = f.body(new FbPush());
       const messages: TimelineEntry[] = [];
-      for (let i = 0; i < p.messagesLength(); i++) messages.push(decodeEntry(p.messages(i)!));
-      return { type: 'push', requestId, messages };
+      const silent = p.silent();
+      for (let i = 0; i < p.messagesLength(); i++) {
+        const m = decodeEntry(p.messages(i)!);
+        m.silent = silent;
+        messages.push(m);
+      }
+      return { type: 'push', requestId, messages, silent };
     }
     case Body.PullResult: {
       const p: FbPullResult = f.body(new FbPullResult());
@@ -385,6 +487,19 @@ function decodeBody(f: Frame): ServerFrame {
         fromId: r.fromId() ?? '',
         toId: r.toId() ?? '',
         seq: r.seq(),
+      };
+    }
+    case Body.ConversationList: {
+      const l: FbConversationList = f.body(new FbConversationList());
+      const conversations: ConversationInfo[] = [];
+      for (let i = 0; i < l.conversationsLength(); i++) conversations.push(decodeConversation(l.conversations(i)!));
+      return {
+        type: 'conversationList',
+        requestId,
+        conversations,
+        maxSeq: l.maxSeq(),
+        completed: l.completed(),
+        total: l.total(),
       };
     }
     case Body.Kick: {

@@ -2,7 +2,8 @@
  * The /demo chat page in a real headless Chromium (Debian's `chromium`, driven by
  * playwright-core; no browser is downloaded): two tabs sign in as alice and bob, chat,
  * one reloads and catches up, a recall shows on both; a group conversation with a member
- * added while online. Screenshots go to
+ * added while online; the conversation list's unread count appearing, updating live and
+ * cleared by opening the conversation. Screenshots go to
  * target/demo-screenshots/. Also: `[demo] enabled = false` removes the page.
  */
 import assert from 'node:assert/strict';
@@ -129,6 +130,70 @@ it('group chat: members see the message, a member added later catches up, a grou
   await hank.waitForSelector('#messages li.recalled');
   await gina.waitForSelector('#messages li.recalled');
   await hank.screenshot({ path: join(SHOTS, '5-hank-group.png') });
+  await context.close();
+});
+
+it('the conversation list shows unread counts live, and opening a conversation clears them', async () => {
+  await tern.importUsers(['kim', 'lee', 'max']);
+  const context = await browser.newContext({ viewport: { width: 900, height: 520 } });
+  const kim = await context.newPage();
+  const lee = await context.newPage();
+  const max = await context.newPage();
+  const pageErrors: string[] = [];
+  for (const p of [kim, lee, max]) p.on('pageerror', (e) => pageErrors.push(e.message));
+  await signIn(kim, 'kim');
+  await signIn(lee, 'lee');
+  await signIn(max, 'max');
+  const conv = (target: string) => `#conversations li[data-target="${target}"]`;
+
+  // kim chats with lee: that conversation is open on both sides, so nothing is unread.
+  await send(kim, 'Hi Lee', 'lee');
+  await lee.waitForSelector(`${bubble('Hi Lee')}.theirs`);
+  await lee.waitForSelector(`${conv('kim')} .preview:has-text("Hi Lee")`);
+  assert.equal(await lee.locator(`${conv('kim')} .unread`).count(), 0, 'the open conversation is read at once');
+
+  // max writes to kim, whose open conversation is lee's: an unread count appears and goes up.
+  await send(max, 'Kim, got a minute?', 'kim');
+  await kim.waitForSelector(`${conv('max')} .unread:has-text("1")`);
+  await send(max, 'It is about the release');
+  await kim.waitForSelector(`${conv('max')} .unread:has-text("2")`);
+  assert.equal(await kim.textContent(`${conv('max')} .preview`), 'It is about the release');
+  assert.equal(await kim.locator(`${conv('lee')} .unread`).count(), 0);
+  // The newest activity first.
+  const order = await kim.$$eval('#conversations li', (els) => els.map((e) => (e as HTMLElement).dataset.target));
+  assert.deepEqual(order, ['max', 'lee']);
+  await kim.screenshot({ path: join(SHOTS, '6-kim-unread.png') });
+
+  // A second tab of kim sees the same count; kim opens the conversation in the first tab:
+  // the count clears there, and the second tab is told (SyncNotify of kind Conversation).
+  const kim2 = await (await browser.newContext({ viewport: { width: 900, height: 520 } })).newPage();
+  kim2.on('pageerror', (e) => pageErrors.push(e.message));
+  await signIn(kim2, 'kim');
+  await kim2.waitForSelector(`${conv('max')} .unread:has-text("2")`);
+  await kim.click(conv('max'));
+  assert.equal(await kim.inputValue('#peer'), 'max');
+  await kim.waitForSelector(`${conv('max')}.open`);
+  await kim.waitForSelector(`${conv('max')} .unread`, { state: 'detached' });
+  await kim2.waitForSelector(`${conv('max')} .unread`, { state: 'detached' });
+  await kim.screenshot({ path: join(SHOTS, '7-kim-read.png') });
+
+  // The conversation now open, max's next message is read as it arrives.
+  await send(max, 'Thanks!');
+  await kim.waitForSelector(`${conv('max')} .preview:has-text("Thanks!")`);
+  assert.equal(await kim.locator(`${conv('max')} .unread`).count(), 0);
+  // Muted over HTTP by the business server: the page hears of it (conversation notify).
+  await tern.api('conversation/update', { fromId: 'kim', conversationId: '1_kim_lee', isMute: true });
+  await kim.waitForSelector(`${conv('lee')} .muted`);
+  await kim2.waitForSelector(`${conv('lee')} .muted`);
+  // And after a reload, the server's count agrees: nothing unread.
+  await kim.reload();
+  await kim.waitForSelector('#status.online');
+  await kim.waitForSelector(`${conv('max')} .preview:has-text("Thanks!")`);
+  assert.equal(await kim.locator('#conversations .unread').count(), 0);
+
+  assert.equal(await kim.textContent('#error'), '');
+  assert.deepEqual(pageErrors, []);
+  await kim2.context().close();
   await context.close();
 });
 

@@ -1,12 +1,16 @@
 /**
  * The SDK against a real `tern`: login, send/ack, pushes, offline catch-up by pull,
  * resume without duplicates, recall, read receipts, profile and friendship
- * notifications, group messages, refused logins and sends.
+ * notifications, group messages, refused logins and sends; the conversation frames.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
+import * as flatbuffers from 'flatbuffers';
+
+import * as Fb from '../src/generated/tern/client.js';
 import {
+  ConversationOp,
   ConversationType,
   ElemType,
   EntryKind,
@@ -16,6 +20,8 @@ import {
   TernError,
   TimelineEntry,
   decodeFrame,
+  encodeConversationGet,
+  encodeConversationSync,
   encodePing,
 } from '../src/index.js';
 import { startTern, TernServer, waitFor } from './server.js';
@@ -56,6 +62,59 @@ describe('frames', () => {
     bad[3] = 2;
     assert.throws(() => decodeFrame(bad), /version 2/);
     assert.throws(() => decodeFrame(f.slice(0, 3)), /shorter than its header/);
+  });
+});
+
+describe('conversation frames', () => {
+  it('encodes ConversationGet / ConversationSync and decodes a ConversationList', () => {
+    const get = encodeConversationGet(9, 20, 50);
+    const sync = encodeConversationSync(10, 77n, 100);
+    for (const f of [get, sync]) assert.equal(f[0] | (f[1] << 8) | (f[2] << 16), f.length - 4);
+    // A server's answer, built with the generated code as the Rust side builds it.
+    const b = new flatbuffers.Builder(256);
+    const target = b.createString('bob');
+    const sender = b.createString('bob');
+    const preview = b.createString('hi');
+    const extra = b.createString('x');
+    Fb.ConversationInfo.startConversationInfo(b);
+    Fb.ConversationInfo.addConversationType(b, ConversationType.Single);
+    Fb.ConversationInfo.addTargetId(b, target);
+    Fb.ConversationInfo.addOp(b, ConversationOp.Put);
+    Fb.ConversationInfo.addIsMute(b, true);
+    Fb.ConversationInfo.addExtra(b, extra);
+    Fb.ConversationInfo.addReadSeq(b, 3n);
+    Fb.ConversationInfo.addUnread(b, 2n);
+    Fb.ConversationInfo.addSyncSeq(b, 12n);
+    Fb.ConversationInfo.addLastMessageKey(b, 99n);
+    Fb.ConversationInfo.addLastSeq(b, 5n);
+    Fb.ConversationInfo.addLastSender(b, sender);
+    Fb.ConversationInfo.addLastPreview(b, preview);
+    const one = Fb.ConversationInfo.endConversationInfo(b);
+    const none = Fb.ConversationInfo.createConversationInfo(b, ConversationType.Group, b.createString('team'), ConversationOp.Delete, false, false, 0, 0n, 0n, 0n, 13n, 0n, 0n, 0n, 0n, 0, 0, false);
+    const list = Fb.ConversationList.createConversationList(b, Fb.ConversationList.createConversationsVector(b, [one, none]), 13n, true, 2);
+    Fb.Frame.startFrame(b);
+    Fb.Frame.addRequestId(b, 9);
+    Fb.Frame.addBodyType(b, Fb.Body.ConversationList);
+    Fb.Frame.addBody(b, list);
+    b.finish(Fb.Frame.endFrame(b));
+    const payload = b.asUint8Array();
+    const bytes = new Uint8Array([payload.length & 0xff, (payload.length >> 8) & 0xff, payload.length >> 16, 1, ...payload]);
+    const f = decodeFrame(bytes);
+    assert.equal(f.type, 'conversationList');
+    if (f.type !== 'conversationList') return;
+    assert.equal(f.requestId, 9);
+    assert.equal(f.maxSeq, 13n);
+    assert.equal(f.total, 2);
+    assert.equal(f.completed, true);
+    const [c, d] = f.conversations;
+    assert.equal(c.targetId, 'bob');
+    assert.equal(c.isMute, true);
+    assert.equal(c.extra, 'x');
+    assert.equal(c.unread, 2n);
+    assert.deepEqual(c.lastMessage, { messageKey: 99n, seq: 5n, timeMs: 0n, senderId: 'bob', preview: 'hi', recalled: false });
+    assert.equal(d.op, ConversationOp.Delete);
+    assert.equal(d.conversationType, ConversationType.Group);
+    assert.equal(d.lastMessage, null, 'key 0: no last message');
   });
 });
 
