@@ -194,6 +194,25 @@ async fn group_conversations_count_from_the_join_and_follow_group_reads() {
     assert_eq!(list(&h, "c").await, [row("g", 0, true, "g2"), row("a", 1, false, "hi")]);
 }
 
+/// A read that reaches the server before the list folded the message: the message is
+/// read (no unread) but still the conversation's last message.
+#[tokio::test]
+async fn a_group_message_read_before_the_list_is_read_is_still_the_last_message() {
+    let h = harness();
+    users(&h, &["a", "b"]).await;
+    h.ok(
+        "/group/createGroup",
+        json!({"groupId": "g", "groupType": 1, "ownerId": "a", "memberList": [{"memberId": "b"}]}),
+    )
+    .await;
+    let sent = h
+        .ok("/group/sendMessage", json!({"groupId": "g", "fromId": "a", "messageId": "w", "messageBody": "welcome"}))
+        .await;
+    let seq = sent["messageSequence"].as_u64().unwrap();
+    h.ok("/group/readMessage", json!({"groupId": "g", "memberId": "b", "messageSequence": seq})).await;
+    assert_eq!(list(&h, "b").await, [row("g", 0, false, "welcome")]);
+}
+
 #[tokio::test]
 async fn refusals() {
     let h = harness();

@@ -99,11 +99,20 @@ impl Conv {
                 }
             }
             _ => {
-                if seq <= self.floor() {
+                // Before the join or a cleared history: not part of the conversation.
+                if seq <= self.cleared_seq.max(self.join_seq) {
                     return;
                 }
-                if m.sender != user.as_str() {
+                // At or below the read mark it is read, but still the latest message (a
+                // read can reach the server before the entry is folded here).
+                let unread = seq > self.floor();
+                if unread && m.sender != user.as_str() {
                     self.unread += 1;
+                }
+                // A deleted conversation counts as read up to its deletion: only a newer
+                // message brings it back.
+                if self.deleted && !unread {
+                    return;
                 }
                 self.last = Some(Last {
                     message_key: m.message_key,
