@@ -216,6 +216,17 @@ impl SendTurn {
         self.pending.is_empty()
     }
 
+    /// Whether this link's sends in flight, or the node's admission limit, leave no room
+    /// for one more (the send is then refused at once with 80009, never queued).
+    fn busy(&self, logic: &Logic) -> bool {
+        let full = self.in_flight.load(Ordering::Relaxed) + self.pending.len() >= self.max_in_flight
+            || !logic.admission.admits(self.pending.len());
+        if full {
+            metrics::counter!("tern_sends_refused_busy_total").increment(1);
+        }
+        full
+    }
+
     /// Prepares one Send frame and adds it to the turn, or answers it at once (refused,
     /// or a resend of a message being written).
     #[allow(clippy::too_many_arguments)]
@@ -232,20 +243,13 @@ impl SendTurn {
     ) {
         let s = f.body_as_send().expect("checked type");
         let client_msg_id = s.client_msg_id().unwrap_or_default();
-        let refuse = |code: u32, message: &str| {
-            count_refusal(code);
-            let parts = SendAckParts { client_msg_id, code, message, ..Default::default() };
-            reply(tx, conn, &message::send_ack(rid, &parts));
-        };
+        let refuse = |code: u32, message: &str| refuse_send(tx, conn, rid, client_msg_id, code, message);
         let to = match UserId::new(s.to_id().unwrap_or_default()) {
             Ok(u) => u,
             Err(e) => return refuse(msg::errors::INVALID_MESSAGE, &format!("to_id: {e}")),
         };
-        if self.in_flight.load(Ordering::Relaxed) + self.pending.len() >= self.max_in_flight
-            || !logic.admission.admits(self.pending.len())
-        {
-            metrics::counter!("tern_sends_refused_busy_total").increment(1);
-            return refuse(codes::SERVICE_UNAVAILABLE, "server busy: too many sends in flight; retry in 100 ms");
+        if self.busy(logic) {
+            return refuse(codes::SERVICE_UNAVAILABLE, BUSY);
         }
         let req = SendRequest {
             app,
@@ -301,20 +305,13 @@ impl SendTurn {
     ) {
         let s = f.body_as_send().expect("checked type");
         let client_msg_id = s.client_msg_id().unwrap_or_default();
-        let refuse = |code: u32, message: &str| {
-            let parts = SendAckParts { client_msg_id, code, message, ..Default::default() };
-            reply(tx, conn, &message::send_ack(rid, &parts));
-        };
+        let refuse = |code: u32, message: &str| refuse_send(tx, conn, rid, client_msg_id, code, message);
         let group = match GroupId::new(s.to_id().unwrap_or_default()) {
             Ok(g) => g,
             Err(e) => return refuse(msg::errors::INVALID_MESSAGE, &format!("to_id: {e}")),
         };
-        if self.in_flight.load(Ordering::Relaxed) + self.pending.len() >= self.max_in_flight
-            || !logic.admission.admits(self.pending.len())
-        {
-            metrics::counter!("tern_sends_refused_busy_total").increment(1);
-            count_refusal(codes::SERVICE_UNAVAILABLE);
-            return refuse(codes::SERVICE_UNAVAILABLE, "server busy: too many sends in flight; retry in 100 ms");
+        if self.busy(logic) {
+            return refuse(codes::SERVICE_UNAVAILABLE, BUSY);
         }
         let req = crate::groups::GroupSend {
             app,
@@ -367,11 +364,7 @@ impl SendTurn {
         let f = frame::parse_client_framed(bytes, crate::link::MAX_LINK_PAYLOAD).expect("parsed before");
         let s = f.body_as_send().expect("checked type");
         let client_msg_id = s.client_msg_id().unwrap_or_default();
-        let refuse = |code: u32, message: &str| {
-            count_refusal(code);
-            let parts = SendAckParts { client_msg_id, code, message, ..Default::default() };
-            reply(tx, conn, &message::send_ack(rid, &parts));
-        };
+        let refuse = |code: u32, message: &str| refuse_send(tx, conn, rid, client_msg_id, code, message);
         let group = s.conversation_type() == tern_schema::client::ConversationType::Group;
         let to_id = s.to_id().unwrap_or_default();
         let checked = if group {
@@ -382,11 +375,8 @@ impl SendTurn {
         if let Some(e) = checked {
             return refuse(msg::errors::INVALID_MESSAGE, &format!("to_id: {e}"));
         }
-        if self.in_flight.load(Ordering::Relaxed) + self.pending.len() >= self.max_in_flight
-            || !logic.admission.admits(self.pending.len())
-        {
-            metrics::counter!("tern_sends_refused_busy_total").increment(1);
-            return refuse(codes::SERVICE_UNAVAILABLE, "server busy: too many sends in flight; retry in 100 ms");
+        if self.busy(logic) {
+            return refuse(codes::SERVICE_UNAVAILABLE, BUSY);
         }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let (bytes, device) = (bytes.to_vec(), device_id.to_owned());
@@ -489,6 +479,16 @@ fn send_ack(to: &AckTo, result: &Result<msg::Accepted, msg::Refusal>) -> Vec<u8>
 }
 
 /// Counts a refused TCP send by its code (`tern_send_refusals_total{code}`).
+/// The refusal of a send the link reader answers itself.
+const BUSY: &str = "server busy: too many sends in flight; retry in 100 ms";
+
+/// Answers a Send with a refusal (counted by code).
+fn refuse_send(tx: &mpsc::Sender<Vec<u8>>, conn: ConnRef, rid: u32, client_msg_id: &str, code: u32, message: &str) {
+    count_refusal(code);
+    let parts = SendAckParts { client_msg_id, code, message, ..Default::default() };
+    reply(tx, conn, &message::send_ack(rid, &parts));
+}
+
 fn count_refusal(code: u32) {
     metrics::counter!("tern_send_refusals_total", "code" => code.to_string()).increment(1);
 }
