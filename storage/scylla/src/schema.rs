@@ -195,11 +195,16 @@ pub(super) async fn migrate(session: &Session, config: &ScyllaConfig) -> Result<
                 .await
                 .map_err(|e| driver_error(&format!("migration {}: {}", m.name, first_line(&stmt)), e))?;
         }
+        // Prepared explicitly: `execute_unpaged` re-prepares when a busy node evicted the
+        // statement from its cache, where `query_unpaged` with values failed outright.
+        let record = session
+            .prepare(format!(
+                "INSERT INTO {ks}.schema_migrations (version, name, checksum, applied_ms) VALUES (?, ?, ?, ?)"
+            ))
+            .await
+            .map_err(|e| driver_error("recording a migration", e))?;
         session
-            .query_unpaged(
-                format!("INSERT INTO {ks}.schema_migrations (version, name, checksum, applied_ms) VALUES (?, ?, ?, ?)"),
-                (m.version as i32, m.name, checksum(m.cql), super::now_ms() as i64),
-            )
+            .execute_unpaged(&record, (m.version as i32, m.name, checksum(m.cql), super::now_ms() as i64))
             .await
             .map_err(|e| driver_error("recording a migration", e))?;
         tracing::info!(keyspace = %ks, migration = m.name, "applied schema migration");
