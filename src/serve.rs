@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tern_gateway::{AppSecrets, GatewayConfig, GatewayExtras};
+use tern_gateway::{AppSecrets, GatewayConfig, GatewayExtras, LinkDialer};
 use tern_logic::http::{Ready, StoreRecovery};
 use tern_logic::server::{BoundLogic, HttpFront, HttpLimits, Startup};
 use tern_logic::{AppConfig, AppRegistry, Logic, LogicConfig};
@@ -244,9 +244,11 @@ pub fn all(c: TernConfig) -> anyhow::Result<()> {
         let front = start_front(&c, &startup, c.gateway.max_connections).await?;
         let (store, recovery) = open_store(&c).await?;
         startup.set_step("starting the gateway");
-        let bound = BoundLogic::with_front(front, &c.link.addr).await?;
-        let gw_config = GatewayConfig { link_addr: bound.link_addr().to_string(), ..c.gateway.clone() };
-        let gateway = tern_gateway::start(gw_config, secrets(&apps)).context("starting the gateway")?;
+        let mut bound = BoundLogic::with_front(front, &c.link.addr).await?;
+        let gw_config = GatewayConfig { link_addr: bound.link_addr(), ..c.gateway.clone() };
+        let in_process_link = c.link.in_process.then(|| LinkDialer::new(bound.in_process_dialer()));
+        let extras = GatewayExtras { in_process_link, ..GatewayExtras::default() };
+        let gateway = tern_gateway::start_with(gw_config, secrets(&apps), extras).context("starting the gateway")?;
         let (tcp, ws) = (gateway.local_tcp_addr(), gateway.local_ws_addr());
         let logic = Logic::new(logic_config(&c, Some((tcp, ws)), dev), store, AppRegistry::new(apps.clone()));
         let (http_addr, link_addr) = (bound.http_addr(), bound.link_addr());
@@ -308,7 +310,7 @@ pub fn gateway(c: TernConfig) -> anyhow::Result<()> {
     init_tracing(&c.log);
     let metrics = install_metrics()?;
     let (apps, _) = resolve_apps(&c, false)?;
-    let extras = GatewayExtras { metrics_render: Some(Box::new(move || metrics.render())) };
+    let extras = GatewayExtras { metrics_render: Some(Box::new(move || metrics.render())), ..GatewayExtras::default() };
     let gateway =
         tern_gateway::start_with(c.gateway.clone(), secrets(&apps), extras).context("starting the gateway")?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -168,9 +168,20 @@ async fn a_crash_replays_at_most_the_bound() {
 
 /// Split deployment: a login that arrives while logic restarts waits for it and then
 /// succeeds; with logic gone for longer than the wait it gets 80009 (retry later).
+/// Over a TCP link and over a Unix-socket link (where the restarted logic replaces the
+/// socket file its predecessor left).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_holds_logins_while_logic_restarts() {
-    let mut t = Tern::start_with(Mode::Split, Options::default());
+    gateway_holds_logins_while_logic_restarts(Mode::Split).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_holds_logins_while_logic_restarts_over_a_unix_link() {
+    gateway_holds_logins_while_logic_restarts(Mode::SplitUnix).await;
+}
+
+async fn gateway_holds_logins_while_logic_restarts(mode: Mode) {
+    let mut t = Tern::start_with(mode, Options::default());
     t.import(APP, &["alice"]);
     assert!(t.stop_logic(), "logic did not exit cleanly");
     let (tcp, sign) = (t.tcp.clone(), common::sign(APP, "alice", 3_600));

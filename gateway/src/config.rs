@@ -80,7 +80,8 @@ pub struct GatewayConfig {
     pub inbound_frames_per_sec: u32,
     /// Frames queued for one connection beyond which it is kicked as a slow consumer.
     pub outbound_queue_frames: usize,
-    /// Address of the logic link endpoint each core connects to.
+    /// Address of the logic link endpoint each core connects to: `host:port`, or
+    /// `unix:PATH` for a logic tier on the same host (no TCP stack on the link).
     pub link_addr: String,
     /// Cap of the link reconnect backoff (which starts at 100 ms and doubles).
     pub link_reconnect_max_ms: u64,

@@ -29,6 +29,7 @@ mod slab;
 mod stats;
 mod sync;
 mod sys;
+mod target;
 mod wire;
 mod worker;
 mod ws;
@@ -42,6 +43,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use config::GatewayConfig;
+pub use target::{LinkDialer, LinkTarget};
 
 /// Optional hooks of [`start_with`], beyond the config.
 #[derive(Default)]
@@ -50,11 +52,17 @@ pub struct GatewayExtras {
     /// `Box::new(move || prometheus_handle.render())`. Served on `GET /metrics` at
     /// [`GatewayConfig::metrics_addr`]; required when that is set.
     pub metrics_render: Option<Box<dyn Fn() -> String + Send + Sync>>,
+    /// Links the cores to a logic tier in this process through socket pairs made by this
+    /// dialer, instead of connecting to [`GatewayConfig::link_addr`] (`tern all`).
+    pub in_process_link: Option<LinkDialer>,
 }
 
 impl std::fmt::Debug for GatewayExtras {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GatewayExtras").field("metrics_render", &self.metrics_render.is_some()).finish()
+        f.debug_struct("GatewayExtras")
+            .field("metrics_render", &self.metrics_render.is_some())
+            .field("in_process_link", &self.in_process_link.is_some())
+            .finish()
     }
 }
 
@@ -243,7 +251,10 @@ pub fn start_with(
         },
         id => id,
     };
-    let link_addr = resolve("link_addr", &config.link_addr)?;
+    let link = match extras.in_process_link {
+        Some(dialer) => LinkTarget::InProcess(dialer),
+        None => LinkTarget::parse(&config.link_addr).map_err(|e| GatewayError::Config(format!("link_addr {e}")))?,
+    };
     let (tcp_addr, tcp) = bind_all("tcp_addr", &config.tcp_addr, cores)?;
     let (ws_addr, ws) = bind_all("ws_addr", &config.ws_addr, cores)?;
     let metrics = match (metrics_on, extras.metrics_render) {
@@ -296,7 +307,7 @@ pub fn start_with(
                 cores: cores as u16,
                 gateway_id,
                 cfg: cfg.clone(),
-                link_addr,
+                link: link.clone(),
                 apps: apps.clone(),
                 tcp,
                 ws,

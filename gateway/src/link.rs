@@ -3,6 +3,9 @@
 //! frames are batched: every frame queued during a turn of the runtime goes out in one
 //! write when the writer task runs next.
 //!
+//! The link runs over TCP, a Unix-domain socket, or a socket pair made in-process
+//! ([`LinkTarget`]); everything after the connect is the same code for each.
+//!
 //! This module moves link bytes and reconnects; what a frame means is decided by the
 //! core (`worker`). It must never block the core (the address is resolved at start),
 //! never hold a `RefCell` borrow across an await, and never give up reconnecting while
@@ -14,14 +17,15 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
-use monoio::net::TcpStream;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Split, Splitable};
+use monoio::net::{TcpStream, UnixStream};
 use rand::Rng;
 use tern_schema::frame::{self, MAX_PAYLOAD_LEN};
 use tern_schema::{encode, HEADER_LEN};
 use tracing::{debug, info, warn};
 
 use crate::sys;
+use crate::target::LinkTarget;
 use crate::worker::Core;
 
 /// First reconnect delay; doubles up to `link_reconnect_max_ms`.
@@ -47,7 +51,7 @@ pub(crate) async fn run(core: Rc<Core>) {
         if core.link_stop.is_set() {
             return;
         }
-        let attempt = monoio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect_addr(core.link_addr));
+        let attempt = monoio::time::timeout(CONNECT_TIMEOUT, dial(&core.link));
         let connected = monoio::select! {
             r = attempt => r,
             _ = core.link_stop.wait() => return,
@@ -60,8 +64,16 @@ pub(crate) async fn run(core: Rc<Core>) {
                 connected_before = true;
                 failures = 0;
                 backoff = INITIAL_BACKOFF_MS;
-                info!(core = core.id, addr = %core.link_addr, "link to logic up");
-                let why = serve(&core, stream).await;
+                info!(core = core.id, addr = %core.link, "link to logic up");
+                let why = match stream {
+                    Dialed::Tcp(s) => {
+                        let _ = s.set_nodelay(true);
+                        let _ =
+                            s.set_tcp_keepalive(Some(Duration::from_secs(10)), Some(Duration::from_secs(5)), Some(3));
+                        serve(&core, s).await
+                    }
+                    Dialed::Unix(s) => serve(&core, s).await,
+                };
                 if core.link_stop.is_set() {
                     return;
                 }
@@ -75,7 +87,7 @@ pub(crate) async fn run(core: Rc<Core>) {
                 };
                 // One warning per outage, then quiet retries.
                 if failures == 1 {
-                    warn!(core = core.id, addr = %core.link_addr, %error, "cannot reach logic; retrying");
+                    warn!(core = core.id, addr = %core.link, %error, "cannot reach logic; retrying");
                 } else {
                     debug!(core = core.id, %error, failures, "link connect failed");
                 }
@@ -90,10 +102,29 @@ pub(crate) async fn run(core: Rc<Core>) {
     }
 }
 
+/// A connected link socket.
+enum Dialed {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+async fn dial(target: &LinkTarget) -> io::Result<Dialed> {
+    match target {
+        LinkTarget::Tcp(addr) => TcpStream::connect_addr(*addr).await.map(Dialed::Tcp),
+        LinkTarget::Unix(path) => UnixStream::connect(path).await.map(Dialed::Unix),
+        LinkTarget::InProcess(dialer) => {
+            let ours = dialer.dial()?;
+            ours.set_nonblocking(true)?;
+            UnixStream::from_std(ours).map(Dialed::Unix)
+        }
+    }
+}
+
 /// Runs one link connection until it fails or the gateway stops; returns why it ended.
-async fn serve(core: &Rc<Core>, stream: TcpStream) -> String {
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_tcp_keepalive(Some(Duration::from_secs(10)), Some(Duration::from_secs(5)), Some(3));
+async fn serve<S>(core: &Rc<Core>, stream: S) -> String
+where
+    S: Split + AsyncReadRent + AsyncWriteRent + AsRawFd + 'static,
+{
     let fd = stream.as_raw_fd();
     // The kernel's send buffer is a queue in front of logic too: autotuned it grows to
     // megabytes, seconds of sends under overload. Bounded, a slow logic fills the
@@ -120,7 +151,7 @@ async fn serve(core: &Rc<Core>, stream: TcpStream) -> String {
     why
 }
 
-async fn read_loop(core: &Rc<Core>, mut rd: OwnedReadHalf<TcpStream>) -> io::Result<()> {
+async fn read_loop<S: AsyncReadRent>(core: &Rc<Core>, mut rd: OwnedReadHalf<S>) -> io::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_BUF);
     loop {
         if buf.capacity() - buf.len() < READ_BUF / 4 {
@@ -159,7 +190,7 @@ async fn read_loop(core: &Rc<Core>, mut rd: OwnedReadHalf<TcpStream>) -> io::Res
     }
 }
 
-async fn write_loop(core: Rc<Core>, mut wr: OwnedWriteHalf<TcpStream>) {
+async fn write_loop<S: AsyncWriteRent>(core: Rc<Core>, mut wr: OwnedWriteHalf<S>) {
     let mut spare = Vec::new();
     loop {
         core.link_wake.wait().await;

@@ -53,6 +53,7 @@ use crate::outq::{OutFrame, OutQueue};
 use crate::slab::Slab;
 use crate::stats::Stats;
 use crate::sync::{Latch, Notify};
+use crate::target::LinkTarget;
 use crate::wire::{Framing, Step, Wire};
 use crate::{link as linkio, sys, ws};
 
@@ -96,7 +97,7 @@ pub(crate) struct Boot {
     pub cores: u16,
     pub gateway_id: u32,
     pub cfg: Arc<GatewayConfig>,
-    pub link_addr: SocketAddr,
+    pub link: LinkTarget,
     pub apps: Arc<Apps>,
     pub tcp: std::net::TcpListener,
     pub ws: std::net::TcpListener,
@@ -193,7 +194,7 @@ pub(crate) struct Core {
     pub cores: u16,
     pub gateway_id: u32,
     pub cfg: Arc<GatewayConfig>,
-    pub link_addr: SocketAddr,
+    pub link: LinkTarget,
     apps: Arc<Apps>,
     limits: Limits,
     /// Connections this core admits.
@@ -295,7 +296,7 @@ impl Core {
             id: boot.core,
             cores: boot.cores,
             gateway_id: boot.gateway_id,
-            link_addr: boot.link_addr,
+            link: boot.link.clone(),
             limits: Limits {
                 login_timeout_ms: cfg.login_timeout_ms,
                 heartbeat_timeout_ms: u64::from(cfg.heartbeat_timeout_ms),

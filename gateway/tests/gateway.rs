@@ -795,7 +795,10 @@ fn metrics_endpoint_serves_the_render_callback() {
     let err = tern_gateway::start(c.clone(), AppSecrets::default()).unwrap_err().to_string();
     assert!(err.contains("metrics_addr"), "without a renderer the knob is refused: {err}");
 
-    let extras = GatewayExtras { metrics_render: Some(Box::new(|| "tern_test_total 3\n".to_owned())) };
+    let extras = GatewayExtras {
+        metrics_render: Some(Box::new(|| "tern_test_total 3\n".to_owned())),
+        ..GatewayExtras::default()
+    };
     let g = tern_gateway::start_with(c, AppSecrets(vec![(APP, SECRET.to_owned())]), extras).unwrap();
     fake.wait_hellos(2);
     let addr = g.local_metrics_addr().expect("metrics endpoint bound");

@@ -72,8 +72,12 @@ impl Default for HttpConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LinkConfig {
-    /// Where logic listens for gateway links (and where gateways connect).
+    /// Where logic listens for gateway links (and where gateways connect): `host:port`
+    /// or `unix:PATH`.
     pub addr: String,
+    /// `tern all`: link the process's own gateway cores through in-process socket pairs
+    /// rather than over `addr`.
+    pub in_process: bool,
     /// Logins of one link admitted together with one store trip (the reader admits a
     /// batch when it has read everything that arrived, or when it holds this many).
     pub max_logins_per_batch: usize,
@@ -86,6 +90,7 @@ impl Default for LinkConfig {
     fn default() -> Self {
         Self {
             addr: DEFAULT_LINK_ADDR.into(),
+            in_process: true,
             max_logins_per_batch: crate::login::DEFAULT_MAX_LOGINS_PER_BATCH,
             max_logins_in_flight: crate::login::DEFAULT_MAX_LOGINS_IN_FLIGHT,
         }

@@ -1,5 +1,9 @@
-//! The logic end of the gateway link: accepts one TCP connection per gateway core,
-//! admits sessions, and carries client frames both ways.
+//! The logic end of the gateway link: accepts one connection per gateway core, admits
+//! sessions, and carries client frames both ways.
+//!
+//! A link arrives over TCP, a Unix-domain socket (`[link] addr = "unix:PATH"`, gateways
+//! on the same host), or, in `tern all`, a socket pair made in-process for each core
+//! ([`InProcessLinks`]); the same [`serve_link`] runs each.
 //!
 //! Each link has a reader (this task, handling frames in arrival order so a session's
 //! open and close can never be reordered) and a writer task that drains the link's
@@ -15,12 +19,14 @@
 
 use std::sync::Arc;
 
+use std::path::PathBuf;
 use tern_schema::encode;
 use tern_schema::frame::{self, HEADER_LEN};
 use tern_schema::link;
 use tern_schema::FrameError;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::mpsc;
 
 use crate::login::{LoginBatch, LoginRequest};
@@ -49,24 +55,143 @@ pub enum LinkError {
     Protocol(String),
 }
 
+/// Prefix of a Unix-domain link address (`unix:/run/tern/link.sock`), as the gateway's
+/// `link_addr` spells it too.
+pub const UNIX_PREFIX: &str = "unix:";
+
+/// Where gateway links arrive.
+pub enum LinkListener {
+    Tcp(TcpListener),
+    Unix { listener: UnixListener, path: PathBuf },
+}
+
+impl LinkListener {
+    /// Binds `host:port` or `unix:PATH`. A socket file left by a logic that is gone is
+    /// replaced; one that still answers is "address in use".
+    pub async fn bind(addr: &str) -> std::io::Result<Self> {
+        let Some(path) = addr.strip_prefix(UNIX_PREFIX) else {
+            return Ok(LinkListener::Tcp(TcpListener::bind(addr).await?));
+        };
+        let path = PathBuf::from(path);
+        if path.as_os_str().is_empty() {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "a Unix link address needs a path"));
+        }
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "another process serves this socket"));
+        }
+        if let Ok(meta) = std::fs::symlink_metadata(&path) {
+            use std::os::unix::fs::FileTypeExt;
+            if meta.file_type().is_socket() {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        Ok(LinkListener::Unix { listener: UnixListener::bind(&path)?, path })
+    }
+
+    /// The bound address as a gateway's `link_addr` would name it.
+    pub fn describe(&self) -> String {
+        match self {
+            LinkListener::Tcp(l) => l.local_addr().map_or_else(|e| format!("? ({e})"), |a| a.to_string()),
+            LinkListener::Unix { path, .. } => format!("{UNIX_PREFIX}{}", path.display()),
+        }
+    }
+}
+
 /// Accepts gateway links until the listener fails.
-pub async fn accept_loop(logic: Arc<Logic>, listener: TcpListener) {
+pub async fn accept_loop(logic: Arc<Logic>, listener: LinkListener) {
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
+        let accepted = match &listener {
+            LinkListener::Tcp(l) => l.accept().await.map(|(stream, peer)| {
                 let logic = logic.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = serve_link(logic, stream).await {
+                    if let Err(e) = serve_tcp(logic, stream).await {
                         tracing::info!(%peer, error = %e, "gateway link ended");
                     }
                 });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting a gateway link failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }),
+            LinkListener::Unix { listener, .. } => listener.accept().await.map(|(stream, _)| {
+                let (r, w) = stream.into_split();
+                spawn_link(logic.clone(), r, w);
+            }),
+        };
+        if let Err(e) = accepted {
+            tracing::warn!(error = %e, "accepting a gateway link failed");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Links of gateway cores in this process: each connect is a socket pair whose far end
+/// arrives here. No listener, so nothing else on the host can connect to it.
+pub struct InProcessLinks {
+    tx: mpsc::UnboundedSender<std::os::unix::net::UnixStream>,
+    rx: mpsc::UnboundedReceiver<std::os::unix::net::UnixStream>,
+}
+
+impl InProcessLinks {
+    pub fn new() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self { tx, rx }
+    }
+
+    /// What a gateway core calls to connect: returns its end of a fresh pair. Pairs
+    /// made before logic serves wait in the channel (one per core's connect attempt).
+    pub fn dialer(&self) -> impl Fn() -> std::io::Result<std::os::unix::net::UnixStream> + Send + Sync + 'static {
+        let tx = self.tx.clone();
+        move || {
+            let (gateway_end, logic_end) = std::os::unix::net::UnixStream::pair()?;
+            tx.send(logic_end)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "logic has stopped"))?;
+            Ok(gateway_end)
+        }
+    }
+
+    /// Serves every pair that arrives.
+    pub async fn accept_loop(self, logic: Arc<Logic>) {
+        let Self { tx, mut rx } = self;
+        drop(tx);
+        while let Some(stream) = rx.recv().await {
+            let adopted = stream.set_nonblocking(true).and_then(|()| tokio::net::UnixStream::from_std(stream));
+            match adopted {
+                Ok(stream) => {
+                    let (r, w) = stream.into_split();
+                    spawn_link(logic.clone(), r, w);
+                }
+                Err(e) => tracing::warn!(error = %e, "adopting an in-process gateway link failed"),
             }
         }
     }
+}
+
+impl Default for InProcessLinks {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn spawn_link<R, W>(logic: Arc<Logic>, r: R, w: W)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = serve_link(logic, r, w).await {
+            tracing::info!(error = %e, "gateway link ended");
+        }
+    });
+}
+
+async fn serve_tcp(logic: Arc<Logic>, stream: tokio::net::TcpStream) -> Result<(), LinkError> {
+    stream.set_nodelay(true)?;
+    // Autotuned, the receive buffer grows to megabytes: seconds of sends queued in front
+    // of the reader under overload. Bounded, the gateway's own bounded buffer fills
+    // instead and refuses the excess at once (80009). (On a Unix socket the gateway's
+    // bounded send buffer is the whole queue.)
+    if let Err(e) = socket2::SockRef::from(&stream).set_recv_buffer_size(LINK_SOCKET_BUF) {
+        tracing::debug!(error = %e, "cannot bound the link's receive buffer");
+    }
+    let (r, w) = stream.into_split();
+    serve_link(logic, r, w).await
 }
 
 /// Reads one frame's payload into `buf` (reusing it).
@@ -83,7 +208,7 @@ async fn read_frame(r: &mut (impl AsyncReadExt + Unpin), buf: &mut Vec<u8>) -> R
     Ok(true)
 }
 
-async fn write_loop(mut w: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
+async fn write_loop(mut w: impl AsyncWrite + Unpin, mut rx: mpsc::Receiver<Vec<u8>>) {
     let mut out = Vec::with_capacity(WRITE_BATCH_BYTES);
     while let Some(first) = rx.recv().await {
         out.clear();
@@ -102,15 +227,11 @@ async fn write_loop(mut w: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiv
     }
 }
 
-async fn serve_link(logic: Arc<Logic>, stream: TcpStream) -> Result<(), LinkError> {
-    stream.set_nodelay(true)?;
-    // Autotuned, the receive buffer grows to megabytes: seconds of sends queued in front
-    // of the reader under overload. Bounded, the gateway's own bounded buffer fills
-    // instead and refuses the excess at once (80009).
-    if let Err(e) = socket2::SockRef::from(&stream).set_recv_buffer_size(LINK_SOCKET_BUF) {
-        tracing::debug!(error = %e, "cannot bound the link's receive buffer");
-    }
-    let (mut r, w) = stream.into_split();
+async fn serve_link<R, W>(logic: Arc<Logic>, mut r: R, w: W) -> Result<(), LinkError>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let mut buf = Vec::with_capacity(4096);
     if !read_frame(&mut r, &mut buf).await? {
         return Ok(());
@@ -229,5 +350,55 @@ async fn handle_frame(
 pub(crate) async fn send(tx: &mpsc::Sender<Vec<u8>>, frame: Vec<u8>) {
     if tx.send(frame).await.is_err() {
         tracing::debug!("link writer gone; frame dropped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_unix_link_address_replaces_a_stale_socket_and_refuses_a_live_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("link.sock");
+        let addr = format!("{UNIX_PREFIX}{}", path.display());
+
+        let first = LinkListener::bind(&addr).await.unwrap();
+        assert_eq!(first.describe(), addr);
+        let err = LinkListener::bind(&addr).await.err().expect("a live socket must not be taken over");
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+
+        // The listener is gone but its file stays (as after a crash): the next bind takes it.
+        drop(first);
+        assert!(path.exists());
+        let second = LinkListener::bind(&addr).await.unwrap();
+        drop(second);
+
+        // Whatever is not a socket is never removed.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, b"not a socket").unwrap();
+        assert!(LinkListener::bind(&addr).await.is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"not a socket");
+
+        assert_eq!(LinkListener::bind(UNIX_PREFIX).await.err().unwrap().kind(), std::io::ErrorKind::InvalidInput);
+    }
+
+    #[tokio::test]
+    async fn in_process_pairs_wait_until_logic_serves_them() {
+        let links = InProcessLinks::new();
+        let dial = links.dialer();
+        let mut gateway_end = dial().unwrap();
+        let InProcessLinks { tx, mut rx } = links;
+        drop(tx);
+        let logic_end = rx.recv().await.expect("the far end is queued for logic");
+        use std::io::{Read, Write};
+        gateway_end.write_all(b"hello").unwrap();
+        let mut got = [0u8; 5];
+        (&logic_end).read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello");
+        // Logic gone: a connect fails instead of hanging.
+        drop(rx);
+        assert_eq!(dial().err().unwrap().kind(), std::io::ErrorKind::ConnectionRefused);
+        gateway_end.flush().unwrap();
     }
 }

@@ -25,6 +25,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::http::error::{ApiCode, Envelope, STARTING};
+use crate::link::{InProcessLinks, LinkListener};
 pub use crate::listener::HttpLimits;
 use crate::Logic;
 
@@ -132,11 +133,16 @@ impl HttpFront {
 /// Listeners bound and ready to serve.
 pub struct BoundLogic {
     http: HttpFront,
-    link: TcpListener,
+    link: LinkListener,
+    in_process: Option<InProcessLinks>,
 }
 
 async fn bind_one(what: &str, addr: &str) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| std::io::Error::new(e.kind(), format!("binding {what} on {addr}: {e}")))
+}
+
+async fn bind_link(addr: &str) -> std::io::Result<LinkListener> {
+    LinkListener::bind(addr).await.map_err(|e| std::io::Error::new(e.kind(), format!("binding link on {addr}: {e}")))
 }
 
 impl BoundLogic {
@@ -148,26 +154,37 @@ impl BoundLogic {
 
     /// Binds the link listener next to an HTTP front that is already answering.
     pub async fn with_front(http: HttpFront, link_addr: &str) -> std::io::Result<Self> {
-        Ok(Self { http, link: bind_one("link", link_addr).await? })
+        Ok(Self { http, link: bind_link(link_addr).await?, in_process: None })
+    }
+
+    /// A dialer for gateway cores in this process (`tern all`): their links are socket
+    /// pairs, served beside the listener's from [`BoundLogic::serve`] on.
+    pub fn in_process_dialer(&mut self) -> impl Fn() -> std::io::Result<std::os::unix::net::UnixStream> + Send + Sync {
+        self.in_process.get_or_insert_with(InProcessLinks::new).dialer()
     }
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http.addr()
     }
 
-    pub fn link_addr(&self) -> SocketAddr {
-        self.link.local_addr().expect("bound listener has an address")
+    /// The link listener's address as a gateway's `link_addr` names it
+    /// (`host:port` or `unix:PATH`).
+    pub fn link_addr(&self) -> String {
+        self.link.describe()
     }
 
     /// Installs the API and starts serving the link: from the return on, `/healthz`
     /// says "ready" (with `ready`, what the start recovered). Call inside the runtime.
     pub fn serve(self, logic: Arc<Logic>, metrics: Option<PrometheusHandle>, ready: crate::http::Ready) -> Serving {
-        let Self { http, link } = self;
-        let tasks = [
+        let Self { http, link, in_process } = self;
+        let mut tasks = vec![
             tokio::spawn(crate::link::accept_loop(logic.clone(), link)),
             tokio::spawn(flush_acks_every(logic.clone(), ACK_FLUSH_INTERVAL)),
             tokio::spawn(repair_stale_every(logic.clone())),
         ];
+        if let Some(pairs) = in_process {
+            tasks.push(tokio::spawn(pairs.accept_loop(logic.clone())));
+        }
         http.ready(crate::http::router_ready(logic.clone(), metrics, ready));
         Serving { http, logic, tasks }
     }
@@ -188,7 +205,7 @@ impl BoundLogic {
 pub struct Serving {
     http: HttpFront,
     logic: Arc<Logic>,
-    tasks: [JoinHandle<()>; 3],
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Serving {

@@ -37,8 +37,10 @@ pub const SECRET: &str = "e2e-secret-0123456789";
 pub enum Mode {
     /// `tern all`.
     AllInOne,
-    /// `tern logic` and `tern gateway` as two processes over the link.
+    /// `tern logic` and `tern gateway` as two processes over the link (TCP).
     Split,
+    /// The same over a Unix-socket link (`unix:PATH` in the data directory).
+    SplitUnix,
 }
 
 /// Knobs a test may change from the defaults below.
@@ -292,8 +294,11 @@ impl Tern {
                     dir,
                 }
             }
-            Mode::Split => {
-                let link = format!("127.0.0.1:{}", free_port());
+            Mode::Split | Mode::SplitUnix => {
+                let link = match mode {
+                    Mode::SplitUnix => format!("unix:{}", dir.path().join("link.sock").display()),
+                    _ => format!("127.0.0.1:{}", free_port()),
+                };
                 let (logic, line) = spawn(&["logic", "--http-addr", "127.0.0.1:0", "--link-addr", &link], &config);
                 let mut logic = KillOnDrop(Some(logic));
                 let http = field(&line, "http");
