@@ -120,8 +120,8 @@ pub struct WorkerArgs {
 /// Default `--coalesce-us` (the worker's tick). On the 2-core Firecracker VM the harness
 /// is tuned on, a timer wake-up costs the worker ~13–20 µs of CPU (a bare `nanosleep`
 /// loop under `perf stat`; a syscall costs ~0.2 µs), so wake-ups, not messages, were
-/// most of the generator's CPU: at 5,000 msgs/s, ticks of 200 µs cost 57–66 µs of
-/// generator CPU per message, ticks of 1,000 µs 29–42 µs, of 2,000 µs 24–34 µs (compare.sh,
+/// most of the generator's CPU: at 5,000 msgs/s, ticks of 200 µs cost 57–68 µs of
+/// generator CPU per message, ticks of 1,000 µs 28–42 µs, of 2,000 µs 24–34 µs (compare.sh,
 /// NATS core … Tern). The price: a send goes out up to one tick (on average half) after its
 /// due time and a frame is read up to one tick after it arrived, both inside the measured
 /// latency — so p50s read ~1 ms higher than the server's own; fine for the 10 ms bounds
