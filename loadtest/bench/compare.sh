@@ -11,12 +11,18 @@
 #   PAYLOAD   message text bytes                                 (default 64)
 #   WORKERS   load-generator worker processes, the same for every system
 #             (default: one per core)
+#   TICK      the workers' tick, µs (--coalesce-us: a busy worker wakes once per tick;
+#             sends go out and frames are read up to one tick late, inside the
+#             measured latency) (default: the harness's default)
 #   CONNS     idle connections for the memory comparison         (default 10000)
 #   HOLD      seconds the idle connections are held              (default 10)
 #   RAMP_P99  login ramp: p99 login latency bound in ms           (default 20)
 #   RAMP_CONNS logins per ramp step                              (default 10000)
 #   LOADTEST  harness command (default: "target/release/tern loadtest")
 #   SKIP_BUILD=1 to use the binaries already built
+#   PORT_OFFSET added to every port this script listens on (default 0), so two
+#             checkouts can benchmark on one machine
+#   P2P_ONLY=1 to skip the idle-connection (memory and login ramp) runs
 # Output: the comparison table on stdout, target/bench/compare.json, compare.html and
 # every run's own JSON/HTML in target/bench/.
 #
@@ -32,6 +38,7 @@ USERS=${USERS:-5000}
 DEVICES=${DEVICES:-2}
 PAYLOAD=${PAYLOAD:-64}
 WORKERS=${WORKERS:-$(nproc)}
+TICK=${TICK:-}
 CONNS=${CONNS:-10000}
 HOLD=${HOLD:-10}
 RAMP_P99=${RAMP_P99:-20}
@@ -64,9 +71,11 @@ cleanup() {
 trap cleanup EXIT
 
 SECRET="bench-secret-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
-HTTP=127.0.0.1:18080
-LINK=127.0.0.1:18100
-NATS=127.0.0.1:14222
+O=${PORT_OFFSET:-0}
+HTTP=127.0.0.1:$((18080 + O))
+LINK=127.0.0.1:$((18100 + O))
+NATS_PORT=$((14222 + O))
+NATS=127.0.0.1:$NATS_PORT
 cat >"$WORK/tern.toml" <<EOF
 data_dir = "$WORK/data"
 log = "warn"
@@ -108,16 +117,18 @@ stop() { kill "$@" 2>/dev/null || true; for p in "$@"; do wait "$p" 2>/dev/null 
 # number of worker processes (the connection shape), the same rate, payload and duration.
 P2P=(--users "$USERS" --devices "$DEVICES" --workers "$WORKERS" --rate "$RATE" --duration "$DURATION"
   --payload "$PAYLOAD" --out-dir "$OUT")
+if [[ -n "$TICK" ]]; then P2P+=(--coalesce-us "$TICK"); fi
 STATUS=0
 
 echo "== tern p2p: all-in-one, embedded store, default durability"
 rm -rf "$WORK/data"
 start "$WORK/tern-all.log" "$TERN" all --config "$WORK/tern.toml" --http-addr "$HTTP" \
-  --tcp-addr 127.0.0.1:18200 --ws-addr 127.0.0.1:18300 --link-addr "$LINK"
+  --tcp-addr 127.0.0.1:$((18200 + O)) --ws-addr 127.0.0.1:$((18300 + O)) --link-addr "$LINK"
 TERN_PID=$STARTED
-"${LT[@]}" p2p --addr 127.0.0.1:18200 --http "$HTTP" "${P2P[@]}" || STATUS=1
+"${LT[@]}" p2p --addr 127.0.0.1:$((18200 + O)) --http "$HTTP" "${P2P[@]}" || STATUS=1
 stop "$TERN_PID"
 
+if [[ -z "${P2P_ONLY:-}" ]]; then
 echo "== tern connect: $CONNS idle connections, gateway RSS (logic in its own process)"
 rm -rf "$WORK/data"
 start "$WORK/tern-logic.log" "$TERN" logic --config "$WORK/tern.toml" --http-addr "$HTTP" --link-addr "$LINK"
@@ -126,9 +137,9 @@ GW_ARGS=()
 GW_PIDS=()
 for k in $(seq 0 $(((CONNS - 1) / 15000))); do
   start "$WORK/tern-gw$k.log" "$TERN" gateway --config "$WORK/tern.toml" --link-addr "$LINK" \
-    --tcp-addr "127.0.0.1:$((18210 + k))" --ws-addr "127.0.0.1:$((18310 + k))"
+    --tcp-addr "127.0.0.1:$((18210 + O + k))" --ws-addr "127.0.0.1:$((18310 + O + k))"
   GW_PIDS+=("$STARTED")
-  GW_ARGS+=(--addr "127.0.0.1:$((18210 + k))" --gateway-pid "$STARTED")
+  GW_ARGS+=(--addr "127.0.0.1:$((18210 + O + k))" --gateway-pid "$STARTED")
 done
 sleep 1
 "${LT[@]}" connect --conns "$CONNS" --hold "$HOLD" --http "$HTTP" "${GW_ARGS[@]}" --out-dir "$OUT" || STATUS=1
@@ -138,7 +149,7 @@ echo "== tern connect ramp: login rate raised until p99 login latency passes $RA
 stop "${GW_PIDS[@]}" "$LOGIC_PID"
 
 echo "== nats-server connect: $CONNS idle connections (a fresh server, as for Tern)"
-start "$WORK/nats-connect.log" nats-server -a 127.0.0.1 -p 14222
+start "$WORK/nats-connect.log" nats-server -a 127.0.0.1 -p "$NATS_PORT"
 NATS_PID=$STARTED
 "${LT[@]}" connect --target nats-core --addr "$NATS" --conns "$CONNS" --hold "$HOLD" \
   --gateway-pid "$NATS_PID" --out-dir "$OUT" || STATUS=1
@@ -146,15 +157,16 @@ echo "== nats-server connect ramp: connection rate raised until p99 CONNECT late
 "${LT[@]}" connect --target nats-core --addr "$NATS" --conns "$RAMP_CONNS" --ramp-p99-ms "$RAMP_P99" \
   --out-dir "$OUT" --name connect-ramp-nats_core || STATUS=1
 stop "$NATS_PID"
+fi
 
 echo "== nats-server p2p: core, then JetStream (file storage)"
-start "$WORK/nats.log" nats-server -a 127.0.0.1 -p 14222 -js -sd "$WORK/nats"
+start "$WORK/nats.log" nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/nats"
 NATS_PID=$STARTED
 "${LT[@]}" p2p --target nats-core --addr "$NATS" "${P2P[@]}" || STATUS=1
 "${LT[@]}" p2p --target jetstream --addr "$NATS" "${P2P[@]}" || STATUS=1
 stop "$NATS_PID"
 
-echo "== comparison (RATE=$RATE DURATION=$DURATION USERS=$USERS DEVICES=$DEVICES WORKERS=$WORKERS PAYLOAD=$PAYLOAD CONNS=$CONNS)"
+echo "== comparison (RATE=$RATE DURATION=$DURATION USERS=$USERS DEVICES=$DEVICES WORKERS=$WORKERS TICK=${TICK:-default} PAYLOAD=$PAYLOAD CONNS=$CONNS)"
 FILES=()
 for f in p2p-tern p2p-nats_core p2p-jetstream connect-tern connect-nats_core connect-ramp-tern connect-ramp-nats_core; do
   [[ -f "$OUT/$f.json" ]] && FILES+=("$OUT/$f.json")

@@ -169,6 +169,11 @@ pub fn run_compare(args: CompareArgs) -> Result<(), HarnessError> {
     }
     let figs = figures(&results);
     println!("{}", render_table(&figs));
+    println!(
+        "gen µs/msg: user + system CPU of every load-generator process (workers and coordinator) \
+         from a run's start to its drain, over messages sent — sends, acks, deliveries, echoes, \
+         PushAcks, pings, wake-ups and the kernel's loopback TCP work done in its syscalls"
+    );
     if let Some(why) = shape_mismatch(&figs) {
         eprintln!("warning: {why}");
     }

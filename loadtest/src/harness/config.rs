@@ -108,22 +108,26 @@ pub struct WorkerArgs {
     /// Logins per second while connecting (all workers together; open loop).
     #[arg(long, default_value_t = 5_000.0)]
     pub connect_rate: f64,
-    /// A busy worker starts a turn of its loop at most every this many µs, so the frames
-    /// and due sends of that time are handled in one go (fewer wake-ups of the worker
-    /// and of the server). Sends wait at most this long past their due time, and that
-    /// wait is part of the measured latency. 0 = a turn per event.
+    /// The worker's tick, µs: a busy worker wakes once per tick and handles the frames and
+    /// due sends of that time in one go (fewer wake-ups of the worker and of the server).
+    /// Sends wait at most this long past their due time and frames at most this long
+    /// after they arrived, and both waits are part of the measured latency. 0 = a turn
+    /// per event.
     #[arg(long, default_value_t = DEFAULT_COALESCE_US)]
     pub coalesce_us: u64,
 }
 
-/// Default `--coalesce-us`. On the 2-core VM the harness was tuned on, a wake-up of the
-/// worker (a context switch) costs it ~10 µs of CPU, so a worker turning per event spends
-/// more on waking than on messages; at 200 µs a busy worker wakes at most 5,000 times a
-/// second. The price: a send goes out up to 200 µs (on average ~100 µs) after its due
-/// time and a frame is read up to 200 µs after it arrived, both inside the measured
-/// latency — fine for the 10 ms bounds this harness judges, too coarse for sub-ms p50s
-/// (use `--coalesce-us 0` there).
-pub const DEFAULT_COALESCE_US: u64 = 200;
+/// Default `--coalesce-us` (the worker's tick). On the 2-core Firecracker VM the harness
+/// is tuned on, a timer wake-up costs the worker ~13–20 µs of CPU (a bare `nanosleep`
+/// loop under `perf stat`; a syscall costs ~0.2 µs), so wake-ups, not messages, were
+/// most of the generator's CPU: at 5,000 msgs/s, ticks of 200 µs cost 57–68 µs of
+/// generator CPU per message, ticks of 1,000 µs 28–42 µs, of 2,000 µs 24–34 µs (compare.sh,
+/// NATS core … Tern). The price: a send goes out up to one tick (on average half) after its
+/// due time and a frame is read up to one tick after it arrived, both inside the measured
+/// latency — so p50s read ~1 ms higher than the server's own; fine for the 10 ms bounds
+/// this harness judges, too coarse for sub-ms p50s (use `--coalesce-us 200` or 0 there,
+/// and expect the generator to cost two to three times as much).
+pub const DEFAULT_COALESCE_US: u64 = 1_000;
 
 /// Where results go.
 #[derive(clap::Args, Debug, Clone)]

@@ -100,6 +100,20 @@ pub fn tighten_timer_slack() {
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong) };
 }
 
+/// Sleeps until [`crate::harness::schedule::mono_us`] reaches `until_us` (absolute, so a
+/// late wake-up does not push the next tick later). Unlike a wait in [`Epoll::wait`],
+/// no socket wakes this sleep: a busy worker sleeps out its tick and then takes
+/// everything that arrived meanwhile in one go.
+pub fn sleep_until(until_us: u64) {
+    let ts = libc::timespec {
+        tv_sec: (until_us / 1_000_000) as libc::time_t,
+        tv_nsec: ((until_us % 1_000_000) * 1_000) as libc::c_long,
+    };
+    // SAFETY: `ts` is a valid timespec that outlives the call; the remainder pointer may
+    // be null with TIMER_ABSTIME. EINTR just ends the sleep early (the loop re-checks).
+    unsafe { libc::clock_nanosleep(libc::CLOCK_MONOTONIC, libc::TIMER_ABSTIME, &ts, std::ptr::null_mut()) };
+}
+
 /// Makes `fd` non-blocking.
 pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl on a descriptor the caller holds open.

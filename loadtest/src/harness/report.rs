@@ -535,7 +535,10 @@ fn p2p_rows(p: &P2pResult) -> Vec<(String, String)> {
             "generator CPU",
             format!(
                 "{:.2} µs/msg — {:.2} s ({:.2} s workers), {:.2} cores over the sending window; \
-                 {} workers, {} connections",
+                 {} workers, {} connections (user + system CPU of every worker process and the \
+                 coordinator from the run's start to its drain, over messages sent: sends, acks, \
+                 deliveries, echoes, PushAcks, pings, wake-ups and the kernel's loopback TCP work \
+                 done in the generator's syscalls)",
                 p.generator_cpu_us_per_msg,
                 p.generator_cpu_secs,
                 p.generator_worker_cpu_secs,
