@@ -277,6 +277,8 @@ pub struct GroupState {
     max_join_seq: Seq,
     /// When it was last locked (the node's group clock): eviction drops the oldest.
     touched: u64,
+    /// A background write is raising `bound` (see `send::raise_ahead`).
+    raising: bool,
 }
 
 impl GroupState {
@@ -291,6 +293,7 @@ impl GroupState {
             parked: BTreeMap::new(),
             max_join_seq,
             touched: 0,
+            raising: false,
         }
     }
 
@@ -305,7 +308,7 @@ impl GroupState {
 
     /// Whether sends are in flight or waiting to be pushed (the state must stay).
     pub(crate) fn busy(&self) -> bool {
-        !self.in_flight.is_empty() || !self.parked.is_empty()
+        !self.in_flight.is_empty() || !self.parked.is_empty() || self.raising
     }
 
     fn role_of(&self, user: &UserId) -> Option<u8> {
@@ -362,6 +365,8 @@ const SHARDS: usize = 64;
 #[derive(Debug, Default)]
 pub struct JoinedView {
     pub groups: BTreeMap<GroupId, (JoinedRecord, Seq)>,
+    /// When it was last locked (the node's group clock): eviction drops the oldest.
+    touched: u64,
 }
 
 impl JoinedView {
@@ -398,7 +403,9 @@ pub struct Groups {
     /// Groups with state in memory (raised on every load; made exact by each eviction
     /// pass, so a state dropped elsewhere only brings the next pass sooner).
     loaded: AtomicUsize,
-    /// The group clock: ticks on every lock of a loaded group.
+    /// Joined views in memory, counted the same way.
+    views_loaded: AtomicUsize,
+    /// The group clock: ticks on every lock of a loaded group or view.
     clock: AtomicU64,
 }
 
@@ -408,9 +415,63 @@ impl Default for Groups {
             groups: (0..SHARDS).map(|_| Mutex::default()).collect(),
             views: (0..SHARDS).map(|_| Mutex::default()).collect(),
             loaded: AtomicUsize::new(0),
+            views_loaded: AtomicUsize::new(0),
             clock: AtomicU64::new(0),
         }
     }
+}
+
+/// Drops idle entries of `shards`, least recently touched first, until at most `keep`
+/// hold a value. Idle: nobody holds or waits for the entry's lock (the map's is the
+/// only reference, so nobody can get one while the shard is locked) and `idle` says so
+/// of the value. Also drops the free entries that hold nothing (ids that named no group,
+/// views a change held without loading). Returns (entries holding a value, dropped).
+fn evict_lru<K: Clone + Eq + std::hash::Hash, T>(
+    shards: &[Mutex<HashMap<K, Arc<tokio::sync::Mutex<Option<T>>>>>],
+    keep: usize,
+    touched: impl Fn(&T) -> u64,
+    idle: impl Fn(&T) -> bool,
+) -> (usize, usize) {
+    // (touched, shard, key) of every idle entry with a value.
+    let mut candidates: Vec<(u64, usize, K)> = Vec::new();
+    let mut loaded = 0usize;
+    for (i, shard) in shards.iter().enumerate() {
+        let mut m = shard.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|key, slot| {
+            let free = Arc::strong_count(slot) == 1;
+            match slot.try_lock() {
+                Ok(g) => match g.as_ref() {
+                    None => !free,
+                    Some(v) => {
+                        loaded += 1;
+                        if free && idle(v) {
+                            candidates.push((touched(v), i, key.clone()));
+                        }
+                        true
+                    }
+                },
+                Err(_) => {
+                    loaded += 1;
+                    true
+                }
+            }
+        });
+    }
+    let excess = loaded.saturating_sub(keep);
+    candidates.sort_unstable_by_key(|(t, _, _)| *t);
+    let mut dropped = 0;
+    for (_, i, key) in candidates.into_iter().take(excess) {
+        let mut m = shards[i].lock().unwrap_or_else(|p| p.into_inner());
+        // Still idle? (It may have been touched since the scan.)
+        let still = m.get(&key).is_some_and(|slot| {
+            Arc::strong_count(slot) == 1 && slot.try_lock().is_ok_and(|g| g.as_ref().is_some_and(&idle))
+        });
+        if still {
+            m.remove(&key);
+            dropped += 1;
+        }
+    }
+    (loaded, dropped)
 }
 
 fn shard_of(app: AppId, id: &str) -> usize {
@@ -468,55 +529,40 @@ impl Groups {
     }
 
     /// Drops idle groups, least recently used first, until at most `keep` stay loaded.
-    /// Idle: nobody holds or waits for the group's lock (the map's is the only
-    /// reference, so nobody can get one while the shard is locked) and no send of it is
-    /// in flight. A dropped group is reloaded from the store on its next touch. Also
-    /// drops the empty slots of ids that named no group. Returns how many were dropped.
+    /// Idle: nobody holds or waits for the group's lock and no send of it is in flight.
+    /// A dropped group is reloaded from the store on its next touch. Also drops the
+    /// empty slots of ids that named no group. Returns how many were dropped.
     pub fn evict(&self, keep: usize) -> usize {
-        // (touched, shard, key) of every idle loaded group.
-        let mut idle: Vec<(u64, usize, (AppId, GroupId))> = Vec::new();
-        let mut loaded = 0usize;
-        for (i, shard) in self.groups.iter().enumerate() {
-            let mut m = shard.lock().unwrap_or_else(|p| p.into_inner());
-            m.retain(|key, slot| {
-                let free = Arc::strong_count(slot) == 1;
-                match slot.try_lock() {
-                    Ok(g) => match g.as_ref() {
-                        // An id that named no group: nothing to keep.
-                        None => !free,
-                        Some(s) => {
-                            loaded += 1;
-                            if free && !s.busy() {
-                                idle.push((s.touched, i, key.clone()));
-                            }
-                            true
-                        }
-                    },
-                    Err(_) => {
-                        loaded += 1;
-                        true
-                    }
-                }
-            });
-        }
-        let excess = loaded.saturating_sub(keep);
-        idle.sort_unstable_by_key(|(t, _, _)| *t);
-        let mut dropped = 0;
-        for (_, i, key) in idle.into_iter().take(excess) {
-            let mut m = self.groups[i].lock().unwrap_or_else(|p| p.into_inner());
-            // Still idle? (It may have been touched since the scan.)
-            let still = m.get(&key).is_some_and(|slot| {
-                Arc::strong_count(slot) == 1 && slot.try_lock().is_ok_and(|g| g.as_ref().is_some_and(|s| !s.busy()))
-            });
-            if still {
-                m.remove(&key);
-                dropped += 1;
-            }
-        }
+        let (loaded, dropped) = evict_lru(&self.groups, keep, |s| s.touched, |s| !s.busy());
         self.loaded.store(loaded - dropped, Ordering::Relaxed);
         metrics::counter!("tern_groups_evicted_total").increment(dropped as u64);
         metrics::gauge!("tern_groups_loaded").set((loaded - dropped) as f64);
         dropped
+    }
+
+    /// Counts a joined view just loaded and evicts views if that passes the bound.
+    fn view_loaded(&self, logic: &Logic) {
+        let max = logic.config.messages.max_joined_views.max(1);
+        if self.views_loaded.fetch_add(1, Ordering::Relaxed) + 1 > max {
+            self.evict_views(max - max / 10);
+        }
+        metrics::gauge!("tern_group_joined_views_loaded").set(self.views_loaded.load(Ordering::Relaxed) as f64);
+    }
+
+    /// Drops idle joined views (nobody holds or waits for them), least recently used
+    /// first, until at most `keep` stay loaded; a dropped view is folded again from the
+    /// user's `GroupList` log on its next use. Returns how many were dropped.
+    pub fn evict_views(&self, keep: usize) -> usize {
+        let (loaded, dropped) = evict_lru(&self.views, keep, |v| v.touched, |_| true);
+        self.views_loaded.store(loaded - dropped, Ordering::Relaxed);
+        metrics::counter!("tern_group_joined_views_evicted_total").increment(dropped as u64);
+        metrics::gauge!("tern_group_joined_views_loaded").set((loaded - dropped) as f64);
+        dropped
+    }
+
+    /// Joined views in memory (as of the last count).
+    pub fn views_loaded(&self) -> usize {
+        self.views_loaded.load(Ordering::Relaxed)
     }
 
     /// Groups with state in memory (as of the last count).
@@ -539,12 +585,21 @@ impl Groups {
         ids.sort_unstable();
         ids.dedup();
         let mut guards = Vec::with_capacity(ids.len());
+        let mut loads = 0;
         for id in ids {
             let mut g = self.view_slot(app, &id).lock_owned().await;
             if load && g.is_none() {
                 *g = Some(JoinedView::load(logic, app, &id).await?);
+                loads += 1;
+            }
+            if let Some(v) = g.as_mut() {
+                v.touched = self.clock.fetch_add(1, Ordering::Relaxed);
             }
             guards.push((id, g));
+        }
+        // Counted (and maybe evicted) with every guard still held: none of these goes.
+        for _ in 0..loads {
+            self.view_loaded(logic);
         }
         Ok(LockedViews { guards })
     }
@@ -626,8 +681,15 @@ pub(crate) async fn commit(
         (None, Some(s)) => s.rec.group_id.clone(),
         (None, None) => return Err(GroupError::Store(StoreError::Backend("a change of no group".into()))),
     };
+    // A group being created gets its timeline's first seq bound in the same batch, so
+    // its first send hands out a seq from memory (no bound write on the link reader).
+    let first_bound = Seq(logic.config.seq_step.max(1));
+    let creating = slot.is_none() && ch.group.is_some();
     if let Some(g) = &ch.group {
         batch.put_group(app, g.clone());
+        if creating {
+            batch.set_seq_bound(app, Owner::Group(g.group_id.clone()), SyncKind::Message, first_bound);
+        }
     }
     for m in &ch.puts {
         batch.put_group_member(app, group_id.clone(), m.clone());
@@ -664,7 +726,7 @@ pub(crate) async fn commit(
         (Some(s), Some(g)) => s.rec = g,
         (Some(_), None) => {}
         (None, Some(g)) => {
-            *slot = Some(GroupState::new(g, HashMap::new(), Seq::ZERO, Seq::ZERO));
+            *slot = Some(GroupState::new(g, HashMap::new(), Seq::ZERO, first_bound));
             logic.groups.loaded_one(logic);
         }
         (None, None) => {}
