@@ -279,6 +279,10 @@ pub struct GroupState {
     touched: u64,
     /// A background write is raising `bound` (see `send::raise_ahead`).
     raising: bool,
+    /// A change's write failed while sends were in flight: the record and members may
+    /// not be what the store holds. The next lock reloads them, keeping the sends'
+    /// pipeline (seqs, in flight, parked), so those sends are still pushed in order.
+    stale: bool,
 }
 
 impl GroupState {
@@ -294,6 +298,7 @@ impl GroupState {
             max_join_seq,
             touched: 0,
             raising: false,
+            stale: false,
         }
     }
 
@@ -309,6 +314,16 @@ impl GroupState {
     /// Whether sends are in flight or waiting to be pushed (the state must stay).
     pub(crate) fn busy(&self) -> bool {
         !self.in_flight.is_empty() || !self.parked.is_empty() || self.raising
+    }
+
+    /// Takes the record and members of `fresh` (just read from the store), keeping
+    /// this state's send pipeline.
+    fn refresh(&mut self, fresh: GroupState) {
+        self.rec = fresh.rec;
+        self.members = fresh.members;
+        self.max_join_seq = self.max_join_seq.max(fresh.max_join_seq);
+        self.bound = self.bound.max(fresh.bound);
+        self.stale = false;
     }
 
     fn role_of(&self, user: &UserId) -> Option<u8> {
@@ -506,7 +521,28 @@ impl Groups {
         app: AppId,
         group: &GroupId,
     ) -> Result<OwnedMutexGuard<Option<GroupState>>, StoreError> {
+        self.lock_with(logic, app, group, true).await
+    }
+
+    /// [`Groups::lock`]; unless `strict`, a stale state whose reload failed is handed out
+    /// as it is (completing a send needs only the pipeline and the members as they were).
+    pub(crate) async fn lock_with(
+        &self,
+        logic: &Logic,
+        app: AppId,
+        group: &GroupId,
+        strict: bool,
+    ) -> Result<OwnedMutexGuard<Option<GroupState>>, StoreError> {
         let mut g = self.slot(app, group).lock_owned().await;
+        if g.as_ref().is_some_and(|s| s.stale) {
+            match load_group(logic, app, group).await {
+                Ok(Some(fresh)) => g.as_mut().expect("checked").refresh(fresh),
+                // Group records are never deleted; if it is gone, so is the state.
+                Ok(None) => *g = None,
+                Err(e) if strict => return Err(e),
+                Err(e) => tracing::warn!(error = %e, %group, "reloading a stale group failed; going on with it"),
+            }
+        }
         if g.is_none() {
             *g = load_group(logic, app, group).await?;
             if g.is_some() {
@@ -652,6 +688,17 @@ async fn load_group(logic: &Logic, app: AppId, group: &GroupId) -> Result<Option
     Ok(Some(GroupState::new(rec, members, last_seq, bound)))
 }
 
+/// A write of the group's records failed (it may have been applied in part): an idle
+/// state is dropped (reloaded on the next touch); one with sends in flight or waiting
+/// is kept for them and marked stale, so they are still pushed, in seq order, and pulls
+/// still stop below them — its record and members are reloaded on the next lock.
+pub(crate) fn write_failed(slot: &mut Option<GroupState>) {
+    match slot.as_mut() {
+        Some(s) if s.busy() => s.stale = true,
+        _ => *slot = None,
+    }
+}
+
 /// One change of a group: what to write, and which users' joined logs move.
 #[derive(Debug, Default)]
 pub(crate) struct Change {
@@ -715,7 +762,7 @@ pub(crate) async fn commit(
             Ok(s) => seqs.extend(s),
             Err(e) => {
                 views.invalidate();
-                *slot = None;
+                write_failed(slot);
                 return Err(e.into());
             }
         }
@@ -758,4 +805,49 @@ pub async fn joined(logic: &Logic, app: AppId, user: &UserId) -> Result<Vec<(Gro
     let views = logic.groups.lock_views(logic, app, std::slice::from_ref(user), true).await?;
     let v = views.guards[0].1.as_ref().map(|v| &v.groups);
     Ok(v.into_iter().flatten().map(|(g, (r, s))| (g.clone(), r.clone(), *s)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(members: &[&str]) -> GroupState {
+        let rec = GroupRecord::new(GroupId::new("g").unwrap(), 1);
+        let members = members
+            .iter()
+            .map(|m| (UserId::new(*m).unwrap(), GroupMemberRecord::new(UserId::new(*m).unwrap(), 1, Seq::ZERO)))
+            .collect();
+        GroupState::new(rec, members, Seq(5), Seq(1000))
+    }
+
+    #[test]
+    fn a_failed_change_keeps_the_pipeline_of_sends_in_flight() {
+        // Idle: dropped, reloaded on the next touch.
+        let mut slot = Some(state(&["a"]));
+        write_failed(&mut slot);
+        assert!(slot.is_none());
+
+        // Seq 6 in flight, 7 durable and parked behind it: kept, marked stale.
+        let mut s = state(&["a", "b"]);
+        s.last_seq = Seq(7);
+        s.in_flight.insert(Seq(6));
+        s.parked.insert(Seq(7), (Bytes::from_static(b"m7"), None));
+        let mut slot = Some(s);
+        write_failed(&mut slot);
+        let s = slot.as_mut().expect("a busy state stays");
+        assert!(s.stale);
+        assert_eq!(s.committed(), Seq(5), "pulls still stop below the send in flight");
+
+        // The reload takes the store's record and members, and keeps the pipeline.
+        let mut fresh = state(&["a", "c"]);
+        fresh.rec.group_name = "renamed".into();
+        fresh.bound = Seq(2000);
+        s.refresh(fresh);
+        assert!(!s.stale);
+        assert_eq!(s.rec.group_name, "renamed");
+        assert_eq!(s.members.keys().map(UserId::as_str).collect::<BTreeSet<_>>(), BTreeSet::from(["a", "c"]));
+        assert_eq!((s.last_seq, s.bound), (Seq(7), Seq(2000)));
+        assert_eq!(s.in_flight.iter().copied().collect::<Vec<_>>(), [Seq(6)]);
+        assert_eq!(s.parked.keys().copied().collect::<Vec<_>>(), [Seq(7)]);
+    }
 }

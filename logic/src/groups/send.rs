@@ -302,7 +302,7 @@ pub async fn finish(
         }
     };
     let durable = result == Ok(true);
-    match logic.groups.lock(logic, p.app, &p.group).await {
+    match logic.groups.lock_with(logic, p.app, &p.group, false).await {
         Ok(mut slot) => {
             if let Some(s) = slot.as_mut() {
                 s.in_flight.remove(&p.seq);
@@ -507,7 +507,7 @@ pub async fn read(
     batch.put_group_member(app, group.clone(), m.clone());
     batch.put_read_mark(app, member.clone(), Conversation::Group(group.clone()), seq);
     if let Err(e) = logic.write_retrying(batch).await {
-        *slot = None;
+        super::write_failed(&mut slot);
         return Err(e.into());
     }
     s.members.insert(member.clone(), m);
