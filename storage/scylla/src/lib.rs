@@ -890,23 +890,34 @@ impl ScyllaStore {
         group: &'a GroupId,
         m: &'a UserId,
     ) -> BoxFuture<'a, Result<Option<GroupMemberRecord>, StoreError>> {
-        async move {
-            let _permit = self.request_permit().await;
-            let rows = self
-                .session
-                .execute_unpaged(&self.st.get_member, (self.app(app), group.as_str(), m.as_str()))
-                .await
-                .map_err(|e| driver_error("reading a group member", e))?
-                .into_rows_result()
-                .map_err(|e| decode_error("group_members", e))?;
-            match rows.maybe_first_row::<(String,)>().map_err(|e| decode_error("group_members", e))? {
-                None => Ok(None),
-                Some((json,)) => serde_json::from_str(&json)
-                    .map(Some)
-                    .map_err(|e| StoreError::corrupt(format!("member {m} of group {group}: {e}"))),
+        let values = (self.app(app), group.as_str(), m.as_str());
+        self.json_row(&self.st.get_member, values, "group_members", move || format!("member {m} of group {group}"))
+            .boxed()
+    }
+
+    /// The JSON `record` of the one row `st` selects, decoded (`None`: no row); `what`
+    /// names the row in errors.
+    async fn json_row<T: serde::de::DeserializeOwned>(
+        &self,
+        st: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+        table: &str,
+        what: impl FnOnce() -> String,
+    ) -> Result<Option<T>, StoreError> {
+        let _permit = self.request_permit().await;
+        let rows = self
+            .session
+            .execute_unpaged(st, values)
+            .await
+            .map_err(|e| driver_error(&format!("reading {table}"), e))?
+            .into_rows_result()
+            .map_err(|e| decode_error(table, e))?;
+        match rows.maybe_first_row::<(String,)>().map_err(|e| decode_error(table, e))? {
+            None => Ok(None),
+            Some((json,)) => {
+                serde_json::from_str(&json).map(Some).map_err(|e| StoreError::corrupt(format!("{}: {e}", what())))
             }
         }
-        .boxed()
     }
 
     /// Up to `limit` groups of one bucket, after `after` (which must be in it).
@@ -1611,20 +1622,8 @@ impl Store for ScyllaStore {
     }
 
     async fn get_group(&self, app: AppId, group: &GroupId) -> Result<Option<GroupRecord>, StoreError> {
-        let _permit = self.request_permit().await;
-        let rows = self
-            .session
-            .execute_unpaged(&self.st.get_group, (self.app(app), group_bucket(group.as_str()), group.as_str()))
-            .await
-            .map_err(|e| driver_error("reading a group", e))?
-            .into_rows_result()
-            .map_err(|e| decode_error("groups", e))?;
-        match rows.maybe_first_row::<(String,)>().map_err(|e| decode_error("groups", e))? {
-            None => Ok(None),
-            Some((json,)) => serde_json::from_str(&json)
-                .map(Some)
-                .map_err(|e| StoreError::corrupt(format!("group {group} of app {app}: {e}"))),
-        }
+        let values = (self.app(app), group_bucket(group.as_str()), group.as_str());
+        self.json_row(&self.st.get_group, values, "group_records", || format!("group {group} of app {app}")).await
     }
 
     async fn list_groups(
