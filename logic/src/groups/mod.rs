@@ -17,7 +17,11 @@
 //! in seq order (the write itself runs outside: see `send.rs`). So the state is
 //! coherent, a member's `join_seq` (the timeline's last seq when they joined) is exact,
 //! and group sends get seqs in lock order. A write that fails drops the state (and the
-//! joined views it touched); the next access reloads from the store. At most
+//! joined views it touched); the next access reloads from the store — unless sends are
+//! in flight: then the state stays for them, marked stale, and the next lock reloads only
+//! its record and members ([`write_failed`]). A new group's first seq bound is written
+//! with it, and busy groups raise theirs ahead in the background, so a send's seq never
+//! waits for a bound write in steady use. At most
 //! `messages.max_loaded_groups` groups stay loaded ([`Groups::evict`]). Per user, a joined-groups
 //! view (group id → membership) is folded from the user's `GroupList` log on first
 //! access, like the friend views, and kept the same way.
@@ -39,10 +43,15 @@
 //!   log and notifies their online devices (SyncNotify of `GroupList`); imports notify
 //!   nobody.
 //!
-//! Not yet (see ARCHITECTURE.md): bounding the joined views, a profile change of a very
-//! large group appends to every member's log (O(members), off the send path),
-//! per-device acks of group timelines (a group PushAck is accepted and not stored), and
-//! read receipts pushed to senders (they ask: `receipts`).
+//! Per user, joined views are bounded like group states (`messages.max_joined_views`,
+//! least recently used idle views dropped and folded again on their next use).
+//!
+//! No per-device position in a group timeline is kept: gateways drop group PushAcks
+//! (the client keeps its group sync points; read receipts come from ReadReceipts).
+//!
+//! Not yet (see ARCHITECTURE.md): a profile change of a very large group appends to
+//! every member's log (O(members), off the send path), and read receipts pushed to
+//! senders (they ask: `receipts`).
 //!
 //! This module must never know about HTTP (no status codes, request JSON paths or axum
 //! types) and never encode wire frames beyond `tern_schema`.
