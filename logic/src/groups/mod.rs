@@ -379,10 +379,14 @@ impl GroupState {
     }
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<GroupState>>>;
-type ViewSlot = Arc<tokio::sync::Mutex<Option<JoinedView>>>;
-type GroupShard = Mutex<HashMap<(AppId, GroupId), Slot>>;
-type ViewShard = Mutex<HashMap<(AppId, UserId), ViewSlot>>;
+/// A lazily loaded value behind its own async lock (`None`: not loaded).
+type Lazy<T> = Arc<tokio::sync::Mutex<Option<T>>>;
+/// One shard of a map of lazily loaded values.
+type LazyShard<K, T> = Mutex<HashMap<K, Lazy<T>>>;
+type Slot = Lazy<GroupState>;
+type ViewSlot = Lazy<JoinedView>;
+type GroupShard = LazyShard<(AppId, GroupId), GroupState>;
+type ViewShard = LazyShard<(AppId, UserId), JoinedView>;
 const SHARDS: usize = 64;
 
 /// One user's joined groups, folded from their `GroupList` log: group → (record, seq).
@@ -451,7 +455,7 @@ impl Default for Groups {
 /// of the value. Also drops the free entries that hold nothing (ids that named no group,
 /// views a change held without loading). Returns (entries holding a value, dropped).
 fn evict_lru<K: Clone + Eq + std::hash::Hash, T>(
-    shards: &[Mutex<HashMap<K, Arc<tokio::sync::Mutex<Option<T>>>>>],
+    shards: &[LazyShard<K, T>],
     keep: usize,
     touched: impl Fn(&T) -> u64,
     idle: impl Fn(&T) -> bool,
