@@ -149,6 +149,8 @@ pub enum Action {
     Reply(Bytes),
     /// Forward the frame just fed to [`Conn::on_frame`] to logic, unchanged (`Upstream`).
     Forward,
+    /// The frame just fed was accepted and needs nothing more (a group PushAck): counted.
+    Dropped,
     /// Send `SessionOpen` for this connection (identity from the accessors).
     OpenSession { resume: bool },
     /// Tell logic the session ended.
@@ -212,6 +214,11 @@ fn is_client_only_server_kind(b: Body) -> bool {
             | Body::Error
             | Body::ConversationList
     )
+}
+
+/// A PushAck of a group's timeline (`group_id` set), not of the user's own logs.
+fn is_group_ack(f: &tern_schema::client::Frame<'_>) -> bool {
+    f.body_as_push_ack().and_then(|a| a.group_id()).is_some_and(|g| !g.is_empty())
 }
 
 fn error(request_id: u32, code: u32, message: &str) -> Action {
@@ -327,6 +334,12 @@ impl Conn {
                 b if is_client_only_server_kind(b) => {
                     out.push_back(error(rid, codes::UNEXPECTED_FRAME, "clients may not send this frame kind"))
                 }
+                // A group PushAck ends here: it has no answer, and nothing on the server
+                // keeps a device's position in a group timeline (the client keeps its
+                // group sync points; receipts come from ReadReceipts). Forwarding one
+                // per push cost logic's link reader as much as the sends (see
+                // ARCHITECTURE.md, "Group messages").
+                Body::PushAck if is_group_ack(&f) => out.push_back(Action::Dropped),
                 _ if env.link_up => out.push_back(Action::Forward),
                 _ => out.push_back(error(rid, codes::SERVICE_UNAVAILABLE, "service unavailable, retry later")),
             },
@@ -643,6 +656,7 @@ mod tests {
                     }
                 }
                 Action::Forward => "forward".to_owned(),
+                Action::Dropped => "dropped".to_owned(),
                 Action::OpenSession { resume: false } => "open".to_owned(),
                 Action::OpenSession { resume: true } => "resume".to_owned(),
                 Action::SessionClosed(r) => format!("session-closed {r:?}"),
@@ -852,6 +866,11 @@ mod tests {
         assert_eq!(t.feed(&encode::ping(9, 5)), "reply Pong(9)");
         assert_eq!(t.feed(&encode::pull(1, SyncKind::Message, 0, 10)), "forward");
         assert_eq!(t.feed(&encode::push_ack(1, SyncKind::Message, 3)), "forward");
+        // A group's PushAck stays on the gateway, even with the link down.
+        assert_eq!(t.feed(&encode::push_ack_group(1, "g1", 3)), "dropped");
+        t.link_up = false;
+        assert_eq!(t.feed(&encode::push_ack_group(1, "g1", 4)), "dropped");
+        t.link_up = true;
         assert_eq!(t.feed(&good_login()), "reply Error(80007)");
         for f in [
             ack(),

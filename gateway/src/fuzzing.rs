@@ -500,6 +500,7 @@ fn logic_frame(k: u8) -> Vec<u8> {
 fn valid_frame(k: u8) -> Vec<u8> {
     match k % 12 {
         0 => encode::pull(1, SyncKind::Message, 0, 10),
+        1 if k >= 128 => encode::push_ack_group(2, "g1", 5),
         1 => encode::push_ack(2, SyncKind::Message, 5),
         2 => encode::logout(3),
         3 => message::send(4, "cm-1", "bob", &[message::ElemParts { text: "hi", ..Default::default() }], 1),
@@ -686,6 +687,15 @@ impl ConnHarness<'_> {
                         "Forward of an invalid or gateway-handled frame: {}",
                         ctx!()
                     );
+                }
+                Action::Dropped => {
+                    assert!(ev == Ev::Frame && was_open, "Dropped outside an open connection's frame: {}", ctx!());
+                    let group_ack = valid
+                        .as_ref()
+                        .and_then(|f| f.body_as_push_ack())
+                        .and_then(|a| a.group_id())
+                        .is_some_and(|g| !g.is_empty());
+                    assert!(group_ack, "Dropped a frame that is not a group PushAck: {}", ctx!());
                 }
                 Action::OpenSession { resume: false } => {
                     let waited = self.m.waiting && matches!(ev, Ev::LinkUp | Ev::Tick);

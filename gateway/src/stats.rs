@@ -17,6 +17,8 @@ pub struct Stats {
     pub link_reconnects: Counter,
     /// Deliveries to a connection reference whose slot was reused or closed.
     pub stale_deliveries: Counter,
+    /// Group PushAcks taken off the frame path (never forwarded to logic).
+    pub group_acks_dropped: Counter,
     closes: Vec<Counter>,
 }
 
@@ -30,6 +32,7 @@ impl Stats {
             frames_out: counter!("tern_gateway_frames_out_total", "core" => core.clone()),
             link_reconnects: counter!("tern_gateway_link_reconnects_total", "core" => core.clone()),
             stale_deliveries: counter!("tern_gateway_stale_deliveries_total", "core" => core.clone()),
+            group_acks_dropped: counter!("tern_gateway_group_acks_dropped_total", "core" => core.clone()),
             closes: CloseCause::ALL
                 .iter()
                 .map(|c| counter!("tern_gateway_closes_total", "reason" => c.as_str(), "core" => core.clone()))

@@ -606,6 +606,7 @@ impl Core {
                         self.link_wake.notify();
                     }
                 }
+                Action::Dropped => self.stats.group_acks_dropped.increment(1),
                 Action::OpenSession { resume } => {
                     let c = &io.conn;
                     // Asked of the socket, not kept per connection (32 B each): this

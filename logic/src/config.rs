@@ -125,6 +125,10 @@ pub const DEFAULT_SEND_LATENCY_TARGET_MS: u64 = 50;
 /// Default of [`MessageConfig::max_loaded_groups`].
 pub const DEFAULT_MAX_LOADED_GROUPS: usize = 50_000;
 
+/// Default of [`MessageConfig::max_joined_views`]: a view is a few hundred bytes per
+/// joined group, so 200,000 users in ~10 groups each hold a few hundred MB at most.
+pub const DEFAULT_MAX_JOINED_VIEWS: usize = 200_000;
+
 /// Messaging limits.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -151,6 +155,11 @@ pub struct MessageConfig {
     /// next touched (issue 11). Gauge `tern_groups_loaded`, counter
     /// `tern_groups_evicted_total`.
     pub max_loaded_groups: usize,
+    /// Users' joined-groups views kept in memory at most; past it the least recently
+    /// used idle ones are dropped and folded again from the user's `GroupList` log when
+    /// next used. Gauge `tern_group_joined_views_loaded`, counter
+    /// `tern_group_joined_views_evicted_total`.
+    pub max_joined_views: usize,
 }
 
 impl Default for MessageConfig {
@@ -164,6 +173,7 @@ impl Default for MessageConfig {
             max_sends_in_flight: DEFAULT_MAX_SENDS_IN_FLIGHT,
             send_latency_target_ms: DEFAULT_SEND_LATENCY_TARGET_MS,
             max_loaded_groups: DEFAULT_MAX_LOADED_GROUPS,
+            max_joined_views: DEFAULT_MAX_JOINED_VIEWS,
         }
     }
 }

@@ -100,8 +100,9 @@ pub async fn handle(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, turn: &mut S
         Body::PushAck => {
             let a = f.body_as_push_ack().expect("checked type");
             metrics::counter!("tern_push_acks_total").increment(1);
-            // An ack of a group timeline (group seqs) must never move the inbox ack;
-            // per-device group positions are not stored yet (the client keeps them).
+            // An ack of a group timeline (group seqs) must never move the inbox ack.
+            // Gateways drop group acks (nothing keeps per-device group positions: the
+            // client does); one may still come from an older gateway.
             if a.kind() == WireKind::Message && a.group_id().is_none_or(str::is_empty) {
                 msg::push_ack(logic, app, &user, &session.device_id, a.seq());
             }

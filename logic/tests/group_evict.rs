@@ -136,3 +136,55 @@ async fn members_converge_to_the_acked_messages_across_evictions() {
         }
     }
 }
+
+/// The joined-groups views are bounded by `messages.max_joined_views`: random joins,
+/// leaves and joined-group reads, interleaved with explicit eviction passes, never hold
+/// more views than the bound (after each load) and always answer what a reference model
+/// of the memberships says — an evicted view is folded again from the user's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joined_views_stay_bounded_and_reload_on_touch() {
+    const BOUND: usize = 3;
+    let mut config = LogicConfig::default();
+    config.messages.max_joined_views = BOUND;
+    let h = support::Harness::new(config, vec![app_config(APP, json!({}))], None);
+    let data: Vec<Value> = (0..USERS).map(|i| json!({"userId": user(i)})).collect();
+    h.ok("/user/importUser", json!({ "userData": data })).await;
+    // Every group starts with user 0 (its owner); the model is who else is in it.
+    let mut model: Vec<std::collections::BTreeSet<usize>> = Vec::new();
+    for g in 0..GROUPS {
+        h.ok("/group/createGroup", json!({"groupId": format!("g{g}"), "groupType": 1, "ownerId": user(0)})).await;
+        model.push([0].into());
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut evicted = 0;
+    for _ in 0..120 {
+        let (g, u) = (rng.gen_range(0..GROUPS), rng.gen_range(1..USERS));
+        let body = |key: &str| json!({"groupId": format!("g{g}"), key: [{"memberId": user(u)}]});
+        match rng.gen_range(0..4) {
+            0 if !model[g].contains(&u) => {
+                h.ok("/group/addMember", body("members")).await;
+                model[g].insert(u);
+            }
+            1 if model[g].contains(&u) => {
+                h.ok("/group/deleteMember", json!({"groupId": format!("g{g}"), "memberIds": [user(u)]})).await;
+                model[g].remove(&u);
+            }
+            2 => evicted += h.logic.groups.evict_views(rng.gen_range(0..BOUND)),
+            _ => {
+                let j = h.ok("/group/getJoinedGroup", json!({"memberId": user(u), "limit": 100})).await;
+                let got: Vec<String> = j["groupList"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|g| g["groupId"].as_str().unwrap().to_string())
+                    .collect();
+                let want: Vec<String> =
+                    (0..GROUPS).filter(|&g| model[g].contains(&u)).map(|g| format!("g{g}")).collect();
+                assert_eq!(got, want, "{} is in exactly the model's groups", user(u));
+                assert!(h.logic.groups.views_loaded() <= BOUND, "views loaded past the bound");
+            }
+        }
+    }
+    assert!(evicted > 0, "the test evicted no view explicitly");
+    assert!(h.logic.groups.views_loaded() <= BOUND);
+}

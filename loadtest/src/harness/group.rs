@@ -68,8 +68,10 @@ pub struct GroupArgs {
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
     /// A device acknowledges its group timeline (group PushAck) at most this often, ms;
-    /// 0 = never.
-    #[arg(long, default_value_t = 1_000)]
+    /// 0 = never (the default: gateways drop group PushAcks, so they only cost the
+    /// client's writes and the gateway's reads — at 1,000 × 50 and 1,000 msgs/s, p99
+    /// 88 ms with them every second against 4 ms without).
+    #[arg(long, default_value_t = 0)]
     pub push_ack_ms: u64,
     /// After the last send, seconds to wait for missing acks and deliveries.
     #[arg(long, default_value_t = 10.0)]

@@ -17,7 +17,11 @@
 //! in seq order (the write itself runs outside: see `send.rs`). So the state is
 //! coherent, a member's `join_seq` (the timeline's last seq when they joined) is exact,
 //! and group sends get seqs in lock order. A write that fails drops the state (and the
-//! joined views it touched); the next access reloads from the store. At most
+//! joined views it touched); the next access reloads from the store — unless sends are
+//! in flight: then the state stays for them, marked stale, and the next lock reloads only
+//! its record and members ([`write_failed`]). A new group's first seq bound is written
+//! with it, and busy groups raise theirs ahead in the background, so a send's seq never
+//! waits for a bound write in steady use. At most
 //! `messages.max_loaded_groups` groups stay loaded ([`Groups::evict`]). Per user, a joined-groups
 //! view (group id → membership) is folded from the user's `GroupList` log on first
 //! access, like the friend views, and kept the same way.
@@ -39,10 +43,15 @@
 //!   log and notifies their online devices (SyncNotify of `GroupList`); imports notify
 //!   nobody.
 //!
-//! Not yet (see ARCHITECTURE.md): bounding the joined views, a profile change of a very
-//! large group appends to every member's log (O(members), off the send path),
-//! per-device acks of group timelines (a group PushAck is accepted and not stored), and
-//! read receipts pushed to senders (they ask: `receipts`).
+//! Per user, joined views are bounded like group states (`messages.max_joined_views`,
+//! least recently used idle views dropped and folded again on their next use).
+//!
+//! No per-device position in a group timeline is kept: gateways drop group PushAcks
+//! (the client keeps its group sync points; read receipts come from ReadReceipts).
+//!
+//! Not yet (see ARCHITECTURE.md): a profile change of a very large group appends to
+//! every member's log (O(members), off the send path), and read receipts pushed to
+//! senders (they ask: `receipts`).
 //!
 //! This module must never know about HTTP (no status codes, request JSON paths or axum
 //! types) and never encode wire frames beyond `tern_schema`.
@@ -277,6 +286,12 @@ pub struct GroupState {
     max_join_seq: Seq,
     /// When it was last locked (the node's group clock): eviction drops the oldest.
     touched: u64,
+    /// A background write is raising `bound` (see `send::raise_ahead`).
+    raising: bool,
+    /// A change's write failed while sends were in flight: the record and members may
+    /// not be what the store holds. The next lock reloads them, keeping the sends'
+    /// pipeline (seqs, in flight, parked), so those sends are still pushed in order.
+    stale: bool,
 }
 
 impl GroupState {
@@ -291,6 +306,8 @@ impl GroupState {
             parked: BTreeMap::new(),
             max_join_seq,
             touched: 0,
+            raising: false,
+            stale: false,
         }
     }
 
@@ -305,7 +322,17 @@ impl GroupState {
 
     /// Whether sends are in flight or waiting to be pushed (the state must stay).
     pub(crate) fn busy(&self) -> bool {
-        !self.in_flight.is_empty() || !self.parked.is_empty()
+        !self.in_flight.is_empty() || !self.parked.is_empty() || self.raising
+    }
+
+    /// Takes the record and members of `fresh` (just read from the store), keeping
+    /// this state's send pipeline.
+    fn refresh(&mut self, fresh: GroupState) {
+        self.rec = fresh.rec;
+        self.members = fresh.members;
+        self.max_join_seq = self.max_join_seq.max(fresh.max_join_seq);
+        self.bound = self.bound.max(fresh.bound);
+        self.stale = false;
     }
 
     fn role_of(&self, user: &UserId) -> Option<u8> {
@@ -352,16 +379,22 @@ impl GroupState {
     }
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<GroupState>>>;
-type ViewSlot = Arc<tokio::sync::Mutex<Option<JoinedView>>>;
-type GroupShard = Mutex<HashMap<(AppId, GroupId), Slot>>;
-type ViewShard = Mutex<HashMap<(AppId, UserId), ViewSlot>>;
+/// A lazily loaded value behind its own async lock (`None`: not loaded).
+type Lazy<T> = Arc<tokio::sync::Mutex<Option<T>>>;
+/// One shard of a map of lazily loaded values.
+type LazyShard<K, T> = Mutex<HashMap<K, Lazy<T>>>;
+type Slot = Lazy<GroupState>;
+type ViewSlot = Lazy<JoinedView>;
+type GroupShard = LazyShard<(AppId, GroupId), GroupState>;
+type ViewShard = LazyShard<(AppId, UserId), JoinedView>;
 const SHARDS: usize = 64;
 
 /// One user's joined groups, folded from their `GroupList` log: group → (record, seq).
 #[derive(Debug, Default)]
 pub struct JoinedView {
     pub groups: BTreeMap<GroupId, (JoinedRecord, Seq)>,
+    /// When it was last locked (the node's group clock): eviction drops the oldest.
+    touched: u64,
 }
 
 impl JoinedView {
@@ -398,7 +431,9 @@ pub struct Groups {
     /// Groups with state in memory (raised on every load; made exact by each eviction
     /// pass, so a state dropped elsewhere only brings the next pass sooner).
     loaded: AtomicUsize,
-    /// The group clock: ticks on every lock of a loaded group.
+    /// Joined views in memory, counted the same way.
+    views_loaded: AtomicUsize,
+    /// The group clock: ticks on every lock of a loaded group or view.
     clock: AtomicU64,
 }
 
@@ -408,9 +443,63 @@ impl Default for Groups {
             groups: (0..SHARDS).map(|_| Mutex::default()).collect(),
             views: (0..SHARDS).map(|_| Mutex::default()).collect(),
             loaded: AtomicUsize::new(0),
+            views_loaded: AtomicUsize::new(0),
             clock: AtomicU64::new(0),
         }
     }
+}
+
+/// Drops idle entries of `shards`, least recently touched first, until at most `keep`
+/// hold a value. Idle: nobody holds or waits for the entry's lock (the map's is the
+/// only reference, so nobody can get one while the shard is locked) and `idle` says so
+/// of the value. Also drops the free entries that hold nothing (ids that named no group,
+/// views a change held without loading). Returns (entries holding a value, dropped).
+fn evict_lru<K: Clone + Eq + std::hash::Hash, T>(
+    shards: &[LazyShard<K, T>],
+    keep: usize,
+    touched: impl Fn(&T) -> u64,
+    idle: impl Fn(&T) -> bool,
+) -> (usize, usize) {
+    // (touched, shard, key) of every idle entry with a value.
+    let mut candidates: Vec<(u64, usize, K)> = Vec::new();
+    let mut loaded = 0usize;
+    for (i, shard) in shards.iter().enumerate() {
+        let mut m = shard.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|key, slot| {
+            let free = Arc::strong_count(slot) == 1;
+            match slot.try_lock() {
+                Ok(g) => match g.as_ref() {
+                    None => !free,
+                    Some(v) => {
+                        loaded += 1;
+                        if free && idle(v) {
+                            candidates.push((touched(v), i, key.clone()));
+                        }
+                        true
+                    }
+                },
+                Err(_) => {
+                    loaded += 1;
+                    true
+                }
+            }
+        });
+    }
+    let excess = loaded.saturating_sub(keep);
+    candidates.sort_unstable_by_key(|(t, _, _)| *t);
+    let mut dropped = 0;
+    for (_, i, key) in candidates.into_iter().take(excess) {
+        let mut m = shards[i].lock().unwrap_or_else(|p| p.into_inner());
+        // Still idle? (It may have been touched since the scan.)
+        let still = m.get(&key).is_some_and(|slot| {
+            Arc::strong_count(slot) == 1 && slot.try_lock().is_ok_and(|g| g.as_ref().is_some_and(&idle))
+        });
+        if still {
+            m.remove(&key);
+            dropped += 1;
+        }
+    }
+    (loaded, dropped)
 }
 
 fn shard_of(app: AppId, id: &str) -> usize {
@@ -445,7 +534,28 @@ impl Groups {
         app: AppId,
         group: &GroupId,
     ) -> Result<OwnedMutexGuard<Option<GroupState>>, StoreError> {
+        self.lock_with(logic, app, group, true).await
+    }
+
+    /// [`Groups::lock`]; unless `strict`, a stale state whose reload failed is handed out
+    /// as it is (completing a send needs only the pipeline and the members as they were).
+    pub(crate) async fn lock_with(
+        &self,
+        logic: &Logic,
+        app: AppId,
+        group: &GroupId,
+        strict: bool,
+    ) -> Result<OwnedMutexGuard<Option<GroupState>>, StoreError> {
         let mut g = self.slot(app, group).lock_owned().await;
+        if g.as_ref().is_some_and(|s| s.stale) {
+            match load_group(logic, app, group).await {
+                Ok(Some(fresh)) => g.as_mut().expect("checked").refresh(fresh),
+                // Group records are never deleted; if it is gone, so is the state.
+                Ok(None) => *g = None,
+                Err(e) if strict => return Err(e),
+                Err(e) => tracing::warn!(error = %e, %group, "reloading a stale group failed; going on with it"),
+            }
+        }
         if g.is_none() {
             *g = load_group(logic, app, group).await?;
             if g.is_some() {
@@ -468,55 +578,40 @@ impl Groups {
     }
 
     /// Drops idle groups, least recently used first, until at most `keep` stay loaded.
-    /// Idle: nobody holds or waits for the group's lock (the map's is the only
-    /// reference, so nobody can get one while the shard is locked) and no send of it is
-    /// in flight. A dropped group is reloaded from the store on its next touch. Also
-    /// drops the empty slots of ids that named no group. Returns how many were dropped.
+    /// Idle: nobody holds or waits for the group's lock and no send of it is in flight.
+    /// A dropped group is reloaded from the store on its next touch. Also drops the
+    /// empty slots of ids that named no group. Returns how many were dropped.
     pub fn evict(&self, keep: usize) -> usize {
-        // (touched, shard, key) of every idle loaded group.
-        let mut idle: Vec<(u64, usize, (AppId, GroupId))> = Vec::new();
-        let mut loaded = 0usize;
-        for (i, shard) in self.groups.iter().enumerate() {
-            let mut m = shard.lock().unwrap_or_else(|p| p.into_inner());
-            m.retain(|key, slot| {
-                let free = Arc::strong_count(slot) == 1;
-                match slot.try_lock() {
-                    Ok(g) => match g.as_ref() {
-                        // An id that named no group: nothing to keep.
-                        None => !free,
-                        Some(s) => {
-                            loaded += 1;
-                            if free && !s.busy() {
-                                idle.push((s.touched, i, key.clone()));
-                            }
-                            true
-                        }
-                    },
-                    Err(_) => {
-                        loaded += 1;
-                        true
-                    }
-                }
-            });
-        }
-        let excess = loaded.saturating_sub(keep);
-        idle.sort_unstable_by_key(|(t, _, _)| *t);
-        let mut dropped = 0;
-        for (_, i, key) in idle.into_iter().take(excess) {
-            let mut m = self.groups[i].lock().unwrap_or_else(|p| p.into_inner());
-            // Still idle? (It may have been touched since the scan.)
-            let still = m.get(&key).is_some_and(|slot| {
-                Arc::strong_count(slot) == 1 && slot.try_lock().is_ok_and(|g| g.as_ref().is_some_and(|s| !s.busy()))
-            });
-            if still {
-                m.remove(&key);
-                dropped += 1;
-            }
-        }
+        let (loaded, dropped) = evict_lru(&self.groups, keep, |s| s.touched, |s| !s.busy());
         self.loaded.store(loaded - dropped, Ordering::Relaxed);
         metrics::counter!("tern_groups_evicted_total").increment(dropped as u64);
         metrics::gauge!("tern_groups_loaded").set((loaded - dropped) as f64);
         dropped
+    }
+
+    /// Counts a joined view just loaded and evicts views if that passes the bound.
+    fn view_loaded(&self, logic: &Logic) {
+        let max = logic.config.messages.max_joined_views.max(1);
+        if self.views_loaded.fetch_add(1, Ordering::Relaxed) + 1 > max {
+            self.evict_views(max - max / 10);
+        }
+        metrics::gauge!("tern_group_joined_views_loaded").set(self.views_loaded.load(Ordering::Relaxed) as f64);
+    }
+
+    /// Drops idle joined views (nobody holds or waits for them), least recently used
+    /// first, until at most `keep` stay loaded; a dropped view is folded again from the
+    /// user's `GroupList` log on its next use. Returns how many were dropped.
+    pub fn evict_views(&self, keep: usize) -> usize {
+        let (loaded, dropped) = evict_lru(&self.views, keep, |v| v.touched, |_| true);
+        self.views_loaded.store(loaded - dropped, Ordering::Relaxed);
+        metrics::counter!("tern_group_joined_views_evicted_total").increment(dropped as u64);
+        metrics::gauge!("tern_group_joined_views_loaded").set((loaded - dropped) as f64);
+        dropped
+    }
+
+    /// Joined views in memory (as of the last count).
+    pub fn views_loaded(&self) -> usize {
+        self.views_loaded.load(Ordering::Relaxed)
     }
 
     /// Groups with state in memory (as of the last count).
@@ -539,12 +634,21 @@ impl Groups {
         ids.sort_unstable();
         ids.dedup();
         let mut guards = Vec::with_capacity(ids.len());
+        let mut loads = 0;
         for id in ids {
             let mut g = self.view_slot(app, &id).lock_owned().await;
             if load && g.is_none() {
                 *g = Some(JoinedView::load(logic, app, &id).await?);
+                loads += 1;
+            }
+            if let Some(v) = g.as_mut() {
+                v.touched = self.clock.fetch_add(1, Ordering::Relaxed);
             }
             guards.push((id, g));
+        }
+        // Counted (and maybe evicted) with every guard still held: none of these goes.
+        for _ in 0..loads {
+            self.view_loaded(logic);
         }
         Ok(LockedViews { guards })
     }
@@ -597,6 +701,17 @@ async fn load_group(logic: &Logic, app: AppId, group: &GroupId) -> Result<Option
     Ok(Some(GroupState::new(rec, members, last_seq, bound)))
 }
 
+/// A write of the group's records failed (it may have been applied in part): an idle
+/// state is dropped (reloaded on the next touch); one with sends in flight or waiting
+/// is kept for them and marked stale, so they are still pushed, in seq order, and pulls
+/// still stop below them — its record and members are reloaded on the next lock.
+pub(crate) fn write_failed(slot: &mut Option<GroupState>) {
+    match slot.as_mut() {
+        Some(s) if s.busy() => s.stale = true,
+        _ => *slot = None,
+    }
+}
+
 /// One change of a group: what to write, and which users' joined logs move.
 #[derive(Debug, Default)]
 pub(crate) struct Change {
@@ -626,8 +741,15 @@ pub(crate) async fn commit(
         (None, Some(s)) => s.rec.group_id.clone(),
         (None, None) => return Err(GroupError::Store(StoreError::Backend("a change of no group".into()))),
     };
+    // A group being created gets its timeline's first seq bound in the same batch, so
+    // its first send hands out a seq from memory (no bound write on the link reader).
+    let first_bound = Seq(logic.config.seq_step.max(1));
+    let creating = slot.is_none() && ch.group.is_some();
     if let Some(g) = &ch.group {
         batch.put_group(app, g.clone());
+        if creating {
+            batch.set_seq_bound(app, Owner::Group(g.group_id.clone()), SyncKind::Message, first_bound);
+        }
     }
     for m in &ch.puts {
         batch.put_group_member(app, group_id.clone(), m.clone());
@@ -653,7 +775,7 @@ pub(crate) async fn commit(
             Ok(s) => seqs.extend(s),
             Err(e) => {
                 views.invalidate();
-                *slot = None;
+                write_failed(slot);
                 return Err(e.into());
             }
         }
@@ -664,7 +786,7 @@ pub(crate) async fn commit(
         (Some(s), Some(g)) => s.rec = g,
         (Some(_), None) => {}
         (None, Some(g)) => {
-            *slot = Some(GroupState::new(g, HashMap::new(), Seq::ZERO, Seq::ZERO));
+            *slot = Some(GroupState::new(g, HashMap::new(), Seq::ZERO, first_bound));
             logic.groups.loaded_one(logic);
         }
         (None, None) => {}
@@ -696,4 +818,49 @@ pub async fn joined(logic: &Logic, app: AppId, user: &UserId) -> Result<Vec<(Gro
     let views = logic.groups.lock_views(logic, app, std::slice::from_ref(user), true).await?;
     let v = views.guards[0].1.as_ref().map(|v| &v.groups);
     Ok(v.into_iter().flatten().map(|(g, (r, s))| (g.clone(), r.clone(), *s)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(members: &[&str]) -> GroupState {
+        let rec = GroupRecord::new(GroupId::new("g").unwrap(), 1);
+        let members = members
+            .iter()
+            .map(|m| (UserId::new(*m).unwrap(), GroupMemberRecord::new(UserId::new(*m).unwrap(), 1, Seq::ZERO)))
+            .collect();
+        GroupState::new(rec, members, Seq(5), Seq(1000))
+    }
+
+    #[test]
+    fn a_failed_change_keeps_the_pipeline_of_sends_in_flight() {
+        // Idle: dropped, reloaded on the next touch.
+        let mut slot = Some(state(&["a"]));
+        write_failed(&mut slot);
+        assert!(slot.is_none());
+
+        // Seq 6 in flight, 7 durable and parked behind it: kept, marked stale.
+        let mut s = state(&["a", "b"]);
+        s.last_seq = Seq(7);
+        s.in_flight.insert(Seq(6));
+        s.parked.insert(Seq(7), (Bytes::from_static(b"m7"), None));
+        let mut slot = Some(s);
+        write_failed(&mut slot);
+        let s = slot.as_mut().expect("a busy state stays");
+        assert!(s.stale);
+        assert_eq!(s.committed(), Seq(5), "pulls still stop below the send in flight");
+
+        // The reload takes the store's record and members, and keeps the pipeline.
+        let mut fresh = state(&["a", "c"]);
+        fresh.rec.group_name = "renamed".into();
+        fresh.bound = Seq(2000);
+        s.refresh(fresh);
+        assert!(!s.stale);
+        assert_eq!(s.rec.group_name, "renamed");
+        assert_eq!(s.members.keys().map(UserId::as_str).collect::<BTreeSet<_>>(), BTreeSet::from(["a", "c"]));
+        assert_eq!((s.last_seq, s.bound), (Seq(7), Seq(2000)));
+        assert_eq!(s.in_flight.iter().copied().collect::<Vec<_>>(), [Seq(6)]);
+        assert_eq!(s.parked.keys().copied().collect::<Vec<_>>(), [Seq(7)]);
+    }
 }

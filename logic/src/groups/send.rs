@@ -28,6 +28,8 @@ use tern_storage::{
     SyncKind, UserId, WriteBatch,
 };
 
+use tokio::sync::OwnedMutexGuard;
+
 use super::{errors, roles, GroupState};
 use crate::messages::{self, errors as msg, Accepted, Flight, MessageExtras, Recaller, Refusal, TimelineItem};
 use crate::user_cache::UserState;
@@ -82,6 +84,37 @@ async fn next_seq(logic: &Logic, app: AppId, s: &mut GroupState) -> Result<Seq, 
     // Handed out whatever becomes of its write: a seq is never used twice.
     s.last_seq = next;
     Ok(next)
+}
+
+/// Starts writing the group's next seq bound in the background once less than half a
+/// step is left below the current one, so a busy group's sends never wait for a bound
+/// write on the link reader. The task holds the group's slot, so the group is not
+/// evicted meanwhile; a failed raise only leaves the next allocation to write inline.
+fn raise_ahead(logic: &Logic, slot: &mut OwnedMutexGuard<Option<GroupState>>, app: AppId) {
+    let step = logic.config.seq_step.max(1);
+    let Some(s) = slot.as_mut() else { return };
+    if s.raising || s.bound.0.saturating_sub(s.last_seq.0) >= step.div_ceil(2) {
+        return;
+    }
+    let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+    s.raising = true;
+    let target = Seq(s.bound.0.max(s.last_seq.0) + step);
+    let group = s.rec.group_id.clone();
+    let (store, arc) = (logic.store.clone(), OwnedMutexGuard::mutex(slot).clone());
+    rt.spawn(async move {
+        let mut batch = WriteBatch::with_capacity(1);
+        batch.set_seq_bound(app, Owner::Group(group), SyncKind::Message, target);
+        let written = store.write(batch).await;
+        if let Err(e) = &written {
+            tracing::warn!(error = %e, "raising a group's seq bound ahead failed; the next allocation retries");
+        }
+        if let Some(s) = arc.lock().await.as_mut() {
+            s.raising = false;
+            if written.is_ok() {
+                s.bound = s.bound.max(target);
+            }
+        }
+    });
 }
 
 /// Pushes one stored entry (at `seq`) to the group's online members who may see it
@@ -210,6 +243,7 @@ async fn build(logic: &Logic, req: &GroupSend<'_>, key: &str) -> Result<(Seq, Ac
     }
     let seq = next_seq(logic, app, s).await?;
     s.in_flight.insert(seq);
+    raise_ahead(logic, &mut slot, app);
     drop(slot);
     let message_key = logic.messaging.keys.next(now);
     let payload = Bytes::from(message::encode_stored(&MessageParts {
@@ -268,7 +302,7 @@ pub async fn finish(
         }
     };
     let durable = result == Ok(true);
-    match logic.groups.lock(logic, p.app, &p.group).await {
+    match logic.groups.lock_with(logic, p.app, &p.group, false).await {
         Ok(mut slot) => {
             if let Some(s) = slot.as_mut() {
                 s.in_flight.remove(&p.seq);
@@ -473,7 +507,7 @@ pub async fn read(
     batch.put_group_member(app, group.clone(), m.clone());
     batch.put_read_mark(app, member.clone(), Conversation::Group(group.clone()), seq);
     if let Err(e) = logic.write_retrying(batch).await {
-        *slot = None;
+        super::write_failed(&mut slot);
         return Err(e.into());
     }
     s.members.insert(member.clone(), m);

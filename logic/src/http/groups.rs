@@ -25,11 +25,10 @@ use super::common::{check_batch, page_limit, subject, user_id, ApiResult, BatchR
 use super::endpoints::Endpoints;
 use super::error::{ApiError, ApiOk, Envelope};
 use super::extract::Common;
-use super::messages::{parse_message_body, send_refusal, MessageItem, OwnedElem, SendMsgResp};
+use super::messages::{send_refusal, MessageItem, OwnedElem, SendContent, SendMsgResp};
 use super::ApiState;
 use crate::config::MAX_PAGE_LIMIT;
 use crate::groups::{self, errors as g, Actor, GroupError, GroupInput, GroupPatch, ItemResults, MemberInput};
-use crate::messages::MessageExtras;
 use crate::users::BATCH_TOO_LARGE;
 
 const U_NF: u32 = codes::USER_NOT_FOUND;
@@ -1245,10 +1244,7 @@ pub async fn send_message(
     let r = call.body;
     let from = super::common::acting_user(r.from_id, &call.common)?;
     let group = group_id_of(&r.group_id)?;
-    let body = parse_message_body((!r.message_body.is_null()).then_some(&r.message_body))?;
-    if let Some(b) = r.badge_mode.filter(|b| *b > 1) {
-        return Err(ApiError::bad("badgeMode", format!("must be 0 or 1, not {b}")));
-    }
+    let c = SendContent::parse(&r.message_body, r.message_random, r.message_time, r.badge_mode, r.message_life_time)?;
     let accepted = groups::send(
         &state.logic,
         groups::GroupSend {
@@ -1256,24 +1252,16 @@ pub async fn send_message(
             group,
             from,
             client_msg_id: &r.message_id,
-            elems: body.iter().map(OwnedElem::parts).collect(),
-            client_time_ms: r.message_time.unwrap_or_else(crate::now_ms),
+            elems: c.body.iter().map(OwnedElem::parts).collect(),
+            client_time_ms: c.client_time_ms,
             from_device: "",
             origin: None,
-            extras: MessageExtras {
-                random: r.message_random.unwrap_or(0) as u64,
-                badge_mode: r.badge_mode.unwrap_or(0),
-                life_time_secs: r.message_life_time.unwrap_or(0),
-            },
+            extras: c.extras,
         },
     )
     .await
     .map_err(send_refusal)?;
-    Ok(ApiOk(SendMsgResp {
-        message_key: accepted.message_key.to_string(),
-        message_sequence: accepted.seq.0,
-        message_time: accepted.server_time_ms,
-    }))
+    Ok(ApiOk(accepted.into()))
 }
 
 /// A member's messages of the group timeline above `lastSequence` and their join

@@ -515,10 +515,13 @@ pub async fn send_msg(State(state): State<Arc<ApiState>>, call: AdminCall<SendMs
     let req = call.body;
     let from = acting_user(req.from_id, &call.common)?;
     let to = user_id(req.to_id, "toId")?;
-    let body = parse_message_body((!req.message_body.is_null()).then_some(&req.message_body))?;
-    if let Some(b) = req.badge_mode.filter(|b| *b > 1) {
-        return Err(ApiError::bad("badgeMode", format!("must be 0 or 1, not {b}")));
-    }
+    let c = SendContent::parse(
+        &req.message_body,
+        req.message_random,
+        req.message_time,
+        req.badge_mode,
+        req.message_life_time,
+    )?;
     let accepted = messages::send(
         &state.logic,
         SendRequest {
@@ -526,25 +529,56 @@ pub async fn send_msg(State(state): State<Arc<ApiState>>, call: AdminCall<SendMs
             from,
             to,
             client_msg_id: &req.message_id,
-            elems: body.iter().map(OwnedElem::parts).collect(),
-            client_time_ms: req.message_time.unwrap_or_else(crate::now_ms),
+            elems: c.body.iter().map(OwnedElem::parts).collect(),
+            client_time_ms: c.client_time_ms,
             from_device: "",
             origin: None,
-            extras: MessageExtras {
-                // Stored as its bits: the original's random is a signed number.
-                random: req.message_random.unwrap_or(0) as u64,
-                badge_mode: req.badge_mode.unwrap_or(0),
-                life_time_secs: req.message_life_time.unwrap_or(0),
-            },
+            extras: c.extras,
         },
     )
     .await
     .map_err(send_refusal)?;
-    Ok(ApiOk(SendMsgResp {
-        message_key: accepted.message_key.to_string(),
-        message_sequence: accepted.seq.0,
-        message_time: accepted.server_time_ms,
-    }))
+    Ok(ApiOk(accepted.into()))
+}
+
+/// What a server-side send (sendMsg, group/sendMessage) carries besides who sends it
+/// and to whom, checked.
+pub(super) struct SendContent {
+    pub body: Vec<OwnedElem>,
+    pub client_time_ms: u64,
+    pub extras: MessageExtras,
+}
+
+impl SendContent {
+    /// Checks the body (`messageBody`) and the optional fields of a send.
+    pub(super) fn parse(
+        body: &Value,
+        random: Option<i64>,
+        time: Option<u64>,
+        badge_mode: Option<u8>,
+        life_time: Option<u32>,
+    ) -> Result<Self, ApiError> {
+        let body = parse_message_body((!body.is_null()).then_some(body))?;
+        if let Some(b) = badge_mode.filter(|b| *b > 1) {
+            return Err(ApiError::bad("badgeMode", format!("must be 0 or 1, not {b}")));
+        }
+        Ok(Self {
+            body,
+            client_time_ms: time.unwrap_or_else(crate::now_ms),
+            extras: MessageExtras {
+                // Stored as its bits: the original's random is a signed number.
+                random: random.unwrap_or(0) as u64,
+                badge_mode: badge_mode.unwrap_or(0),
+                life_time_secs: life_time.unwrap_or(0),
+            },
+        })
+    }
+}
+
+impl From<messages::Accepted> for SendMsgResp {
+    fn from(a: messages::Accepted) -> Self {
+        Self { message_key: a.message_key.to_string(), message_sequence: a.seq.0, message_time: a.server_time_ms }
+    }
 }
 
 /// Messages a user's devices may not have yet (incremental inbox sync).

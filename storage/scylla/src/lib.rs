@@ -626,11 +626,20 @@ impl Statements {
                  WHERE app_id = ? AND user_id = ? AND conversation > ? LIMIT ?"
             ))
             .await?,
-            put_group: p(format!("INSERT INTO {ks}.groups (app_id, group_id, record) VALUES (?, ?, ?)")).await?,
-            get_group: p(format!("SELECT record FROM {ks}.groups WHERE app_id = ? AND group_id = ?")).await?,
-            list_groups: p(format!("SELECT record FROM {ks}.groups WHERE app_id = ? LIMIT ?")).await?,
-            list_groups_after: p(format!("SELECT record FROM {ks}.groups WHERE app_id = ? AND group_id > ? LIMIT ?"))
+            put_group: p(format!(
+                "INSERT INTO {ks}.group_records (app_id, bucket, group_id, record) VALUES (?, ?, ?, ?)"
+            ))
+            .await?,
+            get_group: p(format!(
+                "SELECT record FROM {ks}.group_records WHERE app_id = ? AND bucket = ? AND group_id = ?"
+            ))
+            .await?,
+            list_groups: p(format!("SELECT record FROM {ks}.group_records WHERE app_id = ? AND bucket = ? LIMIT ?"))
                 .await?,
+            list_groups_after: p(format!(
+                "SELECT record FROM {ks}.group_records WHERE app_id = ? AND bucket = ? AND group_id > ? LIMIT ?"
+            ))
+            .await?,
             put_member: p(format!(
                 "INSERT INTO {ks}.group_members (app_id, group_id, member_id, record) VALUES (?, ?, ?, ?)"
             ))
@@ -881,23 +890,54 @@ impl ScyllaStore {
         group: &'a GroupId,
         m: &'a UserId,
     ) -> BoxFuture<'a, Result<Option<GroupMemberRecord>, StoreError>> {
-        async move {
-            let _permit = self.request_permit().await;
-            let rows = self
-                .session
-                .execute_unpaged(&self.st.get_member, (self.app(app), group.as_str(), m.as_str()))
-                .await
-                .map_err(|e| driver_error("reading a group member", e))?
-                .into_rows_result()
-                .map_err(|e| decode_error("group_members", e))?;
-            match rows.maybe_first_row::<(String,)>().map_err(|e| decode_error("group_members", e))? {
-                None => Ok(None),
-                Some((json,)) => serde_json::from_str(&json)
-                    .map(Some)
-                    .map_err(|e| StoreError::corrupt(format!("member {m} of group {group}: {e}"))),
+        let values = (self.app(app), group.as_str(), m.as_str());
+        self.json_row(&self.st.get_member, values, "group_members", move || format!("member {m} of group {group}"))
+            .boxed()
+    }
+
+    /// The JSON `record` of the one row `st` selects, decoded (`None`: no row); `what`
+    /// names the row in errors.
+    async fn json_row<T: serde::de::DeserializeOwned>(
+        &self,
+        st: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+        table: &str,
+        what: impl FnOnce() -> String,
+    ) -> Result<Option<T>, StoreError> {
+        let _permit = self.request_permit().await;
+        let rows = self
+            .session
+            .execute_unpaged(st, values)
+            .await
+            .map_err(|e| driver_error(&format!("reading {table}"), e))?
+            .into_rows_result()
+            .map_err(|e| decode_error(table, e))?;
+        match rows.maybe_first_row::<(String,)>().map_err(|e| decode_error(table, e))? {
+            None => Ok(None),
+            Some((json,)) => {
+                serde_json::from_str(&json).map(Some).map_err(|e| StoreError::corrupt(format!("{}: {e}", what())))
             }
         }
-        .boxed()
+    }
+
+    /// Up to `limit` groups of one bucket, after `after` (which must be in it).
+    async fn list_group_bucket(
+        &self,
+        app: AppId,
+        bucket: i32,
+        after: Option<&GroupId>,
+        limit: usize,
+    ) -> Result<Vec<GroupRecord>, StoreError> {
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let _permit = self.request_permit().await;
+        let result = match after {
+            None => self.session.execute_iter(self.st.list_groups.clone(), (self.app(app), bucket, limit)).await,
+            Some(g) => {
+                let values = (self.app(app), bucket, g.as_str(), limit);
+                self.session.execute_iter(self.st.list_groups_after.clone(), values).await
+            }
+        };
+        json_rows(result.map_err(|e| driver_error("listing groups", e))?, "group_records").await
     }
 
     fn exec<'a>(
@@ -941,7 +981,8 @@ impl ScyllaStore {
         let bits = self.bits;
         let mut out: Vec<Pending<'a>> = Vec::new();
         for (app, group, json) in &groups.groups {
-            out.push(self.exec("writing a group", &self.st.put_group, (self.app(*app), *group, json.as_str())));
+            let values = (self.app(*app), group_bucket(group), *group, json.as_str());
+            out.push(self.exec("writing a group", &self.st.put_group, values));
         }
         for (app, group, member, json) in &groups.members {
             let (app, group, member) = (self.app(*app), *group, *member);
@@ -1581,20 +1622,8 @@ impl Store for ScyllaStore {
     }
 
     async fn get_group(&self, app: AppId, group: &GroupId) -> Result<Option<GroupRecord>, StoreError> {
-        let _permit = self.request_permit().await;
-        let rows = self
-            .session
-            .execute_unpaged(&self.st.get_group, (self.app(app), group.as_str()))
-            .await
-            .map_err(|e| driver_error("reading a group", e))?
-            .into_rows_result()
-            .map_err(|e| decode_error("groups", e))?;
-        match rows.maybe_first_row::<(String,)>().map_err(|e| decode_error("groups", e))? {
-            None => Ok(None),
-            Some((json,)) => serde_json::from_str(&json)
-                .map(Some)
-                .map_err(|e| StoreError::corrupt(format!("group {group} of app {app}: {e}"))),
-        }
+        let values = (self.app(app), group_bucket(group.as_str()), group.as_str());
+        self.json_row(&self.st.get_group, values, "group_records", || format!("group {group} of app {app}")).await
     }
 
     async fn list_groups(
@@ -1603,18 +1632,23 @@ impl Store for ScyllaStore {
         after: Option<&GroupId>,
         limit: usize,
     ) -> Result<Vec<GroupRecord>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
-        let _permit = self.request_permit().await;
-        let result = match after {
-            None => self.session.execute_iter(self.st.list_groups.clone(), (self.app(app), limit)).await,
-            Some(g) => {
-                self.session.execute_iter(self.st.list_groups_after.clone(), (self.app(app), g.as_str(), limit)).await
+        // The order is (bucket, group id): from `after`'s bucket on, the buckets in order,
+        // a few read at once (a page of a small app spans many nearly empty buckets).
+        let mut out = Vec::new();
+        let mut bucket = after.map_or(0, |g| group_bucket(g.as_str()));
+        let mut after = after;
+        while out.len() < limit && bucket < GROUP_BUCKETS {
+            let want = limit - out.len();
+            let wave = (bucket..(bucket + GROUP_BUCKET_WAVE).min(GROUP_BUCKETS))
+                .map(|b| self.list_group_bucket(app, b, if b == bucket { after } else { None }, want));
+            for page in futures_util::future::join_all(wave).await {
+                out.extend(page?);
             }
-        };
-        json_rows(result.map_err(|e| driver_error("listing groups", e))?, "groups").await
+            bucket += GROUP_BUCKET_WAVE;
+            after = None;
+        }
+        out.truncate(limit);
+        Ok(out)
     }
 
     async fn get_group_members(
@@ -1664,6 +1698,22 @@ impl Store for ScyllaStore {
 }
 
 /// Every row of a one-column JSON query, decoded.
+/// Buckets of an app's groups (migration 004): fixed, as rows are placed by it.
+const GROUP_BUCKETS: i32 = 64;
+/// Buckets read at once while listing groups.
+const GROUP_BUCKET_WAVE: i32 = 8;
+
+/// A group's bucket: FNV-1a of its id modulo [`GROUP_BUCKETS`] (stable across builds
+/// and platforms, unlike std's hasher).
+pub(crate) fn group_bucket(group: &str) -> i32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in group.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h % GROUP_BUCKETS as u32) as i32
+}
+
 async fn json_rows<T: serde::de::DeserializeOwned>(
     pager: scylla::client::pager::QueryPager,
     table: &str,
@@ -1680,6 +1730,16 @@ async fn json_rows<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_buckets_never_change() {
+        // Rows are placed by these values: a change of the function strands every group.
+        assert_eq!(group_bucket(""), 5);
+        assert_eq!(group_bucket("a"), 44);
+        assert_eq!(group_bucket("g1"), 21);
+        let all: std::collections::HashSet<i32> = (0..10_000).map(|i| group_bucket(&format!("g{i}"))).collect();
+        assert_eq!(all.len(), GROUP_BUCKETS as usize, "ids spread over every bucket");
+    }
 
     #[test]
     fn max_register_timestamps_follow_value_order() {

@@ -40,6 +40,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "001_init", cql: include_str!("../cql/001_init.cql") },
     Migration { version: 2, name: "002_owners", cql: include_str!("../cql/002_owners.cql") },
     Migration { version: 3, name: "003_groups", cql: include_str!("../cql/003_groups.cql") },
+    Migration { version: 4, name: "004_group_buckets", cql: include_str!("../cql/004_group_buckets.cql") },
 ];
 
 /// The schema version this code reads and writes.
@@ -195,6 +196,7 @@ pub(super) async fn migrate(session: &Session, config: &ScyllaConfig) -> Result<
                 .await
                 .map_err(|e| driver_error(&format!("migration {}: {}", m.name, first_line(&stmt)), e))?;
         }
+        data_step(session, ks, m.version).await?;
         // Prepared explicitly: `execute_unpaged` re-prepares when a busy node evicted the
         // statement from its cache, where `query_unpaged` with values failed outright.
         let record = session
@@ -211,6 +213,37 @@ pub(super) async fn migrate(session: &Session, config: &ScyllaConfig) -> Result<
         applied.push((m.version, m.name));
     }
     Ok(MigrationReport { keyspace: ks.clone(), created_keyspace: !existed, applied, version: SCHEMA_VERSION })
+}
+
+/// The data a migration moves after its DDL (before it is recorded, so an interrupted
+/// run redoes it; every step is an idempotent upsert).
+async fn data_step(session: &Session, ks: &str, version: u32) -> Result<(), StoreError> {
+    if version != 4 {
+        return Ok(());
+    }
+    // 004: every group of 003's one-partition-per-app table into its bucket.
+    use futures_util::StreamExt;
+    let insert = session
+        .prepare(format!("INSERT INTO {ks}.group_records (app_id, bucket, group_id, record) VALUES (?, ?, ?, ?)"))
+        .await
+        .map_err(|e| driver_error("migration 004: preparing the copy", e))?;
+    let mut rows = session
+        .query_iter(format!("SELECT app_id, group_id, record FROM {ks}.groups"), ())
+        .await
+        .map_err(|e| driver_error("migration 004: reading groups", e))?
+        .rows_stream::<(i64, String, String)>()
+        .map_err(|e| driver_error("migration 004: reading groups", e))?;
+    let mut copied = 0u64;
+    while let Some(row) = rows.next().await {
+        let (app, group, record) = row.map_err(|e| driver_error("migration 004: reading groups", e))?;
+        session
+            .execute_unpaged(&insert, (app, super::group_bucket(&group), group.as_str(), record.as_str()))
+            .await
+            .map_err(|e| driver_error("migration 004: copying a group", e))?;
+        copied += 1;
+    }
+    tracing::info!(keyspace = %ks, groups = copied, "migration 004: groups copied into their buckets");
+    Ok(())
 }
 
 /// Refuses a keyspace whose schema is not exactly the one this code needs.

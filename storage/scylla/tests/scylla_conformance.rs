@@ -363,11 +363,23 @@ async fn migrations_are_rerunnable_and_connect_refuses_other_schemas() {
     cql(format!("DELETE FROM {ks}.schema_migrations WHERE version = {SCHEMA_VERSION}")).await;
     let err = ScyllaStore::connect(&config).await.err().expect("older schema");
     assert!(is_schema_error(&err, "older") && is_schema_error(&err, "run `tern migrate"), "{err}");
+    // A group written by schema-3 code (into 003's one-partition-per-app `groups`) is
+    // copied into its bucket when 004 is applied.
+    cql(format!(
+        "INSERT INTO {ks}.groups (app_id, group_id, record) VALUES ({}, 'g003', \
+         '{{\"group_id\":\"g003\",\"group_type\":1,\"group_name\":\"schema 3\"}}')",
+        APP.0
+    ))
+    .await;
     // …until migrate brings it up to date again, data untouched.
     let redo = ScyllaStore::migrate(&config).await.unwrap();
     assert_eq!(redo.applied.last().map(|a| a.0), Some(SCHEMA_VERSION));
     let store = ScyllaStore::connect(&config).await.unwrap();
     assert_eq!(store.read_log(APP, &own("keep"), KIND, Seq(0), 10).await.unwrap(), vec![entry(1)]);
+    let old = store.get_group(APP, &gid("g003")).await.unwrap().expect("the schema-3 group was copied");
+    assert_eq!((old.group_type, old.group_name.as_str()), (1, "schema 3"));
+    let listed = store.list_groups(APP, None, 10).await.unwrap();
+    assert_eq!(listed.iter().map(|g| g.group_id.as_str()).collect::<Vec<_>>(), ["g003"]);
     // Rows written by schema-1 code (a 1:1 locator in message_index, a read mark keyed
     // by the bare peer id) read through the owner vocabulary after the upgrade.
     cql(format!(
