@@ -22,6 +22,7 @@
 //! Must never: write per message on the send path, count an entry twice (see
 //! `view.rs`), or show one user another's conversations.
 
+pub mod flags;
 pub mod record;
 pub mod view;
 
@@ -59,11 +60,9 @@ type Slot = Arc<AsyncMutex<Option<View>>>;
 #[derive(Default)]
 pub struct Conversations {
     views: Mutex<HashMap<(AppId, UserId), (Slot, usize)>>,
-    /// The muted 1:1 peers of users whose view is loaded and who muted any: read by the
-    /// push path (one map lookup, no store read).
-    mutes: std::sync::RwLock<HashMap<(AppId, UserId), Vec<UserId>>>,
-    /// Entries in `mutes`: while 0 (nobody muted anything) pushes take no lock.
-    muting: std::sync::atomic::AtomicUsize,
+    /// The flags of users that have any (mutes, group clear floors): read by the push
+    /// and pull paths, loaded at login (see `flags.rs`).
+    pub flags: flags::FlagIndex,
 }
 
 impl Conversations {
@@ -100,35 +99,9 @@ impl Conversations {
     }
 
     /// Whether every peer in `peers` is a 1:1 conversation `user` muted (false for an
-    /// empty list, or when the user's view is not in memory).
-    pub fn all_muted<'a>(&self, app: AppId, user: &UserId, mut peers: impl Iterator<Item = &'a str>) -> bool {
-        if self.muting.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-            return false;
-        }
-        let g = self.mutes.read().unwrap_or_else(|p| p.into_inner());
-        let Some(muted) = g.get(&(app, user.clone())) else { return false };
-        let mut any = false;
-        let all = peers.all(|p| {
-            any = true;
-            muted.iter().any(|m| m.as_str() == p)
-        });
-        any && all
-    }
-
-    fn publish_mutes(&self, app: AppId, user: &UserId, v: &View) {
-        let muted: Vec<UserId> =
-            v.convs.iter().filter(|(_, c)| c.is_mute && !c.deleted).filter_map(|(k, _)| k.as_peer().cloned()).collect();
-        let key = (app, user.clone());
-        let mut g = self.mutes.write().unwrap_or_else(|p| p.into_inner());
-        if muted.is_empty() {
-            if !g.contains_key(&key) {
-                return;
-            }
-            g.remove(&key);
-        } else {
-            g.insert(key, muted);
-        }
-        self.muting.store(g.len(), std::sync::atomic::Ordering::Relaxed);
+    /// empty list). From memory: the flags of every online user are loaded at login.
+    pub fn all_muted<'a>(&self, app: AppId, user: &UserId, peers: impl Iterator<Item = &'a str>) -> bool {
+        self.flags.all_muted(app, user, peers)
     }
 
     /// Conversations held in memory (all views).
@@ -221,7 +194,6 @@ async fn locked(
         return Err(e);
     }
     logic.conversations.account(app, user, v.convs.len());
-    logic.conversations.publish_mutes(app, user, v);
     Ok(g)
 }
 
@@ -477,7 +449,6 @@ async fn dirty_write(
     for ((_, r), seq) in entries.iter().zip(&seqs) {
         v.apply_log(*seq, r);
     }
-    logic.conversations.publish_mutes(app, user, v);
     let last = seqs.last().copied().unwrap_or_default();
     let frame = encode::sync_notify(client::SyncKind(SyncKind::Conversation.as_u8()), last.0);
     logic.sessions.send_to_user(app, user, &frame, origin);
@@ -554,8 +525,57 @@ pub async fn update(logic: &Logic, app: AppId, user: &UserId, conv: &Conversatio
     if (next.is_top, next.is_mute, &next.extra) == (c.is_top, c.is_mute, &c.extra) {
         return Ok(c.sync_seq);
     }
-    let rec = next.record(conv, Op::Put, v.inbox_to, now_ms());
-    dirty_write(logic, app, user, v, vec![(Some(conv.clone()), rec)], WriteBatch::new(), None).await
+    if next.is_mute && !c.is_mute && v.convs.values().filter(|c| c.is_mute).count() >= flags::MAX_MUTED {
+        let msg =
+            format!("isMute: {} conversations are muted already (at most {})", flags::MAX_MUTED, flags::MAX_MUTED);
+        return Err(Refusal::new(codes::INVALID_FIELD, msg));
+    }
+    let now = now_ms();
+    let rec = next.record(conv, Op::Put, v.inbox_to, now);
+    let mut extra = WriteBatch::new();
+    let changed = flags_change(logic, app, user, v, conv, &next, &mut extra, now);
+    let seq = dirty_write(logic, app, user, v, vec![(Some(conv.clone()), rec)], extra, None).await?;
+    install_flags(logic, app, user, changed);
+    Ok(seq)
+}
+
+/// If changing `conv` to `next` changes the user's flags (`flags.rs`): adds their new
+/// entry to `batch` and returns them, to be installed once the batch is durable.
+#[allow(clippy::too_many_arguments)]
+fn flags_change(
+    logic: &Logic,
+    app: AppId,
+    user: &UserId,
+    v: &View,
+    conv: &Conversation,
+    next: &Conv,
+    batch: &mut WriteBatch,
+    now: u64,
+) -> Option<flags::Flags> {
+    let before = flags::of_view(v.convs.iter(), 0);
+    let after = flags::of_view(v.convs.iter().map(|(k, c)| (k, if k == conv { next } else { c })), 0);
+    if before == after {
+        return None;
+    }
+    let held = logic.conversations.flags.get(app, user).map_or(0, |h| h.version);
+    let after = flags::Flags { version: now.max(held + 1), ..after };
+    batch.replace_log_entry(app, Owner::User(user.clone()), SyncKind::ConversationFlags, after.entry(now));
+    Some(after)
+}
+
+fn install_flags(logic: &Logic, app: AppId, user: &UserId, f: Option<flags::Flags>) {
+    if let Some(f) = f {
+        let online = |a: AppId, u: &UserId| !logic.sessions.devices(a, u).is_empty();
+        logic.conversations.flags.install(app, user, &f, now_ms(), online);
+    }
+}
+
+/// Installs flags read at login (`login.rs`) for `user`.
+pub fn install_loaded_flags(logic: &Logic, app: AppId, user: &UserId, entries: &[tern_storage::LogEntry]) {
+    match flags::Flags::from_entries(entries) {
+        Ok(f) => install_flags(logic, app, user, Some(f)),
+        Err(e) => tracing::warn!(%user, error = %e, "conversation flags do not decode; pushes are not silenced"),
+    }
 }
 
 fn existing<'a>(v: &'a View, conv: &Conversation) -> Result<&'a Conv, Refusal> {
@@ -604,7 +624,9 @@ pub async fn delete(
         extra.put_read_mark(app, user.clone(), conv.clone(), next.read_seq);
     }
     let rec = next.record(conv, Op::Delete, v.inbox_to, now);
+    let changed = flags_change(logic, app, user, v, conv, &next, &mut extra, now);
     let seq = dirty_write(logic, app, user, v, vec![(Some(conv.clone()), rec)], extra, None).await?;
+    install_flags(logic, app, user, changed);
     if let Some(c) = v.convs.get_mut(conv) {
         c.unread = 0;
         if mode == DeleteMode::ClearHistory {

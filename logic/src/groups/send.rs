@@ -93,16 +93,24 @@ fn push(logic: &Logic, app: AppId, s: &GroupState, seq: Seq, payload: &[u8], ori
     };
     let mut p = MessageParts::from_table(&m);
     p.seq = seq.0;
-    let frame = message::push(&[p]);
+    let parts = [p];
+    let frame = message::push(&parts);
+    // Members who muted the conversation get the same Push with `silent` set (issue
+    // 12): encoded only when one of them exists, in one more Deliver per core.
+    let muters = logic.conversations.flags.muters(app, &s.rec.group_id);
+    let quiet = muters.as_ref().map(|_| message::push_with(&parts, true));
+    let is_muted = |u: &UserId| muters.as_ref().is_some_and(|m| m.contains(u));
+    let muted = quiet.as_deref().map(|q| (&is_muted as &dyn Fn(&UserId) -> bool, q));
     let members = &s.members;
     let n = if seq > s.max_join_seq {
         // The common case: every member joined below this message.
-        logic.sessions.send_to_members(app, members.keys(), |u| members.contains_key(u), &frame, origin)
+        let targets = |u: &UserId| members.contains_key(u);
+        logic.sessions.send_to_members_muted(app, members.keys(), targets, &frame, muted, origin)
     } else {
         // Someone joined while this message was in flight: only those who joined below it.
         let visible = |u: &UserId| members.get(u).is_some_and(|m| m.join_seq < seq);
         let list: Vec<&UserId> = members.keys().filter(|u| visible(u)).collect();
-        logic.sessions.send_to_members(app, list.into_iter(), visible, &frame, origin)
+        logic.sessions.send_to_members_muted(app, list.into_iter(), visible, &frame, muted, origin)
     };
     metrics::counter!("tern_group_messages_pushed_total").increment(n as u64);
 }
