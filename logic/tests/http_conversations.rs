@@ -194,6 +194,67 @@ async fn group_conversations_count_from_the_join_and_follow_group_reads() {
     assert_eq!(list(&h, "c").await, [row("g", 0, true, "g2"), row("a", 1, false, "hi")]);
 }
 
+/// Texts of a group pull / history answer, in order.
+fn group_texts(r: &Value) -> Vec<String> {
+    r["dataList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["messageBody"][0]["text"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// "Clear history" of a group conversation hides the group's messages up to the clear
+/// point from that member only (pull, history, the list's last message and unread),
+/// and still after a restart.
+#[tokio::test]
+async fn clearing_a_group_conversation_hides_its_history_from_that_member_only() {
+    let h = harness();
+    users(&h, &["a", "b", "c"]).await;
+    h.ok(
+        "/group/createGroup",
+        json!({"groupId": "g", "groupType": 1, "ownerId": "a", "memberList": [{"memberId": "b"}, {"memberId": "c"}]}),
+    )
+    .await;
+    let gsend = |id: &'static str| {
+        let h = &h;
+        async move {
+            h.ok("/group/sendMessage", json!({"groupId": "g", "fromId": "a", "messageId": id, "messageBody": id})).await
+        }
+    };
+    gsend("g0").await;
+    gsend("g1").await;
+    assert_eq!(list(&h, "b").await, [row("g", 2, false, "g1")]);
+    h.ok("/conversation/delete", json!({"fromId": "b", "conversationId": "2_b_g", "clearHistory": true})).await;
+    assert_eq!(list(&h, "b").await, []);
+    gsend("g2").await;
+
+    check_cleared(&h.router).await;
+    // After a restart (b offline: the clear point is read from b's flags entry).
+    let (_, router) = h.restarted();
+    check_cleared(&router).await;
+}
+
+async fn check_cleared(router: &axum::Router) {
+    let ok = |path: &'static str, body: Value| async move {
+        let uri = format!("/v1{path}?{}", support::admin_query(APP));
+        support::send(router, axum::http::Method::POST, &uri, body.to_string().into_bytes())
+            .await
+            .check(path, 200, "success")
+    };
+    let pull = |who: &str| json!({"groupId": "g", "memberId": who, "lastSequence": 0});
+    let hist = |who: &str| json!({"groupId": "g", "memberId": who});
+    assert_eq!(group_texts(&ok("/group/pullMessage", pull("b")).await), ["g2"]);
+    assert_eq!(group_texts(&ok("/group/getHistoryMessage", hist("b")).await), ["g2"]);
+    assert_eq!(group_texts(&ok("/group/pullMessage", pull("c")).await), ["g0", "g1", "g2"]);
+    assert_eq!(group_texts(&ok("/group/getHistoryMessage", hist("c")).await), ["g2", "g1", "g0"]);
+    let conv = |who: &str| json!({"fromId": who});
+    let b = ok("/conversation/get", conv("b")).await["conversationList"].clone();
+    assert_eq!((b[0]["unreadCount"].clone(), b[0]["lastMessage"]["preview"].clone()), (json!(1), json!("g2")), "{b}");
+    let c = ok("/conversation/get", conv("c")).await["conversationList"].clone();
+    assert_eq!((c[0]["unreadCount"].clone(), c[0]["lastMessage"]["preview"].clone()), (json!(3), json!("g2")), "{c}");
+}
+
 /// A read that reaches the server before the list folded the message: the message is
 /// read (no unread) but still the conversation's last message.
 #[tokio::test]

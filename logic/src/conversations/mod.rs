@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 
 use tern_schema::client;
 use tern_schema::{codes, encode};
-use tern_storage::{AppId, Conversation, Owner, Seq, SyncKind, UserId, WriteBatch};
+use tern_storage::{AppId, Conversation, GroupId, Owner, Seq, SyncKind, UserId, WriteBatch};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::messages::Refusal;
@@ -679,6 +679,23 @@ pub async fn mark_read(
 pub async fn cleared_seq(logic: &Logic, app: AppId, user: &UserId, conv: &Conversation) -> Result<Seq, Refusal> {
     let g = locked(logic, app, user).await?;
     Ok(g.as_ref().and_then(|v| v.convs.get(conv)).map_or(Seq::ZERO, |c| c.cleared_seq))
+}
+
+/// The group seq up to which `user` cleared their history of `group` (`Seq::ZERO`:
+/// none): from memory for online users (their flags are loaded at login), else one
+/// read of the user's flags entry. Never loads the conversation view.
+pub async fn group_cleared(logic: &Logic, app: AppId, user: &UserId, group: &GroupId) -> Result<Seq, Refusal> {
+    if let Some(h) = logic.conversations.flags.get(app, user) {
+        return Ok(h.cleared.get(group).copied().unwrap_or_default());
+    }
+    if !logic.sessions.devices(app, user).is_empty() {
+        // Online without flags held: they have none.
+        return Ok(Seq::ZERO);
+    }
+    let owner = Owner::User(user.clone());
+    let entries = logic.store.read_log(app, &owner, SyncKind::ConversationFlags, Seq::ZERO, 1).await?;
+    let f = flags::Flags::from_entries(&entries).map_err(|e| Refusal::new(codes::INTERNAL, e))?;
+    Ok(f.cleared_groups.iter().find(|(g, _)| g == group.as_str()).map_or(Seq::ZERO, |(_, s)| Seq(*s)))
 }
 
 /// Answers a TCP ConversationGet: a ConversationList frame (or an Error frame).

@@ -313,16 +313,21 @@ pub async fn finish(
     answer
 }
 
-/// `member`'s window of the group timeline: (join seq, newest seq). 40006 for
+/// `member`'s window of the group timeline: (floor, newest seq), the floor being their
+/// join seq or, above it, where they cleared the group's history (issue 12). 40006 for
 /// non-members (and former members: nothing after they left).
 async fn window(logic: &Logic, app: AppId, group: &GroupId, member: &UserId) -> Result<(Seq, Seq), Refusal> {
-    let mut slot = logic.groups.lock(logic, app, group).await?;
-    let s = slot.as_mut().ok_or_else(|| refused(errors::NO_SUCH_GROUP, format!("no such group: {group}")))?;
-    let m = s
-        .members
-        .get(member)
-        .ok_or_else(|| refused(errors::NOT_MEMBER, format!("{member} is not a member of the group")))?;
-    Ok((m.join_seq, s.committed()))
+    let (join, newest) = {
+        let mut slot = logic.groups.lock(logic, app, group).await?;
+        let s = slot.as_mut().ok_or_else(|| refused(errors::NO_SUCH_GROUP, format!("no such group: {group}")))?;
+        let m = s
+            .members
+            .get(member)
+            .ok_or_else(|| refused(errors::NOT_MEMBER, format!("{member} is not a member of the group")))?;
+        (m.join_seq, s.committed())
+    };
+    let cleared = crate::conversations::group_cleared(logic, app, member, group).await?;
+    Ok((join.max(cleared), newest))
 }
 
 /// A page of the group timeline after `after` as `member` may see it (above their
@@ -336,9 +341,9 @@ pub async fn pull(
     after: Seq,
     limit: usize,
 ) -> Result<(Vec<TimelineItem>, Seq, bool), Refusal> {
-    let (join, newest) = window(logic, app, group, member).await?;
+    let (floor, newest) = window(logic, app, group, member).await?;
     let limit = limit.clamp(1, logic.config.messages.max_pull);
-    let after = after.max(join);
+    let after = after.max(floor);
     if after >= newest {
         return Ok((Vec::new(), newest, true));
     }
@@ -366,7 +371,7 @@ pub async fn history(
     before: Option<Seq>,
     limit: usize,
 ) -> Result<(Vec<TimelineItem>, Option<Seq>), Refusal> {
-    let (join, newest) = window(logic, app, group, member).await?;
+    let (below, newest) = window(logic, app, group, member).await?;
     let limit = limit.clamp(1, logic.config.messages.max_pull);
     let before = before.map_or(Seq(newest.0 + 1), |b| b.min(Seq(newest.0 + 1)));
     let owner = Owner::Group(group.clone());
@@ -375,7 +380,7 @@ pub async fn history(
     let mut items = Vec::with_capacity(limit);
     let mut more = false;
     for e in entries {
-        if e.seq <= join || e.time_ms < floor {
+        if e.seq <= below || e.time_ms < floor {
             break;
         }
         if items.len() == limit {
