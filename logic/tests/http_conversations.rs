@@ -6,6 +6,8 @@
 
 mod support;
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Value};
 use tern_logic::LogicConfig;
 use tern_schema::client::Body as FrameBody;
@@ -192,6 +194,99 @@ async fn group_conversations_count_from_the_join_and_follow_group_reads() {
     // One 1:1 message, newer: the pinned group stays first.
     send(&h, "a", "c", "hi").await;
     assert_eq!(list(&h, "c").await, [row("g", 0, true, "g2"), row("a", 1, false, "hi")]);
+}
+
+/// Every change logs an entry; superseded ones are deleted once there are enough
+/// (`[conversations] compact_after`, and at least as many as conversations), so the log
+/// stays small, and a device that synced at ANY earlier point, before or after a
+/// compaction, still ends with the list; so does a restarted node.
+#[tokio::test]
+async fn the_conversation_log_is_compacted_and_sync_from_any_point_stays_exact() {
+    let mut config = LogicConfig::default();
+    config.conversations.compact_after = 4;
+    let h = support::Harness::new(config, vec![app_config(APP, json!({}))], None);
+    users(&h, &["a", "b", "c"]).await;
+    send(&h, "a", "b", "a0").await;
+    send(&h, "c", "b", "c0").await;
+    let sync = |after: u64| {
+        let h = &h;
+        async move {
+            let r = h.ok("/conversation/sync", json!({"fromId": "b", "lastSequence": after, "maxLimit": 1000})).await;
+            assert_eq!(r["completed"], json!(true));
+            (r["dataList"].as_array().unwrap().clone(), r["maxSequence"].as_u64().unwrap())
+        }
+    };
+    // (top, mute) of b's records after folding `changes` onto `state`.
+    let fold = |state: &mut BTreeMap<String, (bool, bool)>, changes: &[Value]| {
+        for c in changes {
+            let id = c["conversationId"].as_str().unwrap().to_string();
+            if c["deleted"] == json!(true) {
+                state.remove(&id);
+            } else if c["clientDelete"] != json!(true) {
+                state.insert(id, (c["isTop"].as_bool().unwrap(), c["isMute"].as_bool().unwrap()));
+            }
+        }
+    };
+    let listed = || async {
+        let r = h.ok("/conversation/get", json!({"fromId": "b"})).await;
+        let l = r["conversationList"].as_array().unwrap().clone();
+        l.iter()
+            .map(|c| {
+                let v = (c["isTop"].as_bool().unwrap(), c["isMute"].as_bool().unwrap());
+                (c["conversationId"].as_str().unwrap().to_string(), v)
+            })
+            .collect::<BTreeMap<String, (bool, bool)>>()
+    };
+    // A device's state at each point it synced.
+    let mut points: Vec<(BTreeMap<String, (bool, bool)>, u64)> = vec![(BTreeMap::new(), 0)];
+    for i in 0..40u32 {
+        let conv = if i % 3 == 0 { "1_b_c" } else { "1_b_a" };
+        match i % 7 {
+            6 => {
+                h.ok("/conversation/delete", json!({"fromId": "b", "conversationId": conv})).await;
+                send(&h, if conv == "1_b_c" { "c" } else { "a" }, "b", &format!("back{i}")).await;
+            }
+            5 => {
+                h.ok("/conversation/delete", json!({"fromId": "b", "conversationId": conv, "onlyNotify": true})).await;
+            }
+            k => {
+                let body = json!({"fromId": "b", "conversationId": conv, "isTop": k % 2 == 0, "isMute": i % 4 == 0});
+                h.ok("/conversation/update", body).await;
+            }
+        }
+        let (mut state, at) = points.last().cloned().unwrap();
+        let (changes, max) = sync(at).await;
+        fold(&mut state, &changes);
+        points.push((state, max));
+    }
+    let want = listed().await;
+    assert_eq!(want.len(), 2, "{want:?}");
+    // Every earlier sync point, resumed, ends in the list.
+    for (state, at) in &points {
+        let mut state = state.clone();
+        fold(&mut state, &sync(*at).await.0);
+        assert_eq!(state, want, "resumed from {at}");
+    }
+    // Compacted: 40 changes (and the reads they logged), a handful of entries stored.
+    let owner = tern_storage::Owner::User(UserId::new("b").unwrap());
+    let stored =
+        h.store.read_log(AppId(APP), &owner, tern_storage::SyncKind::Conversation, tern_storage::Seq::ZERO, 1000);
+    let stored = stored.await.unwrap().len();
+    assert!(stored <= 2 * 2 + 4 + 2, "{stored} entries stored");
+    // A restarted node folds the compacted log to the same list.
+    let (logic, _) = h.restarted();
+    let page = tern_logic::conversations::get(&logic, AppId(APP), &UserId::new("b").unwrap(), 0, 10).await.unwrap();
+    let after: BTreeMap<String, (bool, bool)> = page
+        .items
+        .iter()
+        .map(|i| {
+            (
+                tern_logic::conversations::record::conversation_id(&UserId::new("b").unwrap(), &i.conversation),
+                (i.is_top, i.is_mute),
+            )
+        })
+        .collect();
+    assert_eq!(after, want);
 }
 
 /// Texts of a group pull / history answer, in order.

@@ -13,11 +13,19 @@
 //! key per member. ARCHITECTURE.md says why.
 //!
 //! The view of a user is held in memory after its first read (under an async lock per
-//! user; at most [`MAX_HELD_CONVERSATIONS`] conversations over all views, idle views are
-//! dropped beyond it). A cold load folds the conversation log (records), derives each
-//! 1:1 conversation from its index, and resumes the inbox fold at the last position the
-//! log records (a put carries it; a checkpoint entry is written every
-//! [`CHECKPOINT_EVERY`] folded inbox entries).
+//! user; at most `[conversations] max_held` conversations over all views, idle views
+//! are dropped beyond it). A cold load folds the conversation log (records), derives
+//! each 1:1 conversation from its index, and resumes the inbox fold at the last position
+//! the log records (a put carries it; a checkpoint entry is written every
+//! `[conversations] checkpoint_every` folded inbox entries).
+//!
+//! **Compaction.** Every read logs the record's new state, so the log keeps growing;
+//! entries a later one supersedes are deleted (`WriteOp::DeleteLogEntry`) in the same
+//! batch as a later log write once there are `[conversations] compact_after` of them
+//! and at least as many as the user's conversations (the log stays within about twice
+//! its live size). What stays is each conversation's newest state, tombstones
+//! included, so a sync from any `maxSequence` is still exact without a reset: see
+//! `View::garbage`.
 //!
 //! Must never: write per message on the send path, count an entry twice (see
 //! `view.rs`), or show one user another's conversations.
@@ -45,10 +53,8 @@ pub mod errors {
     pub const NO_SUCH_CONVERSATION: u32 = 50011;
 }
 
-/// Conversations held in memory over all views before idle views are dropped.
-pub const MAX_HELD_CONVERSATIONS: usize = 1_000_000;
-/// Inbox entries folded without a record change before a checkpoint is logged.
-pub const CHECKPOINT_EVERY: u64 = 1000;
+/// Superseded log entries deleted per write at most (the rest go with the next one).
+const MAX_DELETES_PER_WRITE: usize = 4096;
 /// Timeline entries read per store call while folding.
 const PAGE: usize = 1000;
 /// Longest `extra` of a conversation, in bytes.
@@ -70,15 +76,16 @@ impl Conversations {
         Self::default()
     }
 
-    fn slot(&self, app: AppId, user: &UserId) -> Slot {
+    fn slot(&self, app: AppId, user: &UserId, max_held: usize) -> Slot {
         let mut g = self.views.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((s, _)) = g.get(&(app, user.clone())) {
             return s.clone();
         }
         let held: usize = g.values().map(|(_, n)| *n).sum();
-        if held > MAX_HELD_CONVERSATIONS {
+        metrics::gauge!("tern_conversations_held").set(held as f64);
+        if held > max_held {
             // Drop idle views (nobody holds their slot) until under the bound.
-            let mut over = held - MAX_HELD_CONVERSATIONS;
+            let mut over = held - max_held;
             g.retain(|_, (s, n)| {
                 if over == 0 || Arc::strong_count(s) > 1 {
                     return true;
@@ -183,7 +190,8 @@ async fn locked(
     app: AppId,
     user: &UserId,
 ) -> Result<tokio::sync::OwnedMutexGuard<Option<View>>, Refusal> {
-    let mut g = logic.conversations.slot(app, user).lock_owned().await;
+    let max_held = logic.config.conversations.max_held;
+    let mut g = logic.conversations.slot(app, user, max_held).lock_owned().await;
     if g.is_none() {
         *g = Some(load(logic, app, user).await?);
     }
@@ -367,7 +375,8 @@ async fn refresh(logic: &Logic, app: AppId, user: &UserId, v: &mut View) -> Resu
             dirty.push((conv.clone(), c.record(conv, op, v.inbox_to, now)));
         }
     }
-    if dirty.is_empty() && v.inbox_to.0.saturating_sub(v.logged_inbox.0.max(folded_from.0)) < CHECKPOINT_EVERY {
+    let checkpoint_every = logic.config.conversations.checkpoint_every;
+    if dirty.is_empty() && v.inbox_to.0.saturating_sub(v.logged_inbox.0.max(folded_from.0)) < checkpoint_every {
         return Ok(());
     }
     if dirty.is_empty() {
@@ -444,8 +453,21 @@ async fn dirty_write(
     extra: WriteBatch,
     origin: Option<&tern_schema::link::ConnRef>,
 ) -> Result<Seq, Refusal> {
+    let mut extra = extra;
+    // Compaction rides along: superseded entries once there are enough of them.
+    let compact_at = logic.config.conversations.compact_after.max(v.convs.len()).max(1);
+    let mut compacted = 0;
+    if v.garbage.len() >= compact_at {
+        let n = v.garbage.len().min(MAX_DELETES_PER_WRITE);
+        for seq in v.garbage.drain(..n) {
+            extra.delete_log_entry(app, Owner::User(user.clone()), SyncKind::Conversation, seq);
+        }
+        // If the write fails they stay stored; the next cold load finds them again.
+        compacted = n;
+    }
     let payloads = entries.iter().map(|(_, r)| (user.clone(), SyncKind::Conversation, r.encode())).collect();
     let seqs = logic.append_many(app, payloads, extra).await?;
+    metrics::counter!("tern_conversation_log_compacted_total").increment(compacted as u64);
     for ((_, r), seq) in entries.iter().zip(&seqs) {
         v.apply_log(*seq, r);
     }
