@@ -51,6 +51,8 @@ use view::{Conv, Last, MessageSummary, View};
 pub mod errors {
     /// The user has no such conversation (never had a message, or deleted).
     pub const NO_SUCH_CONVERSATION: u32 = 50011;
+    /// A mute beyond `flags::MAX_MUTED` muted conversations.
+    pub const TOO_MANY_MUTED: u32 = 50012;
 }
 
 /// Superseded log entries deleted per write at most (the rest go with the next one).
@@ -550,7 +552,7 @@ pub async fn update(logic: &Logic, app: AppId, user: &UserId, conv: &Conversatio
     if next.is_mute && !c.is_mute && v.convs.values().filter(|c| c.is_mute).count() >= flags::MAX_MUTED {
         let msg =
             format!("isMute: {} conversations are muted already (at most {})", flags::MAX_MUTED, flags::MAX_MUTED);
-        return Err(Refusal::new(codes::INVALID_FIELD, msg));
+        return Err(Refusal::new(errors::TOO_MANY_MUTED, msg));
     }
     let now = now_ms();
     let rec = next.record(conv, Op::Put, v.inbox_to, now);
