@@ -35,6 +35,9 @@ pub struct Session {
     pub since_ms: u64,
 }
 
+/// Who gets the muted variant of a frame, and that variant (`send_to_members_muted`).
+pub type MutedFrame<'a> = (&'a dyn Fn(&UserId) -> bool, &'a [u8]);
+
 fn link_of(c: &ConnRef) -> LinkKey {
     (c.gateway_id(), c.core())
 }
@@ -257,7 +260,7 @@ impl Sessions {
         candidates: impl ExactSizeIterator<Item = &'a UserId>,
         is_target: impl Fn(&UserId) -> bool,
         frame: &[u8],
-        muted: Option<(&dyn Fn(&UserId) -> bool, &[u8])>,
+        muted: Option<MutedFrame<'_>>,
         except: Option<&ConnRef>,
     ) -> usize {
         let mut g = self.lock();

@@ -196,6 +196,9 @@ async fn group_conversations_count_from_the_join_and_follow_group_reads() {
     assert_eq!(list(&h, "c").await, [row("g", 0, true, "g2"), row("a", 1, false, "hi")]);
 }
 
+/// conversationId → (isTop, isMute), as a device folds the sync log.
+type Records = BTreeMap<String, (bool, bool)>;
+
 /// Every change logs an entry; superseded ones are deleted once there are enough
 /// (`[conversations] compact_after`, and at least as many as conversations), so the log
 /// stays small, and a device that synced at ANY earlier point, before or after a
@@ -217,7 +220,7 @@ async fn the_conversation_log_is_compacted_and_sync_from_any_point_stays_exact()
         }
     };
     // (top, mute) of b's records after folding `changes` onto `state`.
-    let fold = |state: &mut BTreeMap<String, (bool, bool)>, changes: &[Value]| {
+    let fold = |state: &mut Records, changes: &[Value]| {
         for c in changes {
             let id = c["conversationId"].as_str().unwrap().to_string();
             if c["deleted"] == json!(true) {
@@ -235,10 +238,10 @@ async fn the_conversation_log_is_compacted_and_sync_from_any_point_stays_exact()
                 let v = (c["isTop"].as_bool().unwrap(), c["isMute"].as_bool().unwrap());
                 (c["conversationId"].as_str().unwrap().to_string(), v)
             })
-            .collect::<BTreeMap<String, (bool, bool)>>()
+            .collect::<Records>()
     };
     // A device's state at each point it synced.
-    let mut points: Vec<(BTreeMap<String, (bool, bool)>, u64)> = vec![(BTreeMap::new(), 0)];
+    let mut points: Vec<(Records, u64)> = vec![(BTreeMap::new(), 0)];
     for i in 0..40u32 {
         let conv = if i % 3 == 0 { "1_b_c" } else { "1_b_a" };
         match i % 7 {
@@ -276,7 +279,7 @@ async fn the_conversation_log_is_compacted_and_sync_from_any_point_stays_exact()
     // A restarted node folds the compacted log to the same list.
     let (logic, _) = h.restarted();
     let page = tern_logic::conversations::get(&logic, AppId(APP), &UserId::new("b").unwrap(), 0, 10).await.unwrap();
-    let after: BTreeMap<String, (bool, bool)> = page
+    let after: Records = page
         .items
         .iter()
         .map(|i| {
