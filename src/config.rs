@@ -10,7 +10,7 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use tern_gateway::GatewayConfig;
-use tern_logic::config::{DemoConfig, HttpConfig, LinkConfig, MessageConfig};
+use tern_logic::config::{ConversationConfig, DemoConfig, HttpConfig, LinkConfig, MessageConfig};
 use tern_logic::AppConfig;
 use tern_storage_embedded::Durability;
 use tern_storage_scylla::ScyllaConfig;
@@ -33,6 +33,7 @@ pub struct TernConfig {
     pub storage: StorageConfig,
     pub logic: LogicTuning,
     pub messages: MessageConfig,
+    pub conversations: ConversationConfig,
     pub demo: DemoConfig,
     pub apps: Vec<AppConfig>,
 }
@@ -48,6 +49,7 @@ impl Default for TernConfig {
             storage: StorageConfig::default(),
             logic: LogicTuning::default(),
             messages: MessageConfig::default(),
+            conversations: ConversationConfig::default(),
             demo: DemoConfig::default(),
             apps: Vec::new(),
         }
@@ -180,7 +182,7 @@ pub fn load(
 
 /// Top-level keys the environment may set.
 const CONFIG_SECTIONS: &[&str] =
-    &["data_dir", "log", "http", "link", "gateway", "storage", "logic", "messages", "demo"];
+    &["data_dir", "log", "http", "link", "gateway", "storage", "logic", "messages", "conversations", "demo"];
 
 /// Renders TERN_ variables as a TOML document: `TERN_GATEWAY__TCP_ADDR=x` becomes
 /// `[gateway] tcp_addr = "x"`. Values that parse as TOML (numbers, booleans, arrays) keep
@@ -240,6 +242,9 @@ fn validate(c: &TernConfig) -> Result<(), ConfigError> {
         if let Err(e) = c.storage.scylla.validate() {
             problems.push(format!("- storage.scylla: {e}"));
         }
+    }
+    for p in c.conversations.problems() {
+        problems.push(format!("- conversations.{p}"));
     }
     if c.logic.seq_step == 0 {
         problems.push("- logic.seq_step: must be at least 1".into());
@@ -366,5 +371,16 @@ mod tests {
         assert!(
             load(Some(std::path::Path::new("/nonexistent/tern.toml")), env(&[]), &FlagOverrides::default()).is_err()
         );
+    }
+
+    #[test]
+    fn conversation_knobs_are_read_and_checked() {
+        let e = env(&[("TERN_CONVERSATIONS__MAX_HELD", "5"), ("TERN_CONVERSATIONS__COMPACT_AFTER", "7")]);
+        let c = load(None, e, &FlagOverrides::default()).unwrap();
+        assert_eq!((c.conversations.max_held, c.conversations.compact_after), (5, 7));
+        assert_eq!(c.conversations.checkpoint_every, tern_logic::config::DEFAULT_CONVERSATION_CHECKPOINT_EVERY);
+        let e = env(&[("TERN_CONVERSATIONS__MAX_HELD", "0"), ("TERN_CONVERSATIONS__CHECKPOINT_EVERY", "0")]);
+        let err = load(None, e, &FlagOverrides::default()).unwrap_err().to_string();
+        assert!(err.contains("conversations.max_held") && err.contains("conversations.checkpoint_every"), "{err}");
     }
 }

@@ -168,6 +168,7 @@ fn logic_config(c: &TernConfig, gateway: Option<(SocketAddr, SocketAddr)>, dev: 
         heartbeat_timeout_ms: c.gateway.heartbeat_timeout_ms,
         max_frame_bytes: c.gateway.max_frame_bytes as u32,
         messages: c.messages.clone(),
+        conversations: c.conversations.clone(),
         demo: c.demo.clone(),
         dev_app_id: dev.then_some(devapp::DEV_APP_ID),
     };

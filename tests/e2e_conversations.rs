@@ -172,4 +172,92 @@ async fn list_sync_reads_and_mutes(mode: Mode) {
     assert_eq!(f.body_type(), Body::Error, "{}", f.describe());
 }
 
-in_both_modes!(list_sync_reads_and_mutes);
+/// The next Push of a group message: (group, text id, silent).
+async fn next_group_push(c: &mut Client) -> (String, bool) {
+    let (f, _) = c.recv_until(|f| f.body_type() == Body::Push, WAIT).await.expect("group push");
+    let p = f.frame().body_as_push().unwrap();
+    let m = p.messages().unwrap().get(0);
+    assert_eq!(m.conversation_type(), ConversationType::Group, "{}", f.describe());
+    (m.to_id().unwrap_or_default().to_string(), p.silent())
+}
+
+fn group_send(t: &Tern, from: &str, id: &str) {
+    let r = t.api(
+        APP,
+        "/group/sendMessage",
+        json!({"groupId": "team", "fromId": from, "messageId": id, "messageBody": id}),
+    );
+    assert_eq!(r["code"], json!(200), "{r}");
+}
+
+fn mute(t: &Tern, user: &str, conversation: &str, on: bool) {
+    let r = t.api(APP, "/conversation/update", json!({"fromId": user, "conversationId": conversation, "isMute": on}));
+    assert_eq!(r["code"], json!(200), "{r}");
+}
+
+/// Mutes silence 1:1 and group pushes from the first push after the mute, with no list
+/// read, and still after a restart (the flags are loaded at login); others' pushes of
+/// the same group are not silent; an unmute makes them loud again.
+async fn mutes_silence_pushes_from_the_first_and_after_restarts(mode: Mode) {
+    let t = Tern::start(mode);
+    t.import(APP, &["a", "b", "c"]);
+    let r = t.api(
+        APP,
+        "/group/createGroup",
+        json!({"groupId": "team", "groupType": 1, "ownerId": "a", "memberList": [{"memberId": "b"}, {"memberId": "c"}]}),
+    );
+    assert_eq!(r["code"], json!(200), "{r}");
+    let mut a = t.device(Transport::Tcp, APP, "a", ClientType::Ios, "a1").await;
+    let mut b = t.device(Transport::Tcp, APP, "b", ClientType::Ios, "b1").await;
+    let mut c = t.device(Transport::Ws, APP, "c", ClientType::Web, "c1").await;
+    send(&mut a, "m0", "b", "hi").await;
+    assert!(!next_push(&mut b).await.2);
+    group_send(&t, "a", "g0");
+    assert_eq!(next_group_push(&mut b).await, ("team".into(), false));
+    assert_eq!(next_group_push(&mut c).await, ("team".into(), false));
+
+    mute(&t, "b", "1_b_a", true);
+    mute(&t, "b", "2_b_team", true);
+    send(&mut a, "m1", "b", "psst").await;
+    assert!(next_push(&mut b).await.2, "the first 1:1 push after the mute");
+    group_send(&t, "a", "g1");
+    assert_eq!(next_group_push(&mut b).await, ("team".into(), true), "the first group push after the mute");
+    assert_eq!(next_group_push(&mut c).await, ("team".into(), false), "c did not mute the group");
+
+    // The whole server restarts; the devices log in again and read no list.
+    drop((a, b, c));
+    let (clean, dir) = tokio::task::spawn_blocking(move || t.terminate()).await.unwrap();
+    assert!(clean, "tern did not exit cleanly");
+    let mut t = Tern::start_in(mode, common::Options::default(), dir);
+    let mut a = t.device(Transport::Tcp, APP, "a", ClientType::Ios, "a1").await;
+    let mut b = t.device(Transport::Ws, APP, "b", ClientType::Web, "b2").await;
+    let mut c = t.device(Transport::Tcp, APP, "c", ClientType::Ios, "c2").await;
+    send(&mut a, "m2", "b", "after").await;
+    assert!(next_push(&mut b).await.2, "1:1 after a restart");
+    group_send(&t, "a", "g2");
+    assert_eq!(next_group_push(&mut b).await, ("team".into(), true), "group after a restart");
+    assert_eq!(next_group_push(&mut c).await, ("team".into(), false));
+
+    if mode == Mode::Split {
+        // Logic alone restarts: the devices stay connected and their sessions resume
+        // (the flags are loaded by the resume).
+        assert!(t.stop_logic(), "logic did not exit cleanly");
+        t.start_logic();
+        t.wait_online(APP, "b", 1);
+        t.wait_online(APP, "a", 1);
+        send(&mut a, "m3", "b", "resumed").await;
+        assert!(next_push(&mut b).await.2, "1:1 after a logic restart");
+        group_send(&t, "c", "g3");
+        assert_eq!(next_group_push(&mut b).await, ("team".into(), true), "group after a logic restart");
+    }
+
+    // Unmuted: loud again, at once.
+    mute(&t, "b", "2_b_team", false);
+    mute(&t, "b", "1_b_a", false);
+    group_send(&t, "a", "g4");
+    assert_eq!(next_group_push(&mut b).await, ("team".into(), false));
+    send(&mut a, "m4", "b", "loud").await;
+    assert!(!next_push(&mut b).await.2);
+}
+
+in_both_modes!(list_sync_reads_and_mutes, mutes_silence_pushes_from_the_first_and_after_restarts);

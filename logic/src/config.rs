@@ -178,6 +178,63 @@ impl Default for MessageConfig {
     }
 }
 
+/// Default of [`ConversationConfig::max_held`]: at ~150 bytes a conversation (record,
+/// last message preview, map entry) about 150 MB; a list read of a user whose view was
+/// dropped costs a cold load (the bench: ~0.6 s for 10,000 conversations), so keep the
+/// views of the users who read lists often.
+pub const DEFAULT_MAX_HELD_CONVERSATIONS: usize = 1_000_000;
+/// Default of [`ConversationConfig::checkpoint_every`]: a cold load refolds at most this
+/// many inbox entries (a few ms), at one small log entry per this many inbox entries.
+pub const DEFAULT_CONVERSATION_CHECKPOINT_EVERY: u64 = 1_000;
+/// Default of [`ConversationConfig::compact_after`]: a user's conversation log is
+/// compacted once it holds this many superseded entries and at least as many as it has
+/// conversations, so it stays within about twice its live size plus this; one batch of
+/// deletes per this many list reads or changes.
+pub const DEFAULT_CONVERSATION_COMPACT_AFTER: usize = 1_000;
+
+/// Conversation lists (issue 12, `[conversations]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConversationConfig {
+    /// Conversations held in memory over all users' views; past it idle views are
+    /// dropped (rebuilt from the store on their next read). Gauge
+    /// `tern_conversations_held` (as of the newest view made).
+    pub max_held: usize,
+    /// Inbox entries folded without a record change before a checkpoint entry is
+    /// logged (where a cold load resumes the fold).
+    pub checkpoint_every: u64,
+    /// Superseded conversation-log entries of one user before they are deleted (and at
+    /// least as many as the user's conversations).
+    pub compact_after: usize,
+}
+
+impl Default for ConversationConfig {
+    fn default() -> Self {
+        Self {
+            max_held: DEFAULT_MAX_HELD_CONVERSATIONS,
+            checkpoint_every: DEFAULT_CONVERSATION_CHECKPOINT_EVERY,
+            compact_after: DEFAULT_CONVERSATION_COMPACT_AFTER,
+        }
+    }
+}
+
+impl ConversationConfig {
+    /// What is wrong with these settings (empty: nothing), as `key: reason` lines.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.max_held == 0 {
+            p.push("max_held: must be at least 1".to_string());
+        }
+        if self.checkpoint_every == 0 {
+            p.push("checkpoint_every: must be at least 1".to_string());
+        }
+        if self.compact_after == 0 {
+            p.push("compact_after: must be at least 1".to_string());
+        }
+        p
+    }
+}
+
 /// Everything the logic tier needs that is not an app.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -197,6 +254,8 @@ pub struct LogicConfig {
     pub max_frame_bytes: u32,
     /// Messaging limits.
     pub messages: MessageConfig,
+    /// Conversation lists (`[conversations]`).
+    pub conversations: ConversationConfig,
     /// The web chat page (`[demo]`).
     pub demo: DemoConfig,
     /// The development app's id when `tern` runs it (no `[[apps]]` configured): only then
@@ -216,6 +275,7 @@ impl Default for LogicConfig {
             heartbeat_timeout_ms: 90_000,
             max_frame_bytes: 65_536,
             messages: MessageConfig::default(),
+            conversations: ConversationConfig::default(),
             demo: DemoConfig::default(),
             dev_app_id: None,
         }

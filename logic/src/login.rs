@@ -132,6 +132,8 @@ struct UserReads {
     bounds_at: Option<usize>,
     /// First of the three friend-log pages.
     logs_at: Option<usize>,
+    /// The conversation flags (mutes: `Push.silent` from the first push).
+    flags_at: Option<usize>,
     /// A read this user needs failed: its logins get 90000.
     failed: bool,
 }
@@ -272,6 +274,11 @@ async fn admit_batch(
                 u.bounds_at = Some(reads.len());
                 reads.push(Read::SeqBounds { app, owner: Owner::User(c.user.clone()) });
             }
+            if !logic.conversations.flags.has(app, &c.user) {
+                u.flags_at = Some(reads.len());
+                let (owner, kind) = (Owner::User(c.user.clone()), SyncKind::ConversationFlags);
+                reads.push(Read::Log { app, owner, kind, after: Seq::ZERO, limit: 1 });
+            }
             if logic.friends.needs_load(app, &c.user) {
                 u.logs_at = Some(reads.len());
                 for kind in VIEW_KINDS {
@@ -326,6 +333,17 @@ async fn admit_batch(
                 Some(Ok(ReadAnswer::SeqBounds(bounds))) => logic.seqs.install(*app, user, &bounds),
                 other => {
                     tracing::error!(error = ?other, "loading seqs failed during login");
+                    u.failed = true;
+                }
+            }
+        }
+        if let Some(i) = u.flags_at {
+            match answers[i].take() {
+                Some(Ok(ReadAnswer::Log(entries))) => {
+                    crate::conversations::install_loaded_flags(logic, *app, user, &entries)
+                }
+                other => {
+                    tracing::error!(error = ?other, "loading conversation flags failed during login");
                     u.failed = true;
                 }
             }

@@ -35,6 +35,9 @@ pub struct Session {
     pub since_ms: u64,
 }
 
+/// Who gets the muted variant of a frame, and that variant (`send_to_members_muted`).
+pub type MutedFrame<'a> = (&'a dyn Fn(&UserId) -> bool, &'a [u8]);
+
 fn link_of(c: &ConnRef) -> LinkKey {
     (c.gateway_id(), c.core())
 }
@@ -245,39 +248,66 @@ impl Sessions {
         frame: &[u8],
         except: Option<&ConnRef>,
     ) -> usize {
+        self.send_to_members_muted(app, candidates, is_target, frame, None, except)
+    }
+
+    /// [`Sessions::send_to_members`], with the members `muted` accepts getting
+    /// `muted_frame` instead (conversations: the same Push with `silent` set). A core
+    /// with devices of both kinds gets two Delivers; a core with only one kind, one.
+    pub fn send_to_members_muted<'a>(
+        &self,
+        app: AppId,
+        candidates: impl ExactSizeIterator<Item = &'a UserId>,
+        is_target: impl Fn(&UserId) -> bool,
+        frame: &[u8],
+        muted: Option<MutedFrame<'_>>,
+        except: Option<&ConnRef>,
+    ) -> usize {
         let mut g = self.lock();
-        let mut per_link: Vec<(LinkKey, Vec<ConnRef>)> = Vec::new();
-        let mut add = |list: &Vec<Session>| {
+        // Per link: the devices of the frame, and of the muted frame.
+        let mut per_link: Vec<(LinkKey, Vec<ConnRef>, Vec<ConnRef>)> = Vec::new();
+        let mut add = |u: &UserId, list: &Vec<Session>| {
+            let quiet = muted.is_some_and(|(is_muted, _)| is_muted(u));
             for s in list {
                 if except.is_some_and(|e| same_conn(e, &s.conn)) {
                     continue;
                 }
                 let lk = link_of(&s.conn);
-                match per_link.iter_mut().find(|(k, _)| *k == lk) {
-                    Some((_, v)) => v.push(s.conn),
-                    None => per_link.push((lk, vec![s.conn])),
+                let i = match per_link.iter().position(|(k, _, _)| *k == lk) {
+                    Some(i) => i,
+                    None => {
+                        per_link.push((lk, Vec::new(), Vec::new()));
+                        per_link.len() - 1
+                    }
+                };
+                if quiet {
+                    per_link[i].2.push(s.conn);
+                } else {
+                    per_link[i].1.push(s.conn);
                 }
             }
         };
         if candidates.len() <= g.by_user.len() {
             for u in candidates {
                 if let Some(list) = g.by_user.get(&(app, u.clone())) {
-                    add(list);
+                    add(u, list);
                 }
             }
         } else {
             for ((a, u), list) in &g.by_user {
                 if *a == app && is_target(u) {
-                    add(list);
+                    add(u, list);
                 }
             }
         }
         let mut n = 0;
-        for (lk, mut conns) in per_link {
-            n += conns.len();
-            skip_stale(&g, lk, &mut conns);
-            if !conns.is_empty() {
-                send_locked(&mut g, lk, encode::link_deliver(&conns, frame), &conns);
+        for (lk, conns, quiet) in per_link {
+            for (mut conns, frame) in [(conns, frame), (quiet, muted.map_or(frame, |(_, f)| f))] {
+                n += conns.len();
+                skip_stale(&g, lk, &mut conns);
+                if !conns.is_empty() {
+                    send_locked(&mut g, lk, encode::link_deliver(&conns, frame), &conns);
+                }
             }
         }
         n
@@ -427,6 +457,43 @@ mod tests {
         assert_eq!(d0.body_as_deliver().unwrap().conns().unwrap().len(), 1);
         assert!(rx0.try_recv().is_err(), "one frame per core");
         assert!(rx1.try_recv().is_ok());
+    }
+
+    #[test]
+    fn members_who_muted_get_the_muted_frame_in_one_more_deliver_per_core() {
+        let s = Sessions::new();
+        let (tx0, mut rx0) = mpsc::channel(16);
+        let (tx1, mut rx1) = mpsc::channel(16);
+        s.register_link((1, 0), tx0);
+        s.register_link((1, 1), tx1);
+        let app = AppId(7);
+        let (a, b, c) = (user("a"), user("b"), user("c"));
+        s.admit(app, &a, session(0, 1, 1, "p"), LoginModel::Unlimited, false);
+        s.admit(app, &b, session(0, 2, 1, "p"), LoginModel::Unlimited, false);
+        s.admit(app, &b, session(0, 4, 1, "w"), LoginModel::Unlimited, false);
+        s.admit(app, &c, session(1, 3, 1, "p"), LoginModel::Unlimited, false);
+        let members = [a.clone(), b.clone(), c.clone()];
+        let (loud, quiet) = (encode::ping(0, 1), encode::ping(0, 2));
+        let is_muted = |u: &UserId| u.as_str() != "a";
+        let deliveries = |rx: &mut mpsc::Receiver<Vec<u8>>| {
+            let mut got = Vec::new();
+            while let Ok(d) = rx.try_recv() {
+                let l = parse_link(&d[HEADER_LEN..]).unwrap();
+                let d = l.body_as_deliver().unwrap();
+                got.push((d.conns().unwrap().len(), d.frame().unwrap().bytes().to_vec()));
+            }
+            got
+        };
+        let n = s.send_to_members_muted(app, members.iter(), |_| true, &loud, Some((&is_muted, &quiet)), None);
+        assert_eq!(n, 4);
+        // Core 0: a's device with the frame, b's two devices with the muted one.
+        assert_eq!(deliveries(&mut rx0), [(1, loud.clone()), (2, quiet.clone())]);
+        // Core 1: only c, muted: one Deliver.
+        assert_eq!(deliveries(&mut rx1), [(1, quiet.clone())]);
+        // Without mutes: one Deliver per core, as before.
+        assert_eq!(s.send_to_members(app, members.iter(), |_| true, &loud, None), 4);
+        assert_eq!(deliveries(&mut rx0), [(3, loud.clone())]);
+        assert_eq!(deliveries(&mut rx1), [(1, loud)]);
     }
 
     #[test]

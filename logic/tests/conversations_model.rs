@@ -80,6 +80,9 @@ struct Node {
     rx: mpsc::Receiver<Vec<u8>>,
     /// b's conversation log seq at the last check.
     b_max: u64,
+    /// Per user, a device that synced at every check: its state and `maxSequence`
+    /// (it resumes from there however the log was compacted meanwhile).
+    devices: Vec<(Synced, u64)>,
 }
 
 impl Node {
@@ -151,9 +154,14 @@ fn fold(state: &mut Synced, changes: &[Value]) {
 }
 
 async fn run(ops: Vec<Op>, cut: usize) {
-    let h = support::Harness::new(LogicConfig::default(), vec![app_config(APP, json!({}))], None);
+    // Compaction at every chance and frequent checkpoints: sync from any point, and
+    // devices that synced before a compaction, must still reproduce the list.
+    let mut config = LogicConfig::default();
+    config.conversations.compact_after = 1;
+    config.conversations.checkpoint_every = 2;
+    let h = support::Harness::new(config, vec![app_config(APP, json!({}))], None);
     let rx = Node::online(&h.logic);
-    let mut n = Node { logic: h.logic.clone(), router: h.router.clone(), h, rx, b_max: 0 };
+    let mut n = Node { logic: h.logic.clone(), router: h.router.clone(), h, rx, b_max: 0, devices: Vec::new() };
     let users: Vec<Value> = USERS.iter().map(|u| json!({"userId": u})).collect();
     n.call("/user/importUser", json!({"userData": users})).await;
     n.call(
@@ -341,6 +349,24 @@ async fn check(n: &mut Node, model: &[Vec<MConv>], cut: usize) {
             n.call("/conversation/sync", json!({"fromId": USERS[me], "lastSequence": at, "maxLimit": 1000})).await;
         fold(&mut resumed, rest["dataList"].as_array().unwrap());
         assert_eq!(resumed, listed, "{}: sync resumed after {at}", USERS[me]);
+        // The device that synced at the previous check resumes from its maxSequence.
+        if n.devices.len() <= me {
+            n.devices.push((Synced::new(), 0));
+        }
+        let (mut state, last) = n.devices[me].clone();
+        let rest =
+            n.call("/conversation/sync", json!({"fromId": USERS[me], "lastSequence": last, "maxLimit": 1000})).await;
+        assert_eq!(rest["completed"], json!(true));
+        fold(&mut state, rest["dataList"].as_array().unwrap());
+        assert_eq!(state, listed, "{}: a device resumed from its last sync at {last}", USERS[me]);
+        n.devices[me] = (state, rest["maxSequence"].as_u64().unwrap());
+        // Compacted: at most 4 conversations' state and client-delete entries, a
+        // checkpoint, and fewer superseded entries than conversations (+ this read's).
+        let owner = tern_storage::Owner::User(UserId::new(USERS[me]).unwrap());
+        let stored =
+            n.h.store.read_log(AppId(APP), &owner, tern_storage::SyncKind::Conversation, tern_storage::Seq::ZERO, 1000);
+        let stored = stored.await.unwrap().len();
+        assert!(stored <= 16, "{}: {stored} conversation log entries stored", USERS[me]);
 
         if me == 1 {
             let max = got["maxSequence"].as_u64().unwrap();

@@ -6,6 +6,8 @@
 
 mod support;
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Value};
 use tern_logic::LogicConfig;
 use tern_schema::client::Body as FrameBody;
@@ -192,6 +194,163 @@ async fn group_conversations_count_from_the_join_and_follow_group_reads() {
     // One 1:1 message, newer: the pinned group stays first.
     send(&h, "a", "c", "hi").await;
     assert_eq!(list(&h, "c").await, [row("g", 0, true, "g2"), row("a", 1, false, "hi")]);
+}
+
+/// conversationId → (isTop, isMute), as a device folds the sync log.
+type Records = BTreeMap<String, (bool, bool)>;
+
+/// Every change logs an entry; superseded ones are deleted once there are enough
+/// (`[conversations] compact_after`, and at least as many as conversations), so the log
+/// stays small, and a device that synced at ANY earlier point, before or after a
+/// compaction, still ends with the list; so does a restarted node.
+#[tokio::test]
+async fn the_conversation_log_is_compacted_and_sync_from_any_point_stays_exact() {
+    let mut config = LogicConfig::default();
+    config.conversations.compact_after = 4;
+    let h = support::Harness::new(config, vec![app_config(APP, json!({}))], None);
+    users(&h, &["a", "b", "c"]).await;
+    send(&h, "a", "b", "a0").await;
+    send(&h, "c", "b", "c0").await;
+    let sync = |after: u64| {
+        let h = &h;
+        async move {
+            let r = h.ok("/conversation/sync", json!({"fromId": "b", "lastSequence": after, "maxLimit": 1000})).await;
+            assert_eq!(r["completed"], json!(true));
+            (r["dataList"].as_array().unwrap().clone(), r["maxSequence"].as_u64().unwrap())
+        }
+    };
+    // (top, mute) of b's records after folding `changes` onto `state`.
+    let fold = |state: &mut Records, changes: &[Value]| {
+        for c in changes {
+            let id = c["conversationId"].as_str().unwrap().to_string();
+            if c["deleted"] == json!(true) {
+                state.remove(&id);
+            } else if c["clientDelete"] != json!(true) {
+                state.insert(id, (c["isTop"].as_bool().unwrap(), c["isMute"].as_bool().unwrap()));
+            }
+        }
+    };
+    let listed = || async {
+        let r = h.ok("/conversation/get", json!({"fromId": "b"})).await;
+        let l = r["conversationList"].as_array().unwrap().clone();
+        l.iter()
+            .map(|c| {
+                let v = (c["isTop"].as_bool().unwrap(), c["isMute"].as_bool().unwrap());
+                (c["conversationId"].as_str().unwrap().to_string(), v)
+            })
+            .collect::<Records>()
+    };
+    // A device's state at each point it synced.
+    let mut points: Vec<(Records, u64)> = vec![(BTreeMap::new(), 0)];
+    for i in 0..40u32 {
+        let conv = if i % 3 == 0 { "1_b_c" } else { "1_b_a" };
+        match i % 7 {
+            6 => {
+                h.ok("/conversation/delete", json!({"fromId": "b", "conversationId": conv})).await;
+                send(&h, if conv == "1_b_c" { "c" } else { "a" }, "b", &format!("back{i}")).await;
+            }
+            5 => {
+                h.ok("/conversation/delete", json!({"fromId": "b", "conversationId": conv, "onlyNotify": true})).await;
+            }
+            k => {
+                let body = json!({"fromId": "b", "conversationId": conv, "isTop": k % 2 == 0, "isMute": i % 4 == 0});
+                h.ok("/conversation/update", body).await;
+            }
+        }
+        let (mut state, at) = points.last().cloned().unwrap();
+        let (changes, max) = sync(at).await;
+        fold(&mut state, &changes);
+        points.push((state, max));
+    }
+    let want = listed().await;
+    assert_eq!(want.len(), 2, "{want:?}");
+    // Every earlier sync point, resumed, ends in the list.
+    for (state, at) in &points {
+        let mut state = state.clone();
+        fold(&mut state, &sync(*at).await.0);
+        assert_eq!(state, want, "resumed from {at}");
+    }
+    // Compacted: 40 changes (and the reads they logged), a handful of entries stored.
+    let owner = tern_storage::Owner::User(UserId::new("b").unwrap());
+    let stored =
+        h.store.read_log(AppId(APP), &owner, tern_storage::SyncKind::Conversation, tern_storage::Seq::ZERO, 1000);
+    let stored = stored.await.unwrap().len();
+    assert!(stored <= 2 * 2 + 4 + 2, "{stored} entries stored");
+    // A restarted node folds the compacted log to the same list.
+    let (logic, _) = h.restarted();
+    let page = tern_logic::conversations::get(&logic, AppId(APP), &UserId::new("b").unwrap(), 0, 10).await.unwrap();
+    let after: Records = page
+        .items
+        .iter()
+        .map(|i| {
+            (
+                tern_logic::conversations::record::conversation_id(&UserId::new("b").unwrap(), &i.conversation),
+                (i.is_top, i.is_mute),
+            )
+        })
+        .collect();
+    assert_eq!(after, want);
+}
+
+/// Texts of a group pull / history answer, in order.
+fn group_texts(r: &Value) -> Vec<String> {
+    r["dataList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["messageBody"][0]["text"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// "Clear history" of a group conversation hides the group's messages up to the clear
+/// point from that member only (pull, history, the list's last message and unread),
+/// and still after a restart.
+#[tokio::test]
+async fn clearing_a_group_conversation_hides_its_history_from_that_member_only() {
+    let h = harness();
+    users(&h, &["a", "b", "c"]).await;
+    h.ok(
+        "/group/createGroup",
+        json!({"groupId": "g", "groupType": 1, "ownerId": "a", "memberList": [{"memberId": "b"}, {"memberId": "c"}]}),
+    )
+    .await;
+    let gsend = |id: &'static str| {
+        let h = &h;
+        async move {
+            h.ok("/group/sendMessage", json!({"groupId": "g", "fromId": "a", "messageId": id, "messageBody": id})).await
+        }
+    };
+    gsend("g0").await;
+    gsend("g1").await;
+    assert_eq!(list(&h, "b").await, [row("g", 2, false, "g1")]);
+    h.ok("/conversation/delete", json!({"fromId": "b", "conversationId": "2_b_g", "clearHistory": true})).await;
+    assert_eq!(list(&h, "b").await, []);
+    gsend("g2").await;
+
+    check_cleared(&h.router).await;
+    // After a restart (b offline: the clear point is read from b's flags entry).
+    let (_, router) = h.restarted();
+    check_cleared(&router).await;
+}
+
+async fn check_cleared(router: &axum::Router) {
+    let ok = |path: &'static str, body: Value| async move {
+        let uri = format!("/v1{path}?{}", support::admin_query(APP));
+        support::send(router, axum::http::Method::POST, &uri, body.to_string().into_bytes())
+            .await
+            .check(path, 200, "success")
+    };
+    let pull = |who: &str| json!({"groupId": "g", "memberId": who, "lastSequence": 0});
+    let hist = |who: &str| json!({"groupId": "g", "memberId": who});
+    assert_eq!(group_texts(&ok("/group/pullMessage", pull("b")).await), ["g2"]);
+    assert_eq!(group_texts(&ok("/group/getHistoryMessage", hist("b")).await), ["g2"]);
+    assert_eq!(group_texts(&ok("/group/pullMessage", pull("c")).await), ["g0", "g1", "g2"]);
+    assert_eq!(group_texts(&ok("/group/getHistoryMessage", hist("c")).await), ["g2", "g1", "g0"]);
+    let conv = |who: &str| json!({"fromId": who});
+    let b = ok("/conversation/get", conv("b")).await["conversationList"].clone();
+    assert_eq!((b[0]["unreadCount"].clone(), b[0]["lastMessage"]["preview"].clone()), (json!(1), json!("g2")), "{b}");
+    let c = ok("/conversation/get", conv("c")).await["conversationList"].clone();
+    assert_eq!((c[0]["unreadCount"].clone(), c[0]["lastMessage"]["preview"].clone()), (json!(3), json!("g2")), "{c}");
 }
 
 /// A read that reaches the server before the list folded the message: the message is

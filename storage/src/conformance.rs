@@ -45,6 +45,7 @@ macro_rules! conformance_tests {
             log_isolation,
             log_get_entry,
             log_append_is_idempotent,
+            log_entries_delete,
             seq_bounds_never_go_down,
             dedup_roundtrip_and_expiry,
             apps_roundtrip,
@@ -404,6 +405,37 @@ pub async fn log_append_is_idempotent(store: &dyn Store) {
     batch.append_log(APP, uid("u"), KIND, entry(3, "first")).append_log(APP, uid("u"), KIND, entry(3, "second"));
     write(store, batch).await;
     assert_eq!(read(store, APP, "u", KIND, 2, 10).await, vec![entry(3, "second")]);
+}
+
+/// Deleted log entries are gone from every read (forward, back, by seq, across
+/// buckets) and only from their own log; deleting an absent entry is no error; within
+/// one batch the later op on an entry wins.
+pub async fn log_entries_delete(store: &dyn Store) {
+    let far = (1u64 << 20) + 3;
+    let all = [entry(1, "a"), entry(2, "b"), entry(3, "c"), entry(4, "d"), entry(far, "far")];
+    append(store, APP, "u", KIND, &all).await;
+    append(store, APP, "v", KIND, &all).await;
+    append(store, APP, "u", SyncKind::Conversation, &all).await;
+    let mut b = WriteBatch::new();
+    for seq in [2, 4, far, 99] {
+        b.delete_log_entry(APP, uid("u"), KIND, Seq(seq));
+    }
+    // Appended then deleted: absent; deleted then appended: present.
+    b.append_log(APP, uid("u"), KIND, entry(6, "gone")).delete_log_entry(APP, uid("u"), KIND, Seq(6));
+    b.delete_log_entry(APP, uid("u"), KIND, Seq(7)).append_log(APP, uid("u"), KIND, entry(7, "kept"));
+    write(store, b).await;
+    let kept = vec![entry(1, "a"), entry(3, "c"), entry(7, "kept")];
+    assert_eq!(collect_log(store, APP, &user("u"), KIND, 1).await, kept);
+    assert_eq!(read(store, APP, "u", KIND, 1, 10).await, kept[1..].to_vec());
+    let mut back = kept.clone();
+    back.reverse();
+    assert_eq!(collect_log_back(store, APP, &user("u"), KIND, 1).await, back);
+    for seq in [2, 4, far, 6] {
+        assert_eq!(store.get_log_entry(APP, &user("u"), KIND, Seq(seq)).await.unwrap(), None, "seq {seq}");
+    }
+    // Other logs keep theirs.
+    assert_eq!(read(store, APP, "v", KIND, 0, 10).await, all.to_vec());
+    assert_eq!(read(store, APP, "u", SyncKind::Conversation, 0, 10).await, all.to_vec());
 }
 
 /// Seq bounds are per (app, user, kind), absent until set, and never go down —

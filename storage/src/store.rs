@@ -57,6 +57,20 @@ pub enum WriteOp {
         /// The entry; its seq is the position.
         entry: LogEntry,
     },
+    /// Remove the entry at `seq` of the (app, owner, kind) log, if there is one: log
+    /// compaction drops entries a later entry supersedes. Seq bounds do not move and
+    /// reads skip the gap like any other (seqs skip anyway). Later ops of the batch on
+    /// the same entry win, as for every key.
+    DeleteLogEntry {
+        /// Tenant.
+        app: AppId,
+        /// Whose log.
+        owner: Owner,
+        /// Which log.
+        kind: SyncKind,
+        /// The entry's position.
+        seq: Seq,
+    },
     /// Persist a reserved upper bound of the (app, owner, kind) sequence. The stored
     /// bound becomes `max(stored, bound)`: it never goes down, whatever the order of
     /// writes.
@@ -178,7 +192,8 @@ impl WriteOp {
             | WriteOp::AppendConvIndex { .. }
             | WriteOp::PutReadMark { .. }
             | WriteOp::DeleteConversation { .. }
-            | WriteOp::DeleteGroupMember { .. } => Ok(()),
+            | WriteOp::DeleteGroupMember { .. }
+            | WriteOp::DeleteLogEntry { .. } => Ok(()),
             WriteOp::PutGroup(_, g) => {
                 check_group_text(&[&g.group_name, &g.introduction, &g.notification, &g.photo, &g.extra])
             }
@@ -317,6 +332,11 @@ impl WriteBatch {
         entry: LogEntry,
     ) -> &mut Self {
         self.append_log(app, owner, kind, entry)
+    }
+
+    /// Adds [`WriteOp::DeleteLogEntry`].
+    pub fn delete_log_entry(&mut self, app: AppId, owner: impl Into<Owner>, kind: SyncKind, seq: Seq) -> &mut Self {
+        self.push(WriteOp::DeleteLogEntry { app, owner: owner.into(), kind, seq })
     }
 
     /// Adds [`WriteOp::SetSeqBound`].

@@ -370,11 +370,16 @@ pub enum SyncKind {
     /// entry: one peer started or stopped listing the owner), the index of the profile
     /// fan-out. Written in the same batch as the peer's friend-list change.
     ListedBy = 7,
+    /// Server-internal, never synced to clients: the user's conversation flags the push
+    /// and pull paths need without the conversation view (muted conversations, cleared
+    /// group history), as ONE entry at seq 1 rewritten on every change (no seq is
+    /// allocated in this log). Read at login with the user's other state.
+    ConversationFlags = 8,
 }
 
 impl SyncKind {
     /// Every kind, in number order.
-    pub const ALL: [SyncKind; 8] = [
+    pub const ALL: [SyncKind; 9] = [
         SyncKind::Message,
         SyncKind::Profile,
         SyncKind::Friendship,
@@ -383,12 +388,13 @@ impl SyncKind {
         SyncKind::GroupList,
         SyncKind::Conversation,
         SyncKind::ListedBy,
+        SyncKind::ConversationFlags,
     ];
 
     /// Whether clients sync this kind (login watermarks, Pull, sync calls); the others are
     /// the server's own bookkeeping.
     pub fn client_visible(self) -> bool {
-        self != SyncKind::ListedBy
+        !matches!(self, SyncKind::ListedBy | SyncKind::ConversationFlags)
     }
 
     /// The kind with wire number `n`, if there is one.

@@ -13,15 +13,24 @@
 //! key per member. ARCHITECTURE.md says why.
 //!
 //! The view of a user is held in memory after its first read (under an async lock per
-//! user; at most [`MAX_HELD_CONVERSATIONS`] conversations over all views, idle views are
-//! dropped beyond it). A cold load folds the conversation log (records), derives each
-//! 1:1 conversation from its index, and resumes the inbox fold at the last position the
-//! log records (a put carries it; a checkpoint entry is written every
-//! [`CHECKPOINT_EVERY`] folded inbox entries).
+//! user; at most `[conversations] max_held` conversations over all views, idle views
+//! are dropped beyond it). A cold load folds the conversation log (records), derives
+//! each 1:1 conversation from its index, and resumes the inbox fold at the last position
+//! the log records (a put carries it; a checkpoint entry is written every
+//! `[conversations] checkpoint_every` folded inbox entries).
+//!
+//! **Compaction.** Every read logs the record's new state, so the log keeps growing;
+//! entries a later one supersedes are deleted (`WriteOp::DeleteLogEntry`) in the same
+//! batch as a later log write once there are `[conversations] compact_after` of them
+//! and at least as many as the user's conversations (the log stays within about twice
+//! its live size). What stays is each conversation's newest state, tombstones
+//! included, so a sync from any `maxSequence` is still exact without a reset: see
+//! `View::garbage`.
 //!
 //! Must never: write per message on the send path, count an entry twice (see
 //! `view.rs`), or show one user another's conversations.
 
+pub mod flags;
 pub mod record;
 pub mod view;
 
@@ -30,7 +39,7 @@ use std::sync::{Arc, Mutex};
 
 use tern_schema::client;
 use tern_schema::{codes, encode};
-use tern_storage::{AppId, Conversation, Owner, Seq, SyncKind, UserId, WriteBatch};
+use tern_storage::{AppId, Conversation, GroupId, Owner, Seq, SyncKind, UserId, WriteBatch};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::messages::Refusal;
@@ -42,12 +51,12 @@ use view::{Conv, Last, MessageSummary, View};
 pub mod errors {
     /// The user has no such conversation (never had a message, or deleted).
     pub const NO_SUCH_CONVERSATION: u32 = 50011;
+    /// A mute beyond `flags::MAX_MUTED` muted conversations.
+    pub const TOO_MANY_MUTED: u32 = 50012;
 }
 
-/// Conversations held in memory over all views before idle views are dropped.
-pub const MAX_HELD_CONVERSATIONS: usize = 1_000_000;
-/// Inbox entries folded without a record change before a checkpoint is logged.
-pub const CHECKPOINT_EVERY: u64 = 1000;
+/// Superseded log entries deleted per write at most (the rest go with the next one).
+const MAX_DELETES_PER_WRITE: usize = 4096;
 /// Timeline entries read per store call while folding.
 const PAGE: usize = 1000;
 /// Longest `extra` of a conversation, in bytes.
@@ -59,11 +68,9 @@ type Slot = Arc<AsyncMutex<Option<View>>>;
 #[derive(Default)]
 pub struct Conversations {
     views: Mutex<HashMap<(AppId, UserId), (Slot, usize)>>,
-    /// The muted 1:1 peers of users whose view is loaded and who muted any: read by the
-    /// push path (one map lookup, no store read).
-    mutes: std::sync::RwLock<HashMap<(AppId, UserId), Vec<UserId>>>,
-    /// Entries in `mutes`: while 0 (nobody muted anything) pushes take no lock.
-    muting: std::sync::atomic::AtomicUsize,
+    /// The flags of users that have any (mutes, group clear floors): read by the push
+    /// and pull paths, loaded at login (see `flags.rs`).
+    pub flags: flags::FlagIndex,
 }
 
 impl Conversations {
@@ -71,15 +78,16 @@ impl Conversations {
         Self::default()
     }
 
-    fn slot(&self, app: AppId, user: &UserId) -> Slot {
+    fn slot(&self, app: AppId, user: &UserId, max_held: usize) -> Slot {
         let mut g = self.views.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((s, _)) = g.get(&(app, user.clone())) {
             return s.clone();
         }
         let held: usize = g.values().map(|(_, n)| *n).sum();
-        if held > MAX_HELD_CONVERSATIONS {
+        metrics::gauge!("tern_conversations_held").set(held as f64);
+        if held > max_held {
             // Drop idle views (nobody holds their slot) until under the bound.
-            let mut over = held - MAX_HELD_CONVERSATIONS;
+            let mut over = held - max_held;
             g.retain(|_, (s, n)| {
                 if over == 0 || Arc::strong_count(s) > 1 {
                     return true;
@@ -100,35 +108,9 @@ impl Conversations {
     }
 
     /// Whether every peer in `peers` is a 1:1 conversation `user` muted (false for an
-    /// empty list, or when the user's view is not in memory).
-    pub fn all_muted<'a>(&self, app: AppId, user: &UserId, mut peers: impl Iterator<Item = &'a str>) -> bool {
-        if self.muting.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-            return false;
-        }
-        let g = self.mutes.read().unwrap_or_else(|p| p.into_inner());
-        let Some(muted) = g.get(&(app, user.clone())) else { return false };
-        let mut any = false;
-        let all = peers.all(|p| {
-            any = true;
-            muted.iter().any(|m| m.as_str() == p)
-        });
-        any && all
-    }
-
-    fn publish_mutes(&self, app: AppId, user: &UserId, v: &View) {
-        let muted: Vec<UserId> =
-            v.convs.iter().filter(|(_, c)| c.is_mute && !c.deleted).filter_map(|(k, _)| k.as_peer().cloned()).collect();
-        let key = (app, user.clone());
-        let mut g = self.mutes.write().unwrap_or_else(|p| p.into_inner());
-        if muted.is_empty() {
-            if !g.contains_key(&key) {
-                return;
-            }
-            g.remove(&key);
-        } else {
-            g.insert(key, muted);
-        }
-        self.muting.store(g.len(), std::sync::atomic::Ordering::Relaxed);
+    /// empty list). From memory: the flags of every online user are loaded at login.
+    pub fn all_muted<'a>(&self, app: AppId, user: &UserId, peers: impl Iterator<Item = &'a str>) -> bool {
+        self.flags.all_muted(app, user, peers)
     }
 
     /// Conversations held in memory (all views).
@@ -210,7 +192,8 @@ async fn locked(
     app: AppId,
     user: &UserId,
 ) -> Result<tokio::sync::OwnedMutexGuard<Option<View>>, Refusal> {
-    let mut g = logic.conversations.slot(app, user).lock_owned().await;
+    let max_held = logic.config.conversations.max_held;
+    let mut g = logic.conversations.slot(app, user, max_held).lock_owned().await;
     if g.is_none() {
         *g = Some(load(logic, app, user).await?);
     }
@@ -221,7 +204,6 @@ async fn locked(
         return Err(e);
     }
     logic.conversations.account(app, user, v.convs.len());
-    logic.conversations.publish_mutes(app, user, v);
     Ok(g)
 }
 
@@ -395,7 +377,8 @@ async fn refresh(logic: &Logic, app: AppId, user: &UserId, v: &mut View) -> Resu
             dirty.push((conv.clone(), c.record(conv, op, v.inbox_to, now)));
         }
     }
-    if dirty.is_empty() && v.inbox_to.0.saturating_sub(v.logged_inbox.0.max(folded_from.0)) < CHECKPOINT_EVERY {
+    let checkpoint_every = logic.config.conversations.checkpoint_every;
+    if dirty.is_empty() && v.inbox_to.0.saturating_sub(v.logged_inbox.0.max(folded_from.0)) < checkpoint_every {
         return Ok(());
     }
     if dirty.is_empty() {
@@ -472,12 +455,24 @@ async fn dirty_write(
     extra: WriteBatch,
     origin: Option<&tern_schema::link::ConnRef>,
 ) -> Result<Seq, Refusal> {
+    let mut extra = extra;
+    // Compaction rides along: superseded entries once there are enough of them.
+    let compact_at = logic.config.conversations.compact_after.max(v.convs.len()).max(1);
+    let mut compacted = 0;
+    if v.garbage.len() >= compact_at {
+        let n = v.garbage.len().min(MAX_DELETES_PER_WRITE);
+        for seq in v.garbage.drain(..n) {
+            extra.delete_log_entry(app, Owner::User(user.clone()), SyncKind::Conversation, seq);
+        }
+        // If the write fails they stay stored; the next cold load finds them again.
+        compacted = n;
+    }
     let payloads = entries.iter().map(|(_, r)| (user.clone(), SyncKind::Conversation, r.encode())).collect();
     let seqs = logic.append_many(app, payloads, extra).await?;
+    metrics::counter!("tern_conversation_log_compacted_total").increment(compacted as u64);
     for ((_, r), seq) in entries.iter().zip(&seqs) {
         v.apply_log(*seq, r);
     }
-    logic.conversations.publish_mutes(app, user, v);
     let last = seqs.last().copied().unwrap_or_default();
     let frame = encode::sync_notify(client::SyncKind(SyncKind::Conversation.as_u8()), last.0);
     logic.sessions.send_to_user(app, user, &frame, origin);
@@ -554,8 +549,57 @@ pub async fn update(logic: &Logic, app: AppId, user: &UserId, conv: &Conversatio
     if (next.is_top, next.is_mute, &next.extra) == (c.is_top, c.is_mute, &c.extra) {
         return Ok(c.sync_seq);
     }
-    let rec = next.record(conv, Op::Put, v.inbox_to, now_ms());
-    dirty_write(logic, app, user, v, vec![(Some(conv.clone()), rec)], WriteBatch::new(), None).await
+    if next.is_mute && !c.is_mute && v.convs.values().filter(|c| c.is_mute).count() >= flags::MAX_MUTED {
+        let msg =
+            format!("isMute: {} conversations are muted already (at most {})", flags::MAX_MUTED, flags::MAX_MUTED);
+        return Err(Refusal::new(errors::TOO_MANY_MUTED, msg));
+    }
+    let now = now_ms();
+    let rec = next.record(conv, Op::Put, v.inbox_to, now);
+    let mut extra = WriteBatch::new();
+    let changed = flags_change(logic, app, user, v, conv, &next, &mut extra, now);
+    let seq = dirty_write(logic, app, user, v, vec![(Some(conv.clone()), rec)], extra, None).await?;
+    install_flags(logic, app, user, changed);
+    Ok(seq)
+}
+
+/// If changing `conv` to `next` changes the user's flags (`flags.rs`): adds their new
+/// entry to `batch` and returns them, to be installed once the batch is durable.
+#[allow(clippy::too_many_arguments)]
+fn flags_change(
+    logic: &Logic,
+    app: AppId,
+    user: &UserId,
+    v: &View,
+    conv: &Conversation,
+    next: &Conv,
+    batch: &mut WriteBatch,
+    now: u64,
+) -> Option<flags::Flags> {
+    let before = flags::of_view(v.convs.iter(), 0);
+    let after = flags::of_view(v.convs.iter().map(|(k, c)| (k, if k == conv { next } else { c })), 0);
+    if before == after {
+        return None;
+    }
+    let held = logic.conversations.flags.get(app, user).map_or(0, |h| h.version);
+    let after = flags::Flags { version: now.max(held + 1), ..after };
+    batch.replace_log_entry(app, Owner::User(user.clone()), SyncKind::ConversationFlags, after.entry(now));
+    Some(after)
+}
+
+fn install_flags(logic: &Logic, app: AppId, user: &UserId, f: Option<flags::Flags>) {
+    if let Some(f) = f {
+        let online = |a: AppId, u: &UserId| !logic.sessions.devices(a, u).is_empty();
+        logic.conversations.flags.install(app, user, &f, now_ms(), online);
+    }
+}
+
+/// Installs flags read at login (`login.rs`) for `user`.
+pub fn install_loaded_flags(logic: &Logic, app: AppId, user: &UserId, entries: &[tern_storage::LogEntry]) {
+    match flags::Flags::from_entries(entries) {
+        Ok(f) => install_flags(logic, app, user, Some(f)),
+        Err(e) => tracing::warn!(%user, error = %e, "conversation flags do not decode; pushes are not silenced"),
+    }
 }
 
 fn existing<'a>(v: &'a View, conv: &Conversation) -> Result<&'a Conv, Refusal> {
@@ -604,7 +648,9 @@ pub async fn delete(
         extra.put_read_mark(app, user.clone(), conv.clone(), next.read_seq);
     }
     let rec = next.record(conv, Op::Delete, v.inbox_to, now);
+    let changed = flags_change(logic, app, user, v, conv, &next, &mut extra, now);
     let seq = dirty_write(logic, app, user, v, vec![(Some(conv.clone()), rec)], extra, None).await?;
+    install_flags(logic, app, user, changed);
     if let Some(c) = v.convs.get_mut(conv) {
         c.unread = 0;
         if mode == DeleteMode::ClearHistory {
@@ -657,6 +703,23 @@ pub async fn mark_read(
 pub async fn cleared_seq(logic: &Logic, app: AppId, user: &UserId, conv: &Conversation) -> Result<Seq, Refusal> {
     let g = locked(logic, app, user).await?;
     Ok(g.as_ref().and_then(|v| v.convs.get(conv)).map_or(Seq::ZERO, |c| c.cleared_seq))
+}
+
+/// The group seq up to which `user` cleared their history of `group` (`Seq::ZERO`:
+/// none): from memory for online users (their flags are loaded at login), else one
+/// read of the user's flags entry. Never loads the conversation view.
+pub async fn group_cleared(logic: &Logic, app: AppId, user: &UserId, group: &GroupId) -> Result<Seq, Refusal> {
+    if let Some(h) = logic.conversations.flags.get(app, user) {
+        return Ok(h.cleared.get(group).copied().unwrap_or_default());
+    }
+    if !logic.sessions.devices(app, user).is_empty() {
+        // Online without flags held: they have none.
+        return Ok(Seq::ZERO);
+    }
+    let owner = Owner::User(user.clone());
+    let entries = logic.store.read_log(app, &owner, SyncKind::ConversationFlags, Seq::ZERO, 1).await?;
+    let f = flags::Flags::from_entries(&entries).map_err(|e| Refusal::new(codes::INTERNAL, e))?;
+    Ok(f.cleared_groups.iter().find(|(g, _)| g == group.as_str()).map_or(Seq::ZERO, |(_, s)| Seq(*s)))
 }
 
 /// Answers a TCP ConversationGet: a ConversationList frame (or an Error frame).

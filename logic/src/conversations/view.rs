@@ -42,6 +42,10 @@ pub struct Conv {
     pub deleted: bool,
     /// The log entry that last changed the record (0: not logged yet).
     pub sync_seq: Seq,
+    /// The newest Put / Delete entry of the record, and a NotifyDelete logged after it
+    /// (0: none): the entries compaction keeps (see [`View::garbage`]).
+    pub state_seq: Seq,
+    pub notify_seq: Seq,
     pub updated_ms: u64,
     pub last: Option<Last>,
     /// Messages above `max(read_seq, cleared_seq, join_seq)` up to `seen_to`.
@@ -194,6 +198,16 @@ pub struct View {
     pub logged_inbox: Seq,
     /// The conversation log is folded up to here.
     pub log_to: Seq,
+    /// Log entries a later entry supersedes, still stored (compaction deletes them):
+    /// a conversation's older Put / Delete entries once a newer one is logged, a
+    /// NotifyDelete once any newer entry of the conversation is, and a checkpoint once
+    /// any newer entry is. What stays is each conversation's newest state (tombstones
+    /// included) and the NotifyDelete after it, so a sync from ANY point still ends in
+    /// the same records: every conversation changed after the point has its newest
+    /// entry after the point.
+    pub garbage: Vec<Seq>,
+    /// The newest entry if it is a checkpoint.
+    pub checkpoint: Option<Seq>,
 }
 
 impl View {
@@ -201,8 +215,24 @@ impl View {
     pub fn apply_log(&mut self, seq: Seq, r: &LogRecord) {
         self.log_to = self.log_to.max(seq);
         self.logged_inbox = self.logged_inbox.max(Seq(r.inbox_seq));
-        let Some(conv) = r.conversation() else { return };
+        // Every entry carries the inbox position: a newer one supersedes a checkpoint.
+        self.garbage.extend(self.checkpoint.take());
+        let Some(conv) = r.conversation() else {
+            self.checkpoint = Some(seq);
+            return;
+        };
         let c = self.convs.entry(conv).or_default();
+        let superseded = match r.op {
+            Op::NotifyDelete => [c.notify_seq, Seq::ZERO],
+            _ => [c.state_seq, c.notify_seq],
+        };
+        self.garbage.extend(superseded.into_iter().filter(|s| *s > Seq::ZERO && *s != seq));
+        if r.op == Op::NotifyDelete {
+            c.notify_seq = seq;
+        } else {
+            c.state_seq = seq;
+            c.notify_seq = Seq::ZERO;
+        }
         if r.op != Op::NotifyDelete {
             c.is_top = r.is_top;
             c.is_mute = r.is_mute;
@@ -238,5 +268,51 @@ impl View {
             v.sort_unstable_by(order);
         }
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_storage::GroupId;
+
+    fn put(conv: &Conversation, op: Op, inbox: u64) -> LogRecord {
+        let mut r = Conv::default().record(conv, op, Seq(inbox), 0);
+        r.is_top = op == Op::Put;
+        r
+    }
+
+    /// Superseded entries are garbage; each conversation's newest state (tombstones
+    /// included), a NotifyDelete after it and a trailing checkpoint are not.
+    #[test]
+    fn garbage_is_what_a_later_entry_supersedes() {
+        let a = Conversation::Single(UserId::new("a").unwrap());
+        let g = Conversation::Group(GroupId::new("g").unwrap());
+        let mut v = View::default();
+        v.apply_log(Seq(1), &put(&a, Op::Put, 1));
+        v.apply_log(Seq(2), &put(&g, Op::Put, 1));
+        v.apply_log(Seq(3), &LogRecord::checkpoint(Seq(5), 0));
+        assert_eq!((v.garbage.clone(), v.checkpoint), (vec![], Some(Seq(3))));
+        v.apply_log(Seq(4), &put(&a, Op::NotifyDelete, 6));
+        // The checkpoint is superseded; a's Put is not (the NotifyDelete carries no state).
+        assert_eq!(v.garbage, [Seq(3)]);
+        v.apply_log(Seq(5), &put(&a, Op::NotifyDelete, 6));
+        assert_eq!(v.garbage, [Seq(3), Seq(4)]);
+        v.apply_log(Seq(6), &put(&a, Op::Delete, 7));
+        assert_eq!(v.garbage, [Seq(3), Seq(4), Seq(1), Seq(5)]);
+        v.apply_log(Seq(7), &put(&g, Op::Put, 7));
+        assert_eq!(v.garbage, [Seq(3), Seq(4), Seq(1), Seq(5), Seq(2)]);
+        assert_eq!((v.convs[&a].state_seq, v.convs[&a].notify_seq, v.convs[&g].state_seq), (Seq(6), Seq(0), Seq(7)));
+        assert!(v.convs[&a].deleted);
+        assert_eq!(v.logged_inbox, Seq(7));
+        // Folding only what stays gives the same records.
+        let mut kept = View::default();
+        kept.apply_log(Seq(6), &put(&a, Op::Delete, 7));
+        kept.apply_log(Seq(7), &put(&g, Op::Put, 7));
+        for c in [&a, &g] {
+            let (x, y) = (&v.convs[c], &kept.convs[c]);
+            assert_eq!((x.is_top, x.deleted, x.sync_seq), (y.is_top, y.deleted, y.sync_seq));
+        }
+        assert_eq!(kept.logged_inbox, v.logged_inbox);
     }
 }

@@ -126,16 +126,24 @@ fn push(logic: &Logic, app: AppId, s: &GroupState, seq: Seq, payload: &[u8], ori
     };
     let mut p = MessageParts::from_table(&m);
     p.seq = seq.0;
-    let frame = message::push(&[p]);
+    let parts = [p];
+    let frame = message::push(&parts);
+    // Members who muted the conversation get the same Push with `silent` set (issue
+    // 12): encoded only when one of them exists, in one more Deliver per core.
+    let muters = logic.conversations.flags.muters(app, &s.rec.group_id);
+    let quiet = muters.as_ref().map(|_| message::push_with(&parts, true));
+    let is_muted = |u: &UserId| muters.as_ref().is_some_and(|m| m.contains(u));
+    let muted = quiet.as_deref().map(|q| (&is_muted as &dyn Fn(&UserId) -> bool, q));
     let members = &s.members;
     let n = if seq > s.max_join_seq {
         // The common case: every member joined below this message.
-        logic.sessions.send_to_members(app, members.keys(), |u| members.contains_key(u), &frame, origin)
+        let targets = |u: &UserId| members.contains_key(u);
+        logic.sessions.send_to_members_muted(app, members.keys(), targets, &frame, muted, origin)
     } else {
         // Someone joined while this message was in flight: only those who joined below it.
         let visible = |u: &UserId| members.get(u).is_some_and(|m| m.join_seq < seq);
         let list: Vec<&UserId> = members.keys().filter(|u| visible(u)).collect();
-        logic.sessions.send_to_members(app, list.into_iter(), visible, &frame, origin)
+        logic.sessions.send_to_members_muted(app, list.into_iter(), visible, &frame, muted, origin)
     };
     metrics::counter!("tern_group_messages_pushed_total").increment(n as u64);
 }
@@ -339,16 +347,21 @@ pub async fn finish(
     answer
 }
 
-/// `member`'s window of the group timeline: (join seq, newest seq). 40006 for
+/// `member`'s window of the group timeline: (floor, newest seq), the floor being their
+/// join seq or, above it, where they cleared the group's history (issue 12). 40006 for
 /// non-members (and former members: nothing after they left).
 async fn window(logic: &Logic, app: AppId, group: &GroupId, member: &UserId) -> Result<(Seq, Seq), Refusal> {
-    let mut slot = logic.groups.lock(logic, app, group).await?;
-    let s = slot.as_mut().ok_or_else(|| refused(errors::NO_SUCH_GROUP, format!("no such group: {group}")))?;
-    let m = s
-        .members
-        .get(member)
-        .ok_or_else(|| refused(errors::NOT_MEMBER, format!("{member} is not a member of the group")))?;
-    Ok((m.join_seq, s.committed()))
+    let (join, newest) = {
+        let mut slot = logic.groups.lock(logic, app, group).await?;
+        let s = slot.as_mut().ok_or_else(|| refused(errors::NO_SUCH_GROUP, format!("no such group: {group}")))?;
+        let m = s
+            .members
+            .get(member)
+            .ok_or_else(|| refused(errors::NOT_MEMBER, format!("{member} is not a member of the group")))?;
+        (m.join_seq, s.committed())
+    };
+    let cleared = crate::conversations::group_cleared(logic, app, member, group).await?;
+    Ok((join.max(cleared), newest))
 }
 
 /// A page of the group timeline after `after` as `member` may see it (above their
@@ -362,9 +375,9 @@ pub async fn pull(
     after: Seq,
     limit: usize,
 ) -> Result<(Vec<TimelineItem>, Seq, bool), Refusal> {
-    let (join, newest) = window(logic, app, group, member).await?;
+    let (floor, newest) = window(logic, app, group, member).await?;
     let limit = limit.clamp(1, logic.config.messages.max_pull);
-    let after = after.max(join);
+    let after = after.max(floor);
     if after >= newest {
         return Ok((Vec::new(), newest, true));
     }
@@ -392,7 +405,7 @@ pub async fn history(
     before: Option<Seq>,
     limit: usize,
 ) -> Result<(Vec<TimelineItem>, Option<Seq>), Refusal> {
-    let (join, newest) = window(logic, app, group, member).await?;
+    let (below, newest) = window(logic, app, group, member).await?;
     let limit = limit.clamp(1, logic.config.messages.max_pull);
     let before = before.map_or(Seq(newest.0 + 1), |b| b.min(Seq(newest.0 + 1)));
     let owner = Owner::Group(group.clone());
@@ -401,7 +414,7 @@ pub async fn history(
     let mut items = Vec::with_capacity(limit);
     let mut more = false;
     for e in entries {
-        if e.seq <= join || e.time_ms < floor {
+        if e.seq <= below || e.time_ms < floor {
             break;
         }
         if items.len() == limit {

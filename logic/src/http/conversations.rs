@@ -29,7 +29,7 @@ pub fn routes(e: Endpoints) -> Endpoints {
     e.add(routes!(conversation_get), &[], &[])
         .add(routes!(conversation_sync), &[], &[])
         .alias("/v1/conversation/syncConversationList")
-        .add(routes!(conversation_update), &[errors::NO_SUCH_CONVERSATION], &[])
+        .add(routes!(conversation_update), &[errors::NO_SUCH_CONVERSATION, errors::TOO_MANY_MUTED], &[])
         .alias("/v1/conversation/updateConversation")
         .add(routes!(conversation_delete), &[errors::NO_SUCH_CONVERSATION], &[])
         .alias("/v1/conversation/deleteConversation")

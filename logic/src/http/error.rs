@@ -257,6 +257,11 @@ pub const CODES: &[CodeInfo] = &[
         status: 404,
         meaning: "fromId has no such conversation (no message yet, or deleted)",
     },
+    CodeInfo {
+        code: crate::conversations::errors::TOO_MANY_MUTED,
+        status: 409,
+        meaning: "fromId has muted 1,000 conversations already (the most a user may)",
+    },
     CodeInfo { code: grp::NO_SUCH_GROUP, status: 404, meaning: "no such group in this app" },
     CodeInfo { code: grp::GROUP_EXISTS, status: 409, meaning: "a group with this groupId exists already" },
     CodeInfo { code: grp::ALREADY_MEMBER, status: 409, meaning: "the user is a member of the group already" },

@@ -601,31 +601,8 @@ pub async fn device_acks(
     user: &UserId,
     device: &str,
 ) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
-    // The device's acks of its user's own logs (acks of group timelines are for the
-    // group work to use).
-    let own = Owner::User(user.clone());
-    let mut acks: Vec<(SyncKind, Seq)> = logic
-        .store
-        .get_device_acks(app, user, device)
-        .await?
-        .into_iter()
-        .filter(|a| a.owner == own)
-        .map(|a| (a.kind, a.seq))
-        .collect();
-    let pending = logic
-        .messaging
-        .acks
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&(app, user.clone(), device.to_string()))
-        .copied();
-    if let Some(p) = pending {
-        match acks.iter_mut().find(|(k, _)| *k == SyncKind::Message) {
-            Some((_, s)) => s.0 = s.0.max(p),
-            None => acks.push((SyncKind::Message, Seq(p))),
-        }
-    }
-    Ok(acks)
+    let stored = logic.store.get_device_acks(app, user, device).await?;
+    Ok(device_acks_from(logic, app, user, device, stored))
 }
 
 /// [`device_acks`] from acks the caller read itself (batched logins read them with
@@ -637,6 +614,8 @@ pub fn device_acks_from(
     device: &str,
     stored: Vec<tern_storage::DeviceAck>,
 ) -> Vec<(SyncKind, Seq)> {
+    // The device's acks of its user's own logs (acks of group timelines are for the
+    // group work to use).
     let own = Owner::User(user.clone());
     let mut acks: Vec<(SyncKind, Seq)> =
         stored.into_iter().filter(|a| a.owner == own).map(|a| (a.kind, a.seq)).collect();

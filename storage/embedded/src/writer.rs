@@ -220,6 +220,9 @@ impl Group {
                         Some(codec::encode_log_value(entry.time_ms, &entry.payload)),
                     )
                 }
+                WriteOp::DeleteLogEntry { app, owner, kind, seq } => {
+                    Staged::Put(Ks::Log, codec::log_key(app, &owner, kind, seq), None)
+                }
                 WriteOp::SetSeqBound { app, owner, kind, bound } => {
                     self.stage_max(engine, MaxKs::Bounds, codec::bound_key(app, &owner, kind), bound)?
                 }

@@ -454,6 +454,7 @@ struct Statements {
     put_app: PreparedStatement,
     get_app: PreparedStatement,
     put_log: PreparedStatement,
+    delete_log: PreparedStatement,
     get_log: PreparedStatement,
     log_fwd: PreparedStatement,
     log_back: PreparedStatement,
@@ -514,6 +515,10 @@ impl Statements {
             put_log: p(format!(
                 "INSERT INTO {ks}.log_entries (app_id, user_id, kind, bucket, seq, time_ms, payload) \
                  VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL ?"
+            ))
+            .await?,
+            delete_log: p(format!(
+                "DELETE FROM {ks}.log_entries WHERE app_id = ? AND user_id = ? AND kind = ? AND bucket = ? AND seq = ?"
             ))
             .await?,
             get_log: p(format!("SELECT seq, time_ms, payload FROM {ks}.log_entries WHERE {log_key} AND seq = ?"))
@@ -714,7 +719,8 @@ impl MarkerCache {
 struct Plan {
     users: HashMap<(AppId, UserId), UserRecord>,
     apps: HashMap<AppId, AppRecord>,
-    logs: HashMap<(AppId, Owner, SyncKind, Seq), LogEntry>,
+    /// `None`: delete the entry.
+    logs: HashMap<(AppId, Owner, SyncKind, Seq), Option<LogEntry>>,
     bounds: HashMap<(AppId, Owner, SyncKind), Seq>,
     dedup: HashMap<String, DedupRecord>,
     acks: HashMap<(AppId, UserId, String, Owner, SyncKind), Seq>,
@@ -741,7 +747,10 @@ impl Plan {
                     plan.users.insert((app, rec.user_id.clone()), rec);
                 }
                 WriteOp::AppendLog { app, owner, kind, entry } => {
-                    plan.logs.insert((app, owner, kind, entry.seq), entry);
+                    plan.logs.insert((app, owner, kind, entry.seq), Some(entry));
+                }
+                WriteOp::DeleteLogEntry { app, owner, kind, seq } => {
+                    plan.logs.insert((app, owner, kind, seq), None);
                 }
                 WriteOp::SetSeqBound { app, owner, kind, bound } => {
                     keep_max(&mut plan.bounds, (app, owner, kind), bound)
@@ -785,9 +794,12 @@ impl Plan {
     }
 
     fn markers(&self, bits: BucketBits) -> HashSet<Marker> {
+        // A delete needs no bucket marker (an absent bucket reads as empty).
         let logs = self
             .logs
-            .keys()
+            .iter()
+            .filter(|(_, e)| e.is_some())
+            .map(|(k, _)| k)
             .map(|(app, owner, kind, seq)| Marker::Log(*app, owner.clone(), *kind, bucket_of(seq.0, bits.log)));
         let convs = self
             .conv
@@ -1004,6 +1016,14 @@ impl ScyllaStore {
             ));
         }
         for ((app, owner, kind, seq), e) in &plan.logs {
+            let Some(e) = e else {
+                out.push(self.exec(
+                    "deleting a log entry",
+                    &self.st.delete_log,
+                    (self.app(*app), owner_key(owner), kind_cql(*kind), bucket_of(seq.0, bits.log), to_cql(seq.0)),
+                ));
+                continue;
+            };
             out.push(self.exec(
                 "writing a log entry",
                 &self.st.put_log,
@@ -1805,7 +1825,7 @@ mod tests {
             .append_conv_index(AppId(1), u.clone(), conv, Seq(3));
         let plan = Plan::new(b);
         assert_eq!(plan.logs.len(), 1);
-        assert_eq!(plan.logs.values().next().unwrap().payload, Bytes::from_static(b"second"));
+        assert_eq!(plan.logs.values().next().unwrap().as_ref().unwrap().payload, Bytes::from_static(b"second"));
         assert_eq!(plan.bounds.values().copied().collect::<Vec<_>>(), vec![Seq(9)]);
         assert_eq!(plan.conv.len(), 1);
         assert_eq!(plan.markers(BucketBits::DEFAULT).len(), 2);
