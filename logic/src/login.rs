@@ -12,6 +12,11 @@
 //! login at a time (a second login of the same device in one batch replaces the first,
 //! whose LoginAck went out just before its Kick).
 //!
+//! The friend views are not on that path: no LoginAck needs them, so the batch's
+//! answers go out first and the views of the admitted users that are not in memory
+//! load afterwards in one store trip of their own ([`warm_friend_views`]) — three of a
+//! first login's six reads, which the link reader no longer waits for.
+//!
 //! Limits: a link's batch holds at most `link.max_logins_per_batch` logins (the reader
 //! runs it when full), and the node admits at most `link.max_logins_in_flight` new
 //! logins at once over all links; past it a login is refused at once with 80009 (retry
@@ -130,10 +135,10 @@ struct UserReads {
     /// (index of the app's `Read::Users`, position in it).
     user_at: Option<(usize, usize)>,
     bounds_at: Option<usize>,
-    /// First of the three friend-log pages.
-    logs_at: Option<usize>,
     /// The conversation flags (mutes: `Push.silent` from the first push).
     flags_at: Option<usize>,
+    /// The friend view is not in memory: warmed after the batch is answered.
+    warm_friends: bool,
     /// A read this user needs failed: its logins get 90000.
     failed: bool,
 }
@@ -251,7 +256,6 @@ async fn admit_batch(
 
     // 2. One store trip for everything not in memory.
     let user_epoch = logic.user_cache.epoch();
-    let friends_epoch = logic.friends.install_epoch();
     let mut reads: Vec<Read> = Vec::new();
     let mut users: HashMap<(AppId, UserId), UserReads> = HashMap::with_capacity(checked.len());
     let mut user_lists: Vec<(AppId, Vec<UserId>)> = Vec::new();
@@ -280,11 +284,7 @@ async fn admit_batch(
                 reads.push(Read::Log { app, owner, kind, after: Seq::ZERO, limit: 1 });
             }
             if logic.friends.needs_load(app, &c.user) {
-                u.logs_at = Some(reads.len());
-                for kind in VIEW_KINDS {
-                    let owner = Owner::User(c.user.clone());
-                    reads.push(Read::Log { app, owner, kind, after: Seq::ZERO, limit: LOAD_PAGE });
-                }
+                u.warm_friends = true;
             }
             u
         });
@@ -348,9 +348,6 @@ async fn admit_batch(
                 }
             }
         }
-        if let Some(i) = u.logs_at {
-            warm_friends(logic, *app, user, friends_epoch, &mut answers[i..i + 3]);
-        }
     }
     for (app, _) in &user_lists {
         let states = filled.iter().filter(|(a, _, _)| a == app).map(|(_, u, s)| (u, *s));
@@ -393,6 +390,47 @@ async fn admit_batch(
     // The users' first sends should not wait for a bound write: one write raises them all.
     logic.seqs.prefetch_loaded(&prefetch, SyncKind::Message);
     drop(grant);
+    // The admitted users' friend views (the send path's blacklist check reads them) load
+    // after the answers are out, in one store trip of their own: they were half of a
+    // cold login's reads, and no LoginAck needs them (a send that comes first loads the
+    // view itself; `Friends::install` then keeps the one in memory).
+    let cold: Vec<(AppId, UserId)> = users
+        .into_iter()
+        .filter(|(_, u)| u.warm_friends && matches!(u.state, Some(UserState::Active | UserState::Muted)))
+        .map(|(k, _)| k)
+        .collect();
+    if !cold.is_empty() {
+        let logic = logic.clone();
+        tokio::spawn(async move { warm_friend_views(&logic, cold).await });
+    }
+}
+
+/// Loads the friend views of `users` (not in memory when their logins were admitted)
+/// with ONE store trip for their first log pages.
+async fn warm_friend_views(logic: &Arc<Logic>, users: Vec<(AppId, UserId)>) {
+    let epoch = logic.friends.install_epoch();
+    let users: Vec<(AppId, UserId)> = users.into_iter().filter(|(a, u)| logic.friends.needs_load(*a, u)).collect();
+    if users.is_empty() {
+        return;
+    }
+    let mut reads = Vec::with_capacity(users.len() * VIEW_KINDS.len());
+    for (app, user) in &users {
+        for kind in VIEW_KINDS {
+            let owner = Owner::User(user.clone());
+            reads.push(Read::Log { app: *app, owner, kind, after: Seq::ZERO, limit: LOAD_PAGE });
+        }
+    }
+    let mut answers: Vec<Option<Result<ReadAnswer, StoreError>>> = match logic.store.read_many(reads).await {
+        Ok(a) => a.into_iter().map(Some).collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "reading friend logs after logins failed; the first send loads them");
+            return;
+        }
+    };
+    let n = VIEW_KINDS.len();
+    for (i, (app, user)) in users.iter().enumerate() {
+        warm_friends(logic, *app, user, epoch, &mut answers[i * n..(i + 1) * n]);
+    }
 }
 
 /// Folds the friend-log pages read for `user` into a view and installs it; a log longer

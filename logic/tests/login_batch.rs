@@ -214,3 +214,40 @@ async fn past_the_node_limit_logins_are_refused_at_once_but_resumes_are_not() {
     batch.run(&h.logic, &tx).await;
     assert_eq!(drain(&mut rx), vec![Out::Ack(3, 6, 0)]);
 }
+
+/// Friend views load after the batch is answered, in a trip of their own: every admitted
+/// user's view ends up in memory (two devices of one user in the batch, one refused
+/// user's never), and a view already in memory is kept.
+#[tokio::test]
+async fn friend_views_load_after_the_answers() {
+    let h = harness(LogicConfig::default());
+    seed(&h).await;
+    let (tx, mut rx) = link(&h.logic);
+    let app = AppId(APP);
+    for u in ["alice", "dave", "bob"] {
+        assert!(!h.logic.friends.is_view_loaded(app, &uid(u)));
+    }
+    let mut batch = LoginBatch::new();
+    batch.push(login(1, APP, "alice", "phone", 1));
+    batch.push(login(2, APP, "alice", "web", 2));
+    batch.push(login(3, APP, "dave", "phone", 3));
+    batch.push(login(4, APP, "bob", "phone", 4));
+    batch.run(&h.logic, &tx).await;
+    let mut out = drain(&mut rx);
+    out.sort_by_key(|o| match o {
+        Out::Ack(s, ..) | Out::Refused(s, ..) | Out::Kick(s, _) => *s,
+    });
+    assert_eq!(out, vec![Out::Ack(1, 1, 7), Out::Ack(2, 2, 0), Out::Ack(3, 3, 0), Out::Refused(4, 4, 50003)]);
+    assert_eq!(h.logic.sessions.devices(app, &uid("alice")).len(), 2, "login model 4: both devices stay");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !(h.logic.friends.is_view_loaded(app, &uid("alice")) && h.logic.friends.is_view_loaded(app, &uid("dave"))) {
+        assert!(std::time::Instant::now() < deadline, "friend views not loaded after the batch");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(!h.logic.friends.is_view_loaded(app, &uid("bob")), "a refused login loads nothing");
+    // A later login of a user whose view is in memory keeps it.
+    batch.push(login(5, APP, "dave", "web", 5));
+    batch.run(&h.logic, &tx).await;
+    assert_eq!(drain(&mut rx), vec![Out::Ack(5, 5, 0)]);
+    assert!(h.logic.friends.is_view_loaded(app, &uid("dave")));
+}

@@ -825,14 +825,60 @@ impl Worker {
         let dev = &mut self.devs[k];
         dev.phase = Phase::Connecting;
         dev.since_us = now;
-        let res = os::start_connect(src, addr).and_then(|s| {
-            self.ep.add(s.as_raw_fd(), k as u64, os::OUT)?;
-            Ok(s)
-        });
-        match res {
-            Ok(s) => dev.sock = Some(s),
-            Err(e) => self.end(k, End::closed(format!("connect: {:?}", e.kind())), now),
+        let s = match os::start_connect(src, addr) {
+            Ok(s) => s,
+            Err(e) => return self.end(k, End::closed(format!("connect: {:?}", e.kind())), now),
+        };
+        if self.proto == (Proto::Tern { ws: false }) {
+            // On loopback the handshake is done when `connect` returns: the Login goes
+            // out at once, and the socket is watched for its answer only — no wake-up,
+            // SO_ERROR query and epoll change for the connect's own completion.
+            match self.login_now(k, &s) {
+                Ok(true) => {
+                    let ev = if self.devs[k].writing { os::IN | os::OUT } else { os::IN };
+                    if let Err(e) = self.ep.add(s.as_raw_fd(), k as u64, ev) {
+                        return self.end(k, End::closed(format!("epoll: {:?}", e.kind())), now);
+                    }
+                    self.devs[k].sock = Some(s);
+                    return;
+                }
+                Ok(false) => {} // still connecting: wait for it as below
+                Err(e) => return self.end(k, End::closed(format!("connect: {:?}", e.kind())), now),
+            }
         }
+        if let Err(e) = self.ep.add(s.as_raw_fd(), k as u64, os::OUT) {
+            return self.end(k, End::closed(format!("epoll: {:?}", e.kind())), now);
+        }
+        self.devs[k].sock = Some(s);
+    }
+
+    /// Writes the Tern Login on a socket whose connect may still be in progress.
+    /// `Ok(false)`: not connected yet (nothing written, nothing queued); `Ok(true)`: the
+    /// Login is written, or its rest queued with `writing` set.
+    fn login_now(&mut self, k: usize, s: &Socket) -> std::io::Result<bool> {
+        // Written here, not by the turn's flush: `writing` keeps `mark` from listing it.
+        self.devs[k].writing = true;
+        self.login(k);
+        let dev = &mut self.devs[k];
+        let mut w: &Socket = s;
+        let mut done = 0;
+        while done < dev.wbuf.len() {
+            match w.write(&dev.wbuf[done..]) {
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if done == 0 && matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOTCONN)) => {
+                    dev.wbuf.clear();
+                    dev.writing = false;
+                    dev.phase = Phase::Connecting;
+                    return Ok(false);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        dev.wbuf.drain(..done);
+        dev.writing = !dev.wbuf.is_empty();
+        Ok(true)
     }
 
     fn on_ready(&mut self, k: usize, events: u32, now: u64) {

@@ -248,6 +248,11 @@ impl Friends {
         self.slot(app, user).try_lock().is_ok_and(|g| g.is_none())
     }
 
+    /// Whether `user`'s view is in memory now (false while someone holds it locked).
+    pub fn is_view_loaded(&self, app: AppId, user: &UserId) -> bool {
+        self.slot(app, user).try_lock().is_ok_and(|g| g.is_some())
+    }
+
     /// Take before reading pages for [`install`](Self::install).
     pub(crate) fn install_epoch(&self) -> u64 {
         self.invalidations.load(std::sync::atomic::Ordering::SeqCst)
