@@ -1037,12 +1037,9 @@ export class TernClient extends Emitter<TernEvents> {
       ws.send(encodePushAck(this.allocRequestId(), SyncKind.Message, this.inbox.safe));
       this.inbox.acked = this.inbox.safe;
     }
-    for (const [g, t] of this.groups) {
-      if (t.safe > t.acked) {
-        ws.send(encodePushAck(this.allocRequestId(), SyncKind.Message, t.safe, g));
-        t.acked = t.safe;
-      }
-    }
+    // Group timelines are not acked: the server keeps no per-device point in a group
+    // timeline (gateways drop group PushAcks, PROTOCOL.md); this client keeps its own
+    // group sync points and resumes from them.
   }
 
   // ---- sync ----
