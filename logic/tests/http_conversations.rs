@@ -490,3 +490,42 @@ async fn pushes_of_muted_conversations_are_silent() {
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert_eq!(pushes(&mut rx), [("a".to_string(), false)]);
 }
+
+/// A user mutes at most `MAX_MUTED` (1,000) conversations: the next mute is refused with
+/// 50012 and changes nothing; unmuting one makes room again; pins are not limited.
+#[tokio::test]
+async fn mutes_are_capped_per_user() {
+    const MAX_MUTED: usize = 1_000;
+    let h = harness();
+    let peers: Vec<String> = (0..=MAX_MUTED).map(|i| format!("p{i}")).collect();
+    users(&h, &["b"]).await;
+    for chunk in peers.chunks(100) {
+        users(&h, &chunk.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    }
+    for p in &peers {
+        send(&h, p, "b", &format!("m-{p}")).await;
+    }
+    let upd = |peer: &str, mute: bool| json!({"fromId": "b", "conversationId": format!("1_b_{peer}"), "isMute": mute});
+    for p in &peers[..MAX_MUTED] {
+        h.ok("/conversation/update", upd(p, true)).await;
+    }
+    let last = &peers[MAX_MUTED];
+    let refused = h.admin(APP, "/conversation/update", &upd(last, true)).await.json("/conversation/update");
+    assert_eq!(refused["code"], json!(50012), "{refused}");
+    // Re-muting a muted one and pinning the last one are fine at the cap.
+    h.ok("/conversation/update", upd(&peers[0], true)).await;
+    h.ok("/conversation/update", json!({"fromId": "b", "conversationId": format!("1_b_{last}"), "isTop": true})).await;
+    // Muted conversations over every page of the list.
+    async fn muted(h: &support::Harness) -> usize {
+        let mut n = 0;
+        for offset in [0, 1_000] {
+            let r = h.ok("/conversation/get", json!({"fromId": "b", "offset": offset, "limit": 1000})).await;
+            n += r["conversationList"].as_array().unwrap().iter().filter(|c| c["isMute"] == json!(true)).count();
+        }
+        n
+    }
+    assert_eq!(muted(&h).await, MAX_MUTED, "the refused mute changed nothing");
+    h.ok("/conversation/update", upd(&peers[0], false)).await;
+    h.ok("/conversation/update", upd(last, true)).await;
+    assert_eq!(muted(&h).await, MAX_MUTED);
+}
