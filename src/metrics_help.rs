@@ -98,6 +98,10 @@ pub fn describe() {
     describe_counter!("tern_gateway_frames_in_total", "Client frames received, by gateway core.");
     describe_counter!("tern_gateway_frames_out_total", "Frames written to clients, by gateway core.");
     describe_counter!("tern_gateway_link_reconnects_total", "Reconnects of a core's link to logic.");
+    describe_counter!(
+        "tern_gateway_group_acks_dropped_total",
+        "Group PushAcks dropped at the gateway (the server keeps no per-device point in a group timeline)."
+    );
     describe_counter!("tern_gateway_stale_deliveries_total", "Deliveries for connections already gone.");
     describe_counter!("tern_gateway_closes_total", "Client connections closed, by reason and core.");
 }

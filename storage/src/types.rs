@@ -822,14 +822,16 @@ mod tests {
             (SyncKind::GroupList, 5),
             (SyncKind::Conversation, 6),
             (SyncKind::ListedBy, 7),
+            (SyncKind::ConversationFlags, 8),
         ];
         for (kind, n) in expected {
             assert_eq!(kind.as_u8(), n);
             assert_eq!(SyncKind::from_u8(n), Some(kind));
         }
         assert_eq!(SyncKind::ALL.len(), expected.len());
-        assert_eq!(SyncKind::from_u8(8), None);
-        assert!(SyncKind::ALL.iter().all(|k| k.client_visible() == (*k != SyncKind::ListedBy)));
+        assert_eq!(SyncKind::from_u8(9), None);
+        let internal = [SyncKind::ListedBy, SyncKind::ConversationFlags];
+        assert!(SyncKind::ALL.iter().all(|k| k.client_visible() == !internal.contains(k)));
         assert_eq!(SyncKind::from_u8(255), None);
     }
 
