@@ -831,7 +831,7 @@ mod tests {
         assert_eq!(SyncKind::ALL.len(), expected.len());
         assert_eq!(SyncKind::from_u8(9), None);
         let internal = [SyncKind::ListedBy, SyncKind::ConversationFlags];
-        assert!(SyncKind::ALL.iter().all(|k| k.client_visible() == !internal.contains(k)));
+        assert!(SyncKind::ALL.iter().all(|k| k.client_visible() != internal.contains(k)));
         assert_eq!(SyncKind::from_u8(255), None);
     }
 
