@@ -80,6 +80,8 @@ struct Node {
     rx: mpsc::Receiver<Vec<u8>>,
     /// b's conversation log seq at the last check.
     b_max: u64,
+    /// b's notifications from a node since restarted that no check has seen yet.
+    told_before_restart: BTreeMap<u32, u64>,
     /// Per user, a device that synced at every check: its state and `maxSequence`
     /// (it resumes from there however the log was compacted meanwhile).
     devices: Vec<(Synced, u64)>,
@@ -97,6 +99,10 @@ impl Node {
     }
 
     fn restart(&mut self) {
+        // What the old node told b's devices and no check has looked at yet (a refused
+        // op skips its check) still counts.
+        let told = self.b_notified();
+        self.told_before_restart.extend(told);
         let (logic, router) = self.h.restarted();
         self.rx = Self::online(&logic);
         self.logic = logic;
@@ -105,7 +111,7 @@ impl Node {
 
     /// The highest conversation-log SyncNotify seq each of b's devices got since last asked.
     fn b_notified(&mut self) -> BTreeMap<u32, u64> {
-        let mut out = BTreeMap::new();
+        let mut out = std::mem::take(&mut self.told_before_restart);
         while let Ok(f) = self.rx.try_recv() {
             let lf = parse_link(&f[HEADER_LEN..]).expect("link frame");
             let Some(d) = lf.body_as_deliver() else { continue };
@@ -161,7 +167,15 @@ async fn run(ops: Vec<Op>, cut: usize) {
     config.conversations.checkpoint_every = 2;
     let h = support::Harness::new(config, vec![app_config(APP, json!({}))], None);
     let rx = Node::online(&h.logic);
-    let mut n = Node { logic: h.logic.clone(), router: h.router.clone(), h, rx, b_max: 0, devices: Vec::new() };
+    let mut n = Node {
+        logic: h.logic.clone(),
+        router: h.router.clone(),
+        h,
+        rx,
+        b_max: 0,
+        devices: Vec::new(),
+        told_before_restart: BTreeMap::new(),
+    };
     let users: Vec<Value> = USERS.iter().map(|u| json!({"userId": u})).collect();
     n.call("/user/importUser", json!({"userData": users})).await;
     n.call(
@@ -388,4 +402,12 @@ proptest! {
     fn unread_counts_and_sync_follow_the_model(ops in prop::collection::vec(op(), 1..40), cut in 0..20usize) {
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(run(ops, cut));
     }
+}
+
+/// A refused op skips its check; a restart right after it must not lose what b's devices
+/// were told before the node went away (found by the proptest).
+#[test]
+fn notifications_before_a_restart_still_count() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(run(vec![Op::Delete(1, 0, 0), Op::Restart], 0));
 }
