@@ -26,7 +26,7 @@ pub use flusher::{FlushPolicy, DEFAULT_BACKGROUND_NICE, DEFAULT_MAX_UNFLUSHED_BY
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 use serde::{Deserialize, Serialize};
 use std::{
     path::{Path, PathBuf},
@@ -321,7 +321,7 @@ impl Engine {
     fn get_users(&self, app: AppId, ids: &[UserId]) -> Result<Vec<Option<UserRecord>>, StoreError> {
         ids.iter()
             .map(|id| {
-                let Some(v) = self.users.get(codec::user_key(app, id)).map_err(io_err)? else {
+                let Some(v) = self.db.snapshot().get(&self.users, codec::user_key(app, id)).map_err(io_err)? else {
                     return Ok(None);
                 };
                 let rec = codec::decode_user(&v)?;
@@ -349,7 +349,7 @@ impl Engine {
         };
         let prefix = codec::log_prefix(app, owner, kind);
         let range = codec::seq_key(&prefix, first)..=codec::seq_key(&prefix, Seq::MAX);
-        self.log.range(range).take(limit).map(|guard| decode_entry(&prefix, guard)).collect()
+        self.db.snapshot().range(&self.log, range).take(limit).map(|guard| decode_entry(&prefix, guard)).collect()
     }
 
     fn read_log_back(
@@ -362,7 +362,7 @@ impl Engine {
     ) -> Result<Vec<LogEntry>, StoreError> {
         let prefix = codec::log_prefix(app, owner, kind);
         let range = codec::seq_key(&prefix, Seq::ZERO)..codec::seq_key(&prefix, before);
-        self.log.range(range).rev().take(limit).map(|guard| decode_entry(&prefix, guard)).collect()
+        self.db.snapshot().range(&self.log, range).rev().take(limit).map(|guard| decode_entry(&prefix, guard)).collect()
     }
 
     fn get_log_entry(
@@ -372,7 +372,7 @@ impl Engine {
         kind: SyncKind,
         seq: Seq,
     ) -> Result<Option<LogEntry>, StoreError> {
-        let Some(v) = self.log.get(codec::log_key(app, owner, kind, seq)).map_err(io_err)? else {
+        let Some(v) = self.db.snapshot().get(&self.log, codec::log_key(app, owner, kind, seq)).map_err(io_err)? else {
             return Ok(None);
         };
         let (time_ms, payload) = codec::decode_log_value(&v)?;
@@ -382,7 +382,7 @@ impl Engine {
     fn seq_bounds(&self, app: AppId, owner: &Owner) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
         let prefix = codec::owner_prefix(app, owner);
         let mut out = Vec::new();
-        for guard in self.bounds.prefix(&prefix) {
+        for guard in self.db.snapshot().prefix(&self.bounds, &prefix) {
             let (key, value) = guard.into_inner().map_err(io_err)?;
             let kind = match key.strip_prefix(prefix.as_slice()) {
                 Some(&[n]) => n,
@@ -401,7 +401,7 @@ impl Engine {
 
     fn get_dedup(&self, key: &str, now_ms: u64) -> Result<Option<DedupRecord>, StoreError> {
         check_dedup_key(key)?;
-        let Some(v) = self.dedup.get(key.as_bytes()).map_err(io_err)? else {
+        let Some(v) = self.db.snapshot().get(&self.dedup, key.as_bytes()).map_err(io_err)? else {
             return Ok(None);
         };
         let (expires_ms, value) = codec::decode_dedup_value(&v)?;
@@ -412,7 +412,7 @@ impl Engine {
     }
 
     fn get_app(&self, app: AppId) -> Result<Option<AppRecord>, StoreError> {
-        let Some(v) = self.apps.get(codec::app_key(app)).map_err(io_err)? else {
+        let Some(v) = self.db.snapshot().get(&self.apps, codec::app_key(app)).map_err(io_err)? else {
             return Ok(None);
         };
         let rec = codec::decode_app(&v)?;
@@ -427,7 +427,7 @@ impl Engine {
         let prefix = codec::device_prefix(app, user, device_id);
         let mut out = Vec::new();
         // Key order puts the own acks (one kind byte, < 0xFF) before other owners'.
-        for guard in self.device_acks.prefix(&prefix) {
+        for guard in self.db.snapshot().prefix(&self.device_acks, &prefix) {
             let (key, value) = guard.into_inner().map_err(io_err)?;
             let (owner, kind) = codec::log_of_device_ack_key(user, &prefix, &key)?;
             let Some(kind) = SyncKind::from_u8(kind) else {
@@ -441,7 +441,9 @@ impl Engine {
     }
 
     fn get_message_index(&self, app: AppId, message_key: u64) -> Result<Option<MessageLocator>, StoreError> {
-        let Some(v) = self.msg_index.get(codec::message_index_key(app, message_key)).map_err(io_err)? else {
+        let Some(v) =
+            self.db.snapshot().get(&self.msg_index, codec::message_index_key(app, message_key)).map_err(io_err)?
+        else {
             return Ok(None);
         };
         codec::decode_locator(&v).map(Some)
@@ -457,8 +459,9 @@ impl Engine {
     ) -> Result<Vec<Seq>, StoreError> {
         let prefix = codec::conv_prefix(app, user, conv);
         let range = codec::seq_key(&prefix, Seq::ZERO)..codec::seq_key(&prefix, before);
-        self.conv_index
-            .range(range)
+        self.db
+            .snapshot()
+            .range(&self.conv_index, range)
             .rev()
             .take(limit)
             .map(|guard| {
@@ -471,8 +474,9 @@ impl Engine {
 
     fn get_read_marks(&self, app: AppId, user: &UserId) -> Result<Vec<(Conversation, Seq)>, StoreError> {
         let prefix = codec::user_prefix(app, user);
-        self.read_marks
-            .prefix(&prefix)
+        self.db
+            .snapshot()
+            .prefix(&self.read_marks, &prefix)
             .map(|guard| {
                 let (key, value) = guard.into_inner().map_err(io_err)?;
                 let conv = codec::conv_of_key("read mark", &prefix, &key)?;
@@ -487,7 +491,9 @@ impl Engine {
         user: &UserId,
         conv: &Conversation,
     ) -> Result<Option<ConversationRecord>, StoreError> {
-        let Some(v) = self.conversations.get(codec::conversation_key(app, user, conv)).map_err(io_err)? else {
+        let Some(v) =
+            self.db.snapshot().get(&self.conversations, codec::conversation_key(app, user, conv)).map_err(io_err)?
+        else {
             return Ok(None);
         };
         codec::decode_conversation(conv.clone(), &v).map(Some)
@@ -510,8 +516,9 @@ impl Engine {
         // Just past every key with this prefix: its last byte is an ASCII id byte, so
         // adding one never carries.
         *end.last_mut().expect("prefix is never empty") += 1;
-        self.conversations
-            .range((start, std::ops::Bound::Excluded(end)))
+        self.db
+            .snapshot()
+            .range(&self.conversations, (start, std::ops::Bound::Excluded(end)))
             .take(limit)
             .map(|guard| {
                 let (key, value) = guard.into_inner().map_err(io_err)?;
@@ -524,7 +531,7 @@ impl Engine {
 
 impl Engine {
     fn get_group(&self, app: AppId, group: &GroupId) -> Result<Option<GroupRecord>, StoreError> {
-        let Some(v) = self.groups.get(codec::group_key(app, group)).map_err(io_err)? else {
+        let Some(v) = self.db.snapshot().get(&self.groups, codec::group_key(app, group)).map_err(io_err)? else {
             return Ok(None);
         };
         let rec = codec::decode_group(&v)?;
@@ -544,8 +551,9 @@ impl Engine {
             Some(next) => std::ops::Bound::Excluded(next.to_be_bytes().to_vec()),
             None => std::ops::Bound::Unbounded,
         };
-        self.groups
-            .range((start, end))
+        self.db
+            .snapshot()
+            .range(&self.groups, (start, end))
             .take(limit)
             .map(|guard| {
                 let (_, value) = guard.into_inner().map_err(io_err)?;
@@ -563,7 +571,12 @@ impl Engine {
         members
             .iter()
             .map(|m| {
-                let Some(v) = self.group_members.get(codec::group_member_key(app, group, m)).map_err(io_err)? else {
+                let Some(v) = self
+                    .db
+                    .snapshot()
+                    .get(&self.group_members, codec::group_member_key(app, group, m))
+                    .map_err(io_err)?
+                else {
                     return Ok(None);
                 };
                 let rec = codec::decode_group_member(&v)?;
@@ -594,8 +607,9 @@ impl Engine {
         // Just past every key with this prefix: its last byte is an ASCII id byte, so
         // adding one never carries.
         *end.last_mut().expect("prefix is never empty") += 1;
-        self.group_members
-            .range((start, std::ops::Bound::Excluded(end)))
+        self.db
+            .snapshot()
+            .range(&self.group_members, (start, std::ops::Bound::Excluded(end)))
             .take(limit)
             .map(|guard| {
                 let (_, value) = guard.into_inner().map_err(io_err)?;
