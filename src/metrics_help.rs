@@ -40,6 +40,10 @@ pub fn describe() {
         "tern_send_turn_seconds",
         "Time from handing a link turn's sends to the store until they are durable."
     );
+    describe_histogram!(
+        "tern_send_logic_seconds",
+        "Logic's share of a TCP send's latency: from the link reader taking the Send to its SendAck queued on the link."
+    );
     describe_gauge!(
         "tern_send_admission_limit",
         "Current node-wide limit of sends waiting for the store (adaptive; messages.send_latency_target_ms)."

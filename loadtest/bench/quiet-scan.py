@@ -22,13 +22,14 @@ def heavy(cwd, cmd):
         return False  # the host's own tool processes and quiet runs
     if keep in cwd or keep in cmd:
         return False
-    if 'rustc' in cmd or 'cargo' in cmd:
+    if any(tool in cmd for tool in ('rustc', 'cargo', 'rustfmt', 'clippy-driver')):
         return True
     if not keep_java and 'java' in cmd:
         return True
     if QUIET_WORKTREES_MARK in cmd and '/target/' in cmd:
         return True
-    return cwd.startswith(WORKTREES) and 'target/' in cmd
+    # Anything else another checkout runs (its shells, test binaries, linkers).
+    return cwd.startswith(WORKTREES)
 def scan():
     for d in os.listdir('/proc'):
         if not d.isdigit() or int(d) in protect:
@@ -51,7 +52,7 @@ def scan():
 scan()
 print('ready', flush=True)
 while not done and os.getppid() == parent:
-    time.sleep(1)
+    time.sleep(0.25)
     if not done:
         scan()
 for p in stopped:

@@ -11,7 +11,7 @@
 # every other helper's build. Cassandra (java) is paused too unless QUIET_KEEP_JAVA=1.
 # Quiet runs are serialized machine-wide (flock): two measurements at once would pause
 # each other's builds but share the CPU, and both would measure noise. Matching processes
-# that start during the run are paused too (quiet-scan.py rescans every second).
+# that start during the run are paused too (quiet-scan.py rescans four times a second).
 # Knobs: QUIET_KEEP (required), QUIET_KEEP_JAVA=1, QUIET_LOCK (lock file path),
 # QUIET_WORKTREES (prefix of other checkouts whose binaries are paused; default /work/wt-).
 if [ -z "$QUIET_KEEP" ]; then echo "quiet.sh: set QUIET_KEEP to your worktree (e.g. /work/wt-me)" >&2; exit 2; fi

@@ -185,6 +185,9 @@ struct AckTo {
     conn: ConnRef,
     request_id: u32,
     client_msg_id: String,
+    /// When the link reader took the send: `tern_send_logic_seconds` measures from here
+    /// to its SendAck queued on the link.
+    read_at: std::time::Instant,
 }
 
 /// A prepared send of a turn: 1:1 or group.
@@ -242,6 +245,7 @@ impl SendTurn {
         user: UserId,
         device_id: &str,
     ) {
+        let read_at = std::time::Instant::now();
         let s = f.body_as_send().expect("checked type");
         let client_msg_id = s.client_msg_id().unwrap_or_default();
         let refuse = |code: u32, message: &str| refuse_send(tx, conn, rid, client_msg_id, code, message);
@@ -265,7 +269,7 @@ impl SendTurn {
         };
         match msg::prepare(logic, req).await {
             Ok(Prepared::Ready(pending, write)) => {
-                let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned() };
+                let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned(), read_at };
                 self.pending.push((TurnSend::One(pending), to));
                 self.writes.push(write);
                 if self.pending.len() >= MAX_TURN_SENDS {
@@ -273,7 +277,7 @@ impl SendTurn {
                 }
             }
             Ok(Prepared::Waiting(rx)) => {
-                let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned() };
+                let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned(), read_at };
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let result = rx.await.unwrap_or_else(|_| Err(msg::Refusal::new(codes::INTERNAL, "internal error")));
@@ -281,7 +285,7 @@ impl SendTurn {
                 });
             }
             Ok(Prepared::Done(accepted)) => {
-                let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned() };
+                let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned(), read_at };
                 reply(tx, conn, &send_ack(&to, &Ok(accepted)));
             }
             Err(r) => refuse(r.code, &r.message),
@@ -304,6 +308,7 @@ impl SendTurn {
         user: UserId,
         device_id: &str,
     ) {
+        let read_at = std::time::Instant::now();
         let s = f.body_as_send().expect("checked type");
         let client_msg_id = s.client_msg_id().unwrap_or_default();
         let refuse = |code: u32, message: &str| refuse_send(tx, conn, rid, client_msg_id, code, message);
@@ -325,7 +330,7 @@ impl SendTurn {
             origin: Some(conn),
             extras: Default::default(),
         };
-        let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned() };
+        let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned(), read_at };
         match crate::groups::prepare(logic, req).await {
             Ok(crate::groups::GroupPrepared::Ready(pending, write)) => {
                 self.pending.push((TurnSend::Group(pending), to));
@@ -362,6 +367,7 @@ impl SendTurn {
         user: UserId,
         device_id: &str,
     ) {
+        let read_at = std::time::Instant::now();
         let f = frame::parse_client_framed(bytes, crate::link::MAX_LINK_PAYLOAD).expect("parsed before");
         let s = f.body_as_send().expect("checked type");
         let client_msg_id = s.client_msg_id().unwrap_or_default();
@@ -388,7 +394,7 @@ impl SendTurn {
             let f = frame::parse_client_framed(&bytes, crate::link::MAX_LINK_PAYLOAD).expect("parsed before");
             let s = f.body_as_send().expect("checked type");
             let client_msg_id = s.client_msg_id().unwrap_or_default();
-            let ack_to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned() };
+            let ack_to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned(), read_at };
             let to_id = s.to_id().unwrap_or_default();
             let result = match (group, GroupId::new(to_id), UserId::new(to_id)) {
                 (true, Ok(group), _) => {
@@ -455,6 +461,7 @@ impl SendTurn {
                     TurnSend::Group(p) => crate::groups::finish(&logic, p, outcome).await,
                 };
                 reply(&tx, to.conn, &send_ack(&to, &result));
+                metrics::histogram!("tern_send_logic_seconds").record(to.read_at.elapsed().as_secs_f64());
             }
             in_flight.fetch_sub(n, Ordering::Relaxed);
         });
