@@ -23,6 +23,8 @@
 #   PORT_OFFSET added to every port this script listens on (default 0), so two
 #             checkouts can benchmark on one machine
 #   P2P_ONLY=1 to skip the idle-connection (memory and login ramp) runs
+# Every p2p row carries the server's own CPU per message (all its threads, the same
+# window as the generator's) beside the generator's.
 # Output: the comparison table on stdout, target/bench/compare.json, compare.html and
 # every run's own JSON/HTML in target/bench/.
 #
@@ -125,7 +127,7 @@ rm -rf "$WORK/data"
 start "$WORK/tern-all.log" "$TERN" all --config "$WORK/tern.toml" --http-addr "$HTTP" \
   --tcp-addr 127.0.0.1:$((18200 + O)) --ws-addr 127.0.0.1:$((18300 + O)) --link-addr "$LINK"
 TERN_PID=$STARTED
-"${LT[@]}" p2p --addr 127.0.0.1:$((18200 + O)) --http "$HTTP" "${P2P[@]}" || STATUS=1
+"${LT[@]}" p2p --addr 127.0.0.1:$((18200 + O)) --http "$HTTP" --server-pid "$TERN_PID" "${P2P[@]}" || STATUS=1
 stop "$TERN_PID"
 
 if [[ -z "${P2P_ONLY:-}" ]]; then
@@ -162,8 +164,8 @@ fi
 echo "== nats-server p2p: core, then JetStream (file storage)"
 start "$WORK/nats.log" nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/nats"
 NATS_PID=$STARTED
-"${LT[@]}" p2p --target nats-core --addr "$NATS" "${P2P[@]}" || STATUS=1
-"${LT[@]}" p2p --target jetstream --addr "$NATS" "${P2P[@]}" || STATUS=1
+"${LT[@]}" p2p --target nats-core --addr "$NATS" --server-pid "$NATS_PID" "${P2P[@]}" || STATUS=1
+"${LT[@]}" p2p --target jetstream --addr "$NATS" --server-pid "$NATS_PID" "${P2P[@]}" || STATUS=1
 stop "$NATS_PID"
 
 echo "== comparison (RATE=$RATE DURATION=$DURATION USERS=$USERS DEVICES=$DEVICES WORKERS=$WORKERS TICK=${TICK:-default} PAYLOAD=$PAYLOAD CONNS=$CONNS)"

@@ -38,6 +38,10 @@ pub struct SystemFigures {
     /// The generator's own CPU per message: comparable figures need it well below the
     /// server's.
     pub generator_cpu_us_per_msg: f64,
+    /// The server's own CPU per message (its processes named with `--server-pid`): the
+    /// systems' cost side by side, on the same workload and machine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us_per_msg: Option<f64>,
     /// The connection shape: must be the same for every system compared.
     pub conns: u64,
     pub workers: u32,
@@ -69,6 +73,7 @@ pub fn figures(results: &[RunResult]) -> BTreeMap<String, SystemFigures> {
             f.duplicates = p.duplicates;
             f.kicks = p.kicks.values().sum();
             f.generator_cpu_us_per_msg = p.generator_cpu_us_per_msg;
+            f.server_cpu_us_per_msg = p.server_cpu_us_per_msg;
             f.conns = p.conns;
             f.workers = p.workers;
             f.ack_p99_us = (!p.ack_hist.buckets.is_empty()).then_some(p.ack_p99_us);
@@ -129,6 +134,9 @@ pub fn render_table(f: &BTreeMap<String, SystemFigures>) -> String {
                 s.kicks, s.generator_cpu_us_per_msg, s.conns, s.workers
             ));
         }
+        if let Some(c) = s.server_cpu_us_per_msg {
+            v.push_str(&format!("  server {c:.1} µs/msg"));
+        }
         if let Some(b) = s.bytes_per_idle_conn {
             v.push_str(&format!("  {b:.0} B/idle conn ({} conns)", s.idle_conns.unwrap_or(0)));
         }
@@ -145,9 +153,13 @@ pub fn render_table(f: &BTreeMap<String, SystemFigures>) -> String {
             rows.push((
                 format!("tern/{name}"),
                 format!(
-                    "delivered/s {}   p99 {}{}",
+                    "delivered/s {}   p99 {}{}{}",
                     fmt_ratio(ratio(t.delivered_per_s, s.delivered_per_s)),
                     fmt_ratio(ratio(t.p99_us as f64, s.p99_us as f64)),
+                    match (t.server_cpu_us_per_msg, s.server_cpu_us_per_msg) {
+                        (Some(a), Some(b)) => format!("   server CPU/msg {}", fmt_ratio(ratio(a, b))),
+                        _ => String::new(),
+                    },
                     match (t.bytes_per_idle_conn, s.bytes_per_idle_conn) {
                         (Some(a), Some(b)) => format!("   memory/conn {}", fmt_ratio(ratio(a, b))),
                         _ => String::new(),
@@ -172,7 +184,9 @@ pub fn run_compare(args: CompareArgs) -> Result<(), HarnessError> {
     println!(
         "gen µs/msg: user + system CPU of every load-generator process (workers and coordinator) \
          from a run's start to its drain, over messages sent — sends, acks, deliveries, echoes, \
-         PushAcks, pings, wake-ups and the kernel's loopback TCP work done in its syscalls"
+         PushAcks, pings, wake-ups and the kernel's loopback TCP work done in its syscalls; \
+         server µs/msg: the same for the server's processes (every thread), same window, over \
+         messages accepted (refused sends are not counted as messages)"
     );
     if let Some(why) = shape_mismatch(&figs) {
         eprintln!("warning: {why}");
@@ -186,6 +200,7 @@ pub fn run_compare(args: CompareArgs) -> Result<(), HarnessError> {
                 serde_json::json!({
                     "delivered_per_s": ratio(t.delivered_per_s, s.delivered_per_s),
                     "p99": ratio(t.p99_us as f64, s.p99_us as f64),
+                    "server_cpu_per_msg": t.server_cpu_us_per_msg.zip(s.server_cpu_us_per_msg).and_then(|(a, b)| ratio(a, b)),
                     "bytes_per_idle_conn": t.bytes_per_idle_conn.zip(s.bytes_per_idle_conn).and_then(|(a, b)| ratio(a, b)),
                 }),
             );
@@ -210,6 +225,10 @@ mod tests {
     use crate::harness::report::{ConnectResult, P2pResult};
 
     fn run(target: &str, delivered: f64, p99: u64, acks: bool) -> RunResult {
+        run_costing(target, delivered, p99, acks, None)
+    }
+
+    fn run_costing(target: &str, delivered: f64, p99: u64, acks: bool, server_cpu: Option<f64>) -> RunResult {
         let mut ack = crate::harness::hist::Latency::new();
         if acks {
             ack.record(500);
@@ -225,6 +244,7 @@ mod tests {
                 p99_us: p99,
                 ack_p99_us: 500,
                 ack_hist: ack.to_data(),
+                server_cpu_us_per_msg: server_cpu,
                 ..Default::default()
             }),
             sync: None,
@@ -262,6 +282,7 @@ mod tests {
         assert!(shape_mismatch(&odd).is_some_and(|w| w.contains("jetstream: 10 conns")));
         let t = render_table(&f);
         assert!(t.contains("tern/jetstream") && t.contains("delivered/s 1.50×") && t.contains("p99 0.50×"), "{t}");
+        assert!(!t.contains("server CPU/msg"), "no server CPU measured, no ratio: {t}");
         let json = serde_json::to_value(&f).unwrap();
         for k in [
             "delivered_per_s",
@@ -275,5 +296,25 @@ mod tests {
         ] {
             assert!(json["tern"].get(k).is_some(), "tern lacks {k}");
         }
+    }
+
+    /// Server CPU per message goes beside each system and into the Tern/peer ratio
+    /// only when both sides measured it.
+    #[test]
+    fn server_cpu_side_by_side() {
+        let rs = vec![
+            run_costing("tern", 10_000.0, 2_000, true, Some(120.0)),
+            run_costing("jetstream", 10_000.0, 3_000, true, Some(40.0)),
+            run("nats_core", 10_000.0, 1_000, false),
+        ];
+        let f = figures(&rs);
+        assert_eq!(f["tern"].server_cpu_us_per_msg, Some(120.0));
+        assert_eq!(f["nats_core"].server_cpu_us_per_msg, None);
+        let t = render_table(&f);
+        assert!(t.contains("server 120.0 µs/msg") && t.contains("server 40.0 µs/msg"), "{t}");
+        let jet = t.lines().find(|l| l.contains("tern/jetstream")).expect("ratio row");
+        assert!(jet.contains("server CPU/msg 3.00×"), "{jet}");
+        let core = t.lines().find(|l| l.contains("tern/nats_core")).expect("ratio row");
+        assert!(!core.contains("server CPU/msg"), "{core}");
     }
 }

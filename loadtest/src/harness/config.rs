@@ -232,6 +232,11 @@ pub struct LoadArgs {
     /// After the last send, seconds to wait for missing acks and deliveries.
     #[arg(long, default_value_t = 10.0)]
     pub drain: f64,
+    /// PID of a server process (Tern, nats-server) whose CPU (user + system, all
+    /// threads) over each run is reported per message beside the generator's;
+    /// repeatable (every process of a split deployment).
+    #[arg(long = "server-pid")]
+    pub server_pids: Vec<u32>,
 }
 
 /// `sync`: a new device pulls K stored messages across C conversations.
@@ -488,6 +493,9 @@ pub struct LoadPlan {
     pub payload: usize,
     pub push_ack_ms: u64,
     pub drain_secs: f64,
+    /// Server processes whose CPU each run measures (`--server-pid`).
+    #[serde(default)]
+    pub server_pids: Vec<u32>,
 }
 
 impl LoadArgs {
@@ -508,6 +516,7 @@ impl LoadArgs {
             payload: self.payload,
             push_ack_ms: self.push_ack_ms,
             drain_secs: self.drain,
+            server_pids: self.server_pids.clone(),
         }
     }
 

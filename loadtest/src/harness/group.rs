@@ -143,6 +143,7 @@ impl GroupArgs {
             payload: self.payload,
             push_ack_ms: self.push_ack_ms,
             drain_secs: self.drain,
+            server_pids: Vec::new(),
         };
         p.finish(GroupPlan {
             target,

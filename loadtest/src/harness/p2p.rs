@@ -13,7 +13,7 @@ use crate::harness::hist::per_second;
 use crate::harness::proto::{Command, Event, Reasons, RunSpec};
 use crate::harness::report::{P2pResult, RampResult, RampStep, RunResult, Series};
 use crate::harness::schedule::mono_us;
-use crate::harness::sysinfo::own_cpu_secs;
+use crate::harness::sysinfo::{own_cpu_secs, process_cpu_secs};
 use crate::harness::{bar, finish, prepare, HarnessError};
 
 /// Time between the Run command and the first message, so every worker is ready.
@@ -35,6 +35,9 @@ pub struct RunOutcome {
     pub worker_cpu_secs: f64,
     /// CPU seconds the coordinator (this process) spent on the run.
     pub coordinator_cpu_secs: f64,
+    /// CPU seconds the server processes (`--server-pid`) used over the same window as
+    /// the generator's; `None` without pids or when one could not be read.
+    pub server_cpu_secs: Option<f64>,
     pub workers: usize,
     pub kicks: Reasons,
     pub drops: Reasons,
@@ -82,6 +85,7 @@ pub async fn run_once(
     pb: &ProgressBar,
 ) -> Result<RunOutcome, HarnessError> {
     let cpu_at_start = own_cpu_secs();
+    let server_at_start = servers_cpu_secs(&load.server_pids);
     let count = (rate * duration_secs).round().max(1.0) as u64;
     let t0 = mono_us() + LEAD.as_micros() as u64;
     let spec = RunSpec {
@@ -113,6 +117,7 @@ pub async fn run_once(
         stray: 0,
         worker_cpu_secs: 0.0,
         coordinator_cpu_secs: 0.0,
+        server_cpu_secs: None,
         workers: n,
         kicks: Reasons::new(),
         drops: Reasons::new(),
@@ -183,7 +188,20 @@ pub async fn run_once(
     out.effective_secs = duration_secs.max(last_delivery.saturating_sub(t0) as f64 / 1e6);
     out.series = series;
     out.coordinator_cpu_secs = own_cpu_secs() - cpu_at_start;
+    out.server_cpu_secs = match (server_at_start, servers_cpu_secs(&load.server_pids)) {
+        (Some(before), Some(after)) => Some(after - before),
+        _ => None,
+    };
     Ok(out)
+}
+
+/// CPU seconds used so far by every process in `pids` together; `None` for no pids or
+/// if one cannot be read (the figure would be partial).
+fn servers_cpu_secs(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&pid| process_cpu_secs(pid)).sum()
 }
 
 fn merge(into: &mut Reasons, from: Reasons) {
@@ -232,6 +250,13 @@ pub(crate) fn p2p_result(load: &LoadPlan, rate: f64, duration: f64, c: &ConnectS
         } else {
             0.0
         },
+        server_cpu_secs: o.server_cpu_secs,
+        // Per accepted message: under overload the refused sends cost the server little,
+        // and dividing by them would flatter an overloaded system.
+        server_cpu_us_per_msg: o
+            .server_cpu_secs
+            .filter(|_| o.series.acked > 0)
+            .map(|s| s * 1e6 / o.series.acked as f64),
         workers: o.workers as u32,
         conns: u64::from(load.users) * u64::from(load.devices),
         kicks: o.kicks.clone(),

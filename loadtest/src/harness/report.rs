@@ -127,6 +127,14 @@ pub struct P2pResult {
     /// measured the generator, not the server.
     #[serde(default)]
     pub generator_cpu_us_per_msg: f64,
+    /// CPU seconds (user + system, every thread) of the server processes named with
+    /// `--server-pid`, over the same window as the generator's: what the system under
+    /// test spent on the run, comparable between systems on the same workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpu_secs: Option<f64>,
+    /// `server_cpu_secs` per message accepted (acked without an error), µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us_per_msg: Option<f64>,
     /// Worker processes and connections (users × devices): the connection shape, the
     /// same for every system compared.
     #[serde(default)]
@@ -546,6 +554,18 @@ fn p2p_rows(p: &P2pResult) -> Vec<(String, String)> {
                 p.workers,
                 p.conns
             ),
+        ),
+        row(
+            "server CPU",
+            match (p.server_cpu_us_per_msg, p.server_cpu_secs) {
+                (Some(per_msg), Some(secs)) => format!(
+                    "{per_msg:.2} µs/msg — {secs:.2} s, {:.2} cores over the sending window \
+                     (user + system CPU of every --server-pid process, same window as the \
+                     generator's, over messages accepted)",
+                    secs / p.duration_secs.max(1e-9)
+                ),
+                _ => "not measured (no --server-pid)".into(),
+            },
         ),
         row(
             "send→delivered",

@@ -18,6 +18,34 @@ pub fn own_cpu_secs() -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// CPU seconds (user + system) process `pid` has used, all its threads together
+/// (`/proc/PID/stat`); `None` if it cannot be read (gone, or not Linux).
+pub fn process_cpu_secs(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat_cpu_ticks(&text).map(|ticks| ticks as f64 / clock_ticks_per_sec())
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line, in clock ticks. The
+/// command name (field 2) may hold spaces and parentheses: fields are counted after
+/// its last `)`.
+fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        hz as f64
+    } else {
+        100.0
+    }
+}
+
 /// Resident set size of `pid`, bytes.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -85,6 +113,10 @@ mod tests {
         let s = "sockets: used 300\nTCP: inuse 12 orphan 0 tw 3 alloc 15 mem 7\nUDP: inuse 1 mem 0\n";
         assert_eq!(parse_sockstat(s), Some((12, 7)));
         assert_eq!(parse_sockstat("UDP: inuse 1"), None);
+        // A command name with spaces and parentheses; utime 7 and stime 5 ticks.
+        let stat = "42 (a b) c)) S 1 42 42 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 3 0 999 1000 50";
+        assert_eq!(parse_stat_cpu_ticks(stat), Some(12));
+        assert_eq!(parse_stat_cpu_ticks("42 (x) S 1 2"), None);
     }
 
     #[test]
@@ -92,5 +124,7 @@ mod tests {
         assert!(rss_bytes(std::process::id()).is_some_and(|b| b > 0));
         assert!(KernelMem::read().slab_bytes > 0);
         assert!(own_cpu_secs() >= 0.0);
+        let own = process_cpu_secs(std::process::id()).expect("own /proc/PID/stat");
+        assert!(own >= 0.0);
     }
 }
