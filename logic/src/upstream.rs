@@ -10,7 +10,10 @@
 //! trip). A task per turn awaits durability, then pushes and acks. No task, copy or
 //! store read per send. At most `messages.max_sends_in_flight_per_link` sends of a link,
 //! and at most the node's adaptive limit ([`crate::admission`]) of all links together,
-//! wait for the store: past either a send is refused at once with 80009.
+//! wait for the store: past either a send is refused at once with 80009. A group send
+//! whose group is not in memory is the exception: loading it (every member page) would
+//! stall the reader, so it is prepared and written in a task of its own, and the link's
+//! later sends to that group follow it there until it has its seq (order per group kept).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
