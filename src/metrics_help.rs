@@ -81,6 +81,10 @@ pub fn describe() {
     describe_gauge!("tern_callback_queue_depth", "After-events queued for delivery, by app.");
     describe_counter!("tern_group_messages_accepted_total", "Group messages accepted (durable in the group timeline).");
     describe_counter!("tern_group_messages_pushed_total", "Group message pushes sent to member devices.");
+    describe_counter!(
+        "tern_group_sends_deferred_total",
+        "TCP group sends prepared off the link reader (their group was not in memory, or an earlier one of the link still waited)."
+    );
     describe_counter!("tern_group_changes_total", "Group changes written (profile, members, roles, mutes, owner).");
     // logic: relations
     describe_counter!("tern_friend_views_loaded_total", "Relation views folded from the logs.");

@@ -20,10 +20,22 @@ const WAIT: Duration = Duration::from_secs(10);
 const N: usize = 600;
 
 async fn pipelined_group_sends_keep_send_order(mode: Mode) {
+    burst_keeps_send_order(mode, false).await;
+}
+
+/// After a restart the group is not in memory: the link reader hands its sends to a
+/// task that loads it (so the link's other sends do not wait for the load), and they
+/// must still keep their order.
+async fn pipelined_sends_to_a_cold_group_keep_send_order(mode: Mode) {
+    burst_keeps_send_order(mode, true).await;
+}
+
+async fn burst_keeps_send_order(mode: Mode, cold: bool) {
     // Per-connection limits above the burst, and a fixed send limit (no refusals).
-    let extra_toml =
+    let extra_toml: String =
         "inbound_frames_per_sec = 100000\n[messages]\nsends_per_sec = 100000\nsend_latency_target_ms = 0\n".into();
-    let t = Tern::start_with(mode, Options { extra_toml, ..Options::default() });
+    let options = || Options { extra_toml: extra_toml.clone(), ..Options::default() };
+    let mut t = Tern::start_with(mode, options());
     t.import(APP, &["s", "r1", "r2"]);
     let r = t.api(
         APP,
@@ -32,6 +44,10 @@ async fn pipelined_group_sends_keep_send_order(mode: Mode) {
         "memberList": [{"memberId": "r1"}, {"memberId": "r2"}]}),
     );
     assert_eq!(r["code"], json!(200), "{r}");
+    if cold {
+        let dir = t.crash();
+        t = Tern::start_in(mode, options(), dir);
+    }
     let mut s = t.device(Transport::Tcp, APP, "s", ClientType::Ios, "s1").await;
     let mut s2 = t.device(Transport::Ws, APP, "s", ClientType::Web, "s2").await;
     let mut r1 = t.device(Transport::Tcp, APP, "r1", ClientType::Android, "r1").await;
@@ -100,6 +116,17 @@ async fn pipelined_group_sends_keep_send_order(mode: Mode) {
         }
     }
     assert_eq!(pulled, want, "the pulled timeline is in send order");
+
+    if cold {
+        let (status, text) = common::http(&t.http, "GET", "/metrics", "");
+        assert_eq!(status, 200);
+        let deferred: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tern_group_sends_deferred_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0);
+        assert!(deferred >= 1.0, "the first send to the cold group went off the link reader:\n{text}");
+    }
 }
 
-in_both_modes!(pipelined_group_sends_keep_send_order);
+in_both_modes!(pipelined_group_sends_keep_send_order, pipelined_sends_to_a_cold_group_keep_send_order);

@@ -10,8 +10,12 @@
 //! trip). A task per turn awaits durability, then pushes and acks. No task, copy or
 //! store read per send. At most `messages.max_sends_in_flight_per_link` sends of a link,
 //! and at most the node's adaptive limit ([`crate::admission`]) of all links together,
-//! wait for the store: past either a send is refused at once with 80009.
+//! wait for the store: past either a send is refused at once with 80009. A group send
+//! whose group is not in memory is the exception: loading it (every member page) would
+//! stall the reader, so it is prepared and written in a task of its own, and the link's
+//! later sends to that group follow it there until it has its seq (order per group kept).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -21,7 +25,7 @@ use tern_schema::link::ConnRef;
 use tern_schema::message::{self, elems_of, SendAckParts};
 use tern_schema::{codes, encode, frame};
 use tern_storage::{AppId, GroupId, GuardedBatch, Seq, UserId};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::messages::{self as msg, Pending, Prepared, Recaller, SendRequest};
 use crate::Logic;
@@ -55,7 +59,7 @@ pub async fn handle(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, turn: &mut S
             if f.body_as_send()
                 .is_some_and(|s| s.conversation_type() == tern_schema::client::ConversationType::Group) =>
         {
-            turn.push_group(logic, tx, conn, rid, &f, app, user, &session.device_id).await
+            turn.push_group(logic, tx, conn, rid, &f, bytes, app, user, &session.device_id).await
         }
         Body::Send => turn.push(logic, tx, conn, rid, &f, app, user, &session.device_id).await,
         Body::Pull if f.body_as_pull().and_then(|p| p.group_id()).is_some_and(|g| !g.is_empty()) => {
@@ -179,6 +183,14 @@ pub async fn handle(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, turn: &mut S
 /// Sends in one turn before it is written regardless: bounds one store request and the
 /// first send's wait in a long burst.
 const MAX_TURN_SENDS: usize = 512;
+/// Groups a link remembers a deferred send for before it forgets the settled ones.
+const MAX_DEFERRED_GROUPS: usize = 64;
+
+/// Whether a deferred group send has yet to get its seq (its task neither signalled
+/// nor ended).
+fn pending(prepared: &mut oneshot::Receiver<()>) -> bool {
+    matches!(prepared.try_recv(), Err(oneshot::error::TryRecvError::Empty))
+}
 
 /// Where a send's answer goes.
 struct AckTo {
@@ -200,6 +212,10 @@ enum TurnSend {
 pub struct SendTurn {
     pending: Vec<(TurnSend, AckTo)>,
     writes: Vec<GuardedBatch>,
+    /// Groups with a send of this link prepared off the reader (the group was cold):
+    /// the last such send's "seq handed out" signal. Later sends of the link to that
+    /// group follow it off the reader until it fires, so they keep their order.
+    deferred: HashMap<(AppId, GroupId), oneshot::Receiver<()>>,
     /// Sends of this link handed to the store and not yet answered.
     in_flight: Arc<AtomicUsize>,
     max_in_flight: usize,
@@ -210,6 +226,7 @@ impl SendTurn {
         Self {
             pending: Vec::new(),
             writes: Vec::new(),
+            deferred: HashMap::new(),
             in_flight: Arc::new(AtomicUsize::new(0)),
             max_in_flight: max_in_flight.max(1),
         }
@@ -295,7 +312,9 @@ impl SendTurn {
     /// Prepares one group Send (conversation type Group, `to_id` the group) and adds it
     /// to the turn like a 1:1 send: its group seq is handed out now, in arrival order
     /// (so one connection's pipelined group sends keep their order), and its write goes
-    /// with the turn's.
+    /// with the turn's. A send to a cold group (its state must be read from the store
+    /// first) goes off the reader instead ([`SendTurn::defer_group`]), so the link's
+    /// other sends are not held behind that read.
     #[allow(clippy::too_many_arguments)]
     async fn push_group(
         &mut self,
@@ -304,6 +323,7 @@ impl SendTurn {
         conn: ConnRef,
         rid: u32,
         f: &Frame<'_>,
+        bytes: &[u8],
         app: AppId,
         user: UserId,
         device_id: &str,
@@ -318,6 +338,15 @@ impl SendTurn {
         };
         if self.busy(logic) {
             return refuse(codes::SERVICE_UNAVAILABLE, BUSY);
+        }
+        // A send of this link to the group still waits off the reader: this one follows it.
+        let ahead = if self.deferred.is_empty() {
+            None
+        } else {
+            self.deferred.remove(&(app, group.clone())).and_then(|mut rx| pending(&mut rx).then_some(rx))
+        };
+        if ahead.is_some() || logic.groups.is_cold(app, &group) {
+            return self.defer_group(logic, tx, conn, rid, bytes, app, group, user, device_id, ahead);
         }
         let req = crate::groups::GroupSend {
             app,
@@ -349,6 +378,76 @@ impl SendTurn {
             Ok(crate::groups::GroupPrepared::Done(accepted)) => reply(tx, conn, &send_ack(&to, &Ok(accepted))),
             Err(r) => refuse(r.code, &r.message),
         }
+    }
+
+    /// Runs one group Send in a task of its own, counted in this link's sends in flight:
+    /// its group is cold, and loading it must not stall the link reader (every other
+    /// send of the link waits behind it). The send is prepared after `ahead` (this
+    /// link's previous deferred send to the group) has its seq, and signals its own
+    /// once handed out, so one connection's sends to a group keep their order; it is
+    /// then written alone. Sends to other groups and 1:1 sends go on meanwhile (they
+    /// promise no order with it: PROTOCOL.md).
+    #[allow(clippy::too_many_arguments)]
+    fn defer_group(
+        &mut self,
+        logic: &Arc<Logic>,
+        tx: &mpsc::Sender<Vec<u8>>,
+        conn: ConnRef,
+        rid: u32,
+        bytes: &[u8],
+        app: AppId,
+        group: GroupId,
+        user: UserId,
+        device_id: &str,
+        ahead: Option<oneshot::Receiver<()>>,
+    ) {
+        metrics::counter!("tern_group_sends_deferred_total").increment(1);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let (prepared_tx, prepared_rx) = oneshot::channel();
+        if self.deferred.len() >= MAX_DEFERRED_GROUPS {
+            // Bounded by the link's sends in flight; forget the chains that are done.
+            self.deferred.retain(|_, rx| pending(rx));
+        }
+        self.deferred.insert((app, group.clone()), prepared_rx);
+        let (bytes, device) = (bytes.to_vec(), device_id.to_owned());
+        let (logic, tx, in_flight) = (logic.clone(), tx.clone(), self.in_flight.clone());
+        tokio::spawn(async move {
+            if let Some(ahead) = ahead {
+                // An error only means that send's task ended early: its seq is settled.
+                let _ = ahead.await;
+            }
+            let f = frame::parse_client_framed(&bytes, crate::link::MAX_LINK_PAYLOAD).expect("parsed before");
+            let s = f.body_as_send().expect("checked type");
+            let client_msg_id = s.client_msg_id().unwrap_or_default();
+            let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned() };
+            let req = crate::groups::GroupSend {
+                app,
+                group,
+                from: user,
+                client_msg_id,
+                elems: elems_of(s.elems()),
+                client_time_ms: s.client_time_ms(),
+                from_device: &device,
+                origin: Some(conn),
+                extras: Default::default(),
+            };
+            let prepared = crate::groups::prepare(&logic, req).await;
+            // Its seq is handed out (or it was refused): the next send may be prepared.
+            let _ = prepared_tx.send(());
+            let result = match prepared {
+                Ok(crate::groups::GroupPrepared::Ready(pending, write)) => {
+                    let outcome = logic.write_guarded_retrying(vec![write]).await.map(|mut o| o.remove(0));
+                    crate::groups::finish(&logic, pending, outcome).await
+                }
+                Ok(crate::groups::GroupPrepared::Waiting(rx)) => {
+                    rx.await.unwrap_or_else(|_| Err(msg::Refusal::new(codes::INTERNAL, "internal error")))
+                }
+                Ok(crate::groups::GroupPrepared::Done(accepted)) => Ok(accepted),
+                Err(r) => Err(r),
+            };
+            reply(&tx, conn, &send_ack(&to, &result));
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 
     /// Runs one Send (1:1 or group) of an app with a before-send callback in a task of its own,
@@ -486,7 +585,6 @@ fn send_ack(to: &AckTo, result: &Result<msg::Accepted, msg::Refusal>) -> Vec<u8>
     message::send_ack(to.request_id, &parts)
 }
 
-/// Counts a refused TCP send by its code (`tern_send_refusals_total{code}`).
 /// The refusal of a send the link reader answers itself.
 const BUSY: &str = "server busy: too many sends in flight; retry in 100 ms";
 
@@ -497,6 +595,7 @@ fn refuse_send(tx: &mpsc::Sender<Vec<u8>>, conn: ConnRef, rid: u32, client_msg_i
     reply(tx, conn, &message::send_ack(rid, &parts));
 }
 
+/// Counts a refused TCP send by its code (`tern_send_refusals_total{code}`).
 fn count_refusal(code: u32) {
     metrics::counter!("tern_send_refusals_total", "code" => code.to_string()).increment(1);
 }

@@ -59,7 +59,7 @@
 mod ops;
 mod send;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -435,6 +435,33 @@ pub struct Groups {
     views_loaded: AtomicUsize,
     /// The group clock: ticks on every lock of a loaded group or view.
     clock: AtomicU64,
+    /// Groups being read from the store right now (their lock is held meanwhile), and
+    /// how many: lets a link reader tell a cold group from a busy one without waiting
+    /// ([`Groups::is_cold`]).
+    loading: Mutex<HashSet<(AppId, GroupId)>>,
+    loads: AtomicUsize,
+}
+
+/// Marks a group as loading while it lives (also when the load fails or is dropped).
+struct LoadMark<'a> {
+    groups: &'a Groups,
+    key: (AppId, GroupId),
+}
+
+impl<'a> LoadMark<'a> {
+    fn new(groups: &'a Groups, app: AppId, group: &GroupId) -> Self {
+        let key = (app, group.clone());
+        groups.loading.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone());
+        groups.loads.fetch_add(1, Ordering::Relaxed);
+        LoadMark { groups, key }
+    }
+}
+
+impl Drop for LoadMark<'_> {
+    fn drop(&mut self) {
+        self.groups.loading.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+        self.groups.loads.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Default for Groups {
@@ -445,6 +472,8 @@ impl Default for Groups {
             loaded: AtomicUsize::new(0),
             views_loaded: AtomicUsize::new(0),
             clock: AtomicU64::new(0),
+            loading: Mutex::default(),
+            loads: AtomicUsize::new(0),
         }
     }
 }
@@ -548,6 +577,7 @@ impl Groups {
     ) -> Result<OwnedMutexGuard<Option<GroupState>>, StoreError> {
         let mut g = self.slot(app, group).lock_owned().await;
         if g.as_ref().is_some_and(|s| s.stale) {
+            let _loading = LoadMark::new(self, app, group);
             match load_group(logic, app, group).await {
                 Ok(Some(fresh)) => g.as_mut().expect("checked").refresh(fresh),
                 // Group records are never deleted; if it is gone, so is the state.
@@ -557,7 +587,9 @@ impl Groups {
             }
         }
         if g.is_none() {
+            let loading = LoadMark::new(self, app, group);
             *g = load_group(logic, app, group).await?;
+            drop(loading);
             if g.is_some() {
                 self.loaded_one(logic);
             }
@@ -566,6 +598,28 @@ impl Groups {
             s.touched = self.clock.fetch_add(1, Ordering::Relaxed);
         }
         Ok(g)
+    }
+
+    /// Whether locking the group now would wait for the store: its state is not in
+    /// memory (never touched, evicted, or to be reloaded), or another task is loading
+    /// it. A group whose lock is merely held (a send or a change under way) is not cold:
+    /// its holder does not wait for a read. A link reader asks this to keep cold groups'
+    /// loads off its own task (`upstream`).
+    pub(crate) fn is_cold(&self, app: AppId, group: &GroupId) -> bool {
+        let key = (app, group.clone());
+        let slot = {
+            let g = self.groups[shard_of(app, group.as_str())].lock().unwrap_or_else(|p| p.into_inner());
+            g.get(&key).cloned()
+        };
+        let Some(slot) = slot else { return true };
+        let cold = match slot.try_lock() {
+            Ok(g) => g.as_ref().is_none_or(|s| s.stale),
+            Err(_) => {
+                self.loads.load(Ordering::Relaxed) > 0
+                    && self.loading.lock().unwrap_or_else(|p| p.into_inner()).contains(&key)
+            }
+        };
+        cold
     }
 
     /// Counts a group just loaded (or created) and evicts if that passes the bound.

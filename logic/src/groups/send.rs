@@ -24,8 +24,8 @@ use tern_schema::codes;
 use tern_schema::link::ConnRef;
 use tern_schema::message::{self, ElemParts, MessageParts};
 use tern_storage::{
-    AppId, DedupRecord, GroupId, GuardOutcome, GuardedBatch, LogEntry, MessageLocator, Owner, Seq, StoreError,
-    SyncKind, UserId, WriteBatch,
+    AppId, DedupRecord, GroupId, GroupMemberRecord, GuardOutcome, GuardedBatch, LogEntry, MessageLocator, Owner, Seq,
+    StoreError, SyncKind, UserId, WriteBatch,
 };
 
 use tokio::sync::OwnedMutexGuard;
@@ -347,17 +347,28 @@ pub async fn finish(
     answer
 }
 
+/// A group's state and `member`'s record in it, or the refusal: 40000 when there is no
+/// such group, 40006 when they are not (or no longer) a member.
+fn member_of<'a>(
+    state: Option<&'a GroupState>,
+    group: &GroupId,
+    member: &UserId,
+) -> Result<(&'a GroupState, &'a GroupMemberRecord), Refusal> {
+    let s = state.ok_or_else(|| refused(errors::NO_SUCH_GROUP, format!("no such group: {group}")))?;
+    let m = s
+        .members
+        .get(member)
+        .ok_or_else(|| refused(errors::NOT_MEMBER, format!("{member} is not a member of the group")))?;
+    Ok((s, m))
+}
+
 /// `member`'s window of the group timeline: (floor, newest seq), the floor being their
 /// join seq or, above it, where they cleared the group's history (issue 12). 40006 for
 /// non-members (and former members: nothing after they left).
 async fn window(logic: &Logic, app: AppId, group: &GroupId, member: &UserId) -> Result<(Seq, Seq), Refusal> {
     let (join, newest) = {
-        let mut slot = logic.groups.lock(logic, app, group).await?;
-        let s = slot.as_mut().ok_or_else(|| refused(errors::NO_SUCH_GROUP, format!("no such group: {group}")))?;
-        let m = s
-            .members
-            .get(member)
-            .ok_or_else(|| refused(errors::NOT_MEMBER, format!("{member} is not a member of the group")))?;
+        let slot = logic.groups.lock(logic, app, group).await?;
+        let (s, m) = member_of(slot.as_ref(), group, member)?;
         (m.join_seq, s.committed())
     };
     let cleared = crate::conversations::group_cleared(logic, app, member, group).await?;
@@ -503,11 +514,7 @@ pub async fn read(
     origin: Option<&ConnRef>,
 ) -> Result<(), Refusal> {
     let mut slot = logic.groups.lock(logic, app, group).await?;
-    let s = slot.as_mut().ok_or_else(|| refused(errors::NO_SUCH_GROUP, format!("no such group: {group}")))?;
-    let m = s
-        .members
-        .get(member)
-        .ok_or_else(|| refused(errors::NOT_MEMBER, format!("{member} is not a member of the group")))?;
+    let (s, m) = member_of(slot.as_ref(), group, member)?;
     if seq > s.committed() {
         return Err(refused(msg::INVALID_MESSAGE, "read_seq: above the group's newest message"));
     }
@@ -523,7 +530,9 @@ pub async fn read(
         super::write_failed(&mut slot);
         return Err(e.into());
     }
-    s.members.insert(member.clone(), m);
+    if let Some(s) = slot.as_mut() {
+        s.members.insert(member.clone(), m);
+    }
     let frame = message::read_receipt_notify_group(member.as_str(), group.as_str(), seq.0);
     logic.sessions.send_to_user(app, member, &frame, origin);
     Ok(())

@@ -941,15 +941,35 @@ impl ScyllaStore {
         limit: usize,
     ) -> Result<Vec<GroupRecord>, StoreError> {
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
-        let _permit = self.request_permit().await;
-        let result = match after {
-            None => self.session.execute_iter(self.st.list_groups.clone(), (self.app(app), bucket, limit)).await,
+        let (what, table) = ("listing groups", "group_records");
+        match after {
+            None => self.json_page(&self.st.list_groups, (self.app(app), bucket, limit), what, table).await,
             Some(g) => {
                 let values = (self.app(app), bucket, g.as_str(), limit);
-                self.session.execute_iter(self.st.list_groups_after.clone(), values).await
+                self.json_page(&self.st.list_groups_after, values, what, table).await
             }
-        };
-        json_rows(result.map_err(|e| driver_error("listing groups", e))?, "group_records").await
+        }
+    }
+
+    /// Every row of a paged one-column JSON query (`st` selects `record` only), decoded.
+    /// The one shape of the group and member listings: the first page's statement or
+    /// the one starting after a key, both read to the end of their `LIMIT`.
+    async fn json_page<T: serde::de::DeserializeOwned>(
+        &self,
+        st: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+        what: &'static str,
+        table: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
+        let _permit = self.request_permit().await;
+        let pager = self.session.execute_iter(st.clone(), values).await.map_err(|e| driver_error(what, e))?;
+        let mut rows = pager.rows_stream::<(String,)>().map_err(|e| decode_error(table, e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().await {
+            let (json,) = row.map_err(|e| driver_error(table, e))?;
+            out.push(serde_json::from_str(&json).map_err(|e| StoreError::corrupt(format!("{table}: {e}")))?);
+        }
+        Ok(out)
     }
 
     fn exec<'a>(
@@ -1694,21 +1714,14 @@ impl Store for ScyllaStore {
             return Ok(Vec::new());
         }
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
-        let _permit = self.request_permit().await;
-        let result = match after {
-            None => {
-                self.session.execute_iter(self.st.list_members.clone(), (self.app(app), group.as_str(), limit)).await
-            }
+        let (what, table) = ("listing group members", "group_members");
+        match after {
+            None => self.json_page(&self.st.list_members, (self.app(app), group.as_str(), limit), what, table).await,
             Some(m) => {
-                self.session
-                    .execute_iter(
-                        self.st.list_members_after.clone(),
-                        (self.app(app), group.as_str(), m.as_str(), limit),
-                    )
-                    .await
+                let values = (self.app(app), group.as_str(), m.as_str(), limit);
+                self.json_page(&self.st.list_members_after, values, what, table).await
             }
-        };
-        json_rows(result.map_err(|e| driver_error("listing group members", e))?, "group_members").await
+        }
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -1717,7 +1730,6 @@ impl Store for ScyllaStore {
     }
 }
 
-/// Every row of a one-column JSON query, decoded.
 /// Buckets of an app's groups (migration 004): fixed, as rows are placed by it.
 const GROUP_BUCKETS: i32 = 64;
 /// Buckets read at once while listing groups.
@@ -1732,19 +1744,6 @@ pub(crate) fn group_bucket(group: &str) -> i32 {
         h = h.wrapping_mul(0x0100_0193);
     }
     (h % GROUP_BUCKETS as u32) as i32
-}
-
-async fn json_rows<T: serde::de::DeserializeOwned>(
-    pager: scylla::client::pager::QueryPager,
-    table: &str,
-) -> Result<Vec<T>, StoreError> {
-    let mut rows = pager.rows_stream::<(String,)>().map_err(|e| decode_error(table, e))?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next().await {
-        let (json,) = row.map_err(|e| driver_error(table, e))?;
-        out.push(serde_json::from_str(&json).map_err(|e| StoreError::corrupt(format!("{table}: {e}")))?);
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
