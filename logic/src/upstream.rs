@@ -401,6 +401,7 @@ impl SendTurn {
         device_id: &str,
         ahead: Option<oneshot::Receiver<()>>,
     ) {
+        let read_at = std::time::Instant::now();
         metrics::counter!("tern_group_sends_deferred_total").increment(1);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let (prepared_tx, prepared_rx) = oneshot::channel();
@@ -419,7 +420,7 @@ impl SendTurn {
             let f = frame::parse_client_framed(&bytes, crate::link::MAX_LINK_PAYLOAD).expect("parsed before");
             let s = f.body_as_send().expect("checked type");
             let client_msg_id = s.client_msg_id().unwrap_or_default();
-            let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned() };
+            let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned(), read_at };
             let req = crate::groups::GroupSend {
                 app,
                 group,
