@@ -384,7 +384,7 @@ impl Core {
             refuse_full(stream, ws);
             return;
         }
-        let _ = stream.set_nodelay(true);
+        // TCP_NODELAY comes from the listener (`bind_one`): no setsockopt per login.
         // Every call on the socket passes MSG_DONTWAIT, so its blocking mode is moot.
         let fd = OwnedFd::from(stream);
         let raw = fd.as_raw_fd();
