@@ -22,6 +22,11 @@ pub fn describe() {
         "tern_login_batch_size",
         "Logins admitted together from one link read (one store trip each batch)."
     );
+    describe_histogram!(
+        "tern_login_batch_seconds",
+        Unit::Seconds,
+        "Time to admit one login batch: its store trip, the decisions and the answers queued."
+    );
     describe_counter!("tern_logins_refused_total", "Logins refused, by code.");
     describe_counter!("tern_kicks_total", "Sessions kicked, by reason.");
     describe_counter!(
@@ -112,4 +117,14 @@ pub fn describe() {
     );
     describe_counter!("tern_gateway_stale_deliveries_total", "Deliveries for connections already gone.");
     describe_counter!("tern_gateway_closes_total", "Client connections closed, by reason and core.");
+    describe_histogram!(
+        "tern_gateway_login_seconds",
+        Unit::Seconds,
+        "Logins: connection accepted to logic's answer, by gateway core (millisecond resolution)."
+    );
+    describe_histogram!(
+        "tern_gateway_login_link_seconds",
+        Unit::Seconds,
+        "Logins: SessionOpen queued for the link to logic's answer, by gateway core."
+    );
 }

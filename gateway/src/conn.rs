@@ -190,7 +190,9 @@ pub struct Conn {
     login_request_id: u32,
     /// Before login: accept time (login deadline). After: last frame received.
     since_ms: u64,
-    /// In `AwaitLink`: when the wait for the link ends with 80009.
+    /// In `AwaitLink`: when the wait for the link ends with 80009. In `AwaitOpened`:
+    /// when the `SessionOpen` went to the link, in µs of the core's clock (the login
+    /// latency metric; a field of its own would cost every idle connection 8 B).
     wait_until_ms: u64,
     /// Token bucket in milli-frames; refilled lazily on each frame.
     tokens: u64,
@@ -255,6 +257,20 @@ impl Conn {
             user_id: Box::from(""),
             device_id: Box::from(""),
         }
+    }
+
+    /// Notes when the `SessionOpen` of a login waiting for its answer went to the link
+    /// (µs, the core's clock); see [`Conn::login_timing`].
+    pub fn mark_session_open_sent(&mut self, now_us: u64) {
+        if self.phase == Phase::AwaitOpened {
+            self.wait_until_ms = now_us;
+        }
+    }
+
+    /// For a login waiting for logic's answer: (accepted at, ms; `SessionOpen` sent at,
+    /// µs, 0 if unknown) — what the login latency metrics are measured from.
+    pub fn login_timing(&self) -> Option<(u64, u64)> {
+        (self.phase == Phase::AwaitOpened).then_some((self.since_ms, self.wait_until_ms))
     }
 
     /// Authenticated and not closing: may receive deliveries.

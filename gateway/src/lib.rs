@@ -186,6 +186,9 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
     s.set_nonblocking(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener (Linux copies the option
+    // into every child): one setsockopt per listener instead of one per connection.
+    s.set_nodelay(true)?;
     s.bind(&addr.into())?;
     s.listen(LISTEN_BACKLOG)?;
     Ok(s.into())
@@ -336,4 +339,19 @@ pub fn start_with(
     }
     tracing::info!(gateway_id, cores, %tcp_addr, %ws_addr, "gateway started");
     Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_connections_inherit_nodelay_from_the_listener() {
+        // The core no longer sets TCP_NODELAY per connection: this is what it relies on.
+        let l = bind_one("127.0.0.1:0".parse().unwrap()).unwrap();
+        let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        l.set_nonblocking(false).unwrap();
+        let (a, _) = l.accept().unwrap();
+        assert!(a.nodelay().unwrap(), "an accepted socket must have TCP_NODELAY");
+    }
 }

@@ -4,7 +4,7 @@
 //! No recorder is installed here: the binary decides where metrics go. Without one,
 //! every handle is a no-op.
 
-use metrics::{counter, gauge, Counter, Gauge};
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 
 use crate::conn::CloseCause;
 
@@ -19,6 +19,12 @@ pub struct Stats {
     pub stale_deliveries: Counter,
     /// Group PushAcks taken off the frame path (never forwarded to logic).
     pub group_acks_dropped: Counter,
+    /// Login: accepted → logic's answer arrived (ms resolution: the accept time is the
+    /// connection's millisecond clock).
+    pub login_seconds: Histogram,
+    /// Login: `SessionOpen` queued for the link → logic's answer arrived (the link both
+    /// ways, logic's reader and its batch admission).
+    pub login_link_seconds: Histogram,
     closes: Vec<Counter>,
 }
 
@@ -33,6 +39,8 @@ impl Stats {
             link_reconnects: counter!("tern_gateway_link_reconnects_total", "core" => core.clone()),
             stale_deliveries: counter!("tern_gateway_stale_deliveries_total", "core" => core.clone()),
             group_acks_dropped: counter!("tern_gateway_group_acks_dropped_total", "core" => core.clone()),
+            login_seconds: histogram!("tern_gateway_login_seconds", "core" => core.clone()),
+            login_link_seconds: histogram!("tern_gateway_login_link_seconds", "core" => core.clone()),
             closes: CloseCause::ALL
                 .iter()
                 .map(|c| counter!("tern_gateway_closes_total", "reason" => c.as_str(), "core" => core.clone()))

@@ -329,6 +329,10 @@ impl Core {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
     fn env(&self, link_up: bool) -> Env<'_> {
         Env { now_ms: self.now_ms(), unix_ms: unix_ms(), link_up, apps: &self.apps, limits: &self.limits }
     }
@@ -380,7 +384,7 @@ impl Core {
             refuse_full(stream, ws);
             return;
         }
-        let _ = stream.set_nodelay(true);
+        // TCP_NODELAY comes from the listener (`bind_one`): no setsockopt per login.
         // Every call on the socket passes MSG_DONTWAIT, so its blocking mode is moot.
         let fd = OwnedFd::from(stream);
         let raw = fd.as_raw_fd();
@@ -630,6 +634,9 @@ impl Core {
                         remote_addr: &peer,
                     });
                     push_link(link, &self.link_wake, &open);
+                    if !resume {
+                        io.conn.mark_session_open_sent(self.now_us());
+                    }
                 }
                 Action::SessionClosed(reason) => {
                     if link.up {
@@ -838,7 +845,17 @@ impl Core {
             LinkBody::SessionOpened => {
                 if let Some(s) = f.body_as_session_opened() {
                     let frame = s.frame().map_or(&[][..], |v| v.bytes());
-                    self.with_conn(s.conn(), |c, env, out| c.on_session_opened(s.ok(), frame, env, out));
+                    let stats = &self.stats;
+                    let now_us = self.now_us();
+                    self.with_conn(s.conn(), |c, env, out| {
+                        if let Some((accepted_ms, sent_us)) = c.login_timing() {
+                            stats.login_seconds.record(env.now_ms.saturating_sub(accepted_ms) as f64 / 1e3);
+                            if sent_us > 0 {
+                                stats.login_link_seconds.record(now_us.saturating_sub(sent_us) as f64 / 1e6);
+                            }
+                        }
+                        c.on_session_opened(s.ok(), frame, env, out)
+                    });
                 }
             }
             LinkBody::Close => {

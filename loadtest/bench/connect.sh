@@ -14,6 +14,13 @@
 #   TERN      binary (default target/release/tern)
 #   BASE      first of the ports used (default: random in 21000..31000)
 #   EXTRA     extra arguments for `tern loadtest connect`
+#   CPUSTAT   if set, print CPU per process (user/kernel) and the machine's split over
+#             the busy window (bench/cpustat.py; CPUSTAT=series adds one line per CPUSTAT_INTERVAL, default 0.5 s)
+#   WARMUP    if set, first log the same users in (and out) at this rate, so the measured
+#             run finds them in logic's caches (a reconnect, not a first login)
+#   METRICS   if set, print the login stage metrics of logic and every gateway after the
+#             run (accept → answer, the link round trip, logic's batch size and time)
+#   LOGIC_EXTRA / GATEWAY_EXTRA  extra lines for the config's [link] / [gateway] sections
 set -euo pipefail
 CONNS=${CONNS:-15000}
 GATEWAYS=${GATEWAYS:-$(((CONNS + 14999) / 15000))}
@@ -36,11 +43,17 @@ SECRET="bench-secret-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
 BASE=${BASE:-$((21000 + RANDOM % 10000 / 100 * 100))}
 HTTP=127.0.0.1:$BASE
 LINK=127.0.0.1:$((BASE + 1))
+METRICS_LINE=""
+[[ -n "${METRICS:-}" ]] && METRICS_LINE='metrics_addr = "127.0.0.1:0"'
 cat >"$WORK/tern.toml" <<EOT
 data_dir = "$WORK/data"
 log = "warn"
 [gateway]
 max_connections = 19000
+$METRICS_LINE
+${GATEWAY_EXTRA:-}
+[link]
+${LOGIC_EXTRA:-}
 [[apps]]
 id = 10000
 secret = "$SECRET"
@@ -68,8 +81,31 @@ for k in $(seq 0 $((GATEWAYS - 1))); do
   GW_ARGS+=(--addr "127.0.0.1:$((BASE + 10 + k))" --gateway-pid "$STARTED")
 done
 sleep 1
+if [[ -n "${CPUSTAT:-}" ]]; then
+  SERIES=(); [[ "$CPUSTAT" == series ]] && SERIES=(--series)
+  python3 "$ROOT/loadtest/bench/cpustat.py" "$TERN" "${CPUSTAT_INTERVAL:-0.5}" "${SERIES[@]}" &
+  CPUSTAT_PID=$!
+fi
+PREFIX=()
+if [[ -n "${WARMUP:-}" ]]; then
+  PREFIX=(--user-prefix "warm$RANDOM-")
+  "$TERN" loadtest connect --conns "$CONNS" --hold 0.1 --http "$HTTP" "${GW_ARGS[@]}" --connect-rate "$WARMUP" \
+    --out-dir "$OUT" --name connect-warmup --quiet "${PREFIX[@]}" >/dev/null
+  PREFIX+=(--no-import)
+  sleep 1
+fi
 MODE=(--connect-rate "$RATE")
 [[ -n "${RAMP:-}" ]] && MODE=(--ramp-p99-ms "$RAMP")
 # shellcheck disable=SC2086
-"$TERN" loadtest connect --conns "$CONNS" --hold "$HOLD" --http "$HTTP" "${GW_ARGS[@]}" "${MODE[@]}" \
-  --out-dir "$OUT" ${EXTRA:-}
+"$TERN" loadtest connect --conns "$CONNS" --hold "$HOLD" --http "$HTTP" "${GW_ARGS[@]}" "${MODE[@]}" "${PREFIX[@]}" \
+  --out-dir "$OUT" ${EXTRA:-} || RC=$?
+if [[ -n "${CPUSTAT_PID:-}" ]]; then kill -INT "$CPUSTAT_PID"; wait "$CPUSTAT_PID" || true; fi
+if [[ -n "${METRICS:-}" ]]; then
+  pick() { grep -E '^tern_(gateway_)?login' | grep -E 'quantile="0\.(5|99)"|quantile="1"|_count' || true; }
+  echo "== logic"; curl -s "http://$HTTP/metrics" | pick
+  for k in $(seq 0 $((GATEWAYS - 1))); do
+    m=$(grep -o 'http://[0-9.:]*/metrics' "$WORK/gw$k.log" | head -1)
+    echo "== gateway $k"; [[ -n "$m" ]] && curl -s "$m" | pick
+  done
+fi
+exit "${RC:-0}"

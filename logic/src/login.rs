@@ -184,8 +184,10 @@ impl LoginBatch {
             return;
         }
         metrics::histogram!("tern_login_batch_size").record(items.len() as f64);
+        let started = std::time::Instant::now();
         let mut late: Vec<Vec<u8>> = Vec::new();
         admit_batch(logic, tx, items, &mut late).await;
+        metrics::histogram!("tern_login_batch_seconds").record(started.elapsed().as_secs_f64());
         // Answers that did not fit the link queue: wait for room (backpressure onto
         // the reader, as for every other frame of the link).
         for frame in late {

@@ -151,6 +151,9 @@ async fn run_ramp(
             failed: c.failed,
             p50_us: p50,
             p99_us: p99,
+            handshake_p99_us: c.handshake.quantile(0.99),
+            answer_p99_us: c.answer.quantile(0.99),
+            pace_p99_us: c.pace.quantile(0.99),
             within_bound: within,
         });
         if !within {

@@ -191,6 +191,11 @@ pub struct ConnectSummary {
     pub failed: u64,
     pub reasons: Reasons,
     pub login: Latency,
+    /// The login's two parts and the pacing lateness (see [`ConnectReport`]).
+    pub handshake: Latency,
+    pub answer: Latency,
+    pub pace: Latency,
+    pub slow_connects: u64,
     /// First connect start → last login answer, seconds.
     pub secs: f64,
 }
@@ -203,6 +208,10 @@ impl ConnectSummary {
             *self.reasons.entry(k.clone()).or_default() += v;
         }
         self.login.add(&hist(&r.login)?);
+        self.handshake.add(&hist(&r.handshake)?);
+        self.answer.add(&hist(&r.answer)?);
+        self.pace.add(&hist(&r.pace)?);
+        self.slow_connects += r.slow_connects;
         if r.first_start_us > 0 {
             *first = if *first == 0 { r.first_start_us } else { (*first).min(r.first_start_us) };
         }

@@ -105,6 +105,21 @@ pub struct ConnectReport {
     pub reasons: Reasons,
     /// Connect start → LoginAck.
     pub login: HistData,
+    /// The login split in two: connect start → Login written (the TCP handshake runs
+    /// inside `connect` on loopback) ...
+    #[serde(default)]
+    pub handshake: HistData,
+    /// ... and Login written → LoginAck read (the server, plus up to one tick of the
+    /// worker's own wait).
+    #[serde(default)]
+    pub answer: HistData,
+    /// Due time → connect start: how late the worker's pacing started connects (not
+    /// part of `login`; a large value means the generator, not the server, set the rate).
+    #[serde(default)]
+    pub pace: HistData,
+    /// Connects still in progress when `connect` returned (the handshake finished later).
+    #[serde(default)]
+    pub slow_connects: u64,
     pub first_start_us: u64,
     pub last_done_us: u64,
 }

@@ -45,6 +45,18 @@ pub struct ConnectResult {
     pub logins_per_s: f64,
     pub login: Percentiles,
     pub login_hist: HistData,
+    /// Connect start → Login written (the loopback handshake runs inside `connect`).
+    #[serde(default)]
+    pub handshake: Percentiles,
+    /// Login written → LoginAck read.
+    #[serde(default)]
+    pub answer: Percentiles,
+    /// Due time → connect start: the generator's own lateness (not in `login`).
+    #[serde(default)]
+    pub pace: Percentiles,
+    /// Connects not done when `connect` returned.
+    #[serde(default)]
+    pub slow_connects: u64,
     pub hold_secs: f64,
     pub alive_after_hold: u64,
     pub closed_during_hold: Reasons,
@@ -78,6 +90,13 @@ pub struct LoginRampStep {
     pub failed: u64,
     pub p50_us: u64,
     pub p99_us: u64,
+    /// p99 of the login's parts and of the pacing lateness (see [`ConnectResult`]).
+    #[serde(default)]
+    pub handshake_p99_us: u64,
+    #[serde(default)]
+    pub answer_p99_us: u64,
+    #[serde(default)]
+    pub pace_p99_us: u64,
     pub within_bound: bool,
 }
 
@@ -308,6 +327,10 @@ impl ConnectResult {
             logins_per_s: per_second(c.ok, c.secs),
             login: c.login.summary(),
             login_hist: c.login.to_data(),
+            handshake: c.handshake.summary(),
+            answer: c.answer.summary(),
+            pace: c.pace.summary(),
+            slow_connects: c.slow_connects,
             hold_secs,
             alive_after_hold: alive,
             closed_during_hold: closed,
@@ -383,6 +406,23 @@ impl RunResult {
                     fmt_us(c.login.max_us)
                 ),
             ));
+            if c.handshake.count > 0 {
+                rows.push(row(
+                    "login split",
+                    format!(
+                        "connect+write p50 {} p99 {}  write→ack p50 {} p99 {}  ({} connects finished late)",
+                        fmt_us(c.handshake.p50_us),
+                        fmt_us(c.handshake.p99_us),
+                        fmt_us(c.answer.p50_us),
+                        fmt_us(c.answer.p99_us),
+                        c.slow_connects
+                    ),
+                ));
+                rows.push(row(
+                    "generator pacing",
+                    format!("connects started late by p50 {} p99 {}", fmt_us(c.pace.p50_us), fmt_us(c.pace.p99_us)),
+                ));
+            }
             rows.push(row(
                 "alive after hold",
                 format!(
@@ -412,12 +452,16 @@ impl RunResult {
                 rows.push(row(
                     "ramp step",
                     format!(
-                        "offered {:>7.0}/s  measured {:>7.0} logins/s  p50 {:>9}  p99 {:>9}  failed {}{}",
+                        "offered {:>7.0}/s  measured {:>7.0} logins/s  p50 {:>9}  p99 {:>9}  failed {}  \
+                         (p99 connect+write {}, write→ack {}, pacing late {}){}",
                         st.offered_per_s,
                         st.logins_per_s,
                         fmt_us(st.p50_us),
                         fmt_us(st.p99_us),
                         st.failed,
+                        fmt_us(st.handshake_p99_us),
+                        fmt_us(st.answer_p99_us),
+                        fmt_us(st.pace_p99_us),
                         if st.within_bound { "" } else { "  (past the bound)" }
                     ),
                 ));

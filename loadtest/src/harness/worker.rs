@@ -181,6 +181,8 @@ pub(crate) struct Dev {
     pub phase: Phase,
     /// Start of the current connection attempt.
     since_us: u64,
+    /// When the current attempt's Login was written.
+    sent_us: u64,
     /// Logged in at least once: a later loss of the connection is a reconnect, not a
     /// failed login.
     ever_online: bool,
@@ -235,6 +237,7 @@ impl Dev {
             sock: None,
             phase: Phase::Idle { at_us: u64::MAX },
             since_us: 0,
+            sent_us: 0,
             ever_online: false,
             attempt: 0,
             rbuf: Vec::new(),
@@ -483,6 +486,9 @@ struct Stats {
     closed: Reasons,
     connect: ConnectReport,
     login: Latency,
+    handshake: Latency,
+    answer: Latency,
+    pace: Latency,
     attempts_done: u64,
     connected_reported: bool,
 }
@@ -770,7 +776,11 @@ impl Worker {
         {
             let k = self.connect_next;
             self.connect_next += 1;
-            self.connect(k, now);
+            // The clock again: connects of one turn go out one after another, and the
+            // login latency starts at each one's own start.
+            let start = mono_us();
+            self.stats.pace.record(start.saturating_sub(self.connect_due_us(k)));
+            self.connect(k, start);
         }
     }
 
@@ -842,7 +852,7 @@ impl Worker {
                     self.devs[k].sock = Some(s);
                     return;
                 }
-                Ok(false) => {} // still connecting: wait for it as below
+                Ok(false) => self.stats.connect.slow_connects += 1, // still connecting: wait as below
                 Err(e) => return self.end(k, End::closed(format!("connect: {:?}", e.kind())), now),
             }
         }
@@ -946,6 +956,7 @@ impl Worker {
             CLIENT_VERSION,
         );
         dev.phase = Phase::LoggingIn { rid };
+        dev.sent_us = mono_us();
         self.put_frame(k, &frame);
     }
 
@@ -970,6 +981,8 @@ impl Worker {
             c.first_start_us = if c.first_start_us == 0 { dev.since_us } else { c.first_start_us.min(dev.since_us) };
             c.last_done_us = c.last_done_us.max(now);
             self.stats.login.record(now.saturating_sub(dev.since_us));
+            self.stats.handshake.record(dev.sent_us.saturating_sub(dev.since_us));
+            self.stats.answer.record(now.saturating_sub(dev.sent_us));
         }
         dev.phase = Phase::Online;
         dev.attempt = 0;
@@ -1557,6 +1570,9 @@ impl Worker {
                 self.stats.connected_reported = true;
                 let mut report = self.stats.connect.clone();
                 report.login = self.stats.login.to_data();
+                report.handshake = self.stats.handshake.to_data();
+                report.answer = self.stats.answer.to_data();
+                report.pace = self.stats.pace.to_data();
                 emit(&Event::Connected(report));
             }
         }
