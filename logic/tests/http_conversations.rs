@@ -529,3 +529,66 @@ async fn mutes_are_capped_per_user() {
     h.ok("/conversation/update", upd(last, true)).await;
     assert_eq!(muted(&h).await, MAX_MUTED);
 }
+
+/// Mutes set by a build before the flags entry existed (records with isMute, no
+/// `ConversationFlags` entry): the first login after the upgrade rebuilds the entry
+/// from the records, so pushes are silent without the user muting again; a user with
+/// nothing muted gets an empty entry (the rebuild runs once).
+#[tokio::test]
+async fn mutes_without_a_flags_entry_take_effect_after_login() {
+    use tern_logic::login::{LoginBatch, LoginRequest};
+    use tern_storage::{Seq, SyncKind, WriteBatch};
+    let h = harness();
+    users(&h, &["a", "b", "c", "d"]).await;
+    send(&h, "a", "b", "m0").await;
+    send(&h, "c", "b", "m1").await;
+    send(&h, "a", "c", "m2").await;
+    h.ok("/conversation/update", json!({"fromId": "b", "conversationId": "1_b_a", "isMute": true})).await;
+    // As the older build left the store: the record says muted, there is no flags entry.
+    let (app, b, c) = (AppId(APP), UserId::new("b").unwrap(), UserId::new("c").unwrap());
+    let mut del = WriteBatch::new();
+    del.delete_log_entry(app, b.clone(), SyncKind::ConversationFlags, Seq(1));
+    h.store.write(del).await.unwrap();
+    let flags_of = |u: &UserId| {
+        let (store, u) = (h.store.clone(), u.clone());
+        async move { store.read_log(app, &tern_storage::Owner::User(u), SyncKind::ConversationFlags, Seq::ZERO, 1).await }
+    };
+    assert!(flags_of(&b).await.unwrap().is_empty());
+
+    let (logic, router) = h.restarted();
+    let (tx, mut rx) = mpsc::channel(256);
+    logic.sessions.register_link((1, 0), tx.clone());
+    let mut batch = LoginBatch::new();
+    for (slot, user) in [(10, "b"), (11, "c")] {
+        batch.push(LoginRequest {
+            conn: ConnRef::new(1, 0, slot, 1),
+            app,
+            user_id: user.into(),
+            device_id: "phone".into(),
+            client_type: 3,
+            request_id: slot,
+            resume: false,
+        });
+    }
+    batch.run(&logic, &tx).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while flags_of(&b).await.unwrap().is_empty() || flags_of(&c).await.unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "flags entries not rebuilt after the logins");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let stored = |e: Vec<tern_storage::LogEntry>| serde_json::from_slice::<Value>(&e[0].payload).unwrap();
+    assert_eq!(stored(flags_of(&b).await.unwrap())["mutedUsers"], json!(["a"]));
+    assert_eq!(stored(flags_of(&c).await.unwrap())["mutedUsers"], json!([]));
+    while !logic.conversations.flags.has(app, &b) {
+        assert!(std::time::Instant::now() < deadline, "rebuilt flags not installed");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let uri = format!("/v1/message/sendMsg?{}", support::admin_query(APP));
+    // (d is not online: c would also get a push of its own message.)
+    for (from, id) in [("a", "m3"), ("d", "m4")] {
+        let body = json!({"fromId": from, "toId": "b", "messageId": id, "messageBody": id});
+        support::send(&router, axum::http::Method::POST, &uri, body.to_string().into_bytes()).await.json(&uri);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(pushes(&mut rx), [("a".to_string(), true), ("d".to_string(), false)]);
+}

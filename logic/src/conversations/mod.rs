@@ -209,6 +209,20 @@ async fn locked(
 
 /// Builds a view from the store (see the module docs).
 async fn load(logic: &Logic, app: AppId, user: &UserId) -> Result<View, Refusal> {
+    let mut v = fold_log(logic, app, user).await?;
+    v.inbox_to = v.logged_inbox;
+    join_groups(logic, app, user, &mut v, |_| true).await?;
+    let own = Owner::User(user.clone());
+    for (conv, c) in v.convs.iter_mut() {
+        if matches!(conv, Conversation::Single(_)) {
+            derive_single(logic, app, user, &own, conv, c).await?;
+        }
+    }
+    Ok(v)
+}
+
+/// The records of `user`'s conversation log, folded (nothing derived yet).
+async fn fold_log(logic: &Logic, app: AppId, user: &UserId) -> Result<View, Refusal> {
     let mut v = View::default();
     let mut after = Seq::ZERO;
     loop {
@@ -224,14 +238,24 @@ async fn load(logic: &Logic, app: AppId, user: &UserId) -> Result<View, Refusal>
             break;
         }
     }
-    v.inbox_to = v.logged_inbox;
-    let own = Owner::User(user.clone());
+    Ok(v)
+}
+
+/// Sets the join seq (and the group read mark) of the group conversations `which`
+/// picks from the user's member records.
+async fn join_groups(
+    logic: &Logic,
+    app: AppId,
+    user: &UserId,
+    v: &mut View,
+    which: impl Fn(&Conv) -> bool,
+) -> Result<(), Refusal> {
     let groups: Vec<_> = v
         .convs
-        .keys()
-        .filter_map(|c| match c {
-            Conversation::Group(g) => Some(g.clone()),
-            Conversation::Single(_) => None,
+        .iter()
+        .filter_map(|(k, c)| match k {
+            Conversation::Group(g) if which(c) => Some(g.clone()),
+            _ => None,
         })
         .collect();
     for g in groups {
@@ -242,12 +266,44 @@ async fn load(logic: &Logic, app: AppId, user: &UserId) -> Result<View, Refusal>
             c.seen_to = m.join_seq;
         }
     }
-    for (conv, c) in v.convs.iter_mut() {
-        if matches!(conv, Conversation::Single(_)) {
-            derive_single(logic, app, user, &own, conv, c).await?;
-        }
+    Ok(())
+}
+
+/// Writes `user`'s flags entry from their conversation records if there is none —
+/// mutes (and group clear points) set by a build before the entry existed, which the
+/// push path would otherwise not see until the user's next mute — and installs it.
+/// The entry is written even if empty, so this runs once per user (login starts it
+/// when its read found no entry). Under the user's view lock, so no change of theirs
+/// interleaves; folds only the conversation log if the view is not in memory.
+pub async fn rebuild_flags(logic: &Logic, app: AppId, user: &UserId) -> Result<(), Refusal> {
+    let slot = logic.conversations.slot(app, user, logic.config.conversations.max_held);
+    let g = slot.lock().await;
+    let owner = Owner::User(user.clone());
+    let stored = logic.store.read_log(app, &owner, SyncKind::ConversationFlags, Seq::ZERO, 1).await?;
+    if flags::Flags::stored_in(&stored) {
+        install_loaded_flags(logic, app, user, &stored);
+        return Ok(());
     }
-    Ok(v)
+    let folded;
+    let v = match g.as_ref() {
+        Some(v) => v,
+        None => {
+            let mut v = fold_log(logic, app, user).await?;
+            // Only a clear point above the join is a flag: those groups need the join.
+            join_groups(logic, app, user, &mut v, |c| c.cleared_seq > Seq::ZERO).await?;
+            folded = v;
+            &folded
+        }
+    };
+    let now = now_ms();
+    let held = logic.conversations.flags.get(app, user).map_or(0, |h| h.version);
+    let f = flags::of_view(v.convs.iter(), now.max(held + 1));
+    let mut batch = WriteBatch::with_capacity(1);
+    batch.replace_log_entry(app, owner, SyncKind::ConversationFlags, f.entry(now));
+    logic.write_retrying(batch).await?;
+    metrics::counter!("tern_conversation_flags_rebuilt_total").increment(1);
+    install_flags(logic, app, user, Some(f));
+    Ok(())
 }
 
 /// Last message and unread count of a 1:1 conversation from its index.
