@@ -180,8 +180,8 @@ impl Default for MessageConfig {
 
 /// Default of [`ConversationConfig::max_held`]: at ~150 bytes a conversation (record,
 /// last message preview, map entry) about 150 MB; a list read of a user whose view was
-/// dropped costs a cold load (the bench: ~0.6 s for 10,000 conversations), so keep the
-/// views of the users who read lists often.
+/// dropped costs a cold load from their snapshot (the bench: ~10 ms for 10,000
+/// conversations), so keep the views of the users who read lists often.
 pub const DEFAULT_MAX_HELD_CONVERSATIONS: usize = 1_000_000;
 /// Default of [`ConversationConfig::checkpoint_every`]: a cold load refolds at most this
 /// many inbox entries (a few ms), at one small log entry per this many inbox entries.

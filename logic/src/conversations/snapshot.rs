@@ -12,7 +12,7 @@
 //! used (the list is rebuilt from the log, and a new snapshot written).
 //!
 //! Stored in the user's server-internal `SyncKind::ConversationSnapshot` log as parts at
-//! seqs 1, 2, … (each under [`PART_BYTES`]: the store takes values up to 1 MiB), all
+//! seqs 1, 2, … (each under [`PART_BYTES`]; the store takes values up to 1 MiB), all
 //! rewritten in one batch. A backend whose batch is not atomic (CQL) may keep some parts
 //! of a newer write beside older ones: every part names its snapshot (`id`) and the
 //! count of parts, and a load takes the parts only if they all agree.
@@ -36,7 +36,9 @@ use super::view::{Conv, Last, View};
 pub const VERSION: u8 = 1;
 /// Bytes of one part at most (the store's value limit is 1 MiB; one conversation is
 /// at most ~30 KiB even with a 4 KiB extra of escaped characters).
-pub const PART_BYTES: usize = 512 * 1024;
+/// Small enough that a big snapshot has a part per core to decode (10,000
+/// conversations: ~10 parts).
+pub const PART_BYTES: usize = 128 * 1024;
 
 /// What every part carries, and the view's positions in part 0.
 #[derive(Debug, Serialize, Deserialize)]
@@ -179,24 +181,52 @@ fn encode_sized(v: &View, id: u64, part_bytes: usize) -> Vec<Bytes> {
 /// snapshot or one of another version, `Err` if its parts do not make one snapshot (a
 /// write that did not complete) or do not decode. The view's `since_snapshot` is 0.
 pub fn decode(entries: &[LogEntry]) -> Result<Option<View>, String> {
-    let Some(first) = entries.first() else { return Ok(None) };
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let parts: Result<Option<Vec<Decoded>>, String> =
+        entries.iter().map(decode_part).collect::<Result<Vec<_>, _>>().map(|v| v.into_iter().collect());
+    match parts? {
+        Some(parts) => assemble(parts).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// One part, decoded on its own (parts of a big snapshot decode in parallel: the
+/// caller runs this on the blocking pool per part, then [`assemble`]s them).
+pub struct Decoded {
+    seq: Seq,
+    head: Head,
+    convs: Vec<(Conversation, Conv)>,
+}
+
+/// Decodes the snapshot part stored as `e`: `Ok(None)` if it is of another version.
+pub fn decode_part(e: &LogEntry) -> Result<Option<Decoded>, String> {
+    let p: Part = match serde_json::from_slice(&e.payload) {
+        Ok(p) => p,
+        // Another version may have another shape: not ours to read.
+        Err(_) if version_of(&e.payload).is_some_and(|v| v != VERSION) => return Ok(None),
+        Err(err) => return Err(format!("part at seq {}: {err}", e.seq.0)),
+    };
+    if p.head.v != VERSION {
+        return Ok(None);
+    }
+    let convs = p.convs.into_iter().map(SConv::into_conv).collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(Decoded { seq: e.seq, head: p.head, convs }))
+}
+
+/// The view of decoded parts (in seq order), if they make one snapshot.
+pub fn assemble(parts: Vec<Decoded>) -> Result<View, String> {
     let mut v = View::default();
-    let mut id = None;
-    for (i, e) in entries.iter().enumerate() {
-        let p: Part = match serde_json::from_slice(&e.payload) {
-            Ok(p) => p,
-            // Another version may have another shape: not ours to read.
-            Err(_) if i == 0 && version_of(&first.payload).is_some_and(|v| v != VERSION) => return Ok(None),
-            Err(err) => return Err(format!("part at seq {}: {err}", e.seq.0)),
-        };
-        if p.head.v != VERSION {
-            return Ok(None);
-        }
-        let want = (*id.get_or_insert(p.head.id), i as u32, entries.len() as u32, Seq(i as u64 + 1));
-        if (p.head.id, p.head.part, p.head.parts, e.seq) != want {
+    let total = parts.len() as u32;
+    let id = parts.first().map_or(0, |p| p.head.id);
+    v.convs.reserve(parts.iter().map(|p| p.convs.len()).sum());
+    for (i, p) in parts.into_iter().enumerate() {
+        let want = (id, i as u32, total, Seq(i as u64 + 1));
+        if (p.head.id, p.head.part, p.head.parts, p.seq) != want {
             return Err(format!(
                 "part at seq {} is part {} of {} of snapshot {}, expected part {} of {} of snapshot {}",
-                e.seq.0, p.head.part, p.head.parts, p.head.id, want.1, want.2, want.0
+                p.seq.0, p.head.part, p.head.parts, p.head.id, want.1, want.2, want.0
             ));
         }
         if i == 0 {
@@ -207,14 +237,10 @@ pub fn decode(entries: &[LogEntry]) -> Result<Option<View>, String> {
             v.checkpoint = (checkpoint > 0).then_some(Seq(checkpoint));
             v.garbage = p.head.garbage.into_iter().map(Seq).collect();
         }
-        v.convs.reserve(p.convs.len());
-        for sc in p.convs {
-            let (conv, c) = sc.into_conv()?;
-            v.convs.insert(conv, c);
-        }
+        v.convs.extend(p.convs);
     }
-    v.snapshot_id = id.unwrap_or_default();
-    Ok(Some(v))
+    v.snapshot_id = id;
+    Ok(v)
 }
 
 fn version_of(payload: &[u8]) -> Option<u8> {
