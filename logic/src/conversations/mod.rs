@@ -14,10 +14,12 @@
 //!
 //! The view of a user is held in memory after its first read (under an async lock per
 //! user; at most `[conversations] max_held` conversations over all views, idle views
-//! are dropped beyond it). A cold load folds the conversation log (records), derives
-//! each 1:1 conversation from its index, and resumes the inbox fold at the last position
-//! the log records (a put carries it; a checkpoint entry is written every
-//! `[conversations] checkpoint_every` folded inbox entries).
+//! are dropped beyond it). A cold load starts from the user's snapshot (`snapshot.rs`:
+//! the view as saved after a list read, every `[conversations] snapshot_every` folded
+//! entries) and folds only what came after it; without one it folds the conversation
+//! log (records), derives each 1:1 conversation from its index, and resumes the inbox
+//! fold at the last position the log records (a put carries it; a checkpoint entry is
+//! written every `[conversations] checkpoint_every` folded inbox entries).
 //!
 //! **Compaction.** Every read logs the record's new state, so the log keeps growing;
 //! entries a later one supersedes are deleted (`WriteOp::DeleteLogEntry`) in the same
