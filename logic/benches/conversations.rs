@@ -1,10 +1,12 @@
 //! Conversation list benchmark (issue 12): one user with N conversations (default
 //! 10,000; `CONV_BENCH_N`), one message from each peer, over a real embedded store in a
-//! temporary directory. Prints the cold load (first read after a restart: the log fold
-//! and the per-conversation index reads), then the first page (limit 100) read
-//! `CONV_BENCH_READS` times (default 2,000) with the view in memory — alone, and with a
-//! new message arriving before each read (the incremental inbox fold) — as p50 / p99 /
-//! max. Target: p99 ≤ 10 ms.
+//! temporary directory. Prints the first read ever; the cold first page (a new node over
+//! the same store, as after a restart or an eviction) `CONV_BENCH_COLD` times (default
+//! 30) from the snapshot, then with 500 messages after it, then `CONV_BENCH_FULL` times
+//! (default 5) without a snapshot (the full rebuild); then the first page (limit 100)
+//! read `CONV_BENCH_READS` times (default 2,000) with the view in memory — alone, and
+//! with a new message arriving before each read (the incremental inbox fold) — all as
+//! p50 / p99 / max. Target: p99 ≤ 10 ms.
 //!
 //! `cargo bench -p tern-logic --bench conversations` (release).
 
@@ -91,13 +93,68 @@ fn main() {
             t.elapsed().as_secs_f64() * 1e3
         );
 
-        // A cold load after a restart: log fold plus the index reads.
-        let (logic, _) = h.restarted();
-        let t = Instant::now();
-        let page = tern_logic::conversations::get(&logic, app, &me, 0, 100).await.unwrap();
-        assert_eq!((page.total, page.items.len()), (n, 100.min(n)));
-        assert!(page.items.iter().all(|i| i.unread == 1));
-        println!("cold load after a restart: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+        // The first read saves the view as a snapshot, after its answer.
+        let owner = tern_storage::Owner::User(me.clone());
+        let kind = tern_storage::SyncKind::ConversationSnapshot;
+        while h.store.read_log(app, &owner, kind, tern_storage::Seq::ZERO, 1).await.unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let parts = h.store.read_log(app, &owner, kind, tern_storage::Seq::ZERO, 64).await.unwrap();
+        let bytes: usize = parts.iter().map(|e| e.payload.len()).sum();
+        println!("snapshot: {} parts, {:.2} MB", parts.len(), bytes as f64 / 1e6);
+
+        // Cold loads: a new node over the same store (as after a restart, or a view
+        // dropped under max_held), first page from the snapshot plus what came after.
+        let cold_loads = env("CONV_BENCH_COLD", 30);
+        let mut cold = Vec::with_capacity(cold_loads);
+        let mut logic = None;
+        for _ in 0..cold_loads {
+            let (l, _) = h.restarted();
+            let t = Instant::now();
+            let page = tern_logic::conversations::get(&l, app, &me, 0, 100).await.unwrap();
+            cold.push(t.elapsed());
+            assert_eq!((page.total, page.items.len()), (n, 100.min(n)));
+            assert!(page.items.iter().all(|i| i.unread == 1));
+            logic = Some(l);
+        }
+        println!("cold first page (snapshot + tail), {cold_loads} restarts: {}", percentiles(cold));
+
+        // The same with 500 messages after the snapshot (folded at the load).
+        for i in 0..500 {
+            send(&h.logic, &peers[i % n], &me, &format!("t{i}")).await;
+        }
+        let mut tail = Vec::with_capacity(cold_loads);
+        for _ in 0..cold_loads {
+            let (l, _) = h.restarted();
+            let t = Instant::now();
+            let page = tern_logic::conversations::get(&l, app, &me, 0, 100).await.unwrap();
+            tail.push(t.elapsed());
+            assert_eq!(page.items[0].unread, 2);
+        }
+        println!("cold first page, 500 messages after the snapshot, {cold_loads} restarts: {}", percentiles(tail));
+
+        // Without a snapshot: the full rebuild (log fold + every conversation's index).
+        let mut none = tern_storage::WriteBatch::new();
+        for e in &parts {
+            none.delete_log_entry(app, owner.clone(), kind, e.seq);
+        }
+        let full_loads = env("CONV_BENCH_FULL", 5);
+        let mut full = Vec::with_capacity(full_loads);
+        for _ in 0..full_loads {
+            h.store.write(none.clone()).await.unwrap();
+            let (l, _) = h.restarted();
+            let t = Instant::now();
+            let page = tern_logic::conversations::get(&l, app, &me, 0, 100).await.unwrap();
+            full.push(t.elapsed());
+            assert_eq!(page.total, n);
+            // Let its snapshot save finish before the next round deletes it.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        println!("cold first page without a snapshot (full rebuild), {full_loads} restarts: {}", percentiles(full));
+        let logic = logic.expect("one cold load at least");
+        // Its view folds the 500 messages sent since it loaded: not part of the warm figures.
+        tern_logic::conversations::get(&logic, app, &me, 0, 100).await.unwrap();
 
         let logic: Arc<Logic> = logic;
         let mut warm = Vec::with_capacity(reads);

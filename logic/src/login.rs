@@ -139,6 +139,9 @@ struct UserReads {
     flags_at: Option<usize>,
     /// The friend view is not in memory: warmed after the batch is answered.
     warm_friends: bool,
+    /// The user has no conversation-flags entry (mutes set by a build before it
+    /// existed): rebuilt from their conversation records after the batch is answered.
+    rebuild_flags: bool,
     /// A read this user needs failed: its logins get 90000.
     failed: bool,
 }
@@ -342,6 +345,7 @@ async fn admit_batch(
         if let Some(i) = u.flags_at {
             match answers[i].take() {
                 Some(Ok(ReadAnswer::Log(entries))) => {
+                    u.rebuild_flags = !crate::conversations::flags::Flags::stored_in(&entries);
                     crate::conversations::install_loaded_flags(logic, *app, user, &entries)
                 }
                 other => {
@@ -396,11 +400,23 @@ async fn admit_batch(
     // after the answers are out, in one store trip of their own: they were half of a
     // cold login's reads, and no LoginAck needs them (a send that comes first loads the
     // view itself; `Friends::install` then keeps the one in memory).
-    let cold: Vec<(AppId, UserId)> = users
-        .into_iter()
-        .filter(|(_, u)| u.warm_friends && matches!(u.state, Some(UserState::Active | UserState::Muted)))
-        .map(|(k, _)| k)
-        .collect();
+    let admitted = |u: &UserReads| matches!(u.state, Some(UserState::Active | UserState::Muted)) && !u.failed;
+    // Mutes an older build kept only in the conversation records: rebuilt into the
+    // flags entry once (it is written even if empty, so this happens once per user).
+    let rebuild: Vec<(AppId, UserId)> =
+        users.iter().filter(|(_, u)| u.rebuild_flags && admitted(u)).map(|(k, _)| k.clone()).collect();
+    if !rebuild.is_empty() {
+        let logic = logic.clone();
+        tokio::spawn(async move {
+            for (app, user) in rebuild {
+                if let Err(e) = crate::conversations::rebuild_flags(&logic, app, &user).await {
+                    tracing::warn!(%user, error = %e.message, "rebuilding conversation flags failed; retried at the next login");
+                }
+            }
+        });
+    }
+    let cold: Vec<(AppId, UserId)> =
+        users.into_iter().filter(|(_, u)| u.warm_friends && admitted(u)).map(|(k, _)| k).collect();
     if !cold.is_empty() {
         let logic = logic.clone();
         tokio::spawn(async move { warm_friend_views(&logic, cold).await });

@@ -375,11 +375,17 @@ pub enum SyncKind {
     /// group history), as ONE entry at seq 1 rewritten on every change (no seq is
     /// allocated in this log). Read at login with the user's other state.
     ConversationFlags = 8,
+    /// Server-internal, never synced to clients: the user's conversation list as last
+    /// derived (records, last messages, unread counts, how far each timeline was
+    /// folded), in parts at seqs 1, 2, … rewritten in place (no seq is allocated in
+    /// this log). A cache: a list read after a restart starts from it and folds only
+    /// what came after; without it the list is rebuilt from the conversation log.
+    ConversationSnapshot = 9,
 }
 
 impl SyncKind {
     /// Every kind, in number order.
-    pub const ALL: [SyncKind; 9] = [
+    pub const ALL: [SyncKind; 10] = [
         SyncKind::Message,
         SyncKind::Profile,
         SyncKind::Friendship,
@@ -389,12 +395,13 @@ impl SyncKind {
         SyncKind::Conversation,
         SyncKind::ListedBy,
         SyncKind::ConversationFlags,
+        SyncKind::ConversationSnapshot,
     ];
 
     /// Whether clients sync this kind (login watermarks, Pull, sync calls); the others are
     /// the server's own bookkeeping.
     pub fn client_visible(self) -> bool {
-        !matches!(self, SyncKind::ListedBy | SyncKind::ConversationFlags)
+        !matches!(self, SyncKind::ListedBy | SyncKind::ConversationFlags | SyncKind::ConversationSnapshot)
     }
 
     /// The kind with wire number `n`, if there is one.
@@ -823,14 +830,15 @@ mod tests {
             (SyncKind::Conversation, 6),
             (SyncKind::ListedBy, 7),
             (SyncKind::ConversationFlags, 8),
+            (SyncKind::ConversationSnapshot, 9),
         ];
         for (kind, n) in expected {
             assert_eq!(kind.as_u8(), n);
             assert_eq!(SyncKind::from_u8(n), Some(kind));
         }
         assert_eq!(SyncKind::ALL.len(), expected.len());
-        assert_eq!(SyncKind::from_u8(9), None);
-        let internal = [SyncKind::ListedBy, SyncKind::ConversationFlags];
+        assert_eq!(SyncKind::from_u8(10), None);
+        let internal = [SyncKind::ListedBy, SyncKind::ConversationFlags, SyncKind::ConversationSnapshot];
         assert!(SyncKind::ALL.iter().all(|k| k.client_visible() != internal.contains(k)));
         assert_eq!(SyncKind::from_u8(255), None);
     }

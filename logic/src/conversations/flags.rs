@@ -63,6 +63,12 @@ impl Flags {
         LogEntry { seq: FLAGS_SEQ, time_ms, payload: bytes::Bytes::from(serde_json::to_vec(self).unwrap_or_default()) }
     }
 
+    /// Whether a read of the user's `ConversationFlags` log found the entry (users of
+    /// a build before it existed may have mutes only in their conversation records).
+    pub fn stored_in(entries: &[LogEntry]) -> bool {
+        entries.iter().any(|e| e.seq == FLAGS_SEQ)
+    }
+
     /// The flags of a read of the user's `ConversationFlags` log (empty if none).
     pub fn from_entries(entries: &[LogEntry]) -> Result<Self, String> {
         match entries.iter().find(|e| e.seq == FLAGS_SEQ) {

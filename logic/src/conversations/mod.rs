@@ -14,10 +14,12 @@
 //!
 //! The view of a user is held in memory after its first read (under an async lock per
 //! user; at most `[conversations] max_held` conversations over all views, idle views
-//! are dropped beyond it). A cold load folds the conversation log (records), derives
-//! each 1:1 conversation from its index, and resumes the inbox fold at the last position
-//! the log records (a put carries it; a checkpoint entry is written every
-//! `[conversations] checkpoint_every` folded inbox entries).
+//! are dropped beyond it). A cold load starts from the user's snapshot (`snapshot.rs`:
+//! the view as saved after a list read, every `[conversations] snapshot_every` folded
+//! entries) and folds only what came after it; without one it folds the conversation
+//! log (records), derives each 1:1 conversation from its index, and resumes the inbox
+//! fold at the last position the log records (a put carries it; a checkpoint entry is
+//! written every `[conversations] checkpoint_every` folded inbox entries).
 //!
 //! **Compaction.** Every read logs the record's new state, so the log keeps growing;
 //! entries a later one supersedes are deleted (`WriteOp::DeleteLogEntry`) in the same
@@ -32,6 +34,7 @@
 
 pub mod flags;
 pub mod record;
+pub mod snapshot;
 pub mod view;
 
 use std::collections::HashMap;
@@ -204,11 +207,186 @@ async fn locked(
         return Err(e);
     }
     logic.conversations.account(app, user, v.convs.len());
+    if v.since_snapshot >= logic.config.conversations.snapshot_every {
+        snapshot_later(logic, app, user);
+    }
     Ok(g)
 }
 
-/// Builds a view from the store (see the module docs).
+/// Saves the user's view as their snapshot once the current call is answered (the
+/// encode and the write take a few ms for 10,000 conversations: not on the read's
+/// latency).
+fn snapshot_later(logic: &Logic, app: AppId, user: &UserId) {
+    let slot = logic.conversations.slot(app, user, logic.config.conversations.max_held);
+    let (store, every, user) = (logic.store.clone(), logic.config.conversations.snapshot_every, user.clone());
+    tokio::spawn(async move {
+        let mut g = slot.lock_owned().await;
+        if let Some(v) = g.as_mut().filter(|v| v.since_snapshot >= every) {
+            save_snapshot(&*store, app, &user, v).await;
+        }
+    });
+}
+
+/// Writes `v` as the user's snapshot (`snapshot.rs`): every part in one batch, parts
+/// of a longer older one deleted. A failure is logged, not returned: it is a cache, and
+/// the next read of the list tries again.
+async fn save_snapshot(store: &dyn tern_storage::Store, app: AppId, user: &UserId, v: &mut View) {
+    let now = now_ms();
+    let id = now.max(v.snapshot_id + 1);
+    let parts = snapshot::encode(v, id);
+    let n = parts.len() as u64;
+    let bytes: usize = parts.iter().map(|p| p.len()).sum();
+    let owner = Owner::User(user.clone());
+    let mut batch = WriteBatch::with_capacity(parts.len() + v.snapshot_parts.saturating_sub(n) as usize);
+    for (i, payload) in parts.into_iter().enumerate() {
+        let entry = tern_storage::LogEntry { seq: Seq(i as u64 + 1), time_ms: now, payload };
+        batch.replace_log_entry(app, owner.clone(), SyncKind::ConversationSnapshot, entry);
+    }
+    for seq in n + 1..=v.snapshot_parts {
+        batch.delete_log_entry(app, owner.clone(), SyncKind::ConversationSnapshot, Seq(seq));
+    }
+    match store.write(batch).await {
+        Ok(()) => {
+            (v.snapshot_id, v.snapshot_parts, v.since_snapshot) = (id, n, 0);
+            metrics::counter!("tern_conversation_snapshots_total").increment(1);
+            metrics::counter!("tern_conversation_snapshot_bytes_total").increment(bytes as u64);
+        }
+        Err(e) => {
+            // Some parts may be stored: delete up to these next time.
+            v.snapshot_parts = v.snapshot_parts.max(n);
+            tracing::warn!(%user, error = %e, "saving a conversation snapshot failed; the next list read tries again");
+        }
+    }
+}
+
+/// Builds a view from the store: from the user's snapshot and what was logged after
+/// it if there is a usable one, else from the conversation log and the conversation
+/// index (see the module docs); `refresh` then folds the timelines from where it stops.
 async fn load(logic: &Logic, app: AppId, user: &UserId) -> Result<View, Refusal> {
+    let own = Owner::User(user.clone());
+    let mut stored = Vec::new();
+    loop {
+        let after = stored.last().map_or(Seq::ZERO, |e: &tern_storage::LogEntry| e.seq);
+        let page = logic.store.read_log(app, &own, SyncKind::ConversationSnapshot, after, 64).await?;
+        let more = page.len() == 64;
+        stored.extend(page);
+        if !more {
+            break;
+        }
+    }
+    let parts = stored.last().map_or(0, |e| e.seq.0);
+    match decode_snapshot(stored).await {
+        Ok(Some(mut v)) => {
+            v.snapshot_parts = parts;
+            resume(logic, app, user, &mut v).await?;
+            metrics::counter!("tern_conversation_loads_total", "from" => "snapshot").increment(1);
+            return Ok(v);
+        }
+        Ok(None) => {}
+        Err(e) => tracing::info!(%user, error = %e, "conversation snapshot not used; the list is rebuilt from the log"),
+    }
+    let mut v = fold_log(logic, app, user).await?;
+    v.inbox_to = v.logged_inbox;
+    join_groups(logic, app, user, &mut v, |_| true).await?;
+    for (conv, c) in v.convs.iter_mut() {
+        if matches!(conv, Conversation::Single(_)) {
+            derive_single(logic, app, user, &own, conv, c).await?;
+        }
+    }
+    // Nothing of this is saved yet: the first read saves it.
+    (v.snapshot_parts, v.since_snapshot) = (parts, u64::MAX);
+    metrics::counter!("tern_conversation_loads_total", "from" => "log").increment(1);
+    Ok(v)
+}
+
+/// [`snapshot::decode`], each part on the blocking pool (10,000 conversations take
+/// ~10 ms of CPU to decode: in parallel, and not on a runtime worker).
+async fn decode_snapshot(stored: Vec<tern_storage::LogEntry>) -> Result<Option<View>, String> {
+    if stored.is_empty() {
+        return Ok(None);
+    }
+    let tasks: Vec<_> =
+        stored.into_iter().map(|e| tokio::task::spawn_blocking(move || snapshot::decode_part(&e))).collect();
+    let mut parts = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        match t.await.map_err(|e| format!("decoding a part: {e}"))?? {
+            Some(p) => parts.push(p),
+            None => return Ok(None),
+        }
+    }
+    snapshot::assemble(parts).map(Some)
+}
+
+/// Brings a view decoded from a snapshot up to the conversation log (the entries
+/// logged after the snapshot) and to the user's group memberships; `refresh` then folds
+/// the inbox and the group timelines from the positions the snapshot holds. Exact as
+/// the view in memory was: a record whose read mark or clear point moved is recounted
+/// over `(floor, seen_to]` (entries above `seen_to` are counted by the fold), a group
+/// rejoined since is refolded from the new join.
+async fn resume(logic: &Logic, app: AppId, user: &UserId, v: &mut View) -> Result<(), Refusal> {
+    // Conversations the log tail changes: their (floor, cleared) before it (None: new).
+    let mut touched: HashMap<Conversation, Option<(Seq, Seq)>> = HashMap::new();
+    let mut after = v.log_to;
+    loop {
+        let (entries, _, completed) = logic.read_synced(app, user, SyncKind::Conversation, after, PAGE).await?;
+        for e in &entries {
+            after = e.seq;
+            v.since_snapshot += 1;
+            let Some(r) = LogRecord::decode(&e.payload) else {
+                tracing::warn!(%user, seq = e.seq.0, "undecodable conversation log entry skipped");
+                continue;
+            };
+            if let Some(conv) = r.conversation() {
+                let before = v.convs.get(&conv).map(|c| (c.floor(), c.cleared_seq));
+                touched.entry(conv).or_insert(before);
+            }
+            v.apply_log(e.seq, &r);
+        }
+        if completed || entries.is_empty() {
+            break;
+        }
+    }
+    let groups: Vec<GroupId> = v
+        .convs
+        .keys()
+        .filter_map(|k| match k {
+            Conversation::Group(g) => Some(g.clone()),
+            Conversation::Single(_) => None,
+        })
+        .collect();
+    for g in groups {
+        let conv = Conversation::Group(g.clone());
+        let Some(Some(m)) = logic.store.get_group_members(app, &g, std::slice::from_ref(user)).await?.pop() else {
+            continue;
+        };
+        let c = v.convs.get_mut(&conv).expect("listed above");
+        if matches!(touched.get(&conv), Some(None)) || m.join_seq != c.join_seq {
+            // New since the snapshot, or rejoined: derived from the join as at a full load.
+            (c.join_seq, c.seen_to, c.unread, c.last) = (m.join_seq, m.join_seq, 0, None);
+            c.read_seq = c.read_seq.max(m.read_seq);
+            touched.remove(&conv);
+        }
+    }
+    for (conv, before) in touched {
+        // A new 1:1 conversation has no inbox entry at or below the snapshot's position
+        // (the fold would have made it then): the inbox fold finds all of it.
+        let (Some((floor, cleared)), Some(c)) = (before, v.convs.get_mut(&conv)) else { continue };
+        if c.cleared_seq > cleared && c.last.as_ref().is_some_and(|l| l.seq <= c.cleared_seq) {
+            c.last = None;
+        }
+        if c.floor() > floor {
+            let (floor, upto) = (c.floor(), c.seen_to);
+            c.unread = match &conv {
+                Conversation::Single(_) => count_single(logic, app, user, &conv, floor, upto).await?,
+                Conversation::Group(g) => count_group(logic, app, user, &Owner::Group(g.clone()), floor, upto).await?,
+            };
+        }
+    }
+    Ok(())
+}
+
+/// The records of `user`'s conversation log, folded (nothing derived yet).
+async fn fold_log(logic: &Logic, app: AppId, user: &UserId) -> Result<View, Refusal> {
     let mut v = View::default();
     let mut after = Seq::ZERO;
     loop {
@@ -224,14 +402,24 @@ async fn load(logic: &Logic, app: AppId, user: &UserId) -> Result<View, Refusal>
             break;
         }
     }
-    v.inbox_to = v.logged_inbox;
-    let own = Owner::User(user.clone());
+    Ok(v)
+}
+
+/// Sets the join seq (and the group read mark) of the group conversations `which`
+/// picks from the user's member records.
+async fn join_groups(
+    logic: &Logic,
+    app: AppId,
+    user: &UserId,
+    v: &mut View,
+    which: impl Fn(&Conv) -> bool,
+) -> Result<(), Refusal> {
     let groups: Vec<_> = v
         .convs
-        .keys()
-        .filter_map(|c| match c {
-            Conversation::Group(g) => Some(g.clone()),
-            Conversation::Single(_) => None,
+        .iter()
+        .filter_map(|(k, c)| match k {
+            Conversation::Group(g) if which(c) => Some(g.clone()),
+            _ => None,
         })
         .collect();
     for g in groups {
@@ -242,12 +430,44 @@ async fn load(logic: &Logic, app: AppId, user: &UserId) -> Result<View, Refusal>
             c.seen_to = m.join_seq;
         }
     }
-    for (conv, c) in v.convs.iter_mut() {
-        if matches!(conv, Conversation::Single(_)) {
-            derive_single(logic, app, user, &own, conv, c).await?;
-        }
+    Ok(())
+}
+
+/// Writes `user`'s flags entry from their conversation records if there is none —
+/// mutes (and group clear points) set by a build before the entry existed, which the
+/// push path would otherwise not see until the user's next mute — and installs it.
+/// The entry is written even if empty, so this runs once per user (login starts it
+/// when its read found no entry). Under the user's view lock, so no change of theirs
+/// interleaves; folds only the conversation log if the view is not in memory.
+pub async fn rebuild_flags(logic: &Logic, app: AppId, user: &UserId) -> Result<(), Refusal> {
+    let slot = logic.conversations.slot(app, user, logic.config.conversations.max_held);
+    let g = slot.lock().await;
+    let owner = Owner::User(user.clone());
+    let stored = logic.store.read_log(app, &owner, SyncKind::ConversationFlags, Seq::ZERO, 1).await?;
+    if flags::Flags::stored_in(&stored) {
+        install_loaded_flags(logic, app, user, &stored);
+        return Ok(());
     }
-    Ok(v)
+    let folded;
+    let v = match g.as_ref() {
+        Some(v) => v,
+        None => {
+            let mut v = fold_log(logic, app, user).await?;
+            // Only a clear point above the join is a flag: those groups need the join.
+            join_groups(logic, app, user, &mut v, |c| c.cleared_seq > Seq::ZERO).await?;
+            folded = v;
+            &folded
+        }
+    };
+    let now = now_ms();
+    let held = logic.conversations.flags.get(app, user).map_or(0, |h| h.version);
+    let f = flags::of_view(v.convs.iter(), now.max(held + 1));
+    let mut batch = WriteBatch::with_capacity(1);
+    batch.replace_log_entry(app, owner, SyncKind::ConversationFlags, f.entry(now));
+    logic.write_retrying(batch).await?;
+    metrics::counter!("tern_conversation_flags_rebuilt_total").increment(1);
+    install_flags(logic, app, user, Some(f));
+    Ok(())
 }
 
 /// Last message and unread count of a 1:1 conversation from its index.
@@ -357,6 +577,7 @@ async fn refresh(logic: &Logic, app: AppId, user: &UserId, v: &mut View) -> Resu
     let folded_from = v.inbox_to;
     loop {
         let (entries, _, completed) = logic.read_synced(app, user, SyncKind::Message, v.inbox_to, PAGE).await?;
+        v.since_snapshot = v.since_snapshot.saturating_add(entries.len() as u64);
         for e in &entries {
             v.inbox_to = e.seq;
             let Some(m) = MessageSummary::of(&e.payload) else { continue };
@@ -404,6 +625,7 @@ async fn refresh_groups(logic: &Logic, app: AppId, user: &UserId, v: &mut View) 
         .into_iter()
         .filter(|(c, _)| matches!(c, Conversation::Group(_)))
         .collect();
+    let mut folded = 0u64;
     for g in live {
         let conv = Conversation::Group(g.clone());
         let owner = Owner::Group(g.clone());
@@ -428,18 +650,23 @@ async fn refresh_groups(logic: &Logic, app: AppId, user: &UserId, v: &mut View) 
             c.unread = count_group(logic, app, user, &owner, c.floor(), c.seen_to).await?;
             c.dirty = true;
         }
-        loop {
+        // Not past a send of the group still being written: an entry below one already
+        // folded would never be counted.
+        let settled = logic.groups.committed_if_loaded(app, &g).await.unwrap_or(Seq::MAX);
+        while c.seen_to < settled {
             let entries = logic.store.read_log(app, &owner, SyncKind::Message, c.seen_to, PAGE).await?;
-            for e in &entries {
+            folded += entries.len() as u64;
+            for e in entries.iter().take_while(|e| e.seq <= settled) {
                 if let Some(m) = MessageSummary::of(&e.payload) {
                     c.account(user, e.seq, e.time_ms, &m);
                 }
             }
-            if entries.len() < PAGE {
+            if entries.len() < PAGE || entries.last().is_some_and(|e| e.seq >= settled) {
                 break;
             }
         }
     }
+    v.since_snapshot = v.since_snapshot.saturating_add(folded);
     Ok(())
 }
 
@@ -459,16 +686,26 @@ async fn dirty_write(
     // Compaction rides along: superseded entries once there are enough of them.
     let compact_at = logic.config.conversations.compact_after.max(v.convs.len()).max(1);
     let mut compacted = 0;
+    let mut deleting: Vec<Seq> = Vec::new();
     if v.garbage.len() >= compact_at {
         let n = v.garbage.len().min(MAX_DELETES_PER_WRITE);
-        for seq in v.garbage.drain(..n) {
-            extra.delete_log_entry(app, Owner::User(user.clone()), SyncKind::Conversation, seq);
+        deleting = v.garbage.drain(..n).collect();
+        for seq in &deleting {
+            extra.delete_log_entry(app, Owner::User(user.clone()), SyncKind::Conversation, *seq);
         }
         // If the write fails they stay stored; the next cold load finds them again.
         compacted = n;
     }
     let payloads = entries.iter().map(|(_, r)| (user.clone(), SyncKind::Conversation, r.encode())).collect();
-    let seqs = logic.append_many(app, payloads, extra).await?;
+    let seqs = match logic.append_many(app, payloads, extra).await {
+        Ok(seqs) => seqs,
+        Err(e) => {
+            // Still stored, still to delete (a snapshot must not forget them).
+            v.garbage.splice(0..0, deleting);
+            return Err(e.into());
+        }
+    };
+    v.since_snapshot = v.since_snapshot.saturating_add(seqs.len() as u64);
     metrics::counter!("tern_conversation_log_compacted_total").increment(compacted as u64);
     for ((_, r), seq) in entries.iter().zip(&seqs) {
         v.apply_log(*seq, r);
@@ -689,13 +926,22 @@ pub async fn mark_read(
     let floor = v.convs.get(conv).map(Conv::floor).unwrap_or_default();
     let upto = v.convs.get(conv).map(|c| c.seen_to).unwrap_or_default();
     let unread = match conv {
-        Conversation::Single(_) => count_single(logic, app, user, conv, floor, upto).await?,
-        Conversation::Group(gid) => count_group(logic, app, user, &Owner::Group(gid.clone()), floor, upto).await?,
+        Conversation::Single(_) => count_single(logic, app, user, conv, floor, upto).await,
+        Conversation::Group(gid) => count_group(logic, app, user, &Owner::Group(gid.clone()), floor, upto).await,
     };
-    if let Some(c) = v.convs.get_mut(conv) {
-        c.unread = unread;
+    match unread {
+        Ok(n) => {
+            if let Some(c) = v.convs.get_mut(conv) {
+                c.unread = n;
+            }
+            Ok(())
+        }
+        Err(e) => {
+            // The count is stale now: rebuild the view next time (never snapshot it).
+            *g = None;
+            Err(e)
+        }
     }
-    Ok(())
 }
 
 /// The seq up to which `user` cleared their history of `conv` (`Seq::ZERO`: none).

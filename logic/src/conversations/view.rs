@@ -208,6 +208,13 @@ pub struct View {
     pub garbage: Vec<Seq>,
     /// The newest entry if it is a checkpoint.
     pub checkpoint: Option<Seq>,
+    /// The stored snapshot (`snapshot.rs`): its write id, its parts (seqs 1..=this in
+    /// the snapshot log), and the entries folded since it was taken (inbox, group
+    /// timelines, conversation log): a new one is saved once these reach
+    /// `[conversations] snapshot_every`.
+    pub snapshot_id: u64,
+    pub snapshot_parts: u64,
+    pub since_snapshot: u64,
 }
 
 impl View {

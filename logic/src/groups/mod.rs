@@ -622,6 +622,18 @@ impl Groups {
         cold
     }
 
+    /// `group`'s [`GroupState::committed`] if its state is loaded here; `None` if it is
+    /// not, and then no send of it is in flight on this node (only idle groups are
+    /// dropped), so every stored entry is settled. Loads nothing.
+    pub(crate) async fn committed_if_loaded(&self, app: AppId, group: &GroupId) -> Option<Seq> {
+        let slot = {
+            let g = self.groups[shard_of(app, group.as_str())].lock().unwrap_or_else(|p| p.into_inner());
+            g.get(&(app, group.clone())).cloned()?
+        };
+        let g = slot.lock().await;
+        g.as_ref().map(GroupState::committed)
+    }
+
     /// Counts a group just loaded (or created) and evicts if that passes the bound.
     fn loaded_one(&self, logic: &Logic) {
         let max = logic.config.messages.max_loaded_groups.max(1);

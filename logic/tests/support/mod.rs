@@ -128,6 +128,21 @@ impl Harness {
         Self { router, logic, store, apps, config, _dir: dir }
     }
 
+    /// A node as [`Harness::new`] (no `/metrics`), on the backend the environment names:
+    /// with `TERN_LOGIC_BACKEND=scylla` on the CQL backend (a node from `scripts/cassandra
+    /// start`, or `TERN_CQL_NODES`), in a namespace of its own in one keyspace this
+    /// process migrates once; otherwise on a fresh embedded store.
+    pub async fn on_test_backend(config: LogicConfig, apps: Vec<AppConfig>) -> Self {
+        if !std::env::var("TERN_LOGIC_BACKEND").is_ok_and(|v| v == "scylla") {
+            return Self::new(config, apps, None);
+        }
+        let store: Arc<dyn Store> = Arc::new(cql_store().await);
+        let apps = AppRegistry::new(apps);
+        let logic = Logic::new(config.clone(), store.clone(), apps.clone());
+        let router = tern_logic::http::router(logic.clone(), None);
+        Self { router, logic, store, apps, config, _dir: tempfile::tempdir().expect("tempdir") }
+    }
+
     /// A second node over the same store, as after a restart: its views are rebuilt
     /// from the logs.
     pub fn restarted(&self) -> (Arc<Logic>, Router) {
@@ -174,4 +189,38 @@ pub fn online(logic: &Logic, app: u32, devices: &[(&str, &str)], queue: usize) -
         logic.sessions.admit(AppId(app), &uid, session, LoginModel::Unlimited, false);
     }
     rx
+}
+
+/// A CQL store in a namespace of its own (see [`Harness::on_test_backend`]). The keyspace
+/// is named like the storage tests' (`tern_test_<unix secs>_…`), so their next run drops
+/// it once it is an hour old (creating one per test costs seconds on Cassandra).
+async fn cql_store() -> tern_storage_scylla::ScyllaStore {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
+    use tern_storage_scylla::{BucketBits, ScyllaConfig, ScyllaStore, TestLayout};
+    static KEYSPACE: OnceLock<ScyllaConfig> = OnceLock::new();
+    static NAMESPACE: AtomicU32 = AtomicU32::new(1);
+    let config = KEYSPACE
+        .get_or_init(|| {
+            let nodes = std::env::var("TERN_CQL_NODES").unwrap_or_else(|_| "127.0.0.1:9042".into());
+            let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+            let config = ScyllaConfig {
+                nodes: nodes.split(',').map(|n| n.trim().to_string()).collect(),
+                keyspace: format!("tern_test_{secs}_{}_logic", std::process::id()),
+                ..ScyllaConfig::default()
+            };
+            let c = config.clone();
+            // Migrated once, on a runtime of its own (this may run inside a test's).
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                rt.block_on(ScyllaStore::migrate(&c)).map(|_| ())
+            })
+            .join()
+            .expect("migration thread")
+            .expect("migrating the test keyspace: is a CQL node running? (scripts/cassandra start)");
+            config
+        })
+        .clone();
+    let layout = TestLayout { bits: BucketBits::DEFAULT, namespace: NAMESPACE.fetch_add(1, Ordering::Relaxed) };
+    ScyllaStore::connect_with_layout(&config, layout).await.expect("connecting to the test keyspace")
 }
