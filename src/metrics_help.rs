@@ -45,6 +45,14 @@ pub fn describe() {
         "tern_send_turn_seconds",
         "Time from handing a link turn's sends to the store until they are durable."
     );
+    describe_gauge!(
+        "tern_conversations_held",
+        "Conversations of all users' lists held in memory (conversations.max_held bounds it)."
+    );
+    describe_counter!(
+        "tern_conversation_flags_rebuilt_total",
+        "Users whose conversation-flags entry (mutes, clear points) was rebuilt from their records at login."
+    );
     describe_histogram!(
         "tern_send_logic_seconds",
         "Logic's share of a TCP send's latency: from the link reader taking the Send to its SendAck queued on the link."
