@@ -67,10 +67,18 @@ pub const MAX_EXTRA_LEN: usize = 4096;
 
 type Slot = Arc<AsyncMutex<Option<View>>>;
 
+/// The views of this node and how many conversations they hold together (kept as the
+/// views change, so taking a new view does not sum over every user's).
+#[derive(Default)]
+struct Views {
+    by_user: HashMap<(AppId, UserId), (Slot, usize)>,
+    held: usize,
+}
+
 /// The conversation views of this node.
 #[derive(Default)]
 pub struct Conversations {
-    views: Mutex<HashMap<(AppId, UserId), (Slot, usize)>>,
+    views: Mutex<Views>,
     /// The flags of users that have any (mutes, group clear floors): read by the push
     /// and pull paths, loaded at login (see `flags.rs`).
     pub flags: flags::FlagIndex,
@@ -83,30 +91,34 @@ impl Conversations {
 
     fn slot(&self, app: AppId, user: &UserId, max_held: usize) -> Slot {
         let mut g = self.views.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((s, _)) = g.get(&(app, user.clone())) {
+        if let Some((s, _)) = g.by_user.get(&(app, user.clone())) {
             return s.clone();
         }
-        let held: usize = g.values().map(|(_, n)| *n).sum();
-        metrics::gauge!("tern_conversations_held").set(held as f64);
-        if held > max_held {
+        metrics::gauge!("tern_conversations_held").set(g.held as f64);
+        if g.held > max_held {
             // Drop idle views (nobody holds their slot) until under the bound.
-            let mut over = held - max_held;
-            g.retain(|_, (s, n)| {
+            let mut over = g.held - max_held;
+            let mut dropped = 0;
+            g.by_user.retain(|_, (s, n)| {
                 if over == 0 || Arc::strong_count(s) > 1 {
                     return true;
                 }
                 over = over.saturating_sub(*n);
+                dropped += *n;
                 false
             });
+            g.held -= dropped;
         }
         let s: Slot = Arc::new(AsyncMutex::new(None));
-        g.insert((app, user.clone()), (s.clone(), 0));
+        g.by_user.insert((app, user.clone()), (s.clone(), 0));
         s
     }
 
     fn account(&self, app: AppId, user: &UserId, n: usize) {
-        if let Some(e) = self.views.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&(app, user.clone())) {
-            e.1 = n;
+        let mut g = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = g.by_user.get_mut(&(app, user.clone())) {
+            let old = std::mem::replace(&mut e.1, n);
+            g.held = g.held - old + n;
         }
     }
 
@@ -118,7 +130,7 @@ impl Conversations {
 
     /// Conversations held in memory (all views).
     pub fn held(&self) -> usize {
-        self.views.lock().unwrap_or_else(|p| p.into_inner()).values().map(|(_, n)| *n).sum()
+        self.views.lock().unwrap_or_else(|p| p.into_inner()).held
     }
 }
 
@@ -1047,5 +1059,45 @@ fn info(i: &Item) -> tern_schema::conversation::InfoParts<'_> {
         last_sender: last.map_or("", |l| l.sender.as_str()),
         last_preview: last.map_or("", |l| l.preview.as_str()),
         last_recalled: last.is_some_and(|l| l.recalled),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uid(s: &str) -> UserId {
+        UserId::new(s).unwrap()
+    }
+
+    /// The running count of held conversations follows every view's size, and taking a
+    /// view past `max_held` drops idle views (never one whose slot is in use) and
+    /// subtracts exactly what they held.
+    #[test]
+    fn held_conversations_are_counted_and_bounded() {
+        let c = Conversations::new();
+        let app = AppId(1);
+        let busy = c.slot(app, &uid("a"), 100);
+        let _ = c.slot(app, &uid("b"), 100);
+        let _ = c.slot(app, &uid("c"), 100);
+        c.account(app, &uid("a"), 40);
+        c.account(app, &uid("b"), 30);
+        c.account(app, &uid("c"), 20);
+        assert_eq!(c.held(), 90);
+        c.account(app, &uid("b"), 35);
+        assert_eq!(c.held(), 95);
+        // A view of a user not held counts nothing.
+        c.account(app, &uid("nobody"), 7);
+        assert_eq!(c.held(), 95);
+        // 95 > 50: idle views go until under the bound; "a" is in use and stays.
+        let _ = c.slot(app, &uid("d"), 50);
+        let left = c.held();
+        assert!(left <= 50 + 40, "held {left}");
+        let g = c.views.lock().unwrap();
+        assert!(g.by_user.contains_key(&(app, uid("a"))), "a view in use is never dropped");
+        assert!(g.by_user.contains_key(&(app, uid("d"))));
+        assert_eq!(g.held, g.by_user.values().map(|(_, n)| *n).sum::<usize>(), "the count matches the views");
+        drop(g);
+        drop(busy);
     }
 }
