@@ -62,9 +62,25 @@ struct Link {
     stale: Vec<ConnRef>,
 }
 
+/// A user's key in the session table, borrowed from a lookup's arguments: it hashes and
+/// compares like the owned `(AppId, UserId)`, so a lookup (one per push, one per member
+/// of a group fan-out) copies no user id.
+#[derive(Hash)]
+struct UserKeyRef<'a>(AppId, &'a str);
+
+impl hashbrown::Equivalent<(AppId, UserId)> for UserKeyRef<'_> {
+    fn equivalent(&self, key: &(AppId, UserId)) -> bool {
+        self.0 == key.0 && self.1 == key.1.as_str()
+    }
+}
+
+/// Online sessions by user. std's SipHash (`RandomState`), as for every other map here:
+/// user ids come from outside.
+type ByUser = hashbrown::HashMap<(AppId, UserId), Vec<Session>, std::hash::RandomState>;
+
 #[derive(Default)]
 struct Inner {
-    by_user: HashMap<(AppId, UserId), Vec<Session>>,
+    by_user: ByUser,
     by_conn: HashMap<ConnKey, (AppId, UserId, u32)>,
     links: HashMap<LinkKey, Link>,
     next_epoch: u64,
@@ -189,13 +205,14 @@ impl Sessions {
         if *generation != conn.generation() {
             return None;
         }
-        let session = g.by_user.get(&(*app, user.clone()))?.iter().find(|s| same_conn(&s.conn, conn))?.clone();
+        let session =
+            g.by_user.get(&UserKeyRef(*app, user.as_str()))?.iter().find(|s| same_conn(&s.conn, conn))?.clone();
         Some((*app, user.clone(), session))
     }
 
     /// The online devices of a user.
     pub fn devices(&self, app: AppId, user: &UserId) -> Vec<Session> {
-        self.lock().by_user.get(&(app, user.clone())).cloned().unwrap_or_default()
+        self.lock().by_user.get(&UserKeyRef(app, user.as_str())).cloned().unwrap_or_default()
     }
 
     /// Number of online sessions.
@@ -211,7 +228,7 @@ impl Sessions {
     /// The frame is wrapped once per gateway core. Returns how many devices it targeted.
     pub fn send_to_user(&self, app: AppId, user: &UserId, frame: &[u8], except: Option<&ConnRef>) -> usize {
         let mut g = self.lock();
-        let Some(list) = g.by_user.get(&(app, user.clone())) else { return 0 };
+        let Some(list) = g.by_user.get(&UserKeyRef(app, user.as_str())) else { return 0 };
         let mut per_link: Vec<(LinkKey, Vec<ConnRef>)> = Vec::new();
         for s in list {
             if except.is_some_and(|e| same_conn(e, &s.conn)) {
@@ -289,7 +306,7 @@ impl Sessions {
         };
         if candidates.len() <= g.by_user.len() {
             for u in candidates {
-                if let Some(list) = g.by_user.get(&(app, u.clone())) {
+                if let Some(list) = g.by_user.get(&UserKeyRef(app, u.as_str())) {
                     add(u, list);
                 }
             }
@@ -396,6 +413,25 @@ fn send_locked(g: &mut Inner, link: LinkKey, link_frame: Vec<u8>, affected: &[Co
 mod tests {
     use super::*;
     use tern_schema::frame::{parse_link, HEADER_LEN};
+
+    /// A borrowed key finds exactly the entries of its owned twin (same app and id),
+    /// whatever the ids: the derived hashes of `(AppId, UserId)` and `UserKeyRef` must
+    /// agree, or every push lookup would miss.
+    #[test]
+    fn borrowed_user_keys_find_owned_entries() {
+        let mut map = ByUser::default();
+        let ids = ["a", "alice", "bob_2", "x-y.z", "0123456789012345678901234567890123456789"];
+        for (i, id) in ids.iter().enumerate() {
+            map.insert((AppId(i as u32 % 2), UserId::new(*id).unwrap()), vec![session(0, i as u32, 1, "d")]);
+        }
+        for (i, id) in ids.iter().enumerate() {
+            let app = AppId(i as u32 % 2);
+            let found = map.get(&UserKeyRef(app, id)).expect("owned entry found by a borrowed key");
+            assert_eq!(found[0].session_id, i as u64);
+            assert!(map.get(&UserKeyRef(AppId(app.0 + 1), id)).is_none(), "another app's user is another key");
+        }
+        assert!(map.get(&UserKeyRef(AppId(0), "nobody")).is_none());
+    }
 
     fn session(core: u16, slot: u32, client_type: u8, device: &str) -> Session {
         Session {
