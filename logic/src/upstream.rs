@@ -180,6 +180,50 @@ pub async fn handle(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, turn: &mut S
     }
 }
 
+/// A client's 1:1 Send as logic's request (no server-side extras).
+fn one_send<'a>(
+    s: &tern_schema::client::Send<'a>,
+    app: AppId,
+    from: UserId,
+    to: UserId,
+    device: &'a str,
+    conn: ConnRef,
+) -> SendRequest<'a> {
+    SendRequest {
+        app,
+        from,
+        to,
+        client_msg_id: s.client_msg_id().unwrap_or_default(),
+        elems: elems_of(s.elems()),
+        client_time_ms: s.client_time_ms(),
+        from_device: device,
+        origin: Some(conn),
+        extras: Default::default(),
+    }
+}
+
+/// A client's group Send as logic's request (no server-side extras).
+fn group_send<'a>(
+    s: &tern_schema::client::Send<'a>,
+    app: AppId,
+    group: GroupId,
+    from: UserId,
+    device: &'a str,
+    conn: ConnRef,
+) -> crate::groups::GroupSend<'a> {
+    crate::groups::GroupSend {
+        app,
+        group,
+        from,
+        client_msg_id: s.client_msg_id().unwrap_or_default(),
+        elems: elems_of(s.elems()),
+        client_time_ms: s.client_time_ms(),
+        from_device: device,
+        origin: Some(conn),
+        extras: Default::default(),
+    }
+}
+
 /// Sends in one turn before it is written regardless: bounds one store request and the
 /// first send's wait in a long burst.
 const MAX_TURN_SENDS: usize = 512;
@@ -273,17 +317,7 @@ impl SendTurn {
         if self.busy(logic) {
             return refuse(codes::SERVICE_UNAVAILABLE, BUSY);
         }
-        let req = SendRequest {
-            app,
-            from: user,
-            to,
-            client_msg_id,
-            elems: elems_of(s.elems()),
-            client_time_ms: s.client_time_ms(),
-            from_device: device_id,
-            origin: Some(conn),
-            extras: Default::default(),
-        };
+        let req = one_send(&s, app, user, to, device_id, conn);
         match msg::prepare(logic, req).await {
             Ok(Prepared::Ready(pending, write)) => {
                 let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned(), read_at };
@@ -348,17 +382,7 @@ impl SendTurn {
         if ahead.is_some() || logic.groups.is_cold(app, &group) {
             return self.defer_group(logic, tx, conn, rid, bytes, app, group, user, device_id, ahead);
         }
-        let req = crate::groups::GroupSend {
-            app,
-            group,
-            from: user,
-            client_msg_id,
-            elems: elems_of(s.elems()),
-            client_time_ms: s.client_time_ms(),
-            from_device: device_id,
-            origin: Some(conn),
-            extras: Default::default(),
-        };
+        let req = group_send(&s, app, group, user, device_id, conn);
         let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned(), read_at };
         match crate::groups::prepare(logic, req).await {
             Ok(crate::groups::GroupPrepared::Ready(pending, write)) => {
@@ -421,17 +445,7 @@ impl SendTurn {
             let s = f.body_as_send().expect("checked type");
             let client_msg_id = s.client_msg_id().unwrap_or_default();
             let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned(), read_at };
-            let req = crate::groups::GroupSend {
-                app,
-                group,
-                from: user,
-                client_msg_id,
-                elems: elems_of(s.elems()),
-                client_time_ms: s.client_time_ms(),
-                from_device: &device,
-                origin: Some(conn),
-                extras: Default::default(),
-            };
+            let req = group_send(&s, app, group, user, &device, conn);
             let prepared = crate::groups::prepare(&logic, req).await;
             // Its seq is handed out (or it was refused): the next send may be prepared.
             let _ = prepared_tx.send(());
@@ -498,31 +512,11 @@ impl SendTurn {
             let to_id = s.to_id().unwrap_or_default();
             let result = match (group, GroupId::new(to_id), UserId::new(to_id)) {
                 (true, Ok(group), _) => {
-                    let req = crate::groups::GroupSend {
-                        app,
-                        group,
-                        from: user,
-                        client_msg_id,
-                        elems: elems_of(s.elems()),
-                        client_time_ms: s.client_time_ms(),
-                        from_device: &device,
-                        origin: Some(conn),
-                        extras: Default::default(),
-                    };
+                    let req = group_send(&s, app, group, user, &device, conn);
                     crate::callbacks::group_send_in_order(&logic, req, ticket).await
                 }
                 (false, _, Ok(to)) => {
-                    let req = SendRequest {
-                        app,
-                        from: user,
-                        to,
-                        client_msg_id,
-                        elems: elems_of(s.elems()),
-                        client_time_ms: s.client_time_ms(),
-                        from_device: &device,
-                        origin: Some(conn),
-                        extras: Default::default(),
-                    };
+                    let req = one_send(&s, app, user, to, &device, conn);
                     crate::callbacks::send_in_order(&logic, req, ticket).await
                 }
                 // Checked above, before the task.
