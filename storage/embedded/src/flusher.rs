@@ -16,7 +16,10 @@
 //! starts a new one once this process wrote `max_unflushed_bytes` to it, or as soon as
 //! everything is flushed, and fjall deletes sealed journals whose data is all in table
 //! files. A crash therefore reads about twice `max_unflushed_bytes` of journal at most,
-//! and [`flush_all`] ends with an empty journal: a clean restart reads nothing.
+//! and [`flush_all`] ends with an empty journal: a clean restart reads nothing. Writes
+//! that land between sealing the memtables and sealing the journal keep that journal
+//! alive until they are flushed too; a store that goes quiet with such writes flushes
+//! them at once (reason "journal") rather than waiting for the age bound.
 //!
 //! This module must never run on the write path: sealing a memtable takes fjall's
 //! journal lock for a moment, but the table files are written by fjall's workers, so
@@ -93,6 +96,7 @@ impl Flusher {
             .spawn(move || {
                 lower_priority(0, nice);
                 let mut dirty_since: Option<Instant> = None;
+                let mut unflushed_before = 0;
                 // fjall poisons itself on I/O errors and the writer reports them to every
                 // caller: warn once per run of failures, not every tick.
                 let mut failing = false;
@@ -103,8 +107,15 @@ impl Flusher {
                     // sealing again meanwhile would only pile up tiny memtables, and
                     // fjall halts writes at four sealed ones per keyspace.
                     let flushing = keyspaces.iter().any(|ks| ks.sealed_memtable_count() > 0);
+                    // A sealed journal is deleted once every keyspace has written out what
+                    // it holds; writes that raced its rotation sit in the new memtables
+                    // and pin it. Under load the next flush frees it; a store that went
+                    // quiet flushes them now instead of keeping the old journal (which a
+                    // crash would read) until the age bound, or for ever without one.
+                    let pinned = unflushed == unflushed_before && db.journal_count() > 1;
+                    unflushed_before = unflushed;
                     let mut result = Ok(());
-                    if let Some(reason) = due(policy, unflushed, flushing, &mut dirty_since, Instant::now()) {
+                    if let Some(reason) = due(policy, unflushed, flushing, pinned, &mut dirty_since, Instant::now()) {
                         result = seal_all(&keyspaces).map(|sealed| {
                             tracing::debug!(reason, unflushed, sealed, "embedded store: flushing memtables")
                         });
@@ -178,11 +189,14 @@ pub(crate) fn lower_priority_of_threads_named(name: &str, nice: i32) {
 
 /// Whether the memtables must be flushed now, and why. `dirty_since` is when unflushed
 /// data was first seen since the last flush this function asked for; `flushing` says
-/// that a flush is still being written (then nothing is due yet).
+/// that a flush is still being written (then nothing is due yet); `quiet_and_pinned`
+/// that nothing was written since the last look while a sealed journal waits for the
+/// unflushed data (flushed then, whatever the policy).
 fn due(
     policy: FlushPolicy,
     unflushed: u64,
     flushing: bool,
+    quiet_and_pinned: bool,
     dirty_since: &mut Option<Instant>,
     now: Instant,
 ) -> Option<&'static str> {
@@ -200,6 +214,8 @@ fn due(
         && now.duration_since(since) >= Duration::from_secs(policy.max_unflushed_secs)
     {
         "age"
+    } else if quiet_and_pinned && (policy.max_unflushed_bytes > 0 || policy.max_unflushed_secs > 0) {
+        "journal"
     } else {
         return None;
     };
@@ -260,13 +276,14 @@ mod tests {
             let mut since = dirty_for.map(|s| now - Duration::from_secs(s));
             let policy = FlushPolicy { max_unflushed_bytes: bytes, max_unflushed_secs: secs };
             assert_eq!(
-                due(policy, unflushed, false, &mut since, now),
+                due(policy, unflushed, false, false, &mut since, now),
                 expect,
                 "{bytes} {secs} {unflushed} {dirty_for:?}"
             );
             // Never while a flush is still being written.
             let mut since = dirty_for.map(|s| now - Duration::from_secs(s));
-            assert_eq!(due(policy, unflushed, true, &mut since, now), None);
+            assert_eq!(due(policy, unflushed, true, false, &mut since, now), None);
+            assert_eq!(due(policy, unflushed, true, true, &mut since, now), None);
         };
         check(100, 10, 0, Some(20), None);
         check(100, 10, 99, None, None);
@@ -278,17 +295,35 @@ mod tests {
         check(0, 0, u64::MAX, Some(1_000_000), None);
     }
 
+    /// A quiet store whose unflushed writes pin a sealed journal flushes them once
+    /// nothing is being written out, under any policy that flushes at all; with
+    /// nothing unflushed there is nothing to do.
+    #[test]
+    fn a_pinned_journal_is_freed_when_quiet() {
+        let now = Instant::now();
+        let off = FlushPolicy { max_unflushed_bytes: 0, max_unflushed_secs: 0 };
+        assert_eq!(due(off, 10, false, true, &mut None, now), None, "flushing off stays off");
+        let size_only = FlushPolicy { max_unflushed_secs: 0, ..FlushPolicy::default() };
+        for policy in [FlushPolicy::default(), size_only] {
+            let mut since = None;
+            assert_eq!(due(policy, 10, false, true, &mut since, now), Some("journal"));
+            assert_eq!(due(policy, 10, true, true, &mut since, now), None);
+            assert_eq!(due(policy, 0, false, true, &mut None, now), None);
+            assert_eq!(due(policy, 10, false, false, &mut None, now), None);
+        }
+    }
+
     #[test]
     fn the_clock_restarts_after_a_flush_and_when_clean() {
         let policy = FlushPolicy { max_unflushed_bytes: 0, max_unflushed_secs: 10 };
         let t0 = Instant::now();
         let mut since = None;
-        assert_eq!(due(policy, 5, false, &mut since, t0), None);
+        assert_eq!(due(policy, 5, false, false, &mut since, t0), None);
         assert_eq!(since, Some(t0));
         let t1 = t0 + Duration::from_secs(10);
-        assert_eq!(due(policy, 5, false, &mut since, t1), Some("age"));
-        assert_eq!(due(policy, 5, false, &mut since, t1 + Duration::from_secs(9)), None);
-        assert_eq!(due(policy, 0, false, &mut since, t1 + Duration::from_secs(9)), None);
+        assert_eq!(due(policy, 5, false, false, &mut since, t1), Some("age"));
+        assert_eq!(due(policy, 5, false, false, &mut since, t1 + Duration::from_secs(9)), None);
+        assert_eq!(due(policy, 0, false, false, &mut since, t1 + Duration::from_secs(9)), None);
         assert_eq!(since, None);
     }
 }

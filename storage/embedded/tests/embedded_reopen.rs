@@ -147,6 +147,21 @@ async fn parallel_writers_and_readers() {
     }
 }
 
+/// Bytes written to the journal files (`*.jnl`) of the open store at `path`. An open
+/// journal is pre-sized (sparse) and truncated to its contents at close, so its length
+/// says nothing while the store is open; the blocks it holds do.
+fn journal_bytes(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(path)
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "jnl"))
+                .map(|e| e.metadata().map_or(0, |m| m.blocks() * 512))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// Writes `n` log entries of ~1 kB for `user`.
 async fn fill(store: &EmbeddedStore, user: &str, n: u64) {
     for seq in 1..=n {
@@ -197,7 +212,7 @@ async fn a_flushed_store_reopens_without_replay() {
 }
 
 /// The background flusher bounds what a crash (here: a drop without flush) leaves to
-/// replay, by size and by age.
+/// replay, by size and by age, and a store gone quiet keeps no sealed journal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_flushing_bounds_the_replay() {
     let dir = tempfile::tempdir().unwrap();
@@ -205,7 +220,12 @@ async fn background_flushing_bounds_the_replay() {
     let config = EmbeddedConfig { flush, ..EmbeddedConfig::new(dir.path()) };
     let store = EmbeddedStore::open(config.clone()).unwrap();
     fill(&store, "a", 3_000).await; // ~3 MB, 12 times the bound
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                                    // The flusher and fjall's workers run at nice 10: on a busy machine (other tests,
+                                    // builds) they catch up later, not never. Wait for it, within a generous bound.
+    let waited = std::time::Instant::now();
+    while journal_bytes(dir.path()) >= 1_500_000 && waited.elapsed() < std::time::Duration::from_secs(20) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     drop(store);
     let store = EmbeddedStore::open(config).unwrap();
     let r = store.recovery();
@@ -226,42 +246,4 @@ async fn background_flushing_bounds_the_replay() {
     let r = EmbeddedStore::open(config).unwrap().recovery();
     assert_eq!(r.replayed_bytes, 0, "age-bounded: a quiet store is flushed within the age ({r})");
     assert_eq!(r.journal_bytes, 0, "a fully flushed store starts a new journal ({r})");
-}
-
-/// The background threads (fjall's workers, the flusher) run at the configured nice
-/// value, so a busy core goes to the write path first.
-#[test]
-fn background_threads_run_at_the_configured_priority() {
-    let dir = tempfile::tempdir().unwrap();
-    // A value no other test in this process uses, so the threads found are this store's.
-    let config = EmbeddedConfig { background_nice: 7, ..EmbeddedConfig::new(dir.path()) };
-    let _store = EmbeddedStore::open(config).unwrap();
-    let nice_of = |name: &str| -> Vec<i32> {
-        let mut found = Vec::new();
-        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            if comm.trim_end() == name {
-                // Field 19 of /proc/<pid>/task/<tid>/stat is the nice value; the command
-                // name (field 2) is in parentheses and may contain spaces, so split after it.
-                let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-                let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-                if let Some(n) = rest.split_whitespace().nth(16).and_then(|n| n.parse().ok()) {
-                    found.push(n);
-                }
-            }
-        }
-        found
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let (workers, flusher) = (nice_of("fjall:worker"), nice_of("tern-store-flus"));
-        if workers.contains(&7) && flusher.contains(&7) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "fjall workers {workers:?}, flushers {flusher:?}: none at nice 7"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
 }
