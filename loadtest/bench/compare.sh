@@ -23,6 +23,17 @@
 #   PORT_OFFSET added to every port this script listens on (default 0), so two
 #             checkouts can benchmark on one machine
 #   P2P_ONLY=1 to skip the idle-connection (memory and login ramp) runs
+#   CQL=1     also run Tern on its CQL backend (row `tern_cql`): a one-node Apache
+#             Cassandra from scripts/cassandra on 127.0.0.1:9042 (started if none answers
+#             there, and then stopped at the end; TERN_CQL_NODES=host:port,... uses
+#             another cluster), a fresh keyspace per run. Its server CPU counts the
+#             Cassandra process as well (started here, or found by pgrep). Under quiet.sh,
+#             a node started from another checkout is paused unless QUIET_KEEP_JAVA=1.
+#   RAMP_MSGS=B also find each system's saturation: `tern loadtest ramp` with a p99
+#             bound of B ms (Tern, Tern on CQL with CQL=1, and JetStream), on the same
+#             server right after its p2p run; RAMP_START (default 2000), RAMP_STEP
+#             (default 2000), RAMP_MAX (default 60000) msgs/s, RAMP_SECS s per step
+#             (default 10)
 # Every p2p row carries the server's own CPU per message (all its threads, the same
 # window as the generator's) beside the generator's.
 # Output: the comparison table on stdout, target/bench/compare.json, compare.html and
@@ -45,11 +56,17 @@ CONNS=${CONNS:-10000}
 HOLD=${HOLD:-10}
 RAMP_P99=${RAMP_P99:-20}
 RAMP_CONNS=${RAMP_CONNS:-10000}
+RAMP_MSGS=${RAMP_MSGS:-}
+RAMP_START=${RAMP_START:-2000}
+RAMP_STEP=${RAMP_STEP:-2000}
+RAMP_MAX=${RAMP_MAX:-60000}
+RAMP_SECS=${RAMP_SECS:-10}
+CQL=${CQL:-}
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=$ROOT/target/bench
 mkdir -p "$OUT"
-rm -f "$OUT"/p2p-*.json "$OUT"/connect-*.json "$OUT"/compare.json
+rm -f "$OUT"/p2p-*.json "$OUT"/ramp-*.json "$OUT"/connect-*.json "$OUT"/compare.json
 TERN=$ROOT/target/release/tern
 read -r -a LT <<<"${LOADTEST:-$TERN loadtest}"
 
@@ -65,9 +82,11 @@ fi
 
 WORK=$(mktemp -d /tmp/tern-bench.XXXXXX)
 PIDS=()
+STARTED_CASSANDRA=
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [[ -n "$STARTED_CASSANDRA" ]]; then "$ROOT/scripts/cassandra" stop >/dev/null 2>&1 || true; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -122,13 +141,55 @@ P2P=(--users "$USERS" --devices "$DEVICES" --workers "$WORKERS" --rate "$RATE" -
 if [[ -n "$TICK" ]]; then P2P+=(--coalesce-us "$TICK"); fi
 STATUS=0
 
+RAMP=(--users "$USERS" --devices "$DEVICES" --workers "$WORKERS" --payload "$PAYLOAD" --out-dir "$OUT"
+  --start-rate "$RAMP_START" --step-rate "$RAMP_STEP" --max-rate "$RAMP_MAX" --step-duration "$RAMP_SECS"
+  --p99-bound-ms "${RAMP_MSGS:-10}")
+if [[ -n "$TICK" ]]; then RAMP+=(--coalesce-us "$TICK"); fi
+
+# tern_p2p SYSTEM CONFIG [EXTRA_SERVER_PID]: Tern all-in-one on CONFIG, a p2p run (and a
+# message ramp with RAMP_MSGS), reported as SYSTEM.
+tern_p2p() {
+  local system=$1 config=$2 extra_pid=${3:-}
+  rm -rf "$WORK/data"
+  start "$WORK/$system-all.log" "$TERN" all --config "$config" --http-addr "$HTTP" \
+    --tcp-addr 127.0.0.1:$((18200 + O)) --ws-addr 127.0.0.1:$((18300 + O)) --link-addr "$LINK"
+  TERN_PID=$STARTED
+  local pids=(--server-pid "$TERN_PID")
+  if [[ -n "$extra_pid" ]]; then pids+=(--server-pid "$extra_pid"); fi
+  "${LT[@]}" p2p --system "$system" --addr 127.0.0.1:$((18200 + O)) --http "$HTTP" "${pids[@]}" "${P2P[@]}" || STATUS=1
+  if [[ -n "$RAMP_MSGS" ]]; then
+    echo "== $system ramp: message rate raised until p99 passes $RAMP_MSGS ms"
+    "${LT[@]}" ramp --system "$system" --addr 127.0.0.1:$((18200 + O)) --http "$HTTP" \
+      "${pids[@]}" "${RAMP[@]}" || STATUS=1
+  fi
+  stop "$TERN_PID"
+  # Anything the server warned about under this load (log level warn): storage driver
+  # errors, refused work, kicks.
+  local n
+  n=$(grep -c -E "WARN|ERROR" "$WORK/$system-all.log" || true)
+  echo "== $system server log: $n warning/error lines"
+  if [[ "$n" -gt 0 ]]; then
+    grep -E "WARN|ERROR" "$WORK/$system-all.log" | sed -E 's/\x1b\[[0-9;]*m//g; s/^[^ ]+ +//' | cut -c1-160 | sort | uniq -c | sort -rn | head -n 8
+  fi
+}
+
 echo "== tern p2p: all-in-one, embedded store, default durability"
-rm -rf "$WORK/data"
-start "$WORK/tern-all.log" "$TERN" all --config "$WORK/tern.toml" --http-addr "$HTTP" \
-  --tcp-addr 127.0.0.1:$((18200 + O)) --ws-addr 127.0.0.1:$((18300 + O)) --link-addr "$LINK"
-TERN_PID=$STARTED
-"${LT[@]}" p2p --addr 127.0.0.1:$((18200 + O)) --http "$HTTP" --server-pid "$TERN_PID" "${P2P[@]}" || STATUS=1
-stop "$TERN_PID"
+tern_p2p tern "$WORK/tern.toml"
+
+if [[ -n "$CQL" ]]; then
+  echo "== tern p2p: all-in-one, CQL backend (Apache Cassandra, consistency ONE)"
+  CQL_NODES=${TERN_CQL_NODES:-}
+  if [[ -z "$CQL_NODES" ]]; then
+    if ! "$ROOT/scripts/cassandra" status >/dev/null 2>&1; then STARTED_CASSANDRA=1; fi
+    CQL_NODES=$("$ROOT/scripts/cassandra" start)
+  fi
+  CASSANDRA_PID=$(cat "$ROOT/target/cassandra/cassandra.pid" 2>/dev/null || pgrep -f CassandraDaemon | head -n 1 || true)
+  NODES_TOML=$(echo "$CQL_NODES" | tr ',' '\n' | sed 's/.*/"&"/' | paste -sd, -)
+  { cat "$WORK/tern.toml"; printf '[storage]\nbackend = "scylla"\n[storage.scylla]\nnodes = [%s]\nkeyspace = "bench_%s"\nconsistency = "one"\n' \
+      "$NODES_TOML" "$(date +%s)"; } >"$WORK/tern-cql.toml"
+  "$TERN" migrate --config "$WORK/tern-cql.toml" >"$WORK/migrate.log" 2>&1 || { cat "$WORK/migrate.log" >&2; exit 1; }
+  tern_p2p tern_cql "$WORK/tern-cql.toml" "$CASSANDRA_PID"
+fi
 
 if [[ -z "${P2P_ONLY:-}" ]]; then
 echo "== tern connect: $CONNS idle connections, gateway RSS (logic in its own process)"
@@ -166,11 +227,16 @@ start "$WORK/nats.log" nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$WORK/n
 NATS_PID=$STARTED
 "${LT[@]}" p2p --target nats-core --addr "$NATS" --server-pid "$NATS_PID" "${P2P[@]}" || STATUS=1
 "${LT[@]}" p2p --target jetstream --addr "$NATS" --server-pid "$NATS_PID" "${P2P[@]}" || STATUS=1
+if [[ -n "$RAMP_MSGS" ]]; then
+  echo "== jetstream ramp: message rate raised until p99 passes $RAMP_MSGS ms"
+  "${LT[@]}" ramp --target jetstream --addr "$NATS" --server-pid "$NATS_PID" "${RAMP[@]}" || STATUS=1
+fi
 stop "$NATS_PID"
 
-echo "== comparison (RATE=$RATE DURATION=$DURATION USERS=$USERS DEVICES=$DEVICES WORKERS=$WORKERS TICK=${TICK:-default} PAYLOAD=$PAYLOAD CONNS=$CONNS)"
+echo "== comparison (RATE=$RATE DURATION=$DURATION USERS=$USERS DEVICES=$DEVICES WORKERS=$WORKERS TICK=${TICK:-default} PAYLOAD=$PAYLOAD CONNS=$CONNS${RAMP_MSGS:+ RAMP_MSGS=$RAMP_MSGS ms from $RAMP_START by $RAMP_STEP}${CQL:+ CQL=1})"
 FILES=()
-for f in p2p-tern p2p-nats_core p2p-jetstream connect-tern connect-nats_core connect-ramp-tern connect-ramp-nats_core; do
+for f in p2p-tern p2p-tern_cql p2p-nats_core p2p-jetstream ramp-tern ramp-tern_cql ramp-jetstream \
+  connect-tern connect-nats_core connect-ramp-tern connect-ramp-nats_core; do
   [[ -f "$OUT/$f.json" ]] && FILES+=("$OUT/$f.json")
 done
 "${LT[@]}" compare "${FILES[@]}" --out-dir "$OUT" --name compare

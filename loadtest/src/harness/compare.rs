@@ -57,6 +57,15 @@ pub struct SystemFigures {
     pub max_logins_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub login_p99_bound_ms: Option<f64>,
+    /// Highest message rate sustained with p99 within the bound, from a `ramp` run
+    /// (`None` with a bound set: not even the first step held).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ramp_msgs_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ramp_p99_bound_ms: Option<f64>,
+    /// The first step past the bound: its rate, p99 and verdict (what stopped the ramp).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ramp_stopped_at: Option<String>,
 }
 
 /// Figures per system name, from p2p and connect results.
@@ -64,6 +73,18 @@ pub fn figures(results: &[RunResult]) -> BTreeMap<String, SystemFigures> {
     let mut out: BTreeMap<String, SystemFigures> = BTreeMap::new();
     for r in results {
         let f = out.entry(r.target.clone()).or_default();
+        if let Some(ramp) = &r.ramp {
+            // A ramp result also carries its last step as `p2p` (for its charts); the
+            // system's p2p figures come from its own p2p run, not from that step.
+            f.ramp_msgs_per_s = ramp.best_rate;
+            f.ramp_p99_bound_ms = Some(ramp.p99_bound_us as f64 / 1000.0);
+            f.ramp_stopped_at = ramp
+                .steps
+                .iter()
+                .find(|s| !s.sustained)
+                .map(|s| format!("{:.0}/s: p99 {}, {}", s.rate, fmt_us(s.p99_us), s.verdict));
+            continue;
+        }
         if let Some(p) = &r.p2p {
             f.delivered_per_s = p.delivered_per_s;
             f.p50_us = p.p50_us;
@@ -140,6 +161,15 @@ pub fn render_table(f: &BTreeMap<String, SystemFigures>) -> String {
         if let Some(b) = s.bytes_per_idle_conn {
             v.push_str(&format!("  {b:.0} B/idle conn ({} conns)", s.idle_conns.unwrap_or(0)));
         }
+        if let Some(bound) = s.ramp_p99_bound_ms {
+            match s.ramp_msgs_per_s {
+                Some(r) => v.push_str(&format!("  sustains {r:.0} msgs/s (p99 ≤ {bound} ms)")),
+                None => v.push_str(&format!("  no message rate within p99 {bound} ms")),
+            }
+            if let Some(stop) = &s.ramp_stopped_at {
+                v.push_str(&format!(" [next {stop}]"));
+            }
+        }
         if let Some(bound) = s.login_p99_bound_ms {
             match s.max_logins_per_s {
                 Some(r) => v.push_str(&format!("  {r:.0} logins/s (p99 ≤ {bound} ms)")),
@@ -153,7 +183,7 @@ pub fn render_table(f: &BTreeMap<String, SystemFigures>) -> String {
             rows.push((
                 format!("tern/{name}"),
                 format!(
-                    "delivered/s {}   p99 {}{}{}",
+                    "delivered/s {}   p99 {}{}{}{}",
                     fmt_ratio(ratio(t.delivered_per_s, s.delivered_per_s)),
                     fmt_ratio(ratio(t.p99_us as f64, s.p99_us as f64)),
                     match (t.server_cpu_us_per_msg, s.server_cpu_us_per_msg) {
@@ -162,6 +192,10 @@ pub fn render_table(f: &BTreeMap<String, SystemFigures>) -> String {
                     },
                     match (t.bytes_per_idle_conn, s.bytes_per_idle_conn) {
                         (Some(a), Some(b)) => format!("   memory/conn {}", fmt_ratio(ratio(a, b))),
+                        _ => String::new(),
+                    },
+                    match (t.ramp_msgs_per_s, s.ramp_msgs_per_s) {
+                        (Some(a), Some(b)) => format!("   sustained msgs/s {}", fmt_ratio(ratio(a, b))),
                         _ => String::new(),
                     }
                 ),
@@ -202,6 +236,7 @@ pub fn run_compare(args: CompareArgs) -> Result<(), HarnessError> {
                     "p99": ratio(t.p99_us as f64, s.p99_us as f64),
                     "server_cpu_per_msg": t.server_cpu_us_per_msg.zip(s.server_cpu_us_per_msg).and_then(|(a, b)| ratio(a, b)),
                     "bytes_per_idle_conn": t.bytes_per_idle_conn.zip(s.bytes_per_idle_conn).and_then(|(a, b)| ratio(a, b)),
+                    "ramp_msgs_per_s": t.ramp_msgs_per_s.zip(s.ramp_msgs_per_s).and_then(|(a, b)| ratio(a, b)),
                 }),
             );
         }
@@ -316,5 +351,51 @@ mod tests {
         assert!(jet.contains("server CPU/msg 3.00×"), "{jet}");
         let core = t.lines().find(|l| l.contains("tern/nats_core")).expect("ratio row");
         assert!(!core.contains("server CPU/msg"), "{core}");
+    }
+
+    fn ramp(target: &str, best: Option<f64>) -> RunResult {
+        use crate::harness::report::{RampResult, RampStep};
+        let step = |rate: f64, p99_us: u64, sustained: bool| RampStep {
+            rate,
+            p99_us,
+            sustained,
+            verdict: if sustained { "sustained".into() } else { "p99 over the bound".into() },
+            ..Default::default()
+        };
+        let mut steps: Vec<RampStep> = best.map(|b| vec![step(b, 9_000, true)]).unwrap_or_default();
+        steps.push(step(best.unwrap_or(0.0) + 2_000.0, 31_900, false));
+        let mut r = run(target, 1.0, 99_999_000, true);
+        r.scenario = "ramp".into();
+        r.ramp = Some(RampResult { p99_bound_us: 10_000, steps, best_rate: best });
+        r
+    }
+
+    /// A ramp run gives the sustained rate and where it stopped, and leaves the
+    /// system's p2p figures (from its own p2p run) alone, whatever the file order.
+    #[test]
+    fn ramp_figures_beside_p2p() {
+        let rs = vec![
+            run("tern", 10_000.0, 2_000, true),
+            ramp("tern", Some(2_000.0)),
+            ramp("jetstream", Some(4_000.0)),
+            run("jetstream", 10_000.0, 3_000, true),
+            ramp("tern_cql", None),
+        ];
+        let f = figures(&rs);
+        assert_eq!((f["tern"].delivered_per_s, f["tern"].p99_us), (10_000.0, 2_000));
+        assert_eq!(f["tern"].ramp_msgs_per_s, Some(2_000.0));
+        assert_eq!(f["tern"].ramp_p99_bound_ms, Some(10.0));
+        assert_eq!(f["jetstream"].p99_us, 3_000);
+        assert_eq!(f["tern_cql"].ramp_msgs_per_s, None);
+        let t = render_table(&f);
+        assert!(
+            t.contains("sustains 2000 msgs/s (p99 ≤ 10 ms) [next 4000/s: p99 31.90 ms, p99 over the bound]"),
+            "{t}"
+        );
+        assert!(t.contains("no message rate within p99 10 ms"), "{t}");
+        let jet = t.lines().find(|l| l.contains("tern/jetstream")).expect("ratio row");
+        assert!(jet.contains("sustained msgs/s 0.50×"), "{jet}");
+        let cql = t.lines().find(|l| l.contains("tern/tern_cql")).expect("a variant of Tern gets a ratio row too");
+        assert!(!cql.contains("sustained msgs/s"), "{cql}");
     }
 }

@@ -135,12 +135,29 @@ pub struct OutputArgs {
     /// Directory for the JSON result and the HTML report.
     #[arg(long, default_value = "target/loadtest")]
     pub out_dir: PathBuf,
-    /// Base name of the two files [default: `<scenario>-<target>`].
+    /// Base name of the two files [default: `<scenario>-<system>`].
     #[arg(long)]
     pub name: Option<String>,
+    /// The system's name in the result and in `compare` [default: the target: tern,
+    /// nats_core, jetstream]. Names a variant of one target, e.g. `tern_cql` for Tern on
+    /// its CQL backend beside `tern` on the embedded store. Lower-case letters, digits
+    /// and `_`, at most 32.
+    #[arg(long, value_parser = parse_system_name)]
+    pub system: Option<String>,
     /// No progress bar (scripts, CI logs).
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// `--system`: a name that is safe in a file name, a JSON key and a table row.
+pub fn parse_system_name(s: &str) -> Result<String, String> {
+    let ok =
+        !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?}: use 1 to 32 lower-case letters, digits or '_' (e.g. tern_cql)"))
+    }
 }
 
 /// `connect`: open N authenticated connections and hold them.
@@ -816,6 +833,15 @@ mod tests {
         }
         for a in ["0.0.0.0:9000", "1.2.3.4:5", "localhost", "127.0.0.1:x", "nats:4222"] {
             assert!(check_loopback(a).is_err(), "{a}");
+        }
+    }
+
+    #[test]
+    fn system_names() {
+        assert_eq!(parse_system_name("tern_cql"), Ok("tern_cql".to_owned()));
+        for bad in ["", "Tern", "tern-cql", "tern cql", "../x", &"a".repeat(33)] {
+            let err = parse_system_name(bad).expect_err(bad);
+            assert!(err.contains("lower-case"), "{err}");
         }
     }
 }

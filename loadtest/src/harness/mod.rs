@@ -201,6 +201,14 @@ impl RunResult {
 
 /// Prints the summary and writes the JSON and HTML files.
 pub(crate) fn finish(r: &RunResult, out: &OutputArgs) -> Result<(), HarnessError> {
+    let labelled;
+    let r = match &out.system {
+        Some(system) => {
+            labelled = RunResult { target: system.clone(), ..r.clone() };
+            &labelled
+        }
+        None => r,
+    };
     println!("{}", r.summary());
     let name = out.name.clone().unwrap_or_else(|| format!("{}-{}", r.scenario, r.target));
     let (json, html) = r.write(&out.out_dir, &name)?;
@@ -248,5 +256,22 @@ mod tests {
         let plan = a.validate().unwrap();
         let r = RunResult::new("sync", &plan.target, &plan, |_| {});
         assert!(!serde_json::to_string(&r).unwrap().contains("very-secret-value"));
+    }
+
+    /// `--system` renames the system in the written result and in the default file
+    /// name, so `compare` shows a variant (Tern on CQL) beside the plain target.
+    #[test]
+    fn system_label_names_the_result() {
+        let a = SyncCmd::try_parse_from(["x", "--secret", "s", "--system", "tern_cql", "--quiet"]).unwrap().a;
+        let dir = tempfile::tempdir().unwrap();
+        let out = OutputArgs { out_dir: dir.path().to_owned(), ..a.output.clone() };
+        let plan = a.validate().unwrap();
+        let r = RunResult::new("sync", &plan.target, &plan, |_| {});
+        assert_eq!(r.target, "tern");
+        finish(&r, &out).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("sync-tern_cql.json")).unwrap();
+        let back: RunResult = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.target, "tern_cql");
+        assert!(SyncCmd::try_parse_from(["x", "--secret", "s", "--system", "Tern CQL"]).is_err());
     }
 }

@@ -357,6 +357,18 @@ pub fn fmt_us(us: u64) -> String {
     }
 }
 
+/// A latency distribution on one line: p50, p90, p99, p99.9 and max.
+fn fmt_spread([p50, p90, p99, p999, max]: [u64; 5]) -> String {
+    format!(
+        "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+        fmt_us(p50),
+        fmt_us(p90),
+        fmt_us(p99),
+        fmt_us(p999),
+        fmt_us(max)
+    )
+}
+
 fn fmt_bytes(b: u64) -> String {
     if b >= 10 << 20 {
         format!("{:.1} MiB", b as f64 / f64::from(1 << 20))
@@ -397,14 +409,7 @@ impl RunResult {
             rows.push(row("connect rate", format!("{:.0} logins/s over {:.2} s", c.logins_per_s, c.connect_secs)));
             rows.push(row(
                 "login latency",
-                format!(
-                    "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
-                    fmt_us(c.login.p50_us),
-                    fmt_us(c.login.p90_us),
-                    fmt_us(c.login.p99_us),
-                    fmt_us(c.login.p999_us),
-                    fmt_us(c.login.max_us)
-                ),
+                fmt_spread([c.login.p50_us, c.login.p90_us, c.login.p99_us, c.login.p999_us, c.login.max_us]),
             ));
             if c.handshake.count > 0 {
                 rows.push(row(
@@ -611,17 +616,7 @@ fn p2p_rows(p: &P2pResult) -> Vec<(String, String)> {
                 _ => "not measured (no --server-pid)".into(),
             },
         ),
-        row(
-            "send→delivered",
-            format!(
-                "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
-                fmt_us(p.p50_us),
-                fmt_us(p.p90_us),
-                fmt_us(p.p99_us),
-                fmt_us(p.p999_us),
-                fmt_us(p.max_us)
-            ),
-        ),
+        row("send→delivered", fmt_spread([p.p50_us, p.p90_us, p.p99_us, p.p999_us, p.max_us])),
         row(
             "send→ack",
             if p.acked > 0 && !p.ack_hist.buckets.is_empty() {
