@@ -33,6 +33,17 @@ async fn send(h: &support::Harness, from: &str, to: &str, id: &str) -> Value {
     h.ok("/message/sendMsg", json!({"fromId": from, "toId": to, "messageId": id, "messageBody": id})).await
 }
 
+/// Creates group "g" owned by "a" with `members` in it.
+async fn group_g(h: &support::Harness, members: &[&str]) {
+    let list: Vec<Value> = members.iter().map(|m| json!({"memberId": m})).collect();
+    h.ok("/group/createGroup", json!({"groupId": "g", "groupType": 1, "ownerId": "a", "memberList": list})).await;
+}
+
+/// A server-side send to group "g"; answers the group seq.
+async fn gsend(h: &support::Harness, from: &str, id: &str) -> Value {
+    h.ok("/group/sendMessage", json!({"groupId": "g", "fromId": from, "messageId": id, "messageBody": id})).await
+}
+
 /// `user`'s list as (toId, unreadCount, isTop, preview).
 async fn list(h: &support::Harness, user: &str) -> Vec<(String, u64, bool, String)> {
     let r = h.ok("/conversation/get", json!({"fromId": user})).await;
@@ -164,22 +175,11 @@ async fn the_list_orders_counts_pins_and_deletes() {
 async fn group_conversations_count_from_the_join_and_follow_group_reads() {
     let h = harness();
     users(&h, &["a", "b", "c"]).await;
-    h.ok(
-        "/group/createGroup",
-        json!({"groupId": "g", "groupType": 1, "ownerId": "a", "memberList": [{"memberId": "b"}]}),
-    )
-    .await;
-    let gsend = |from: &'static str, id: &'static str| {
-        let h = &h;
-        async move {
-            h.ok("/group/sendMessage", json!({"groupId": "g", "fromId": from, "messageId": id, "messageBody": id}))
-                .await
-        }
-    };
-    gsend("a", "g0").await;
-    gsend("a", "g1").await;
+    group_g(&h, &["b"]).await;
+    gsend(&h, "a", "g0").await;
+    gsend(&h, "a", "g1").await;
     h.ok("/group/addMember", json!({"groupId": "g", "members": [{"memberId": "c"}]})).await;
-    let g2 = gsend("b", "g2").await;
+    let g2 = gsend(&h, "b", "g2").await;
     assert_eq!(list(&h, "b").await, [row("g", 2, false, "g2")]);
     // c joined after g0 and g1: only g2 is theirs.
     assert_eq!(list(&h, "c").await, [row("g", 1, false, "g2")]);
@@ -309,23 +309,13 @@ fn group_texts(r: &Value) -> Vec<String> {
 async fn clearing_a_group_conversation_hides_its_history_from_that_member_only() {
     let h = harness();
     users(&h, &["a", "b", "c"]).await;
-    h.ok(
-        "/group/createGroup",
-        json!({"groupId": "g", "groupType": 1, "ownerId": "a", "memberList": [{"memberId": "b"}, {"memberId": "c"}]}),
-    )
-    .await;
-    let gsend = |id: &'static str| {
-        let h = &h;
-        async move {
-            h.ok("/group/sendMessage", json!({"groupId": "g", "fromId": "a", "messageId": id, "messageBody": id})).await
-        }
-    };
-    gsend("g0").await;
-    gsend("g1").await;
+    group_g(&h, &["b", "c"]).await;
+    gsend(&h, "a", "g0").await;
+    gsend(&h, "a", "g1").await;
     assert_eq!(list(&h, "b").await, [row("g", 2, false, "g1")]);
     h.ok("/conversation/delete", json!({"fromId": "b", "conversationId": "2_b_g", "clearHistory": true})).await;
     assert_eq!(list(&h, "b").await, []);
-    gsend("g2").await;
+    gsend(&h, "a", "g2").await;
 
     check_cleared(&h.router).await;
     // After a restart (b offline: the clear point is read from b's flags entry).
@@ -359,14 +349,8 @@ async fn check_cleared(router: &axum::Router) {
 async fn a_group_message_read_before_the_list_is_read_is_still_the_last_message() {
     let h = harness();
     users(&h, &["a", "b"]).await;
-    h.ok(
-        "/group/createGroup",
-        json!({"groupId": "g", "groupType": 1, "ownerId": "a", "memberList": [{"memberId": "b"}]}),
-    )
-    .await;
-    let sent = h
-        .ok("/group/sendMessage", json!({"groupId": "g", "fromId": "a", "messageId": "w", "messageBody": "welcome"}))
-        .await;
+    group_g(&h, &["b"]).await;
+    let sent = gsend(&h, "a", "welcome").await;
     let seq = sent["messageSequence"].as_u64().unwrap();
     h.ok("/group/readMessage", json!({"groupId": "g", "memberId": "b", "messageSequence": seq})).await;
     assert_eq!(list(&h, "b").await, [row("g", 0, false, "welcome")]);
@@ -609,22 +593,11 @@ async fn a_list_loaded_from_its_snapshot_and_what_came_after_is_exact() {
     use tern_storage::{Owner, Seq, SyncKind, WriteBatch};
     let h = harness();
     users(&h, &["a", "b", "c", "d", "e"]).await;
-    h.ok(
-        "/group/createGroup",
-        json!({"groupId": "g", "groupType": 1, "ownerId": "a", "memberList": [{"memberId": "b"}]}),
-    )
-    .await;
-    let gsend = |from: &'static str, id: &'static str| {
-        let h = &h;
-        async move {
-            h.ok("/group/sendMessage", json!({"groupId": "g", "fromId": from, "messageId": id, "messageBody": id}))
-                .await
-        }
-    };
+    group_g(&h, &["b"]).await;
     for (i, from) in ["a", "c", "d", "a", "c"].iter().enumerate() {
         send(&h, from, "b", &format!("m{i}")).await;
     }
-    gsend("a", "g0").await;
+    gsend(&h, "a", "g0").await;
     let (app, b) = (AppId(APP), UserId::new("b").unwrap());
     let owner = Owner::User(b.clone());
     let snap = || async { h.store.read_log(app, &owner, SyncKind::ConversationSnapshot, Seq::ZERO, 64).await.unwrap() };
@@ -647,11 +620,11 @@ async fn a_list_loaded_from_its_snapshot_and_what_came_after_is_exact() {
     h.ok("/conversation/update", json!({"fromId": "b", "conversationId": "1_b_d", "isTop": true})).await;
     send(&h, "e", "b", "m5").await;
     send(&h, "a", "b", "m6").await;
-    gsend("a", "g1").await;
-    let g2 = gsend("a", "g2").await;
+    gsend(&h, "a", "g1").await;
+    let g2 = gsend(&h, "a", "g2").await;
     h.ok("/group/readMessage", json!({"groupId": "g", "memberId": "b", "messageSequence": g2["messageSequence"]}))
         .await;
-    gsend("a", "g3").await;
+    gsend(&h, "a", "g3").await;
     send(&h, "c", "b", "m7").await;
     let want = full_list(&h.router, "b").await;
     assert_eq!(want["conversationList"].as_array().unwrap().len(), 5, "{want}");
