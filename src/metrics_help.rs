@@ -113,6 +113,10 @@ pub fn describe() {
         "Time of one embedded-store group commit (every waiter of the group waited it)."
     );
     describe_histogram!("tern_store_group_ops", "Write operations in one embedded-store group commit.");
+    describe_counter!(
+        "tern_store_slow_commits_total",
+        "Embedded-store group commits that took 100 ms or more (every write waited; logged at warn, rate-limited)."
+    );
     describe_counter!("tern_store_write_retries_total", "Store writes retried after a transient failure.");
     // gateway
     describe_gauge!("tern_gateway_connections", "Client connections open, by gateway core.");

@@ -115,7 +115,8 @@ impl Flusher {
                     let pinned = unflushed == unflushed_before && db.journal_count() > 1;
                     unflushed_before = unflushed;
                     let mut result = Ok(());
-                    if let Some(reason) = due(policy, unflushed, flushing, pinned, &mut dirty_since, Instant::now()) {
+                    let started = Instant::now();
+                    if let Some(reason) = due(policy, unflushed, flushing, pinned, &mut dirty_since, started) {
                         result = seal_all(&keyspaces).map(|sealed| {
                             tracing::debug!(reason, unflushed, sealed, "embedded store: flushing memtables")
                         });
@@ -128,6 +129,8 @@ impl Flusher {
                         (_, bound) => bound,
                     };
                     let result = result.and_then(|()| db.rotate_journal(min).map(drop).map_err(io_err));
+                    // What a pass cost (the journal's bulk fsync, outside its lock, included).
+                    tracing::trace!(took_us = started.elapsed().as_micros() as u64, "embedded store: flusher pass");
                     match result {
                         Err(e) if !failing => {
                             tracing::warn!(error = %e, "embedded store: background flush failed; will retry");

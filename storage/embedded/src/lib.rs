@@ -19,6 +19,7 @@
 
 mod codec;
 mod flusher;
+mod slow;
 mod ttl;
 mod writer;
 

@@ -10,12 +10,14 @@
 //! This thread must never run on an async executor and must never answer a waiter
 //! before that waiter's ops are committed with the configured durability.
 
+use super::slow::SlowEvents;
 use super::{codec, io_err, Engine};
 use crate::{GuardOutcome, GuardedBatch, Seq, StoreError, WriteBatch, WriteOp};
 use bytes::Bytes;
 use crossbeam_channel::Receiver;
 use fjall::PersistMode;
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Where a waiter is answered.
@@ -39,10 +41,15 @@ const MAX_GROUP_OPS: usize = 4096;
 /// The same bound in approximate payload bytes.
 const MAX_GROUP_BYTES: usize = 16 << 20;
 
+/// A group commit at least this slow is logged: every write of the node waited for it,
+/// so it shows as a latency stall and, past the send admission target, as refused sends.
+const SLOW_COMMIT: Duration = Duration::from_millis(100);
+
 /// Runs until every sender is dropped, then syncs the journal and returns.
 pub(crate) fn run(engine: &Engine, rx: &Receiver<Command>, durability: PersistMode) {
+    let mut slow = SlowEvents::default();
     while let Ok(first) = rx.recv() {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let mut group = Group::default();
         group.take(engine, first);
         while group.ops < MAX_GROUP_OPS && group.bytes < MAX_GROUP_BYTES {
@@ -54,8 +61,21 @@ pub(crate) fn run(engine: &Engine, rx: &Receiver<Command>, durability: PersistMo
         let ops = group.ops;
         group.commit(engine, durability);
         // What one group commit costs and holds: every waiter of the group waited this.
-        metrics::histogram!("tern_store_group_commit_seconds").record(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        metrics::histogram!("tern_store_group_commit_seconds").record(took.as_secs_f64());
         metrics::histogram!("tern_store_group_ops").record(ops as f64);
+        if took >= SLOW_COMMIT {
+            metrics::counter!("tern_store_slow_commits_total").increment(1);
+        }
+        if let Some((worst, count)) = slow.note(took, SLOW_COMMIT, Instant::now()) {
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                ops,
+                slowest_ms = worst.as_millis() as u64,
+                slow_commits = count,
+                "embedded store: slow group commit; every write waited for it (slowest and count since the last such warning)"
+            );
+        }
     }
     // Shutdown: whatever durability was configured, leave nothing in OS buffers.
     if let Err(e) = engine.db.persist(PersistMode::SyncAll) {
