@@ -54,9 +54,48 @@ impl KindState {
 
 type UserKey = (AppId, UserId);
 
+/// A user's seq state: an entry per kind that has any. A kind never used and without
+/// a stored bound is absent and reads as zero — most users use one or two of the ten
+/// kinds, and a full array of them cost ~560 B per user in memory.
 #[derive(Default)]
 struct UserState {
-    kinds: [KindState; SyncKind::ALL.len()],
+    kinds: Vec<(SyncKind, KindState)>,
+}
+
+impl UserState {
+    /// The state as persisted bounds leave it (kinds at zero stay absent).
+    fn from_bounds<'a>(bounds: impl IntoIterator<Item = &'a (SyncKind, Seq)>) -> Self {
+        let mut state = Self::default();
+        for (kind, bound) in bounds.into_iter().filter(|(_, b)| b.0 > 0) {
+            let k = state.kind_mut(*kind);
+            k.last = bound.0;
+            k.bound = bound.0;
+        }
+        state
+    }
+
+    fn kind(&self, kind: SyncKind) -> Option<&KindState> {
+        self.kinds.iter().find(|(k, _)| *k == kind).map(|(_, st)| st)
+    }
+
+    /// The kind's state, added (at zero) on first use.
+    fn kind_mut(&mut self, kind: SyncKind) -> &mut KindState {
+        let at = match self.kinds.iter().position(|(k, _)| *k == kind) {
+            Some(at) => at,
+            None => {
+                // One more entry, not the four a growing Vec would take: kinds are
+                // added a few times in a user's life and the states stay in memory.
+                self.kinds.reserve_exact(1);
+                self.kinds.push((kind, KindState::default()));
+                self.kinds.len() - 1
+            }
+        };
+        &mut self.kinds[at].1
+    }
+
+    fn committed(&self, kind: SyncKind) -> u64 {
+        self.kind(kind).map_or(0, KindState::committed)
+    }
 }
 
 /// A run of freshly allocated seqs of one (app, user, kind). Complete it with
@@ -85,7 +124,7 @@ fn shard_of<'a>(shards: &'a Shards, app: AppId, user: &UserId) -> &'a Mutex<Hash
 fn end_raise_in(shards: &Shards, app: AppId, user: &UserId, kind: SyncKind, raised_to: Option<Seq>) {
     let mut g = shard_of(shards, app, user).lock().unwrap_or_else(|p| p.into_inner());
     if let Some(st) = g.get_mut(&(app, user.clone())) {
-        let k = &mut st.kinds[kind.as_u8() as usize];
+        let k = st.kind_mut(kind);
         k.raising = false;
         if let Some(t) = raised_to {
             k.bound = k.bound.max(t.0);
@@ -132,12 +171,7 @@ impl SeqAllocator {
         }
         // A user owns these sequences (groups will own theirs through the same calls).
         let bounds = self.store.seq_bounds(app, &Owner::User(user.clone())).await?;
-        let mut state = UserState::default();
-        for (kind, bound) in bounds {
-            let k = &mut state.kinds[kind.as_u8() as usize];
-            k.last = bound.0;
-            k.bound = bound.0;
-        }
+        let state = UserState::from_bounds(&bounds);
         // Another task may have loaded it meanwhile; theirs wins (it may have allocated).
         Self::lock(shard).entry((app, user.clone())).or_insert(state);
         Ok(())
@@ -159,7 +193,7 @@ impl SeqAllocator {
             let target = {
                 let mut g = Self::lock(self.shard(app, user));
                 let st = g.get_mut(&(app, user.clone())).expect("loaded above; users are never evicted");
-                let k = &mut st.kinds[kind.as_u8() as usize];
+                let k = st.kind_mut(kind);
                 let (first, last) = (k.last + 1, k.last + n);
                 if last <= k.bound {
                     k.last = last;
@@ -176,7 +210,7 @@ impl SeqAllocator {
             metrics::counter!("tern_seq_bound_writes_total").increment(1);
             let mut g = Self::lock(self.shard(app, user));
             if let Some(st) = g.get_mut(&(app, user.clone())) {
-                let k = &mut st.kinds[kind.as_u8() as usize];
+                let k = st.kind_mut(kind);
                 k.bound = k.bound.max(target);
             }
         }
@@ -203,7 +237,7 @@ impl SeqAllocator {
             }
             let mut g = Self::lock(shard_of(&shards, app, &user));
             if let Some(st) = g.get_mut(&(app, user.clone())) {
-                let k = &mut st.kinds[kind.as_u8() as usize];
+                let k = st.kind_mut(kind);
                 k.raising = false;
                 if written.is_ok() {
                     k.bound = k.bound.max(target);
@@ -222,7 +256,7 @@ impl SeqAllocator {
         }
         let mut g = Self::lock(self.shard(app, user));
         if let Some(st) = g.get_mut(&(app, user.clone())) {
-            self.raise_ahead(&mut st.kinds[kind.as_u8() as usize], app, user, kind);
+            self.raise_ahead(st.kind_mut(kind), app, user, kind);
         }
         Ok(())
     }
@@ -236,12 +270,7 @@ impl SeqAllocator {
     /// their other reads in one store trip). A state already in memory wins: it may
     /// have allocated since.
     pub fn install(&self, app: AppId, user: &UserId, bounds: &[(SyncKind, Seq)]) {
-        let mut state = UserState::default();
-        for (kind, bound) in bounds {
-            let k = &mut state.kinds[kind.as_u8() as usize];
-            k.last = bound.0;
-            k.bound = bound.0;
-        }
+        let state = UserState::from_bounds(bounds);
         Self::lock(self.shard(app, user)).entry((app, user.clone())).or_insert(state);
     }
 
@@ -255,7 +284,7 @@ impl SeqAllocator {
             }
             let mut g = Self::lock(self.shard(app, user));
             let Some(st) = g.get_mut(&(app, user.clone())) else { continue };
-            let k = &mut st.kinds[kind.as_u8() as usize];
+            let k = st.kind_mut(kind);
             if k.raising || k.bound.saturating_sub(k.last) >= self.step.div_ceil(2) {
                 continue;
             }
@@ -302,7 +331,7 @@ impl SeqAllocator {
         }
         let mut g = Self::lock(self.shard(alloc.app, &alloc.user));
         let Some(st) = g.get_mut(&(alloc.app, alloc.user.clone())) else { return };
-        let k = &mut st.kinds[alloc.kind.as_u8() as usize];
+        let k = st.kind_mut(alloc.kind);
         k.in_flight.retain(|s| *s < alloc.first.0 || *s > alloc.last.0);
     }
 
@@ -310,14 +339,14 @@ impl SeqAllocator {
     pub async fn committed(&self, app: AppId, user: &UserId, kind: SyncKind) -> Result<Seq, StoreError> {
         self.ensure_loaded(app, user).await?;
         let g = Self::lock(self.shard(app, user));
-        Ok(g.get(&(app, user.clone())).map_or(Seq::ZERO, |st| Seq(st.kinds[kind.as_u8() as usize].committed())))
+        Ok(g.get(&(app, user.clone())).map_or(Seq::ZERO, |st| Seq(st.committed(kind))))
     }
 
     /// The committed watermark of a user already in memory (zero if not loaded: then
     /// nothing of theirs is in flight either).
     pub fn committed_now(&self, app: AppId, user: &UserId, kind: SyncKind) -> Seq {
         let g = Self::lock(self.shard(app, user));
-        g.get(&(app, user.clone())).map_or(Seq::ZERO, |st| Seq(st.kinds[kind.as_u8() as usize].committed()))
+        g.get(&(app, user.clone())).map_or(Seq::ZERO, |st| Seq(st.committed(kind)))
     }
 
     /// [`committed_all`](Self::committed_all) of a user already in memory (zeros if not).
@@ -327,7 +356,7 @@ impl SeqAllocator {
         SyncKind::ALL
             .iter()
             .filter(|k| k.client_visible())
-            .map(|k| (*k, Seq(st.map_or(0, |st| st.kinds[k.as_u8() as usize].committed()))))
+            .map(|k| (*k, Seq(st.map_or(0, |st| st.committed(*k)))))
             .collect()
     }
 
@@ -339,7 +368,30 @@ impl SeqAllocator {
         Ok(SyncKind::ALL
             .iter()
             .filter(|k| k.client_visible())
-            .map(|k| (*k, Seq(st.map_or(0, |st| st.kinds[k.as_u8() as usize].committed()))))
+            .map(|k| (*k, Seq(st.map_or(0, |st| st.committed(*k)))))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only kinds with a stored bound or in use take memory, one entry each (no spare
+    /// capacity); an absent kind reads as zero.
+    #[test]
+    fn a_user_holds_only_the_kinds_it_uses() {
+        let bounds = [(SyncKind::Message, Seq(1_000)), (SyncKind::Profile, Seq::ZERO)];
+        let mut st = UserState::from_bounds(&bounds);
+        assert_eq!(st.kinds.len(), 1, "a zero bound is not stored");
+        assert_eq!((st.committed(SyncKind::Message), st.committed(SyncKind::Friendship)), (1_000, 0));
+        assert_eq!(st.kinds.capacity(), 1);
+        let k = st.kind_mut(SyncKind::Friendship);
+        k.last = 3;
+        k.in_flight.push_back(3);
+        assert_eq!(st.committed(SyncKind::Friendship), 2, "below the seq in flight");
+        assert_eq!((st.kinds.len(), st.kinds.capacity()), (2, 2));
+        st.kind_mut(SyncKind::Message).last += 1;
+        assert_eq!((st.committed(SyncKind::Message), st.kinds.len()), (1_001, 2));
     }
 }
