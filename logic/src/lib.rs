@@ -29,6 +29,7 @@ pub mod sessions;
 pub mod slots;
 pub mod upstream;
 pub mod user_cache;
+mod user_key;
 pub mod users;
 
 /// The adaptive send limit never goes below this many sends in flight (node-wide): a

@@ -22,12 +22,13 @@
 //!
 //! This module must never be used for a user by anything but that user's slot owner.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use tern_storage::{AppId, Owner, Seq, Store, StoreError, SyncKind, UserId, WriteBatch};
 
 use crate::slots::{slot_of, SlotOwnership};
+use crate::user_key::{UserKeyRef, UserMap};
 
 /// Default distance between reserved bounds: one bound write per this many seqs.
 pub const DEFAULT_SEQ_STEP: u64 = 1_000;
@@ -51,8 +52,6 @@ impl KindState {
         self.in_flight.front().map_or(self.last, |first| first - 1)
     }
 }
-
-type UserKey = (AppId, UserId);
 
 /// A user's seq state: an entry per kind that has any. A kind never used and without
 /// a stored bound is absent and reads as zero — most users use one or two of the ten
@@ -115,7 +114,7 @@ impl Allocation {
     }
 }
 
-fn shard_of<'a>(shards: &'a Shards, app: AppId, user: &UserId) -> &'a Mutex<HashMap<UserKey, UserState>> {
+fn shard_of<'a>(shards: &'a Shards, app: AppId, user: &UserId) -> &'a Mutex<UserMap<UserState>> {
     // Shards follow slots, so a slot's users share locks and move together.
     &shards[slot_of(app, user).0 as usize % SHARDS]
 }
@@ -123,7 +122,7 @@ fn shard_of<'a>(shards: &'a Shards, app: AppId, user: &UserId) -> &'a Mutex<Hash
 /// A background bound raise ended: clears `raising`, and records the bound if written.
 fn end_raise_in(shards: &Shards, app: AppId, user: &UserId, kind: SyncKind, raised_to: Option<Seq>) {
     let mut g = shard_of(shards, app, user).lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(st) = g.get_mut(&(app, user.clone())) {
+    if let Some(st) = g.get_mut(&UserKeyRef::new(app, user)) {
         let k = st.kind_mut(kind);
         k.raising = false;
         if let Some(t) = raised_to {
@@ -143,7 +142,7 @@ pub struct SeqAllocator {
     shards: Arc<Shards>,
 }
 
-type Shards = Vec<Mutex<HashMap<UserKey, UserState>>>;
+type Shards = Vec<Mutex<UserMap<UserState>>>;
 
 impl SeqAllocator {
     /// An allocator owning every slot (single-node deployment).
@@ -155,18 +154,18 @@ impl SeqAllocator {
         Self { store, step: step.max(1), ownership, shards: Arc::new((0..SHARDS).map(|_| Mutex::default()).collect()) }
     }
 
-    fn shard(&self, app: AppId, user: &UserId) -> &Mutex<HashMap<UserKey, UserState>> {
+    fn shard(&self, app: AppId, user: &UserId) -> &Mutex<UserMap<UserState>> {
         shard_of(&self.shards, app, user)
     }
 
-    fn lock(m: &Mutex<HashMap<UserKey, UserState>>) -> std::sync::MutexGuard<'_, HashMap<UserKey, UserState>> {
+    fn lock(m: &Mutex<UserMap<UserState>>) -> std::sync::MutexGuard<'_, UserMap<UserState>> {
         m.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Loads a user's persisted bounds unless they are in memory already.
     async fn ensure_loaded(&self, app: AppId, user: &UserId) -> Result<(), StoreError> {
         let shard = self.shard(app, user);
-        if Self::lock(shard).contains_key(&(app, user.clone())) {
+        if Self::lock(shard).contains_key(&UserKeyRef::new(app, user)) {
             return Ok(());
         }
         // A user owns these sequences (groups will own theirs through the same calls).
@@ -192,7 +191,7 @@ impl SeqAllocator {
         loop {
             let target = {
                 let mut g = Self::lock(self.shard(app, user));
-                let st = g.get_mut(&(app, user.clone())).expect("loaded above; users are never evicted");
+                let st = g.get_mut(&UserKeyRef::new(app, user)).expect("loaded above; users are never evicted");
                 let k = st.kind_mut(kind);
                 let (first, last) = (k.last + 1, k.last + n);
                 if last <= k.bound {
@@ -209,7 +208,7 @@ impl SeqAllocator {
             self.store.write(batch).await?;
             metrics::counter!("tern_seq_bound_writes_total").increment(1);
             let mut g = Self::lock(self.shard(app, user));
-            if let Some(st) = g.get_mut(&(app, user.clone())) {
+            if let Some(st) = g.get_mut(&UserKeyRef::new(app, user)) {
                 let k = st.kind_mut(kind);
                 k.bound = k.bound.max(target);
             }
@@ -236,7 +235,7 @@ impl SeqAllocator {
                 metrics::counter!("tern_seq_bound_writes_total").increment(1);
             }
             let mut g = Self::lock(shard_of(&shards, app, &user));
-            if let Some(st) = g.get_mut(&(app, user.clone())) {
+            if let Some(st) = g.get_mut(&UserKeyRef::new(app, &user)) {
                 let k = st.kind_mut(kind);
                 k.raising = false;
                 if written.is_ok() {
@@ -255,7 +254,7 @@ impl SeqAllocator {
             return Ok(());
         }
         let mut g = Self::lock(self.shard(app, user));
-        if let Some(st) = g.get_mut(&(app, user.clone())) {
+        if let Some(st) = g.get_mut(&UserKeyRef::new(app, user)) {
             self.raise_ahead(st.kind_mut(kind), app, user, kind);
         }
         Ok(())
@@ -263,7 +262,7 @@ impl SeqAllocator {
 
     /// Whether a user's seq state is in memory (a login then need not read it).
     pub fn is_loaded(&self, app: AppId, user: &UserId) -> bool {
-        Self::lock(self.shard(app, user)).contains_key(&(app, user.clone()))
+        Self::lock(self.shard(app, user)).contains_key(&UserKeyRef::new(app, user))
     }
 
     /// Installs persisted bounds read by the caller (batched logins read them with
@@ -283,7 +282,7 @@ impl SeqAllocator {
                 continue;
             }
             let mut g = Self::lock(self.shard(app, user));
-            let Some(st) = g.get_mut(&(app, user.clone())) else { continue };
+            let Some(st) = g.get_mut(&UserKeyRef::new(app, user)) else { continue };
             let k = st.kind_mut(kind);
             if k.raising || k.bound.saturating_sub(k.last) >= self.step.div_ceil(2) {
                 continue;
@@ -330,7 +329,7 @@ impl SeqAllocator {
             metrics::counter!("tern_seqs_abandoned_total").increment(alloc.last.0 - alloc.first.0 + 1);
         }
         let mut g = Self::lock(self.shard(alloc.app, &alloc.user));
-        let Some(st) = g.get_mut(&(alloc.app, alloc.user.clone())) else { return };
+        let Some(st) = g.get_mut(&UserKeyRef::new(alloc.app, &alloc.user)) else { return };
         let k = st.kind_mut(alloc.kind);
         k.in_flight.retain(|s| *s < alloc.first.0 || *s > alloc.last.0);
     }
@@ -339,20 +338,20 @@ impl SeqAllocator {
     pub async fn committed(&self, app: AppId, user: &UserId, kind: SyncKind) -> Result<Seq, StoreError> {
         self.ensure_loaded(app, user).await?;
         let g = Self::lock(self.shard(app, user));
-        Ok(g.get(&(app, user.clone())).map_or(Seq::ZERO, |st| Seq(st.committed(kind))))
+        Ok(g.get(&UserKeyRef::new(app, user)).map_or(Seq::ZERO, |st| Seq(st.committed(kind))))
     }
 
     /// The committed watermark of a user already in memory (zero if not loaded: then
     /// nothing of theirs is in flight either).
     pub fn committed_now(&self, app: AppId, user: &UserId, kind: SyncKind) -> Seq {
         let g = Self::lock(self.shard(app, user));
-        g.get(&(app, user.clone())).map_or(Seq::ZERO, |st| Seq(st.committed(kind)))
+        g.get(&UserKeyRef::new(app, user)).map_or(Seq::ZERO, |st| Seq(st.committed(kind)))
     }
 
     /// [`committed_all`](Self::committed_all) of a user already in memory (zeros if not).
     pub fn committed_all_now(&self, app: AppId, user: &UserId) -> Vec<(SyncKind, Seq)> {
         let g = Self::lock(self.shard(app, user));
-        let st = g.get(&(app, user.clone()));
+        let st = g.get(&UserKeyRef::new(app, user));
         SyncKind::ALL
             .iter()
             .filter(|k| k.client_visible())
@@ -364,7 +363,7 @@ impl SeqAllocator {
     pub async fn committed_all(&self, app: AppId, user: &UserId) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
         self.ensure_loaded(app, user).await?;
         let g = Self::lock(self.shard(app, user));
-        let st = g.get(&(app, user.clone()));
+        let st = g.get(&UserKeyRef::new(app, user));
         Ok(SyncKind::ALL
             .iter()
             .filter(|k| k.client_visible())

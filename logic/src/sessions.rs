@@ -16,6 +16,7 @@ use tern_storage::{AppId, UserId};
 use tokio::sync::mpsc;
 
 use crate::apps::LoginModel;
+use crate::user_key::{UserKeyRef, UserMap};
 
 /// (gateway id, core): one link connection.
 pub type LinkKey = (u32, u16);
@@ -62,21 +63,9 @@ struct Link {
     stale: Vec<ConnRef>,
 }
 
-/// A user's key in the session table, borrowed from a lookup's arguments: it hashes and
-/// compares like the owned `(AppId, UserId)`, so a lookup (one per push, one per member
-/// of a group fan-out) copies no user id.
-#[derive(Hash)]
-struct UserKeyRef<'a>(AppId, &'a str);
-
-impl hashbrown::Equivalent<(AppId, UserId)> for UserKeyRef<'_> {
-    fn equivalent(&self, key: &(AppId, UserId)) -> bool {
-        self.0 == key.0 && self.1 == key.1.as_str()
-    }
-}
-
-/// Online sessions by user. std's SipHash (`RandomState`), as for every other map here:
-/// user ids come from outside.
-type ByUser = hashbrown::HashMap<(AppId, UserId), Vec<Session>, std::hash::RandomState>;
+/// Online sessions by user, looked up by borrowed key (one lookup per push, one per
+/// member of a group fan-out, none copying a user id).
+type ByUser = UserMap<Vec<Session>>;
 
 #[derive(Default)]
 struct Inner {
@@ -413,25 +402,6 @@ fn send_locked(g: &mut Inner, link: LinkKey, link_frame: Vec<u8>, affected: &[Co
 mod tests {
     use super::*;
     use tern_schema::frame::{parse_link, HEADER_LEN};
-
-    /// A borrowed key finds exactly the entries of its owned twin (same app and id),
-    /// whatever the ids: the derived hashes of `(AppId, UserId)` and `UserKeyRef` must
-    /// agree, or every push lookup would miss.
-    #[test]
-    fn borrowed_user_keys_find_owned_entries() {
-        let mut map = ByUser::default();
-        let ids = ["a", "alice", "bob_2", "x-y.z", "0123456789012345678901234567890123456789"];
-        for (i, id) in ids.iter().enumerate() {
-            map.insert((AppId(i as u32 % 2), UserId::new(*id).unwrap()), vec![session(0, i as u32, 1, "d")]);
-        }
-        for (i, id) in ids.iter().enumerate() {
-            let app = AppId(i as u32 % 2);
-            let found = map.get(&UserKeyRef(app, id)).expect("owned entry found by a borrowed key");
-            assert_eq!(found[0].session_id, i as u64);
-            assert!(map.get(&UserKeyRef(AppId(app.0 + 1), id)).is_none(), "another app's user is another key");
-        }
-        assert!(map.get(&UserKeyRef(AppId(0), "nobody")).is_none());
-    }
 
     fn session(core: u16, slot: u32, client_type: u8, device: &str) -> Session {
         Session {
