@@ -492,7 +492,7 @@ fn admit(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, c: &Checked, acked: &[(
     let session = crate::sessions::Session {
         conn: req.conn,
         client_type: req.client_type,
-        device_id: req.device_id.clone(),
+        device_id: req.device_id.as_str().into(),
         session_id,
         since_ms: now_ms(),
     };
@@ -509,7 +509,7 @@ fn admit(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, c: &Checked, acked: &[(
             crate::callbacks::session_opened(logic, app, user, s, &admission.kicked);
         }
         for k in &admission.kicked {
-            tracing::info!(device = k.device_id, "session replaced by a new login");
+            tracing::info!(device = &*k.device_id, "session replaced by a new login");
             metrics::counter!("tern_kicks_total", "reason" => "replaced").increment(1);
         }
         if req.resume {

@@ -31,7 +31,9 @@ pub type LinkSender = mpsc::Sender<Vec<u8>>;
 pub struct Session {
     pub conn: ConnRef,
     pub client_type: u8,
-    pub device_id: String,
+    /// Shared: every client frame of the connection looks the session up and keeps the
+    /// device id across its awaits (a refcount, not a copy).
+    pub device_id: std::sync::Arc<str>,
     pub session_id: u64,
     pub since_ms: u64,
 }
@@ -140,7 +142,7 @@ impl Sessions {
         let key = (app, user.clone());
         let list = g.by_user.entry(key.clone()).or_default();
         if !resume {
-            let new = (session.client_type, session.device_id.as_str());
+            let new = (session.client_type, &*session.device_id);
             let mut i = 0;
             while i < list.len() {
                 if model.replaces(new, (list[i].client_type, &list[i].device_id)) {
@@ -426,7 +428,7 @@ mod tests {
         assert!(s.admit(app, &user("a"), session(0, 1, 1, "phone"), LoginModel::OneDevice, false).kicked.is_empty());
         let adm = s.admit(app, &user("a"), session(0, 2, 3, "web"), LoginModel::OneDevice, false);
         assert_eq!(adm.kicked.len(), 1);
-        assert_eq!(adm.kicked[0].device_id, "phone");
+        assert_eq!(&*adm.kicked[0].device_id, "phone");
         let f = rx.try_recv().unwrap();
         let close = parse_link(&f[HEADER_LEN..]).unwrap();
         assert_eq!(close.body_as_close().unwrap().conn().unwrap().slot(), 1);

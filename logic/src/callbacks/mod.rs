@@ -432,7 +432,7 @@ pub fn session_opened(logic: &Logic, app: AppId, user: &UserId, session: &Sessio
     let change = |s: &Session, reason| StateChange {
         user: user.clone(),
         client_type: s.client_type,
-        device_id: s.device_id.clone(),
+        device_id: s.device_id.to_string(),
         reason,
     };
     for k in kicked {
@@ -448,7 +448,12 @@ pub fn session_closing(logic: &Logic, conn: &tern_schema::link::ConnRef) {
     }
     let Some((app, user, s)) = logic.sessions.session_of(conn) else { return };
     let Some(cb) = logic.callbacks.get(app).filter(|a| a.cfg.state_change_url.is_some()) else { return };
-    let change = StateChange { user, client_type: s.client_type, device_id: s.device_id, reason: StateReason::Logout };
+    let change = StateChange {
+        user,
+        client_type: s.client_type,
+        device_id: s.device_id.to_string(),
+        reason: StateReason::Logout,
+    };
     cb.after.push(cb, after::Job::new(after::Payload::State(change)));
 }
 

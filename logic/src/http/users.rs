@@ -682,7 +682,11 @@ pub async fn query_online_status(
             online: !devices.is_empty(),
             devices: devices
                 .into_iter()
-                .map(|s| OnlineDevice { client_type: s.client_type, device_id: s.device_id, since: s.since_ms })
+                .map(|s| OnlineDevice {
+                    client_type: s.client_type,
+                    device_id: s.device_id.to_string(),
+                    since: s.since_ms,
+                })
                 .collect(),
         })
         .collect();

@@ -181,7 +181,7 @@ pub fn online(logic: &Logic, app: u32, devices: &[(&str, &str)], queue: usize) -
         let session = Session {
             conn: ConnRef::new(1, 0, 10 + i as u32, 1),
             client_type: 1,
-            device_id: device.to_string(),
+            device_id: (*device).into(),
             session_id: i as u64 + 1,
             since_ms: 1234,
         };
