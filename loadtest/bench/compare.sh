@@ -26,7 +26,8 @@
 #   CQL=1     also run Tern on its CQL backend (row `tern_cql`): a one-node Apache
 #             Cassandra from scripts/cassandra on 127.0.0.1:9042 (started if none answers
 #             there, and then stopped at the end; TERN_CQL_NODES=host:port,... uses
-#             another cluster), a fresh keyspace per run. Its server CPU counts the
+#             another cluster), a fresh keyspace per run (bench_<unix time>, left in
+#             place: drop it with cqlsh on a cluster you keep). Its server CPU counts the
 #             Cassandra process as well (started here, or found by pgrep). Under quiet.sh,
 #             a node started from another checkout is paused unless QUIET_KEEP_JAVA=1.
 #   RAMP_MSGS=B also find each system's saturation: `tern loadtest ramp` with a p99
