@@ -70,6 +70,17 @@ def machine():
     return {"user": user + nice, "system": system + irq, "softirq": softirq, "idle": idle + iowait, "steal": steal}
 
 
+def accumulate(into, per, machine_ticks):
+    """Adds one interval's per-role (user, system) ticks and machine ticks to `into`
+    ([seconds, per-role, machine]), as a phase or the run's total."""
+    for r, (u, s) in per.items():
+        a = into[1].setdefault(r, [0, 0])
+        a[0] += u
+        a[1] += s
+    for k, v in machine_ticks.items():
+        into[2][k] = into[2].get(k, 0) + v
+
+
 def main():
     binary = os.path.realpath(sys.argv[1])
     interval = float(sys.argv[2]) if len(sys.argv) > 2 else 0.5
@@ -101,12 +112,7 @@ def main():
             in_phase = True
         ph = phases[-1]
         ph[0] += dt
-        for r, (u, s) in per.items():
-            a = ph[1].setdefault(r, [0, 0])
-            a[0] += u
-            a[1] += s
-        for k, v in dm.items():
-            ph[2][k] = ph[2].get(k, 0) + v
+        accumulate(ph, per, dm)
         if series:
             cells = " ".join(f"{r}={100*u/HZ/dt:.0f}u+{100*s/HZ/dt:.0f}s" for r, (u, s) in sorted(per.items()))
             mach = " ".join(f"{k}={100*v/HZ/dt:.0f}" for k, v in dm.items())
@@ -116,12 +122,7 @@ def main():
         return
     total = [sum(p[0] for p in phases), {}, {}]
     for _, per, m in phases:
-        for r, (u, s) in per.items():
-            a = total[1].setdefault(r, [0, 0])
-            a[0] += u
-            a[1] += s
-        for k, v in m.items():
-            total[2][k] = total[2].get(k, 0) + v
+        accumulate(total, per, m)
     named = [(f"phase {i + 1} of {len(phases)}", p) for i, p in enumerate(phases)] if len(phases) > 1 else []
     for name, (secs, per, m) in named + [("all busy intervals", total)]:
         print(f"cpustat: {name}: {secs:.1f} s, % of one CPU (CPU-seconds: multiply by the time)")
