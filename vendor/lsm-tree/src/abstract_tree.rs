@@ -49,6 +49,15 @@ pub trait AbstractTree {
     #[doc(hidden)]
     fn get_version_history_lock(&self) -> RwLockWriteGuard<'_, crate::version::SuperVersions>;
 
+    /// TERN PATCH: the latest super version, read under the read lock.
+    #[doc(hidden)]
+    fn latest_super_version(&self) -> crate::version::SuperVersion;
+
+    /// TERN PATCH: version history maintenance that holds the write lock only to drop
+    /// old versions from memory (see `version::maintenance_outside_lock`).
+    #[doc(hidden)]
+    fn version_history_maintenance(&self, folder: &std::path::Path, gc_watermark: SeqNo) -> crate::Result<()>;
+
     /// Seals the active memtable and flushes to table(s).
     ///
     /// If there are already other sealed memtables lined up, those will be flushed as well.
@@ -78,8 +87,8 @@ pub trait AbstractTree {
     ) -> crate::Result<Option<u64>> {
         use crate::{compaction::stream::CompactionStream, merge::Merger};
 
-        let version_history = self.get_version_history_lock();
-        let latest = version_history.latest_version();
+        // TERN PATCH: a read lock (upstream took the write lock to read the latest version).
+        let latest = self.latest_super_version();
 
         if latest.sealed_memtables.len() == 0 {
             return Ok(None);
@@ -103,8 +112,6 @@ pub trait AbstractTree {
                 .collect::<Vec<_>>(),
         );
         let stream = CompactionStream::new(merger, seqno_threshold);
-
-        drop(version_history);
 
         if let Some((tables, blob_files)) = self.flush_to_tables(stream)? {
             self.register_tables(

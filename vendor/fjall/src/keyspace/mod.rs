@@ -769,7 +769,12 @@ impl Keyspace {
                 .expect("lock is poisoned")
                 .values()
             {
-                if let Err(e) = keyspace.tree.get_version_history_lock().maintenance(
+                // TERN PATCH: upstream took every keyspace's super-version write lock
+                // here (and unlinked old version files under it) at every rotation, so
+                // the reads and writes of all keyspaces waited for a thread that runs
+                // at background priority; this checks under the read lock and deletes
+                // after releasing the lock.
+                if let Err(e) = keyspace.tree.version_history_maintenance(
                     keyspace.path(),
                     self.supervisor.snapshot_tracker.get_seqno_safe_to_gc(),
                 ) {

@@ -180,6 +180,18 @@ impl AbstractTree for BlobTree {
         self.index.get_version_history_lock()
     }
 
+    fn latest_super_version(&self) -> crate::version::SuperVersion {
+        self.index.latest_super_version()
+    }
+
+    fn version_history_maintenance(
+        &self,
+        folder: &std::path::Path,
+        gc_watermark: SeqNo,
+    ) -> crate::Result<()> {
+        self.index.version_history_maintenance(folder, gc_watermark)
+    }
+
     fn next_table_id(&self) -> TableId {
         self.index.next_table_id()
     }

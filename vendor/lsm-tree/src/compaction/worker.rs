@@ -186,8 +186,10 @@ fn move_tables(
     opts: &Options,
     payload: &CompactionPayload,
 ) -> crate::Result<()> {
+    // TERN PATCH: a read lock for the checks; the write lock only to install (the
+    // compaction state held by the caller keeps the table set as checked).
     #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
-    let mut version_history_lock = opts.version_history.write().expect("lock is poisoned");
+    let version_history_lock = opts.version_history.read().expect("lock is poisoned");
 
     // Fail-safe for buggy compaction strategies
     if compaction_state
@@ -222,7 +224,10 @@ fn move_tables(
         return Ok(());
     }
 
-    version_history_lock.upgrade_version(
+    drop(version_history_lock);
+
+    let mut version_history_lock = crate::version::upgrade_version_outside_lock(
+        &opts.version_history,
         &opts.config.path,
         |current| {
             let mut copy = current.clone();
@@ -237,7 +242,10 @@ fn move_tables(
         &opts.visible_seqno,
     )?;
 
-    if let Err(e) = version_history_lock.maintenance(&opts.config.path, opts.mvcc_gc_watermark) {
+    // TERN PATCH: old version files are deleted after the write lock is released.
+    let garbage = version_history_lock.take_garbage(&opts.config.path, opts.mvcc_gc_watermark);
+    drop(version_history_lock);
+    if let Err(e) = crate::version::delete_version_files(garbage) {
         log::error!("Manifest maintenance failed: {e:?}");
         return Err(e);
     }
@@ -525,13 +533,18 @@ fn merge_tables(
         filter.finish();
     }
 
+    // TERN PATCH: finish (fsync) and open the output tables before taking the locks;
+    // under the super-version write lock every read and write of the tree would wait
+    // for it. See `CompactionFlavour::seal`.
+    hidden_guard(payload, opts, || compactor.seal(opts, dst_lvl))?;
+
     #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
     let mut compaction_state = opts.compaction_state.lock().expect("lock is poisoned");
 
-    log::trace!("Acquiring super version write lock");
+    // TERN PATCH: a read lock for the check; `finish` takes the write lock only to
+    // install (the compaction state held here keeps the table set as checked).
     #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
-    let mut version_history_lock = opts.version_history.write().expect("lock is poisoned");
-    log::trace!("Acquired super version write lock");
+    let version_history_lock = opts.version_history.read().expect("lock is poisoned");
 
     // NOTE: Check for race condition - https://github.com/fjall-rs/fjall/issues/287
     //
@@ -571,9 +584,11 @@ fn merge_tables(
         })?
         .unwrap_or_default();
 
-    compactor
+    drop(version_history_lock);
+
+    let version_history_lock = compactor
         .finish(
-            &mut version_history_lock,
+            &opts.version_history,
             opts,
             payload,
             dst_lvl,
@@ -594,13 +609,14 @@ fn merge_tables(
         .hidden_set_mut()
         .show(payload.table_ids.iter().copied());
 
-    version_history_lock
-        .maintenance(&opts.config.path, opts.mvcc_gc_watermark)
-        .inspect_err(|e| {
-            log::error!("Manifest maintenance failed: {e:?}");
-        })?;
-
+    // TERN PATCH: old version files are deleted after the write lock is released.
+    let mut version_history_lock = version_history_lock;
+    let garbage = version_history_lock.take_garbage(&opts.config.path, opts.mvcc_gc_watermark);
     drop(version_history_lock);
+    crate::version::delete_version_files(garbage).inspect_err(|e| {
+        log::error!("Manifest maintenance failed: {e:?}");
+    })?;
+
     drop(compaction_state);
 
     log::trace!("Compaction successful");

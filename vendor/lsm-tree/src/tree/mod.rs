@@ -99,6 +99,22 @@ impl AbstractTree for Tree {
         self.version_history.write().expect("lock is poisoned")
     }
 
+    fn latest_super_version(&self) -> crate::version::SuperVersion {
+        #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
+        self.version_history
+            .read()
+            .expect("lock is poisoned")
+            .latest_version()
+    }
+
+    fn version_history_maintenance(
+        &self,
+        folder: &std::path::Path,
+        gc_watermark: SeqNo,
+    ) -> crate::Result<()> {
+        crate::version::maintenance_outside_lock(&self.version_history, folder, gc_watermark)
+    }
+
     fn next_table_id(&self) -> TableId {
         self.0.table_id_counter.get()
     }
@@ -263,6 +279,10 @@ impl AbstractTree for Tree {
 
     fn clear(&self) -> crate::Result<()> {
         let config = self.tree_config();
+        // TERN PATCH: every change of the table set holds the compaction state, which
+        // `upgrade_version_outside_lock` relies on.
+        #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
+        let _compaction_state = self.compaction_state.lock().expect("lock is poisoned");
         let mut versions = self.get_version_history_lock();
 
         versions.upgrade_version(
@@ -447,20 +467,25 @@ impl AbstractTree for Tree {
 
         #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
         let mut _compaction_state = self.compaction_state.lock().expect("lock is poisoned");
-        #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
-        let mut version_lock = self.version_history.write().expect("lock is poisoned");
-
         // NOTE: Check for race condition
         // Fixes: https://github.com/fjall-rs/fjall/issues/287#issuecomment-4938188362
+        //
+        // TERN PATCH: checked under the read lock; only holders of the compaction state
+        // (held above) release sealed memtables, so the answer holds until the install.
+        #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
+        let latest = self.version_history.read().expect("lock is poisoned").latest_version();
         if sealed_memtables_to_delete
             .iter()
-            .any(|id| !version_lock.latest_version().sealed_memtables.contains(id))
+            .any(|id| !latest.sealed_memtables.contains(id))
         {
             log::debug!("Not registering tables because flush task processed some sealed memtables which do not exist (anymore)");
             return Ok(());
         }
+        drop(latest);
 
-        version_lock.upgrade_version(
+        // TERN PATCH: the version files are written before the write lock is taken.
+        let mut version_lock = crate::version::upgrade_version_outside_lock(
+            &self.version_history,
             &self.config.path,
             |current| {
                 let mut copy = current.clone();
@@ -468,7 +493,7 @@ impl AbstractTree for Tree {
                 copy.version = copy.version.with_new_l0_run(
                     tables,
                     blob_files,
-                    frag_map.filter(|x| !x.is_empty()),
+                    frag_map.clone().filter(|x| !x.is_empty()),
                 );
 
                 for &table_id in sealed_memtables_to_delete {
@@ -482,7 +507,10 @@ impl AbstractTree for Tree {
             &self.config.visible_seqno,
         )?;
 
-        if let Err(e) = version_lock.maintenance(&self.config.path, gc_watermark) {
+        // TERN PATCH: old version files are deleted after the lock is released.
+        let garbage = version_lock.take_garbage(&self.config.path, gc_watermark);
+        drop(version_lock);
+        if let Err(e) = crate::version::delete_version_files(garbage) {
             log::warn!("Version GC failed: {e:?}");
         }
 

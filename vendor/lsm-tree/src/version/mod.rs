@@ -13,6 +13,8 @@ pub use blob_file_list::BlobFileList;
 pub use persist::persist_version;
 pub use run::Run;
 pub use super_version::{SuperVersion, SuperVersions};
+pub(crate) use super_version::upgrade_version_outside_lock; // TERN PATCH
+pub use super_version::{delete_version_files, maintenance_outside_lock}; // TERN PATCH
 
 use crate::blob_tree::{FragmentationEntry, FragmentationMap};
 use crate::checksum::ChecksumType;
