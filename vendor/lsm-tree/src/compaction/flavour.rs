@@ -349,35 +349,41 @@ impl CompactionFlavour for RelocatingCompaction {
 /// Standard compaction worker that just passes through all its data
 pub struct StandardCompaction {
     start: Instant,
-    /// `None` once sealed (TERN PATCH).
-    table_writer: Option<MultiWriter>,
-    /// The output tables, once sealed (TERN PATCH).
-    created_tables: Option<Vec<Table>>,
+    /// TERN PATCH: the writer until sealed, then the tables it wrote.
+    output: Output,
     tables_to_rewrite: Vec<Table>,
+}
+
+/// TERN PATCH: a compaction's output, before and after `seal`.
+enum Output {
+    Writing(MultiWriter),
+    Sealed(Vec<Table>),
 }
 
 impl StandardCompaction {
     pub fn new(table_writer: MultiWriter, tables_to_rewrite: Vec<Table>) -> Self {
         Self {
             start: Instant::now(),
-            table_writer: Some(table_writer),
-            created_tables: None,
+            output: Output::Writing(table_writer),
             tables_to_rewrite,
         }
     }
 
     /// The output writer; writing after `seal` is a bug in the worker.
     fn writer(&mut self) -> &mut MultiWriter {
-        #[expect(clippy::expect_used, reason = "the worker writes only before sealing")]
-        self.table_writer
-            .as_mut()
-            .expect("compaction output written after it was sealed")
+        match &mut self.output {
+            Output::Writing(writer) => writer,
+            Output::Sealed(_) => panic!("compaction output written after it was sealed"),
+        }
     }
 
     /// TERN PATCH: finishes and opens the output tables once (see `CompactionFlavour::seal`).
     fn seal_tables(&mut self, opts: &Options, dst_lvl: usize) -> crate::Result<()> {
-        if let Some(writer) = self.table_writer.take() {
-            self.created_tables = Some(Self::consume_writer(writer, opts, dst_lvl)?);
+        if let Output::Writing(_) = self.output {
+            let Output::Writing(writer) = std::mem::replace(&mut self.output, Output::Sealed(Vec::new())) else {
+                unreachable!("matched above");
+            };
+            self.output = Output::Sealed(Self::consume_writer(writer, opts, dst_lvl)?);
         }
         Ok(())
     }
@@ -385,7 +391,10 @@ impl StandardCompaction {
     /// The output tables, sealing them first if the worker did not.
     fn take_created_tables(&mut self, opts: &Options, dst_lvl: usize) -> crate::Result<Vec<Table>> {
         self.seal_tables(opts, dst_lvl)?;
-        Ok(self.created_tables.take().unwrap_or_default())
+        match std::mem::replace(&mut self.output, Output::Sealed(Vec::new())) {
+            Output::Sealed(tables) => Ok(tables),
+            Output::Writing(_) => unreachable!("sealed above"),
+        }
     }
 
     fn consume_writer(
@@ -468,7 +477,6 @@ impl CompactionFlavour for StandardCompaction {
                 blob_files_to_drop.push(blob_file.clone());
             }
         }
-        drop(current_version);
 
         // TERN PATCH: the version files are written before the write lock is taken (the
         // caller holds the compaction state, see `upgrade_version_outside_lock`).

@@ -226,7 +226,7 @@ fn move_tables(
 
     drop(version_history_lock);
 
-    let mut version_history_lock = crate::version::upgrade_version_outside_lock(
+    let version_history_lock = crate::version::upgrade_version_outside_lock(
         &opts.version_history,
         &opts.config.path,
         |current| {
@@ -243,9 +243,11 @@ fn move_tables(
     )?;
 
     // TERN PATCH: old version files are deleted after the write lock is released.
-    let garbage = version_history_lock.take_garbage(&opts.config.path, opts.mvcc_gc_watermark);
-    drop(version_history_lock);
-    if let Err(e) = crate::version::delete_version_files(garbage) {
+    if let Err(e) = crate::version::release_and_collect(
+        version_history_lock,
+        &opts.config.path,
+        opts.mvcc_gc_watermark,
+    ) {
         log::error!("Manifest maintenance failed: {e:?}");
         return Err(e);
     }
@@ -610,10 +612,12 @@ fn merge_tables(
         .show(payload.table_ids.iter().copied());
 
     // TERN PATCH: old version files are deleted after the write lock is released.
-    let mut version_history_lock = version_history_lock;
-    let garbage = version_history_lock.take_garbage(&opts.config.path, opts.mvcc_gc_watermark);
-    drop(version_history_lock);
-    crate::version::delete_version_files(garbage).inspect_err(|e| {
+    crate::version::release_and_collect(
+        version_history_lock,
+        &opts.config.path,
+        opts.mvcc_gc_watermark,
+    )
+    .inspect_err(|e| {
         log::error!("Manifest maintenance failed: {e:?}");
     })?;
 

@@ -481,10 +481,9 @@ impl AbstractTree for Tree {
             log::debug!("Not registering tables because flush task processed some sealed memtables which do not exist (anymore)");
             return Ok(());
         }
-        drop(latest);
 
         // TERN PATCH: the version files are written before the write lock is taken.
-        let mut version_lock = crate::version::upgrade_version_outside_lock(
+        let version_lock = crate::version::upgrade_version_outside_lock(
             &self.version_history,
             &self.config.path,
             |current| {
@@ -508,9 +507,7 @@ impl AbstractTree for Tree {
         )?;
 
         // TERN PATCH: old version files are deleted after the lock is released.
-        let garbage = version_lock.take_garbage(&self.config.path, gc_watermark);
-        drop(version_lock);
-        if let Err(e) = crate::version::delete_version_files(garbage) {
+        if let Err(e) = crate::version::release_and_collect(version_lock, &self.config.path, gc_watermark) {
             log::warn!("Version GC failed: {e:?}");
         }
 

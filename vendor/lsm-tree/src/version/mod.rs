@@ -14,7 +14,7 @@ pub use persist::persist_version;
 pub use run::Run;
 pub use super_version::{SuperVersion, SuperVersions};
 pub(crate) use super_version::upgrade_version_outside_lock; // TERN PATCH
-pub use super_version::{delete_version_files, maintenance_outside_lock}; // TERN PATCH
+pub use super_version::{maintenance_outside_lock, release_and_collect}; // TERN PATCH
 
 use crate::blob_tree::{FragmentationEntry, FragmentationMap};
 use crate::checksum::ChecksumType;
