@@ -109,6 +109,9 @@ pub enum Backend {
 pub struct LogicTuning {
     /// Seqs reserved per bound write (seqsvr step).
     pub seq_step: u64,
+    /// Bytes of per-user state loaded on touch kept in memory before idle entries are
+    /// evicted.
+    pub owner_state_max_bytes: u64,
     /// Gateway addresses `/user/login` hands out; empty = the local gateway's.
     pub advertise_tcp: Vec<String>,
     pub advertise_ws: Vec<String>,
@@ -116,7 +119,12 @@ pub struct LogicTuning {
 
 impl Default for LogicTuning {
     fn default() -> Self {
-        Self { seq_step: tern_logic::seq::DEFAULT_SEQ_STEP, advertise_tcp: Vec::new(), advertise_ws: Vec::new() }
+        Self {
+            seq_step: tern_logic::seq::DEFAULT_SEQ_STEP,
+            owner_state_max_bytes: tern_logic::owners::DEFAULT_OWNER_STATE_MAX_BYTES,
+            advertise_tcp: Vec::new(),
+            advertise_ws: Vec::new(),
+        }
     }
 }
 

@@ -66,6 +66,13 @@ pub fn describe() {
         "Gateway connections parked (no task, no buffer: only their table entry), counted by the timer sweep."
     );
     describe_counter!("tern_seq_bound_writes_total", "Durable seq-bound raises (one per seq_step seqs).");
+    describe_gauge!(
+        "tern_owner_state_bytes",
+        "Bytes of per-user state loaded on touch, by state (seq, friend_view); bounded by logic.owner_state_max_bytes."
+    );
+    describe_gauge!("tern_owner_states", "Per-user states in memory, by state (seq, friend_view).");
+    describe_counter!("tern_owner_evictions_total", "Idle per-user states evicted to stay within the bound, by state.");
+    describe_counter!("tern_slot_drops_total", "Slots given up by this node (their state dropped).");
     describe_counter!("tern_seqs_abandoned_total", "Seqs allocated for writes that failed (skipped, never reused).");
     describe_gauge!("tern_sends_in_flight", "Sends handed to the store and not yet durable (all links of this node).");
     describe_counter!("tern_push_acks_total", "PushAck frames received from devices.");

@@ -162,6 +162,7 @@ fn logic_config(c: &TernConfig, gateway: Option<(SocketAddr, SocketAddr)>, dev: 
         http: c.http.clone(),
         link: c.link.clone(),
         seq_step: c.logic.seq_step,
+        owner_state_max_bytes: c.logic.owner_state_max_bytes,
         advertise_tcp: c.logic.advertise_tcp.clone(),
         advertise_ws: c.logic.advertise_ws.clone(),
         heartbeat_interval_ms: c.gateway.heartbeat_interval_ms,

@@ -256,6 +256,10 @@ pub struct LogicConfig {
     pub link: LinkConfig,
     /// Reserved-bound step of the seq allocator (one bound write per this many seqs).
     pub seq_step: u64,
+    /// Bytes of per-user state loaded on touch (seq states, friend views) kept in
+    /// memory; past it idle entries are evicted, least recently used first, and loaded
+    /// again on their next touch (`owners.rs`).
+    pub owner_state_max_bytes: u64,
     /// Gateway TCP addresses `/user/login` hands to clients.
     pub advertise_tcp: Vec<String>,
     /// Gateway WebSocket URLs `/user/login` hands to clients.
@@ -282,6 +286,7 @@ impl Default for LogicConfig {
             http: HttpConfig::default(),
             link: LinkConfig::default(),
             seq_step: crate::seq::DEFAULT_SEQ_STEP,
+            owner_state_max_bytes: crate::owners::DEFAULT_OWNER_STATE_MAX_BYTES,
             advertise_tcp: vec!["127.0.0.1:9000".into()],
             advertise_ws: vec!["ws://127.0.0.1:19000/".into()],
             heartbeat_interval_ms: 30_000,

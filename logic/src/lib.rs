@@ -22,6 +22,7 @@ pub mod link;
 pub mod listener;
 pub mod login;
 pub mod messages;
+pub mod owners;
 pub mod password;
 pub mod seq;
 pub mod server;
@@ -65,7 +66,7 @@ where
     let mut n = 1;
     loop {
         match attempt().await {
-            Err(e) if n < ATTEMPTS && !matches!(e, StoreError::InvalidArgument(_)) => {
+            Err(e) if n < ATTEMPTS && !matches!(e, StoreError::InvalidArgument(_) | StoreError::Unavailable(_)) => {
                 tracing::warn!(error = %e, attempt = n, "{what} failed; retrying the same writes");
                 metrics::counter!("tern_store_write_retries_total").increment(1);
                 tokio::time::sleep(delay).await;

@@ -263,6 +263,9 @@ async fn admit_batch(
     let user_epoch = logic.user_cache.epoch();
     let mut reads: Vec<Read> = Vec::new();
     let mut users: HashMap<(AppId, UserId), UserReads> = HashMap::with_capacity(checked.len());
+    // The users' seq states stay in memory until their LoginAcks are out (eviction
+    // skips pinned states): the max seqs reported come from them.
+    let mut pins = logic.seqs.pins();
     let mut user_lists: Vec<(AppId, Vec<UserId>)> = Vec::new();
     for c in &mut checked {
         let app = c.req.app;
@@ -279,7 +282,7 @@ async fn admit_batch(
                 u.user_at = Some((li, user_lists[li].1.len()));
                 user_lists[li].1.push(c.user.clone());
             }
-            if !logic.seqs.is_loaded(app, &c.user) {
+            if !pins.pin(&logic.seqs, app, &c.user) {
                 u.bounds_at = Some(reads.len());
                 reads.push(Read::SeqBounds { app, owner: Owner::User(c.user.clone()) });
             }
@@ -335,7 +338,7 @@ async fn admit_batch(
         }
         if let Some(i) = u.bounds_at {
             match answers[i].take() {
-                Some(Ok(ReadAnswer::SeqBounds(bounds))) => logic.seqs.install(*app, user, &bounds),
+                Some(Ok(ReadAnswer::SeqBounds(bounds))) => pins.install(*app, user, &bounds),
                 other => {
                     tracing::error!(error = ?other, "loading seqs failed during login");
                     u.failed = true;
@@ -395,6 +398,7 @@ async fn admit_batch(
     }
     // The users' first sends should not wait for a bound write: one write raises them all.
     logic.seqs.prefetch_loaded(&prefetch, SyncKind::Message);
+    drop(pins);
     drop(grant);
     // The admitted users' friend views (the send path's blacklist check reads them) load
     // after the answers are out, in one store trip of their own: they were half of a
@@ -515,7 +519,12 @@ fn admit(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, c: &Checked, acked: &[(
         if req.resume {
             return None;
         }
-        let max_seqs = logic.seqs.committed_all_now(app, user);
+        let max_seqs = logic.seqs.committed_all_now(app, user).unwrap_or_else(|| {
+            // Cannot happen: the batch pinned the state before this. Report zeros (the
+            // device syncs at its next push) rather than fail the login.
+            tracing::error!(%user, "a logging-in user's seq state is not in memory");
+            Vec::new()
+        });
         let wire: Vec<(WireKind, u64)> = max_seqs.iter().map(|(k, s)| (WireKind(k.as_u8()), s.0)).collect();
         let acked: Vec<(WireKind, u64)> = acked.iter().map(|(k, s)| (WireKind(k.as_u8()), s.0)).collect();
         let ack = encode::login_ack(

@@ -20,6 +20,15 @@
 //! raises the bound by another step while allocation goes on from memory, so only a
 //! burst of more than half a step between two group commits ever waits for I/O.
 //!
+//! Eviction: a user's state is only a cache of the persisted bounds plus what is in
+//! flight, so an *idle* state (nothing in flight, no raise being written, no login
+//! between reading and answering with it) can be dropped at any time and is loaded
+//! again on its next touch — allocation then continues above the stored bound (seqs
+//! skip, as after a restart), and the watermark is that bound (everything at or below
+//! it that exists is durable: nothing was in flight). [`SeqAllocator::evict`] drops
+//! idle states the owner sweeper (`owners.rs`) picks, least recently used first (a
+//! second-chance clock); [`SeqAllocator::drop_slot`] drops a whole slot's.
+//!
 //! This module must never be used for a user by anything but that user's slot owner.
 
 use std::collections::VecDeque;
@@ -27,7 +36,7 @@ use std::sync::{Arc, Mutex};
 
 use tern_storage::{AppId, Owner, Seq, Store, StoreError, SyncKind, UserId, WriteBatch};
 
-use crate::slots::{slot_of, SlotOwnership};
+use crate::slots::{slot_of, Slot, SlotOwnership};
 use crate::user_key::{UserKeyRef, UserMap};
 
 /// Default distance between reserved bounds: one bound write per this many seqs.
@@ -59,9 +68,28 @@ impl KindState {
 #[derive(Default)]
 struct UserState {
     kinds: Vec<(SyncKind, KindState)>,
+    /// Touched since the eviction clock last passed (its second chance).
+    recent: bool,
+    /// Logins that read this state and have not answered with it yet: the LoginAck's
+    /// max seqs must come from the state they loaded, so it stays.
+    pins: u16,
 }
 
 impl UserState {
+    /// Droppable now: reloading it from the stored bounds gives back the same
+    /// watermark and allocation continues above it.
+    fn idle(&self) -> bool {
+        self.pins == 0 && self.kinds.iter().all(|(_, k)| k.in_flight.is_empty() && !k.raising)
+    }
+
+    /// Memory held for this state and its map entry (approximate: the map's own
+    /// spare capacity is not counted).
+    fn bytes(&self, user: &UserId) -> usize {
+        let kinds = self.kinds.capacity() * std::mem::size_of::<(SyncKind, KindState)>();
+        let in_flight: usize = self.kinds.iter().map(|(_, k)| k.in_flight.capacity() * 8).sum();
+        std::mem::size_of::<((AppId, UserId), UserState)>() + 1 + user.as_str().len() + kinds + in_flight
+    }
+
     /// The state as persisted bounds leave it (kinds at zero stay absent).
     fn from_bounds<'a>(bounds: impl IntoIterator<Item = &'a (SyncKind, Seq)>) -> Self {
         let mut state = Self::default();
@@ -140,9 +168,25 @@ pub struct SeqAllocator {
     /// that lost a slot can never write behind the new owner's back.
     ownership: SlotOwnership,
     shards: Arc<Shards>,
+    /// Where the eviction clock resumes (a shard index).
+    hand: std::sync::atomic::AtomicUsize,
 }
 
 type Shards = Vec<Mutex<UserMap<UserState>>>;
+
+/// What [`SeqAllocator::measure`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    pub states: usize,
+    pub bytes: usize,
+}
+
+/// What an eviction pass dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evicted {
+    pub states: usize,
+    pub bytes: usize,
+}
 
 impl SeqAllocator {
     /// An allocator owning every slot (single-node deployment).
@@ -151,7 +195,13 @@ impl SeqAllocator {
     }
 
     pub fn with_ownership(store: Arc<dyn Store>, step: u64, ownership: SlotOwnership) -> Self {
-        Self { store, step: step.max(1), ownership, shards: Arc::new((0..SHARDS).map(|_| Mutex::default()).collect()) }
+        Self {
+            store,
+            step: step.max(1),
+            ownership,
+            shards: Arc::new((0..SHARDS).map(|_| Mutex::default()).collect()),
+            hand: Default::default(),
+        }
     }
 
     fn shard(&self, app: AppId, user: &UserId) -> &Mutex<UserMap<UserState>> {
@@ -162,53 +212,81 @@ impl SeqAllocator {
         m.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Loads a user's persisted bounds unless they are in memory already.
-    async fn ensure_loaded(&self, app: AppId, user: &UserId) -> Result<(), StoreError> {
-        let shard = self.shard(app, user);
-        if Self::lock(shard).contains_key(&UserKeyRef::new(app, user)) {
+    /// Reads a user's persisted bounds (the state to install when it is not in memory).
+    async fn load(&self, app: AppId, user: &UserId) -> Result<UserState, StoreError> {
+        // A user owns these sequences (groups own theirs in `groups`).
+        let bounds = self.store.seq_bounds(app, &Owner::User(user.clone())).await?;
+        Ok(UserState::from_bounds(&bounds))
+    }
+
+    /// Runs `f` on a user's state, loading it first if it is not in memory. A state
+    /// already there (or installed by another task meanwhile) wins over the one read:
+    /// it may have allocated since. `f` runs under the shard lock, so an eviction
+    /// cannot come between the load and `f`.
+    async fn with_state<R>(
+        &self,
+        app: AppId,
+        user: &UserId,
+        f: impl FnOnce(&mut UserState) -> R,
+    ) -> Result<R, StoreError> {
+        if let Some(st) = Self::lock(self.shard(app, user)).get_mut(&UserKeyRef::new(app, user)) {
+            st.recent = true;
+            return Ok(f(st));
+        }
+        let loaded = self.load(app, user).await?;
+        let mut g = Self::lock(self.shard(app, user));
+        let st = g.entry((app, user.clone())).or_insert(loaded);
+        st.recent = true;
+        Ok(f(st))
+    }
+
+    fn refuse_unowned(&self, app: AppId, user: &UserId) -> Result<(), StoreError> {
+        if self.ownership.owns_user(app, user) {
             return Ok(());
         }
-        // A user owns these sequences (groups will own theirs through the same calls).
-        let bounds = self.store.seq_bounds(app, &Owner::User(user.clone())).await?;
-        let state = UserState::from_bounds(&bounds);
-        // Another task may have loaded it meanwhile; theirs wins (it may have allocated).
-        Self::lock(shard).entry((app, user.clone())).or_insert(state);
-        Ok(())
+        Err(StoreError::Unavailable(format!(
+            "this node does not own slot {} (user {}) now",
+            slot_of(app, user).0,
+            user.as_str()
+        )))
     }
 
     /// Allocates `n ≥ 1` consecutive seqs. Pair with [`complete`](Self::complete).
-    /// Does I/O only when the reserved bound must be raised (once per `step` seqs).
+    /// Does I/O only when the state is not in memory or the reserved bound must be
+    /// raised (once per `step` seqs). Refused with [`StoreError::Unavailable`] while
+    /// this node does not own the user's slot.
     pub async fn allocate(&self, app: AppId, user: &UserId, kind: SyncKind, n: u64) -> Result<Allocation, StoreError> {
         let n = n.max(1);
-        if !self.ownership.owns_user(app, user) {
-            return Err(StoreError::InvalidArgument(format!(
-                "this node does not own slot {} (user {})",
-                slot_of(app, user).0,
-                user.as_str()
-            )));
-        }
-        self.ensure_loaded(app, user).await?;
+        self.refuse_unowned(app, user)?;
         loop {
-            let target = {
-                let mut g = Self::lock(self.shard(app, user));
-                let st = g.get_mut(&UserKeyRef::new(app, user)).expect("loaded above; users are never evicted");
-                let k = st.kind_mut(kind);
-                let (first, last) = (k.last + 1, k.last + n);
-                if last <= k.bound {
-                    k.last = last;
-                    k.in_flight.extend(first..=last);
-                    self.raise_ahead(k, app, user, kind);
-                    return Ok(Allocation { app, user: user.clone(), kind, first: Seq(first), last: Seq(last) });
+            let step = self.step;
+            let handed = self
+                .with_state(app, user, |st| {
+                    let k = st.kind_mut(kind);
+                    let (first, last) = (k.last + 1, k.last + n);
+                    if last <= k.bound {
+                        k.last = last;
+                        k.in_flight.extend(first..=last);
+                        self.raise_ahead(k, app, user, kind);
+                        Ok((first, last))
+                    } else {
+                        Err(last + step)
+                    }
+                })
+                .await?;
+            let target = match handed {
+                Ok((first, last)) => {
+                    return Ok(Allocation { app, user: user.clone(), kind, first: Seq(first), last: Seq(last) })
                 }
-                last + self.step
+                Err(target) => target,
             };
             // Concurrent raisers may each write a bound; the store keeps the maximum.
             let mut batch = WriteBatch::with_capacity(1);
             batch.set_seq_bound(app, user.clone(), kind, Seq(target));
             self.store.write(batch).await?;
             metrics::counter!("tern_seq_bound_writes_total").increment(1);
-            let mut g = Self::lock(self.shard(app, user));
-            if let Some(st) = g.get_mut(&UserKeyRef::new(app, user)) {
+            // Evicted meanwhile? Then the reload reads the bound just written.
+            if let Some(st) = Self::lock(self.shard(app, user)).get_mut(&UserKeyRef::new(app, user)) {
                 let k = st.kind_mut(kind);
                 k.bound = k.bound.max(target);
             }
@@ -234,43 +312,41 @@ impl SeqAllocator {
             } else {
                 metrics::counter!("tern_seq_bound_writes_total").increment(1);
             }
-            let mut g = Self::lock(shard_of(&shards, app, &user));
-            if let Some(st) = g.get_mut(&UserKeyRef::new(app, &user)) {
-                let k = st.kind_mut(kind);
-                k.raising = false;
-                if written.is_ok() {
-                    k.bound = k.bound.max(target);
-                }
-            }
+            end_raise_in(&shards, app, &user, kind, written.is_ok().then_some(Seq(target)));
         });
     }
 
     /// Makes sure `kind` of a user can be allocated without waiting: loads the user and
     /// starts a bound raise if the reserved room is short (as it is right after a load).
-    /// Called at login, so a device's first send does not wait for a bound write.
     pub async fn prefetch(&self, app: AppId, user: &UserId, kind: SyncKind) -> Result<(), StoreError> {
-        self.ensure_loaded(app, user).await?;
-        if !self.ownership.owns_user(app, user) {
-            return Ok(());
-        }
-        let mut g = Self::lock(self.shard(app, user));
-        if let Some(st) = g.get_mut(&UserKeyRef::new(app, user)) {
-            self.raise_ahead(st.kind_mut(kind), app, user, kind);
-        }
-        Ok(())
+        let owned = self.ownership.owns_user(app, user);
+        self.with_state(app, user, |st| {
+            if owned {
+                self.raise_ahead(st.kind_mut(kind), app, user, kind);
+            }
+        })
+        .await
     }
 
-    /// Whether a user's seq state is in memory (a login then need not read it).
+    /// Whether a user's seq state is in memory.
     pub fn is_loaded(&self, app: AppId, user: &UserId) -> bool {
         Self::lock(self.shard(app, user)).contains_key(&UserKeyRef::new(app, user))
     }
 
-    /// Installs persisted bounds read by the caller (batched logins read them with
-    /// their other reads in one store trip). A state already in memory wins: it may
-    /// have allocated since.
-    pub fn install(&self, app: AppId, user: &UserId, bounds: &[(SyncKind, Seq)]) {
-        let state = UserState::from_bounds(bounds);
-        Self::lock(self.shard(app, user)).entry((app, user.clone())).or_insert(state);
+    /// Pins a user's state if it is in memory (see [`SeqPins`]); false if it is not:
+    /// then read its bounds and [`SeqPins::install`] them.
+    fn pin(&self, app: AppId, user: &UserId) -> bool {
+        let mut g = Self::lock(self.shard(app, user));
+        let Some(st) = g.get_mut(&UserKeyRef::new(app, user)) else { return false };
+        st.pins += 1;
+        st.recent = true;
+        true
+    }
+
+    /// Pins held by one batch of logins: from reading a user's state (or finding it in
+    /// memory) to answering with its watermarks, eviction leaves it alone.
+    pub fn pins(&self) -> SeqPins {
+        SeqPins { shards: self.shards.clone(), pinned: Vec::new() }
     }
 
     /// [`prefetch`](Self::prefetch) for many users already in memory: the bound raises
@@ -296,7 +372,7 @@ impl SeqAllocator {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             // No runtime to write from: leave the raises to the first allocation.
             for (app, user, _) in &raises {
-                self.end_raise(app, user, kind, None);
+                end_raise_in(&self.shards, *app, user, kind, None);
             }
             return;
         };
@@ -317,58 +393,167 @@ impl SeqAllocator {
         });
     }
 
-    fn end_raise(&self, app: &AppId, user: &UserId, kind: SyncKind, raised_to: Option<Seq>) {
-        end_raise_in(&self.shards, *app, user, kind, raised_to);
-    }
-
     /// Marks an allocation's seqs as no longer in flight: `durable` when its batch was
     /// acknowledged by the store, otherwise abandoned (the seqs stay unused forever).
     pub fn complete(&self, alloc: &Allocation, durable: bool) {
+        self.complete_then_committed(alloc, durable);
+    }
+
+    /// [`complete`](Self::complete), and the allocation kind's watermark right after
+    /// it, under one lock: the state cannot be evicted between the two (the push path
+    /// reads the watermark it must push up to).
+    pub fn complete_then_committed(&self, alloc: &Allocation, durable: bool) -> Seq {
         // Both outcomes end the seqs' flight; a failed one is skipped forever.
         if !durable {
             metrics::counter!("tern_seqs_abandoned_total").increment(alloc.last.0 - alloc.first.0 + 1);
         }
         let mut g = Self::lock(self.shard(alloc.app, &alloc.user));
-        let Some(st) = g.get_mut(&UserKeyRef::new(alloc.app, &alloc.user)) else { return };
+        // In flight means not idle: the state is still here.
+        let Some(st) = g.get_mut(&UserKeyRef::new(alloc.app, &alloc.user)) else { return Seq::ZERO };
         let k = st.kind_mut(alloc.kind);
         k.in_flight.retain(|s| *s < alloc.first.0 || *s > alloc.last.0);
+        Seq(k.committed())
     }
 
     /// The committed watermark of one kind.
     pub async fn committed(&self, app: AppId, user: &UserId, kind: SyncKind) -> Result<Seq, StoreError> {
-        self.ensure_loaded(app, user).await?;
-        let g = Self::lock(self.shard(app, user));
-        Ok(g.get(&UserKeyRef::new(app, user)).map_or(Seq::ZERO, |st| Seq(st.committed(kind))))
+        self.with_state(app, user, |st| Seq(st.committed(kind))).await
     }
 
-    /// The committed watermark of a user already in memory (zero if not loaded: then
-    /// nothing of theirs is in flight either).
+    /// The committed watermark of a user already in memory (zero if not loaded).
     pub fn committed_now(&self, app: AppId, user: &UserId, kind: SyncKind) -> Seq {
         let g = Self::lock(self.shard(app, user));
         g.get(&UserKeyRef::new(app, user)).map_or(Seq::ZERO, |st| Seq(st.committed(kind)))
     }
 
-    /// [`committed_all`](Self::committed_all) of a user already in memory (zeros if not).
-    pub fn committed_all_now(&self, app: AppId, user: &UserId) -> Vec<(SyncKind, Seq)> {
+    /// [`committed_all`](Self::committed_all) of a user in memory, `None` if not. A
+    /// login holds a [`SeqPins`] pin on the user, so theirs is in memory.
+    pub fn committed_all_now(&self, app: AppId, user: &UserId) -> Option<Vec<(SyncKind, Seq)>> {
         let g = Self::lock(self.shard(app, user));
-        let st = g.get(&UserKeyRef::new(app, user));
-        SyncKind::ALL
-            .iter()
-            .filter(|k| k.client_visible())
-            .map(|k| (*k, Seq(st.map_or(0, |st| st.committed(*k)))))
-            .collect()
+        g.get(&UserKeyRef::new(app, user)).map(client_visible_watermarks)
     }
 
     /// The committed watermark of every client-visible kind (kinds at zero included).
     pub async fn committed_all(&self, app: AppId, user: &UserId) -> Result<Vec<(SyncKind, Seq)>, StoreError> {
-        self.ensure_loaded(app, user).await?;
-        let g = Self::lock(self.shard(app, user));
-        let st = g.get(&UserKeyRef::new(app, user));
-        Ok(SyncKind::ALL
-            .iter()
-            .filter(|k| k.client_visible())
-            .map(|k| (*k, Seq(st.map_or(0, |st| st.committed(*k)))))
-            .collect())
+        self.with_state(app, user, |st| client_visible_watermarks(st)).await
+    }
+
+    /// Seq states in memory and the bytes they hold.
+    pub fn measure(&self) -> Held {
+        let mut held = Held::default();
+        for shard in self.shards.iter() {
+            let g = Self::lock(shard);
+            held.states += g.len();
+            held.bytes += g.iter().map(|((_, user), st)| st.bytes(user)).sum::<usize>();
+        }
+        held
+    }
+
+    /// Drops idle states until `want` bytes are freed or every shard was passed once.
+    /// With `second_chance`, a state touched since the last pass is spared (and its
+    /// mark cleared), so the least recently used go first; without, every idle state
+    /// is fair game. Resumes where the previous pass stopped.
+    pub fn evict(&self, want: usize, second_chance: bool) -> Evicted {
+        let mut out = Evicted::default();
+        let start = self.hand.load(std::sync::atomic::Ordering::Relaxed);
+        for i in 0..SHARDS {
+            if out.bytes >= want {
+                break;
+            }
+            let at = (start + i) % SHARDS;
+            let mut g = Self::lock(&self.shards[at]);
+            g.retain(|(_, user), st| {
+                if out.bytes >= want || !st.idle() {
+                    return true;
+                }
+                if second_chance && std::mem::take(&mut st.recent) {
+                    return true;
+                }
+                out.states += 1;
+                out.bytes += st.bytes(user);
+                false
+            });
+            self.hand.store((at + 1) % SHARDS, std::sync::atomic::Ordering::Relaxed);
+        }
+        out
+    }
+
+    /// Gives up `slot`: allocation for its users is refused from now on (80009 to a
+    /// client, retryable), the allocations in flight are waited for, and then every
+    /// state of the slot is dropped — what a slot move does on the node it leaves.
+    /// Returns the states dropped. [`take_slot`](Self::take_slot) owns it again; its
+    /// states load on first touch.
+    pub async fn drop_slot(&self, slot: Slot) -> usize {
+        self.ownership.release(slot);
+        let shard = &self.shards[slot.0 as usize % SHARDS];
+        let mut dropped = 0;
+        loop {
+            let mut busy = 0;
+            Self::lock(shard).retain(|(app, user), st| {
+                if slot_of(*app, user) != slot {
+                    return true;
+                }
+                if st.idle() {
+                    dropped += 1;
+                    return false;
+                }
+                busy += 1;
+                true
+            });
+            if busy == 0 {
+                return dropped;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Owns `slot` (again).
+    pub fn take_slot(&self, slot: Slot) {
+        self.ownership.take(slot);
+    }
+}
+
+fn client_visible_watermarks(st: &UserState) -> Vec<(SyncKind, Seq)> {
+    SyncKind::ALL.iter().filter(|k| k.client_visible()).map(|k| (*k, Seq(st.committed(*k)))).collect()
+}
+
+/// Pins on users' seq states taken by one login batch ([`SeqAllocator::pins`]),
+/// released when dropped.
+pub struct SeqPins {
+    shards: Arc<Shards>,
+    pinned: Vec<(AppId, UserId)>,
+}
+
+impl SeqPins {
+    /// Pins `user`'s state if it is in memory; false if it is not (read its bounds and
+    /// [`install`](Self::install) them).
+    pub fn pin(&mut self, seqs: &SeqAllocator, app: AppId, user: &UserId) -> bool {
+        let pinned = seqs.pin(app, user);
+        if pinned {
+            self.pinned.push((app, user.clone()));
+        }
+        pinned
+    }
+
+    /// Installs persisted bounds read by the caller and pins the state. A state
+    /// already in memory wins: it may have allocated since.
+    pub fn install(&mut self, app: AppId, user: &UserId, bounds: &[(SyncKind, Seq)]) {
+        let mut g = shard_of(&self.shards, app, user).lock().unwrap_or_else(|p| p.into_inner());
+        let st = g.entry((app, user.clone())).or_insert_with(|| UserState::from_bounds(bounds));
+        st.pins += 1;
+        st.recent = true;
+        self.pinned.push((app, user.clone()));
+    }
+}
+
+impl Drop for SeqPins {
+    fn drop(&mut self) {
+        for (app, user) in &self.pinned {
+            let mut g = shard_of(&self.shards, *app, user).lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(st) = g.get_mut(&UserKeyRef::new(*app, user)) {
+                st.pins = st.pins.saturating_sub(1);
+            }
+        }
     }
 }
 

@@ -181,6 +181,7 @@ impl BoundLogic {
             tokio::spawn(crate::link::accept_loop(logic.clone(), link)),
             tokio::spawn(flush_acks_every(logic.clone(), ACK_FLUSH_INTERVAL)),
             tokio::spawn(repair_stale_every(logic.clone())),
+            tokio::spawn(crate::owners::sweep_every(logic.clone())),
         ];
         if let Some(pairs) = in_process {
             tasks.push(tokio::spawn(pairs.accept_loop(logic.clone())));

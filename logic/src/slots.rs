@@ -6,6 +6,8 @@
 //! The hash is FNV-1a over (app id, user id): stable across processes, builds and Rust
 //! versions, which a cluster needs (std's `DefaultHasher` promises none of that).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tern_storage::{AppId, UserId};
 
 /// Number of slots. Fixed: changing it re-homes every user.
@@ -27,34 +29,46 @@ pub fn slot_of(app: AppId, user: &UserId) -> Slot {
     Slot((h % u64::from(SLOTS)) as u16)
 }
 
-/// Which slots this node owns.
-#[derive(Debug, Clone)]
+/// Which slots this node owns. Ownership changes at run time (a slot given up to move
+/// it, taken again), so the flags are atomics: every allocation reads one, a move
+/// writes one.
+#[derive(Debug)]
 pub struct SlotOwnership {
-    owned: Vec<bool>,
+    owned: Box<[AtomicBool]>,
 }
 
 impl SlotOwnership {
     /// A single-node deployment: every slot.
     pub fn all() -> Self {
-        Self { owned: vec![true; SLOTS as usize] }
+        Self { owned: (0..SLOTS).map(|_| AtomicBool::new(true)).collect() }
     }
 
     /// Exactly these slots.
     pub fn only(slots: impl IntoIterator<Item = Slot>) -> Self {
-        let mut owned = vec![false; SLOTS as usize];
+        let owned: Box<[AtomicBool]> = (0..SLOTS).map(|_| AtomicBool::new(false)).collect();
         for s in slots {
-            owned[s.0 as usize] = true;
+            owned[s.0 as usize].store(true, Ordering::Relaxed);
         }
         Self { owned }
     }
 
     pub fn owns(&self, slot: Slot) -> bool {
-        self.owned[slot.0 as usize]
+        self.owned[slot.0 as usize].load(Ordering::Acquire)
     }
 
     /// Whether this node may write `user`'s sequences and logs.
     pub fn owns_user(&self, app: AppId, user: &UserId) -> bool {
         self.owns(slot_of(app, user))
+    }
+
+    /// Stops owning `slot`: from now on nothing of it is written here.
+    pub fn release(&self, slot: Slot) {
+        self.owned[slot.0 as usize].store(false, Ordering::Release);
+    }
+
+    /// Owns `slot` (again).
+    pub fn take(&self, slot: Slot) {
+        self.owned[slot.0 as usize].store(true, Ordering::Release);
     }
 }
 

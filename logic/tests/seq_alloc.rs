@@ -167,8 +167,9 @@ fn installed_bounds_and_batched_prefetch() {
         assert!(!seqs.is_loaded(APP, &alice()));
         let bounds = store.seq_bounds(APP, &tern_storage::Owner::User(alice())).await.unwrap();
         assert_eq!(bounds, vec![(SyncKind::Message, Seq(15))]);
-        seqs.install(APP, &alice(), &bounds);
-        seqs.install(APP, &bob, &[]);
+        let mut pins = seqs.pins();
+        pins.install(APP, &alice(), &bounds);
+        pins.install(APP, &bob, &[]);
         assert!(seqs.is_loaded(APP, &alice()) && seqs.is_loaded(APP, &bob));
         assert_eq!(seqs.committed_now(APP, &alice(), SyncKind::Message), Seq(15));
         seqs.prefetch_loaded(&[(APP, &alice()), (APP, &bob)], SyncKind::Message);
@@ -185,7 +186,8 @@ fn installed_bounds_and_batched_prefetch() {
         }
         assert!(raised, "both bounds raised by one step");
         // A second install does not replace the state in memory.
-        seqs.install(APP, &alice(), &[]);
+        pins.install(APP, &alice(), &[]);
+        drop(pins);
         let a = seqs.allocate(APP, &alice(), SyncKind::Message, 1).await.unwrap();
         assert_eq!(a.first, Seq(16), "allocation resumes above the persisted bound");
     });

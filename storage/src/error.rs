@@ -30,6 +30,11 @@ pub enum StoreError {
     /// older than the code: the message says to run `tern migrate`). Not retried.
     #[error("storage schema mismatch: {0}")]
     Schema(String),
+    /// The data cannot be written here right now, for a reason that passes (its slot is
+    /// moving to or from this node): retry soon. Never retried in place; a client
+    /// request failing with it is refused with 80009.
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {

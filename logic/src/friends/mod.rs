@@ -31,10 +31,13 @@
 //! and a new friend's current profile is put into the lister's profile sync right after
 //! the relation is durable.
 //!
+//! Views are owner state: the owner sweeper (`owners.rs`) drops idle ones (nobody holds
+//! or waits for the view's lock), least recently used first, while the node's owner
+//! state passes `logic.owner_state_max_bytes`; a dropped view is folded again on its next
+//! access. A slot's views are dropped together by [`Friends::drop_slot`].
+//!
 //! Future work (not built): log compaction or snapshots (today a view load reads the
-//! user's whole relation history, and logs grow with every change); evicting idle views
-//! (today a loaded view stays in memory for the life of the process, like the seq
-//! allocator's state).
+//! user's whole relation history, and logs grow with every change).
 //!
 //! # Rules kept here
 //!
@@ -168,7 +171,15 @@ impl FriendError {
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<View>>>;
-type Shard = Mutex<HashMap<(AppId, UserId), Slot>>;
+type Shard = Mutex<HashMap<(AppId, UserId), Entry>>;
+
+/// A user's view slot and its eviction mark.
+#[derive(Default)]
+struct Entry {
+    slot: Slot,
+    /// Looked up since the eviction clock last passed (its second chance).
+    recent: bool,
+}
 
 const SHARDS: usize = 64;
 
@@ -177,8 +188,11 @@ const SHARDS: usize = 64;
 pub struct Friends {
     shards: Box<[Shard]>,
     request_ids: MessageKeys,
-    /// Views dropped after a failed write (whose records may still have landed): a view
-    /// folded from pages read before one of these must not be installed.
+    /// Where the eviction clock resumes (a shard index).
+    hand: std::sync::atomic::AtomicUsize,
+    /// Views dropped after a failed write (whose records may still have landed) or by
+    /// eviction: a view folded from pages read before one of these must not be
+    /// installed.
     invalidations: std::sync::atomic::AtomicU64,
 }
 
@@ -187,6 +201,7 @@ impl Default for Friends {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             request_ids: MessageKeys::new(),
+            hand: Default::default(),
             invalidations: Default::default(),
         }
     }
@@ -205,7 +220,95 @@ impl Friends {
         user.as_str().hash(&mut h);
         let shard = &self.shards[(h.finish() as usize) % SHARDS];
         let mut g = shard.lock().unwrap_or_else(|p| p.into_inner());
-        g.entry((app, user.clone())).or_default().clone()
+        let e = g.entry((app, user.clone())).or_default();
+        e.recent = true;
+        e.slot.clone()
+    }
+
+    /// Views in memory and the bytes they hold (a view locked right now is counted
+    /// but not measured).
+    pub fn measure(&self) -> crate::seq::Held {
+        let mut held = crate::seq::Held::default();
+        for shard in self.shards.iter() {
+            let g = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for e in g.values() {
+                match e.slot.try_lock() {
+                    Ok(v) => {
+                        if let Some(v) = v.as_ref() {
+                            held.states += 1;
+                            held.bytes += v.approx_bytes();
+                        }
+                    }
+                    Err(_) => held.states += 1,
+                }
+            }
+        }
+        held
+    }
+
+    /// Drops idle views (nobody holds or waits for their lock) until `want` bytes are
+    /// freed or every shard was passed once; with `second_chance` a view looked up
+    /// since the last pass is spared (its mark cleared). Also drops empty slots nobody
+    /// holds. Resumes where the previous pass stopped.
+    pub fn evict(&self, want: usize, second_chance: bool) -> crate::seq::Evicted {
+        // Before anything goes: a login folding pages read earlier must not install
+        // them into a slot emptied here after a write had updated the view.
+        self.invalidations.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut out = crate::seq::Evicted::default();
+        let start = self.hand.load(std::sync::atomic::Ordering::Relaxed);
+        for i in 0..SHARDS {
+            if out.bytes >= want {
+                break;
+            }
+            let at = (start + i) % SHARDS;
+            let mut g = self.shards[at].lock().unwrap_or_else(|p| p.into_inner());
+            g.retain(|_, e| {
+                // The map's is the only reference: nobody holds the slot or can get
+                // it while the shard is locked.
+                if Arc::strong_count(&e.slot) != 1 || out.bytes >= want {
+                    return true;
+                }
+                let Ok(v) = e.slot.try_lock() else { return true };
+                let Some(view) = v.as_ref() else { return false };
+                if second_chance && std::mem::take(&mut e.recent) {
+                    return true;
+                }
+                out.states += 1;
+                out.bytes += view.approx_bytes();
+                false
+            });
+            self.hand.store((at + 1) % SHARDS, std::sync::atomic::Ordering::Relaxed);
+        }
+        out
+    }
+
+    /// Drops every view of `slot`'s users, waiting for the ones held to be released
+    /// (a slot move; the caller has stopped this node writing the slot). Returns how
+    /// many views were dropped.
+    pub async fn drop_slot(&self, slot: crate::slots::Slot) -> usize {
+        self.invalidations.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut dropped = 0;
+        loop {
+            let mut busy = 0;
+            for shard in self.shards.iter() {
+                let mut g = shard.lock().unwrap_or_else(|p| p.into_inner());
+                g.retain(|(app, user), e| {
+                    if crate::slots::slot_of(*app, user) != slot {
+                        return true;
+                    }
+                    if Arc::strong_count(&e.slot) != 1 || e.slot.try_lock().is_err() {
+                        busy += 1;
+                        return true;
+                    }
+                    dropped += usize::from(e.slot.try_lock().is_ok_and(|v| v.is_some()));
+                    false
+                });
+            }
+            if busy == 0 {
+                return dropped;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
     }
 
     /// How many users' views (loaded or being loaded) this node holds.

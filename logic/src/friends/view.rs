@@ -180,6 +180,24 @@ impl View {
         }
     }
 
+    /// Memory the view holds, estimated in O(1) from its maps' capacities and an
+    /// average of the strings each entry owns (ids, remarks: not walked, so the owner
+    /// sweeper can measure every view each second).
+    pub fn approx_bytes(&self) -> usize {
+        use std::mem::size_of;
+        /// Heap bytes of the strings one entry owns, on average (an id of ~16 bytes,
+        /// short remarks and sources).
+        const STRINGS: usize = 48;
+        const ID: usize = 16;
+        size_of::<View>()
+            + self.owner.as_str().len()
+            + self.friends.capacity() * (size_of::<(UserId, Friend)>() + 1 + STRINGS)
+            + self.by_seq.len() * (size_of::<(Seq, UserId)>() + ID + 8)
+            + self.blocked.capacity() * (size_of::<(UserId, Blocked)>() + 1 + ID)
+            + self.requests.capacity() * (size_of::<((Direction, UserId), Request)>() + 1 + STRINGS)
+            + self.request_ids.capacity() * (size_of::<(u64, (Direction, UserId))>() + 1 + ID)
+    }
+
     pub fn friend(&self, peer: &UserId) -> Option<&Friend> {
         self.friends.get(peer)
     }

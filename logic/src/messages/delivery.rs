@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use tern_schema::link::ConnRef;
 use tern_schema::message::{self, MessageParts};
-use tern_storage::{AppId, Seq, SyncKind, UserId};
+use tern_storage::{AppId, Seq, UserId};
 
 use crate::seq::Allocation;
 use crate::Logic;
@@ -80,8 +80,7 @@ impl Delivery {
         let (app, user) = (alloc.app, &alloc.user);
         let shard = self.shard(app, user);
         let mut g = shard.lock().unwrap_or_else(|p| p.into_inner());
-        logic.seqs.complete(alloc, durable);
-        let watermark = logic.seqs.committed_now(app, user, SyncKind::Message).0;
+        let watermark = logic.seqs.complete_then_committed(alloc, durable).0;
         let key = (app, user.clone());
         let parked = g.entry(key.clone()).or_default();
         if durable {

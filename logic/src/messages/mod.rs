@@ -74,6 +74,9 @@ impl Refusal {
 
 impl From<StoreError> for Refusal {
     fn from(e: StoreError) -> Self {
+        if let StoreError::Unavailable(why) = e {
+            return Refusal::new(codes::SERVICE_UNAVAILABLE, format!("{why}; retry shortly"));
+        }
         tracing::error!(error = %e, "store failure on the message path");
         Refusal::new(codes::INTERNAL, "internal error")
     }
