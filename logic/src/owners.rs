@@ -19,8 +19,10 @@
 //!
 //! Slots: [`drop_slot`] is what a slot move does on the node it leaves — stop writing
 //! the slot (allocation for its users is refused with `StoreError::Unavailable`, 80009
-//! to a client), wait for what is in flight, drop its seq states and friend views.
-//! [`take_slot`] owns it again; its users' state loads on first touch.
+//! to a client), wait for what is in flight, drop its seq states, friend views and
+//! cached user states. [`take_slot`] owns it again; its users' state loads on first
+//! touch. Not dropped by slot yet: groups and joined-groups views, conversation lists
+//! and flags (they follow their own bounds).
 //!
 //! Must never drop state that is in use: both structures decide idleness under the
 //! lock their users take (see `SeqAllocator::evict` and `Friends::evict`).
@@ -115,6 +117,7 @@ pub async fn sweep_every(logic: Arc<Logic>) {
 pub struct SlotDropped {
     pub seq_states: usize,
     pub friend_views: usize,
+    pub cached_users: usize,
 }
 
 /// Gives up `slot` on this node (see the module docs). Waits for the slot's writes in
@@ -124,8 +127,9 @@ pub async fn drop_slot(logic: &Logic, slot: Slot) -> SlotDropped {
     // friendship change holds its views until its write is done.
     let seq_states = logic.seqs.drop_slot(slot).await;
     let friend_views = logic.friends.drop_slot(slot).await;
+    let cached_users = logic.user_cache.forget_slot(slot);
     metrics::counter!("tern_slot_drops_total").increment(1);
-    SlotDropped { seq_states, friend_views }
+    SlotDropped { seq_states, friend_views, cached_users }
 }
 
 /// Owns `slot` (again) on this node.

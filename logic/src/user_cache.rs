@@ -98,6 +98,17 @@ impl UserCache {
         }
     }
 
+    /// Forgets the users of `slot`, given up by this node (another node may write them
+    /// before it comes back). Reads begun before are not cached either (the epoch
+    /// moves). Returns how many entries went.
+    pub fn forget_slot(&self, slot: crate::slots::Slot) -> usize {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let mut g = self.lock();
+        let before = g.len();
+        g.retain(|(app, user), _| crate::slots::slot_of(*app, user) != slot);
+        before - g.len()
+    }
+
     /// The state of each user, from the cache or the store.
     pub async fn states(&self, store: &dyn Store, app: AppId, users: &[UserId]) -> Result<Vec<UserState>, StoreError> {
         let cached: Vec<Option<UserState>> = {
@@ -154,5 +165,24 @@ mod tests {
         cache.fill(app, now, [(&a, UserState::Disabled), (&b, UserState::Missing)]);
         assert_eq!(cache.get(app, &a), Some(UserState::Disabled));
         assert_eq!(cache.get(app, &b), Some(UserState::Deleted), "a missing read never replaces an entry");
+    }
+
+    /// A slot given up leaves nothing of its users behind, not even a read begun before.
+    #[test]
+    fn forgetting_a_slot_drops_its_users_and_earlier_reads() {
+        use crate::slots::slot_of;
+        let cache = UserCache::new();
+        let app = AppId(1);
+        let a = UserId::new("a").unwrap();
+        let other =
+            (0..100).map(|i| UserId::new(format!("o{i}")).unwrap()).find(|o| slot_of(app, o) != slot_of(app, &a));
+        let other = other.expect("some id hashes to another slot");
+        let epoch = cache.epoch();
+        cache.fill(app, epoch, [(&a, UserState::Active), (&other, UserState::Muted)]);
+        let before_drop = cache.epoch();
+        assert_eq!(cache.forget_slot(slot_of(app, &a)), 1);
+        assert_eq!((cache.get(app, &a), cache.get(app, &other)), (None, Some(UserState::Muted)));
+        cache.fill(app, before_drop, [(&a, UserState::Active)]);
+        assert_eq!(cache.get(app, &a), None, "a read begun before the drop may predate the other node's writes");
     }
 }

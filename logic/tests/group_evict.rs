@@ -14,7 +14,6 @@ use serde_json::{json, Value};
 use tern_logic::groups::{self, GroupSend};
 use tern_logic::LogicConfig;
 use tern_schema::client::ElemType;
-use tern_schema::frame::{parse_client_framed, parse_link, HEADER_LEN};
 use tern_schema::message::ElemParts;
 use tern_storage::{AppId, GroupId, Seq, UserId};
 
@@ -100,19 +99,9 @@ async fn members_converge_to_the_acked_messages_across_evictions() {
 
     // What every device was pushed: (group, seq, text), in arrival order.
     let mut pushed: HashMap<usize, BTreeMap<String, Vec<(u64, String)>>> = HashMap::new();
-    while let Ok(f) = rx.try_recv() {
-        let lf = parse_link(&f[HEADER_LEN..]).expect("link frame");
-        let Some(d) = lf.body_as_deliver() else { continue };
-        let cf = parse_client_framed(d.frame().unwrap().bytes(), 1 << 16).unwrap();
-        let Some(p) = cf.body_as_push() else { continue };
-        for c in d.conns().unwrap().iter() {
-            let u = (c.slot() - 10) as usize;
-            for m in p.messages().unwrap().iter() {
-                let text = m.elems().map(|e| e.get(0).text().unwrap_or_default().to_string()).unwrap_or_default();
-                let group = m.to_id().unwrap_or_default().to_string();
-                pushed.entry(u).or_default().entry(group).or_default().push((m.seq(), text));
-            }
-        }
+    for p in support::drain_pushes(&mut rx) {
+        let u = (p.conn_slot - 10) as usize;
+        pushed.entry(u).or_default().entry(p.to_id).or_default().push((p.seq, p.text));
     }
     for (g, want) in acked.iter().enumerate() {
         let gid = format!("g{g}");

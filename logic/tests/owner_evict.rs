@@ -6,7 +6,8 @@
 //! or received, once each, in seq order, with each sender's order kept in the sender's
 //! and the recipient's timelines; seqs never went back; and every online device was
 //! pushed, in increasing seq order, exactly what its user's timeline got while it was
-//! online. `TERN_SLOW_TESTS=1` runs more seeds.
+//! online; a blacklist holds throughout (friend views are evicted and reloaded too).
+//! `TERN_SLOW_TESTS=1` runs more seeds.
 
 mod support;
 
@@ -22,7 +23,6 @@ use tern_logic::owners;
 use tern_logic::slots::slot_of;
 use tern_logic::{Logic, LogicConfig};
 use tern_schema::client::ElemType;
-use tern_schema::frame::{parse_client_framed, parse_link, HEADER_LEN};
 use tern_schema::message::ElemParts;
 use tern_storage::{AppId, Seq, StoreError, UserId};
 use tokio::sync::mpsc;
@@ -30,6 +30,9 @@ use tokio::sync::mpsc;
 const USERS: usize = 6;
 /// Users 0..ONLINE have a device online (registered on every node incarnation).
 const ONLINE: usize = 3;
+/// BLOCKER has BLOCKED in its blacklist.
+const BLOCKER: usize = 5;
+const BLOCKED: usize = 4;
 
 fn user(i: usize) -> String {
     format!("u{i}")
@@ -49,7 +52,7 @@ struct Acked {
     id: String,
 }
 
-async fn send(logic: &Logic, from: usize, to: usize, id: &str) -> Result<Acked, u32> {
+async fn send(logic: &Logic, from: usize, to: usize, id: &str) -> Result<Acked, (usize, usize, u32)> {
     let req = SendRequest {
         app: AppId(APP),
         from: uid(from),
@@ -63,7 +66,7 @@ async fn send(logic: &Logic, from: usize, to: usize, id: &str) -> Result<Acked, 
     };
     match messages::send(logic, req).await {
         Ok(a) => Ok(Acked { from, to, seq: a.seq.0, id: id.to_string() }),
-        Err(r) => Err(r.code),
+        Err(r) => Err((from, to, r.code)),
     }
 }
 
@@ -87,17 +90,8 @@ async fn timeline(logic: &Logic, u: usize) -> Vec<(u64, String)> {
 /// The pushes a link queue carried: per user, (seq, id) in arrival order.
 fn pushed(rx: &mut mpsc::Receiver<Vec<u8>>) -> HashMap<usize, Vec<(u64, String)>> {
     let mut out: HashMap<usize, Vec<(u64, String)>> = HashMap::new();
-    while let Ok(f) = rx.try_recv() {
-        let lf = parse_link(&f[HEADER_LEN..]).expect("link frame");
-        let Some(d) = lf.body_as_deliver() else { continue };
-        let cf = parse_client_framed(d.frame().unwrap().bytes(), 1 << 16).unwrap();
-        let Some(p) = cf.body_as_push() else { continue };
-        for c in d.conns().unwrap().iter() {
-            let u = (c.slot() - 10) as usize;
-            for m in p.messages().unwrap().iter() {
-                out.entry(u).or_default().push((m.seq(), m.client_msg_id().unwrap_or_default().to_string()));
-            }
-        }
+    for p in support::drain_pushes(rx) {
+        out.entry((p.conn_slot - 10) as usize).or_default().push((p.seq, p.client_msg_id));
     }
     out
 }
@@ -112,9 +106,12 @@ async fn run(seed: u64, rounds: usize) {
     let mut config = LogicConfig::default();
     // Small steps: bound raises and reloads above the stored bound happen often.
     config.seq_step = 8;
-    let h = support::Harness::new(config.clone(), vec![app_config(APP, json!({}))], None);
+    let h = support::Harness::on_test_backend(config.clone(), vec![app_config(APP, json!({}))]).await;
     let data: Vec<Value> = (0..USERS).map(|i| json!({"userId": user(i)})).collect();
     h.ok("/user/importUser", json!({ "userData": data })).await;
+    // u5 blocks u4: u4's sends to u5 are refused (30007) whichever friend view of u5
+    // is in memory, evicted, dropped with its slot or reloaded after a restart.
+    h.ok("/blackList/add", json!({"fromId": user(BLOCKER), "toId": user(BLOCKED)})).await;
 
     let mut logic: Arc<Logic> = h.logic.clone();
     let mut rx = go_online(&logic);
@@ -125,6 +122,7 @@ async fn run(seed: u64, rounds: usize) {
     let mut marks: Vec<Vec<u64>> = Vec::new();
     let mut highest_sender_seq = vec![0u64; USERS];
     let (mut evicted, mut dropped_slots, mut refused, mut restarts) = (0usize, 0usize, 0usize, 0usize);
+    let mut blocked = 0usize;
     let mut n = 0usize;
     let tl_len = |logic: Arc<Logic>| async move {
         let mut v = Vec::with_capacity(USERS);
@@ -195,8 +193,16 @@ async fn run(seed: u64, rounds: usize) {
                         highest_sender_seq[a.from] = a.seq;
                         acked.push(a);
                     }
-                    Err(code) => {
-                        assert_eq!(code, tern_schema::codes::SERVICE_UNAVAILABLE, "only a slot drop refuses");
+                    Err((BLOCKED, BLOCKER, code)) if code != tern_schema::codes::SERVICE_UNAVAILABLE => {
+                        assert_eq!(code, 30007, "u{BLOCKED} is in u{BLOCKER}'s blacklist");
+                        blocked += 1;
+                    }
+                    Err((from, to, code)) => {
+                        assert_eq!(
+                            code,
+                            tern_schema::codes::SERVICE_UNAVAILABLE,
+                            "u{from}→u{to}: only a slot drop refuses"
+                        );
                         refused += 1;
                     }
                 }
@@ -214,6 +220,7 @@ async fn run(seed: u64, rounds: usize) {
     pushes.push(pushed(&mut rx));
     marks.push(tl_len(logic.clone()).await);
     assert!(evicted > 0 && dropped_slots > 0, "the schedule evicted {evicted} states, dropped {dropped_slots} slots");
+    assert!(blocked > 0, "the schedule tried no send of u{BLOCKED} to u{BLOCKER}");
 
     // Timelines: exactly the acked messages, in seq order, each sender's order kept.
     let mut tls = Vec::with_capacity(USERS);
@@ -253,8 +260,8 @@ async fn run(seed: u64, rounds: usize) {
         }
     }
     eprintln!(
-        "seed {seed}: {} acked, {refused} refused during slot drops, {evicted} states evicted, \
-         {dropped_slots} slot drops, {restarts} restarts",
+        "seed {seed}: {} acked, {refused} refused during slot drops, {blocked} refused by the blacklist, \
+         {evicted} states evicted, {dropped_slots} slot drops, {restarts} restarts",
         acked.len()
     );
 }

@@ -224,3 +224,39 @@ async fn cql_store() -> tern_storage_scylla::ScyllaStore {
     let layout = TestLayout { bits: BucketBits::DEFAULT, namespace: NAMESPACE.fetch_add(1, Ordering::Relaxed) };
     ScyllaStore::connect_with_layout(&config, layout).await.expect("connecting to the test keyspace")
 }
+
+/// One message a Push frame carried to one device (its connection's slot).
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    pub conn_slot: u32,
+    pub to_id: String,
+    pub seq: u64,
+    pub client_msg_id: String,
+    /// The first element's text.
+    pub text: String,
+}
+
+/// The messages of every Push frame a link queue holds, in arrival order, once per
+/// device they went to; other frames are skipped.
+pub fn drain_pushes(rx: &mut mpsc::Receiver<Vec<u8>>) -> Vec<Pushed> {
+    use tern_schema::frame::{parse_client_framed, parse_link, HEADER_LEN};
+    let mut out = Vec::new();
+    while let Ok(f) = rx.try_recv() {
+        let lf = parse_link(&f[HEADER_LEN..]).expect("link frame");
+        let Some(d) = lf.body_as_deliver() else { continue };
+        let cf = parse_client_framed(d.frame().unwrap().bytes(), 1 << 16).unwrap();
+        let Some(p) = cf.body_as_push() else { continue };
+        for c in d.conns().unwrap().iter() {
+            for m in p.messages().unwrap().iter() {
+                out.push(Pushed {
+                    conn_slot: c.slot(),
+                    to_id: m.to_id().unwrap_or_default().to_string(),
+                    seq: m.seq(),
+                    client_msg_id: m.client_msg_id().unwrap_or_default().to_string(),
+                    text: m.elems().map(|e| e.get(0).text().unwrap_or_default().to_string()).unwrap_or_default(),
+                });
+            }
+        }
+    }
+    out
+}
