@@ -14,6 +14,7 @@ pub mod apps;
 pub mod callbacks;
 pub mod config;
 pub mod conversations;
+pub mod error;
 pub mod friends;
 pub mod groups;
 pub mod hooks;

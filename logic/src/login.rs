@@ -414,7 +414,7 @@ async fn admit_batch(
         tokio::spawn(async move {
             for (app, user) in rebuild {
                 if let Err(e) = crate::conversations::rebuild_flags(&logic, app, &user).await {
-                    tracing::warn!(%user, error = %e.message, "rebuilding conversation flags failed; retried at the next login");
+                    tracing::warn!(%user, error = %e.message(), "rebuilding conversation flags failed; retried at the next login");
                 }
             }
         });

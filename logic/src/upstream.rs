@@ -27,6 +27,7 @@ use tern_schema::{codes, encode, frame};
 use tern_storage::{AppId, GroupId, GuardedBatch, Seq, UserId};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::error::ServiceError;
 use crate::messages::{self as msg, Pending, Prepared, Recaller, SendRequest};
 use crate::Logic;
 
@@ -76,7 +77,7 @@ pub async fn handle(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, turn: &mut S
                         let parts: Vec<_> = items.iter().filter_map(msg::TimelineItem::parts).collect();
                         message::pull_result(rid, WireKind::Message, &parts, max.0, completed)
                     }
-                    Err(r) => encode::error(rid, r.code, &r.message),
+                    Err(r) => encode::error(rid, r.code(), &r.message()),
                 };
                 reply(&tx, conn, &frame);
             });
@@ -124,7 +125,7 @@ pub async fn handle(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, turn: &mut S
             let (logic, tx) = (logic.clone(), tx.clone());
             tokio::spawn(async move {
                 if let Err(r) = crate::groups::read(&logic, app, &group, &user, read_seq, Some(&conn)).await {
-                    reply(&tx, conn, &encode::error(rid, r.code, &r.message));
+                    reply(&tx, conn, &encode::error(rid, r.code(), &r.message()));
                 }
             });
         }
@@ -138,7 +139,7 @@ pub async fn handle(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, turn: &mut S
             let (logic, tx) = (logic.clone(), tx.clone());
             tokio::spawn(async move {
                 if let Err(r) = msg::read_receipt(&logic, app, &user, &peer, read_seq, Some(&conn)).await {
-                    reply(&tx, conn, &encode::error(rid, r.code, &r.message));
+                    reply(&tx, conn, &encode::error(rid, r.code(), &r.message()));
                 }
             });
         }
@@ -148,7 +149,7 @@ pub async fn handle(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, turn: &mut S
             tokio::spawn(async move {
                 let frame = match msg::recall(&logic, app, key, Recaller::Sender(user)).await {
                     Ok(()) => encode::error(rid, codes::OK, "recalled"),
-                    Err(r) => encode::error(rid, r.code, &r.message),
+                    Err(r) => encode::error(rid, r.code(), &r.message()),
                 };
                 reply(&tx, conn, &frame);
             });
@@ -331,7 +332,8 @@ impl SendTurn {
                 let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned(), read_at };
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    let result = rx.await.unwrap_or_else(|_| Err(msg::Refusal::new(codes::INTERNAL, "internal error")));
+                    let result =
+                        rx.await.unwrap_or_else(|_| Err(ServiceError::refused(codes::INTERNAL, "internal error")));
                     reply(&tx, to.conn, &send_ack(&to, &result));
                 });
             }
@@ -339,7 +341,7 @@ impl SendTurn {
                 let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned(), read_at };
                 reply(tx, conn, &send_ack(&to, &Ok(accepted)));
             }
-            Err(r) => refuse(r.code, &r.message),
+            Err(r) => refuse(r.code(), &r.message()),
         }
     }
 
@@ -395,12 +397,13 @@ impl SendTurn {
             Ok(crate::groups::GroupPrepared::Waiting(rx)) => {
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    let result = rx.await.unwrap_or_else(|_| Err(msg::Refusal::new(codes::INTERNAL, "internal error")));
+                    let result =
+                        rx.await.unwrap_or_else(|_| Err(ServiceError::refused(codes::INTERNAL, "internal error")));
                     reply(&tx, to.conn, &send_ack(&to, &result));
                 });
             }
             Ok(crate::groups::GroupPrepared::Done(accepted)) => reply(tx, conn, &send_ack(&to, &Ok(accepted))),
-            Err(r) => refuse(r.code, &r.message),
+            Err(r) => refuse(r.code(), &r.message()),
         }
     }
 
@@ -455,7 +458,7 @@ impl SendTurn {
                     crate::groups::finish(&logic, pending, outcome).await
                 }
                 Ok(crate::groups::GroupPrepared::Waiting(rx)) => {
-                    rx.await.unwrap_or_else(|_| Err(msg::Refusal::new(codes::INTERNAL, "internal error")))
+                    rx.await.unwrap_or_else(|_| Err(ServiceError::refused(codes::INTERNAL, "internal error")))
                 }
                 Ok(crate::groups::GroupPrepared::Done(accepted)) => Ok(accepted),
                 Err(r) => Err(r),
@@ -520,7 +523,7 @@ impl SendTurn {
                     crate::callbacks::send_in_order(&logic, req, ticket).await
                 }
                 // Checked above, before the task.
-                _ => Err(msg::Refusal::new(msg::errors::INVALID_MESSAGE, "to_id: invalid")),
+                _ => Err(ServiceError::refused(msg::errors::INVALID_MESSAGE, "to_id: invalid")),
             };
             reply(&tx, conn, &send_ack(&ack_to, &result));
             in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -562,7 +565,7 @@ impl SendTurn {
     }
 }
 
-fn send_ack(to: &AckTo, result: &Result<msg::Accepted, msg::Refusal>) -> Vec<u8> {
+fn send_ack(to: &AckTo, result: &Result<msg::Accepted, ServiceError>) -> Vec<u8> {
     let parts = match result {
         Ok(a) => SendAckParts {
             client_msg_id: &to.client_msg_id,
@@ -573,8 +576,13 @@ fn send_ack(to: &AckTo, result: &Result<msg::Accepted, msg::Refusal>) -> Vec<u8>
             server_time_ms: a.server_time_ms,
         },
         Err(r) => {
-            count_refusal(r.code);
-            SendAckParts { client_msg_id: &to.client_msg_id, code: r.code, message: &r.message, ..Default::default() }
+            count_refusal(r.code());
+            SendAckParts {
+                client_msg_id: &to.client_msg_id,
+                code: r.code(),
+                message: &r.message(),
+                ..Default::default()
+            }
         }
     };
     message::send_ack(to.request_id, &parts)

@@ -29,6 +29,7 @@ use tern_storage::{AppId, Seq, StoreError, SyncKind, UserId, UserRecord, WriteBa
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::config::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
+use crate::error::ServiceError;
 use crate::sessions::Session;
 use crate::{now_ms, Logic};
 
@@ -52,48 +53,6 @@ pub const DEFAULT_FRIEND_ALLOW_TYPE: u8 = 1;
 /// under a realistic number of concurrent management calls, small enough to allocate
 /// eagerly (a few tens of KiB).
 const LOCK_STRIPES: usize = 1024;
-
-/// Why a user operation failed. `code()` gives the documented API code.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UserError {
-    /// A field is invalid. `field` is the API field name relative to the item (e.g.
-    /// `nickName`); the caller prefixes where the item sits in its request.
-    #[error("{field}: {reason}")]
-    Invalid { field: String, reason: String },
-    /// The batch carries more items than one call may.
-    #[error("{len} items, more than the {max} allowed in one call")]
-    BatchTooLarge { len: usize, max: usize },
-    /// The user was never imported into this app.
-    #[error("no such user: {0}")]
-    NotFound(UserId),
-    /// The user was deleted.
-    #[error("user {0} is deleted")]
-    Deleted(UserId),
-    /// The user is disabled (`forbiddenFlag`): it may not log in.
-    #[error("user {0} is disabled (forbiddenFlag) and may not log in")]
-    Disabled(UserId),
-    /// Storage failed (or returned data that does not decode).
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl UserError {
-    fn invalid(field: &str, reason: impl Into<String>) -> Self {
-        UserError::Invalid { field: field.to_string(), reason: reason.into() }
-    }
-
-    /// The documented API error code.
-    pub fn code(&self) -> u32 {
-        match self {
-            UserError::Invalid { .. } => tern_schema::codes::BAD_PARAMETER,
-            UserError::BatchTooLarge { .. } => BATCH_TOO_LARGE,
-            UserError::NotFound(_) => tern_schema::codes::USER_NOT_FOUND,
-            UserError::Deleted(_) => tern_schema::codes::USER_DELETED,
-            UserError::Disabled(_) => crate::messages::errors::SENDER_DISABLED,
-            UserError::Store(_) => tern_schema::codes::INTERNAL,
-        }
-    }
-}
 
 /// API code: a batch call carries more items than allowed (the original's "import over
 /// limit", used by every user batch call).
@@ -148,9 +107,11 @@ pub const PROFILE_FIELDS: [&str; 11] = [
     "extra",
 ];
 
-fn check_len(field: &str, value: &Option<String>, max: usize) -> Result<(), UserError> {
+fn check_len(field: &str, value: &Option<String>, max: usize) -> Result<(), ServiceError> {
     match value {
-        Some(v) if v.chars().count() > max => Err(UserError::invalid(field, format!("longer than {max} characters"))),
+        Some(v) if v.chars().count() > max => {
+            Err(ServiceError::invalid(field, format!("longer than {max} characters")))
+        }
         _ => Ok(()),
     }
 }
@@ -162,7 +123,7 @@ impl ProfilePatch {
     }
 
     /// Checks every given field against its limit.
-    pub fn validate(&self) -> Result<(), UserError> {
+    pub fn validate(&self) -> Result<(), ServiceError> {
         check_len("nickName", &self.nick_name, MAX_NICK_NAME_CHARS)?;
         check_len("photo", &self.photo, MAX_PHOTO_CHARS)?;
         check_len("birthDay", &self.birth_day, MAX_BIRTH_DAY_CHARS)?;
@@ -170,10 +131,13 @@ impl ProfilePatch {
         check_len("selfSignature", &self.self_signature, MAX_SELF_SIGNATURE_CHARS)?;
         check_len("extra", &self.extra, MAX_EXTRA_CHARS)?;
         if let Some(s) = self.user_sex.filter(|s| *s > 2) {
-            return Err(UserError::invalid("userSex", format!("must be 0 (unknown), 1 (male) or 2 (female), not {s}")));
+            return Err(ServiceError::invalid(
+                "userSex",
+                format!("must be 0 (unknown), 1 (male) or 2 (female), not {s}"),
+            ));
         }
         if let Some(t) = self.friend_allow_type.filter(|t| !(1..=3).contains(t)) {
-            return Err(UserError::invalid(
+            return Err(ServiceError::invalid(
                 "friendAllowType",
                 format!("must be 1 (anyone), 2 (needs approval) or 3 (nobody), not {t}"),
             ));
@@ -372,30 +336,34 @@ impl Users {
     }
 
     /// Refuses a batch of `len` items if it is over the configured limit.
-    pub fn check_batch(&self, len: usize) -> Result<(), UserError> {
+    pub fn check_batch(&self, len: usize) -> Result<(), ServiceError> {
         let max = self.logic.config.http.max_batch;
         if len > max {
-            return Err(UserError::BatchTooLarge { len, max });
+            return Err(ServiceError::BatchTooLarge { len, max });
         }
         Ok(())
     }
 
     /// Creates or updates users. Answers per item, in input order: a bad item never
     /// fails the others. Only store failures and an over-limit batch fail the call.
-    pub async fn import(&self, app: AppId, items: Vec<ImportItem>) -> Result<Vec<Result<(), UserError>>, UserError> {
+    pub async fn import(
+        &self,
+        app: AppId,
+        items: Vec<ImportItem>,
+    ) -> Result<Vec<Result<(), ServiceError>>, ServiceError> {
         self.check_batch(items.len())?;
-        let mut results: Vec<Result<(), UserError>> = Vec::with_capacity(items.len());
+        let mut results: Vec<Result<(), ServiceError>> = Vec::with_capacity(items.len());
         let mut seen = std::collections::HashMap::new();
         let admins = self.logic.apps.get(app).map(|a| a.admins.clone()).unwrap_or_default();
         for (i, item) in items.iter().enumerate() {
             let r = match seen.insert(item.user_id.clone(), i) {
                 // Two items for one user in one batch would race inside the batch;
                 // refuse the later one so the result does not depend on item order.
-                Some(_) => Err(UserError::invalid("userId", "appears more than once in this batch")),
+                Some(_) => Err(ServiceError::invalid("userId", "appears more than once in this batch")),
                 // A user's login signature has the admin signature's format: a user
                 // named like an admin would hold a working admin credential.
                 None if admins.iter().any(|a| a == item.user_id.as_str()) => {
-                    Err(UserError::invalid("userId", "is an admin identifier of this app; admins cannot be users"))
+                    Err(ServiceError::invalid("userId", "is an admin identifier of this app; admins cannot be users"))
                 }
                 None => item.fields.validate(),
             };
@@ -408,7 +376,7 @@ impl Users {
         // Hashed before any lock is taken: hashing is slow on purpose.
         let hashes = crate::password::hash_all(valid.iter().map(|i| items[*i].password.clone()).collect())
             .await
-            .map_err(|e| UserError::Store(StoreError::Backend(e)))?;
+            .map_err(|e| ServiceError::Store(StoreError::Backend(e)))?;
         let _guards = self.locks.lock_all(app, valid.iter().map(|i| &items[*i].user_id)).await;
         let ids: Vec<UserId> = valid.iter().map(|i| items[*i].user_id.clone()).collect();
         let current = self.logic.store.get_users(app, &ids).await?;
@@ -418,7 +386,7 @@ impl Users {
         for ((i, cur), hash) in valid.into_iter().zip(current).zip(hashes) {
             let item = &items[i];
             match cur {
-                Some(rec) if rec.deleted => results[i] = Err(UserError::Deleted(item.user_id.clone())),
+                Some(rec) if rec.deleted => results[i] = Err(ServiceError::UserDeleted(item.user_id.clone())),
                 Some(mut rec) => {
                     let diff = item.fields.diff(&rec);
                     if diff.forbidden_flag == Some(true) {
@@ -472,7 +440,7 @@ impl Users {
 
     /// Soft-deletes users: marks them deleted (data stays), logs a tombstone in their
     /// profile log and kicks their online sessions. Deleting a deleted user succeeds.
-    pub async fn delete(&self, app: AppId, ids: &[UserId]) -> Result<Vec<Result<(), UserError>>, UserError> {
+    pub async fn delete(&self, app: AppId, ids: &[UserId]) -> Result<Vec<Result<(), ServiceError>>, ServiceError> {
         self.check_batch(ids.len())?;
         let _guards = self.locks.lock_all(app, ids.iter()).await;
         let current = self.logic.store.get_users(app, ids).await?;
@@ -481,7 +449,7 @@ impl Users {
         let mut pending: Vec<Pending> = Vec::new();
         for (id, cur) in ids.iter().zip(current) {
             match cur {
-                None => results.push(Err(UserError::NotFound(id.clone()))),
+                None => results.push(Err(ServiceError::UserNotFound(id.clone()))),
                 Some(rec) if rec.deleted => results.push(Ok(())),
                 // The same id twice in one call: the first occurrence deletes it.
                 Some(_) if pending.iter().any(|p| p.record.user_id == *id) => results.push(Ok(())),
@@ -505,16 +473,16 @@ impl Users {
     }
 
     /// Profiles of `ids`, in order (deleted users included, with `deleted` set).
-    pub async fn get(&self, app: AppId, ids: &[UserId]) -> Result<Vec<Result<UserRecord, UserError>>, UserError> {
+    pub async fn get(&self, app: AppId, ids: &[UserId]) -> Result<Vec<Result<UserRecord, ServiceError>>, ServiceError> {
         self.check_batch(ids.len())?;
         let found = self.logic.store.get_users(app, ids).await?;
-        Ok(ids.iter().zip(found).map(|(id, r)| r.ok_or_else(|| UserError::NotFound(id.clone()))).collect())
+        Ok(ids.iter().zip(found).map(|(id, r)| r.ok_or_else(|| ServiceError::UserNotFound(id.clone()))).collect())
     }
 
     /// One profile (deleted users included, with `deleted` set).
-    pub async fn get_one(&self, app: AppId, id: &UserId) -> Result<UserRecord, UserError> {
+    pub async fn get_one(&self, app: AppId, id: &UserId) -> Result<UserRecord, ServiceError> {
         let found = self.logic.store.get_users(app, std::slice::from_ref(id)).await?;
-        found.into_iter().next().flatten().ok_or_else(|| UserError::NotFound(id.clone()))
+        found.into_iter().next().flatten().ok_or_else(|| ServiceError::UserNotFound(id.clone()))
     }
 
     /// Changes the given fields of one user's profile. Fields equal to the stored value
@@ -528,9 +496,9 @@ impl Users {
         id: &UserId,
         fields: ProfilePatch,
         password: Option<String>,
-    ) -> Result<Modified, UserError> {
+    ) -> Result<Modified, ServiceError> {
         if fields.is_empty() && password.is_none() {
-            return Err(UserError::invalid(
+            return Err(ServiceError::invalid(
                 "body",
                 format!("no profile field given (expected at least one of {}, password)", PROFILE_FIELDS.join(", ")),
             ));
@@ -538,13 +506,13 @@ impl Users {
         fields.validate()?;
         let hash = crate::password::hash_all(vec![password])
             .await
-            .map_err(|e| UserError::Store(StoreError::Backend(e)))?
+            .map_err(|e| ServiceError::Store(StoreError::Backend(e)))?
             .pop()
             .flatten();
         let _guard = self.locks.lock(app, id).await;
         let mut rec = self.get_one(app, id).await?;
         if rec.deleted {
-            return Err(UserError::Deleted(id.clone()));
+            return Err(ServiceError::UserDeleted(id.clone()));
         }
         let diff = fields.diff(&rec);
         let password_given = hash.is_some();
@@ -599,7 +567,7 @@ impl Users {
         id: &UserId,
         after: Seq,
         limit: Option<usize>,
-    ) -> Result<ProfileSync, UserError> {
+    ) -> Result<ProfileSync, ServiceError> {
         let limit = match limit {
             None | Some(0) => DEFAULT_PAGE_LIMIT,
             Some(n) => n.min(MAX_PAGE_LIMIT),
@@ -619,19 +587,19 @@ impl Users {
 
     /// Online devices of each user (an empty list: offline). No store access: a user
     /// that does not exist simply has no sessions.
-    pub fn online_status(&self, app: AppId, ids: &[UserId]) -> Result<Vec<Vec<Session>>, UserError> {
+    pub fn online_status(&self, app: AppId, ids: &[UserId]) -> Result<Vec<Vec<Session>>, ServiceError> {
         self.check_batch(ids.len())?;
         Ok(ids.iter().map(|id| self.logic.sessions.devices(app, id)).collect())
     }
 
     /// Whether `id` may log in: it exists, is not deleted and not disabled.
-    pub async fn check_login(&self, app: AppId, id: &UserId) -> Result<UserRecord, UserError> {
+    pub async fn check_login(&self, app: AppId, id: &UserId) -> Result<UserRecord, ServiceError> {
         let rec = self.get_one(app, id).await?;
         if rec.deleted {
-            return Err(UserError::Deleted(id.clone()));
+            return Err(ServiceError::UserDeleted(id.clone()));
         }
         if rec.forbidden_flag {
-            return Err(UserError::Disabled(id.clone()));
+            return Err(ServiceError::disabled(id));
         }
         Ok(rec)
     }
@@ -649,7 +617,7 @@ impl Users {
     /// joined with the user's own friend list (the same users for two-way friendships; it
     /// also covers relations made before the index existed); big lists are written in
     /// several batches.
-    async fn fan_out_to_friends(&self, app: AppId, change: &ProfileChange, _seq: Seq) -> Result<(), UserError> {
+    async fn fan_out_to_friends(&self, app: AppId, change: &ProfileChange, _seq: Seq) -> Result<(), ServiceError> {
         /// Friends' log entries per store batch.
         const CHUNK: usize = 512;
         let mut friends = crate::friends::friend_ids(&self.logic, app, &change.user_id).await?;
@@ -674,7 +642,7 @@ impl Users {
     /// Writes every pending record, with a `Profile` log entry for each change, in one
     /// durable batch (one store write for a whole import instead of one per user).
     /// Returns the users whose profile log moved, with the new seq.
-    async fn commit(&self, app: AppId, pending: Vec<Pending>) -> Result<Vec<(UserId, Seq)>, UserError> {
+    async fn commit(&self, app: AppId, pending: Vec<Pending>) -> Result<Vec<(UserId, Seq)>, ServiceError> {
         if pending.is_empty() {
             return Ok(Vec::new());
         }
@@ -720,7 +688,7 @@ fn notify_profile(logic: &Logic, app: AppId, user: &UserId, seq: Seq) {
 /// For each (owner, peer): the owner has just started listing the peer as a friend, so
 /// the peer's current full profile is appended to the owner's `Profile` log (one batch)
 /// and the owner's devices are told. Deleted or unknown peers are skipped.
-pub(crate) async fn share_profiles(logic: &Logic, app: AppId, pairs: &[(UserId, UserId)]) -> Result<(), UserError> {
+pub(crate) async fn share_profiles(logic: &Logic, app: AppId, pairs: &[(UserId, UserId)]) -> Result<(), ServiceError> {
     let peers: Vec<UserId> = pairs.iter().map(|(_, p)| p.clone()).collect();
     let records = logic.store.get_users(app, &peers).await?;
     let mut entries = Vec::with_capacity(pairs.len());
@@ -740,12 +708,12 @@ pub(crate) async fn share_profiles(logic: &Logic, app: AppId, pairs: &[(UserId, 
     Ok(())
 }
 
-fn encode_change(change: &ProfileChange) -> Result<Bytes, UserError> {
+fn encode_change(change: &ProfileChange) -> Result<Bytes, ServiceError> {
     // Serializing plain strings, numbers and bools cannot fail; map it anyway rather
     // than panic.
     serde_json::to_vec(change)
         .map(Bytes::from)
-        .map_err(|e| UserError::Store(StoreError::Backend(format!("encoding a profile change: {e}"))))
+        .map_err(|e| ServiceError::Store(StoreError::Backend(format!("encoding a profile change: {e}"))))
 }
 
 #[cfg(test)]
@@ -758,7 +726,7 @@ mod tests {
 
     fn check_invalid(patch: ProfilePatch, field: &str, reason_contains: &str) {
         match patch.validate() {
-            Err(UserError::Invalid { field: f, reason }) => {
+            Err(ServiceError::Invalid { field: f, reason }) => {
                 assert_eq!(f, field);
                 assert!(reason.contains(reason_contains), "{reason}");
             }

@@ -66,7 +66,7 @@ async fn send(logic: &Logic, from: usize, to: usize, id: &str) -> Result<Acked, 
     };
     match messages::send(logic, req).await {
         Ok(a) => Ok(Acked { from, to, seq: a.seq.0, id: id.to_string() }),
-        Err(r) => Err((from, to, r.code)),
+        Err(r) => Err((from, to, r.code())),
     }
 }
 
@@ -103,9 +103,8 @@ fn go_online(logic: &Logic) -> mpsc::Receiver<Vec<u8>> {
 }
 
 async fn run(seed: u64, rounds: usize) {
-    let mut config = LogicConfig::default();
     // Small steps: bound raises and reloads above the stored bound happen often.
-    config.seq_step = 8;
+    let config = LogicConfig { seq_step: 8, ..LogicConfig::default() };
     let h = support::Harness::on_test_backend(config.clone(), vec![app_config(APP, json!({}))]).await;
     let data: Vec<Value> = (0..USERS).map(|i| json!({"userId": user(i)})).collect();
     h.ok("/user/importUser", json!({ "userData": data })).await;
@@ -120,7 +119,7 @@ async fn run(seed: u64, rounds: usize) {
     // Per user, the messages pushed and what the timeline got, per node incarnation.
     let mut pushes: Vec<HashMap<usize, Vec<(u64, String)>>> = Vec::new();
     let mut marks: Vec<Vec<u64>> = Vec::new();
-    let mut highest_sender_seq = vec![0u64; USERS];
+    let mut highest_sender_seq = [0u64; USERS];
     let (mut evicted, mut dropped_slots, mut refused, mut restarts) = (0usize, 0usize, 0usize, 0usize);
     let mut blocked = 0usize;
     let mut n = 0usize;

@@ -33,6 +33,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::error::ServiceError;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
@@ -47,7 +48,7 @@ use crate::apps::AppRegistry;
 use crate::friends::records::Record;
 use crate::groups::GroupSend;
 use crate::http::messages::OwnedElem;
-use crate::messages::{self, Prepared, Refusal, SendRequest};
+use crate::messages::{self, Prepared, SendRequest};
 use crate::sessions::Session;
 use crate::Logic;
 
@@ -150,7 +151,7 @@ impl AppCallbacks {
     }
 
     /// The failure policy's answer when the business server did not decide.
-    fn undecided(&self, why: &str) -> Result<Option<Vec<OwnedElem>>, Refusal> {
+    fn undecided(&self, why: &str) -> Result<Option<Vec<OwnedElem>>, ServiceError> {
         match self.cfg.failure_policy {
             FailurePolicy::Open => {
                 self.count_decision("fail_open");
@@ -158,7 +159,7 @@ impl AppCallbacks {
             }
             FailurePolicy::Closed => {
                 self.count_decision("fail_closed");
-                Err(Refusal::new(
+                Err(ServiceError::refused(
                     errors::APP_UNAVAILABLE,
                     format!("the app's business server did not decide on the message ({why}); retry later"),
                 ))
@@ -244,7 +245,7 @@ impl Hooked {
 /// Asks `app`'s business server about a 1:1 message (nothing if it has no before-send
 /// URL): refused, allowed, or allowed with a new body (already checked against the
 /// message limits).
-pub async fn before_send(logic: &Logic, req: &SendRequest<'_>) -> Result<Hooked, Refusal> {
+pub async fn before_send(logic: &Logic, req: &SendRequest<'_>) -> Result<Hooked, ServiceError> {
     let Some(cb) = logic.callbacks.get(req.app).filter(|a| a.cfg.before_send_url.is_some()) else {
         return Ok(Hooked(None));
     };
@@ -262,7 +263,7 @@ pub async fn before_send(logic: &Logic, req: &SendRequest<'_>) -> Result<Hooked,
 }
 
 /// [`before_send`] for a group message.
-pub async fn before_group_send(logic: &Logic, req: &GroupSend<'_>) -> Result<Hooked, Refusal> {
+pub async fn before_group_send(logic: &Logic, req: &GroupSend<'_>) -> Result<Hooked, ServiceError> {
     let Some(cb) = logic.callbacks.get(req.app).filter(|a| a.cfg.before_send_url.is_some()) else {
         return Ok(Hooked(None));
     };
@@ -291,7 +292,7 @@ struct RawAnswer {
 /// Longest refusal reason passed on to the client.
 const MAX_REASON_CHARS: usize = 256;
 
-async fn decide(logic: &Logic, cb: &AppCallbacks, out: &Outgoing<'_>) -> Result<Option<Vec<OwnedElem>>, Refusal> {
+async fn decide(logic: &Logic, cb: &AppCallbacks, out: &Outgoing<'_>) -> Result<Option<Vec<OwnedElem>>, ServiceError> {
     let Some(url) = &cb.cfg.before_send_url else { return Ok(None) };
     let kind = EventKind::BeforeSend;
     // Past the app's bound the failure policy answers at once: a hanging business
@@ -326,8 +327,10 @@ async fn decide(logic: &Logic, cb: &AppCallbacks, out: &Outgoing<'_>) -> Result<
         let reason: String = parsed.msg.unwrap_or_default().chars().take(MAX_REASON_CHARS).collect();
         let code = u32::try_from(parsed.code).ok().filter(|c| errors::APP_CODES.contains(c));
         return Err(match code {
-            Some(c) => Refusal::new(c, if reason.is_empty() { "refused by the app".to_string() } else { reason }),
-            None => Refusal::new(
+            Some(c) => {
+                ServiceError::refused(c, if reason.is_empty() { "refused by the app".to_string() } else { reason })
+            }
+            None => ServiceError::refused(
                 errors::REFUSED_BY_APP,
                 format!("refused by the app's business server (code {}): {reason}", parsed.code),
             ),
@@ -349,7 +352,7 @@ async fn decide(logic: &Logic, cb: &AppCallbacks, out: &Outgoing<'_>) -> Result<
     let parts: Vec<_> = elems.iter().map(OwnedElem::parts).collect();
     if let Err(r) = messages::validate_body(logic, out.client_msg_id, &parts) {
         cb.count_request(kind, "bad_answer");
-        return cb.undecided(&format!("rewritten messageBody: {}", r.message));
+        return cb.undecided(&format!("rewritten messageBody: {}", r.message()));
     }
     cb.count_request(kind, "ok");
     cb.count_decision("rewrite");
@@ -365,7 +368,7 @@ pub async fn send_in_order(
     logic: &Logic,
     req: SendRequest<'_>,
     mut ticket: order::Ticket,
-) -> Result<messages::Accepted, Refusal> {
+) -> Result<messages::Accepted, ServiceError> {
     let hooked = before_send(logic, &req).await;
     ticket.wait_turn().await;
     let hooked = hooked?;
@@ -374,7 +377,9 @@ pub async fn send_in_order(
     // Prepared (seqs allocated) or refused: the connection's next send may go on.
     drop(ticket);
     match prepared? {
-        Prepared::Waiting(rx) => rx.await.unwrap_or_else(|_| Err(Refusal::new(codes::INTERNAL, "internal error"))),
+        Prepared::Waiting(rx) => {
+            rx.await.unwrap_or_else(|_| Err(ServiceError::refused(codes::INTERNAL, "internal error")))
+        }
         Prepared::Done(accepted) => Ok(accepted),
         Prepared::Ready(pending, write) => {
             logic.admission.submitted(1);
@@ -394,7 +399,7 @@ pub async fn group_send_in_order(
     logic: &Logic,
     req: GroupSend<'_>,
     mut ticket: order::Ticket,
-) -> Result<messages::Accepted, Refusal> {
+) -> Result<messages::Accepted, ServiceError> {
     let hooked = before_group_send(logic, &req).await;
     ticket.wait_turn().await;
     let hooked = hooked?;
@@ -403,7 +408,7 @@ pub async fn group_send_in_order(
     drop(ticket);
     match prepared? {
         crate::groups::GroupPrepared::Waiting(rx) => {
-            rx.await.unwrap_or_else(|_| Err(Refusal::new(codes::INTERNAL, "internal error")))
+            rx.await.unwrap_or_else(|_| Err(ServiceError::refused(codes::INTERNAL, "internal error")))
         }
         crate::groups::GroupPrepared::Done(accepted) => Ok(accepted),
         crate::groups::GroupPrepared::Ready(pending, write) => {

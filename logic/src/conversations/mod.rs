@@ -40,14 +40,13 @@ pub mod view;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::error::ServiceError;
+use crate::{now_ms, Logic};
+use record::{LogRecord, Op};
 use tern_schema::client;
 use tern_schema::{codes, encode};
 use tern_storage::{AppId, Conversation, GroupId, Owner, Seq, SyncKind, UserId, WriteBatch};
 use tokio::sync::Mutex as AsyncMutex;
-
-use crate::messages::Refusal;
-use crate::{now_ms, Logic};
-use record::{LogRecord, Op};
 use view::{Conv, Last, MessageSummary, View};
 
 /// Conversation error codes (50000s, beside the message codes).
@@ -206,7 +205,7 @@ async fn locked(
     logic: &Logic,
     app: AppId,
     user: &UserId,
-) -> Result<tokio::sync::OwnedMutexGuard<Option<View>>, Refusal> {
+) -> Result<tokio::sync::OwnedMutexGuard<Option<View>>, ServiceError> {
     let max_held = logic.config.conversations.max_held;
     let mut g = logic.conversations.slot(app, user, max_held).lock_owned().await;
     if g.is_none() {
@@ -274,7 +273,7 @@ async fn save_snapshot(store: &dyn tern_storage::Store, app: AppId, user: &UserI
 /// Builds a view from the store: from the user's snapshot and what was logged after
 /// it if there is a usable one, else from the conversation log and the conversation
 /// index (see the module docs); `refresh` then folds the timelines from where it stops.
-async fn load(logic: &Logic, app: AppId, user: &UserId) -> Result<View, Refusal> {
+async fn load(logic: &Logic, app: AppId, user: &UserId) -> Result<View, ServiceError> {
     let own = Owner::User(user.clone());
     let mut stored = Vec::new();
     loop {
@@ -335,7 +334,7 @@ async fn decode_snapshot(stored: Vec<tern_storage::LogEntry>) -> Result<Option<V
 /// the view in memory was: a record whose read mark or clear point moved is recounted
 /// over `(floor, seen_to]` (entries above `seen_to` are counted by the fold), a group
 /// rejoined since is refolded from the new join.
-async fn resume(logic: &Logic, app: AppId, user: &UserId, v: &mut View) -> Result<(), Refusal> {
+async fn resume(logic: &Logic, app: AppId, user: &UserId, v: &mut View) -> Result<(), ServiceError> {
     // Conversations the log tail changes: their (floor, cleared) before it (None: new).
     let mut touched: HashMap<Conversation, Option<(Seq, Seq)>> = HashMap::new();
     let mut after = v.log_to;
@@ -398,7 +397,7 @@ async fn resume(logic: &Logic, app: AppId, user: &UserId, v: &mut View) -> Resul
 }
 
 /// The records of `user`'s conversation log, folded (nothing derived yet).
-async fn fold_log(logic: &Logic, app: AppId, user: &UserId) -> Result<View, Refusal> {
+async fn fold_log(logic: &Logic, app: AppId, user: &UserId) -> Result<View, ServiceError> {
     let mut v = View::default();
     let mut after = Seq::ZERO;
     loop {
@@ -425,7 +424,7 @@ async fn join_groups(
     user: &UserId,
     v: &mut View,
     which: impl Fn(&Conv) -> bool,
-) -> Result<(), Refusal> {
+) -> Result<(), ServiceError> {
     let groups: Vec<_> = v
         .convs
         .iter()
@@ -451,7 +450,7 @@ async fn join_groups(
 /// The entry is written even if empty, so this runs once per user (login starts it
 /// when its read found no entry). Under the user's view lock, so no change of theirs
 /// interleaves; folds only the conversation log if the view is not in memory.
-pub async fn rebuild_flags(logic: &Logic, app: AppId, user: &UserId) -> Result<(), Refusal> {
+pub async fn rebuild_flags(logic: &Logic, app: AppId, user: &UserId) -> Result<(), ServiceError> {
     let slot = logic.conversations.slot(app, user, logic.config.conversations.max_held);
     let g = slot.lock().await;
     let owner = Owner::User(user.clone());
@@ -490,7 +489,7 @@ async fn derive_single(
     own: &Owner,
     conv: &Conversation,
     c: &mut Conv,
-) -> Result<(), Refusal> {
+) -> Result<(), ServiceError> {
     let newest = logic.store.read_conv_back(app, user, conv, Seq::MAX, 1).await?;
     let Some(&seq) = newest.first() else { return Ok(()) };
     c.seen_to = seq;
@@ -530,7 +529,7 @@ async fn count_single(
     conv: &Conversation,
     floor: Seq,
     upto: Seq,
-) -> Result<u64, Refusal> {
+) -> Result<u64, ServiceError> {
     let own = Owner::User(user.clone());
     let mut n = 0u64;
     let mut before = Seq(upto.0.saturating_add(1));
@@ -560,7 +559,7 @@ async fn count_group(
     owner: &Owner,
     floor: Seq,
     upto: Seq,
-) -> Result<u64, Refusal> {
+) -> Result<u64, ServiceError> {
     let mut n = 0u64;
     let mut after = floor;
     while after < upto {
@@ -585,7 +584,7 @@ async fn count_group(
 
 /// Brings a view up to date: folds the inbox past `inbox_to`, the user's groups past
 /// each conversation's `seen_to`, picks up group read marks, then logs what changed.
-async fn refresh(logic: &Logic, app: AppId, user: &UserId, v: &mut View) -> Result<(), Refusal> {
+async fn refresh(logic: &Logic, app: AppId, user: &UserId, v: &mut View) -> Result<(), ServiceError> {
     let folded_from = v.inbox_to;
     loop {
         let (entries, _, completed) = logic.read_synced(app, user, SyncKind::Message, v.inbox_to, PAGE).await?;
@@ -624,7 +623,7 @@ async fn refresh(logic: &Logic, app: AppId, user: &UserId, v: &mut View) -> Resu
     Ok(())
 }
 
-async fn refresh_groups(logic: &Logic, app: AppId, user: &UserId, v: &mut View) -> Result<(), Refusal> {
+async fn refresh_groups(logic: &Logic, app: AppId, user: &UserId, v: &mut View) -> Result<(), ServiceError> {
     let joined = crate::groups::joined(logic, app, user).await?;
     let live: Vec<_> = joined.into_iter().filter(|(_, r, _)| !r.left && !r.destroyed).map(|(g, _, _)| g).collect();
     if live.is_empty() {
@@ -693,7 +692,7 @@ async fn dirty_write(
     entries: Vec<(Option<Conversation>, LogRecord)>,
     extra: WriteBatch,
     origin: Option<&tern_schema::link::ConnRef>,
-) -> Result<Seq, Refusal> {
+) -> Result<Seq, ServiceError> {
     let mut extra = extra;
     // Compaction rides along: superseded entries once there are enough of them.
     let compact_at = logic.config.conversations.compact_after.max(v.convs.len()).max(1);
@@ -731,7 +730,7 @@ async fn dirty_write(
 
 /// A page of `user`'s conversation list: pinned first, then newest activity first;
 /// `offset` conversations skipped, at most `limit`.
-pub async fn get(logic: &Logic, app: AppId, user: &UserId, offset: usize, limit: usize) -> Result<Page, Refusal> {
+pub async fn get(logic: &Logic, app: AppId, user: &UserId, offset: usize, limit: usize) -> Result<Page, ServiceError> {
     let g = locked(logic, app, user).await?;
     let v = g.as_ref().expect("locked loads");
     let sorted = v.sorted(offset.saturating_add(limit));
@@ -742,7 +741,12 @@ pub async fn get(logic: &Logic, app: AppId, user: &UserId, offset: usize, limit:
 }
 
 /// One conversation of `user` (deleted ones included, flagged by their record).
-pub async fn get_one(logic: &Logic, app: AppId, user: &UserId, conv: &Conversation) -> Result<Option<Item>, Refusal> {
+pub async fn get_one(
+    logic: &Logic,
+    app: AppId,
+    user: &UserId,
+    conv: &Conversation,
+) -> Result<Option<Item>, ServiceError> {
     let g = locked(logic, app, user).await?;
     let v = g.as_ref().expect("locked loads");
     Ok(v.convs.get(conv).filter(|c| !c.deleted).map(|c| Item::of(conv, c)))
@@ -750,7 +754,13 @@ pub async fn get_one(logic: &Logic, app: AppId, user: &UserId, conv: &Conversati
 
 /// The changes of `user`'s conversation records after `after` (at most `limit`), in
 /// log order; checkpoints are left out.
-pub async fn sync(logic: &Logic, app: AppId, user: &UserId, after: Seq, limit: usize) -> Result<SyncPage, Refusal> {
+pub async fn sync(
+    logic: &Logic,
+    app: AppId,
+    user: &UserId,
+    after: Seq,
+    limit: usize,
+) -> Result<SyncPage, ServiceError> {
     // Conversations that appeared since the last read are logged first.
     drop(locked(logic, app, user).await?);
     let (entries, max_seq, completed) = logic.read_synced(app, user, SyncKind::Conversation, after, limit).await?;
@@ -784,9 +794,15 @@ pub struct Update {
 
 /// Pins / mutes a conversation or sets its extra. Returns the log seq of the change
 /// (the current one if nothing changed).
-pub async fn update(logic: &Logic, app: AppId, user: &UserId, conv: &Conversation, u: Update) -> Result<Seq, Refusal> {
+pub async fn update(
+    logic: &Logic,
+    app: AppId,
+    user: &UserId,
+    conv: &Conversation,
+    u: Update,
+) -> Result<Seq, ServiceError> {
     if u.extra.as_ref().is_some_and(|e| e.len() > MAX_EXTRA_LEN) {
-        return Err(Refusal::new(codes::INVALID_FIELD, format!("extra: more than {MAX_EXTRA_LEN} bytes")));
+        return Err(ServiceError::refused(codes::INVALID_FIELD, format!("extra: more than {MAX_EXTRA_LEN} bytes")));
     }
     let mut g = locked(logic, app, user).await?;
     let v = g.as_mut().expect("locked loads");
@@ -801,7 +817,7 @@ pub async fn update(logic: &Logic, app: AppId, user: &UserId, conv: &Conversatio
     if next.is_mute && !c.is_mute && v.convs.values().filter(|c| c.is_mute).count() >= flags::MAX_MUTED {
         let msg =
             format!("isMute: {} conversations are muted already (at most {})", flags::MAX_MUTED, flags::MAX_MUTED);
-        return Err(Refusal::new(errors::TOO_MANY_MUTED, msg));
+        return Err(ServiceError::refused(errors::TOO_MANY_MUTED, msg));
     }
     let now = now_ms();
     let rec = next.record(conv, Op::Put, v.inbox_to, now);
@@ -851,11 +867,11 @@ pub fn install_loaded_flags(logic: &Logic, app: AppId, user: &UserId, entries: &
     }
 }
 
-fn existing<'a>(v: &'a View, conv: &Conversation) -> Result<&'a Conv, Refusal> {
+fn existing<'a>(v: &'a View, conv: &Conversation) -> Result<&'a Conv, ServiceError> {
     v.convs
         .get(conv)
         .filter(|c| !c.deleted)
-        .ok_or_else(|| Refusal::new(errors::NO_SUCH_CONVERSATION, format!("no such conversation: {conv}")))
+        .ok_or_else(|| ServiceError::refused(errors::NO_SUCH_CONVERSATION, format!("no such conversation: {conv}")))
 }
 
 /// How a delete acts.
@@ -878,7 +894,7 @@ pub async fn delete(
     user: &UserId,
     conv: &Conversation,
     mode: DeleteMode,
-) -> Result<Seq, Refusal> {
+) -> Result<Seq, ServiceError> {
     let mut g = locked(logic, app, user).await?;
     let v = g.as_mut().expect("locked loads");
     let c = existing(v, conv)?;
@@ -920,7 +936,7 @@ pub async fn mark_read(
     conv: &Conversation,
     seq: Seq,
     origin: Option<&tern_schema::link::ConnRef>,
-) -> Result<(), Refusal> {
+) -> Result<(), ServiceError> {
     let mut g = locked(logic, app, user).await?;
     let v = g.as_mut().expect("locked loads");
     let c = v.convs.get(conv).cloned().unwrap_or_default();
@@ -958,7 +974,7 @@ pub async fn mark_read(
 
 /// The seq up to which `user` cleared their history of `conv` (`Seq::ZERO`: none).
 /// Read from memory once the user's view is loaded.
-pub async fn cleared_seq(logic: &Logic, app: AppId, user: &UserId, conv: &Conversation) -> Result<Seq, Refusal> {
+pub async fn cleared_seq(logic: &Logic, app: AppId, user: &UserId, conv: &Conversation) -> Result<Seq, ServiceError> {
     let g = locked(logic, app, user).await?;
     Ok(g.as_ref().and_then(|v| v.convs.get(conv)).map_or(Seq::ZERO, |c| c.cleared_seq))
 }
@@ -966,7 +982,7 @@ pub async fn cleared_seq(logic: &Logic, app: AppId, user: &UserId, conv: &Conver
 /// The group seq up to which `user` cleared their history of `group` (`Seq::ZERO`:
 /// none): from memory for online users (their flags are loaded at login), else one
 /// read of the user's flags entry. Never loads the conversation view.
-pub async fn group_cleared(logic: &Logic, app: AppId, user: &UserId, group: &GroupId) -> Result<Seq, Refusal> {
+pub async fn group_cleared(logic: &Logic, app: AppId, user: &UserId, group: &GroupId) -> Result<Seq, ServiceError> {
     if let Some(h) = logic.conversations.flags.get(app, user) {
         return Ok(h.cleared.get(group).copied().unwrap_or_default());
     }
@@ -976,7 +992,7 @@ pub async fn group_cleared(logic: &Logic, app: AppId, user: &UserId, group: &Gro
     }
     let owner = Owner::User(user.clone());
     let entries = logic.store.read_log(app, &owner, SyncKind::ConversationFlags, Seq::ZERO, 1).await?;
-    let f = flags::Flags::from_entries(&entries).map_err(|e| Refusal::new(codes::INTERNAL, e))?;
+    let f = flags::Flags::from_entries(&entries).map_err(|e| ServiceError::refused(codes::INTERNAL, e))?;
     Ok(f.cleared_groups.iter().find(|(g, _)| g == group.as_str()).map_or(Seq::ZERO, |(_, s)| Seq(*s)))
 }
 
@@ -989,7 +1005,7 @@ pub async fn get_frame(logic: &Logic, app: AppId, user: &UserId, rid: u32, offse
             let total = u32::try_from(page.total).unwrap_or(u32::MAX);
             tern_schema::conversation::list(rid, &infos, page.max_seq.0, page.next.is_none(), total)
         }
-        Err(r) => encode::error(rid, r.code, &r.message),
+        Err(r) => encode::error(rid, r.code(), &r.message()),
     }
 }
 
@@ -1020,7 +1036,7 @@ pub async fn sync_frame(logic: &Logic, app: AppId, user: &UserId, rid: u32, afte
                 .collect();
             tern_schema::conversation::list(rid, &infos, page.max_seq.0, page.completed, 0)
         }
-        Err(r) => encode::error(rid, r.code, &r.message),
+        Err(r) => encode::error(rid, r.code(), &r.message()),
     }
 }
 

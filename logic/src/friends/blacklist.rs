@@ -2,13 +2,14 @@
 //! friend adds use. Blocking is one-sided state of the blocker (a Blacklist log entry);
 //! it leaves friend lists alone.
 
+use crate::error::ServiceError;
 use tern_storage::{AppId, Seq, StoreError, SyncKind, UserId};
 
 use super::errors::{BLACKLIST_LIMIT, NOT_BLOCKED};
 use super::friendship::{CheckStatus, SyncPage};
 use super::records::{BlockRecord, Record, VERSION};
 use super::view::Blocked;
-use super::{commit, limits, read_records, users, FriendError};
+use super::{commit, limits, read_records, users};
 use crate::user_cache::UserState;
 use crate::{now_ms, Logic};
 
@@ -22,9 +23,9 @@ pub enum BlockOutcome {
 }
 
 /// `from` blocks `to`: `to` can no longer message `from` (30007) or add them.
-pub async fn block(logic: &Logic, app: AppId, from: &UserId, to: &UserId) -> Result<BlockOutcome, FriendError> {
+pub async fn block(logic: &Logic, app: AppId, from: &UserId, to: &UserId) -> Result<BlockOutcome, ServiceError> {
     if from == to {
-        return Err(FriendError::invalid("toId", "cannot block yourself"));
+        return Err(ServiceError::invalid("toId", "cannot block yourself"));
     }
     users(logic, app, &[from], true).await?;
     // Deleted users may be blocked (harmless); unknown ids may not (typos).
@@ -36,7 +37,7 @@ pub async fn block(logic: &Logic, app: AppId, from: &UserId, to: &UserId) -> Res
         return Ok(BlockOutcome::AlreadyBlocked(b.seq));
     }
     if v.blocked_count() >= max {
-        return Err(FriendError::refused(BLACKLIST_LIMIT, format!("the blacklist of `{from}` is full ({max} users)")));
+        return Err(ServiceError::refused(BLACKLIST_LIMIT, format!("the blacklist of `{from}` is full ({max} users)")));
     }
     let rec = Record::Block(BlockRecord { v: VERSION, to_id: to.clone(), deleted: false, add_time: now_ms() });
     let seqs = commit(logic, &mut locked, vec![(from.clone(), rec)]).await?;
@@ -44,11 +45,11 @@ pub async fn block(logic: &Logic, app: AppId, from: &UserId, to: &UserId) -> Res
 }
 
 /// `from` unblocks `to` (30010 if `to` is not blocked). Returns `from`'s Blacklist seq.
-pub async fn unblock(logic: &Logic, app: AppId, from: &UserId, to: &UserId) -> Result<Seq, FriendError> {
+pub async fn unblock(logic: &Logic, app: AppId, from: &UserId, to: &UserId) -> Result<Seq, ServiceError> {
     users(logic, app, &[from], true).await?;
     let mut locked = logic.friends.lock(logic, app, [from]).await?;
     if locked.view(from).blocked(to).is_none() {
-        return Err(FriendError::refused(NOT_BLOCKED, format!("`{to}` is not in the blacklist of `{from}`")));
+        return Err(ServiceError::refused(NOT_BLOCKED, format!("`{to}` is not in the blacklist of `{from}`")));
     }
     let rec = Record::Block(BlockRecord { v: VERSION, to_id: to.clone(), deleted: true, add_time: 0 });
     let seqs = commit(logic, &mut locked, vec![(from.clone(), rec)]).await?;
@@ -56,7 +57,7 @@ pub async fn unblock(logic: &Logic, app: AppId, from: &UserId, to: &UserId) -> R
 }
 
 /// `user`'s blacklist, by entry seq.
-pub async fn blacklist(logic: &Logic, app: AppId, user: &UserId) -> Result<Vec<(UserId, Blocked)>, FriendError> {
+pub async fn blacklist(logic: &Logic, app: AppId, user: &UserId) -> Result<Vec<(UserId, Blocked)>, ServiceError> {
     users(logic, app, &[user], false).await?;
     let locked = logic.friends.lock(logic, app, [user]).await?;
     Ok(locked.view(user).blacklist())
@@ -77,7 +78,7 @@ pub async fn check_blocked(
     from: &UserId,
     ids: &[UserId],
     two_way: bool,
-) -> Result<Vec<CheckStatus>, FriendError> {
+) -> Result<Vec<CheckStatus>, ServiceError> {
     users(logic, app, &[from], false).await?;
     let from_blocked: Vec<bool> = {
         let locked = logic.friends.lock(logic, app, [from]).await?;
@@ -106,7 +107,7 @@ pub async fn sync_blacklist(
     user: &UserId,
     after: Seq,
     limit: usize,
-) -> Result<SyncPage<BlockRecord>, FriendError> {
+) -> Result<SyncPage<BlockRecord>, ServiceError> {
     let (records, max_seq, completed) = read_records(logic, app, user, SyncKind::Blacklist, after, limit).await?;
     let entries = records
         .into_iter()

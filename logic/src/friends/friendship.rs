@@ -2,6 +2,7 @@
 //! and sync. See the module docs of `crate::friends` for the rules and the storage
 //! design.
 
+use crate::error::ServiceError;
 use crate::user_cache::UserState;
 use std::collections::HashSet;
 
@@ -11,8 +12,8 @@ use super::errors::*;
 use super::records::{FriendRecord, Record, RequestRecord, VERSION};
 use super::view::{Direction, Friend, PENDING};
 use super::{
-    check_len, commit, commit_groups, limits, read_records, users, FriendError, Locked, MAX_ADD_SOURCE_CHARS,
-    MAX_ADD_WORDING_CHARS, MAX_EXTRA_CHARS, MAX_REMARK_CHARS,
+    check_len, commit, commit_groups, limits, read_records, users, Locked, MAX_ADD_SOURCE_CHARS, MAX_ADD_WORDING_CHARS,
+    MAX_EXTRA_CHARS, MAX_REMARK_CHARS,
 };
 use crate::{now_ms, Logic};
 
@@ -32,9 +33,9 @@ pub struct AddFriend {
 impl AddFriend {
     /// Checks the lengths and that nobody adds themselves. Field names are the API's,
     /// relative to `toItem`.
-    pub fn validate(&self) -> Result<(), FriendError> {
+    pub fn validate(&self) -> Result<(), ServiceError> {
         if self.from == self.to {
-            return Err(FriendError::invalid("toId", "cannot add yourself"));
+            return Err(ServiceError::invalid("toId", "cannot add yourself"));
         }
         check_len("remark", &self.remark, MAX_REMARK_CHARS)?;
         check_len("addSource", &self.add_source, MAX_ADD_SOURCE_CHARS)?;
@@ -57,7 +58,7 @@ pub enum AddOutcome {
 }
 
 /// Adds a friend per the target's `friendAllowType` (see the module docs).
-pub async fn add(logic: &Logic, app: AppId, req: AddFriend) -> Result<AddOutcome, FriendError> {
+pub async fn add(logic: &Logic, app: AppId, req: AddFriend) -> Result<AddOutcome, ServiceError> {
     req.validate()?;
     let recs = users(logic, app, &[&req.from, &req.to], true).await?;
     let target = &recs[1];
@@ -73,7 +74,7 @@ pub async fn add(logic: &Logic, app: AppId, req: AddFriend) -> Result<AddOutcome
     // A target that already lists the adder has consented.
     if !b.has_friend(&req.from) {
         if target.disable_add_friend || target.friend_allow_type == 3 {
-            return Err(FriendError::refused(ADD_FORBIDDEN, format!("`{}` accepts no friend requests", req.to)));
+            return Err(ServiceError::refused(ADD_FORBIDDEN, format!("`{}` accepts no friend requests", req.to)));
         }
         if target.friend_allow_type == 2 {
             return request(logic, &mut locked, req).await;
@@ -100,7 +101,7 @@ pub async fn add(logic: &Logic, app: AppId, req: AddFriend) -> Result<AddOutcome
 }
 
 /// Creates or refreshes the pending request `req.from` → `req.to` (both locked).
-async fn request(logic: &Logic, locked: &mut Locked, req: AddFriend) -> Result<AddOutcome, FriendError> {
+async fn request(logic: &Logic, locked: &mut Locked, req: AddFriend) -> Result<AddOutcome, ServiceError> {
     let existing =
         locked.view(&req.from).request(Direction::Sent, &req.to).filter(|r| r.record.status == PENDING).cloned();
     let now = now_ms();
@@ -168,20 +169,23 @@ pub(super) fn tombstone(to: &UserId, now: u64) -> Record {
 }
 
 /// 30006 if `a` blocked `b`, 30007 if `b` blocked `a` (both locked).
-pub(super) fn check_blocks(locked: &Locked, a: &UserId, b: &UserId) -> Result<(), FriendError> {
+pub(super) fn check_blocks(locked: &Locked, a: &UserId, b: &UserId) -> Result<(), ServiceError> {
     if locked.view(a).blocked(b).is_some() {
-        return Err(FriendError::refused(YOU_BLOCKED_THEM, format!("`{a}` blocked `{b}`; unblock first")));
+        return Err(ServiceError::refused(YOU_BLOCKED_THEM, format!("`{a}` blocked `{b}`; unblock first")));
     }
     if locked.view(b).blocked(a).is_some() {
-        return Err(FriendError::refused(THEY_BLOCKED_YOU, format!("`{b}` blocked `{a}`")));
+        return Err(ServiceError::refused(THEY_BLOCKED_YOU, format!("`{b}` blocked `{a}`")));
     }
     Ok(())
 }
 
 /// 30018 if one more friend (when `adding`) would pass `max` for `user`.
-pub(super) fn check_room(locked: &Locked, user: &UserId, adding: bool, max: usize) -> Result<(), FriendError> {
+pub(super) fn check_room(locked: &Locked, user: &UserId, adding: bool, max: usize) -> Result<(), ServiceError> {
     if adding && locked.view(user).friend_count() >= max {
-        return Err(FriendError::refused(FRIEND_LIMIT, format!("the friend list of `{user}` is full ({max} friends)")));
+        return Err(ServiceError::refused(
+            FRIEND_LIMIT,
+            format!("the friend list of `{user}` is full ({max} friends)"),
+        ));
     }
     Ok(())
 }
@@ -203,7 +207,7 @@ pub async fn delete(
     from: &UserId,
     target: DeleteTarget,
     two_way: bool,
-) -> Result<Vec<(UserId, Result<(), FriendError>)>, FriendError> {
+) -> Result<Vec<(UserId, Result<(), ServiceError>)>, ServiceError> {
     users(logic, app, &[from], false).await?;
     let all = target == DeleteTarget::All;
     let mut ids = match target {
@@ -238,9 +242,9 @@ pub async fn delete(
         let a_has = locked.view(from).has_friend(&id);
         let b_has = two_way && id != *from && locked.view(&id).has_friend(from);
         let r = if !two_way && !a_has {
-            Err(FriendError::refused(NOT_FRIENDS, format!("`{id}` is not a friend of `{from}`")))
+            Err(ServiceError::refused(NOT_FRIENDS, format!("`{id}` is not a friend of `{from}`")))
         } else if !a_has && !b_has {
-            Err(FriendError::refused(NO_RELATION, format!("neither `{from}` nor `{id}` lists the other")))
+            Err(ServiceError::refused(NO_RELATION, format!("neither `{from}` nor `{id}` lists the other")))
         } else {
             let mut group = Vec::with_capacity(2);
             if a_has {
@@ -277,9 +281,9 @@ pub async fn update(
     to: &UserId,
     remark: Option<String>,
     extra: Option<String>,
-) -> Result<Updated, FriendError> {
+) -> Result<Updated, ServiceError> {
     if remark.is_none() && extra.is_none() {
-        return Err(FriendError::invalid("remark", "nothing to update (give remark and/or extra)"));
+        return Err(ServiceError::invalid("remark", "nothing to update (give remark and/or extra)"));
     }
     if let Some(r) = &remark {
         check_len("remark", r, MAX_REMARK_CHARS)?;
@@ -290,7 +294,7 @@ pub async fn update(
     users(logic, app, &[from], true).await?;
     let mut locked = logic.friends.lock(logic, app, [from]).await?;
     let Some(f) = locked.view(from).friend(to).cloned() else {
-        return Err(FriendError::refused(NOT_FRIENDS, format!("`{to}` is not a friend of `{from}`")));
+        return Err(ServiceError::refused(NOT_FRIENDS, format!("`{to}` is not a friend of `{from}`")));
     };
     let new_remark = remark.unwrap_or_else(|| f.remark.clone());
     let new_extra = extra.unwrap_or_else(|| f.extra.clone());
@@ -342,7 +346,7 @@ pub async fn check(
     from: &UserId,
     ids: &[UserId],
     two_way: bool,
-) -> Result<Vec<CheckStatus>, FriendError> {
+) -> Result<Vec<CheckStatus>, ServiceError> {
     users(logic, app, &[from], false).await?;
     let from_has: Vec<bool> = {
         let locked = logic.friends.lock(logic, app, [from]).await?;
@@ -381,7 +385,7 @@ pub struct Relation {
 
 /// The relation between `from` and `to`, read under both locks (one consistent
 /// snapshot). Both must exist.
-pub async fn get_relation(logic: &Logic, app: AppId, from: &UserId, to: &UserId) -> Result<Relation, FriendError> {
+pub async fn get_relation(logic: &Logic, app: AppId, from: &UserId, to: &UserId) -> Result<Relation, ServiceError> {
     users(logic, app, &[from, to], false).await?;
     let locked = logic.friends.lock(logic, app, [from, to]).await?;
     let (a, b) = (locked.view(from), locked.view(to));
@@ -413,7 +417,7 @@ pub async fn list(
     from: &UserId,
     after: Seq,
     limit: usize,
-) -> Result<FriendPage, FriendError> {
+) -> Result<FriendPage, ServiceError> {
     users(logic, app, &[from], false).await?;
     let locked = logic.friends.lock(logic, app, [from]).await?;
     // Every writer of this log holds this lock: nothing is in flight, so the committed
@@ -447,7 +451,7 @@ pub async fn sync_friends(
     user: &UserId,
     after: Seq,
     limit: usize,
-) -> Result<SyncPage<FriendRecord>, FriendError> {
+) -> Result<SyncPage<FriendRecord>, ServiceError> {
     let (records, max_seq, completed) = read_records(logic, app, user, SyncKind::Friendship, after, limit).await?;
     let entries = records
         .into_iter()

@@ -7,14 +7,13 @@
 
 use std::collections::HashSet;
 
+use crate::error::ServiceError;
 use tern_storage::{AppId, UserId};
 
 use super::errors::{BLACKLIST_LIMIT, FRIEND_LIMIT};
 use super::friendship::{friend_record, tombstone};
 use super::records::{BlockRecord, Record, VERSION};
-use super::{
-    check_len, commit_groups, limits, users, FriendError, MAX_ADD_SOURCE_CHARS, MAX_EXTRA_CHARS, MAX_REMARK_CHARS,
-};
+use super::{check_len, commit_groups, limits, users, MAX_ADD_SOURCE_CHARS, MAX_EXTRA_CHARS, MAX_REMARK_CHARS};
 use crate::{now_ms, Logic};
 
 /// The state `from` ends up in towards `to`.
@@ -31,9 +30,9 @@ pub struct ImportFriend {
 }
 
 impl ImportFriend {
-    fn validate(&self, from: &UserId) -> Result<(), FriendError> {
+    fn validate(&self, from: &UserId) -> Result<(), ServiceError> {
         if self.to == *from {
-            return Err(FriendError::invalid("toId", "cannot import a relation with yourself"));
+            return Err(ServiceError::invalid("toId", "cannot import a relation with yourself"));
         }
         check_len("remark", &self.remark, MAX_REMARK_CHARS)?;
         check_len("addSource", &self.add_source, MAX_ADD_SOURCE_CHARS)?;
@@ -49,14 +48,14 @@ pub async fn import(
     app: AppId,
     from: &UserId,
     items: Vec<ImportFriend>,
-) -> Result<Vec<Result<(), FriendError>>, FriendError> {
+) -> Result<Vec<Result<(), ServiceError>>, ServiceError> {
     users(logic, app, &[from], true).await?;
-    let mut results: Vec<Result<(), FriendError>> = Vec::with_capacity(items.len());
+    let mut results: Vec<Result<(), ServiceError>> = Vec::with_capacity(items.len());
     let mut seen = HashSet::new();
     for item in &items {
         let r = item.validate(from).and_then(|()| match seen.insert(item.to.clone()) {
             true => Ok(()),
-            false => Err(FriendError::invalid("toId", "appears more than once in this batch")),
+            false => Err(ServiceError::invalid("toId", "appears more than once in this batch")),
         });
         results.push(r);
     }
@@ -68,8 +67,8 @@ pub async fn import(
             continue;
         }
         *r = match rec {
-            None => Err(FriendError::NotFound(item.to.clone())),
-            Some(rec) if rec.deleted && item.listed => Err(FriendError::Deleted(item.to.clone())),
+            None => Err(ServiceError::UserNotFound(item.to.clone())),
+            Some(rec) if rec.deleted && item.listed => Err(ServiceError::UserDeleted(item.to.clone())),
             Some(_) => Ok(()),
         };
     }
@@ -93,7 +92,7 @@ pub async fn import(
             (true, Some(f)) if f.remark == item.remark && f.add_source == item.add_source && f.extra == item.extra => {}
             (true, existing) => {
                 if existing.is_none() && friends >= max_friends {
-                    *r = Err(FriendError::refused(
+                    *r = Err(ServiceError::refused(
                         FRIEND_LIMIT,
                         format!("the friend list of `{from}` is full ({max_friends} friends)"),
                     ));
@@ -116,7 +115,7 @@ pub async fn import(
         match (item.blocked, view.blocked(&item.to).is_some()) {
             (true, false) => {
                 if blocked >= max_blocked {
-                    *r = Err(FriendError::refused(
+                    *r = Err(ServiceError::refused(
                         BLACKLIST_LIMIT,
                         format!("the blacklist of `{from}` is full ({max_blocked} users)"),
                     ));

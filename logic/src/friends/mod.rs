@@ -81,6 +81,7 @@ pub use import::{import, ImportFriend};
 pub use requests::{approve, list_requests, read_all, RequestList};
 pub use view::{Blocked, Direction, Friend, Request, APPROVED, PENDING, REJECTED};
 
+use crate::error::ServiceError;
 use crate::messages::keys::MessageKeys;
 use crate::{now_ms, Logic};
 use records::Record;
@@ -127,48 +128,6 @@ pub const MAX_EXTRA_CHARS: usize = 4096;
 /// Most log entries written in one store batch by bulk changes (delete-all, read-all);
 /// bigger changes are written as several batches.
 const MAX_BATCH_ENTRIES: usize = 512;
-
-/// Why a relation operation failed. `code()` gives the documented API code.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FriendError {
-    /// A field is invalid; `field` is its API name relative to the item (e.g.
-    /// `remark`); the caller prefixes where the item sits in its request.
-    #[error("{field}: {reason}")]
-    Invalid { field: String, reason: String },
-    /// The user was never imported into this app.
-    #[error("no such user: {0}")]
-    NotFound(UserId),
-    /// The user was deleted.
-    #[error("user {0} is deleted")]
-    Deleted(UserId),
-    /// A rule refused the change (a 30000s code from [`errors`]).
-    #[error("{message}")]
-    Refused { code: u32, message: String },
-    /// Storage failed (or returned data that does not decode).
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl FriendError {
-    pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> Self {
-        FriendError::Invalid { field: field.to_string(), reason: reason.into() }
-    }
-
-    pub(crate) fn refused(code: u32, message: impl Into<String>) -> Self {
-        FriendError::Refused { code, message: message.into() }
-    }
-
-    /// The documented API error code.
-    pub fn code(&self) -> u32 {
-        match self {
-            FriendError::Invalid { .. } => tern_schema::codes::BAD_PARAMETER,
-            FriendError::NotFound(_) => tern_schema::codes::USER_NOT_FOUND,
-            FriendError::Deleted(_) => tern_schema::codes::USER_DELETED,
-            FriendError::Refused { code, .. } => *code,
-            FriendError::Store(_) => tern_schema::codes::INTERNAL,
-        }
-    }
-}
 
 type Slot = Arc<tokio::sync::Mutex<Option<View>>>;
 type Shard = Mutex<HashMap<(AppId, UserId), Entry>>;
@@ -419,7 +378,7 @@ pub(crate) async fn commit(
     logic: &Logic,
     locked: &mut Locked,
     changes: Vec<(UserId, Record)>,
-) -> Result<Vec<Seq>, FriendError> {
+) -> Result<Vec<Seq>, ServiceError> {
     if changes.is_empty() {
         return Ok(Vec::new());
     }
@@ -522,7 +481,7 @@ pub(crate) async fn commit_groups(
     logic: &Logic,
     locked: &mut Locked,
     groups: Vec<Vec<(UserId, Record)>>,
-) -> Result<Vec<Seq>, FriendError> {
+) -> Result<Vec<Seq>, ServiceError> {
     let mut seqs = Vec::new();
     let mut batch = Vec::new();
     for group in groups {
@@ -549,23 +508,23 @@ fn limits(logic: &Logic, app: AppId) -> (usize, usize) {
 }
 
 /// The records of `ids`, requiring each to exist and, if `live`, not be deleted.
-async fn users(logic: &Logic, app: AppId, ids: &[&UserId], live: bool) -> Result<Vec<UserRecord>, FriendError> {
+async fn users(logic: &Logic, app: AppId, ids: &[&UserId], live: bool) -> Result<Vec<UserRecord>, ServiceError> {
     let owned: Vec<UserId> = ids.iter().map(|u| (*u).clone()).collect();
     let found = logic.store.get_users(app, &owned).await?;
     let mut out = Vec::with_capacity(found.len());
     for (id, rec) in owned.into_iter().zip(found) {
         match rec {
-            None => return Err(FriendError::NotFound(id)),
-            Some(r) if live && r.deleted => return Err(FriendError::Deleted(id)),
+            None => return Err(ServiceError::UserNotFound(id)),
+            Some(r) if live && r.deleted => return Err(ServiceError::UserDeleted(id)),
             Some(r) => out.push(r),
         }
     }
     Ok(out)
 }
 
-fn check_len(field: &str, value: &str, max: usize) -> Result<(), FriendError> {
+fn check_len(field: &str, value: &str, max: usize) -> Result<(), ServiceError> {
     if value.chars().count() > max {
-        return Err(FriendError::invalid(field, format!("longer than {max} characters")));
+        return Err(ServiceError::invalid(field, format!("longer than {max} characters")));
     }
     Ok(())
 }
@@ -578,7 +537,7 @@ pub(crate) async fn read_records(
     kind: SyncKind,
     after: Seq,
     limit: usize,
-) -> Result<(Vec<(Seq, Record)>, Seq, bool), FriendError> {
+) -> Result<(Vec<(Seq, Record)>, Seq, bool), ServiceError> {
     users(logic, app, &[user], false).await?;
     let (raw, max_seq, completed) = logic.read_synced(app, user, kind, after, limit).await?;
     let mut out = Vec::with_capacity(raw.len());

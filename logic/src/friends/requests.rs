@@ -2,13 +2,14 @@
 //! created by `friendship::add` when the target needs to approve. Each party's
 //! FriendRequest log holds its own copy; only the recipient decides.
 
+use crate::error::ServiceError;
 use tern_storage::{AppId, Seq, SyncKind, UserId};
 
 use super::errors::{NOT_YOUR_REQUEST, NO_SUCH_REQUEST, REQUEST_HANDLED};
 use super::friendship::{check_blocks, check_room, friend_record};
 use super::records::Record;
 use super::view::{Direction, Request, APPROVED, PENDING, REJECTED};
-use super::{commit, commit_groups, limits, users, FriendError};
+use super::{commit, commit_groups, limits, users};
 use crate::{now_ms, Logic};
 
 /// A user's requests in one direction.
@@ -22,7 +23,7 @@ pub struct RequestList {
 
 /// The requests `user` received (or, with `sent`, sent): pending and handled, the
 /// latest per peer.
-pub async fn list_requests(logic: &Logic, app: AppId, user: &UserId, sent: bool) -> Result<RequestList, FriendError> {
+pub async fn list_requests(logic: &Logic, app: AppId, user: &UserId, sent: bool) -> Result<RequestList, ServiceError> {
     users(logic, app, &[user], false).await?;
     let locked = logic.friends.lock(logic, app, [user]).await?;
     let v = locked.view(user);
@@ -34,7 +35,7 @@ pub async fn list_requests(logic: &Logic, app: AppId, user: &UserId, sent: bool)
 
 /// Marks every received request of `user` read. Returns how many changed and `user`'s
 /// FriendRequest seq afterwards.
-pub async fn read_all(logic: &Logic, app: AppId, user: &UserId) -> Result<(usize, Seq), FriendError> {
+pub async fn read_all(logic: &Logic, app: AppId, user: &UserId) -> Result<(usize, Seq), ServiceError> {
     users(logic, app, &[user], true).await?;
     let mut locked = logic.friends.lock(logic, app, [user]).await?;
     let mut unread: Vec<Request> =
@@ -60,7 +61,7 @@ pub async fn read_all(logic: &Logic, app: AppId, user: &UserId) -> Result<(usize
 /// makes the users friends as the request asked (one- or two-way), under the same
 /// block and limit checks as a direct add; both request copies and the friend entries
 /// are written in one batch.
-pub async fn approve(logic: &Logic, app: AppId, approver: &UserId, id: u64, agree: bool) -> Result<(), FriendError> {
+pub async fn approve(logic: &Logic, app: AppId, approver: &UserId, id: u64, agree: bool) -> Result<(), ServiceError> {
     users(logic, app, &[approver], true).await?;
     // Find the requester under the approver's lock alone, then lock both in order and
     // look again: the request may have changed in between.
@@ -79,7 +80,7 @@ pub async fn approve(logic: &Logic, app: AppId, approver: &UserId, id: u64, agre
     let req = find(&found, id)?.clone();
     if req.record.status != PENDING {
         let what = if req.record.status == APPROVED { "approved" } else { "rejected" };
-        return Err(FriendError::refused(REQUEST_HANDLED, format!("request {id} was already {what}")));
+        return Err(ServiceError::refused(REQUEST_HANDLED, format!("request {id} was already {what}")));
     }
     let now = now_ms();
     let mut rec = req.record;
@@ -114,12 +115,12 @@ pub async fn approve(logic: &Logic, app: AppId, approver: &UserId, id: u64, agre
 }
 
 /// The request if the owner received it: 30012 if unknown, 30011 if the owner sent it.
-fn find(found: &Option<(Direction, Request)>, id: u64) -> Result<&Request, FriendError> {
+fn find(found: &Option<(Direction, Request)>, id: u64) -> Result<&Request, ServiceError> {
     match found {
         None => {
-            Err(FriendError::refused(NO_SUCH_REQUEST, format!("no friend request {id} among the requests of fromId")))
+            Err(ServiceError::refused(NO_SUCH_REQUEST, format!("no friend request {id} among the requests of fromId")))
         }
-        Some((Direction::Sent, _)) => Err(FriendError::refused(
+        Some((Direction::Sent, _)) => Err(ServiceError::refused(
             NOT_YOUR_REQUEST,
             format!("request {id} was sent by fromId; only its recipient may approve or reject it"),
         )),

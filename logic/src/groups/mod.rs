@@ -71,6 +71,7 @@ use tern_storage::{
 };
 use tokio::sync::OwnedMutexGuard;
 
+use crate::error::ServiceError;
 use crate::Logic;
 
 pub use ops::*;
@@ -142,47 +143,6 @@ const LOAD_PAGE: usize = 1_000;
 /// Most log entries per store batch when a change touches many users.
 const MAX_BATCH_ENTRIES: usize = 512;
 
-/// Why a group operation failed. `code()` gives the documented API code.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum GroupError {
-    /// A field is invalid; `field` is its API name.
-    #[error("{field}: {reason}")]
-    Invalid { field: String, reason: String },
-    /// The user was never imported into this app.
-    #[error("no such user: {0}")]
-    UserNotFound(UserId),
-    /// The user was deleted.
-    #[error("user {0} is deleted")]
-    UserDeleted(UserId),
-    /// A rule refused the operation (a 40000s code from [`errors`]).
-    #[error("{message}")]
-    Refused { code: u32, message: String },
-    /// Storage failed (or returned data that does not decode).
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl GroupError {
-    pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> Self {
-        GroupError::Invalid { field: field.to_string(), reason: reason.into() }
-    }
-
-    pub(crate) fn refused(code: u32, message: impl Into<String>) -> Self {
-        GroupError::Refused { code, message: message.into() }
-    }
-
-    /// The documented API error code.
-    pub fn code(&self) -> u32 {
-        match self {
-            GroupError::Invalid { .. } => tern_schema::codes::BAD_PARAMETER,
-            GroupError::UserNotFound(_) => tern_schema::codes::USER_NOT_FOUND,
-            GroupError::UserDeleted(_) => tern_schema::codes::USER_DELETED,
-            GroupError::Refused { code, .. } => *code,
-            GroupError::Store(_) => tern_schema::codes::INTERNAL,
-        }
-    }
-}
-
 /// Who acts: an app admin (every right) or a user held to their role.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
@@ -249,10 +209,10 @@ impl JoinedRecord {
         }
     }
 
-    fn encode(&self) -> Result<Bytes, GroupError> {
+    fn encode(&self) -> Result<Bytes, ServiceError> {
         serde_json::to_vec(self)
             .map(Bytes::from)
-            .map_err(|e| GroupError::Store(StoreError::Backend(format!("encoding a joined-group record: {e}"))))
+            .map_err(|e| ServiceError::Store(StoreError::Backend(format!("encoding a joined-group record: {e}"))))
     }
 
     fn decode(payload: &[u8]) -> Result<Self, StoreError> {
@@ -340,33 +300,33 @@ impl GroupState {
     }
 
     /// The actor's role; `None` for an app admin. A user who is not a member: 40006.
-    fn actor_role(&self, actor: &Actor) -> Result<Option<u8>, GroupError> {
+    fn actor_role(&self, actor: &Actor) -> Result<Option<u8>, ServiceError> {
         match actor {
             Actor::Admin => Ok(None),
             Actor::User(u) => self
                 .role_of(u)
                 .map(Some)
-                .ok_or_else(|| GroupError::refused(errors::NOT_MEMBER, format!("{u} is not a member of the group"))),
+                .ok_or_else(|| ServiceError::refused(errors::NOT_MEMBER, format!("{u} is not a member of the group"))),
         }
     }
 
     /// Requires the actor to be an app admin, or a member with at least `min` role.
-    fn require(&self, actor: &Actor, min: u8) -> Result<Option<u8>, GroupError> {
+    fn require(&self, actor: &Actor, min: u8) -> Result<Option<u8>, ServiceError> {
         let role = self.actor_role(actor)?;
         match role {
             Some(r) if r < min && min == roles::OWNER => {
-                Err(GroupError::refused(errors::OWNER_ONLY, "only the group's owner may do this"))
+                Err(ServiceError::refused(errors::OWNER_ONLY, "only the group's owner may do this"))
             }
             Some(r) if r < min => {
-                Err(GroupError::refused(errors::ADMIN_ONLY, "only the group's owner or an admin may do this"))
+                Err(ServiceError::refused(errors::ADMIN_ONLY, "only the group's owner or an admin may do this"))
             }
             _ => Ok(role),
         }
     }
 
-    fn live(&self) -> Result<(), GroupError> {
+    fn live(&self) -> Result<(), ServiceError> {
         if self.rec.destroyed {
-            return Err(GroupError::refused(errors::DESTROYED, format!("group {} was dissolved", self.rec.group_id)));
+            return Err(ServiceError::refused(errors::DESTROYED, format!("group {} was dissolved", self.rec.group_id)));
         }
         Ok(())
     }
@@ -798,14 +758,14 @@ pub(crate) async fn commit(
     app: AppId,
     slot: &mut Option<GroupState>,
     ch: Change,
-) -> Result<(), GroupError> {
+) -> Result<(), ServiceError> {
     let users: Vec<UserId> = ch.joined.iter().map(|(u, _)| u.clone()).collect();
     let mut views = logic.groups.lock_views(logic, app, &users, false).await?;
     let mut batch = WriteBatch::with_capacity(1 + ch.puts.len() + ch.dels.len());
     let group_id = match (&ch.group, slot.as_ref()) {
         (Some(g), _) => g.group_id.clone(),
         (None, Some(s)) => s.rec.group_id.clone(),
-        (None, None) => return Err(GroupError::Store(StoreError::Backend("a change of no group".into()))),
+        (None, None) => return Err(ServiceError::Store(StoreError::Backend("a change of no group".into()))),
     };
     // A group being created gets its timeline's first seq bound in the same batch, so
     // its first send hands out a seq from memory (no bound write on the link reader).

@@ -2,11 +2,12 @@
 //! changes, membership, roles, mutes, ownership, dissolving, and the joined-groups
 //! list. Each runs under the group's lock (see the module docs of `groups`).
 
+use crate::error::ServiceError;
 use tern_storage::{AppId, GroupId, GroupMemberRecord, GroupRecord, Seq, UserId};
 
 use super::{
-    commit, errors, joined, roles, types, Actor, Change, GroupError, GroupState, JoinedRecord, MAX_ALIAS_CHARS,
-    MAX_MEMBERS, MAX_NAME_CHARS, MAX_PHOTO_CHARS, MAX_TEXT_CHARS,
+    commit, errors, joined, roles, types, Actor, Change, GroupState, JoinedRecord, MAX_ALIAS_CHARS, MAX_MEMBERS,
+    MAX_NAME_CHARS, MAX_PHOTO_CHARS, MAX_TEXT_CHARS,
 };
 use crate::user_cache::UserState;
 use crate::{now_ms, Logic};
@@ -81,57 +82,64 @@ pub struct MemberChange {
 }
 
 /// Per-item results of a batch, in request order.
-pub type ItemResults = Vec<(UserId, Result<(), GroupError>)>;
+pub type ItemResults = Vec<(UserId, Result<(), ServiceError>)>;
 
-fn check_len(field: &str, value: &str, max: usize) -> Result<(), GroupError> {
+fn check_len(field: &str, value: &str, max: usize) -> Result<(), ServiceError> {
     if value.chars().count() > max {
-        return Err(GroupError::invalid(field, format!("longer than {max} characters")));
+        return Err(ServiceError::invalid(field, format!("longer than {max} characters")));
     }
     Ok(())
 }
 
-fn check_profile(name: &str, intro: &str, notice: &str, photo: &str, extra: &str, max: u32) -> Result<(), GroupError> {
+fn check_profile(
+    name: &str,
+    intro: &str,
+    notice: &str,
+    photo: &str,
+    extra: &str,
+    max: u32,
+) -> Result<(), ServiceError> {
     check_len("groupName", name, MAX_NAME_CHARS)?;
     check_len("introduction", intro, MAX_TEXT_CHARS)?;
     check_len("notification", notice, MAX_TEXT_CHARS)?;
     check_len("photo", photo, MAX_PHOTO_CHARS)?;
     check_len("extra", extra, MAX_TEXT_CHARS)?;
     if max > MAX_MEMBERS {
-        return Err(GroupError::invalid("maxMemberCount", format!("at most {MAX_MEMBERS}")));
+        return Err(ServiceError::invalid("maxMemberCount", format!("at most {MAX_MEMBERS}")));
     }
     Ok(())
 }
 
-fn check_member_input(m: &MemberInput) -> Result<(), GroupError> {
+fn check_member_input(m: &MemberInput) -> Result<(), ServiceError> {
     check_len("alias", &m.alias, MAX_ALIAS_CHARS)?;
     check_len("joinType", &m.join_type, MAX_ALIAS_CHARS)?;
     check_len("extra", &m.extra, MAX_TEXT_CHARS)?;
     if m.role > roles::ADMIN {
-        return Err(GroupError::invalid("role", "must be 0 (member) or 1 (admin); the owner is ownerId"));
+        return Err(ServiceError::invalid("role", "must be 0 (member) or 1 (admin); the owner is ownerId"));
     }
     Ok(())
 }
 
 /// The state of an existing group, or 40000.
-fn existing<'a>(slot: &'a mut Option<GroupState>, group: &GroupId) -> Result<&'a mut GroupState, GroupError> {
-    slot.as_mut().ok_or_else(|| GroupError::refused(errors::NO_SUCH_GROUP, format!("no such group: {group}")))
+fn existing<'a>(slot: &'a mut Option<GroupState>, group: &GroupId) -> Result<&'a mut GroupState, ServiceError> {
+    slot.as_mut().ok_or_else(|| ServiceError::refused(errors::NO_SUCH_GROUP, format!("no such group: {group}")))
 }
 
 /// Each user's state: refuses missing (20001) and deleted (20002) ones per item.
-async fn user_states(logic: &Logic, app: AppId, ids: &[UserId]) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+async fn user_states(logic: &Logic, app: AppId, ids: &[UserId]) -> Result<Vec<Result<(), ServiceError>>, ServiceError> {
     let states = logic.user_cache.states(&*logic.store, app, ids).await?;
     Ok(ids
         .iter()
         .zip(states)
         .map(|(id, s)| match s {
-            UserState::Missing => Err(GroupError::UserNotFound(id.clone())),
-            UserState::Deleted => Err(GroupError::UserDeleted(id.clone())),
+            UserState::Missing => Err(ServiceError::UserNotFound(id.clone())),
+            UserState::Deleted => Err(ServiceError::UserDeleted(id.clone())),
             UserState::Active | UserState::Muted | UserState::Disabled => Ok(()),
         })
         .collect())
 }
 
-async fn require_user(logic: &Logic, app: AppId, id: &UserId) -> Result<(), GroupError> {
+async fn require_user(logic: &Logic, app: AppId, id: &UserId) -> Result<(), ServiceError> {
     user_states(logic, app, std::slice::from_ref(id)).await?.remove(0)
 }
 
@@ -143,7 +151,7 @@ pub async fn create(
     input: GroupInput,
     members: Vec<MemberInput>,
     import: bool,
-) -> Result<(GroupId, ItemResults), GroupError> {
+) -> Result<(GroupId, ItemResults), ServiceError> {
     check_profile(
         &input.group_name,
         &input.introduction,
@@ -153,14 +161,19 @@ pub async fn create(
         input.max_member_count,
     )?;
     if input.group_type == 0 || input.group_type > types::COMMUNITY {
-        return Err(GroupError::invalid("groupType", "must be 1 (private), 2 (public), 3 (meeting) or 4 (community)"));
+        return Err(ServiceError::invalid(
+            "groupType",
+            "must be 1 (private), 2 (public), 3 (meeting) or 4 (community)",
+        ));
     }
     if input.group_type == types::PUBLIC && input.owner_id.is_none() {
-        return Err(GroupError::refused(errors::PUBLIC_NEEDS_OWNER, "a public group needs an owner (ownerId)"));
+        return Err(ServiceError::refused(errors::PUBLIC_NEEDS_OWNER, "a public group needs an owner (ownerId)"));
     }
     for (i, m) in members.iter().enumerate() {
         check_member_input(m).map_err(|e| match e {
-            GroupError::Invalid { field, reason } => GroupError::invalid(&format!("memberList[{i}].{field}"), reason),
+            ServiceError::Invalid { field, reason } => {
+                ServiceError::invalid(&format!("memberList[{i}].{field}"), reason)
+            }
             e => e,
         })?;
     }
@@ -171,11 +184,11 @@ pub async fn create(
     let id = match input.group_id {
         Some(id) => id,
         None => GroupId::new(format!("g{:x}", logic.messaging.keys.next(now)))
-            .map_err(|e| GroupError::invalid("groupId", e.to_string()))?,
+            .map_err(|e| ServiceError::invalid("groupId", e.to_string()))?,
     };
     let mut slot = logic.groups.lock(logic, app, &id).await?;
     if slot.is_some() {
-        return Err(GroupError::refused(errors::GROUP_EXISTS, format!("group {id} exists already")));
+        return Err(ServiceError::refused(errors::GROUP_EXISTS, format!("group {id} exists already")));
     }
     let created = if import { input.create_time_ms.unwrap_or(now) } else { now };
     let mut rec = GroupRecord::new(id.clone(), created);
@@ -204,13 +217,13 @@ pub async fn create(
     for (m, state) in members.into_iter().zip(states) {
         let r = state.and_then(|()| {
             if ch.puts.iter().any(|p| p.member_id == m.member_id) {
-                return Err(GroupError::refused(
+                return Err(ServiceError::refused(
                     errors::ALREADY_MEMBER,
                     format!("{} is a member already", m.member_id),
                 ));
             }
             if ch.puts.len() as u64 >= u64::from(max) {
-                return Err(GroupError::refused(errors::GROUP_FULL, format!("the group is full ({max} members)")));
+                return Err(ServiceError::refused(errors::GROUP_FULL, format!("the group is full ({max} members)")));
             }
             Ok(())
         });
@@ -238,7 +251,7 @@ fn member_record(m: &MemberInput, now: u64, join_seq: Seq, import: bool) -> Grou
 }
 
 /// A group's record and its timeline's newest seq (destroyed groups too).
-pub async fn get(logic: &Logic, app: AppId, group: &GroupId) -> Result<(GroupRecord, Seq), GroupError> {
+pub async fn get(logic: &Logic, app: AppId, group: &GroupId) -> Result<(GroupRecord, Seq), ServiceError> {
     let mut slot = logic.groups.lock(logic, app, group).await?;
     let s = existing(&mut slot, group)?;
     Ok((s.rec.clone(), s.committed()))
@@ -252,7 +265,7 @@ pub async fn members_page(
     group: &GroupId,
     after: Option<&UserId>,
     limit: usize,
-) -> Result<(Vec<GroupMemberRecord>, bool), GroupError> {
+) -> Result<(Vec<GroupMemberRecord>, bool), ServiceError> {
     {
         let mut slot = logic.groups.lock(logic, app, group).await?;
         existing(&mut slot, group)?;
@@ -275,7 +288,7 @@ pub async fn get_all(
     group_types: &[u8],
     after: Option<GroupId>,
     limit: usize,
-) -> Result<(Vec<GroupRecord>, Option<GroupId>), GroupError> {
+) -> Result<(Vec<GroupRecord>, Option<GroupId>), ServiceError> {
     let mut out = Vec::with_capacity(limit);
     let mut cursor = after;
     for _ in 0..MAX_SCAN_PAGES {
@@ -305,7 +318,7 @@ pub async fn update(
     actor: &Actor,
     group: &GroupId,
     patch: GroupPatch,
-) -> Result<(), GroupError> {
+) -> Result<(), ServiceError> {
     let mut slot = logic.groups.lock(logic, app, group).await?;
     let s = existing(&mut slot, group)?;
     s.live()?;
@@ -353,7 +366,7 @@ pub async fn add_members(
     members: Vec<MemberInput>,
     silent: bool,
     import: bool,
-) -> Result<ItemResults, GroupError> {
+) -> Result<ItemResults, ServiceError> {
     let mut slot = logic.groups.lock(logic, app, group).await?;
     let s = existing(&mut slot, group)?;
     s.live()?;
@@ -370,16 +383,16 @@ pub async fn add_members(
         let r = state.and_then(|()| {
             check_member_input(&m)?;
             if s.members.contains_key(&m.member_id) || ch.puts.iter().any(|p| p.member_id == m.member_id) {
-                return Err(GroupError::refused(
+                return Err(ServiceError::refused(
                     errors::ALREADY_MEMBER,
                     format!("{} is a member already", m.member_id),
                 ));
             }
             if m.role == roles::ADMIN && actor_role.is_some_and(|r| r < roles::OWNER) {
-                return Err(GroupError::refused(errors::OWNER_ONLY, "only the owner may make admins"));
+                return Err(ServiceError::refused(errors::OWNER_ONLY, "only the owner may make admins"));
             }
             if s.members.len() + ch.puts.len() >= max as usize {
-                return Err(GroupError::refused(errors::GROUP_FULL, format!("the group is full ({max} members)")));
+                return Err(ServiceError::refused(errors::GROUP_FULL, format!("the group is full ({max} members)")));
             }
             Ok(())
         });
@@ -407,7 +420,7 @@ pub async fn remove_members(
     actor: &Actor,
     group: &GroupId,
     ids: Vec<UserId>,
-) -> Result<ItemResults, GroupError> {
+) -> Result<ItemResults, ServiceError> {
     let mut slot = logic.groups.lock(logic, app, group).await?;
     let s = existing(&mut slot, group)?;
     s.live()?;
@@ -417,14 +430,18 @@ pub async fn remove_members(
     let mut results = Vec::with_capacity(ids.len());
     for id in ids {
         let r = match s.role_of(&id) {
-            _ if ch.dels.contains(&id) => Err(GroupError::refused(errors::NOT_MEMBER, format!("{id} is not a member"))),
-            None => Err(GroupError::refused(errors::NOT_MEMBER, format!("{id} is not a member"))),
-            Some(roles::OWNER) => Err(GroupError::refused(errors::OWNER_NOT_REMOVABLE, "the owner cannot be removed")),
+            _ if ch.dels.contains(&id) => {
+                Err(ServiceError::refused(errors::NOT_MEMBER, format!("{id} is not a member")))
+            }
+            None => Err(ServiceError::refused(errors::NOT_MEMBER, format!("{id} is not a member"))),
+            Some(roles::OWNER) => {
+                Err(ServiceError::refused(errors::OWNER_NOT_REMOVABLE, "the owner cannot be removed"))
+            }
             Some(target) => match (actor, actor_role) {
                 (Actor::User(me), _) if *me == id => Ok(()),
                 (_, None) | (_, Some(roles::OWNER)) => Ok(()),
                 (_, Some(roles::ADMIN)) if target == roles::MEMBER => Ok(()),
-                _ => Err(GroupError::refused(errors::ADMIN_ONLY, "only the owner may remove admins, admins members")),
+                _ => Err(ServiceError::refused(errors::ADMIN_ONLY, "only the owner may remove admins, admins members")),
             },
         };
         if r.is_ok() {
@@ -453,24 +470,24 @@ pub async fn update_member(
     group: &GroupId,
     member: &UserId,
     change: MemberChange,
-) -> Result<(), GroupError> {
+) -> Result<(), ServiceError> {
     let MemberChange { role, alias, extra } = change;
     let mut slot = logic.groups.lock(logic, app, group).await?;
     let s = existing(&mut slot, group)?;
     s.live()?;
     let actor_role = s.actor_role(actor)?;
     let Some(mut m) = s.members.get(member).cloned() else {
-        return Err(GroupError::refused(errors::NOT_MEMBER, format!("{member} is not a member")));
+        return Err(ServiceError::refused(errors::NOT_MEMBER, format!("{member} is not a member")));
     };
     if let Some(r) = role {
         if r > roles::ADMIN {
-            return Err(GroupError::invalid("role", "must be 0 (member) or 1 (admin); transfer ownership instead"));
+            return Err(ServiceError::invalid("role", "must be 0 (member) or 1 (admin); transfer ownership instead"));
         }
         if actor_role.is_some_and(|a| a < roles::OWNER) {
-            return Err(GroupError::refused(errors::OWNER_ONLY, "only the owner may change roles"));
+            return Err(ServiceError::refused(errors::OWNER_ONLY, "only the owner may change roles"));
         }
         if m.role == roles::OWNER {
-            return Err(GroupError::invalid("role", "the owner's role changes only by changeGroupOwner"));
+            return Err(ServiceError::invalid("role", "the owner's role changes only by changeGroupOwner"));
         }
         m.role = r;
     }
@@ -483,7 +500,10 @@ pub async fn update_member(
                 Some(_) => false,
             };
         if !allowed {
-            return Err(GroupError::refused(errors::ADMIN_ONLY, "only the member, the owner or an admin may do this"));
+            return Err(ServiceError::refused(
+                errors::ADMIN_ONLY,
+                "only the member, the owner or an admin may do this",
+            ));
         }
     }
     if let Some(a) = alias {
@@ -500,7 +520,7 @@ pub async fn update_member(
 
 /// Dissolves a group (owner only): every member gets a tombstone and is notified; the
 /// record stays, marked destroyed (40018 from then on).
-pub async fn destroy(logic: &Logic, app: AppId, actor: &Actor, group: &GroupId) -> Result<(), GroupError> {
+pub async fn destroy(logic: &Logic, app: AppId, actor: &Actor, group: &GroupId) -> Result<(), ServiceError> {
     let mut slot = logic.groups.lock(logic, app, group).await?;
     let s = existing(&mut slot, group)?;
     s.live()?;
@@ -521,7 +541,7 @@ pub async fn roles_of(
     app: AppId,
     group: &GroupId,
     ids: &[UserId],
-) -> Result<Vec<Option<u8>>, GroupError> {
+) -> Result<Vec<Option<u8>>, ServiceError> {
     let mut slot = logic.groups.lock(logic, app, group).await?;
     let s = existing(&mut slot, group)?;
     Ok(ids.iter().map(|u| s.role_of(u)).collect())
@@ -536,7 +556,7 @@ pub async fn forbid(
     group: &GroupId,
     ids: Vec<UserId>,
     until_ms: u64,
-) -> Result<ItemResults, GroupError> {
+) -> Result<ItemResults, ServiceError> {
     let mut slot = logic.groups.lock(logic, app, group).await?;
     let s = existing(&mut slot, group)?;
     s.live()?;
@@ -545,12 +565,12 @@ pub async fn forbid(
     let mut results = Vec::with_capacity(ids.len());
     for id in ids {
         let r = match s.members.get(&id) {
-            None => Err(GroupError::refused(errors::NOT_MEMBER, format!("{id} is not a member"))),
+            None => Err(ServiceError::refused(errors::NOT_MEMBER, format!("{id} is not a member"))),
             Some(m) if m.role == roles::OWNER => {
-                Err(GroupError::refused(errors::ADMIN_ONLY, "the owner cannot be muted"))
+                Err(ServiceError::refused(errors::ADMIN_ONLY, "the owner cannot be muted"))
             }
             Some(m) if m.role == roles::ADMIN && actor_role == Some(roles::ADMIN) => {
-                Err(GroupError::refused(errors::ADMIN_ONLY, "only the owner may mute admins"))
+                Err(ServiceError::refused(errors::ADMIN_ONLY, "only the owner may mute admins"))
             }
             Some(m) => {
                 let mut m = m.clone();
@@ -569,7 +589,7 @@ pub async fn forbid(
 }
 
 /// The members muted at `now`, with the end of their mute, by member id.
-pub async fn muted(logic: &Logic, app: AppId, group: &GroupId) -> Result<Vec<(UserId, u64)>, GroupError> {
+pub async fn muted(logic: &Logic, app: AppId, group: &GroupId) -> Result<Vec<(UserId, u64)>, ServiceError> {
     let mut slot = logic.groups.lock(logic, app, group).await?;
     let s = existing(&mut slot, group)?;
     let now = now_ms();
@@ -586,13 +606,13 @@ pub async fn change_owner(
     actor: &Actor,
     group: &GroupId,
     new_owner: &UserId,
-) -> Result<(), GroupError> {
+) -> Result<(), ServiceError> {
     let mut slot = logic.groups.lock(logic, app, group).await?;
     let s = existing(&mut slot, group)?;
     s.live()?;
     s.require(actor, roles::OWNER)?;
     let Some(mut next) = s.members.get(new_owner).cloned() else {
-        return Err(GroupError::refused(errors::NOT_MEMBER, format!("{new_owner} is not a member")));
+        return Err(ServiceError::refused(errors::NOT_MEMBER, format!("{new_owner} is not a member")));
     };
     if next.role == roles::OWNER {
         return Ok(());
@@ -623,7 +643,7 @@ pub async fn joined_groups(
     group_types: &[u8],
     offset: usize,
     limit: usize,
-) -> Result<(usize, Vec<(GroupRecord, JoinedRecord)>), GroupError> {
+) -> Result<(usize, Vec<(GroupRecord, JoinedRecord)>), ServiceError> {
     require_user(logic, app, user).await?;
     let all: Vec<_> = joined(logic, app, user)
         .await?
@@ -647,7 +667,7 @@ pub async fn sync_joined(
     user: &UserId,
     after: Seq,
     limit: usize,
-) -> Result<(Vec<(Seq, JoinedRecord)>, Seq, bool), GroupError> {
+) -> Result<(Vec<(Seq, JoinedRecord)>, Seq, bool), ServiceError> {
     require_user(logic, app, user).await?;
     let (entries, max, completed) =
         logic.read_synced(app, user, tern_storage::SyncKind::GroupList, after, limit).await?;

@@ -18,6 +18,7 @@
 //! flight, in seq order. Pulls and history read up to that same point
 //! ([`GroupState::committed`]), never past a message still being written.
 
+use crate::error::ServiceError;
 use bytes::Bytes;
 use tern_schema::client::{ConversationType, EntryKind};
 use tern_schema::codes;
@@ -31,7 +32,7 @@ use tern_storage::{
 use tokio::sync::OwnedMutexGuard;
 
 use super::{errors, roles, GroupState};
-use crate::messages::{self, errors as msg, Accepted, Flight, MessageExtras, Recaller, Refusal, TimelineItem};
+use crate::messages::{self, errors as msg, Accepted, Flight, MessageExtras, Recaller, TimelineItem};
 use crate::user_cache::UserState;
 use crate::{now_ms, Logic};
 use tern_storage::Conversation;
@@ -52,8 +53,8 @@ pub struct GroupSend<'a> {
     pub extras: MessageExtras,
 }
 
-fn refused(code: u32, message: impl Into<String>) -> Refusal {
-    Refusal::new(code, message)
+fn refused(code: u32, message: impl Into<String>) -> ServiceError {
+    ServiceError::refused(code, message)
 }
 
 fn dedup_key(app: AppId, from: &UserId, client_msg_id: &str) -> String {
@@ -62,7 +63,7 @@ fn dedup_key(app: AppId, from: &UserId, client_msg_id: &str) -> String {
 }
 
 /// The state of a live group, or its refusal.
-fn live<'a>(slot: &'a mut Option<GroupState>, group: &GroupId) -> Result<&'a mut GroupState, Refusal> {
+fn live<'a>(slot: &'a mut Option<GroupState>, group: &GroupId) -> Result<&'a mut GroupState, ServiceError> {
     let s = slot.as_mut().ok_or_else(|| refused(errors::NO_SUCH_GROUP, format!("no such group: {group}")))?;
     if s.rec.destroyed {
         return Err(refused(errors::DESTROYED, format!("group {group} was dissolved")));
@@ -169,7 +170,7 @@ pub enum GroupPrepared {
     /// Write this, then [`finish`] the pending send with the outcome.
     Ready(GroupPending, GuardedBatch),
     /// The same message (sender and client id) is being written already.
-    Waiting(tokio::sync::oneshot::Receiver<Result<Accepted, Refusal>>),
+    Waiting(tokio::sync::oneshot::Receiver<Result<Accepted, ServiceError>>),
     /// A resend of a message accepted moments ago: its original answer.
     Done(Accepted),
 }
@@ -177,7 +178,7 @@ pub enum GroupPrepared {
 /// Sends one message to a group. Returns once it is durable (or refused): members
 /// only (40006); a muted group (40012) or member (40017) may not send unless the
 /// sender is the owner or an admin.
-pub async fn send(logic: &Logic, req: GroupSend<'_>) -> Result<Accepted, Refusal> {
+pub async fn send(logic: &Logic, req: GroupSend<'_>) -> Result<Accepted, ServiceError> {
     // The app's business server first (nothing when it has no before-send URL).
     let hooked = crate::callbacks::before_group_send(logic, &req).await?;
     let req = hooked.apply_group(req);
@@ -195,7 +196,7 @@ pub async fn send(logic: &Logic, req: GroupSend<'_>) -> Result<Accepted, Refusal
 /// lock but without writing: sends prepared one after the other (one connection's
 /// pipelined sends) get seqs in that order, and their writes go to the store together
 /// (no write per send under the lock). No store read once the group is in memory.
-pub async fn prepare(logic: &Logic, req: GroupSend<'_>) -> Result<GroupPrepared, Refusal> {
+pub async fn prepare(logic: &Logic, req: GroupSend<'_>) -> Result<GroupPrepared, ServiceError> {
     messages::validate_body(logic, req.client_msg_id, &req.elems)?;
     if let Some(conn) = &req.origin {
         if !logic.messaging.take_token(conn, logic.config.messages.sends_per_sec) {
@@ -233,7 +234,11 @@ pub async fn prepare(logic: &Logic, req: GroupSend<'_>) -> Result<GroupPrepared,
 
 /// Checks the sender's rights and hands out the seq (registered in flight) under the
 /// group's lock; builds the write.
-async fn build(logic: &Logic, req: &GroupSend<'_>, key: &str) -> Result<(Seq, Accepted, Bytes, GuardedBatch), Refusal> {
+async fn build(
+    logic: &Logic,
+    req: &GroupSend<'_>,
+    key: &str,
+) -> Result<(Seq, Accepted, Bytes, GuardedBatch), ServiceError> {
     let app = req.app;
     let mut slot = logic.groups.lock(logic, app, &req.group).await?;
     let s = live(&mut slot, &req.group)?;
@@ -298,7 +303,7 @@ pub async fn finish(
     logic: &Logic,
     p: GroupPending,
     outcome: Result<GuardOutcome, StoreError>,
-) -> Result<Accepted, Refusal> {
+) -> Result<Accepted, ServiceError> {
     let result = match outcome {
         // Our own guard seen by a retried write (it landed before the error): applied.
         Ok(GuardOutcome::Duplicate(v)) if Accepted::decode(&v) == Some(p.accepted) => Ok(true),
@@ -353,7 +358,7 @@ fn member_of<'a>(
     state: Option<&'a GroupState>,
     group: &GroupId,
     member: &UserId,
-) -> Result<(&'a GroupState, &'a GroupMemberRecord), Refusal> {
+) -> Result<(&'a GroupState, &'a GroupMemberRecord), ServiceError> {
     let s = state.ok_or_else(|| refused(errors::NO_SUCH_GROUP, format!("no such group: {group}")))?;
     let m = s
         .members
@@ -365,7 +370,7 @@ fn member_of<'a>(
 /// `member`'s window of the group timeline: (floor, newest seq), the floor being their
 /// join seq or, above it, where they cleared the group's history (issue 12). 40006 for
 /// non-members (and former members: nothing after they left).
-async fn window(logic: &Logic, app: AppId, group: &GroupId, member: &UserId) -> Result<(Seq, Seq), Refusal> {
+async fn window(logic: &Logic, app: AppId, group: &GroupId, member: &UserId) -> Result<(Seq, Seq), ServiceError> {
     let (join, newest) = {
         let slot = logic.groups.lock(logic, app, group).await?;
         let (s, m) = member_of(slot.as_ref(), group, member)?;
@@ -385,7 +390,7 @@ pub async fn pull(
     member: &UserId,
     after: Seq,
     limit: usize,
-) -> Result<(Vec<TimelineItem>, Seq, bool), Refusal> {
+) -> Result<(Vec<TimelineItem>, Seq, bool), ServiceError> {
     let (floor, newest) = window(logic, app, group, member).await?;
     let limit = limit.clamp(1, logic.config.messages.max_pull);
     let after = after.max(floor);
@@ -415,7 +420,7 @@ pub async fn history(
     member: &UserId,
     before: Option<Seq>,
     limit: usize,
-) -> Result<(Vec<TimelineItem>, Option<Seq>), Refusal> {
+) -> Result<(Vec<TimelineItem>, Option<Seq>), ServiceError> {
     let (below, newest) = window(logic, app, group, member).await?;
     let limit = limit.clamp(1, logic.config.messages.max_pull);
     let before = before.map_or(Seq(newest.0 + 1), |b| b.min(Seq(newest.0 + 1)));
@@ -448,7 +453,7 @@ pub async fn recall(
     loc: &MessageLocator,
     message_key: u64,
     by: &Recaller,
-) -> Result<(), Refusal> {
+) -> Result<(), ServiceError> {
     if let Recaller::Sender(u) = by {
         if *u != loc.sender {
             return Err(refused(msg::NOT_A_PARTY, "only the sender may recall a message"));
@@ -512,7 +517,7 @@ pub async fn read(
     member: &UserId,
     seq: Seq,
     origin: Option<&ConnRef>,
-) -> Result<(), Refusal> {
+) -> Result<(), ServiceError> {
     let mut slot = logic.groups.lock(logic, app, group).await?;
     let (s, m) = member_of(slot.as_ref(), group, member)?;
     if seq > s.committed() {
@@ -557,7 +562,7 @@ pub async fn receipts(
     group: &GroupId,
     message_key: u64,
     limit: usize,
-) -> Result<Receipts, Refusal> {
+) -> Result<Receipts, ServiceError> {
     let loc = logic
         .store
         .get_message_index(app, message_key)

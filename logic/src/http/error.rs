@@ -10,6 +10,7 @@
 //! details reach the client: internal failures are logged here, where they are handled,
 //! and answered with a generic message.
 
+use crate::error::ServiceError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -19,10 +20,10 @@ use tern_schema::sig::SigError;
 use utoipa::ToSchema;
 
 use crate::callbacks::errors as cb;
-use crate::friends::{errors as rel, FriendError};
+use crate::friends::errors as rel;
 use crate::groups::errors as grp;
-use crate::messages::{errors as msg, Refusal};
-use crate::users::{UserError, BATCH_TOO_LARGE};
+use crate::messages::errors as msg;
+use crate::users::BATCH_TOO_LARGE;
 
 /// Success.
 pub const OK: u32 = codes::OK;
@@ -350,56 +351,31 @@ impl ApiError {
     }
 
     /// Converts a service error, prefixing invalid-field messages with `prefix` (the
-    /// path of the item in the request, e.g. `userData[3].`, or empty).
-    pub fn from_user(e: UserError, prefix: &str, batch_field: &str) -> Self {
+    /// path of the item in the request, e.g. `userData[3].`, or empty) and naming
+    /// `batch_field` in a batch-too-large answer.
+    pub fn from_service(e: ServiceError, prefix: &str, batch_field: &str) -> Self {
         match e {
-            UserError::Invalid { field, reason } => ApiError::BadParameter(format!("{prefix}{field}: {reason}")),
-            UserError::BatchTooLarge { len, max } => {
+            ServiceError::Invalid { field, reason } => ApiError::BadParameter(format!("{prefix}{field}: {reason}")),
+            ServiceError::BatchTooLarge { len, max } => {
                 ApiError::BatchTooLarge { field: batch_field.to_string(), len, max }
             }
-            UserError::NotFound(id) => ApiError::UserNotFound(id.into_string()),
-            UserError::Deleted(id) => ApiError::UserDeleted(id.into_string()),
-            e @ UserError::Disabled(_) => ApiError::Refused { code: e.code(), message: e.to_string() },
-            UserError::Store(e) => ApiError::Internal(e.to_string()),
+            ServiceError::UserNotFound(id) => ApiError::UserNotFound(id.into_string()),
+            ServiceError::UserDeleted(id) => ApiError::UserDeleted(id.into_string()),
+            // A refusal that stands for a failure (its detail was logged where it
+            // happened) is one.
+            ServiceError::Refused { code: codes::INTERNAL, message } => ApiError::Internal(message),
+            ServiceError::Refused { code, message } => ApiError::Refused { code, message },
+            e @ ServiceError::Store(tern_storage::StoreError::Unavailable(_)) => {
+                ApiError::Refused { code: e.code(), message: e.message() }
+            }
+            ServiceError::Store(e) => ApiError::Internal(e.to_string()),
         }
     }
 }
 
-impl ApiError {
-    /// Converts a relation error, prefixing invalid-field messages with `prefix` (e.g.
-    /// `toItem.`).
-    pub fn from_friend(e: FriendError, prefix: &str) -> Self {
-        match e {
-            FriendError::Invalid { field, reason } => ApiError::BadParameter(format!("{prefix}{field}: {reason}")),
-            FriendError::NotFound(id) => ApiError::UserNotFound(id.into_string()),
-            FriendError::Deleted(id) => ApiError::UserDeleted(id.into_string()),
-            FriendError::Refused { code, message } => ApiError::Refused { code, message },
-            FriendError::Store(e) => ApiError::Internal(e.to_string()),
-        }
-    }
-}
-
-impl From<FriendError> for ApiError {
-    fn from(e: FriendError) -> Self {
-        ApiError::from_friend(e, "")
-    }
-}
-
-impl From<Refusal> for ApiError {
-    /// Internal refusals (90000) become [`ApiError::Internal`] (their detail was logged
-    /// where the store failed); every other code is kept with its message.
-    fn from(r: Refusal) -> Self {
-        if r.code == codes::INTERNAL {
-            ApiError::Internal(r.message)
-        } else {
-            ApiError::Refused { code: r.code, message: r.message }
-        }
-    }
-}
-
-impl From<UserError> for ApiError {
-    fn from(e: UserError) -> Self {
-        ApiError::from_user(e, "", "userIds")
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        ApiError::from_service(e, "", "userIds")
     }
 }
 
@@ -462,11 +438,11 @@ mod tests {
             (codes::USER_DELETED, 410),
         ];
         for (code, status) in expect {
-            let e = ApiError::from(Refusal::new(code, "m"));
+            let e = ApiError::from(ServiceError::refused(code, "m"));
             assert_eq!((e.code(), e.status().as_u16()), (code, status), "{e:?}");
             assert_eq!(e.to_string(), "m");
         }
-        let e = ApiError::from(Refusal::new(codes::INTERNAL, "internal error"));
+        let e = ApiError::from(ServiceError::refused(codes::INTERNAL, "internal error"));
         assert!(matches!(e, ApiError::Internal(_)));
     }
 
@@ -496,7 +472,7 @@ mod tests {
 
     #[test]
     fn internal_details_are_not_sent() {
-        let e = ApiError::from(UserError::Store(StoreError::Io("disk /var/secret failed".into())));
+        let e = ApiError::from(ServiceError::Store(StoreError::Io("disk /var/secret failed".into())));
         assert_eq!(e.to_string(), "internal error");
     }
 
@@ -504,15 +480,15 @@ mod tests {
     fn user_errors_keep_their_codes() {
         let u = UserId::new("u").unwrap();
         for e in [
-            UserError::NotFound(u.clone()),
-            UserError::Deleted(u),
-            UserError::BatchTooLarge { len: 2, max: 1 },
-            UserError::Invalid { field: "f".into(), reason: "r".into() },
+            ServiceError::UserNotFound(u.clone()),
+            ServiceError::UserDeleted(u),
+            ServiceError::BatchTooLarge { len: 2, max: 1 },
+            ServiceError::Invalid { field: "f".into(), reason: "r".into() },
         ] {
             assert_eq!(ApiError::from(e.clone()).code(), e.code());
         }
-        let e = ApiError::from_user(
-            UserError::Invalid { field: "nickName".into(), reason: "too long".into() },
+        let e = ApiError::from_service(
+            ServiceError::Invalid { field: "nickName".into(), reason: "too long".into() },
             "userData[3].",
             "",
         );

@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use crate::error::ServiceError;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use tern_schema::codes;
@@ -28,7 +29,7 @@ use super::endpoints::Endpoints;
 use super::error::{ApiError, ApiOk, Envelope};
 use super::ApiState;
 use crate::config::MAX_PAGE_LIMIT;
-use crate::friends::{self, errors, records, AddFriend, AddOutcome, DeleteTarget, Friend, FriendError};
+use crate::friends::{self, errors, records, AddFriend, AddOutcome, DeleteTarget, Friend};
 use crate::users::BATCH_TOO_LARGE;
 
 /// The friendship endpoints, each with its own error codes (besides the common ones)
@@ -412,7 +413,7 @@ pub async fn add(State(state): State<Arc<ApiState>>, call: AdminCall<AddFriendRe
         extra: item.extra.unwrap_or_default(),
         two_way: two_way(req.add_type, "addType", true)?,
     };
-    let out = friends::add(&state.logic, call.app, add).await.map_err(|e| ApiError::from_friend(e, "toItem."))?;
+    let out = friends::add(&state.logic, call.app, add).await.map_err(|e| ApiError::from_service(e, "toItem.", ""))?;
     Ok(ApiOk(match out {
         AddOutcome::Added { seq } => AddFriendResp { result: 1, request_id: None, sequence: seq.map(|s| s.0) },
         AddOutcome::Requested { id, seq } => {
@@ -473,7 +474,7 @@ async fn delete_each(
     for (id, r) in friends::delete(&state.logic, app, from, target, two).await? {
         match r {
             Ok(()) => out.success_id.push(id.into_string()),
-            Err(FriendError::Store(e)) => return Err(ApiError::Internal(e.to_string())),
+            Err(ServiceError::Store(e)) => return Err(ApiError::Internal(e.to_string())),
             Err(e) => out.error_id.push(ItemError::new(id.as_str(), &e.into())),
         }
     }
@@ -515,8 +516,8 @@ pub async fn import(
     for ((i, id), r) in index.into_iter().zip(ids).zip(results) {
         match r {
             Ok(()) => out.success_id.push(id),
-            Err(FriendError::Store(e)) => return Err(ApiError::Internal(e.to_string())),
-            Err(FriendError::Invalid { field, reason }) => {
+            Err(ServiceError::Store(e)) => return Err(ApiError::Internal(e.to_string())),
+            Err(ServiceError::Invalid { field, reason }) => {
                 errors.push(i, ItemError::new(id, &ApiError::bad(format!("friendItem[{i}].{field}"), reason)))
             }
             Err(e) => errors.push(i, ItemError::new(id, &e.into())),
@@ -604,7 +605,7 @@ pub async fn update(State(state): State<Arc<ApiState>>, call: AdminCall<UpdateFr
     let to = user_id(item.to_id, "toItem.toId")?;
     let u = friends::update(&state.logic, call.app, &from, &to, item.remark, item.extra)
         .await
-        .map_err(|e| ApiError::from_friend(e, "toItem."))?;
+        .map_err(|e| ApiError::from_service(e, "toItem.", ""))?;
     Ok(ApiOk(ChangeResp { sequence: u.seq.0, changed: u.changed }))
 }
 
@@ -706,20 +707,23 @@ mod tests {
         ];
         for (code, status) in expect {
             assert_eq!(code_info(code).map(|c| c.status), Some(status), "{code}");
-            let e = ApiError::from(FriendError::Refused { code, message: "m".into() });
+            let e = ApiError::from(ServiceError::Refused { code, message: "m".into() });
             assert_eq!((e.code(), e.status().as_u16(), e.to_string()), (code, status, "m".to_string()));
         }
     }
 
     #[test]
     fn service_errors_keep_their_codes_and_paths() {
-        let e =
-            ApiError::from_friend(FriendError::Invalid { field: "remark".into(), reason: "long".into() }, "toItem.");
+        let e = ApiError::from_service(
+            ServiceError::Invalid { field: "remark".into(), reason: "long".into() },
+            "toItem.",
+            "",
+        );
         assert_eq!((e.code(), e.to_string()), (codes::BAD_PARAMETER, "toItem.remark: long".to_string()));
         let u = UserId::new("u").unwrap();
-        assert_eq!(ApiError::from(FriendError::NotFound(u.clone())).code(), codes::USER_NOT_FOUND);
-        assert_eq!(ApiError::from(FriendError::Deleted(u)).code(), codes::USER_DELETED);
-        let internal = ApiError::from(FriendError::Store(tern_storage::StoreError::Io("disk".into())));
+        assert_eq!(ApiError::from(ServiceError::UserNotFound(u.clone())).code(), codes::USER_NOT_FOUND);
+        assert_eq!(ApiError::from(ServiceError::UserDeleted(u)).code(), codes::USER_DELETED);
+        let internal = ApiError::from(ServiceError::Store(tern_storage::StoreError::Io("disk".into())));
         assert_eq!(internal.to_string(), "internal error");
     }
 }

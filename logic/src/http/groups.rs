@@ -28,7 +28,7 @@ use super::extract::Common;
 use super::messages::{send_refusal, MessageItem, OwnedElem, SendContent, SendMsgResp};
 use super::ApiState;
 use crate::config::MAX_PAGE_LIMIT;
-use crate::groups::{self, errors as g, Actor, GroupError, GroupInput, GroupPatch, ItemResults, MemberInput};
+use crate::groups::{self, errors as g, Actor, GroupInput, GroupPatch, ItemResults, MemberInput};
 use crate::users::BATCH_TOO_LARGE;
 
 const U_NF: u32 = codes::USER_NOT_FOUND;
@@ -124,18 +124,6 @@ pub fn routes(e: Endpoints) -> Endpoints {
         ],
         &[],
     )
-}
-
-impl From<GroupError> for ApiError {
-    fn from(e: GroupError) -> Self {
-        match e {
-            GroupError::Invalid { field, reason } => ApiError::bad(field, reason),
-            GroupError::UserNotFound(id) => ApiError::UserNotFound(id.into_string()),
-            GroupError::UserDeleted(id) => ApiError::UserDeleted(id.into_string()),
-            GroupError::Refused { code, message } => ApiError::Refused { code, message },
-            GroupError::Store(e) => ApiError::Internal(e.to_string()),
-        }
-    }
 }
 
 // ---------------------------------------------------------------- helpers

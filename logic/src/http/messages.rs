@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use crate::error::ServiceError;
 use axum::extract::State;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -33,7 +34,7 @@ use super::endpoints::Endpoints;
 use super::error::{ApiError, ApiOk, Envelope};
 use super::extract::parse_value;
 use super::ApiState;
-use crate::messages::{self, errors, MessageExtras, Recaller, Refusal, SendRequest, TimelineItem};
+use crate::messages::{self, errors, MessageExtras, Recaller, SendRequest, TimelineItem};
 use crate::users::BATCH_TOO_LARGE;
 
 /// The message endpoints, each with its own error codes (besides the common ones) and
@@ -484,18 +485,19 @@ async fn require_exists(state: &ApiState, app: AppId, id: &UserId) -> Result<(),
 }
 
 /// A send refusal, with the service's field names turned into the API's.
-pub(crate) fn send_refusal(r: Refusal) -> ApiError {
+pub(crate) fn send_refusal(r: ServiceError) -> ApiError {
     const RENAMES: [(&str, &str); 4] = [
         ("elems", "messageBody"),
         ("client_msg_id", "messageId"),
         ("sender ", "fromId: sender "),
         ("recipient ", "toId: recipient "),
     ];
+    let ServiceError::Refused { code, message } = r else { return ApiError::from(r) };
     let message = RENAMES
         .iter()
-        .find_map(|(from, to)| r.message.strip_prefix(from).map(|rest| format!("{to}{rest}")))
-        .unwrap_or(r.message);
-    ApiError::from(Refusal { code: r.code, message })
+        .find_map(|(from, to)| message.strip_prefix(from).map(|rest| format!("{to}{rest}")))
+        .unwrap_or(message);
+    ApiError::from(ServiceError::Refused { code, message })
 }
 
 // ---------------------------------------------------------------- handlers
@@ -706,7 +708,7 @@ pub async fn withdraw_message(
     let copy = messages::get_messages(&state.logic, call.app, &user, &[key])
         .await?
         .pop()
-        .unwrap_or_else(|| Err(Refusal::new(errors::NO_SUCH_MESSAGE, "no such message")))?;
+        .unwrap_or_else(|| Err(ServiceError::refused(errors::NO_SUCH_MESSAGE, "no such message")))?;
     let parts = copy.parts().ok_or_else(|| ApiError::Internal(format!("message {key} does not decode")))?;
     let other = if parts.from_id == user.as_str() { parts.to_id } else { parts.from_id };
     if other != peer.as_str() {
@@ -745,7 +747,7 @@ mod tests {
 
     #[test]
     fn send_refusals_name_the_api_fields() {
-        let r = |code, m: &str| send_refusal(Refusal::new(code, m)).to_string();
+        let r = |code, m: &str| send_refusal(ServiceError::refused(code, m)).to_string();
         assert_eq!(r(errors::INVALID_MESSAGE, "elems[2]: empty"), "messageBody[2]: empty");
         assert_eq!(r(errors::INVALID_MESSAGE, "client_msg_id: must be"), "messageId: must be");
         assert_eq!(r(codes::USER_NOT_FOUND, "recipient does not exist"), "toId: recipient does not exist");

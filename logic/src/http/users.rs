@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use crate::error::ServiceError;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -22,7 +23,7 @@ use super::endpoints::Endpoints;
 use super::error::{ApiError, ApiOk, Envelope};
 use super::extract::parse_value;
 use super::ApiState;
-use crate::users::{ImportItem, ProfilePatch, ProfileSyncEntry, UserError, BATCH_TOO_LARGE};
+use crate::users::{ImportItem, ProfilePatch, ProfileSyncEntry, BATCH_TOO_LARGE};
 
 /// The user endpoints, each with its own error codes (besides the common ones) and the
 /// original system's paths as aliases.
@@ -490,13 +491,13 @@ pub async fn import_user(State(state): State<Arc<ApiState>>, call: AdminCall<Imp
     let (index, service_items): (Vec<usize>, Vec<ImportItem>) = parsed.into_iter().unzip();
     let ids: Vec<String> = service_items.iter().map(|it| it.user_id.to_string()).collect();
     let results =
-        state.users.import(call.app, service_items).await.map_err(|e| ApiError::from_user(e, "", "userData"))?;
+        state.users.import(call.app, service_items).await.map_err(|e| ApiError::from_service(e, "", "userData"))?;
     let mut out = BatchResult::default();
     for ((i, id), r) in index.into_iter().zip(ids).zip(results) {
         match r {
             Ok(()) => out.success_id.push(id),
-            Err(UserError::Store(e)) => return Err(ApiError::Internal(e.to_string())),
-            Err(e) => errors.push(i, ItemError::new(id, &ApiError::from_user(e, &format!("userData[{i}]."), ""))),
+            Err(ServiceError::Store(e)) => return Err(ApiError::Internal(e.to_string())),
+            Err(e) => errors.push(i, ItemError::new(id, &ApiError::from_service(e, &format!("userData[{i}]."), ""))),
         }
     }
     out.error_id = errors.into_sorted();
@@ -520,7 +521,7 @@ pub async fn delete_user(State(state): State<Arc<ApiState>>, call: AdminCall<Del
     for ((i, id), r) in index.into_iter().zip(ids).zip(results) {
         match r {
             Ok(()) => out.success_id.push(id.into_string()),
-            Err(UserError::Store(e)) => return Err(ApiError::Internal(e.to_string())),
+            Err(ServiceError::Store(e)) => return Err(ApiError::Internal(e.to_string())),
             Err(e) => errors.push(i, ItemError::new(id.into_string(), &e.into())),
         }
     }
@@ -591,7 +592,7 @@ pub async fn get_user_info(
                 }
                 out.user_data_item.push(v);
             }
-            Err(UserError::Store(e)) => return Err(ApiError::Internal(e.to_string())),
+            Err(ServiceError::Store(e)) => return Err(ApiError::Internal(e.to_string())),
             Err(e) => errors.push(i, ItemError::new(id.into_string(), &e.into())),
         }
     }

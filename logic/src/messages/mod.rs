@@ -31,6 +31,7 @@ use tern_storage::{
 };
 use tokio::sync::oneshot;
 
+use crate::error::ServiceError;
 use crate::seq::Allocation;
 use crate::{now_ms, Logic};
 use delivery::Item;
@@ -56,30 +57,6 @@ pub mod errors {
     pub const NO_SUCH_MESSAGE: u32 = 50007;
     /// The caller is not a party to the message (or not its sender, for a recall).
     pub const NOT_A_PARTY: u32 = 50008;
-}
-
-/// Why a send, recall or read was refused: a documented code and a message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct Refusal {
-    pub code: u32,
-    pub message: String,
-}
-
-impl Refusal {
-    pub fn new(code: u32, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
-    }
-}
-
-impl From<StoreError> for Refusal {
-    fn from(e: StoreError) -> Self {
-        if let StoreError::Unavailable(why) = e {
-            return Refusal::new(codes::SERVICE_UNAVAILABLE, format!("{why}; retry shortly"));
-        }
-        tracing::error!(error = %e, "store failure on the message path");
-        Refusal::new(codes::INTERNAL, "internal error")
-    }
 }
 
 /// A message to send, from a device (TCP) or a business server (HTTP).
@@ -133,7 +110,7 @@ impl Accepted {
     }
 }
 
-type SendResult = Result<Accepted, Refusal>;
+type SendResult = Result<Accepted, ServiceError>;
 
 /// Messaging state kept in memory by the slot owner.
 #[derive(Default)]
@@ -159,20 +136,20 @@ fn dedup_key(app: AppId, from: &UserId, client_msg_id: &str) -> String {
     format!("m:{}:{}:{}", app.0, from.as_str(), client_msg_id)
 }
 
-fn validate(logic: &Logic, req: &SendRequest<'_>) -> Result<(), Refusal> {
+fn validate(logic: &Logic, req: &SendRequest<'_>) -> Result<(), ServiceError> {
     validate_body(logic, req.client_msg_id, &req.elems)
 }
 
 /// Checks a message's client id and elements (1:1 and group sends alike).
-pub(crate) fn validate_body(logic: &Logic, client_msg_id: &str, elems: &[ElemParts<'_>]) -> Result<(), Refusal> {
+pub(crate) fn validate_body(logic: &Logic, client_msg_id: &str, elems: &[ElemParts<'_>]) -> Result<(), ServiceError> {
     if client_msg_id.is_empty() || client_msg_id.len() > 64 {
-        return Err(Refusal::new(errors::INVALID_MESSAGE, "client_msg_id: must be 1..=64 bytes"));
+        return Err(ServiceError::refused(errors::INVALID_MESSAGE, "client_msg_id: must be 1..=64 bytes"));
     }
     if elems.is_empty() {
-        return Err(Refusal::new(errors::INVALID_MESSAGE, "elems: a message needs at least one element"));
+        return Err(ServiceError::refused(errors::INVALID_MESSAGE, "elems: a message needs at least one element"));
     }
     if elems.len() > 32 {
-        return Err(Refusal::new(errors::INVALID_MESSAGE, "elems: at most 32 elements"));
+        return Err(ServiceError::refused(errors::INVALID_MESSAGE, "elems: at most 32 elements"));
     }
     for (i, e) in elems.iter().enumerate() {
         let ok = match e.elem_type {
@@ -183,13 +160,16 @@ pub(crate) fn validate_body(logic: &Logic, client_msg_id: &str, elems: &[ElemPar
             _ => false,
         };
         if !ok {
-            return Err(Refusal::new(errors::INVALID_MESSAGE, format!("elems[{i}]: empty or unknown element type")));
+            return Err(ServiceError::refused(
+                errors::INVALID_MESSAGE,
+                format!("elems[{i}]: empty or unknown element type"),
+            ));
         }
     }
     let size: usize = elems.iter().map(ElemParts::size).sum();
     let max = logic.config.messages.max_body_bytes;
     if size > max {
-        return Err(Refusal::new(errors::BODY_TOO_LARGE, format!("body is {size} bytes; the limit is {max}")));
+        return Err(ServiceError::refused(errors::BODY_TOO_LARGE, format!("body is {size} bytes; the limit is {max}")));
     }
     Ok(())
 }
@@ -254,7 +234,9 @@ pub enum Prepared {
 pub async fn send(logic: &Logic, req: SendRequest<'_>) -> SendResult {
     let hooked = crate::callbacks::before_send(logic, &req).await?;
     match prepare(logic, hooked.apply(req)).await? {
-        Prepared::Waiting(rx) => rx.await.unwrap_or_else(|_| Err(Refusal::new(codes::INTERNAL, "internal error"))),
+        Prepared::Waiting(rx) => {
+            rx.await.unwrap_or_else(|_| Err(ServiceError::refused(codes::INTERNAL, "internal error")))
+        }
         Prepared::Done(accepted) => Ok(accepted),
         Prepared::Ready(pending, write) => {
             let outcome = logic.write_guarded_retrying(vec![write]).await.map(|mut o| o.remove(0));
@@ -267,11 +249,11 @@ pub async fn send(logic: &Logic, req: SendRequest<'_>) -> SendResult {
 /// prepared one after the other get seqs in that order in both timelines. Does no I/O
 /// when the users, their friend views and their seq bounds are in memory (the common
 /// case); reads the store once per user otherwise.
-pub async fn prepare(logic: &Logic, req: SendRequest<'_>) -> Result<Prepared, Refusal> {
+pub async fn prepare(logic: &Logic, req: SendRequest<'_>) -> Result<Prepared, ServiceError> {
     validate(logic, &req)?;
     if let Some(conn) = &req.origin {
         if !logic.messaging.take_token(conn, logic.config.messages.sends_per_sec) {
-            return Err(Refusal::new(errors::SEND_RATE_EXCEEDED, "sending too fast; slow down"));
+            return Err(ServiceError::refused(errors::SEND_RATE_EXCEEDED, "sending too fast; slow down"));
         }
     }
     let key = dedup_key(req.app, &req.from, req.client_msg_id);
@@ -344,7 +326,7 @@ fn release(logic: &Logic, key: &str, result: &SendResult) {
     }
 }
 
-async fn build(logic: &Logic, req: &SendRequest<'_>, key: String) -> Result<(Pending, GuardedBatch), Refusal> {
+async fn build(logic: &Logic, req: &SendRequest<'_>, key: String) -> Result<(Pending, GuardedBatch), ServiceError> {
     check_parties(logic, req.app, &req.from, &req.to).await?;
     crate::hooks::check_send_allowed(logic, req.app, &req.from, &req.to).await?;
 
@@ -435,12 +417,12 @@ pub fn finish(logic: &Logic, p: Pending, outcome: Result<GuardOutcome, StoreErro
             crate::callbacks::after_send(logic, p.from_alloc.app, &p.payload);
             Ok(p.accepted)
         }
-        Ok(false) => Err(Refusal::new(codes::INTERNAL, "internal error")),
+        Ok(false) => Err(ServiceError::refused(codes::INTERNAL, "internal error")),
         Err(Some(original)) => {
             metrics::counter!("tern_messages_deduplicated_total").increment(1);
             Ok(original)
         }
-        Err(None) => Err(Refusal::new(codes::INTERNAL, "stored dedup record is corrupt")),
+        Err(None) => Err(ServiceError::refused(codes::INTERNAL, "stored dedup record is corrupt")),
     };
     if let Ok(accepted) = &answer {
         logic.messaging.recent.insert(p.key.clone(), *accepted);
@@ -450,18 +432,23 @@ pub fn finish(logic: &Logic, p: Pending, outcome: Result<GuardOutcome, StoreErro
 }
 
 /// Both users exist and are not deleted.
-async fn check_parties(logic: &Logic, app: AppId, from: &UserId, to: &UserId) -> Result<(), Refusal> {
+async fn check_parties(logic: &Logic, app: AppId, from: &UserId, to: &UserId) -> Result<(), ServiceError> {
     use crate::user_cache::UserState;
     let states = logic.user_cache.states(&*logic.store, app, &[from.clone(), to.clone()]).await?;
     for (who, state) in [("sender", states[0]), ("recipient", states[1])] {
         match state {
-            UserState::Missing => return Err(Refusal::new(codes::USER_NOT_FOUND, format!("{who} does not exist"))),
-            UserState::Deleted => return Err(Refusal::new(codes::USER_DELETED, format!("{who} was deleted"))),
+            UserState::Missing => {
+                return Err(ServiceError::refused(codes::USER_NOT_FOUND, format!("{who} does not exist")))
+            }
+            UserState::Deleted => return Err(ServiceError::refused(codes::USER_DELETED, format!("{who} was deleted"))),
             UserState::Muted if who == "sender" => {
-                return Err(Refusal::new(errors::SENDER_MUTED, "the sender is muted (silentFlag) and may not send"))
+                return Err(ServiceError::refused(
+                    errors::SENDER_MUTED,
+                    "the sender is muted (silentFlag) and may not send",
+                ))
             }
             UserState::Disabled if who == "sender" => {
-                return Err(Refusal::new(
+                return Err(ServiceError::refused(
                     errors::SENDER_DISABLED,
                     "the sender is disabled (forbiddenFlag) and may not send",
                 ))
@@ -512,7 +499,7 @@ pub async fn pull(
     user: &UserId,
     after: Seq,
     limit: usize,
-) -> Result<(Vec<TimelineItem>, Seq, bool), Refusal> {
+) -> Result<(Vec<TimelineItem>, Seq, bool), ServiceError> {
     let limit = limit.clamp(1, logic.config.messages.max_pull);
     let floor = retention_floor_ms(logic, app);
     let now = now_ms();
@@ -548,7 +535,7 @@ pub async fn pull_frame(logic: &Logic, app: AppId, user: &UserId, request_id: u3
             let parts: Vec<MessageParts<'_>> = items.iter().filter_map(TimelineItem::parts).collect();
             message::pull_result(request_id, WireKind::Message, &parts, watermark.0, completed)
         }
-        Err(r) => tern_schema::encode::error(request_id, r.code, &r.message),
+        Err(r) => tern_schema::encode::error(request_id, r.code(), &r.message()),
     }
 }
 
@@ -648,10 +635,10 @@ pub async fn read_receipt(
     peer: &UserId,
     read_seq: u64,
     origin: Option<&ConnRef>,
-) -> Result<(), Refusal> {
+) -> Result<(), ServiceError> {
     let committed = logic.seqs.committed(app, reader, SyncKind::Message).await?;
     if read_seq > committed.0 {
-        return Err(Refusal::new(errors::INVALID_MESSAGE, "read_seq: above the reader's newest message"));
+        return Err(ServiceError::refused(errors::INVALID_MESSAGE, "read_seq: above the reader's newest message"));
     }
     // Conversations (issue 12): the read mark and the reader's record change are one
     // write; the reader's other devices get a SyncNotify of the conversation log.
@@ -677,26 +664,29 @@ pub enum Recaller {
 /// Recalls a message: marks both stored copies recalled (body dropped), appends a
 /// recall event to both timelines (offline devices learn it by sync) and notifies online
 /// devices of both users, in timeline order.
-pub async fn recall(logic: &Logic, app: AppId, message_key: u64, by: Recaller) -> Result<(), Refusal> {
+pub async fn recall(logic: &Logic, app: AppId, message_key: u64, by: Recaller) -> Result<(), ServiceError> {
     let loc = logic
         .store
         .get_message_index(app, message_key)
         .await?
-        .ok_or_else(|| Refusal::new(errors::NO_SUCH_MESSAGE, "no such message"))?;
+        .ok_or_else(|| ServiceError::refused(errors::NO_SUCH_MESSAGE, "no such message"))?;
     if let Some(group) = loc.group_id() {
         return crate::groups::recall(logic, app, group, &loc, message_key, &by).await;
     }
     let Some(to) = loc.recipient().cloned() else {
-        return Err(Refusal::new(codes::INTERNAL, "stored message locator is not a 1:1 message's"));
+        return Err(ServiceError::refused(codes::INTERNAL, "stored message locator is not a 1:1 message's"));
     };
     let from = loc.sender.clone();
     if let Recaller::Sender(u) = &by {
         if *u != from {
-            return Err(Refusal::new(errors::NOT_A_PARTY, "only the sender may recall a message"));
+            return Err(ServiceError::refused(errors::NOT_A_PARTY, "only the sender may recall a message"));
         }
         let window = logic.apps.get(app).map_or(crate::apps::DEFAULT_RECALL_WINDOW_SECS, |a| a.recall_window_secs);
         if now_ms() > loc.time_ms + window * 1000 {
-            return Err(Refusal::new(errors::RECALL_WINDOW_PASSED, format!("the {window} s recall window has passed")));
+            return Err(ServiceError::refused(
+                errors::RECALL_WINDOW_PASSED,
+                format!("the {window} s recall window has passed"),
+            ));
         }
     }
     let owners: Vec<(UserId, Seq)> =
@@ -709,12 +699,12 @@ pub async fn recall(logic: &Logic, app: AppId, message_key: u64, by: Recaller) -
             .store
             .get_log_entry(app, &Owner::User(owner.clone()), SyncKind::Message, *seq)
             .await?
-            .ok_or_else(|| Refusal::new(errors::NO_SUCH_MESSAGE, "message no longer stored"))?;
+            .ok_or_else(|| ServiceError::refused(errors::NO_SUCH_MESSAGE, "message no longer stored"))?;
         let m = message::decode_stored(&entry.payload)
-            .map_err(|_| Refusal::new(codes::INTERNAL, "stored message is corrupt"))?;
+            .map_err(|_| ServiceError::refused(codes::INTERNAL, "stored message is corrupt"))?;
         let mut parts = MessageParts::from_table(&m);
         if parts.recalled {
-            return Err(Refusal::new(errors::ALREADY_RECALLED, "the message was already recalled"));
+            return Err(ServiceError::refused(errors::ALREADY_RECALLED, "the message was already recalled"));
         }
         parts.recalled = true;
         parts.elems.clear();
@@ -756,18 +746,18 @@ pub async fn get_messages(
     app: AppId,
     asker: &UserId,
     keys: &[u64],
-) -> Result<Vec<Result<TimelineItem, Refusal>>, Refusal> {
+) -> Result<Vec<Result<TimelineItem, ServiceError>>, ServiceError> {
     let mut out = Vec::with_capacity(keys.len());
     for key in keys {
         let item = match logic.store.get_message_index(app, *key).await? {
-            None => Err(Refusal::new(errors::NO_SUCH_MESSAGE, "no such message")),
+            None => Err(ServiceError::refused(errors::NO_SUCH_MESSAGE, "no such message")),
             Some(loc) => {
                 let own = Owner::User(asker.clone());
                 match loc.seq_of(&own) {
-                    None => Err(Refusal::new(errors::NOT_A_PARTY, "not a party to this message")),
+                    None => Err(ServiceError::refused(errors::NOT_A_PARTY, "not a party to this message")),
                     Some(seq) => match logic.store.get_log_entry(app, &own, SyncKind::Message, seq).await? {
                         Some(e) => Ok(TimelineItem { seq: e.seq, time_ms: e.time_ms, payload: e.payload }),
-                        None => Err(Refusal::new(errors::NO_SUCH_MESSAGE, "message no longer stored")),
+                        None => Err(ServiceError::refused(errors::NO_SUCH_MESSAGE, "message no longer stored")),
                     },
                 }
             }
@@ -789,7 +779,7 @@ pub async fn history(
     before: Option<Seq>,
     before_time_ms: Option<u64>,
     limit: usize,
-) -> Result<(Vec<TimelineItem>, Option<Seq>), Refusal> {
+) -> Result<(Vec<TimelineItem>, Option<Seq>), ServiceError> {
     let limit = limit.clamp(1, logic.config.messages.max_pull);
     let watermark = logic.seqs.committed(app, user, SyncKind::Message).await?;
     let mut cursor = before.map_or(Seq(watermark.0 + 1), |b| b.min(Seq(watermark.0 + 1)));
