@@ -101,6 +101,8 @@ pub struct Logic {
     pub callbacks: callbacks::Callbacks,
     /// Conversation views (issue 12; loaded on first read).
     pub conversations: conversations::Conversations,
+    /// Serializes read-modify-write of one user's record (`users.rs`).
+    pub user_locks: users::UserLocks,
 }
 
 impl Logic {
@@ -127,6 +129,7 @@ impl Logic {
             callbacks: callbacks::Callbacks::new(&apps),
             apps,
             conversations: conversations::Conversations::new(),
+            user_locks: users::UserLocks::default(),
         })
     }
 

@@ -11,8 +11,8 @@
 //!   modification that changes nothing writes nothing and bumps no seq (idempotent);
 //! - deletion is soft and final: a deleted user keeps its data (others' history still
 //!   names it), cannot log in, cannot be modified, and cannot be re-imported (20002);
-//! - read-modify-write of one user's record is serialized by [`UserLocks`], so two
-//!   concurrent changes of one user never lose an update.
+//! - read-modify-write of one user's record is serialized by [`UserLocks`]
+//!   (`Logic::user_locks`), so two concurrent changes of one user never lose an update.
 //!
 //! This module must never know about HTTP (no status codes, no JSON field paths of a
 //! request, no axum types) and never encode wire frames itself beyond calling
@@ -318,17 +318,16 @@ struct Pending {
     change: Option<ProfileChange>,
 }
 
-/// The user service. One per logic node (the router creates it); cheap to share.
+/// The user service: a handle on the logic node (the router creates one), holding no
+/// state of its own — the per-user locks live in [`Logic::user_locks`], so any writer of
+/// user records (HTTP or link) serializes on the same ones.
 pub struct Users {
     logic: Arc<Logic>,
-    // Open item: link-side writers of user records (none today) must share these
-    // locks; when one appears, move `UserLocks` into `Logic`.
-    locks: UserLocks,
 }
 
 impl Users {
     pub fn new(logic: Arc<Logic>) -> Self {
-        Self { logic, locks: UserLocks::default() }
+        Self { logic }
     }
 
     pub fn logic(&self) -> &Arc<Logic> {
@@ -377,7 +376,7 @@ impl Users {
         let hashes = crate::password::hash_all(valid.iter().map(|i| items[*i].password.clone()).collect())
             .await
             .map_err(|e| ServiceError::Store(StoreError::Backend(e)))?;
-        let _guards = self.locks.lock_all(app, valid.iter().map(|i| &items[*i].user_id)).await;
+        let _guards = self.logic.user_locks.lock_all(app, valid.iter().map(|i| &items[*i].user_id)).await;
         let ids: Vec<UserId> = valid.iter().map(|i| items[*i].user_id.clone()).collect();
         let current = self.logic.store.get_users(app, &ids).await?;
         let now = now_ms();
@@ -442,7 +441,7 @@ impl Users {
     /// profile log and kicks their online sessions. Deleting a deleted user succeeds.
     pub async fn delete(&self, app: AppId, ids: &[UserId]) -> Result<Vec<Result<(), ServiceError>>, ServiceError> {
         self.check_batch(ids.len())?;
-        let _guards = self.locks.lock_all(app, ids.iter()).await;
+        let _guards = self.logic.user_locks.lock_all(app, ids.iter()).await;
         let current = self.logic.store.get_users(app, ids).await?;
         let now = now_ms();
         let mut results = Vec::with_capacity(ids.len());
@@ -509,7 +508,7 @@ impl Users {
             .map_err(|e| ServiceError::Store(StoreError::Backend(e)))?
             .pop()
             .flatten();
-        let _guard = self.locks.lock(app, id).await;
+        let _guard = self.logic.user_locks.lock(app, id).await;
         let mut rec = self.get_one(app, id).await?;
         if rec.deleted {
             return Err(ServiceError::UserDeleted(id.clone()));
