@@ -19,10 +19,12 @@
 //!
 //! Slots: [`drop_slot`] is what a slot move does on the node it leaves — stop writing
 //! the slot (allocation for its users is refused with `StoreError::Unavailable`, 80009
-//! to a client), wait for what is in flight, drop its seq states, friend views and
-//! cached user states. [`take_slot`] owns it again; its users' state loads on first
-//! touch. Not dropped by slot yet: groups and joined-groups views, conversation lists
-//! and flags (they follow their own bounds).
+//! to a client), wait for what is in flight, drop its users' seq states, friend views,
+//! joined-groups views, conversation lists and cached user states (each waited for
+//! while someone holds it). [`take_slot`] owns it again; its users' state loads on
+//! first touch. Not dropped by slot: conversation flags (read at login only, so an
+//! online user's must stay; they go with the sessions when a slot moves) and group
+//! states (groups are not owned by slot yet).
 //!
 //! Must never drop state that is in use: both structures decide idleness under the
 //! lock their users take (see `SeqAllocator::evict` and `Friends::evict`).
@@ -112,12 +114,69 @@ pub async fn sweep_every(logic: Arc<Logic>) {
     }
 }
 
-/// What [`drop_slot`] dropped.
+/// What [`drop_slot`] dropped (entries of each structure).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SlotDropped {
     pub seq_states: usize,
     pub friend_views: usize,
+    pub joined_views: usize,
+    pub conversation_views: usize,
     pub cached_users: usize,
+}
+
+/// Removes the entries of `map` whose key `in_slot` picks and whose value nobody uses
+/// (`free`). Returns (removed, picked but in use).
+pub(crate) fn remove_free<K, V>(
+    map: &mut std::collections::HashMap<K, V>,
+    in_slot: impl Fn(&K) -> bool,
+    mut free: impl FnMut(&V) -> bool,
+) -> (usize, usize) {
+    let (mut removed, mut busy) = (0, 0);
+    map.retain(|k, v| {
+        if !in_slot(k) {
+            return true;
+        }
+        if free(v) {
+            removed += 1;
+            return false;
+        }
+        busy += 1;
+        true
+    });
+    (removed, busy)
+}
+
+/// Removes the entries of `slot`'s users from a map sharded by user, waiting for those
+/// in use (`free` says whether nobody uses one). Returns the entries removed.
+pub(crate) async fn drop_slot_in_shards<V>(
+    shards: &[std::sync::Mutex<std::collections::HashMap<(tern_storage::AppId, tern_storage::UserId), V>>],
+    slot: Slot,
+    free: impl Fn(&V) -> bool,
+) -> usize {
+    remove_when_free(|| {
+        let (mut removed, mut busy) = (0, 0);
+        for shard in shards {
+            let mut g = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let (r, b) = remove_free(&mut g, |(app, user)| crate::slots::slot_of(*app, user) == slot, &free);
+            (removed, busy) = (removed + r, busy + b);
+        }
+        (removed, busy)
+    })
+    .await
+}
+
+/// Runs `pass` (one [`remove_free`] over a structure: (removed, in use)) until nothing
+/// it picks is in use, pausing briefly between passes. Returns the entries removed.
+pub(crate) async fn remove_when_free(mut pass: impl FnMut() -> (usize, usize)) -> usize {
+    let mut removed = 0;
+    loop {
+        let (r, busy) = pass();
+        removed += r;
+        if busy == 0 {
+            return removed;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
 }
 
 /// Gives up `slot` on this node (see the module docs). Waits for the slot's writes in
@@ -127,9 +186,11 @@ pub async fn drop_slot(logic: &Logic, slot: Slot) -> SlotDropped {
     // friendship change holds its views until its write is done.
     let seq_states = logic.seqs.drop_slot(slot).await;
     let friend_views = logic.friends.drop_slot(slot).await;
+    let joined_views = logic.groups.drop_views_of_slot(slot).await;
+    let conversation_views = logic.conversations.drop_slot(slot).await;
     let cached_users = logic.user_cache.forget_slot(slot);
     metrics::counter!("tern_slot_drops_total").increment(1);
-    SlotDropped { seq_states, friend_views, cached_users }
+    SlotDropped { seq_states, friend_views, joined_views, conversation_views, cached_users }
 }
 
 /// Owns `slot` (again) on this node.

@@ -350,3 +350,37 @@ async fn eviction_spares_states_in_use_and_meets_the_bound() {
     let next = seqs.allocate(app, &uid(0), kind, 1).await.unwrap();
     assert!(next.first > w, "{next:?} above {w:?}");
 }
+
+/// A slot drop takes every per-user view of the slot's users — seq state, friend view,
+/// joined-groups view, conversation list, cached user state — and each comes back on
+/// its next use with the same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_drop_takes_every_view_of_its_users_and_they_reload() {
+    let h = support::Harness::new(LogicConfig::default(), vec![app_config(APP, json!({}))], None);
+    let data: Vec<Value> = (0..2).map(|i| json!({"userId": user(i)})).collect();
+    h.ok("/user/importUser", json!({ "userData": data })).await;
+    let members = json!([{"memberId": user(0)}, {"memberId": user(1)}]);
+    h.ok("/group/createGroup", json!({"groupId": "g0", "groupType": 1, "memberList": members})).await;
+    send(&h.logic, 0, 1, "hello").await.unwrap();
+    send(&h.logic, 1, 0, "hi").await.unwrap();
+    let read = || async {
+        let convs = h.ok("/conversation/get", json!({"fromId": user(0)})).await;
+        let joined = h.ok("/group/getJoinedGroup", json!({"memberId": user(0), "limit": 10})).await;
+        let friends = h.ok("/friendship/check", json!({"fromId": user(0), "toIds": [user(1)], "checkType": 1})).await;
+        (convs["conversationList"].clone(), joined["groupList"].clone(), friends, timeline(&h.logic, 0).await)
+    };
+    let before = read().await;
+    assert_eq!(before.3.len(), 2, "{:?}", before.3);
+    assert!(h.logic.conversations.held() > 0 && h.logic.groups.views_loaded() > 0);
+
+    let slot = slot_of(AppId(APP), &uid(0));
+    let dropped = owners::drop_slot(&h.logic, slot).await;
+    assert!(dropped.seq_states >= 1, "{dropped:?}");
+    assert!(dropped.friend_views >= 1, "{dropped:?}");
+    assert!(dropped.joined_views >= 1, "{dropped:?}");
+    assert!(dropped.conversation_views >= 1, "{dropped:?}");
+    assert!(dropped.cached_users >= 1, "{dropped:?}");
+    assert!(!h.logic.seqs.is_loaded(AppId(APP), &uid(0)));
+    owners::take_slot(&h.logic, slot);
+    assert_eq!(read().await, before, "every view reloads to the same answers");
+}

@@ -127,6 +127,29 @@ impl Conversations {
         self.flags.all_muted(app, user, peers)
     }
 
+    /// Drops the views of `slot`'s users, waiting for the ones in use (a slot move).
+    /// Returns how many views went.
+    pub async fn drop_slot(&self, slot: crate::slots::Slot) -> usize {
+        crate::owners::remove_when_free(|| {
+            let mut g = self.views.lock().unwrap_or_else(|p| p.into_inner());
+            let mut freed = 0;
+            let (removed, busy) = crate::owners::remove_free(
+                &mut g.by_user,
+                |(app, user)| crate::slots::slot_of(*app, user) == slot,
+                |(s, n)| {
+                    let free = Arc::strong_count(s) == 1;
+                    if free {
+                        freed += *n;
+                    }
+                    free
+                },
+            );
+            g.held -= freed;
+            (removed, busy)
+        })
+        .await
+    }
+
     /// Conversations held in memory (all views).
     pub fn held(&self) -> usize {
         self.views.lock().unwrap_or_else(|p| p.into_inner()).held

@@ -243,31 +243,13 @@ impl Friends {
 
     /// Drops every view of `slot`'s users, waiting for the ones held to be released
     /// (a slot move; the caller has stopped this node writing the slot). Returns how
-    /// many views were dropped.
+    /// many entries went.
     pub async fn drop_slot(&self, slot: crate::slots::Slot) -> usize {
         self.invalidations.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let mut dropped = 0;
-        loop {
-            let mut busy = 0;
-            for shard in self.shards.iter() {
-                let mut g = shard.lock().unwrap_or_else(|p| p.into_inner());
-                g.retain(|(app, user), e| {
-                    if crate::slots::slot_of(*app, user) != slot {
-                        return true;
-                    }
-                    if Arc::strong_count(&e.slot) != 1 || e.slot.try_lock().is_err() {
-                        busy += 1;
-                        return true;
-                    }
-                    dropped += usize::from(e.slot.try_lock().is_ok_and(|v| v.is_some()));
-                    false
-                });
-            }
-            if busy == 0 {
-                return dropped;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        }
+        crate::owners::drop_slot_in_shards(&self.shards, slot, |e| {
+            Arc::strong_count(&e.slot) == 1 && e.slot.try_lock().is_ok()
+        })
+        .await
     }
 
     /// How many users' views (loaded or being loaded) this node holds.

@@ -635,6 +635,19 @@ impl Groups {
         dropped
     }
 
+    /// Drops the joined views of `slot`'s users, waiting for the ones held (a slot
+    /// move). Returns how many entries went.
+    pub async fn drop_views_of_slot(&self, slot: crate::slots::Slot) -> usize {
+        let removed = crate::owners::drop_slot_in_shards(&self.views, slot, |v| {
+            Arc::strong_count(v) == 1 && v.try_lock().is_ok()
+        })
+        .await;
+        // The count is made exact by the next eviction pass; this keeps it an upper bound.
+        let _ =
+            self.views_loaded.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(removed)));
+        removed
+    }
+
     /// Joined views in memory (as of the last count).
     pub fn views_loaded(&self) -> usize {
         self.views_loaded.load(Ordering::Relaxed)
