@@ -22,9 +22,10 @@
 //! to a client), wait for what is in flight, drop its users' seq states, friend views,
 //! joined-groups views, conversation lists and cached user states (each waited for
 //! while someone holds it). [`take_slot`] owns it again; its users' state loads on
-//! first touch. Not dropped by slot: conversation flags (read at login only, so an
-//! online user's must stay; they go with the sessions when a slot moves) and group
-//! states (groups are not owned by slot yet).
+//! first touch. Groups hash by id into the same slots: a group's sends and changes are
+//! refused while its slot is not owned, and its state is dropped with the slot. Not
+//! dropped by slot: conversation flags (read at login only, so an online user's must
+//! stay; they go with the sessions when a slot moves).
 //!
 //! Must never drop state that is in use: both structures decide idleness under the
 //! lock their users take (see `SeqAllocator::evict` and `Friends::evict`).
@@ -122,6 +123,8 @@ pub struct SlotDropped {
     pub joined_views: usize,
     pub conversation_views: usize,
     pub cached_users: usize,
+    /// Group states of the slot's groups (groups hash by id into the users' slots).
+    pub groups: usize,
 }
 
 /// Removes the entries of `map` whose key `in_slot` picks and whose value nobody uses
@@ -146,18 +149,18 @@ pub(crate) fn remove_free<K, V>(
     (removed, busy)
 }
 
-/// Removes the entries of `slot`'s users from a map sharded by user, waiting for those
-/// in use (`free` says whether nobody uses one). Returns the entries removed.
-pub(crate) async fn drop_slot_in_shards<V>(
-    shards: &[std::sync::Mutex<std::collections::HashMap<(tern_storage::AppId, tern_storage::UserId), V>>],
-    slot: Slot,
+/// Removes the entries of a sharded map that `in_slot` picks, waiting for those in use
+/// (`free` says whether nobody uses one). Returns the entries removed.
+pub(crate) async fn drop_slot_in_shards<K: Eq + std::hash::Hash, V>(
+    shards: &[std::sync::Mutex<std::collections::HashMap<K, V>>],
+    in_slot: impl Fn(&K) -> bool,
     free: impl Fn(&V) -> bool,
 ) -> usize {
     remove_when_free(|| {
         let (mut removed, mut busy) = (0, 0);
         for shard in shards {
             let mut g = shard.lock().unwrap_or_else(|p| p.into_inner());
-            let (r, b) = remove_free(&mut g, |(app, user)| crate::slots::slot_of(*app, user) == slot, &free);
+            let (r, b) = remove_free(&mut g, &in_slot, &free);
             (removed, busy) = (removed + r, busy + b);
         }
         (removed, busy)
@@ -187,10 +190,11 @@ pub async fn drop_slot(logic: &Logic, slot: Slot) -> SlotDropped {
     let seq_states = logic.seqs.drop_slot(slot).await;
     let friend_views = logic.friends.drop_slot(slot).await;
     let joined_views = logic.groups.drop_views_of_slot(slot).await;
+    let groups = logic.groups.drop_slot(slot).await;
     let conversation_views = logic.conversations.drop_slot(slot).await;
     let cached_users = logic.user_cache.forget_slot(slot);
     metrics::counter!("tern_slot_drops_total").increment(1);
-    SlotDropped { seq_states, friend_views, joined_views, conversation_views, cached_users }
+    SlotDropped { seq_states, friend_views, joined_views, conversation_views, cached_users, groups }
 }
 
 /// Owns `slot` (again) on this node.

@@ -244,11 +244,12 @@ impl SeqAllocator {
         if self.ownership.owns_user(app, user) {
             return Ok(());
         }
-        Err(StoreError::Unavailable(format!(
-            "this node does not own slot {} (user {}) now",
-            slot_of(app, user).0,
-            user.as_str()
-        )))
+        Err(unowned(app, user))
+    }
+
+    /// The slots this node owns (groups check theirs here too).
+    pub fn ownership(&self) -> &SlotOwnership {
+        &self.ownership
     }
 
     /// Allocates `n ≥ 1` consecutive seqs. Pair with [`complete`](Self::complete).
@@ -262,23 +263,32 @@ impl SeqAllocator {
             let step = self.step;
             let handed = self
                 .with_state(app, user, |st| {
+                    // Checked again under the shard lock, which `drop_slot` takes after
+                    // releasing the slot: either it sees this allocation in flight and
+                    // waits for it, or this sees the slot released.
+                    if !self.ownership.owns_user(app, user) {
+                        return None;
+                    }
                     let k = st.kind_mut(kind);
                     let (first, last) = (k.last + 1, k.last + n);
                     if last <= k.bound {
                         k.last = last;
                         k.in_flight.extend(first..=last);
                         self.raise_ahead(k, app, user, kind);
-                        Ok((first, last))
+                        Some(Ok((first, last)))
                     } else {
-                        Err(last + step)
+                        Some(Err(last + step))
                     }
                 })
                 .await?;
+            // A bound written after the slot was given up is harmless: bounds only
+            // ever rise (the store keeps the maximum), so the new owner's seqs skip.
             let target = match handed {
-                Ok((first, last)) => {
+                None => return Err(unowned(app, user)),
+                Some(Ok((first, last))) => {
                     return Ok(Allocation { app, user: user.clone(), kind, first: Seq(first), last: Seq(last) })
                 }
-                Err(target) => target,
+                Some(Err(target)) => target,
             };
             // Concurrent raisers may each write a bound; the store keeps the maximum.
             let mut batch = WriteBatch::with_capacity(1);
@@ -511,6 +521,15 @@ impl SeqAllocator {
     pub fn take_slot(&self, slot: Slot) {
         self.ownership.take(slot);
     }
+}
+
+/// Why a user's seqs are not allocated here now.
+fn unowned(app: AppId, user: &UserId) -> StoreError {
+    StoreError::Unavailable(format!(
+        "this node does not own slot {} (user {}) now",
+        slot_of(app, user).0,
+        user.as_str()
+    ))
 }
 
 fn client_visible_watermarks(st: &UserState) -> Vec<(SyncKind, Seq)> {

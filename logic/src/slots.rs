@@ -19,10 +19,16 @@ pub struct Slot(pub u16);
 
 /// The slot of a user.
 pub fn slot_of(app: AppId, user: &UserId) -> Slot {
+    slot_of_id(app, user.as_str())
+}
+
+/// The slot of an owner id: a user's, or a group's (groups hash by their id in the same
+/// space, so a slot holds users and groups alike).
+pub fn slot_of_id(app: AppId, id: &str) -> Slot {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut h = OFFSET;
-    for b in app.0.to_be_bytes().iter().chain([0u8].iter()).chain(user.as_str().as_bytes()) {
+    for b in app.0.to_be_bytes().iter().chain([0u8].iter()).chain(id.as_bytes()) {
         h ^= u64::from(*b);
         h = h.wrapping_mul(PRIME);
     }

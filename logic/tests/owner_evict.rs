@@ -384,3 +384,53 @@ async fn a_slot_drop_takes_every_view_of_its_users_and_they_reload() {
     owners::take_slot(&h.logic, slot);
     assert_eq!(read().await, before, "every view reloads to the same answers");
 }
+
+/// Groups hash into the users' slots: while a group's slot is given up its sends are
+/// refused with 80009, its state is dropped with the slot, and once the slot is taken
+/// again the group's seqs continue above every seq handed out before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_drop_takes_its_groups_and_refuses_their_sends() {
+    use tern_logic::groups::{self, GroupSend};
+    let h = support::Harness::new(LogicConfig::default(), vec![app_config(APP, json!({}))], None);
+    let data: Vec<Value> = (0..2).map(|i| json!({"userId": user(i)})).collect();
+    h.ok("/user/importUser", json!({ "userData": data })).await;
+    let members = json!([{"memberId": user(0)}, {"memberId": user(1)}]);
+    h.ok("/group/createGroup", json!({"groupId": "g0", "groupType": 1, "memberList": members})).await;
+    let gid = tern_storage::GroupId::new("g0").unwrap();
+    let group_send = |id: &'static str| {
+        let logic = h.logic.clone();
+        let gid = gid.clone();
+        async move {
+            let req = GroupSend {
+                app: AppId(APP),
+                group: gid,
+                from: uid(0),
+                client_msg_id: id,
+                elems: vec![ElemParts { elem_type: ElemType::Text, text: id, ..Default::default() }],
+                client_time_ms: 1,
+                from_device: "",
+                origin: None,
+                extras: Default::default(),
+            };
+            groups::send(&logic, req).await
+        }
+    };
+    let first = group_send("g-1").await.unwrap();
+    let slot = tern_logic::slots::slot_of_id(AppId(APP), "g0");
+    let dropped = owners::drop_slot(&h.logic, slot).await;
+    assert_eq!(dropped.groups, 1, "{dropped:?}");
+    let refused = group_send("g-2").await.unwrap_err();
+    assert_eq!(refused.code(), tern_schema::codes::SERVICE_UNAVAILABLE, "{refused}");
+    let change = h.admin(APP, "/group/update", &json!({"groupId": "g0", "groupName": "x"})).await;
+    assert_eq!(
+        change.json("modify")["code"],
+        json!(tern_schema::codes::SERVICE_UNAVAILABLE),
+        "changes are refused too"
+    );
+    owners::take_slot(&h.logic, slot);
+    let second = group_send("g-3").await.unwrap();
+    assert!(second.seq > first.seq, "{second:?} after {first:?}");
+    let (items, _, _) = groups::pull(&h.logic, AppId(APP), &gid, &uid(1), Seq::ZERO, 100).await.unwrap();
+    let ids: Vec<String> = items.iter().filter_map(|i| i.parts().map(|p| p.client_msg_id.to_string())).collect();
+    assert_eq!(ids, ["g-1", "g-3"], "the refused send left nothing behind");
+}

@@ -246,9 +246,11 @@ impl Friends {
     /// many entries went.
     pub async fn drop_slot(&self, slot: crate::slots::Slot) -> usize {
         self.invalidations.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        crate::owners::drop_slot_in_shards(&self.shards, slot, |e| {
-            Arc::strong_count(&e.slot) == 1 && e.slot.try_lock().is_ok()
-        })
+        crate::owners::drop_slot_in_shards(
+            &self.shards,
+            |(app, user)| crate::slots::slot_of(*app, user) == slot,
+            |e| Arc::strong_count(&e.slot) == 1 && e.slot.try_lock().is_ok(),
+        )
         .await
     }
 

@@ -638,14 +638,40 @@ impl Groups {
     /// Drops the joined views of `slot`'s users, waiting for the ones held (a slot
     /// move). Returns how many entries went.
     pub async fn drop_views_of_slot(&self, slot: crate::slots::Slot) -> usize {
-        let removed = crate::owners::drop_slot_in_shards(&self.views, slot, |v| {
-            Arc::strong_count(v) == 1 && v.try_lock().is_ok()
-        })
+        let removed = crate::owners::drop_slot_in_shards(
+            &self.views,
+            |(app, user)| crate::slots::slot_of(*app, user) == slot,
+            |v| Arc::strong_count(v) == 1 && v.try_lock().is_ok(),
+        )
         .await;
         // The count is made exact by the next eviction pass; this keeps it an upper bound.
         let _ =
             self.views_loaded.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(removed)));
         removed
+    }
+
+    /// Drops the states of `slot`'s groups (a slot move; the caller has released the
+    /// slot, so no new send or change of them starts), waiting for the ones held or
+    /// with sends in flight. Returns how many entries went.
+    pub async fn drop_slot(&self, slot: crate::slots::Slot) -> usize {
+        let removed = crate::owners::drop_slot_in_shards(
+            &self.groups,
+            |(app, group)| crate::slots::slot_of_id(*app, group.as_str()) == slot,
+            |s| Arc::strong_count(s) == 1 && s.try_lock().is_ok_and(|g| g.as_ref().is_none_or(|s| !s.busy())),
+        )
+        .await;
+        let _ = self.loaded.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(removed)));
+        removed
+    }
+
+    /// Refuses a write of `group` while this node does not own its slot (checked under
+    /// the group's lock, which [`Groups::drop_slot`] waits for).
+    pub(crate) fn check_owned(logic: &Logic, app: AppId, group: &GroupId) -> Result<(), StoreError> {
+        let slot = crate::slots::slot_of_id(app, group.as_str());
+        if logic.seqs.ownership().owns(slot) {
+            return Ok(());
+        }
+        Err(StoreError::Unavailable(format!("this node does not own slot {} (group {group}) now", slot.0)))
     }
 
     /// Joined views in memory (as of the last count).
@@ -780,6 +806,8 @@ pub(crate) async fn commit(
         (None, Some(s)) => s.rec.group_id.clone(),
         (None, None) => return Err(ServiceError::Store(StoreError::Backend("a change of no group".into()))),
     };
+    // Under the group's lock, held by the caller until this write is done.
+    Groups::check_owned(logic, app, &group_id)?;
     // A group being created gets its timeline's first seq bound in the same batch, so
     // its first send hands out a seq from memory (no bound write on the link reader).
     let first_bound = Seq(logic.config.seq_step.max(1));

@@ -74,6 +74,7 @@ fn live<'a>(slot: &'a mut Option<GroupState>, group: &GroupId) -> Result<&'a mut
 /// The next seq of the group's timeline, reserving a new durable bound (one write per
 /// `seq_step` seqs) before handing out a seq above the old one.
 async fn next_seq(logic: &Logic, app: AppId, s: &mut GroupState) -> Result<Seq, StoreError> {
+    super::Groups::check_owned(logic, app, &s.rec.group_id)?;
     let next = Seq(s.last_seq.0 + 1);
     if next > s.bound {
         let bound = Seq(s.last_seq.0 + logic.config.seq_step.max(1));
