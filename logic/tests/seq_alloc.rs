@@ -13,6 +13,19 @@ fn open(dir: &std::path::Path) -> Arc<dyn Store> {
     Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir)).expect("open store"))
 }
 
+/// Closes a store as a process exit would: waits for the allocator's background bound
+/// raises (tasks holding a clone) to finish, then drops the last handle, releasing the
+/// database's lock for the next open.
+async fn close(store: Arc<dyn Store>) {
+    for _ in 0..5_000 {
+        if Arc::strong_count(&store) == 1 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    panic!("a background task still holds the store after 5 s");
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
@@ -40,7 +53,7 @@ fn increasing_across_restarts_and_no_reuse_after_crash() {
                 }
             }
             drop(seqs);
-            drop(store);
+            close(store).await;
         }
         assert!(handed_out.windows(2).all(|w| w[0] < w[1]), "not strictly increasing: {handed_out:?}");
     });
@@ -124,7 +137,7 @@ proptest! {
                     }
                     Op::Restart => {
                         drop(seqs);
-                        drop(store);
+                        close(store).await;
                         store = open(dir.path());
                         seqs = SeqAllocator::new(store.clone(), step);
                         in_flight.clear();
