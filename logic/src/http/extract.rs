@@ -317,6 +317,14 @@ mod tests {
     }
 
     #[test]
+    fn large_integral_floats_are_read_exactly() {
+        // Without serde_json's float_roundtrip this read as 2251799813685247.25.
+        let mut v: Value = serde_json::from_str(r#"{"maxLimit": 2251799813685247.0}"#).unwrap();
+        normalize(&mut v);
+        assert_eq!(v["maxLimit"], serde_json::json!(2_251_799_813_685_247u64));
+    }
+
+    #[test]
     fn nulls_are_absent_and_integral_floats_are_integers() {
         let mut v = json!({"userData": [{"userId": "a", "userSex": 2.0}], "limit": 50.0, "x": null});
         normalize(&mut v);
