@@ -351,16 +351,22 @@ async fn eviction_spares_states_in_use_and_meets_the_bound() {
     assert!(next.first > w, "{next:?} above {w:?}");
 }
 
-/// A slot drop takes every per-user view of the slot's users — seq state, friend view,
-/// joined-groups view, conversation list, cached user state — and each comes back on
-/// its next use with the same answers.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slot_drop_takes_every_view_of_its_users_and_they_reload() {
+/// A node with users u0 and u1, both members of group g0.
+async fn two_users_in_group_g0() -> support::Harness {
     let h = support::Harness::new(LogicConfig::default(), vec![app_config(APP, json!({}))], None);
     let data: Vec<Value> = (0..2).map(|i| json!({"userId": user(i)})).collect();
     h.ok("/user/importUser", json!({ "userData": data })).await;
     let members = json!([{"memberId": user(0)}, {"memberId": user(1)}]);
     h.ok("/group/createGroup", json!({"groupId": "g0", "groupType": 1, "memberList": members})).await;
+    h
+}
+
+/// A slot drop takes every per-user view of the slot's users — seq state, friend view,
+/// joined-groups view, conversation list, cached user state — and each comes back on
+/// its next use with the same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_drop_takes_every_view_of_its_users_and_they_reload() {
+    let h = two_users_in_group_g0().await;
     send(&h.logic, 0, 1, "hello").await.unwrap();
     send(&h.logic, 1, 0, "hi").await.unwrap();
     let read = || async {
@@ -391,11 +397,7 @@ async fn a_slot_drop_takes_every_view_of_its_users_and_they_reload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_drop_takes_its_groups_and_refuses_their_sends() {
     use tern_logic::groups::{self, GroupSend};
-    let h = support::Harness::new(LogicConfig::default(), vec![app_config(APP, json!({}))], None);
-    let data: Vec<Value> = (0..2).map(|i| json!({"userId": user(i)})).collect();
-    h.ok("/user/importUser", json!({ "userData": data })).await;
-    let members = json!([{"memberId": user(0)}, {"memberId": user(1)}]);
-    h.ok("/group/createGroup", json!({"groupId": "g0", "groupType": 1, "memberList": members})).await;
+    let h = two_users_in_group_g0().await;
     let gid = tern_storage::GroupId::new("g0").unwrap();
     let group_send = |id: &'static str| {
         let logic = h.logic.clone();
