@@ -33,13 +33,26 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::seq::{Evicted, Held};
 use crate::slots::Slot;
 use crate::Logic;
 
 /// Default of `logic.owner_state_max_bytes`: 1 GiB holds the seq state of ~5 million
 /// users (~170 B each) or the friend views of ~200,000 users with 20 friends.
 pub const DEFAULT_OWNER_STATE_MAX_BYTES: u64 = 1 << 30;
+
+/// What a structure's `measure` found: entries held and their approximate bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    pub states: usize,
+    pub bytes: usize,
+}
+
+/// What an eviction pass dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evicted {
+    pub states: usize,
+    pub bytes: usize,
+}
 
 /// How often the sweeper measures (and evicts if over the bound).
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);

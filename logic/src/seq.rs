@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex};
 
 use tern_storage::{AppId, Owner, Seq, Store, StoreError, SyncKind, UserId, WriteBatch};
 
+use crate::owners::{Evicted, Held};
 use crate::slots::{slot_of, Slot, SlotOwnership};
 use crate::user_key::{UserKeyRef, UserMap};
 
@@ -173,20 +174,6 @@ pub struct SeqAllocator {
 }
 
 type Shards = Vec<Mutex<UserMap<UserState>>>;
-
-/// What [`SeqAllocator::measure`] found.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Held {
-    pub states: usize,
-    pub bytes: usize,
-}
-
-/// What an eviction pass dropped.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Evicted {
-    pub states: usize,
-    pub bytes: usize,
-}
 
 impl SeqAllocator {
     /// An allocator owning every slot (single-node deployment).
@@ -338,7 +325,8 @@ impl SeqAllocator {
         .await
     }
 
-    /// Whether a user's seq state is in memory.
+    /// Whether a user's seq state is in memory (an inspection: tests and diagnostics;
+    /// the answer may change as soon as the lock is released).
     pub fn is_loaded(&self, app: AppId, user: &UserId) -> bool {
         Self::lock(self.shard(app, user)).contains_key(&UserKeyRef::new(app, user))
     }
@@ -430,7 +418,9 @@ impl SeqAllocator {
         self.with_state(app, user, |st| Seq(st.committed(kind))).await
     }
 
-    /// The committed watermark of a user already in memory (zero if not loaded).
+    /// The committed watermark of a user already in memory (zero if not loaded). An
+    /// inspection for tests and diagnostics: the send path reads the watermark with its
+    /// allocation (`complete_then_committed`), never through this.
     pub fn committed_now(&self, app: AppId, user: &UserId, kind: SyncKind) -> Seq {
         let g = Self::lock(self.shard(app, user));
         g.get(&UserKeyRef::new(app, user)).map_or(Seq::ZERO, |st| Seq(st.committed(kind)))

@@ -186,8 +186,8 @@ impl Friends {
 
     /// Views in memory and the bytes they hold (a view locked right now is counted
     /// but not measured).
-    pub fn measure(&self) -> crate::seq::Held {
-        let mut held = crate::seq::Held::default();
+    pub fn measure(&self) -> crate::owners::Held {
+        let mut held = crate::owners::Held::default();
         for shard in self.shards.iter() {
             let g = shard.lock().unwrap_or_else(|p| p.into_inner());
             for e in g.values() {
@@ -209,11 +209,11 @@ impl Friends {
     /// freed or every shard was passed once; with `second_chance` a view looked up
     /// since the last pass is spared (its mark cleared). Also drops empty slots nobody
     /// holds. Resumes where the previous pass stopped.
-    pub fn evict(&self, want: usize, second_chance: bool) -> crate::seq::Evicted {
+    pub fn evict(&self, want: usize, second_chance: bool) -> crate::owners::Evicted {
         // Before anything goes: a login folding pages read earlier must not install
         // them into a slot emptied here after a write had updated the view.
         self.invalidations.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let mut out = crate::seq::Evicted::default();
+        let mut out = crate::owners::Evicted::default();
         let start = self.hand.load(std::sync::atomic::Ordering::Relaxed);
         for i in 0..SHARDS {
             if out.bytes >= want {
