@@ -73,6 +73,10 @@ pub fn describe() {
     describe_gauge!("tern_owner_states", "Per-user states in memory, by state (seq, friend_view).");
     describe_counter!("tern_owner_evictions_total", "Idle per-user states evicted to stay within the bound, by state.");
     describe_counter!("tern_slot_drops_total", "Slots given up by this node (their state dropped).");
+    describe_counter!(
+        "tern_device_acks_dropped_total",
+        "Coalesced device acks not written because their user's slot was given up (the devices pull again)."
+    );
     describe_counter!("tern_seqs_abandoned_total", "Seqs allocated for writes that failed (skipped, never reused).");
     describe_gauge!("tern_sends_in_flight", "Sends handed to the store and not yet durable (all links of this node).");
     describe_counter!("tern_push_acks_total", "PushAck frames received from devices.");

@@ -25,6 +25,7 @@ pub mod login;
 pub mod messages;
 pub mod owners;
 pub mod password;
+pub mod router;
 pub mod seq;
 pub mod server;
 pub mod sessions;
@@ -107,7 +108,11 @@ pub struct Logic {
 
 impl Logic {
     pub fn new(config: LogicConfig, store: Arc<dyn Store>, apps: AppRegistry) -> Arc<Self> {
-        let seqs = SeqAllocator::new(store.clone(), config.seq_step);
+        // Every write goes through the router, which refuses slots this node does not
+        // own; the seq allocator decides by the same flags.
+        let ownership = Arc::new(slots::SlotOwnership::all());
+        let store: Arc<dyn Store> = Arc::new(router::Routed::new(store, ownership.clone()));
+        let seqs = SeqAllocator::sharing_ownership(store.clone(), config.seq_step, ownership);
         let m = &config.messages;
         let admission = admission::SendAdmission::new(
             MIN_SENDS_IN_FLIGHT,

@@ -27,6 +27,9 @@
 //! dropped by slot: conversation flags (read at login only, so an online user's must
 //! stay; they go with the sessions when a slot moves).
 //!
+//! Writes of a slot given up are refused for every service by the write router
+//! (`router.rs`), not only the seq allocations checked here.
+//!
 //! Must never drop state that is in use: both structures decide idleness under the
 //! lock their users take (see `SeqAllocator::evict` and `Friends::evict`).
 
@@ -198,6 +201,11 @@ pub(crate) async fn remove_when_free(mut pass: impl FnMut() -> (usize, usize)) -
 /// Gives up `slot` on this node (see the module docs). Waits for the slot's writes in
 /// flight to finish.
 pub async fn drop_slot(logic: &Logic, slot: Slot) -> SlotDropped {
+    // Acks coalesced so far are written while the slot is still ours (later ones for
+    // its users are dropped at flush: the devices pull again).
+    if let Err(e) = crate::messages::flush_acks(logic).await {
+        tracing::warn!(error = %e, slot = slot.0, "flushing device acks before a slot drop failed");
+    }
     // Seqs first: with allocation refused no new write of the slot starts, and a
     // friendship change holds its views until its write is done.
     let seq_states = logic.seqs.drop_slot(slot).await;

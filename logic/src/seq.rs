@@ -167,7 +167,7 @@ pub struct SeqAllocator {
     step: u64,
     /// Slots this node owns: allocation for anyone else's user is refused, so a node
     /// that lost a slot can never write behind the new owner's back.
-    ownership: SlotOwnership,
+    ownership: Arc<SlotOwnership>,
     shards: Arc<Shards>,
     /// Where the eviction clock resumes (a shard index).
     hand: std::sync::atomic::AtomicUsize,
@@ -182,6 +182,12 @@ impl SeqAllocator {
     }
 
     pub fn with_ownership(store: Arc<dyn Store>, step: u64, ownership: SlotOwnership) -> Self {
+        Self::sharing_ownership(store, step, Arc::new(ownership))
+    }
+
+    /// An allocator deciding by `ownership`, which the node's write router
+    /// (`router::Routed`) reads too: one set of flags says what this node writes.
+    pub fn sharing_ownership(store: Arc<dyn Store>, step: u64, ownership: Arc<SlotOwnership>) -> Self {
         Self {
             store,
             step: step.max(1),

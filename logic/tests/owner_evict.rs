@@ -436,3 +436,55 @@ async fn a_slot_drop_takes_its_groups_and_refuses_their_sends() {
     let ids: Vec<String> = items.iter().filter_map(|i| i.parts().map(|p| p.client_msg_id.to_string())).collect();
     assert_eq!(ids, ["g-1", "g-3"], "the refused send left nothing behind");
 }
+
+/// Every write of a slot given up is refused, whichever service makes it — those that
+/// allocate seqs (a friendship's other side, a profile, a conversation record) and
+/// those that do not (a password change writes only the user record) — with 80009 and
+/// nothing written (device acks coalesced before the drop are written by it, later
+/// ones dropped); writes of owned slots go on; once the slot
+/// is taken again the same calls succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_for_a_slot_given_up_are_refused_by_every_service() {
+    let h = two_users_in_group_g0().await;
+    let (a, b) = (user(0), user(1));
+    let b_slot = slot_of(AppId(APP), &uid(1));
+    assert_ne!(slot_of(AppId(APP), &uid(0)), b_slot, "the test needs two slots");
+    send(&h.logic, 0, 1, "hello").await.unwrap();
+    let app = AppId(APP);
+    messages::push_ack(&h.logic, app, &uid(1), "d", 1);
+    owners::drop_slot(&h.logic, b_slot).await;
+    // The ack coalesced before the drop was written by it; one after it is dropped at
+    // the next flush (the device pulls again), which does not fail the flush.
+    messages::push_ack(&h.logic, app, &uid(1), "d", 5);
+    messages::flush_acks(&h.logic).await.unwrap();
+
+    // A friendship writes both sides: b's is not ours, so none of it is written.
+    let add = json!({"fromId": a, "toItem": {"toId": b}});
+    let refused = h.admin(APP, "/friendship/add", &add).await.json("add");
+    assert_eq!(refused["code"], json!(tern_schema::codes::SERVICE_UNAVAILABLE), "{refused}");
+    let profile = json!({"userId": b, "nickName": "moved"});
+    let refused = h.admin(APP, "/user/data/modifyUserInfo", &profile).await.json("profile");
+    assert_eq!(refused["code"], json!(tern_schema::codes::SERVICE_UNAVAILABLE), "{refused}");
+    // A password change alone writes the user record and nothing that allocates a seq.
+    let password = json!({"userId": b, "password": "moved-pw"});
+    let refused = h.admin(APP, "/user/data/modifyUserInfo", &password).await.json("password");
+    assert_eq!(refused["code"], json!(tern_schema::codes::SERVICE_UNAVAILABLE), "{refused}");
+    let pin = json!({"fromId": b, "conversationId": format!("1_{b}_{a}"), "isTop": true});
+    let refused = h.admin(APP, "/conversation/update", &pin).await.json("pin");
+    assert_eq!(refused["code"], json!(tern_schema::codes::SERVICE_UNAVAILABLE), "{refused}");
+    // a's own slot is still ours.
+    h.ok("/user/data/modifyUserInfo", json!({"userId": a, "nickName": "here"})).await;
+
+    owners::take_slot(&h.logic, b_slot);
+    let acks = messages::device_acks(&h.logic, app, &uid(1), "d").await.unwrap();
+    assert_eq!(acks, [(tern_storage::SyncKind::Message, Seq(1))]);
+    let relation = || h.ok("/friendship/getRelation", json!({"fromId": b, "toId": a}));
+    let before = relation().await;
+    assert_eq!(before["relation"], json!(0), "the refused add left nothing: {before}");
+    h.ok("/friendship/add", add).await;
+    let after = relation().await;
+    assert_eq!(after["relation"], json!(3), "{after}");
+    h.ok("/user/data/modifyUserInfo", profile).await;
+    h.ok("/user/data/modifyUserInfo", password).await;
+    h.ok("/conversation/update", pin).await;
+}

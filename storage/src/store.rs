@@ -183,6 +183,29 @@ pub enum WriteOp {
 }
 
 impl WriteOp {
+    /// Whose data this op writes: the (app, user or group id) whose slot holds it, so
+    /// that only that slot's node writes it. `None` for ops keyed by something else —
+    /// app records, dedup records and message locators, which always travel in a batch
+    /// with their owners' ops. (Users and groups hash into one slot space by id.)
+    pub fn owner_id(&self) -> Option<(AppId, &str)> {
+        match self {
+            WriteOp::PutUser(app, rec) => Some((*app, rec.user_id.as_str())),
+            WriteOp::AppendLog { app, owner, .. }
+            | WriteOp::DeleteLogEntry { app, owner, .. }
+            | WriteOp::SetSeqBound { app, owner, .. } => Some((*app, owner.id())),
+            WriteOp::PutDeviceAck { app, user, .. }
+            | WriteOp::AppendConvIndex { app, user, .. }
+            | WriteOp::PutReadMark { app, user, .. }
+            | WriteOp::PutConversation { app, user, .. }
+            | WriteOp::DeleteConversation { app, user, .. } => Some((*app, user.as_str())),
+            WriteOp::PutGroup(app, rec) => Some((*app, rec.group_id.as_str())),
+            WriteOp::PutGroupMember { app, group, .. } | WriteOp::DeleteGroupMember { app, group, .. } => {
+                Some((*app, group.as_str()))
+            }
+            WriteOp::PutDedup(_) | WriteOp::PutApp(_) | WriteOp::PutMessageIndex { .. } => None,
+        }
+    }
+
     /// Checks the limits every backend enforces, so backends refuse the same requests.
     pub fn validate(&self) -> Result<(), StoreError> {
         match self {

@@ -140,6 +140,12 @@ fn config_toml(dir: &std::path::Path, o: &Options) -> String {
 }
 
 fn spawn(args: &[&str], config: &std::path::Path) -> (Child, String) {
+    try_spawn(args, config).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Starts `tern` and waits for its listen line; an error if it exits (or stays silent
+/// for a minute) first.
+fn try_spawn(args: &[&str], config: &std::path::Path) -> Result<(Child, String), String> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
         .args(args)
         .arg("--config")
@@ -159,12 +165,12 @@ fn spawn(args: &[&str], config: &std::path::Path) -> (Child, String) {
         for _ in lines {}
     });
     match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(line) => (child, line),
+        Ok(line) => Ok((child, line)),
         Err(e) => {
             // Never leave a half-started server behind a failed test.
             let _ = child.kill();
             let _ = child.wait();
-            panic!("tern did not print its listen line ({e}); see its stderr above");
+            Err(format!("tern did not print its listen line ({e}); see its stderr above"))
         }
     }
 }
@@ -295,11 +301,21 @@ impl Tern {
                 }
             }
             Mode::Split | Mode::SplitUnix => {
-                let link = match mode {
-                    Mode::SplitUnix => format!("unix:{}", dir.path().join("link.sock").display()),
-                    _ => format!("127.0.0.1:{}", free_port()),
+                // A TCP link port is picked here (both processes need it) and may be
+                // taken by another socket before logic binds it: then try another.
+                let mut attempts = 0;
+                let (link, (logic, line)) = loop {
+                    let link = match mode {
+                        Mode::SplitUnix => format!("unix:{}", dir.path().join("link.sock").display()),
+                        _ => format!("127.0.0.1:{}", free_port()),
+                    };
+                    attempts += 1;
+                    match try_spawn(&["logic", "--http-addr", "127.0.0.1:0", "--link-addr", &link], &config) {
+                        Ok(started) => break (link, started),
+                        Err(e) if attempts < 3 && mode == Mode::Split => eprintln!("{e}; retrying on another port"),
+                        Err(e) => panic!("{e}"),
+                    }
                 };
-                let (logic, line) = spawn(&["logic", "--http-addr", "127.0.0.1:0", "--link-addr", &link], &config);
                 let mut logic = KillOnDrop(Some(logic));
                 let http = field(&line, "http");
                 let (gw, gline) = spawn(

@@ -305,17 +305,8 @@ pub async fn finish(
     p: GroupPending,
     outcome: Result<GuardOutcome, StoreError>,
 ) -> Result<Accepted, ServiceError> {
-    let result = match outcome {
-        // Our own guard seen by a retried write (it landed before the error): applied.
-        Ok(GuardOutcome::Duplicate(v)) if Accepted::decode(&v) == Some(p.accepted) => Ok(true),
-        Ok(GuardOutcome::Duplicate(v)) => Err(Accepted::decode(&v)),
-        Ok(GuardOutcome::Applied) => Ok(true),
-        Err(e) => {
-            tracing::error!(error = %e, "store failure on the group message path");
-            Ok(false)
-        }
-    };
-    let durable = result == Ok(true);
+    let written = messages::Written::judge(outcome, p.accepted, "group message");
+    let durable = matches!(written, messages::Written::Applied);
     match logic.groups.lock_with(logic, p.app, &p.group, false).await {
         Ok(mut slot) => {
             if let Some(s) = slot.as_mut() {
@@ -336,19 +327,10 @@ pub async fn finish(
         // The group could not be reloaded: members catch up by pulling.
         Err(e) => tracing::error!(error = %e, group = %p.group, "group state unavailable; message not pushed"),
     }
-    let answer = match result {
-        Ok(true) => {
-            metrics::counter!("tern_group_messages_accepted_total").increment(1);
-            crate::callbacks::after_send(logic, p.app, &p.payload);
-            Ok(p.accepted)
-        }
-        Ok(false) => Err(refused(codes::INTERNAL, "internal error")),
-        Err(Some(original)) => {
-            metrics::counter!("tern_messages_deduplicated_total").increment(1);
-            Ok(original)
-        }
-        Err(None) => Err(refused(codes::INTERNAL, "stored dedup record is corrupt")),
-    };
+    if durable {
+        crate::callbacks::after_send(logic, p.app, &p.payload);
+    }
+    let answer = written.answer(p.accepted, "tern_group_messages_accepted_total");
     messages::land(logic, &p.key, &answer);
     answer
 }

@@ -390,40 +390,67 @@ async fn build(logic: &Logic, req: &SendRequest<'_>, key: String) -> Result<(Pen
     Ok((pending, GuardedBatch { guard, batch }))
 }
 
+/// How a send's guarded write ended, judged once for 1:1 and group sends.
+pub(crate) enum Written {
+    /// Durable: this send's write (or a retry of it) applied.
+    Applied,
+    /// An earlier send with the same client message id was stored: its answer (`None`:
+    /// the stored record is corrupt).
+    Duplicate(Option<Accepted>),
+    /// Nothing written; the send's seqs are skipped and this is the sender's answer.
+    Failed(ServiceError),
+}
+
+impl Written {
+    pub(crate) fn judge(outcome: Result<GuardOutcome, StoreError>, ours: Accepted, path: &str) -> Self {
+        match outcome {
+            // Our own guard seen by a retried write (it landed before the error): applied.
+            Ok(GuardOutcome::Duplicate(v)) if Accepted::decode(&v) == Some(ours) => Written::Applied,
+            Ok(GuardOutcome::Duplicate(v)) => Written::Duplicate(Accepted::decode(&v)),
+            Ok(GuardOutcome::Applied) => Written::Applied,
+            // A slot given up between allocation and write (the router refused the
+            // write): 80009, retryable, not a failure of the store.
+            Err(e @ StoreError::Unavailable(_)) => Written::Failed(ServiceError::Store(e)),
+            Err(e) => {
+                tracing::error!(error = %e, "store failure on the {path} path");
+                Written::Failed(ServiceError::refused(codes::INTERNAL, "internal error"))
+            }
+        }
+    }
+
+    /// The sender's answer; counts accepted (`accepted_metric`) and deduplicated sends.
+    pub(crate) fn answer(self, ours: Accepted, accepted_metric: &'static str) -> SendResult {
+        match self {
+            Written::Applied => {
+                metrics::counter!(accepted_metric).increment(1);
+                Ok(ours)
+            }
+            Written::Duplicate(Some(original)) => {
+                metrics::counter!("tern_messages_deduplicated_total").increment(1);
+                Ok(original)
+            }
+            Written::Duplicate(None) => Err(ServiceError::refused(codes::INTERNAL, "stored dedup record is corrupt")),
+            Written::Failed(e) => Err(e),
+        }
+    }
+}
+
 /// Completes a prepared send with its write's outcome: on success the message is pushed
 /// (in each user's seq order) and the sender's answer returned; otherwise its seqs are
 /// skipped. Answers concurrent resends waiting for it.
 pub fn finish(logic: &Logic, p: Pending, outcome: Result<GuardOutcome, StoreError>) -> SendResult {
-    let result = match outcome {
-        // Our own guard seen by a retried write (it landed before the error): applied.
-        Ok(GuardOutcome::Duplicate(v)) if Accepted::decode(&v) == Some(p.accepted) => Ok(true),
-        Ok(GuardOutcome::Duplicate(v)) => Err(Accepted::decode(&v)),
-        Ok(GuardOutcome::Applied) => Ok(true),
-        Err(e) => {
-            tracing::error!(error = %e, "store failure on the message path");
-            Ok(false)
-        }
-    };
-    let durable = result == Ok(true);
+    let written = Written::judge(outcome, p.accepted, "message");
+    let durable = matches!(written, Written::Applied);
     let d = &logic.messaging.delivery;
     let item = || Item::Stored(p.payload.clone());
     d.complete(logic, &p.from_alloc, durable, vec![(p.from_alloc.first, item(), p.origin)]);
     if let Some(a) = &p.to_alloc {
         d.complete(logic, a, durable, vec![(a.first, item(), None)]);
     }
-    let answer = match result {
-        Ok(true) => {
-            metrics::counter!("tern_messages_accepted_total").increment(1);
-            crate::callbacks::after_send(logic, p.from_alloc.app, &p.payload);
-            Ok(p.accepted)
-        }
-        Ok(false) => Err(ServiceError::refused(codes::INTERNAL, "internal error")),
-        Err(Some(original)) => {
-            metrics::counter!("tern_messages_deduplicated_total").increment(1);
-            Ok(original)
-        }
-        Err(None) => Err(ServiceError::refused(codes::INTERNAL, "stored dedup record is corrupt")),
-    };
+    if durable {
+        crate::callbacks::after_send(logic, p.from_alloc.app, &p.payload);
+    }
+    let answer = written.answer(p.accepted, "tern_messages_accepted_total");
     if let Ok(accepted) = &answer {
         logic.messaging.recent.insert(p.key.clone(), *accepted);
     }
@@ -559,10 +586,18 @@ pub fn push_ack(logic: &Logic, app: AppId, user: &UserId, device: &str, seq: u64
 /// small chunks written one after another let sends interleave.
 const ACK_FLUSH_CHUNK: usize = 256;
 
-/// Writes coalesced device acks, in chunks of [`ACK_FLUSH_CHUNK`].
+/// Writes coalesced device acks, in chunks of [`ACK_FLUSH_CHUNK`]. Acks of users whose
+/// slot this node no longer owns are dropped (counted in
+/// `tern_device_acks_dropped_total`): their writes would be refused, and a lost ack only
+/// makes the device pull again. `owners::drop_slot` flushes before it gives a slot up.
 pub async fn flush_acks(logic: &Logic) -> Result<usize, StoreError> {
-    let pending: Vec<_> =
+    let mut pending: Vec<_> =
         std::mem::take(&mut *logic.messaging.acks.lock().unwrap_or_else(|p| p.into_inner())).into_iter().collect();
+    let before = pending.len();
+    pending.retain(|((app, user, _), _)| logic.seqs.ownership().owns_user(*app, user));
+    if pending.len() < before {
+        metrics::counter!("tern_device_acks_dropped_total").increment((before - pending.len()) as u64);
+    }
     let total = pending.len();
     let mut chunks = pending.chunks(ACK_FLUSH_CHUNK);
     while let Some(chunk) = chunks.next() {
