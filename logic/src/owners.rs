@@ -165,23 +165,15 @@ pub(crate) fn remove_free<K, V>(
     (removed, busy)
 }
 
-/// Removes the entries of a sharded map that `in_slot` picks, waiting for those in use
-/// (`free` says whether nobody uses one). Returns the entries removed.
-pub(crate) async fn drop_slot_in_shards<K: Eq + std::hash::Hash, V>(
-    shards: &[std::sync::Mutex<std::collections::HashMap<K, V>>],
+/// Removes the entries of one shard (the slot's: see `slots::shard_of_slot`) that
+/// `in_slot` picks, waiting for those in use (`free` says whether nobody uses one).
+/// Returns the entries removed.
+pub(crate) async fn drop_slot_in_shard<K: Eq + std::hash::Hash, V>(
+    shard: &std::sync::Mutex<std::collections::HashMap<K, V>>,
     in_slot: impl Fn(&K) -> bool,
     free: impl Fn(&V) -> bool,
 ) -> usize {
-    remove_when_free(|| {
-        let (mut removed, mut busy) = (0, 0);
-        for shard in shards {
-            let mut g = shard.lock().unwrap_or_else(|p| p.into_inner());
-            let (r, b) = remove_free(&mut g, &in_slot, &free);
-            (removed, busy) = (removed + r, busy + b);
-        }
-        (removed, busy)
-    })
-    .await
+    remove_when_free(|| remove_free(&mut shard.lock().unwrap_or_else(|p| p.into_inner()), &in_slot, &free)).await
 }
 
 /// Runs `pass` (one [`remove_free`] over a structure: (removed, in use)) until nothing

@@ -144,8 +144,7 @@ impl Allocation {
 }
 
 fn shard_of<'a>(shards: &'a Shards, app: AppId, user: &UserId) -> &'a Mutex<UserMap<UserState>> {
-    // Shards follow slots, so a slot's users share locks and move together.
-    &shards[slot_of(app, user).0 as usize % SHARDS]
+    &shards[crate::slots::shard_of_id(app, user.as_str(), SHARDS)]
 }
 
 /// A background bound raise ended: clears `raising`, and records the bound if written.
@@ -491,7 +490,7 @@ impl SeqAllocator {
     /// states load on first touch.
     pub async fn drop_slot(&self, slot: Slot) -> usize {
         self.ownership.release(slot);
-        let shard = &self.shards[slot.0 as usize % SHARDS];
+        let shard = &self.shards[crate::slots::shard_of_slot(slot, SHARDS)];
         let mut dropped = 0;
         loop {
             let mut busy = 0;

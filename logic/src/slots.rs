@@ -35,6 +35,19 @@ pub fn slot_of_id(app: AppId, id: &str) -> Slot {
     Slot((h % u64::from(SLOTS)) as u16)
 }
 
+/// The shard (of `shards`) holding an owner's entries in a per-owner structure. Every
+/// such structure (seq states, parked deliveries, friend views, user locks, groups and
+/// joined-groups views) shards by slot, so a slot's entries sit in one shard of each:
+/// a slot drop scans that one, and a slot's owners share locks and move together.
+pub fn shard_of_id(app: AppId, id: &str, shards: usize) -> usize {
+    shard_of_slot(slot_of_id(app, id), shards)
+}
+
+/// The shard (of `shards`) holding `slot`'s entries (see [`shard_of_id`]).
+pub fn shard_of_slot(slot: Slot, shards: usize) -> usize {
+    slot.0 as usize % shards
+}
+
 /// Which slots this node owns. Ownership changes at run time (a slot given up to move
 /// it, taken again), so the flags are atomics: every allocation reads one, a move
 /// writes one.

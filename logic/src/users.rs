@@ -18,7 +18,6 @@
 //! request, no axum types) and never encode wire frames itself beyond calling
 //! `tern_schema::encode`.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -286,11 +285,7 @@ impl Default for UserLocks {
 
 impl UserLocks {
     fn stripe(app: AppId, user: &UserId) -> usize {
-        // DefaultHasher::new() has fixed keys: a user always maps to the same stripe.
-        let mut h = std::hash::DefaultHasher::new();
-        app.0.hash(&mut h);
-        user.as_str().hash(&mut h);
-        (h.finish() as usize) % LOCK_STRIPES
+        crate::slots::shard_of_id(app, user.as_str(), LOCK_STRIPES)
     }
 
     /// Locks one user.

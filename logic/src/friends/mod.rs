@@ -172,12 +172,7 @@ impl Friends {
     }
 
     fn slot(&self, app: AppId, user: &UserId) -> Slot {
-        use std::hash::{Hash, Hasher};
-        // DefaultHasher::new() has fixed keys: a user always lands in one shard.
-        let mut h = std::hash::DefaultHasher::new();
-        app.0.hash(&mut h);
-        user.as_str().hash(&mut h);
-        let shard = &self.shards[(h.finish() as usize) % SHARDS];
+        let shard = &self.shards[crate::slots::shard_of_id(app, user.as_str(), SHARDS)];
         let mut g = shard.lock().unwrap_or_else(|p| p.into_inner());
         let e = g.entry((app, user.clone())).or_default();
         e.recent = true;
@@ -246,8 +241,8 @@ impl Friends {
     /// many entries went.
     pub async fn drop_slot(&self, slot: crate::slots::Slot) -> usize {
         self.invalidations.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        crate::owners::drop_slot_in_shards(
-            &self.shards,
+        crate::owners::drop_slot_in_shard(
+            &self.shards[crate::slots::shard_of_slot(slot, SHARDS)],
             |(app, user)| crate::slots::slot_of(*app, user) == slot,
             |e| Arc::strong_count(&e.slot) == 1 && e.slot.try_lock().is_ok(),
         )

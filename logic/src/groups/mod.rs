@@ -492,12 +492,7 @@ fn evict_lru<K: Clone + Eq + std::hash::Hash, T>(
 }
 
 fn shard_of(app: AppId, id: &str) -> usize {
-    use std::hash::{Hash, Hasher};
-    // DefaultHasher::new() has fixed keys: an id always lands in one shard.
-    let mut h = std::hash::DefaultHasher::new();
-    app.0.hash(&mut h);
-    id.hash(&mut h);
-    (h.finish() as usize) % SHARDS
+    crate::slots::shard_of_id(app, id, SHARDS)
 }
 
 impl Groups {
@@ -638,8 +633,8 @@ impl Groups {
     /// Drops the joined views of `slot`'s users, waiting for the ones held (a slot
     /// move). Returns how many entries went.
     pub async fn drop_views_of_slot(&self, slot: crate::slots::Slot) -> usize {
-        let removed = crate::owners::drop_slot_in_shards(
-            &self.views,
+        let removed = crate::owners::drop_slot_in_shard(
+            &self.views[crate::slots::shard_of_slot(slot, SHARDS)],
             |(app, user)| crate::slots::slot_of(*app, user) == slot,
             |v| Arc::strong_count(v) == 1 && v.try_lock().is_ok(),
         )
@@ -654,8 +649,8 @@ impl Groups {
     /// slot, so no new send or change of them starts), waiting for the ones held or
     /// with sends in flight. Returns how many entries went.
     pub async fn drop_slot(&self, slot: crate::slots::Slot) -> usize {
-        let removed = crate::owners::drop_slot_in_shards(
-            &self.groups,
+        let removed = crate::owners::drop_slot_in_shard(
+            &self.groups[crate::slots::shard_of_slot(slot, SHARDS)],
             |(app, group)| crate::slots::slot_of_id(*app, group.as_str()) == slot,
             |s| Arc::strong_count(s) == 1 && s.try_lock().is_ok_and(|g| g.as_ref().is_none_or(|s| !s.busy())),
         )

@@ -56,11 +56,7 @@ impl Delivery {
     }
 
     fn shard(&self, app: AppId, user: &UserId) -> &Mutex<HashMap<Key, BTreeMap<u64, Parked>>> {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::hash::DefaultHasher::new();
-        app.0.hash(&mut h);
-        user.as_str().hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+        &self.shards[crate::slots::shard_of_id(app, user.as_str(), SHARDS)]
     }
 
     /// Runs `f` under `user`'s delivery lock: no push of the user's messages happens
