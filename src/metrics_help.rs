@@ -40,6 +40,10 @@ pub fn describe() {
     describe_counter!("tern_messages_deduplicated_total", "Resends answered with the original ack.");
     describe_counter!("tern_messages_recalled_total", "Messages recalled.");
     describe_counter!("tern_sends_refused_busy_total", "Sends refused with 80009 because a queue was full.");
+    describe_counter!(
+        "tern_sends_refused_link_backlog_total",
+        "Sends refused with 80009 because the link to their gateway core was backed up."
+    );
     describe_histogram!("tern_send_turn_size", "Sends handed to the store in one link turn.");
     describe_histogram!(
         "tern_send_turn_seconds",

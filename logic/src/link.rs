@@ -37,7 +37,7 @@ use crate::Logic;
 /// Largest link frame payload (a Deliver to many connections of one core can be large).
 pub const MAX_LINK_PAYLOAD: usize = 16 << 20;
 /// Frames queued towards one gateway core before new ones are dropped.
-const LINK_QUEUE_FRAMES: usize = 65_536;
+pub(crate) const LINK_QUEUE_FRAMES: usize = 65_536;
 /// Bytes the writer gathers before one write.
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
 /// Kernel receive buffer of a link socket (see `serve_link`).

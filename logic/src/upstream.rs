@@ -282,15 +282,21 @@ impl SendTurn {
         self.pending.is_empty()
     }
 
-    /// Whether this link's sends in flight, or the node's admission limit, leave no room
-    /// for one more (the send is then refused at once with 80009, never queued).
-    fn busy(&self, logic: &Logic) -> bool {
-        let full = self.in_flight.load(Ordering::Relaxed) + self.pending.len() >= self.max_in_flight
-            || !logic.admission.admits(self.pending.len());
-        if full {
+    /// Why this link takes no more sends now, if so: its sends in flight or the node's
+    /// admission limit leave no room, or its outbound queue is backed up (the send is
+    /// then refused at once with 80009, never queued).
+    fn busy(&self, logic: &Logic, tx: &mpsc::Sender<Vec<u8>>) -> Option<&'static str> {
+        if self.in_flight.load(Ordering::Relaxed) + self.pending.len() >= self.max_in_flight
+            || !logic.admission.admits(self.pending.len())
+        {
             metrics::counter!("tern_sends_refused_busy_total").increment(1);
+            return Some(BUSY);
         }
-        full
+        if tx.max_capacity() - tx.capacity() > LINK_BACKLOG_REFUSE {
+            metrics::counter!("tern_sends_refused_link_backlog_total").increment(1);
+            return Some(BACKLOG);
+        }
+        None
     }
 
     /// Prepares one Send frame and adds it to the turn, or answers it at once (refused,
@@ -315,8 +321,8 @@ impl SendTurn {
             Ok(u) => u,
             Err(e) => return refuse(msg::errors::INVALID_MESSAGE, &format!("to_id: {e}")),
         };
-        if self.busy(logic) {
-            return refuse(codes::SERVICE_UNAVAILABLE, BUSY);
+        if let Some(why) = self.busy(logic, tx) {
+            return refuse(codes::SERVICE_UNAVAILABLE, why);
         }
         let req = one_send(&s, app, user, to, device_id, conn);
         match msg::prepare(logic, req).await {
@@ -372,8 +378,8 @@ impl SendTurn {
             Ok(g) => g,
             Err(e) => return refuse(msg::errors::INVALID_MESSAGE, &format!("to_id: {e}")),
         };
-        if self.busy(logic) {
-            return refuse(codes::SERVICE_UNAVAILABLE, BUSY);
+        if let Some(why) = self.busy(logic, tx) {
+            return refuse(codes::SERVICE_UNAVAILABLE, why);
         }
         // A send of this link to the group still waits off the reader: this one follows it.
         let ahead = if self.deferred.is_empty() {
@@ -499,8 +505,8 @@ impl SendTurn {
         if let Some(e) = checked {
             return refuse(msg::errors::INVALID_MESSAGE, &format!("to_id: {e}"));
         }
-        if self.busy(logic) {
-            return refuse(codes::SERVICE_UNAVAILABLE, BUSY);
+        if let Some(why) = self.busy(logic, tx) {
+            return refuse(codes::SERVICE_UNAVAILABLE, why);
         }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let (bytes, device) = (bytes.to_vec(), device_id.to_owned());
@@ -590,6 +596,17 @@ fn send_ack(to: &AckTo, result: &Result<msg::Accepted, ServiceError>) -> Vec<u8>
 
 /// The refusal of a send the link reader answers itself.
 const BUSY: &str = "server busy: too many sends in flight; retry in 100 ms";
+/// ... and when the gateway core's link is behind.
+const BACKLOG: &str = "server busy: the gateway is behind on delivering; retry in 100 ms";
+
+/// A link whose outbound queue holds more frames than this takes no new sends (80009)
+/// until the gateway core has written some: what is queued already waits for that core,
+/// and each new send adds its ack and pushes behind it. The queue's own bound (65,536
+/// frames) was seconds of waiting when a gateway core fell behind at 50,000 msgs/s, and
+/// past it devices are kicked (SlowConsumer) and pull, which costs more than a refusal.
+/// Only the sender's own link is looked at: with one gateway per machine the recipients'
+/// links share its cores' fate.
+const LINK_BACKLOG_REFUSE: usize = crate::link::LINK_QUEUE_FRAMES / 16;
 
 /// Answers a Send with a refusal (counted by code).
 fn refuse_send(tx: &mpsc::Sender<Vec<u8>>, conn: ConnRef, rid: u32, client_msg_id: &str, code: u32, message: &str) {
