@@ -105,4 +105,43 @@ async fn overload_refuses_fast_and_loses_nothing(mode: Mode) {
     assert_eq!(acks(&mut a, rids).await[0].0, codes::OK);
 }
 
-in_both_modes!(one_senders_order_is_kept, overload_refuses_fast_and_loses_nothing);
+/// A gateway core keeps at most `max_sends_in_flight_per_core` Sends in flight to logic
+/// and answers the rest of a pipelined burst itself (80009, its own text), however much
+/// logic would take; nothing acked is lost, nothing refused is stored, order is kept.
+async fn a_cores_sends_in_flight_are_bounded_at_the_gateway(mode: Mode) {
+    let mut o = options(100_000);
+    // Ahead of options' own `[messages]` table: this belongs to `[gateway]`.
+    o.extra_toml = format!("max_sends_in_flight_per_core = 2\n{}", o.extra_toml);
+    let t = Tern::start_with(mode, o);
+    t.import(APP, &["a", "b"]);
+    let mut a = t.device(Transport::Tcp, APP, "a", ClientType::Ios, "a-phone").await;
+    let mut b = t.device(Transport::Tcp, APP, "b", ClientType::Android, "b-phone").await;
+    let n = 300;
+    let mut rids = pipeline(&mut a, "b", "burst", n).await;
+    let mut got = vec![(u32::MAX, String::new()); n];
+    while !rids.is_empty() {
+        let (f, _) = a.recv_until(|f| f.body_type() == Body::SendAck, WAIT).await.expect("a SendAck for every send");
+        let i = rids.remove(&f.request_id()).expect("an ack for a request of ours");
+        let ack = f.frame().body_as_send_ack().unwrap();
+        got[i] = (ack.code(), ack.message().unwrap_or_default().to_owned());
+    }
+    let accepted: Vec<usize> = (0..n).filter(|i| got[*i].0 == codes::OK).collect();
+    let at_gateway =
+        got.iter().filter(|(code, m)| *code == codes::SERVICE_UNAVAILABLE && m.contains("waiting for logic"));
+    assert!(at_gateway.count() > 0, "a burst of {n} past a core's bound of 2 is partly refused there: {got:?}");
+    assert!(
+        got.iter().all(|(code, _)| *code == codes::OK || *code == codes::SERVICE_UNAVAILABLE),
+        "every send is accepted or refused as busy: {got:?}"
+    );
+    assert!(!accepted.is_empty(), "some of the burst is accepted");
+    let want: Vec<String> = accepted.iter().map(|i| format!("burst{i}")).collect();
+    assert_eq!(timeline(&mut b).await, want);
+    let rids = pipeline(&mut a, "b", "after", 1).await;
+    assert_eq!(acks(&mut a, rids).await[0].0, codes::OK);
+}
+
+in_both_modes!(
+    one_senders_order_is_kept,
+    overload_refuses_fast_and_loses_nothing,
+    a_cores_sends_in_flight_are_bounded_at_the_gateway
+);

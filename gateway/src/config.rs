@@ -35,6 +35,12 @@ pub const DEFAULT_INBOUND_FRAMES_PER_SEC: u32 = 50;
 /// 1024 queued frames per connection: absorbs a burst (e.g. an offline backlog pushed at
 /// login) while bounding a stuck client's memory to about 1024 shared frame references.
 pub const DEFAULT_OUTBOUND_QUEUE_FRAMES: usize = 1_024;
+/// 1024 Sends in flight per core (forwarded to logic, not yet answered), logic's own
+/// per-link bound: in normal running logic answers long before it (its refusals say
+/// why); the core's bound acts when Sends pile up in the link itself — logic starved of
+/// CPU, or this core behind on its writes — and keeps what is accepted to at most this
+/// much waiting (~0.2 s at 5,000 sends/s per core).
+pub const DEFAULT_MAX_SENDS_IN_FLIGHT_PER_CORE: u32 = 1_024;
 /// Logic's link port 9100 on the same machine: the one-process default (`tern all`).
 pub const DEFAULT_LINK_ADDR: &str = "127.0.0.1:9100";
 /// Reconnect backoff capped at 5 s: logic restarts are noticed within seconds, yet a
@@ -80,6 +86,9 @@ pub struct GatewayConfig {
     pub inbound_frames_per_sec: u32,
     /// Frames queued for one connection beyond which it is kicked as a slow consumer.
     pub outbound_queue_frames: usize,
+    /// Sends one core keeps in flight to logic (forwarded, not yet answered); past it
+    /// the core answers new Sends itself with SendAck 80009. 0 = no bound.
+    pub max_sends_in_flight_per_core: u32,
     /// Address of the logic link endpoint each core connects to: `host:port`, or
     /// `unix:PATH` for a logic tier on the same host (no TCP stack on the link).
     pub link_addr: String,
@@ -110,6 +119,7 @@ impl Default for GatewayConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             inbound_frames_per_sec: DEFAULT_INBOUND_FRAMES_PER_SEC,
             outbound_queue_frames: DEFAULT_OUTBOUND_QUEUE_FRAMES,
+            max_sends_in_flight_per_core: DEFAULT_MAX_SENDS_IN_FLIGHT_PER_CORE,
             link_addr: DEFAULT_LINK_ADDR.to_owned(),
             link_reconnect_max_ms: DEFAULT_LINK_RECONNECT_MAX_MS,
             login_link_wait_ms: DEFAULT_LOGIN_LINK_WAIT_MS,

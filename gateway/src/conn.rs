@@ -15,7 +15,10 @@ use bytes::Bytes;
 use tern_schema::client::{Body, KickReason};
 use tern_schema::frame::{self, FrameError};
 use tern_schema::link::CloseReason;
+use tern_schema::message::{self, SendAckParts};
 use tern_schema::{codes, encode, sig, HEADER_LEN};
+
+use crate::window::SendWindow;
 
 /// User and device ids are 1..=64 bytes (PROTOCOL.md).
 pub const MAX_ID_BYTES: usize = 64;
@@ -59,6 +62,8 @@ pub struct Env<'a> {
     pub link_up: bool,
     pub apps: &'a Apps,
     pub limits: &'a Limits,
+    /// The core's Sends in flight to logic; a Send forwarded takes a place in it.
+    pub sends: &'a SendWindow,
 }
 
 /// Why a connection is closed: the metrics label, and what logic is told.
@@ -227,6 +232,9 @@ fn error(request_id: u32, code: u32, message: &str) -> Action {
     Action::Reply(encode::error(request_id, code, message).into())
 }
 
+/// SendAck 80009 text when the core's Sends in flight to logic are at their bound.
+pub const SENDS_IN_FLIGHT_FULL: &str = "server busy: too many sends waiting for logic; retry in 100 ms";
+
 /// The client-facing error for a header/decoding failure.
 /// Error(80000) text for a WebSocket message whose length is not its frame header's.
 pub const WS_LENGTH_MISMATCH: &str = "the frame header's length does not match the WebSocket message";
@@ -356,6 +364,16 @@ impl Conn {
                 // per push cost logic's link reader as much as the sends (see
                 // ARCHITECTURE.md, "Group messages").
                 Body::PushAck if is_group_ack(&f) => out.push_back(Action::Dropped),
+                Body::Send if env.link_up && !env.sends.try_take() => {
+                    let client_msg_id = f.body_as_send().and_then(|s| s.client_msg_id()).unwrap_or_default();
+                    let parts = SendAckParts {
+                        client_msg_id,
+                        code: codes::SERVICE_UNAVAILABLE,
+                        message: SENDS_IN_FLIGHT_FULL,
+                        ..Default::default()
+                    };
+                    out.push_back(Action::Reply(message::send_ack(rid, &parts).into()));
+                }
                 _ if env.link_up => out.push_back(Action::Forward),
                 _ => out.push_back(error(rid, codes::SERVICE_UNAVAILABLE, "service unavailable, retry later")),
             },
@@ -604,6 +622,7 @@ mod tests {
         limits: Limits,
         now_ms: u64,
         link_up: bool,
+        sends: SendWindow,
     }
 
     impl T {
@@ -621,6 +640,7 @@ mod tests {
                 limits,
                 now_ms: 1_000,
                 link_up: true,
+                sends: SendWindow::new(2, metrics::Counter::noop()),
             }
         }
         fn env(&self) -> Env<'_> {
@@ -630,13 +650,11 @@ mod tests {
                 link_up: self.link_up,
                 apps: &self.apps,
                 limits: &self.limits,
+                sends: &self.sends,
             }
         }
         fn feed(&mut self, frame: &[u8]) -> String {
-            let mut out = Actions::new();
-            let env = Env { apps: &self.apps, limits: &self.limits, ..self.env() };
-            self.conn.on_frame(frame, &env, &mut out);
-            describe(&out)
+            self.with(|c, e, o| c.on_frame(frame, e, o))
         }
         fn with(&mut self, f: impl FnOnce(&mut Conn, &Env<'_>, &mut Actions)) -> String {
             let mut out = Actions::new();
@@ -646,6 +664,7 @@ mod tests {
                 link_up: self.link_up,
                 apps: &self.apps,
                 limits: &self.limits,
+                sends: &self.sends,
             };
             f(&mut self.conn, &env, &mut out);
             describe(&out)
@@ -668,6 +687,7 @@ mod tests {
                         Body::Error => format!("reply Error({})", f.body_as_error().unwrap().code()),
                         Body::Kick => format!("reply Kick({:?})", f.body_as_kick().unwrap().reason()),
                         Body::Pong => format!("reply Pong({})", f.request_id()),
+                        Body::SendAck => format!("reply SendAck({})", f.body_as_send_ack().unwrap().code()),
                         other => format!("reply {}", other.variant_name().unwrap_or("?")),
                     }
                 }
@@ -874,6 +894,46 @@ mod tests {
             t.with(|c, e, o| c.on_tick(e, o)),
             "reply Error(80004), session-closed LoginTimeout, close login_timeout"
         );
+    }
+
+    #[test]
+    fn sends_past_the_cores_window_are_refused_here() {
+        let mut t = T::logged_in();
+        let send = |rid, id: &str| {
+            message::send(rid, id, "bob", &[message::ElemParts { text: "hi", ..Default::default() }], 1)
+        };
+        // Logic has not reported on this link yet: nothing is bounded.
+        for i in 0..3 {
+            assert_eq!(t.feed(&send(i, "early")), "forward");
+        }
+        // (The frame-rate bucket refills meanwhile.)
+        t.now_ms += 2_000;
+        // It has answered one of three: two in flight, the bound.
+        t.sends.answered(1);
+        let mut out = Actions::new();
+        let env = Env {
+            now_ms: t.now_ms,
+            unix_ms: NOW_UNIX_MS,
+            link_up: true,
+            apps: &t.apps,
+            limits: &t.limits,
+            sends: &t.sends,
+        };
+        t.conn.on_frame(&send(7, "cm-7"), &env, &mut out);
+        let Some(Action::Reply(b)) = out.front() else { panic!("{}", describe(&out)) };
+        let f = frame::parse_client_framed(b, 1 << 20).unwrap();
+        let ack = f.body_as_send_ack().unwrap();
+        assert_eq!((f.request_id(), ack.code(), ack.client_msg_id()), (7, codes::SERVICE_UNAVAILABLE, Some("cm-7")));
+        assert_eq!(ack.message(), Some(SENDS_IN_FLIGHT_FULL));
+        // Only Sends are bounded: the rest still goes to logic.
+        assert_eq!(t.feed(&encode::pull(1, SyncKind::Message, 0, 10)), "forward");
+        t.sends.answered(2);
+        assert_eq!(t.feed(&send(8, "cm-8")), "forward");
+        assert_eq!(t.feed(&send(9, "cm-9")), "reply SendAck(80009)");
+        // Link down: the usual Error, and no place taken.
+        t.link_up = false;
+        assert_eq!(t.feed(&send(10, "cm-10")), "reply Error(80009)");
+        assert_eq!(t.sends.in_flight(), 2);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use tern_schema::frame::{self, FrameError, MAX_PAYLOAD_LEN, MIN_PAYLOAD_LEN};
 use tern_schema::{encode, message, sig, HEADER_LEN};
 
 use crate::conn::{Action, Actions, Apps, CloseCause, Conn, Env, Limits, MAX_ID_BYTES};
+use crate::window::SendWindow;
 use crate::wire::{Step, Wire};
 use crate::ws::{self, Handshake, WsDecoder};
 
@@ -305,6 +306,7 @@ fn run_conn(data: &[u8], log: Option<&mut Vec<String>>) {
         now_ms: 0,
         link: true,
         congested: false,
+        sends: SendWindow::new(0, metrics::Counter::noop()),
         m: Model::default(),
         out: Actions::new(),
         log,
@@ -357,6 +359,9 @@ struct ConnHarness<'l> {
     link: bool,
     /// The link is up but its buffer is full: the core reports it as down to `Conn`.
     congested: bool,
+    /// Unbounded: the window's own behaviour is unit-tested in `window`; here every Send
+    /// the model expects forwarded is.
+    sends: SendWindow,
     m: Model,
     out: Actions,
     log: Option<&'l mut Vec<String>>,
@@ -521,8 +526,8 @@ fn valid_frame(k: u8) -> Vec<u8> {
     }
 }
 
-fn env<'a>(now_ms: u64, link_up: bool, apps: &'a Apps, limits: &'a Limits) -> Env<'a> {
-    Env { now_ms, unix_ms: UNIX_BASE_MS + now_ms, link_up, apps, limits }
+fn env<'a>(now_ms: u64, link_up: bool, apps: &'a Apps, limits: &'a Limits, sends: &'a SendWindow) -> Env<'a> {
+    Env { now_ms, unix_ms: UNIX_BASE_MS + now_ms, link_up, apps, limits, sends }
 }
 
 impl ConnHarness<'_> {
@@ -567,7 +572,7 @@ impl ConnHarness<'_> {
             }
             ConnOp::Tick(ms) => {
                 self.now_ms += u64::from(ms);
-                self.conn.on_tick(&env(self.now_ms, env_link_up, &self.apps, &self.limits), &mut out);
+                self.conn.on_tick(&env(self.now_ms, env_link_up, &self.apps, &self.limits, &self.sends), &mut out);
                 Ev::Tick
             }
             ConnOp::Wait(ms) => {
@@ -577,7 +582,7 @@ impl ConnHarness<'_> {
             }
             ConnOp::SessionOpened { ok, frame } => {
                 let f = logic_frame(frame);
-                let e = env(self.now_ms, env_link_up, &self.apps, &self.limits);
+                let e = env(self.now_ms, env_link_up, &self.apps, &self.limits, &self.sends);
                 self.conn.on_session_opened(ok, &f, &e, &mut out);
                 Ev::SessionOpened { ok }
             }
@@ -623,7 +628,7 @@ impl ConnHarness<'_> {
             }
         };
         if let Some(f) = &fed {
-            self.conn.on_frame(f, &env(self.now_ms, env_link_up, &self.apps, &self.limits), &mut out);
+            self.conn.on_frame(f, &env(self.now_ms, env_link_up, &self.apps, &self.limits, &self.sends), &mut out);
         }
         self.check(ev, was_open, env_link_up, fed.as_deref(), &out);
         if let Some(log) = self.log.as_deref_mut() {

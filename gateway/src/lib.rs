@@ -30,6 +30,7 @@ mod stats;
 mod sync;
 mod sys;
 mod target;
+mod window;
 mod wire;
 mod worker;
 mod ws;

@@ -19,6 +19,10 @@ pub struct Stats {
     pub stale_deliveries: Counter,
     /// Group PushAcks taken off the frame path (never forwarded to logic).
     pub group_acks_dropped: Counter,
+    /// Sends answered 80009 by the core: its Sends in flight to logic at their bound.
+    pub sends_refused: Counter,
+    /// The core's Sends in flight to logic (set by the sweep).
+    pub sends_in_flight: Gauge,
     /// Login: accepted → logic's answer arrived (ms resolution: the accept time is the
     /// connection's millisecond clock).
     pub login_seconds: Histogram,
@@ -39,6 +43,8 @@ impl Stats {
             link_reconnects: counter!("tern_gateway_link_reconnects_total", "core" => core.clone()),
             stale_deliveries: counter!("tern_gateway_stale_deliveries_total", "core" => core.clone()),
             group_acks_dropped: counter!("tern_gateway_group_acks_dropped_total", "core" => core.clone()),
+            sends_refused: counter!("tern_gateway_sends_refused_total", "core" => core.clone()),
+            sends_in_flight: gauge!("tern_gateway_sends_in_flight", "core" => core.clone()),
             login_seconds: histogram!("tern_gateway_login_seconds", "core" => core.clone()),
             login_link_seconds: histogram!("tern_gateway_login_link_seconds", "core" => core.clone()),
             closes: CloseCause::ALL

@@ -54,6 +54,7 @@ use crate::slab::Slab;
 use crate::stats::Stats;
 use crate::sync::{Latch, Notify};
 use crate::target::LinkTarget;
+use crate::window::SendWindow;
 use crate::wire::{Framing, Step, Wire};
 use crate::{link as linkio, sys, ws};
 
@@ -213,6 +214,8 @@ pub(crate) struct Core {
     /// Close the link for good (after the shutdown drained it).
     pub link_stop: Latch,
     pub stats: Stats,
+    /// Sends forwarded to logic and not yet answered, against their bound.
+    sends: SendWindow,
 }
 
 struct State {
@@ -292,6 +295,8 @@ impl Core {
         let cfg = boot.cfg.clone();
         let cores = usize::from(boot.cores.max(1));
         let cap = (cfg.max_connections / cores).max(1);
+        let stats = Stats::new(boot.core);
+        let cfg_max_sends = cfg.max_sends_in_flight_per_core;
         Core {
             id: boot.core,
             cores: boot.cores,
@@ -321,7 +326,8 @@ impl Core {
             link_wake: Notify::default(),
             stopping: Latch::default(),
             link_stop: Latch::default(),
-            stats: Stats::new(boot.core),
+            sends: SendWindow::new(cfg_max_sends, stats.sends_refused.clone()),
+            stats,
         }
     }
 
@@ -334,7 +340,14 @@ impl Core {
     }
 
     fn env(&self, link_up: bool) -> Env<'_> {
-        Env { now_ms: self.now_ms(), unix_ms: unix_ms(), link_up, apps: &self.apps, limits: &self.limits }
+        Env {
+            now_ms: self.now_ms(),
+            unix_ms: unix_ms(),
+            link_up,
+            apps: &self.apps,
+            limits: &self.limits,
+            sends: &self.sends,
+        }
     }
 
     fn conn_ref(&self, (slot, generation): (u32, u32)) -> ConnRef {
@@ -774,6 +787,8 @@ impl Core {
         link.up = true;
         link.buf.clear();
         link.writing = false;
+        // Logic counts the new link's answers from zero.
+        self.sends.reset();
         push_link(link, &self.link_wake, &encode::link_hello(self.gateway_id, self.id, self.cores));
         for (slot, generation, e) in conns.iter_mut() {
             e.io.conn.on_link_up(actions);
@@ -869,6 +884,11 @@ impl Core {
                 self.push_link_frame(&encode::link_pong(t));
             }
             LinkBody::LinkPong => {}
+            LinkBody::SendsAnswered => {
+                if let Some(a) = f.body_as_sends_answered() {
+                    self.sends.answered(a.total());
+                }
+            }
             other => debug!(core = self.id, kind = ?other, "unexpected link frame ignored"),
         }
     }
@@ -952,6 +972,7 @@ impl Core {
             c.parked.store(parked, Ordering::Relaxed);
         }
         self.stats.parked.set(parked as f64);
+        self.stats.sends_in_flight.set(self.sends.in_flight() as f64);
     }
 
     // ------------------------------------------------------------------ shutdown

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tern_gateway::{AppSecrets, GatewayConfig, GatewayExtras, GatewayHandle};
 use tern_schema::client::{Body, ClientType, KickReason, SyncKind};
 use tern_schema::link::{CloseReason, ConnRef, LinkBody};
-use tern_schema::{codes, encode, frame, sig, HEADER_LEN};
+use tern_schema::{codes, encode, frame, message, sig, HEADER_LEN};
 
 const APP: u32 = 10_000;
 const SECRET: &str = "test-secret";
@@ -397,6 +397,57 @@ fn tcp_login_ping_upstream_logout() {
     assert_eq!(fake.expect_closed(conn), CloseReason::ClientLogout);
     c.expect_closed();
     wait_until("the connection is released", || g.connection_count() == 0);
+    drop(c);
+    g.shutdown();
+}
+
+#[test]
+fn sends_past_the_cores_window_are_answered_by_the_gateway() {
+    let fake = FakeLogic::start();
+    let g = gateway(&fake, |c| {
+        c.cores = 1;
+        c.max_sends_in_flight_per_core = 2;
+    });
+    let mut c = Client::tcp(g.local_tcp_addr());
+    assert_eq!(c.login("sam"), "LoginAck(42)");
+    let conn = fake.expect_open("sam");
+    let send =
+        |rid, id: &str| message::send(rid, id, "bob", &[message::ElemParts { text: "hi", ..Default::default() }], 1);
+    let upstream = |rid: u32| {
+        fake.expect(&format!("Send {rid} forwarded"), |e| match e {
+            Ev::Upstream { frame, .. } => {
+                (frame::parse_client_framed(frame, 1 << 20).unwrap().request_id() == rid).then_some(())
+            }
+            _ => None,
+        })
+    };
+    // Logic reports that it has answered none: from now on two may be in flight.
+    fake.send(0, &encode::link_sends_answered(0));
+    std::thread::sleep(Duration::from_millis(50));
+    c.send(&send(1, "m1"));
+    c.send(&send(2, "m2"));
+    upstream(1);
+    upstream(2);
+    c.send(&send(3, "m3"));
+    let refused = c.recv().expect("an answer to the third Send");
+    let f = frame::parse_client_framed(&refused, 1 << 20).unwrap();
+    let ack = f.body_as_send_ack().expect("a SendAck from the gateway itself");
+    assert_eq!((f.request_id(), ack.code(), ack.client_msg_id()), (3, codes::SERVICE_UNAVAILABLE, Some("m3")));
+    assert!(
+        fake.expect_within(Duration::from_millis(200), &mut |e| matches!(e, Ev::Upstream { .. }).then_some(()))
+            .is_none(),
+        "a refused Send never reaches logic"
+    );
+    // Logic answers the first: one place is free again.
+    let ok = message::send_ack(
+        1,
+        &message::SendAckParts { client_msg_id: "m1", code: codes::OK, seq: 1, ..Default::default() },
+    );
+    fake.send(0, &encode::link_deliver(&[conn], &ok));
+    fake.send(0, &encode::link_sends_answered(1));
+    assert_eq!(c.recv_kind(), "SendAck");
+    c.send(&send(4, "m4"));
+    upstream(4);
     drop(c);
     g.shutdown();
 }

@@ -17,6 +17,7 @@
 //! This module never encodes business payloads itself beyond login answers; upstream
 //! client frames are handed to [`crate::upstream`]-style handlers.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use std::path::PathBuf;
@@ -208,8 +209,19 @@ async fn read_frame(r: &mut (impl AsyncReadExt + Unpin), buf: &mut Vec<u8>) -> R
     Ok(true)
 }
 
-async fn write_loop(mut w: impl AsyncWrite + Unpin, mut rx: mpsc::Receiver<Vec<u8>>) {
+/// Writes the link's queued frames, batched, and after each batch the link's running
+/// total of answered Sends when it moved (`SendsAnswered`): the answers counted so far
+/// were queued before it was read, so the gateway core never hears of an answer it
+/// will not get (it may hear of one a batch early). The total is first sent at once
+/// (0), so the core bounds its Sends in flight from the link's first frame on.
+async fn write_loop(mut w: impl AsyncWrite + Unpin, mut rx: mpsc::Receiver<Vec<u8>>, answered: Arc<AtomicU64>) {
     let mut out = Vec::with_capacity(WRITE_BATCH_BYTES);
+    encode::link_sends_answered_into(&mut out, 0);
+    if let Err(e) = w.write_all(&out).await {
+        tracing::info!(error = %e, "gateway link write failed");
+        return;
+    }
+    let mut reported = 0;
     while let Some(first) = rx.recv().await {
         out.clear();
         out.extend_from_slice(&first);
@@ -218,6 +230,11 @@ async fn write_loop(mut w: impl AsyncWrite + Unpin, mut rx: mpsc::Receiver<Vec<u
                 Ok(more) => out.extend_from_slice(&more),
                 Err(_) => break,
             }
+        }
+        let total = answered.load(Ordering::Relaxed);
+        if total != reported {
+            encode::link_sends_answered_into(&mut out, total);
+            reported = total;
         }
         if let Err(e) = w.write_all(&out).await {
             tracing::info!(error = %e, "gateway link write failed");
@@ -243,14 +260,14 @@ where
         return Err(LinkError::Protocol(format!("unsupported link version {}", hello.version())));
     }
     let key: LinkKey = (hello.gateway_id(), hello.core());
+    let mut turn = SendTurn::new(logic.config.messages.max_sends_in_flight_per_link);
     let (tx, rx) = mpsc::channel(LINK_QUEUE_FRAMES);
-    let writer = tokio::spawn(write_loop(w, rx));
+    let writer = tokio::spawn(write_loop(w, rx, turn.answered()));
     let epoch = logic.sessions.register_link(key, tx.clone());
     tracing::info!(gateway = key.0, core = key.1, "gateway link up");
     metrics::gauge!("tern_links_up").increment(1.0);
 
     let mut r = tokio::io::BufReader::with_capacity(READ_BUF_BYTES, r);
-    let mut turn = SendTurn::new(logic.config.messages.max_sends_in_flight_per_link);
     let mut logins = LoginBatch::new();
     let result = async {
         loop {

@@ -16,7 +16,7 @@
 //! later sends to that group follow it there until it has its seq (order per group kept).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tern_schema::client::Frame;
@@ -37,18 +37,39 @@ fn reply(tx: &mpsc::Sender<Vec<u8>>, conn: ConnRef, frame: &[u8]) {
     }
 }
 
+/// Queues the answer to one Send (SendAck, or an Error) and counts it in the link's
+/// running total of answered Sends, which the link writer reports to the gateway core
+/// (`SendsAnswered`): what bounds the core's sends in flight. Every Send the link
+/// carries is counted exactly once, whatever its fate — a Send never counted would
+/// shrink that core's window for good.
+fn answer(tx: &mpsc::Sender<Vec<u8>>, answered: &AtomicU64, conn: ConnRef, frame: &[u8]) {
+    reply(tx, conn, frame);
+    answered.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Handles one forwarded client frame (header included) from `conn`. Sends join the
 /// link's [`SendTurn`] (prepared here, in arrival order); other work that waits for
 /// storage runs in its own task so it never stalls the link reader.
 pub async fn handle(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, turn: &mut SendTurn, conn: ConnRef, bytes: &[u8]) {
     let f = match frame::parse_client_framed(bytes, crate::link::MAX_LINK_PAYLOAD) {
         Ok(f) => f,
-        Err(e) => return reply(tx, conn, &encode::error(0, codes::MALFORMED_FRAME, &e.to_string())),
+        // The gateway forwards only frames it verified the same way, so this is not
+        // expected; it may have been a Send, and counting one that was not only lets
+        // the core forward one more.
+        Err(e) => {
+            let frame = encode::error(0, codes::MALFORMED_FRAME, &e.to_string());
+            return answer(tx, &turn.answered, conn, &frame);
+        }
     };
     let rid = f.request_id();
     let Some((app, user, session)) = logic.sessions.session_of(&conn) else {
         // The session ended (kicked, logged out) while the frame was in flight.
-        return reply(tx, conn, &encode::error(rid, codes::LOGIN_REQUIRED, "no session on this connection"));
+        let frame = encode::error(rid, codes::LOGIN_REQUIRED, "no session on this connection");
+        return if f.body_type() == Body::Send {
+            answer(tx, &turn.answered, conn, &frame)
+        } else {
+            reply(tx, conn, &frame)
+        };
     };
     match f.body_type() {
         // An app with a before-send callback: off the reader, in connection order (1:1
@@ -264,6 +285,8 @@ pub struct SendTurn {
     /// Sends of this link handed to the store and not yet answered.
     in_flight: Arc<AtomicUsize>,
     max_in_flight: usize,
+    /// Sends of this link answered since it came up (see [`answer`]).
+    answered: Arc<AtomicU64>,
 }
 
 impl SendTurn {
@@ -274,7 +297,13 @@ impl SendTurn {
             deferred: HashMap::new(),
             in_flight: Arc::new(AtomicUsize::new(0)),
             max_in_flight: max_in_flight.max(1),
+            answered: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The link's running total of answered Sends, for its writer to report.
+    pub fn answered(&self) -> Arc<AtomicU64> {
+        self.answered.clone()
     }
 
     /// Whether sends are waiting to be written.
@@ -316,7 +345,8 @@ impl SendTurn {
         let read_at = std::time::Instant::now();
         let s = f.body_as_send().expect("checked type");
         let client_msg_id = s.client_msg_id().unwrap_or_default();
-        let refuse = |code: u32, message: &str| refuse_send(tx, conn, rid, client_msg_id, code, message);
+        let answered = &*self.answered;
+        let refuse = |code: u32, message: &str| refuse_send(tx, answered, conn, rid, client_msg_id, code, message);
         let to = match UserId::new(s.to_id().unwrap_or_default()) {
             Ok(u) => u,
             Err(e) => return refuse(msg::errors::INVALID_MESSAGE, &format!("to_id: {e}")),
@@ -336,16 +366,16 @@ impl SendTurn {
             }
             Ok(Prepared::Waiting(rx)) => {
                 let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned(), read_at };
-                let tx = tx.clone();
+                let (tx, answered) = (tx.clone(), self.answered.clone());
                 tokio::spawn(async move {
                     let result =
                         rx.await.unwrap_or_else(|_| Err(ServiceError::refused(codes::INTERNAL, "internal error")));
-                    reply(&tx, to.conn, &send_ack(&to, &result));
+                    answer(&tx, &answered, to.conn, &send_ack(&to, &result));
                 });
             }
             Ok(Prepared::Done(accepted)) => {
                 let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned(), read_at };
-                reply(tx, conn, &send_ack(&to, &Ok(accepted)));
+                answer(tx, &self.answered, conn, &send_ack(&to, &Ok(accepted)));
             }
             Err(r) => refuse(r.code(), &r.message()),
         }
@@ -373,7 +403,8 @@ impl SendTurn {
         let read_at = std::time::Instant::now();
         let s = f.body_as_send().expect("checked type");
         let client_msg_id = s.client_msg_id().unwrap_or_default();
-        let refuse = |code: u32, message: &str| refuse_send(tx, conn, rid, client_msg_id, code, message);
+        let answered = &*self.answered;
+        let refuse = |code: u32, message: &str| refuse_send(tx, answered, conn, rid, client_msg_id, code, message);
         let group = match GroupId::new(s.to_id().unwrap_or_default()) {
             Ok(g) => g,
             Err(e) => return refuse(msg::errors::INVALID_MESSAGE, &format!("to_id: {e}")),
@@ -401,14 +432,16 @@ impl SendTurn {
                 }
             }
             Ok(crate::groups::GroupPrepared::Waiting(rx)) => {
-                let tx = tx.clone();
+                let (tx, answered) = (tx.clone(), self.answered.clone());
                 tokio::spawn(async move {
                     let result =
                         rx.await.unwrap_or_else(|_| Err(ServiceError::refused(codes::INTERNAL, "internal error")));
-                    reply(&tx, to.conn, &send_ack(&to, &result));
+                    answer(&tx, &answered, to.conn, &send_ack(&to, &result));
                 });
             }
-            Ok(crate::groups::GroupPrepared::Done(accepted)) => reply(tx, conn, &send_ack(&to, &Ok(accepted))),
+            Ok(crate::groups::GroupPrepared::Done(accepted)) => {
+                answer(tx, &self.answered, conn, &send_ack(&to, &Ok(accepted)))
+            }
             Err(r) => refuse(r.code(), &r.message()),
         }
     }
@@ -444,7 +477,8 @@ impl SendTurn {
         }
         self.deferred.insert((app, group.clone()), prepared_rx);
         let (bytes, device) = (bytes.to_vec(), device_id.to_owned());
-        let (logic, tx, in_flight) = (logic.clone(), tx.clone(), self.in_flight.clone());
+        let (logic, tx, in_flight, answered) =
+            (logic.clone(), tx.clone(), self.in_flight.clone(), self.answered.clone());
         tokio::spawn(async move {
             if let Some(ahead) = ahead {
                 // An error only means that send's task ended early: its seq is settled.
@@ -469,7 +503,7 @@ impl SendTurn {
                 Ok(crate::groups::GroupPrepared::Done(accepted)) => Ok(accepted),
                 Err(r) => Err(r),
             };
-            reply(&tx, conn, &send_ack(&to, &result));
+            answer(&tx, &answered, conn, &send_ack(&to, &result));
             in_flight.fetch_sub(1, Ordering::Relaxed);
         });
     }
@@ -494,7 +528,8 @@ impl SendTurn {
         let f = frame::parse_client_framed(bytes, crate::link::MAX_LINK_PAYLOAD).expect("parsed before");
         let s = f.body_as_send().expect("checked type");
         let client_msg_id = s.client_msg_id().unwrap_or_default();
-        let refuse = |code: u32, message: &str| refuse_send(tx, conn, rid, client_msg_id, code, message);
+        let answered = &*self.answered;
+        let refuse = |code: u32, message: &str| refuse_send(tx, answered, conn, rid, client_msg_id, code, message);
         let group = s.conversation_type() == tern_schema::client::ConversationType::Group;
         let to_id = s.to_id().unwrap_or_default();
         let checked = if group {
@@ -510,7 +545,8 @@ impl SendTurn {
         }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let (bytes, device) = (bytes.to_vec(), device_id.to_owned());
-        let (logic, tx, in_flight) = (logic.clone(), tx.clone(), self.in_flight.clone());
+        let (logic, tx, in_flight, answered) =
+            (logic.clone(), tx.clone(), self.in_flight.clone(), self.answered.clone());
         // The ticket of the connection's order is taken here, in arrival order.
         let ticket = logic.callbacks.enter_order(&conn);
         tokio::spawn(async move {
@@ -531,7 +567,7 @@ impl SendTurn {
                 // Checked above, before the task.
                 _ => Err(ServiceError::refused(msg::errors::INVALID_MESSAGE, "to_id: invalid")),
             };
-            reply(&tx, conn, &send_ack(&ack_to, &result));
+            answer(&tx, &answered, conn, &send_ack(&ack_to, &result));
             in_flight.fetch_sub(1, Ordering::Relaxed);
         });
     }
@@ -547,7 +583,8 @@ impl SendTurn {
         self.in_flight.fetch_add(n, Ordering::Relaxed);
         logic.admission.submitted(n);
         metrics::histogram!("tern_send_turn_size").record(n as f64);
-        let (logic, tx, in_flight) = (logic.clone(), tx.clone(), self.in_flight.clone());
+        let (logic, tx, in_flight, answered) =
+            (logic.clone(), tx.clone(), self.in_flight.clone(), self.answered.clone());
         let submitted = std::time::Instant::now();
         tokio::spawn(async move {
             let outcomes = logic.write_guarded_retrying(writes).await;
@@ -563,7 +600,7 @@ impl SendTurn {
                     TurnSend::One(p) => msg::finish(&logic, p, outcome),
                     TurnSend::Group(p) => crate::groups::finish(&logic, p, outcome).await,
                 };
-                reply(&tx, to.conn, &send_ack(&to, &result));
+                answer(&tx, &answered, to.conn, &send_ack(&to, &result));
                 metrics::histogram!("tern_send_logic_seconds").record(to.read_at.elapsed().as_secs_f64());
             }
             in_flight.fetch_sub(n, Ordering::Relaxed);
@@ -609,10 +646,18 @@ const BACKLOG: &str = "server busy: the gateway is behind on delivering; retry i
 const LINK_BACKLOG_REFUSE: usize = crate::link::LINK_QUEUE_FRAMES / 16;
 
 /// Answers a Send with a refusal (counted by code).
-fn refuse_send(tx: &mpsc::Sender<Vec<u8>>, conn: ConnRef, rid: u32, client_msg_id: &str, code: u32, message: &str) {
+fn refuse_send(
+    tx: &mpsc::Sender<Vec<u8>>,
+    answered: &AtomicU64,
+    conn: ConnRef,
+    rid: u32,
+    client_msg_id: &str,
+    code: u32,
+    message: &str,
+) {
     count_refusal(code);
     let parts = SendAckParts { client_msg_id, code, message, ..Default::default() };
-    reply(tx, conn, &message::send_ack(rid, &parts));
+    answer(tx, answered, conn, &message::send_ack(rid, &parts));
 }
 
 /// Counts a refused TCP send by its code (`tern_send_refusals_total{code}`).

@@ -320,6 +320,23 @@ pub fn link_pong(time_ms: u64) -> Vec<u8> {
     finish_link(fbb, LinkBody::LinkPong, body.as_union_value())
 }
 
+/// Logic's running total of the link's Sends it has answered (see `SendsAnswered` in
+/// link.fbs).
+pub fn link_sends_answered(total: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48);
+    link_sends_answered_into(&mut out, total);
+    out
+}
+
+/// [`link_sends_answered`] appended to `out`, without allocating (see
+/// [`link_upstream_into`]).
+pub fn link_sends_answered_into(out: &mut Vec<u8>, total: u64) {
+    with_scratch(out, |fbb| {
+        let body = link::SendsAnswered::create(fbb, &link::SendsAnsweredArgs { total });
+        (LinkBody::SendsAnswered, body.as_union_value())
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,6 +381,13 @@ mod tests {
         assert_eq!(d.conns().unwrap().len(), 2);
         assert_eq!(d.conns().unwrap().get(1).slot(), 6);
         assert_eq!(d.frame().unwrap().bytes(), &inner[..]);
+    }
+
+    #[test]
+    fn sends_answered_carries_its_total() {
+        let f = link_sends_answered(u64::MAX - 1);
+        let a = parse_link(payload(&f)).unwrap().body_as_sends_answered().unwrap();
+        assert_eq!(a.total(), u64::MAX - 1);
     }
 
     #[test]

@@ -122,10 +122,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for CloseReason {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_LINK_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_LINK_BODY: u8 = 9;
+pub const ENUM_MAX_LINK_BODY: u8 = 10;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_LINK_BODY: [LinkBody; 10] = [
+pub const ENUM_VALUES_LINK_BODY: [LinkBody; 11] = [
   LinkBody::NONE,
   LinkBody::Hello,
   LinkBody::SessionOpen,
@@ -136,6 +136,7 @@ pub const ENUM_VALUES_LINK_BODY: [LinkBody; 10] = [
   LinkBody::Close,
   LinkBody::LinkPing,
   LinkBody::LinkPong,
+  LinkBody::SendsAnswered,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -153,9 +154,10 @@ impl LinkBody {
   pub const Close: Self = Self(7);
   pub const LinkPing: Self = Self(8);
   pub const LinkPong: Self = Self(9);
+  pub const SendsAnswered: Self = Self(10);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 9;
+  pub const ENUM_MAX: u8 = 10;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -167,6 +169,7 @@ impl LinkBody {
     Self::Close,
     Self::LinkPing,
     Self::LinkPong,
+    Self::SendsAnswered,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -181,6 +184,7 @@ impl LinkBody {
       Self::Close => Some("Close"),
       Self::LinkPing => Some("LinkPing"),
       Self::LinkPong => Some("LinkPong"),
+      Self::SendsAnswered => Some("SendsAnswered"),
       _ => None,
     }
   }
@@ -1580,6 +1584,109 @@ impl ::core::fmt::Debug for LinkPong<'_> {
       ds.finish()
   }
 }
+pub enum SendsAnsweredOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Logic -> gateway core: how many `Upstream` frames holding a Send this link has
+/// carried that logic has answered since the link came up (SendAck or Error queued on
+/// the link, or refused), a running total. The core's sends in flight are the Sends it
+/// forwarded minus this; past its bound it answers new Sends itself (SendAck 80009)
+/// instead of queueing them behind a logic that is already behind. Sent by logic's link
+/// writer after a batch of frames when the total changed; a gateway that never
+/// receives one (an older logic) bounds nothing.
+pub struct SendsAnswered<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SendsAnswered<'a> {
+  type Inner = SendsAnswered<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SendsAnswered<'a> {
+  pub const VT_TOTAL: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SendsAnswered { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SendsAnsweredArgs
+  ) -> ::flatbuffers::WIPOffset<SendsAnswered<'bldr>> {
+    let mut builder = SendsAnsweredBuilder::new(_fbb);
+    builder.add_total(args.total);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn total(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SendsAnswered::VT_TOTAL, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SendsAnswered<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("total", Self::VT_TOTAL, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SendsAnsweredArgs {
+    pub total: u64,
+}
+impl<'a> Default for SendsAnsweredArgs {
+  #[inline]
+  fn default() -> Self {
+    SendsAnsweredArgs {
+      total: 0,
+    }
+  }
+}
+
+pub struct SendsAnsweredBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SendsAnsweredBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_total(&mut self, total: u64) {
+    self.fbb_.push_slot::<u64>(SendsAnswered::VT_TOTAL, total, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SendsAnsweredBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SendsAnsweredBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SendsAnswered<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SendsAnswered<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SendsAnswered");
+      ds.field("total", &self.total());
+      ds.finish()
+  }
+}
 pub enum LinkFrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -1764,6 +1871,21 @@ impl<'a> LinkFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_sends_answered(&self) -> Option<SendsAnswered<'a>> {
+    if self.body_type() == LinkBody::SendsAnswered {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SendsAnswered::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for LinkFrame<'_> {
@@ -1783,6 +1905,7 @@ impl ::flatbuffers::Verifiable for LinkFrame<'_> {
           LinkBody::Close => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Close>>("LinkBody::Close", pos),
           LinkBody::LinkPing => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkPing>>("LinkBody::LinkPing", pos),
           LinkBody::LinkPong => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkPong>>("LinkBody::LinkPong", pos),
+          LinkBody::SendsAnswered => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SendsAnswered>>("LinkBody::SendsAnswered", pos),
           _ => Ok(()),
         }
      })?
@@ -1895,6 +2018,13 @@ impl ::core::fmt::Debug for LinkFrame<'_> {
         },
         LinkBody::LinkPong => {
           if let Some(x) = self.body_as_link_pong() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        LinkBody::SendsAnswered => {
+          if let Some(x) = self.body_as_sends_answered() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
