@@ -29,6 +29,44 @@ pub fn finish_client(
     finish_bytes(&fbb)
 }
 
+/// [`finish_client`] on a borrowed builder (this thread's scratch one: see
+/// [`with_builder`]).
+pub(crate) fn finish_client_in(
+    fbb: &mut FlatBufferBuilder,
+    request_id: u32,
+    body_type: Body,
+    body: WIPOffset<UnionWIPOffset>,
+) -> Vec<u8> {
+    let root = client::Frame::create(fbb, &client::FrameArgs { request_id, body_type, body: Some(body) });
+    fbb.finish(root, None);
+    finish_bytes(fbb)
+}
+
+/// Runs `build` on this thread's scratch builder (reset first) and returns what it
+/// made, typically the finished frame copied out: the hot encoders (SendAck, Push,
+/// Deliver, stored messages) then allocate the frame and nothing else — no builder,
+/// no zeroed buffer — and write into memory that is already in cache.
+pub(crate) fn with_builder<R>(build: impl FnOnce(&mut FlatBufferBuilder<'static>) -> R) -> R {
+    SCRATCH.with(|cell| {
+        // Nested use (an encoder called while building) gets a builder of its own.
+        let mut fresh;
+        let mut guard = cell.try_borrow_mut();
+        let fbb = match guard.as_deref_mut() {
+            Ok(fbb) => fbb,
+            Err(_) => {
+                fresh = FlatBufferBuilder::new();
+                &mut fresh
+            }
+        };
+        fbb.reset();
+        let made = build(fbb);
+        if fbb.unfinished_data().len() > KEEP_SCRATCH_BYTES {
+            *fbb = FlatBufferBuilder::with_capacity(1024);
+        }
+        made
+    })
+}
+
 /// Finishes a link frame around an already-built body.
 pub fn finish_link(mut fbb: FlatBufferBuilder, body_type: LinkBody, body: WIPOffset<UnionWIPOffset>) -> Vec<u8> {
     let root = link::LinkFrame::create(&mut fbb, &link::LinkFrameArgs { body_type, body: Some(body) });
@@ -293,12 +331,16 @@ fn with_scratch(
 }
 
 /// One encoding of `frame` for every connection in `conns` (all on one gateway core).
+/// Built in this thread's scratch builder: the frame is the only allocation.
 pub fn link_deliver(conns: &[ConnRef], frame: &[u8]) -> Vec<u8> {
-    let mut fbb = FlatBufferBuilder::with_capacity(frame.len() + 32 + conns.len() * 16);
-    let frame = fbb.create_vector(frame);
-    let conns = fbb.create_vector(conns);
-    let body = link::Deliver::create(&mut fbb, &link::DeliverArgs { conns: Some(conns), frame: Some(frame) });
-    finish_link(fbb, LinkBody::Deliver, body.as_union_value())
+    let mut out = Vec::new();
+    with_scratch(&mut out, |fbb| {
+        let frame = fbb.create_vector(frame);
+        let conns = fbb.create_vector(conns);
+        let body = link::Deliver::create(fbb, &link::DeliverArgs { conns: Some(conns), frame: Some(frame) });
+        (LinkBody::Deliver, body.as_union_value())
+    });
+    out
 }
 
 pub fn link_close(conn: &ConnRef, frame: &[u8]) -> Vec<u8> {

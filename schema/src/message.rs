@@ -8,7 +8,7 @@
 use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, InvalidFlatbuffer, Vector, VerifierOptions, WIPOffset};
 
 use crate::client::{self, Body, ConversationType, ElemType, EntryKind, SyncKind};
-use crate::encode::finish_client;
+use crate::encode::{finish_client, finish_client_in, with_builder};
 
 /// One body element, borrowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -147,10 +147,11 @@ fn build_message<'b>(fbb: &mut FlatBufferBuilder<'b>, m: &MessageParts<'_>) -> W
 
 /// Encodes a message for storage: a bare FlatBuffers `Message` (no frame header).
 pub fn encode_stored(m: &MessageParts<'_>) -> Vec<u8> {
-    let mut fbb = FlatBufferBuilder::with_capacity(128 + m.body_size());
-    let root = build_message(&mut fbb, m);
-    fbb.finish(root, None);
-    fbb.finished_data().to_vec()
+    with_builder(|fbb| {
+        let root = build_message(fbb, m);
+        fbb.finish(root, None);
+        fbb.finished_data().to_vec()
+    })
 }
 
 /// Opens a stored message, verifying it (storage bytes are input too).
@@ -218,21 +219,22 @@ pub struct SendAckParts<'a> {
 }
 
 pub fn send_ack(request_id: u32, a: &SendAckParts<'_>) -> Vec<u8> {
-    let mut fbb = FlatBufferBuilder::with_capacity(128);
-    let client_msg_id = fbb.create_string(a.client_msg_id);
-    let message = fbb.create_string(a.message);
-    let body = client::SendAck::create(
-        &mut fbb,
-        &client::SendAckArgs {
-            client_msg_id: Some(client_msg_id),
-            code: a.code,
-            message: Some(message),
-            message_key: a.message_key,
-            seq: a.seq,
-            server_time_ms: a.server_time_ms,
-        },
-    );
-    finish_client(fbb, request_id, Body::SendAck, body.as_union_value())
+    with_builder(|fbb| {
+        let client_msg_id = fbb.create_string(a.client_msg_id);
+        let message = fbb.create_string(a.message);
+        let body = client::SendAck::create(
+            fbb,
+            &client::SendAckArgs {
+                client_msg_id: Some(client_msg_id),
+                code: a.code,
+                message: Some(message),
+                message_key: a.message_key,
+                seq: a.seq,
+                server_time_ms: a.server_time_ms,
+            },
+        );
+        finish_client_in(fbb, request_id, Body::SendAck, body.as_union_value())
+    })
 }
 
 /// A Push of messages (already in the receiving user's seq order).
@@ -243,11 +245,12 @@ pub fn push(messages: &[MessageParts<'_>]) -> Vec<u8> {
 /// A Push of `messages` with its `silent` flag (every message is from a conversation
 /// the recipient muted: show, do not alert).
 pub fn push_with(messages: &[MessageParts<'_>], silent: bool) -> Vec<u8> {
-    let mut fbb = FlatBufferBuilder::with_capacity(256 + messages.iter().map(|m| 160 + m.body_size()).sum::<usize>());
-    let offsets: Vec<_> = messages.iter().map(|m| build_message(&mut fbb, m)).collect();
-    let messages = fbb.create_vector(&offsets);
-    let body = client::Push::create(&mut fbb, &client::PushArgs { messages: Some(messages), silent });
-    finish_client(fbb, 0, Body::Push, body.as_union_value())
+    with_builder(|fbb| {
+        let offsets: Vec<_> = messages.iter().map(|m| build_message(fbb, m)).collect();
+        let messages = fbb.create_vector(&offsets);
+        let body = client::Push::create(fbb, &client::PushArgs { messages: Some(messages), silent });
+        finish_client_in(fbb, 0, Body::Push, body.as_union_value())
+    })
 }
 
 /// A page answering a Pull.
