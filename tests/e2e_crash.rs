@@ -33,7 +33,9 @@ fn options() -> Options {
     // A fixed send limit (send_latency_target_ms = 0): these tests pipeline sends and expect
     // every one accepted, and on a loaded test machine store turns pass the latency target
     // that would shrink the adaptive limit (logic/src/admission.rs has its own tests).
-    let extra = "inbound_frames_per_sec = 1000000\n[messages]\nsends_per_sec = 1000000\nsend_latency_target_ms = 0\n"
+    // No bound on a gateway core's sends in flight either (its default refuses part
+    // of a pipelined burst).
+    let extra = "inbound_frames_per_sec = 1000000\nmax_sends_in_flight_per_core = 0\n[messages]\nsends_per_sec = 1000000\nsend_latency_target_ms = 0\n"
         .to_string();
     Options { extra_toml: extra, ..Options::default() }
 }

@@ -31,9 +31,10 @@ async fn pipelined_sends_to_a_cold_group_keep_send_order(mode: Mode) {
 }
 
 async fn burst_keeps_send_order(mode: Mode, cold: bool) {
-    // Per-connection limits above the burst, and a fixed send limit (no refusals).
+    // Per-connection limits above the burst, no bound on a core's sends in flight, and a
+    // fixed send limit (no refusals).
     let extra_toml: String =
-        "inbound_frames_per_sec = 100000\n[messages]\nsends_per_sec = 100000\nsend_latency_target_ms = 0\n".into();
+        "inbound_frames_per_sec = 100000\nmax_sends_in_flight_per_core = 0\n[messages]\nsends_per_sec = 100000\nsend_latency_target_ms = 0\n".into();
     let options = || Options { extra_toml: extra_toml.clone(), ..Options::default() };
     let mut t = Tern::start_with(mode, options());
     t.import(APP, &["s", "r1", "r2"]);

@@ -35,12 +35,12 @@ fn stored_messages() -> usize {
     }
 }
 
-/// No rate limits and a fixed send limit (the fill pipelines and expects every send
-/// accepted; on a loaded machine the adaptive one would refuse some with 80009), and the
-/// given background flush policy.
+/// No rate limits, no bound on a gateway core's sends in flight and a fixed send limit
+/// (the fill pipelines and expects every send accepted; on a loaded machine the adaptive
+/// one would refuse some with 80009), and the given background flush policy.
 fn options(max_unflushed_bytes: u64, max_unflushed_secs: u64) -> Options {
     Options {
-        extra_toml: "inbound_frames_per_sec = 1000000\n".into(),
+        extra_toml: "inbound_frames_per_sec = 1000000\nmax_sends_in_flight_per_core = 0\n".into(),
         extra_sections: format!(
             "[messages]\nsends_per_sec = 1000000\nsend_latency_target_ms = 0\n[storage]\nmax_unflushed_bytes = {max_unflushed_bytes}\nmax_unflushed_secs = {max_unflushed_secs}\n"
         ),

@@ -18,16 +18,22 @@ use tern_schema::message::{self, ElemParts};
 const APP: u32 = 10_000;
 const WAIT: Duration = Duration::from_secs(20);
 
-fn options(max_in_flight: usize) -> Options {
+/// Logic's per-link bound `max_in_flight`, the gateway core's `core_window` (0 = none:
+/// these tests pipeline more than its default allows).
+fn options(max_in_flight: usize, core_window: u32) -> Options {
     Options {
-        extra_toml: format!(
-            // A fixed send limit (send_latency_target_ms = 0): these tests pipeline sends and expect
-            // every one accepted, and on a loaded test machine store turns pass the latency target
-            // that would shrink the adaptive limit (logic/src/admission.rs has its own tests).
-            "inbound_frames_per_sec = 1000000\n[messages]\nsends_per_sec = 1000000\nsend_latency_target_ms = 0\nmax_sends_in_flight_per_link = {max_in_flight}\n"
-        ),
+        extra_toml: format!("max_sends_in_flight_per_core = {core_window}\n{}", options_toml(max_in_flight)),
         ..Options::default()
     }
+}
+
+// A fixed send limit (send_latency_target_ms = 0): these tests pipeline sends and expect
+// every one accepted, and on a loaded test machine store turns pass the latency target
+// that would shrink the adaptive limit (logic/src/admission.rs has its own tests).
+fn options_toml(max_in_flight: usize) -> String {
+    format!(
+        "inbound_frames_per_sec = 1000000\n[messages]\nsends_per_sec = 1000000\nsend_latency_target_ms = 0\nmax_sends_in_flight_per_link = {max_in_flight}\n"
+    )
 }
 
 /// Writes `n` sends to `to` back to back (no waiting for acks) with texts `{tag}{i}`;
@@ -62,7 +68,7 @@ async fn timeline(c: &mut Client) -> Vec<String> {
 }
 
 async fn one_senders_order_is_kept(mode: Mode) {
-    let t = Tern::start_with(mode, options(100_000));
+    let t = Tern::start_with(mode, options(100_000, 0));
     t.import(APP, &["a", "b"]);
     for transport in [Transport::Tcp, Transport::Ws] {
         let tag = format!("{transport:?}-");
@@ -82,7 +88,7 @@ async fn one_senders_order_is_kept(mode: Mode) {
 
 async fn overload_refuses_fast_and_loses_nothing(mode: Mode) {
     // One send in flight per link: a pipelined burst must overflow it.
-    let t = Tern::start_with(mode, options(1));
+    let t = Tern::start_with(mode, options(1, 0));
     t.import(APP, &["a", "b"]);
     let mut a = t.device(Transport::Tcp, APP, "a", ClientType::Ios, "a-phone").await;
     let mut b = t.device(Transport::Tcp, APP, "b", ClientType::Android, "b-phone").await;
@@ -109,10 +115,7 @@ async fn overload_refuses_fast_and_loses_nothing(mode: Mode) {
 /// and answers the rest of a pipelined burst itself (80009, its own text), however much
 /// logic would take; nothing acked is lost, nothing refused is stored, order is kept.
 async fn a_cores_sends_in_flight_are_bounded_at_the_gateway(mode: Mode) {
-    let mut o = options(100_000);
-    // Ahead of options' own `[messages]` table: this belongs to `[gateway]`.
-    o.extra_toml = format!("max_sends_in_flight_per_core = 2\n{}", o.extra_toml);
-    let t = Tern::start_with(mode, o);
+    let t = Tern::start_with(mode, options(100_000, 2));
     t.import(APP, &["a", "b"]);
     let mut a = t.device(Transport::Tcp, APP, "a", ClientType::Ios, "a-phone").await;
     let mut b = t.device(Transport::Tcp, APP, "b", ClientType::Android, "b-phone").await;

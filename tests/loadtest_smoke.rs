@@ -280,3 +280,23 @@ fn ramp_finds_a_sustained_rate() {
     assert_eq!(ramp["steps"].as_array().map(Vec::len), Some(2), "{ramp}");
     assert_eq!(ramp["best_rate"], 100.0, "{ramp}");
 }
+
+/// `ramp --rates` runs every listed step in order, also after one that was not
+/// sustained (overload, then whether the next step recovers), and times the refusals:
+/// a gateway core allowed one send in flight refuses part of 1,000 msgs/s at once.
+#[test]
+fn ramp_with_explicit_rates_runs_every_step_and_times_refusals() {
+    let s = Server::start_with_gateway("max_sends_in_flight_per_core = 1\n");
+    let r = s.loadtest(
+        "ramp",
+        &["--users", "20", "--devices", "1", "--rates", "1000,20", "--step-duration", "1", "--p99-bound-ms", "5000"],
+        &s.tcp,
+    );
+    let steps = r["ramp"]["steps"].as_array().expect("ramp steps").clone();
+    assert_eq!(steps.len(), 2, "{r}");
+    assert_eq!((steps[0]["rate"].as_f64(), steps[1]["rate"].as_f64()), (Some(1000.0), Some(20.0)), "{r}");
+    assert!(steps[0]["failed"].as_u64() > Some(0), "a bound of one send in flight refuses part of a burst: {r}");
+    assert_eq!(steps[0]["sustained"], false, "{r}");
+    assert!(steps[0]["refusal_p99_us"].as_u64() > Some(0), "refusals are timed: {r}");
+    assert_eq!((steps[0]["lost"].as_u64(), steps[1]["lost"].as_u64()), (Some(0), Some(0)), "{r}");
+}

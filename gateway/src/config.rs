@@ -35,12 +35,14 @@ pub const DEFAULT_INBOUND_FRAMES_PER_SEC: u32 = 50;
 /// 1024 queued frames per connection: absorbs a burst (e.g. an offline backlog pushed at
 /// login) while bounding a stuck client's memory to about 1024 shared frame references.
 pub const DEFAULT_OUTBOUND_QUEUE_FRAMES: usize = 1_024;
-/// 1024 Sends in flight per core (forwarded to logic, not yet answered), logic's own
-/// per-link bound: in normal running logic answers long before it (its refusals say
-/// why); the core's bound acts when Sends pile up in the link itself — logic starved of
-/// CPU, or this core behind on its writes — and keeps what is accepted to at most this
-/// much waiting (~0.2 s at 5,000 sends/s per core).
-pub const DEFAULT_MAX_SENDS_IN_FLIGHT_PER_CORE: u32 = 1_024;
+/// 128 Sends in flight per core (forwarded to logic, not yet answered): what waits in
+/// the link in front of logic's reader is at most this, 25-50 ms at the 2,500-5,000
+/// sends/s a core carries at saturation on a 2-core machine (less on faster ones). In
+/// normal running a core has a few in flight; at twice saturation a bound of 128 refused
+/// 0.08 % of sends, at five times it kept accepted sends' p99 at 62 ms and refusals' at
+/// 30 ms (1,024: 222-234 ms and 135-174 ms; 64 refused 1 % at twice saturation).
+/// Measured with `tern loadtest ramp --rates 10000,3000,20000,3000` (ARCHITECTURE.md).
+pub const DEFAULT_MAX_SENDS_IN_FLIGHT_PER_CORE: u32 = 128;
 /// Logic's link port 9100 on the same machine: the one-process default (`tern all`).
 pub const DEFAULT_LINK_ADDR: &str = "127.0.0.1:9100";
 /// Reconnect backoff capped at 5 s: logic restarts are noticed within seconds, yet a

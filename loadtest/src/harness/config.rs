@@ -309,6 +309,11 @@ pub struct RampArgs {
     /// send→delivered p99 bound, milliseconds.
     #[arg(long, default_value_t = 10.0)]
     pub p99_bound_ms: f64,
+    /// Explicit step rates, run in this order and every one of them whatever the
+    /// verdicts (replaces --start-rate/--step-rate/--max-rate). `--rates 10000,2500`
+    /// measures overload, then whether the next step recovers at once.
+    #[arg(long, value_delimiter = ',')]
+    pub rates: Vec<f64>,
 }
 
 /// A validated target, as workers receive it.
@@ -656,11 +661,22 @@ pub struct RampPlan {
     pub max_rate: f64,
     pub step_secs: f64,
     pub p99_bound_us: u64,
+    /// `--rates`: these steps, in order, each run whatever the previous verdict.
+    pub explicit: Vec<f64>,
 }
 
 impl RampPlan {
-    /// The rates of every step, lowest first.
+    /// Whether every step runs (explicit rates) rather than stopping at the first
+    /// step that is not sustained.
+    pub fn runs_every_step(&self) -> bool {
+        !self.explicit.is_empty()
+    }
+
+    /// The rates of every step: the explicit ones, or lowest first.
     pub fn rates(&self) -> Vec<f64> {
+        if self.runs_every_step() {
+            return self.explicit.clone();
+        }
         let mut out = Vec::new();
         let mut r = self.start_rate;
         while r <= self.max_rate + 1e-9 && out.len() < 1_000 {
@@ -682,6 +698,10 @@ impl RampArgs {
         p.check(self.max_rate >= self.start_rate, || "--max-rate must be ≥ --start-rate".into());
         finite_in(&mut p, "--step-duration", self.step_duration, 0.0, MAX_DURATION_SECS);
         finite_in(&mut p, "--p99-bound-ms", self.p99_bound_ms, 0.0, 600_000.0);
+        for &r in &self.rates {
+            finite_in(&mut p, "--rates", r, 1.0, MAX_RATE);
+        }
+        p.check(self.rates.len() <= 100, || format!("--rates lists {} steps; at most 100", self.rates.len()));
         let workers = self.workers.validate(&mut p, self.load.conns());
         let plan = RampPlan {
             target,
@@ -692,6 +712,7 @@ impl RampArgs {
             max_rate: self.max_rate,
             step_secs: self.step_duration,
             p99_bound_us: (self.p99_bound_ms * 1_000.0) as u64,
+            explicit: self.rates.clone(),
         };
         let total = plan.rates().len() as f64 * (self.step_duration + self.load.drain.min(10.0));
         p.check(total <= MAX_DURATION_SECS * 2.0, || {

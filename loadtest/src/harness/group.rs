@@ -337,6 +337,8 @@ pub async fn run_group(plan: GroupPlan, out: &OutputArgs) -> Result<(), HarnessE
             p99_us: p.p99_us,
             p999_us: p.p999_us,
             ack_p99_us: p.ack_p99_us,
+            refusal_p99_us: p.refusal_p99_us,
+            lag_p99_us: p.lag_p99_us,
             lost: p.lost,
             duplicates: p.duplicates,
             failed: p.failed,

@@ -224,6 +224,8 @@ async fn next_event(workers: &mut Workers, limit_us: u64) -> Result<Event, Harne
 pub(crate) fn p2p_result(load: &LoadPlan, rate: f64, duration: f64, c: &ConnectSummary, o: &RunOutcome) -> P2pResult {
     let d = o.series.delivery.summary();
     let a = o.series.ack.summary();
+    let r = o.series.refusal.summary();
+    let lag = o.series.lag.summary();
     P2pResult {
         users: load.users,
         devices: load.devices,
@@ -276,6 +278,12 @@ pub(crate) fn p2p_result(load: &LoadPlan, rate: f64, duration: f64, c: &ConnectS
         ack_p99_us: a.p99_us,
         ack_p999_us: a.p999_us,
         ack_max_us: a.max_us,
+        refusal_p50_us: r.p50_us,
+        refusal_p99_us: r.p99_us,
+        refusal_max_us: r.max_us,
+        lag_p50_us: lag.p50_us,
+        lag_p99_us: lag.p99_us,
+        lag_max_us: lag.max_us,
         series: o.series.points(),
         delivery_hist: o.series.delivery.to_data(),
         ack_hist: o.series.ack.to_data(),
@@ -326,6 +334,8 @@ pub async fn run_ramp(plan: RampPlan, out: &OutputArgs) -> Result<(), HarnessErr
             p99_us: p.p99_us,
             p999_us: p.p999_us,
             ack_p99_us: p.ack_p99_us,
+            refusal_p99_us: p.refusal_p99_us,
+            lag_p99_us: p.lag_p99_us,
             lost: p.lost,
             duplicates: p.duplicates,
             failed: p.failed,
@@ -337,9 +347,12 @@ pub async fn run_ramp(plan: RampPlan, out: &OutputArgs) -> Result<(), HarnessErr
         }
         results.push(p);
         if !sustained {
+            if plan.runs_every_step() {
+                continue;
+            }
             break;
         }
-        ramp.best_rate = Some(rate);
+        ramp.best_rate = Some(ramp.best_rate.map_or(rate, |b: f64| b.max(rate)));
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     workers.stop().await;

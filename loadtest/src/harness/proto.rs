@@ -95,6 +95,14 @@ pub struct Tick {
     pub echoes: u64,
     pub ack: HistData,
     pub delivery: HistData,
+    /// Due time → the server's refusal (a SendAck or Error with a failure code) of the
+    /// sends refused in this interval: how fast the excess is turned away.
+    #[serde(default)]
+    pub refusal: HistData,
+    /// Due time → the generator's first write of each send of this interval: how late
+    /// the generator itself was (part of every latency measured from the due time).
+    #[serde(default)]
+    pub lag: HistData,
 }
 
 /// How a worker's connection phase went.

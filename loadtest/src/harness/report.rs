@@ -189,6 +189,22 @@ pub struct P2pResult {
     pub ack_p99_us: u64,
     pub ack_p999_us: u64,
     pub ack_max_us: u64,
+    /// Due time → the server's refusal, over the refused sends (0 when none was):
+    /// whether the excess is turned away fast.
+    #[serde(default)]
+    pub refusal_p50_us: u64,
+    #[serde(default)]
+    pub refusal_p99_us: u64,
+    #[serde(default)]
+    pub refusal_max_us: u64,
+    /// Due time → the generator's first write of a send: the generator's own lateness,
+    /// included in every latency above (a tick is up to 1 ms; more means it lacked CPU).
+    #[serde(default)]
+    pub lag_p50_us: u64,
+    #[serde(default)]
+    pub lag_p99_us: u64,
+    #[serde(default)]
+    pub lag_max_us: u64,
     pub series: Vec<SeriesPoint>,
     pub delivery_hist: HistData,
     pub ack_hist: HistData,
@@ -227,6 +243,12 @@ pub struct RampStep {
     pub p99_us: u64,
     pub p999_us: u64,
     pub ack_p99_us: u64,
+    /// Due time → refusal p99 of the step's refused sends (0: none refused).
+    #[serde(default)]
+    pub refusal_p99_us: u64,
+    /// The generator's own lateness p99 (see `P2pResult::lag_p99_us`).
+    #[serde(default)]
+    pub lag_p99_us: u64,
     pub lost: u64,
     pub duplicates: u64,
     pub failed: u64,
@@ -248,6 +270,10 @@ pub struct Series {
     points: BTreeMap<u32, (SeriesPoint, Latency, Latency)>,
     pub delivery: Latency,
     pub ack: Latency,
+    /// Due time → refusal, of the sends the server refused.
+    pub refusal: Latency,
+    /// Due time → the generator's first write.
+    pub lag: Latency,
     pub sent: u64,
     pub acked: u64,
     pub failed: u64,
@@ -261,6 +287,8 @@ impl Series {
         let a = crate::harness::coord::hist(&t.ack)?;
         self.delivery.add(&d);
         self.ack.add(&a);
+        self.refusal.add(&crate::harness::coord::hist(&t.refusal)?);
+        self.lag.add(&crate::harness::coord::hist(&t.lag)?);
         self.sent += t.sent;
         self.acked += t.acked;
         self.failed += t.failed;
@@ -521,13 +549,16 @@ impl RunResult {
                 rows.push(row(
                     &format!("{:.0}/s", s.rate),
                     format!(
-                        "delivered {:.0}/s  p50 {}  p99 {}  p99.9 {}  lost {}  dup {}  {}",
+                        "delivered {:.0}/s  p50 {}  p99 {}  p99.9 {}  lost {}  dup {}  refused {}{}  generator lag p99 {}  {}",
                         s.delivered_per_s,
                         fmt_us(s.p50_us),
                         fmt_us(s.p99_us),
                         fmt_us(s.p999_us),
                         s.lost,
                         s.duplicates,
+                        s.failed,
+                        if s.failed > 0 { format!(" (p99 {})", fmt_us(s.refusal_p99_us)) } else { String::new() },
+                        fmt_us(s.lag_p99_us),
                         s.verdict
                     ),
                 ));
@@ -629,6 +660,32 @@ fn p2p_rows(p: &P2pResult) -> Vec<(String, String)> {
                 )
             } else {
                 "n/a (no acks)".into()
+            },
+        ),
+        row(
+            "generator lag",
+            if p.lag_max_us > 0 {
+                format!(
+                    "p50 {}  p99 {}  max {} (due time to the generator's write: included in the latencies above)",
+                    fmt_us(p.lag_p50_us),
+                    fmt_us(p.lag_p99_us),
+                    fmt_us(p.lag_max_us)
+                )
+            } else {
+                "n/a".into()
+            },
+        ),
+        row(
+            "send→refused",
+            if p.refusal_max_us > 0 {
+                format!(
+                    "p50 {}  p99 {}  max {} (due time to the server's refusal, over the refused sends)",
+                    fmt_us(p.refusal_p50_us),
+                    fmt_us(p.refusal_p99_us),
+                    fmt_us(p.refusal_max_us)
+                )
+            } else {
+                "none refused".into()
             },
         ),
     ]

@@ -340,6 +340,8 @@ struct TickAcc {
     echoes: u64,
     ack: Latency,
     delivery: Latency,
+    refusal: Latency,
+    lag: Latency,
 }
 
 impl TickAcc {
@@ -355,6 +357,8 @@ impl TickAcc {
             echoes: t.echoes,
             ack: t.ack.to_data(),
             delivery: t.delivery.to_data(),
+            refusal: t.refusal.to_data(),
+            lag: t.lag.to_data(),
         }
     }
 }
@@ -447,7 +451,11 @@ impl Book {
                 self.tick.acked += 1;
                 self.tick.ack.record(now.saturating_sub(p.due_us));
             }
-            Err(reason) => self.fail(p.index, reason),
+            Err(reason) => {
+                // An answer that refuses (timeouts fail elsewhere, unanswered).
+                self.tick.refusal.record(now.saturating_sub(p.due_us));
+                self.fail(p.index, reason)
+            }
         }
     }
 
@@ -1386,6 +1394,7 @@ impl Worker {
         if let Some(b) = self.book.as_mut().filter(|b| b.run == p.run) {
             if p.tries == 0 {
                 b.tick.sent += 1;
+                b.tick.lag.record(now.saturating_sub(p.due_us));
             } else {
                 b.resent += 1;
             }
