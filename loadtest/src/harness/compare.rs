@@ -38,6 +38,15 @@ pub struct SystemFigures {
     /// The generator's own CPU per message: comparable figures need it well below the
     /// server's.
     pub generator_cpu_us_per_msg: f64,
+    /// The generator's own lateness p99 (due time → its write), part of every latency:
+    /// a system is only measured as far as this is small beside its p99.
+    #[serde(default)]
+    pub generator_lag_p99_us: u64,
+    /// Sends the server refused in the p2p run, and due time → refusal p99.
+    #[serde(default)]
+    pub refused: u64,
+    #[serde(default)]
+    pub refusal_p99_us: u64,
     /// The server's own CPU per message (its processes named with `--server-pid`): the
     /// systems' cost side by side, on the same workload and machine.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -94,6 +103,9 @@ pub fn figures(results: &[RunResult]) -> BTreeMap<String, SystemFigures> {
             f.duplicates = p.duplicates;
             f.kicks = p.kicks.values().sum();
             f.generator_cpu_us_per_msg = p.generator_cpu_us_per_msg;
+            f.generator_lag_p99_us = p.lag_p99_us;
+            f.refused = p.failed;
+            f.refusal_p99_us = p.refusal_p99_us;
             f.server_cpu_us_per_msg = p.server_cpu_us_per_msg;
             f.conns = p.conns;
             f.workers = p.workers;
@@ -149,10 +161,17 @@ pub fn render_table(f: &BTreeMap<String, SystemFigures>) -> String {
         if let Some(a) = s.ack_p99_us {
             v.push_str(&format!("  ack p99 {}", fmt_us(a)));
         }
+        if s.refused > 0 {
+            v.push_str(&format!("  refused {} (p99 {})", s.refused, fmt_us(s.refusal_p99_us)));
+        }
         if s.conns > 0 {
             v.push_str(&format!(
-                "  kicks {}  gen {:.1} µs/msg  {} conns/{} workers",
-                s.kicks, s.generator_cpu_us_per_msg, s.conns, s.workers
+                "  kicks {}  gen {:.1} µs/msg, lag p99 {}  {} conns/{} workers",
+                s.kicks,
+                s.generator_cpu_us_per_msg,
+                fmt_us(s.generator_lag_p99_us),
+                s.conns,
+                s.workers
             ));
         }
         if let Some(c) = s.server_cpu_us_per_msg {
@@ -368,6 +387,21 @@ mod tests {
         r.scenario = "ramp".into();
         r.ramp = Some(RampResult { p99_bound_us: 10_000, steps, best_rate: best });
         r
+    }
+
+    /// Refusals (count and how fast) and the generator's own lag go beside each system.
+    #[test]
+    fn refusals_and_generator_lag_side_by_side() {
+        let mut tern = run("tern", 10_000.0, 2_000, true);
+        let p = tern.p2p.as_mut().unwrap();
+        (p.failed, p.refusal_p99_us, p.lag_p99_us, p.conns, p.workers) = (7, 3_000, 1_500, 10, 2);
+        let mut core = run("nats_core", 10_000.0, 1_000, false);
+        let p = core.p2p.as_mut().unwrap();
+        (p.lag_p99_us, p.conns, p.workers) = (900, 10, 2);
+        let t = render_table(&figures(&[tern, core]));
+        let row = |name: &str| t.lines().find(|l| l.trim_start().starts_with(name)).unwrap_or_default().to_owned();
+        assert!(row("tern ").contains("refused 7 (p99 3000 µs)") && row("tern ").contains("lag p99 1500 µs"), "{t}");
+        assert!(!row("nats_core").contains("refused") && row("nats_core").contains("lag p99 900 µs"), "{t}");
     }
 
     /// A ramp run gives the sustained rate and where it stopped, and leaves the
