@@ -143,6 +143,14 @@ pub fn describe() {
         "Group PushAcks dropped at the gateway (the server keeps no per-device point in a group timeline)."
     );
     describe_counter!("tern_gateway_stale_deliveries_total", "Deliveries for connections already gone.");
+    describe_counter!(
+        "tern_gateway_sends_refused_total",
+        "Sends a gateway core answered itself with 80009: its sends in flight to logic were at [gateway] max_sends_in_flight_per_core."
+    );
+    describe_gauge!(
+        "tern_gateway_sends_in_flight",
+        "Sends a gateway core forwarded to logic and logic has not answered yet (sampled by the core's sweep)."
+    );
     describe_counter!("tern_gateway_closes_total", "Client connections closed, by reason and core.");
     describe_histogram!(
         "tern_gateway_login_seconds",
