@@ -34,7 +34,17 @@ impl Server {
         // A fixed send limit (send_latency_target_ms = 0): these tests pipeline sends and expect
         // every one accepted, and on a loaded test machine store turns pass the latency target
         // that would shrink the adaptive limit (logic/src/admission.rs has its own tests).
-        let extra_toml = format!("inbound_frames_per_sec = 100000\n{gateway_toml}[messages]\nsends_per_sec = 100000\nsend_latency_target_ms = 0\n");
+        // Nor a bound on a gateway core's sends in flight, unless the test sets one: a
+        // reconnect's resends come as a burst, and these tests count every refusal as
+        // a failure.
+        let window = if gateway_toml.contains("max_sends_in_flight_per_core") {
+            ""
+        } else {
+            "max_sends_in_flight_per_core = 0\n"
+        };
+        let extra_toml = format!(
+            "inbound_frames_per_sec = 100000\n{window}{gateway_toml}[messages]\nsends_per_sec = 100000\nsend_latency_target_ms = 0\n"
+        );
         Server(Tern::start_with(Mode::AllInOne, Options { extra_toml, ..Options::default() }))
     }
 
