@@ -50,14 +50,14 @@ async fn pipeline(c: &mut Client, to: &str, tag: &str, n: usize) -> HashMap<u32,
     rids
 }
 
-/// Collects one SendAck per request: index → (code, seq).
-async fn acks(c: &mut Client, mut rids: HashMap<u32, usize>) -> Vec<(u32, u64)> {
-    let mut out = vec![(u32::MAX, 0); rids.len()];
+/// Collects one SendAck per request: index → (code, seq, message).
+async fn acks(c: &mut Client, mut rids: HashMap<u32, usize>) -> Vec<(u32, u64, String)> {
+    let mut out = vec![(u32::MAX, 0, String::new()); rids.len()];
     while !rids.is_empty() {
         let (f, _) = c.recv_until(|f| f.body_type() == Body::SendAck, WAIT).await.expect("a SendAck for every send");
         let i = rids.remove(&f.request_id()).expect("an ack for a request of ours");
         let a = f.frame().body_as_send_ack().unwrap();
-        out[i] = (a.code(), a.seq());
+        out[i] = (a.code(), a.seq(), a.message().unwrap_or_default().to_owned());
     }
     out
 }
@@ -77,7 +77,7 @@ async fn one_senders_order_is_kept(mode: Mode) {
         let n = 200;
         let rids = pipeline(&mut a, "b", &tag, n).await;
         let got = acks(&mut a, rids).await;
-        assert!(got.iter().all(|(code, _)| *code == codes::OK), "all accepted: {got:?}");
+        assert!(got.iter().all(|(code, ..)| *code == codes::OK), "all accepted: {got:?}");
         assert!(got.windows(2).all(|w| w[0].1 < w[1].1), "the sender's seqs follow the send order: {got:?}");
         let want: Vec<String> = (0..n).map(|i| format!("{tag}{i}")).collect();
         let mine = |all: Vec<String>| all.into_iter().filter(|s| s.starts_with(&tag)).collect::<Vec<_>>();
@@ -98,7 +98,7 @@ async fn overload_refuses_fast_and_loses_nothing(mode: Mode) {
     let got = acks(&mut a, rids).await;
     let elapsed = started.elapsed();
     let accepted: Vec<usize> = (0..n).filter(|i| got[*i].0 == codes::OK).collect();
-    let refused = got.iter().filter(|(code, _)| *code == codes::SERVICE_UNAVAILABLE).count();
+    let refused = got.iter().filter(|(code, ..)| *code == codes::SERVICE_UNAVAILABLE).count();
     assert_eq!(accepted.len() + refused, n, "every send is accepted or refused as busy: {got:?}");
     assert!(refused > 0, "a burst of {n} past a bound of 1 in flight is partly refused");
     assert!(!accepted.is_empty(), "some of the burst is accepted");
@@ -120,20 +120,14 @@ async fn a_cores_sends_in_flight_are_bounded_at_the_gateway(mode: Mode) {
     let mut a = t.device(Transport::Tcp, APP, "a", ClientType::Ios, "a-phone").await;
     let mut b = t.device(Transport::Tcp, APP, "b", ClientType::Android, "b-phone").await;
     let n = 300;
-    let mut rids = pipeline(&mut a, "b", "burst", n).await;
-    let mut got = vec![(u32::MAX, String::new()); n];
-    while !rids.is_empty() {
-        let (f, _) = a.recv_until(|f| f.body_type() == Body::SendAck, WAIT).await.expect("a SendAck for every send");
-        let i = rids.remove(&f.request_id()).expect("an ack for a request of ours");
-        let ack = f.frame().body_as_send_ack().unwrap();
-        got[i] = (ack.code(), ack.message().unwrap_or_default().to_owned());
-    }
+    let rids = pipeline(&mut a, "b", "burst", n).await;
+    let got = acks(&mut a, rids).await;
     let accepted: Vec<usize> = (0..n).filter(|i| got[*i].0 == codes::OK).collect();
     let at_gateway =
-        got.iter().filter(|(code, m)| *code == codes::SERVICE_UNAVAILABLE && m.contains("waiting for logic"));
+        got.iter().filter(|(code, _, m)| *code == codes::SERVICE_UNAVAILABLE && m.contains("waiting for logic"));
     assert!(at_gateway.count() > 0, "a burst of {n} past a core's bound of 2 is partly refused there: {got:?}");
     assert!(
-        got.iter().all(|(code, _)| *code == codes::OK || *code == codes::SERVICE_UNAVAILABLE),
+        got.iter().all(|(code, ..)| *code == codes::OK || *code == codes::SERVICE_UNAVAILABLE),
         "every send is accepted or refused as busy: {got:?}"
     );
     assert!(!accepted.is_empty(), "some of the burst is accepted");

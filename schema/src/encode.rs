@@ -305,18 +305,7 @@ fn with_scratch(
     out: &mut Vec<u8>,
     body: impl FnOnce(&mut FlatBufferBuilder<'static>) -> (LinkBody, WIPOffset<UnionWIPOffset>),
 ) {
-    SCRATCH.with(|cell| {
-        // Never contended (nothing here calls back out), but stay panic-free if it were.
-        let mut fresh;
-        let mut guard = cell.try_borrow_mut();
-        let fbb = match guard.as_deref_mut() {
-            Ok(fbb) => fbb,
-            Err(_) => {
-                fresh = FlatBufferBuilder::new();
-                &mut fresh
-            }
-        };
-        fbb.reset();
+    with_builder(|fbb| {
         let (body_type, body) = body(fbb);
         let root = link::LinkFrame::create(fbb, &link::LinkFrameArgs { body_type, body: Some(body) });
         fbb.finish(root, None);
@@ -324,9 +313,6 @@ fn with_scratch(
         out.reserve(HEADER_LEN + data.len());
         out.extend_from_slice(&header(data.len()));
         out.extend_from_slice(data);
-        if data.len() > KEEP_SCRATCH_BYTES {
-            *fbb = FlatBufferBuilder::with_capacity(1024);
-        }
     });
 }
 

@@ -664,31 +664,26 @@ fn p2p_rows(p: &P2pResult) -> Vec<(String, String)> {
         ),
         row(
             "generator lag",
-            if p.lag_max_us > 0 {
-                format!(
-                    "p50 {}  p99 {}  max {} (due time to the generator's write: included in the latencies above)",
-                    fmt_us(p.lag_p50_us),
-                    fmt_us(p.lag_p99_us),
-                    fmt_us(p.lag_max_us)
-                )
-            } else {
-                "n/a".into()
-            },
+            p50_p99_max(
+                [p.lag_p50_us, p.lag_p99_us, p.lag_max_us],
+                "due time to the generator's write: included in the latencies above",
+            )
+            .unwrap_or_else(|| "n/a".into()),
         ),
         row(
             "send→refused",
-            if p.refusal_max_us > 0 {
-                format!(
-                    "p50 {}  p99 {}  max {} (due time to the server's refusal, over the refused sends)",
-                    fmt_us(p.refusal_p50_us),
-                    fmt_us(p.refusal_p99_us),
-                    fmt_us(p.refusal_max_us)
-                )
-            } else {
-                "none refused".into()
-            },
+            p50_p99_max(
+                [p.refusal_p50_us, p.refusal_p99_us, p.refusal_max_us],
+                "due time to the server's refusal, over the refused sends",
+            )
+            .unwrap_or_else(|| "none refused".into()),
         ),
     ]
+}
+
+/// "p50 …  p99 …  max … (what)", or `None` when nothing was recorded (max 0).
+fn p50_p99_max([p50, p99, max]: [u64; 3], what: &str) -> Option<String> {
+    (max > 0).then(|| format!("p50 {}  p99 {}  max {} ({what})", fmt_us(p50), fmt_us(p99), fmt_us(max)))
 }
 
 #[cfg(test)]
