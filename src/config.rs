@@ -103,6 +103,10 @@ pub enum Backend {
     Scylla,
 }
 
+/// Most threads `[logic] worker_threads` may ask for: far more than any machine's
+/// cores, low enough that a typo cannot start thousands of threads.
+pub const MAX_LOGIC_WORKER_THREADS: usize = 1024;
+
 /// Logic-tier knobs that are not listeners.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -115,6 +119,22 @@ pub struct LogicTuning {
     /// Gateway addresses `/user/login` hands out; empty = the local gateway's.
     pub advertise_tcp: Vec<String>,
     pub advertise_ws: Vec<String>,
+    /// Threads of logic's async runtime (link readers, turn completions, the HTTP API).
+    /// 0 = automatic: one per CPU for `tern logic`; for `tern all`, half the CPUs (at
+    /// least one), since the gateway's cores run beside them.
+    pub worker_threads: usize,
+}
+
+impl LogicTuning {
+    /// The runtime's thread count on a machine with `cpus` CPUs; `beside_gateway` when
+    /// the gateway's cores run in the same process (`tern all`).
+    pub fn runtime_threads(&self, cpus: usize, beside_gateway: bool) -> usize {
+        match self.worker_threads {
+            0 if beside_gateway => (cpus / 2).max(1),
+            0 => cpus.max(1),
+            n => n,
+        }
+    }
 }
 
 impl Default for LogicTuning {
@@ -124,6 +144,7 @@ impl Default for LogicTuning {
             owner_state_max_bytes: tern_logic::owners::DEFAULT_OWNER_STATE_MAX_BYTES,
             advertise_tcp: Vec::new(),
             advertise_ws: Vec::new(),
+            worker_threads: 0,
         }
     }
 }
@@ -257,6 +278,12 @@ fn validate(c: &TernConfig) -> Result<(), ConfigError> {
     if c.logic.seq_step == 0 {
         problems.push("- logic.seq_step: must be at least 1".into());
     }
+    if c.logic.worker_threads > MAX_LOGIC_WORKER_THREADS {
+        problems.push(format!(
+            "- logic.worker_threads: {} is more than {MAX_LOGIC_WORKER_THREADS} (0 = automatic)",
+            c.logic.worker_threads
+        ));
+    }
     if problems.is_empty() {
         Ok(())
     } else {
@@ -273,6 +300,22 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn logic_runtime_threads_default_to_half_the_cpus_beside_the_gateway() {
+        let auto = LogicTuning::default();
+        assert_eq!(auto.runtime_threads(2, true), 1, "tern all on 2 CPUs");
+        assert_eq!(auto.runtime_threads(1, true), 1, "never zero");
+        assert_eq!(auto.runtime_threads(8, true), 4);
+        assert_eq!(auto.runtime_threads(8, false), 8, "tern logic: one per CPU");
+        let fixed = LogicTuning { worker_threads: 3, ..LogicTuning::default() };
+        assert_eq!((fixed.runtime_threads(2, true), fixed.runtime_threads(64, false)), (3, 3));
+
+        let mut c = TernConfig::default();
+        c.logic.worker_threads = MAX_LOGIC_WORKER_THREADS + 1;
+        let err = validate(&c).unwrap_err().to_string();
+        assert!(err.contains("logic.worker_threads"), "{err}");
     }
 
     #[test]

@@ -231,8 +231,16 @@ fn print_apps(apps: &[AppConfig], dev: bool, c: &TernConfig) {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().thread_name("tern-logic").enable_all().build().context("starting tokio")
+/// Logic's runtime; `beside_gateway` in `tern all` (see
+/// [`crate::config::LogicTuning::runtime_threads`]).
+fn runtime(c: &TernConfig, beside_gateway: bool) -> anyhow::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(c.logic.runtime_threads(cpus, beside_gateway))
+        .thread_name("tern-logic")
+        .enable_all()
+        .build()
+        .context("starting tokio")
 }
 
 /// `tern all`.
@@ -241,7 +249,7 @@ pub fn all(c: TernConfig) -> anyhow::Result<()> {
     init_tracing(&c.log);
     let metrics = install_metrics()?;
     let (apps, dev) = resolve_apps(&c, true)?;
-    let rt = runtime()?;
+    let rt = runtime(&c, true)?;
     rt.block_on(async move {
         let front = start_front(&c, &startup, c.gateway.max_connections).await?;
         let (store, recovery) = open_store(&c).await?;
@@ -288,7 +296,7 @@ pub fn logic(c: TernConfig) -> anyhow::Result<()> {
     init_tracing(&c.log);
     let metrics = install_metrics()?;
     let (apps, dev) = resolve_apps(&c, true)?;
-    runtime()?.block_on(async move {
+    runtime(&c, false)?.block_on(async move {
         let front = start_front(&c, &startup, 0).await?;
         let (store, recovery) = open_store(&c).await?;
         startup.set_step("binding the link");
