@@ -72,7 +72,9 @@ type ByUser = UserMap<Vec<Session>>;
 #[derive(Default)]
 struct Inner {
     by_user: ByUser,
-    by_conn: HashMap<ConnKey, (AppId, UserId, u32)>,
+    /// Each live connection's user and session (the same `Session` as in `by_user`):
+    /// every forwarded client frame looks its connection up here, once.
+    by_conn: HashMap<ConnKey, (AppId, UserId, Session)>,
     links: HashMap<LinkKey, Link>,
     next_epoch: u64,
 }
@@ -155,12 +157,13 @@ impl Sessions {
         // A re-registered or reused slot must not leave a stale entry behind.
         list.retain(|s| conn_key(&s.conn) != conn_key(&session.conn));
         let ck = conn_key(&session.conn);
-        let generation = session.conn.generation();
-        list.push(session);
-        g.by_conn.insert(ck, (app, user.clone(), generation));
+        list.push(session.clone());
+        // The kicked first: one of them may have held this very slot (its close not yet
+        // arrived when the slot's next connection logged in).
         for k in &kicked {
             g.by_conn.remove(&conn_key(&k.conn));
         }
+        g.by_conn.insert(ck, (app, user.clone(), session));
         let frame = encode::kick(KickReason::ReplacedByNewLogin, "another login of this user replaced this device");
         for k in &kicked {
             send_locked(&mut g, link_of(&k.conn), encode::link_close(&k.conn, &frame), &[]);
@@ -174,7 +177,7 @@ impl Sessions {
         let mut g = self.lock();
         let ck = conn_key(conn);
         match g.by_conn.get(&ck) {
-            Some((_, _, generation)) if *generation == conn.generation() => {}
+            Some((_, _, s)) if s.conn.generation() == conn.generation() => {}
             _ => return None,
         }
         let (app, user, _) = g.by_conn.remove(&ck)?;
@@ -192,13 +195,8 @@ impl Sessions {
     /// The user and device behind a live connection (generation-checked).
     pub fn session_of(&self, conn: &ConnRef) -> Option<(AppId, UserId, Session)> {
         let g = self.lock();
-        let (app, user, generation) = g.by_conn.get(&conn_key(conn))?;
-        if *generation != conn.generation() {
-            return None;
-        }
-        let session =
-            g.by_user.get(&UserKeyRef(*app, user.as_str()))?.iter().find(|s| same_conn(&s.conn, conn))?.clone();
-        Some((*app, user.clone(), session))
+        let (app, user, session) = g.by_conn.get(&conn_key(conn))?;
+        (session.conn.generation() == conn.generation()).then(|| (*app, user.clone(), session.clone()))
     }
 
     /// The online devices of a user.
@@ -433,6 +431,29 @@ mod tests {
         let close = parse_link(&f[HEADER_LEN..]).unwrap();
         assert_eq!(close.body_as_close().unwrap().conn().unwrap().slot(), 1);
         assert_eq!(s.devices(app, &user("a")).len(), 1);
+    }
+
+    /// The slot's previous connection is gone but its close has not arrived when the
+    /// slot's next connection logs in as the same device: the old session is replaced,
+    /// and the new one is the connection's session (its frames are served).
+    #[test]
+    fn a_login_on_a_reused_slot_replacing_its_old_session_keeps_the_new_one() {
+        let s = Sessions::new();
+        let (tx, _rx) = mpsc::channel(16);
+        s.register_link((1, 0), tx);
+        let app = AppId(1);
+        s.admit(app, &user("a"), session(0, 5, 1, "phone"), LoginModel::OneDevice, false);
+        let mut next = session(0, 5, 1, "phone");
+        next.conn = ConnRef::new(1, 0, 5, 2);
+        let adm = s.admit(app, &user("a"), next, LoginModel::OneDevice, false);
+        assert_eq!(adm.kicked.len(), 1, "the old session is replaced");
+        let (_, who, got) = s.session_of(&ConnRef::new(1, 0, 5, 2)).expect("the new connection has its session");
+        assert_eq!((who.as_str(), got.conn.generation()), ("a", 2));
+        assert!(s.session_of(&ConnRef::new(1, 0, 5, 1)).is_none(), "the old generation has none");
+        assert_eq!(s.devices(app, &user("a")).len(), 1);
+        assert!(s.close(&ConnRef::new(1, 0, 5, 1)).is_none(), "the late close of the old one closes nothing");
+        assert!(s.close(&ConnRef::new(1, 0, 5, 2)).is_some());
+        assert!(s.is_empty() && s.devices(app, &user("a")).is_empty());
     }
 
     #[test]
