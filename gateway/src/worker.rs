@@ -49,7 +49,7 @@ use tracing::{debug, field, warn};
 
 use crate::config::GatewayConfig;
 use crate::conn::{Action, Actions, Apps, CloseCause, Conn, Env, Limits};
-use crate::outq::{OutFrame, OutQueue};
+use crate::outq::{OutFrame, OutQueue, RingPool};
 use crate::slab::Slab;
 use crate::stats::Stats;
 use crate::sync::{Latch, Notify};
@@ -216,6 +216,9 @@ pub(crate) struct Core {
     pub stats: Stats,
     /// Sends forwarded to logic and not yet answered, against their bound.
     sends: SendWindow,
+    /// Empty outbound rings, reused by connections that get a frame now and then.
+    /// Borrowed only inside a queue's push or flush.
+    rings: RefCell<RingPool>,
 }
 
 struct State {
@@ -327,6 +330,7 @@ impl Core {
             stopping: Latch::default(),
             link_stop: Latch::default(),
             sends: SendWindow::new(cfg_max_sends, stats.sends_refused.clone()),
+            rings: RefCell::new(RingPool::default()),
             stats,
         }
     }
@@ -673,7 +677,7 @@ impl Core {
             io.conn.on_slow_consumer(actions);
             return;
         }
-        io.outq.push(f);
+        io.outq.push(f, &mut self.rings.borrow_mut());
     }
 
     fn begin_close(&self, io: &mut ConnIo, framing: Framing, cause: CloseCause) {
@@ -689,7 +693,7 @@ impl Core {
                 CloseCause::Shutdown => ws::CLOSE_GOING_AWAY,
                 _ => ws::CLOSE_NORMAL,
             };
-            io.outq.push(OutFrame::raw(ws::close_frame(code).into()));
+            io.outq.push(OutFrame::raw(ws::close_frame(code).into()), &mut self.rings.borrow_mut());
         }
         io.linger_until = Some(self.now_ms() + LINGER_MS);
     }
@@ -720,7 +724,7 @@ impl Core {
     /// our side is shut down so the client sees the end after our last frame).
     fn write_out(&self, io: &mut ConnIo) -> io::Result<bool> {
         let fd = io.fd.as_raw_fd();
-        let done = io.outq.flush(|iov| sys::sendv(fd, iov))?;
+        let done = io.outq.flush(&mut self.rings.borrow_mut(), |iov| sys::sendv(fd, iov))?;
         if done && io.linger_until.is_some() && !io.wr_shut {
             io.wr_shut = true;
             sys::shutdown_write(fd);
