@@ -308,5 +308,8 @@ fn ramp_with_explicit_rates_runs_every_step_and_times_refusals() {
     assert!(steps[0]["failed"].as_u64() > Some(0), "a bound of one send in flight refuses part of a burst: {r}");
     assert_eq!(steps[0]["sustained"], false, "{r}");
     assert!(steps[0]["refusal_p99_us"].as_u64() > Some(0), "refusals are timed: {r}");
+    // Also from the generator's write, which comes after the due time.
+    let (due, wire) = (steps[0]["refusal_p99_us"].as_u64(), steps[0]["refusal_wire_p99_us"].as_u64());
+    assert!(wire > Some(0) && wire <= due, "a refusal timed from the write: {r}");
     assert_eq!((steps[0]["lost"].as_u64(), steps[1]["lost"].as_u64()), (Some(0), Some(0)), "{r}");
 }

@@ -42,11 +42,14 @@ pub struct SystemFigures {
     /// a system is only measured as far as this is small beside its p99.
     #[serde(default)]
     pub generator_lag_p99_us: u64,
-    /// Sends the server refused in the p2p run, and due time → refusal p99.
+    /// Sends the server refused in the p2p run, and due time → refusal p99 (and from
+    /// the generator's write, without its lateness).
     #[serde(default)]
     pub refused: u64,
     #[serde(default)]
     pub refusal_p99_us: u64,
+    #[serde(default)]
+    pub refusal_wire_p99_us: u64,
     /// The server's own CPU per message (its processes named with `--server-pid`): the
     /// systems' cost side by side, on the same workload and machine.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -106,6 +109,7 @@ pub fn figures(results: &[RunResult]) -> BTreeMap<String, SystemFigures> {
             f.generator_lag_p99_us = p.lag_p99_us;
             f.refused = p.failed;
             f.refusal_p99_us = p.refusal_p99_us;
+            f.refusal_wire_p99_us = p.refusal_wire_p99_us;
             f.server_cpu_us_per_msg = p.server_cpu_us_per_msg;
             f.conns = p.conns;
             f.workers = p.workers;
@@ -162,7 +166,12 @@ pub fn render_table(f: &BTreeMap<String, SystemFigures>) -> String {
             v.push_str(&format!("  ack p99 {}", fmt_us(a)));
         }
         if s.refused > 0 {
-            v.push_str(&format!("  refused {} (p99 {})", s.refused, fmt_us(s.refusal_p99_us)));
+            v.push_str(&format!(
+                "  refused {} (p99 {}; from the write {})",
+                s.refused,
+                fmt_us(s.refusal_p99_us),
+                fmt_us(s.refusal_wire_p99_us)
+            ));
         }
         if s.conns > 0 {
             v.push_str(&format!(
@@ -394,13 +403,18 @@ mod tests {
     fn refusals_and_generator_lag_side_by_side() {
         let mut tern = run("tern", 10_000.0, 2_000, true);
         let p = tern.p2p.as_mut().unwrap();
-        (p.failed, p.refusal_p99_us, p.lag_p99_us, p.conns, p.workers) = (7, 3_000, 1_500, 10, 2);
+        (p.failed, p.refusal_p99_us, p.refusal_wire_p99_us, p.lag_p99_us, p.conns, p.workers) =
+            (7, 3_000, 2_100, 1_500, 10, 2);
         let mut core = run("nats_core", 10_000.0, 1_000, false);
         let p = core.p2p.as_mut().unwrap();
         (p.lag_p99_us, p.conns, p.workers) = (900, 10, 2);
         let t = render_table(&figures(&[tern, core]));
         let row = |name: &str| t.lines().find(|l| l.trim_start().starts_with(name)).unwrap_or_default().to_owned();
-        assert!(row("tern ").contains("refused 7 (p99 3000 µs)") && row("tern ").contains("lag p99 1500 µs"), "{t}");
+        assert!(
+            row("tern ").contains("refused 7 (p99 3000 µs; from the write 2100 µs)")
+                && row("tern ").contains("lag p99 1500 µs"),
+            "{t}"
+        );
         assert!(!row("nats_core").contains("refused") && row("nats_core").contains("lag p99 900 µs"), "{t}");
     }
 

@@ -338,6 +338,7 @@ pub async fn run_group(plan: GroupPlan, out: &OutputArgs) -> Result<(), HarnessE
             p999_us: p.p999_us,
             ack_p99_us: p.ack_p99_us,
             refusal_p99_us: p.refusal_p99_us,
+            refusal_wire_p99_us: p.refusal_wire_p99_us,
             lag_p99_us: p.lag_p99_us,
             lost: p.lost,
             duplicates: p.duplicates,

@@ -225,6 +225,7 @@ pub(crate) fn p2p_result(load: &LoadPlan, rate: f64, duration: f64, c: &ConnectS
     let d = o.series.delivery.summary();
     let a = o.series.ack.summary();
     let r = o.series.refusal.summary();
+    let rw = o.series.refusal_wire.summary();
     let lag = o.series.lag.summary();
     P2pResult {
         users: load.users,
@@ -281,6 +282,9 @@ pub(crate) fn p2p_result(load: &LoadPlan, rate: f64, duration: f64, c: &ConnectS
         refusal_p50_us: r.p50_us,
         refusal_p99_us: r.p99_us,
         refusal_max_us: r.max_us,
+        refusal_wire_p50_us: rw.p50_us,
+        refusal_wire_p99_us: rw.p99_us,
+        refusal_wire_max_us: rw.max_us,
         lag_p50_us: lag.p50_us,
         lag_p99_us: lag.p99_us,
         lag_max_us: lag.max_us,
@@ -335,6 +339,7 @@ pub async fn run_ramp(plan: RampPlan, out: &OutputArgs) -> Result<(), HarnessErr
             p999_us: p.p999_us,
             ack_p99_us: p.ack_p99_us,
             refusal_p99_us: p.refusal_p99_us,
+            refusal_wire_p99_us: p.refusal_wire_p99_us,
             lag_p99_us: p.lag_p99_us,
             lost: p.lost,
             duplicates: p.duplicates,

@@ -99,6 +99,11 @@ pub struct Tick {
     /// sends refused in this interval: how fast the excess is turned away.
     #[serde(default)]
     pub refusal: HistData,
+    /// The generator's write → the server's refusal, same sends: the refusal without
+    /// the generator's own lateness (its loopback TCP and the server's reading and
+    /// answering are in it).
+    #[serde(default)]
+    pub refusal_wire: HistData,
     /// Due time → the generator's first write of each send of this interval: how late
     /// the generator itself was (part of every latency measured from the due time).
     #[serde(default)]

@@ -197,6 +197,14 @@ pub struct P2pResult {
     pub refusal_p99_us: u64,
     #[serde(default)]
     pub refusal_max_us: u64,
+    /// The generator's write → the server's refusal, same sends: the refusal without
+    /// the generator's lateness.
+    #[serde(default)]
+    pub refusal_wire_p50_us: u64,
+    #[serde(default)]
+    pub refusal_wire_p99_us: u64,
+    #[serde(default)]
+    pub refusal_wire_max_us: u64,
     /// Due time → the generator's first write of a send: the generator's own lateness,
     /// included in every latency above (a tick is up to 1 ms; more means it lacked CPU).
     #[serde(default)]
@@ -246,6 +254,9 @@ pub struct RampStep {
     /// Due time → refusal p99 of the step's refused sends (0: none refused).
     #[serde(default)]
     pub refusal_p99_us: u64,
+    /// The generator's write → refusal p99, same sends.
+    #[serde(default)]
+    pub refusal_wire_p99_us: u64,
     /// The generator's own lateness p99 (see `P2pResult::lag_p99_us`).
     #[serde(default)]
     pub lag_p99_us: u64,
@@ -272,6 +283,8 @@ pub struct Series {
     pub ack: Latency,
     /// Due time → refusal, of the sends the server refused.
     pub refusal: Latency,
+    /// The generator's write → refusal, same sends.
+    pub refusal_wire: Latency,
     /// Due time → the generator's first write.
     pub lag: Latency,
     pub sent: u64,
@@ -288,6 +301,7 @@ impl Series {
         self.delivery.add(&d);
         self.ack.add(&a);
         self.refusal.add(&crate::harness::coord::hist(&t.refusal)?);
+        self.refusal_wire.add(&crate::harness::coord::hist(&t.refusal_wire)?);
         self.lag.add(&crate::harness::coord::hist(&t.lag)?);
         self.sent += t.sent;
         self.acked += t.acked;
@@ -557,7 +571,11 @@ impl RunResult {
                         s.lost,
                         s.duplicates,
                         s.failed,
-                        if s.failed > 0 { format!(" (p99 {})", fmt_us(s.refusal_p99_us)) } else { String::new() },
+                        if s.failed > 0 {
+                            format!(" (p99 {}; from the write {})", fmt_us(s.refusal_p99_us), fmt_us(s.refusal_wire_p99_us))
+                        } else {
+                            String::new()
+                        },
                         fmt_us(s.lag_p99_us),
                         s.verdict
                     ),
@@ -675,6 +693,14 @@ fn p2p_rows(p: &P2pResult) -> Vec<(String, String)> {
             p50_p99_max(
                 [p.refusal_p50_us, p.refusal_p99_us, p.refusal_max_us],
                 "due time to the server's refusal, over the refused sends",
+            )
+            .unwrap_or_else(|| "none refused".into()),
+        ),
+        row(
+            "write→refused",
+            p50_p99_max(
+                [p.refusal_wire_p50_us, p.refusal_wire_p99_us, p.refusal_wire_max_us],
+                "the generator's write to the refusal, same sends: without the generator's lateness",
             )
             .unwrap_or_else(|| "none refused".into()),
         ),

@@ -141,6 +141,9 @@ pub(crate) struct Pending {
     pub to: u32,
     /// Times it was written (a resend after a reconnect keeps its client_msg_id).
     pub tries: u32,
+    /// When it was last written (0: not yet): a refusal is also timed from here, which
+    /// leaves the generator's own lateness out.
+    pub written_us: u64,
 }
 
 /// Which protocol the devices speak.
@@ -341,6 +344,7 @@ struct TickAcc {
     ack: Latency,
     delivery: Latency,
     refusal: Latency,
+    refusal_wire: Latency,
     lag: Latency,
 }
 
@@ -358,6 +362,7 @@ impl TickAcc {
             ack: t.ack.to_data(),
             delivery: t.delivery.to_data(),
             refusal: t.refusal.to_data(),
+            refusal_wire: t.refusal_wire.to_data(),
             lag: t.lag.to_data(),
         }
     }
@@ -454,6 +459,9 @@ impl Book {
             Err(reason) => {
                 // An answer that refuses (timeouts fail elsewhere, unanswered).
                 self.tick.refusal.record(now.saturating_sub(p.due_us));
+                if p.written_us > 0 {
+                    self.tick.refusal_wire.record(now.saturating_sub(p.written_us));
+                }
                 self.fail(p.index, reason)
             }
         }
@@ -806,7 +814,7 @@ impl Worker {
             }
             let s = b.sched.sender(i);
             let k = (s - first) as usize * devices as usize + b.sched.sender_device(i) as usize;
-            let p = Pending { run: b.run, index: i, due_us: due, to: b.sched.recipient(i), tries: 0 };
+            let p = Pending { run: b.run, index: i, due_us: due, to: b.sched.recipient(i), tries: 0, written_us: 0 };
             b.dispatched += 1;
             b.cursor += 1;
             skip_remote(self.init.first_user, self.init.end_user, b);
@@ -1400,6 +1408,7 @@ impl Worker {
             }
         }
         p.tries += 1;
+        p.written_us = now;
         match self.proto {
             Proto::Tern { .. } => {
                 // Any frame is a heartbeat, and a due PushAck rides along with the Send
@@ -1937,12 +1946,12 @@ mod tests {
         let mut w = worker();
         w.devs[1].phase = Phase::LoggingIn { rid: 1 };
         feed(&mut w, 1, &login_ack(1, 0)).unwrap();
-        w.dispatch(1, Pending { run: 1, index: 1, due_us: 0, to: 0, tries: 0 }, 10);
+        w.dispatch(1, Pending { run: 1, index: 1, due_us: 0, to: 0, tries: 0, written_us: 0 }, 10);
         let sent = written(&mut w, 1);
         assert!(sent[0].contains("1-1"), "{sent:?}");
         w.end(1, End::closed("closed"), 20);
         // Due while away: waits in the outbox.
-        w.dispatch(1, Pending { run: 1, index: 3, due_us: 5, to: 0, tries: 0 }, 30);
+        w.dispatch(1, Pending { run: 1, index: 3, due_us: 5, to: 0, tries: 0, written_us: 0 }, 30);
         assert_eq!(w.devs[1].outbox.len(), 2);
 
         w.devs[1].phase = Phase::LoggingIn { rid: 7 };
