@@ -46,11 +46,13 @@ impl RingPool {
     }
 
     /// Rings kept.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.rings.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.rings.is_empty()
     }
 }
