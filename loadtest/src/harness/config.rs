@@ -246,6 +246,12 @@ pub struct LoadArgs {
     /// Each PushAck is a frame the server handles, so this is part of the load.
     #[arg(long, default_value_t = 1_000)]
     pub push_ack_ms: u64,
+    /// A send the server answers with 80009 (busy) is written again, as a client does
+    /// (after 100-150 ms, the device's later sends waiting behind it), up to this many
+    /// times before it counts as failed; 0 = never (every refusal is a failure: what an
+    /// overload measurement wants). Retries are counted with the resent sends.
+    #[arg(long, default_value_t = 0)]
+    pub retry_busy: u32,
     /// After the last send, seconds to wait for missing acks and deliveries.
     #[arg(long, default_value_t = 10.0)]
     pub drain: f64,
@@ -504,6 +510,9 @@ pub fn cores() -> u64 {
     std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
 }
 
+/// Most `--retry-busy` tries: a client backs off after a few.
+pub const MAX_RETRY_BUSY: u32 = 100;
+
 /// A validated p2p population.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoadPlan {
@@ -514,6 +523,9 @@ pub struct LoadPlan {
     pub devices: u32,
     pub payload: usize,
     pub push_ack_ms: u64,
+    /// Times a send refused with 80009 is written again (`--retry-busy`).
+    #[serde(default)]
+    pub retry_busy: u32,
     pub drain_secs: f64,
     /// Server processes whose CPU each run measures (`--server-pid`).
     #[serde(default)]
@@ -531,12 +543,16 @@ impl LoadArgs {
             format!("--payload must be {MIN_PAYLOAD}..={MAX_PAYLOAD} bytes (got {})", self.payload)
         });
         finite_in(p, "--drain", self.drain, 0.0, MAX_DURATION_SECS);
+        p.check(self.retry_busy <= MAX_RETRY_BUSY, || {
+            format!("--retry-busy must be ≤ {MAX_RETRY_BUSY} (got {})", self.retry_busy)
+        });
         LoadPlan {
             users: self.users,
             members: 0,
             devices: self.devices,
             payload: self.payload,
             push_ack_ms: self.push_ack_ms,
+            retry_busy: self.retry_busy,
             drain_secs: self.drain,
             server_pids: self.server_pids.clone(),
         }

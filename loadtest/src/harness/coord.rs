@@ -180,6 +180,7 @@ pub fn plan_workers(
             reconnect,
             coalesce_us: plan.coalesce_us,
             members: 0,
+            retry_busy: 0,
         })
         .collect()
 }

@@ -142,6 +142,7 @@ impl GroupArgs {
             devices: self.devices,
             payload: self.payload,
             push_ack_ms: self.push_ack_ms,
+            retry_busy: 0,
             drain_secs: self.drain,
             server_pids: Vec::new(),
         };

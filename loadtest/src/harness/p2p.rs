@@ -59,7 +59,10 @@ pub async fn populate(
     prepare(target, load.users, quiet).await?;
     #[cfg(feature = "nats")]
     crate::harness::nats::prepare_stream(target).await?;
-    let inits = plan_workers(target, workers, load.users, load.devices, load.push_ack_ms, true);
+    let mut inits = plan_workers(target, workers, load.users, load.devices, load.push_ack_ms, true);
+    for init in &mut inits {
+        init.retry_busy = load.retry_busy;
+    }
     let mut w = Workers::spawn(&inits).await?;
     let pb = bar(quiet, "connecting");
     let total = u64::from(load.users) * u64::from(load.devices);

@@ -47,6 +47,9 @@ pub struct WorkerInit {
     /// send to, pull and ack their group's timeline; 0 = 1:1 messages.
     #[serde(default)]
     pub members: u32,
+    /// A send refused with 80009 is written again up to this many times (`--retry-busy`).
+    #[serde(default)]
+    pub retry_busy: u32,
 }
 
 /// One p2p run.

@@ -86,6 +86,11 @@ const BACKOFF_MAX_US: u64 = 2_000_000;
 /// overflows the server's outbound queue and gets the device kicked again, in a loop.
 /// Sends due while the outbox is empty are written at once (open loop).
 const OUTBOX_WINDOW: usize = 32;
+/// A send refused as busy (80009) is written again after this long (the refusal's own
+/// hint, PROTOCOL.md) ...
+const BUSY_RETRY_US: u64 = 100_000;
+/// ... plus up to this much, at random.
+const BUSY_RETRY_JITTER_US: u64 = 50_000;
 /// Pull page size (the server caps it at its own limit).
 const PULL_LIMIT: u32 = 500;
 /// One read takes at most this much (the loop is level-triggered: the rest comes next).
@@ -226,6 +231,9 @@ pub(crate) struct Dev {
     window: usize,
     /// Acks since the window last grew.
     window_acks: usize,
+    /// A send refused as busy (80009) waits at the outbox's head until then, and the
+    /// device's later sends behind it (0: no backoff).
+    retry_at_us: u64,
     hb_us: u64,
     next_hb_us: u64,
     next_ack_us: u64,
@@ -258,6 +266,7 @@ impl Dev {
             outbox: VecDeque::new(),
             window: OUTBOX_WINDOW,
             window_acks: 0,
+            retry_at_us: 0,
             hb_us: FALLBACK_HEARTBEAT_US,
             next_hb_us: u64::MAX,
             next_ack_us: 0,
@@ -312,6 +321,7 @@ impl Dev {
         self.pulling = None;
         self.catching_up = false;
         self.next_hb_us = u64::MAX;
+        self.retry_at_us = 0;
     }
 }
 
@@ -1024,11 +1034,32 @@ impl Worker {
         self.write_outbox(k, now);
     }
 
-    /// Writes from the outbox while the device is online and its window has room.
+    /// A send the server refused with `code`: written again later if it was busy
+    /// (80009) and `--retry-busy` allows another try, as a client backs off and retries
+    /// (`None`: held at the outbox's head); else it is handed back, refused.
+    fn retry_if_busy(&mut self, k: usize, p: Pending, code: u32, now: u64) -> Option<Pending> {
+        if code != tern_schema::codes::SERVICE_UNAVAILABLE || p.tries > self.init.retry_busy {
+            return Some(p);
+        }
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let dev = &mut self.devs[k];
+        // 100 ms as the refusal says, plus jitter so refused devices do not come back
+        // in step; and a smaller window, as after a slow-consumer kick.
+        dev.retry_at_us = now + BUSY_RETRY_US + self.rng % BUSY_RETRY_JITTER_US;
+        dev.window = (dev.window / 2).max(1);
+        dev.window_acks = 0;
+        dev.outbox.push_front(p);
+        None
+    }
+
+    /// Writes from the outbox while the device is online, its window has room and it
+    /// is not backing off after a busy refusal.
     fn write_outbox(&mut self, k: usize, now: u64) {
         loop {
             let dev = &mut self.devs[k];
-            if dev.phase != Phase::Online || dev.pending.len() >= dev.window {
+            if dev.phase != Phase::Online || dev.pending.len() >= dev.window || now < dev.retry_at_us {
                 return;
             }
             let Some(p) = dev.outbox.pop_front() else { return };
@@ -1246,8 +1277,10 @@ impl Worker {
                     // Tried again at the next sweep (notified is still ahead).
                     dev.pulling = None;
                 } else if let Some(p) = dev.take_pending(rid) {
-                    if let Some(b) = self.book.as_mut() {
-                        b.answer(&p, Err(format!("Error {code}")), now);
+                    if let Some(p) = self.retry_if_busy(k, p, code, now) {
+                        if let Some(b) = self.book.as_mut() {
+                            b.answer(&p, Err(format!("Error {code}")), now);
+                        }
                     }
                     self.write_outbox(k, now);
                 }
@@ -1262,10 +1295,18 @@ impl Worker {
             Body::SendAck => {
                 let code = f.body_as_send_ack().map_or(0, |a| a.code());
                 if let Some(p) = self.devs[k].take_pending(rid) {
-                    self.devs[k].grow_window();
-                    let outcome = if code == tern_schema::codes::OK { Ok(()) } else { Err(format!("SendAck {code}")) };
-                    if let Some(b) = self.book.as_mut() {
-                        b.answer(&p, outcome, now);
+                    let p = if code == tern_schema::codes::OK {
+                        self.devs[k].grow_window();
+                        Some(p)
+                    } else {
+                        self.retry_if_busy(k, p, code, now)
+                    };
+                    if let Some(p) = p {
+                        let outcome =
+                            if code == tern_schema::codes::OK { Ok(()) } else { Err(format!("SendAck {code}")) };
+                        if let Some(b) = self.book.as_mut() {
+                            b.answer(&p, outcome, now);
+                        }
                     }
                     self.write_outbox(k, now);
                 }
@@ -1556,6 +1597,12 @@ impl Worker {
                     if !matches!(self.proto, Proto::Tern { .. }) {
                         continue;
                     }
+                    // A busy refusal's backoff is over: the held sends go out.
+                    let dev = &mut self.devs[k];
+                    if dev.retry_at_us != 0 && now >= dev.retry_at_us {
+                        dev.retry_at_us = 0;
+                        self.write_outbox(k, now);
+                    }
                     // On its own only one interval late: a device that sends acks with
                     // its next Send; one that only receives still acks.
                     self.push_ack(k, now, ack_every);
@@ -1823,6 +1870,7 @@ mod tests {
             reconnect: true,
             coalesce_us: 0,
             members: 0,
+            retry_busy: 0,
         };
         let devs = vec![Dev::new(0, 0), Dev::new(1, 0)];
         let addrs = vec!["127.0.0.1:9".parse().unwrap()];
@@ -1939,6 +1987,55 @@ mod tests {
         assert_eq!(b.kicks, Reasons::from([("SlowConsumer".to_owned(), 1)]));
         assert_eq!((b.reconnects, b.pulls), (1, 1));
         assert!(!w.devs[0].catching_up && w.devs[0].pulling.is_none());
+    }
+
+    /// With `--retry-busy 1`, a send refused 80009 is held (with the device's later
+    /// sends behind it) for the backoff, written again with the same id, and counted as
+    /// failed only when refused again; without it, the first refusal fails it.
+    #[test]
+    fn busy_refusals_are_retried_after_a_backoff_when_asked() {
+        let busy = |rid| {
+            message::send_ack(
+                rid,
+                &message::SendAckParts { code: tern_schema::codes::SERVICE_UNAVAILABLE, ..Default::default() },
+            )
+        };
+        let sends =
+            |w: &mut Worker| -> Vec<String> { written(w, 1).into_iter().filter(|f| f.starts_with("Send")).collect() };
+        let mut w = worker();
+        w.init.retry_busy = 1;
+        w.devs[1].phase = Phase::LoggingIn { rid: 1 };
+        feed(&mut w, 1, &login_ack(1, 0)).unwrap();
+        w.dispatch(1, Pending { run: 1, index: 1, due_us: 0, to: 0, tries: 0, written_us: 0 }, 10);
+        assert_eq!(sends(&mut w).len(), 1);
+        let rid = w.devs[1].pending[0].0;
+        feed(&mut w, 1, &busy(rid)).unwrap();
+        // Refused (at 1 ms), so held: a later send waits behind it, nothing is failed.
+        w.dispatch(1, Pending { run: 1, index: 2, due_us: 1_500, to: 0, tries: 0, written_us: 0 }, 1_500);
+        w.sweep(90_000);
+        assert!(sends(&mut w).is_empty(), "backing off");
+        assert_eq!((w.devs[1].outbox.len(), w.book.as_ref().unwrap().failed.len()), (2, 0));
+        w.sweep(1_000 + BUSY_RETRY_US + BUSY_RETRY_JITTER_US);
+        let again = sends(&mut w);
+        assert!(again.len() == 2 && again[0].contains("1-1") && again[1].contains("1-2"), "in order: {again:?}");
+        assert_eq!(w.book.as_ref().unwrap().resent, 1);
+        // Refused again: its one retry is spent, it fails; the other is accepted.
+        let (first, second) = (w.devs[1].pending[0].0, w.devs[1].pending[1].0);
+        feed(&mut w, 1, &busy(first)).unwrap();
+        feed(&mut w, 1, &message::send_ack(second, &message::SendAckParts { code: 200, ..Default::default() }))
+            .unwrap();
+        let b = w.book.as_ref().unwrap();
+        assert_eq!((b.answered, b.tick.acked, b.failed.clone()), (2, 1, vec![1]));
+
+        // Without --retry-busy the first refusal is the answer.
+        let mut w = worker();
+        w.devs[1].phase = Phase::LoggingIn { rid: 1 };
+        feed(&mut w, 1, &login_ack(1, 0)).unwrap();
+        w.dispatch(1, Pending { run: 1, index: 1, due_us: 0, to: 0, tries: 0, written_us: 0 }, 10);
+        let rid = w.devs[1].pending[0].0;
+        feed(&mut w, 1, &busy(rid)).unwrap();
+        assert_eq!(w.book.as_ref().unwrap().failed, vec![1]);
+        assert!(w.devs[1].outbox.is_empty());
     }
 
     #[test]
