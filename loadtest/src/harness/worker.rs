@@ -87,8 +87,10 @@ const BACKOFF_MAX_US: u64 = 2_000_000;
 /// Sends due while the outbox is empty are written at once (open loop).
 const OUTBOX_WINDOW: usize = 32;
 /// A send refused as busy (80009) is written again after this long (the refusal's own
-/// hint, PROTOCOL.md) ...
+/// hint, PROTOCOL.md), doubled for each further refusal of it up to
+/// [`BUSY_RETRY_MAX_DOUBLINGS`] times ...
 const BUSY_RETRY_US: u64 = 100_000;
+const BUSY_RETRY_MAX_DOUBLINGS: u32 = 4;
 /// ... plus up to this much, at random.
 const BUSY_RETRY_JITTER_US: u64 = 50_000;
 /// Pull page size (the server caps it at its own limit).
@@ -1045,9 +1047,12 @@ impl Worker {
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
         let dev = &mut self.devs[k];
-        // 100 ms as the refusal says, plus jitter so refused devices do not come back
-        // in step; and a smaller window, as after a slow-consumer kick.
-        dev.retry_at_us = now + BUSY_RETRY_US + self.rng % BUSY_RETRY_JITTER_US;
+        // 100 ms as the refusal says, doubling while it is refused again (up to 1.6 s:
+        // fixed-delay retries against a full server come back as a storm), plus jitter
+        // so refused devices do not come back in step; and a smaller window, as after
+        // a slow-consumer kick.
+        let backoff = BUSY_RETRY_US << p.tries.saturating_sub(1).min(BUSY_RETRY_MAX_DOUBLINGS);
+        dev.retry_at_us = now + backoff + self.rng % BUSY_RETRY_JITTER_US;
         dev.window = (dev.window / 2).max(1);
         dev.window_acks = 0;
         dev.outbox.push_front(p);
@@ -1989,9 +1994,10 @@ mod tests {
         assert!(!w.devs[0].catching_up && w.devs[0].pulling.is_none());
     }
 
-    /// With `--retry-busy 1`, a send refused 80009 is held (with the device's later
-    /// sends behind it) for the backoff, written again with the same id, and counted as
-    /// failed only when refused again; without it, the first refusal fails it.
+    /// With `--retry-busy 2`, a send refused 80009 is held (with the device's later
+    /// sends behind it) for the backoff, written again with the same id, held twice as
+    /// long when refused again, and counted as failed only when its retries are spent;
+    /// without the flag, the first refusal fails it.
     #[test]
     fn busy_refusals_are_retried_after_a_backoff_when_asked() {
         let busy = |rid| {
@@ -2003,7 +2009,7 @@ mod tests {
         let sends =
             |w: &mut Worker| -> Vec<String> { written(w, 1).into_iter().filter(|f| f.starts_with("Send")).collect() };
         let mut w = worker();
-        w.init.retry_busy = 1;
+        w.init.retry_busy = 2;
         w.devs[1].phase = Phase::LoggingIn { rid: 1 };
         feed(&mut w, 1, &login_ack(1, 0)).unwrap();
         w.dispatch(1, Pending { run: 1, index: 1, due_us: 0, to: 0, tries: 0, written_us: 0 }, 10);
@@ -2019,13 +2025,21 @@ mod tests {
         let again = sends(&mut w);
         assert!(again.len() == 2 && again[0].contains("1-1") && again[1].contains("1-2"), "in order: {again:?}");
         assert_eq!(w.book.as_ref().unwrap().resent, 1);
-        // Refused again: its one retry is spent, it fails; the other is accepted.
+        // Refused again (the other is accepted): held for twice as long.
         let (first, second) = (w.devs[1].pending[0].0, w.devs[1].pending[1].0);
         feed(&mut w, 1, &busy(first)).unwrap();
         feed(&mut w, 1, &message::send_ack(second, &message::SendAckParts { code: 200, ..Default::default() }))
             .unwrap();
+        assert!(w.devs[1].retry_at_us >= 1_000 + 2 * BUSY_RETRY_US, "doubled: {}", w.devs[1].retry_at_us);
+        w.sweep(1_000 + BUSY_RETRY_US + BUSY_RETRY_JITTER_US);
+        assert!(sends(&mut w).is_empty(), "still backing off");
+        w.sweep(1_000 + 2 * BUSY_RETRY_US + BUSY_RETRY_JITTER_US);
+        assert_eq!(sends(&mut w).len(), 1);
+        // A third refusal: its two retries are spent, it fails.
+        let rid = w.devs[1].pending[0].0;
+        feed(&mut w, 1, &busy(rid)).unwrap();
         let b = w.book.as_ref().unwrap();
-        assert_eq!((b.answered, b.tick.acked, b.failed.clone()), (2, 1, vec![1]));
+        assert_eq!((b.answered, b.tick.acked, b.failed.clone(), b.resent), (2, 1, vec![1], 2));
 
         // Without --retry-busy the first refusal is the answer.
         let mut w = worker();
