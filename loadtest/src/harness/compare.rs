@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::harness::report::{fmt_us, table, RunResult};
+use crate::harness::report::{fmt_us, refusal_p99s, table, RunResult};
 use crate::harness::HarnessError;
 
 /// Arguments of `tern loadtest compare`.
@@ -166,12 +166,7 @@ pub fn render_table(f: &BTreeMap<String, SystemFigures>) -> String {
             v.push_str(&format!("  ack p99 {}", fmt_us(a)));
         }
         if s.refused > 0 {
-            v.push_str(&format!(
-                "  refused {} (p99 {}; from the write {})",
-                s.refused,
-                fmt_us(s.refusal_p99_us),
-                fmt_us(s.refusal_wire_p99_us)
-            ));
+            v.push_str(&format!("  refused {} {}", s.refused, refusal_p99s(s.refusal_p99_us, s.refusal_wire_p99_us)));
         }
         if s.conns > 0 {
             v.push_str(&format!(

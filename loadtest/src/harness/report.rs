@@ -572,7 +572,7 @@ impl RunResult {
                         s.duplicates,
                         s.failed,
                         if s.failed > 0 {
-                            format!(" (p99 {}; from the write {})", fmt_us(s.refusal_p99_us), fmt_us(s.refusal_wire_p99_us))
+                            format!(" {}", refusal_p99s(s.refusal_p99_us, s.refusal_wire_p99_us))
                         } else {
                             String::new()
                         },
@@ -680,36 +680,41 @@ fn p2p_rows(p: &P2pResult) -> Vec<(String, String)> {
                 "n/a (no acks)".into()
             },
         ),
-        row(
+        percentile_row(
             "generator lag",
-            p50_p99_max(
-                [p.lag_p50_us, p.lag_p99_us, p.lag_max_us],
-                "due time to the generator's write: included in the latencies above",
-            )
-            .unwrap_or_else(|| "n/a".into()),
+            [p.lag_p50_us, p.lag_p99_us, p.lag_max_us],
+            "due time to the generator's write: included in the latencies above",
+            "n/a",
         ),
-        row(
+        percentile_row(
             "send→refused",
-            p50_p99_max(
-                [p.refusal_p50_us, p.refusal_p99_us, p.refusal_max_us],
-                "due time to the server's refusal, over the refused sends",
-            )
-            .unwrap_or_else(|| "none refused".into()),
+            [p.refusal_p50_us, p.refusal_p99_us, p.refusal_max_us],
+            "due time to the server's refusal, over the refused sends",
+            "none refused",
         ),
-        row(
+        percentile_row(
             "write→refused",
-            p50_p99_max(
-                [p.refusal_wire_p50_us, p.refusal_wire_p99_us, p.refusal_wire_max_us],
-                "the generator's write to the refusal, same sends: without the generator's lateness",
-            )
-            .unwrap_or_else(|| "none refused".into()),
+            [p.refusal_wire_p50_us, p.refusal_wire_p99_us, p.refusal_wire_max_us],
+            "the generator's write to the refusal, same sends: without the generator's lateness",
+            "none refused",
         ),
     ]
 }
 
-/// "p50 …  p99 …  max … (what)", or `None` when nothing was recorded (max 0).
-fn p50_p99_max([p50, p99, max]: [u64; 3], what: &str) -> Option<String> {
-    (max > 0).then(|| format!("p50 {}  p99 {}  max {} ({what})", fmt_us(p50), fmt_us(p99), fmt_us(max)))
+/// A row "p50 …  p99 …  max … (what)", or `none` when nothing was recorded (max 0).
+fn percentile_row(name: &str, [p50, p99, max]: [u64; 3], what: &str, none: &str) -> (String, String) {
+    let value = if max > 0 {
+        format!("p50 {}  p99 {}  max {} ({what})", fmt_us(p50), fmt_us(p99), fmt_us(max))
+    } else {
+        none.to_owned()
+    };
+    row(name, value)
+}
+
+/// "(p99 …; from the write …)": a run's or step's refusal time from the due time and
+/// from the generator's write, as the ramp steps and the compare table print it.
+pub fn refusal_p99s(due_us: u64, wire_us: u64) -> String {
+    format!("(p99 {}; from the write {})", fmt_us(due_us), fmt_us(wire_us))
 }
 
 #[cfg(test)]

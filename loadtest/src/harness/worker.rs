@@ -1016,14 +1016,13 @@ impl Worker {
         dev.attempt = 0;
         dev.hb_us = hb_us;
         // A random phase, so thousands of devices do not ping in step.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        dev.next_hb_us = now + self.rng % hb_us.max(1);
+        let r = self.next_rand();
+        let dev = &mut self.devs[k];
+        dev.next_hb_us = now + r % hb_us.max(1);
         // The first PushAck at a random phase too (see `push_ack`).
         let every = self.init.push_ack_ms * 1_000;
         if every > 0 {
-            dev.next_ack_us = now + (self.rng >> 20) % every;
+            dev.next_ack_us = now + (r >> 20) % every;
         }
         if group_catch_up {
             self.pull(k);
@@ -1036,6 +1035,14 @@ impl Worker {
         self.write_outbox(k, now);
     }
 
+    /// The worker's xorshift generator, one step (jitter only: no quality needed).
+    fn next_rand(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
     /// A send the server refused with `code`: written again later if it was busy
     /// (80009) and `--retry-busy` allows another try, as a client backs off and retries
     /// (`None`: held at the outbox's head); else it is handed back, refused.
@@ -1043,16 +1050,14 @@ impl Worker {
         if code != tern_schema::codes::SERVICE_UNAVAILABLE || p.tries > self.init.retry_busy {
             return Some(p);
         }
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
+        let jitter = self.next_rand() % BUSY_RETRY_JITTER_US;
         let dev = &mut self.devs[k];
         // 100 ms as the refusal says, doubling while it is refused again (up to 1.6 s:
         // fixed-delay retries against a full server come back as a storm), plus jitter
         // so refused devices do not come back in step; and a smaller window, as after
         // a slow-consumer kick.
         let backoff = BUSY_RETRY_US << p.tries.saturating_sub(1).min(BUSY_RETRY_MAX_DOUBLINGS);
-        dev.retry_at_us = now + backoff + self.rng % BUSY_RETRY_JITTER_US;
+        dev.retry_at_us = now + backoff + jitter;
         dev.window = (dev.window / 2).max(1);
         dev.window_acks = 0;
         dev.outbox.push_front(p);
@@ -1300,18 +1305,14 @@ impl Worker {
             Body::SendAck => {
                 let code = f.body_as_send_ack().map_or(0, |a| a.code());
                 if let Some(p) = self.devs[k].take_pending(rid) {
-                    let p = if code == tern_schema::codes::OK {
+                    let answer = if code == tern_schema::codes::OK {
                         self.devs[k].grow_window();
-                        Some(p)
+                        Some((p, Ok(())))
                     } else {
-                        self.retry_if_busy(k, p, code, now)
+                        self.retry_if_busy(k, p, code, now).map(|p| (p, Err(format!("SendAck {code}"))))
                     };
-                    if let Some(p) = p {
-                        let outcome =
-                            if code == tern_schema::codes::OK { Ok(()) } else { Err(format!("SendAck {code}")) };
-                        if let Some(b) = self.book.as_mut() {
-                            b.answer(&p, outcome, now);
-                        }
+                    if let (Some((p, outcome)), Some(b)) = (answer, self.book.as_mut()) {
+                        b.answer(&p, outcome, now);
                     }
                     self.write_outbox(k, now);
                 }
