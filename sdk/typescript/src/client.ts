@@ -8,9 +8,15 @@
  *   timeline (a seq never reported twice), and after every (re)login the client pulls
  *   from its sync point before it lets buffered pushes through (no gaps).
  * - `send()` resolves with the SendAck once the message is durable. Unacknowledged sends
- *   survive reconnects and are sent again with the same client message id, which the
- *   server deduplicates: a message is never stored twice. Busy answers (80009, 50006,
- *   80005) are retried with backoff.
+ *   survive reconnects and are sent again, in call order, with the same client message
+ *   id, which the server deduplicates: a message is never stored twice. Busy answers
+ *   (80009, 50006, 80005: nothing stored) are retried with backoff.
+ * - Sends are stored in call order, but for one case the protocol leaves open: sends
+ *   already written when an earlier one is refused as busy may be accepted, and stored,
+ *   before it (the server refuses by load, not per connection). After a busy refusal
+ *   the client writes nothing for a backoff, then writes the oldest unacknowledged send
+ *   and the rest one at a time until none is left (then it pipelines again): sends made
+ *   meanwhile, and the refused sends, keep call order behind the refused one.
  * - Own sends of this instance are reported by `send()` only; the same entries pulled
  *   later are not emitted again as `message` events.
  *
@@ -216,9 +222,8 @@ export type TernEvents = {
 
 interface PendingSend {
   fields: SendFields;
+  /** Of the frame on the wire; 0 while the send waits to be written (again). */
   requestId: number;
-  attempts: number;
-  retryTimer: ReturnType<typeof setTimeout> | null;
   resolve: (m: SentMessage) => void;
   reject: (e: Error) => void;
 }
@@ -280,7 +285,14 @@ export class TernClient extends Emitter<TernEvents> {
   private stateValue: ConnectionState = 'idle';
   private nextRequestId = 1;
   private requests = new Map<number, PendingRequest>();
+  /** Unacknowledged sends in call order (a Map iterates in insertion order). */
   private sends = new Map<string, PendingSend>();
+  /** After a busy refusal: sends are written one at a time until none is left unacknowledged. */
+  private sendOneByOne = false;
+  /** The backoff after a busy refusal: while set, no send is written. */
+  private sendHold: ReturnType<typeof setTimeout> | null = null;
+  /** Busy refusals since the last accepted send: the backoff doubles with each. */
+  private sendRefusals = 0;
   private inbox: Timeline;
   private groups = new Map<string, Timeline>();
   private inboxFromServerAck: boolean;
@@ -400,11 +412,9 @@ export class TernClient extends Emitter<TernEvents> {
       }
     }
     this.teardown(new TernError(0, 'client closed'));
-    for (const s of this.sends.values()) {
-      if (s.retryTimer) clearTimeout(s.retryTimer);
-      s.reject(new TernError(0, 'client closed before the send was acknowledged'));
-    }
+    for (const s of this.sends.values()) s.reject(new TernError(0, 'client closed before the send was acknowledged'));
     this.sends.clear();
+    this.sendsDrained();
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
     this.failFirstLogin(new TernError(0, 'client closed'));
@@ -462,9 +472,8 @@ export class TernClient extends Emitter<TernEvents> {
       clientTimeMs: BigInt(Date.now()),
     };
     return new Promise((resolve, reject) => {
-      const p: PendingSend = { fields, requestId: 0, attempts: 0, retryTimer: null, resolve, reject };
-      this.sends.set(clientMsgId, p);
-      if (this.stateValue === 'online') this.transmitSend(p);
+      this.sends.set(clientMsgId, { fields, requestId: 0, resolve, reject });
+      this.writeSends();
     });
   }
 
@@ -703,7 +712,7 @@ export class TernClient extends Emitter<TernEvents> {
     this.setState('online');
     // Sends that were waiting (offline, or unacknowledged when the last connection
     // dropped), in the order they were made: the server deduplicates resends by id.
-    for (const p of this.sends.values()) if (!p.retryTimer) this.transmitSend(p);
+    this.writeSends();
     const first = this.firstLogin;
     this.firstLogin = null;
     first?.resolve(info);
@@ -816,13 +825,35 @@ export class TernClient extends Emitter<TernEvents> {
   }
 
   // ---- sends ----
+  //
+  // Order. The server stores one connection's sends in the order it accepts them, and a
+  // busy answer (RETRY_SEND_CODES) stores nothing: a refused send retried on its own
+  // would be stored behind the sends written after it. So after a busy refusal nothing
+  // is written for a backoff; then the oldest unacknowledged send is written first and
+  // the rest follow one at a time, each once the one before is answered, until none is
+  // left unacknowledged; then the client pipelines again. One at a time, not merely
+  // "the refused one first", because the server refuses by load (per gateway core, not
+  // per connection): a send written right behind a retried one may be accepted while
+  // the retried one is refused again. What no client can undo: sends already on the
+  // wire when an earlier one is refused may be accepted before it (PROTOCOL.md "Busy");
+  // those refused as well come back here and are written again in call order.
 
-  private transmitSend(p: PendingSend): void {
+  /**
+   * Writes the sends waiting to be written, in call order: all of them, or after a busy
+   * refusal only the oldest, and only when no other send is on the wire.
+   */
+  private writeSends(): void {
     const ws = this.ws;
-    if (!ws || ws.readyState !== 1 || this.stateValue !== 'online') return;
-    p.requestId = this.allocRequestId();
-    p.attempts += 1;
-    ws.send(encodeSend(p.requestId, p.fields));
+    if (!ws || ws.readyState !== 1 || this.stateValue !== 'online' || this.sendHold) return;
+    let onWire = 0;
+    if (this.sendOneByOne) for (const p of this.sends.values()) if (p.requestId !== 0) onWire++;
+    for (const p of this.sends.values()) {
+      if (p.requestId !== 0) continue;
+      if (this.sendOneByOne && onWire > 0) return;
+      p.requestId = this.allocRequestId();
+      ws.send(encodeSend(p.requestId, p.fields));
+      onWire++;
+    }
   }
 
   private findSendByRequest(requestId: number): PendingSend | undefined {
@@ -831,31 +862,55 @@ export class TernClient extends Emitter<TernEvents> {
     return undefined;
   }
 
-  private retrySend(p: PendingSend): void {
+  /** A busy answer: `p` waits to be written again, and the queue holds for a backoff. */
+  private sendRefused(p: PendingSend): void {
     p.requestId = 0;
-    const delay = Math.min(5_000, 100 * 2 ** Math.min(p.attempts, 6)) * (0.5 + Math.random() / 2);
-    p.retryTimer = setTimeout(() => {
-      p.retryTimer = null;
-      if (this.sends.get(p.fields.clientMsgId) === p) this.transmitSend(p);
+    this.sendOneByOne = true;
+    if (this.sendHold) return; // sends refused together share one backoff
+    // 100 ms upwards, doubling while sends keep being refused, with jitter (PROTOCOL.md).
+    const delay = Math.min(5_000, 100 * 2 ** Math.min(this.sendRefusals, 6) * (1 + Math.random() / 2));
+    this.sendRefusals += 1;
+    this.sendHold = setTimeout(() => {
+      this.sendHold = null;
+      this.writeSends();
     }, delay);
+  }
+
+  /** `p` is acknowledged or refused for good: the next send may go. */
+  private sendDone(p: PendingSend): void {
+    this.sends.delete(p.fields.clientMsgId);
+    if (this.sends.size === 0) this.sendsDrained();
+    else if (this.sendOneByOne) this.writeSends();
+  }
+
+  /** Nothing unacknowledged: busy refusals are behind, pipeline again. */
+  private sendsDrained(): void {
+    this.sendOneByOne = false;
+    this.sendRefusals = 0;
+    if (this.sendHold) clearTimeout(this.sendHold);
+    this.sendHold = null;
+  }
+
+  private failSend(p: PendingSend, code: number, message: string): void {
+    this.sendDone(p);
+    p.reject(new TernError(code, message));
   }
 
   private onSendAck(f: Extract<ServerFrame, { type: 'sendAck' }>): void {
     const p = this.findSendByRequest(f.requestId) ?? this.sends.get(f.clientMsgId);
     if (!p) return; // an ack of a send already settled (e.g. resolved from a pulled entry)
     if (f.code === 200) {
+      this.sendRefusals = 0;
       this.settleSend(p, { messageKey: f.messageKey, seq: f.seq, serverTimeMs: f.serverTimeMs });
     } else if (RETRY_SEND_CODES.has(f.code)) {
-      this.retrySend(p);
+      if (p.requestId === f.requestId) this.sendRefused(p); // else a stale answer: p is on the wire again
     } else {
-      this.sends.delete(p.fields.clientMsgId);
-      p.reject(new TernError(f.code, f.message));
+      this.failSend(p, f.code, f.message);
     }
   }
 
   private settleSend(p: PendingSend, ack: { messageKey: bigint; seq: bigint; serverTimeMs: bigint }): void {
-    this.sends.delete(p.fields.clientMsgId);
-    if (p.retryTimer) clearTimeout(p.retryTimer);
+    this.sendDone(p);
     const t = this.timelineOf(p.fields.conversationType, p.fields.toId, true)!;
     this.markSeen(t, ack.seq);
     p.resolve({
@@ -888,11 +943,8 @@ export class TernClient extends Emitter<TernEvents> {
       case 'error': {
         const p = this.findSendByRequest(f.requestId);
         if (p) {
-          if (RETRY_SEND_CODES.has(f.code)) this.retrySend(p);
-          else {
-            this.sends.delete(p.fields.clientMsgId);
-            p.reject(new TernError(f.code, f.message));
-          }
+          if (RETRY_SEND_CODES.has(f.code)) this.sendRefused(p);
+          else this.failSend(p, f.code, f.message);
           return;
         }
         this.emit('error', new TernError(f.code, f.message));
