@@ -44,6 +44,10 @@ pub fn describe() {
         "tern_sends_refused_link_backlog_total",
         "Sends refused with 80009 because the link to their gateway core was backed up."
     );
+    describe_counter!(
+        "tern_sends_held_total",
+        "Sends refused with 80009 by logic because an earlier Send of the same connection was refused as busy and not sent again yet (one sender's order)."
+    );
     describe_histogram!("tern_send_turn_size", "Sends handed to the store in one link turn.");
     describe_histogram!(
         "tern_send_turn_seconds",
@@ -146,6 +150,10 @@ pub fn describe() {
     describe_counter!(
         "tern_gateway_sends_refused_total",
         "Sends a gateway core answered itself with 80009: its sends in flight to logic were at [gateway] max_sends_in_flight_per_core."
+    );
+    describe_counter!(
+        "tern_gateway_sends_held_total",
+        "Sends a gateway core answered 80009 because an earlier Send of the same connection was refused as busy and not sent again yet (one sender's order)."
     );
     describe_gauge!(
         "tern_gateway_sends_in_flight",

@@ -1,8 +1,10 @@
 //! End-to-end tests of the send path's promises over real sockets: one sender's order
 //! (sends pipelined on one connection get seqs in send order, in the sender's and the
 //! recipient's timelines alike), and overload (past the in-flight bound a send is
-//! refused at once with 80009, nothing acked is lost, nothing refused is stored, and the
-//! next send after the burst is accepted).
+//! refused at once with 80009, the connection's later sends are held behind it — refused
+//! too until it is sent again — so what is accepted is a prefix of the burst, nothing
+//! acked is lost, nothing refused is stored, and a client that sends the refused ones
+//! again in order gets the whole burst stored in send order).
 
 mod common;
 
@@ -62,6 +64,36 @@ async fn acks(c: &mut Client, mut rids: HashMap<u32, usize>) -> Vec<(u32, u64, S
     out
 }
 
+/// What a client that keeps its order does after a burst was refused in part: sends the
+/// refused ones of `tag` (indices `from..n`) again, one at a time, each once the one before
+/// is acked. Nothing else is in flight, so each is accepted.
+async fn resend_in_order(c: &mut Client, to: &str, tag: &str, from: usize, n: usize) {
+    for i in from..n {
+        let rid = c.next_request_id();
+        let text = format!("{tag}{i}");
+        let elems = [ElemParts { elem_type: ElemType::Text, text: &text, ..Default::default() }];
+        c.send(&message::send(rid, &text, to, &elems, 1)).await.unwrap();
+        let got = acks(c, HashMap::from([(rid, 0)])).await;
+        assert_eq!(got[0].0, codes::OK, "{text} sent again alone is accepted: {got:?}");
+    }
+}
+
+/// A burst refused in part: the accepted sends are a prefix of it (the first refusal
+/// holds every later send of the connection), the rest refused as busy; returns the
+/// prefix's length.
+fn accepted_prefix(got: &[(u32, u64, String)]) -> usize {
+    let k = got.iter().take_while(|(code, ..)| *code == codes::OK).count();
+    assert!(
+        got[k..].iter().all(|(code, ..)| *code == codes::SERVICE_UNAVAILABLE),
+        "after the first refusal every send is refused as busy: {got:?}"
+    );
+    assert!(
+        got[k..].iter().skip(1).all(|(_, _, m)| m == codes::SEND_HELD),
+        "the later ones as held behind it: {got:?}"
+    );
+    k
+}
+
 /// The texts of `c`'s user's Message timeline, in seq order.
 async fn timeline(c: &mut Client) -> Vec<String> {
     common::pull_timeline(c, 0, 500).await.into_iter().map(|(_, text, _)| text).collect()
@@ -97,18 +129,25 @@ async fn overload_refuses_fast_and_loses_nothing(mode: Mode) {
     let rids = pipeline(&mut a, "b", "burst", n).await;
     let got = acks(&mut a, rids).await;
     let elapsed = started.elapsed();
-    let accepted: Vec<usize> = (0..n).filter(|i| got[*i].0 == codes::OK).collect();
-    let refused = got.iter().filter(|(code, ..)| *code == codes::SERVICE_UNAVAILABLE).count();
-    assert_eq!(accepted.len() + refused, n, "every send is accepted or refused as busy: {got:?}");
-    assert!(refused > 0, "a burst of {n} past a bound of 1 in flight is partly refused");
-    assert!(!accepted.is_empty(), "some of the burst is accepted");
+    let k = accepted_prefix(&got);
+    assert!(k < n, "a burst of {n} past a bound of 1 in flight is partly refused");
+    assert!(k > 0, "some of the burst is accepted");
     assert!(elapsed < Duration::from_secs(10), "answers came fast ({elapsed:?})");
     // Nothing acked is lost, nothing refused is stored, order kept.
-    let want: Vec<String> = accepted.iter().map(|i| format!("burst{i}")).collect();
+    let want: Vec<String> = (0..k).map(|i| format!("burst{i}")).collect();
     assert_eq!(timeline(&mut b).await, want);
-    // Recovery: the next send is accepted.
+    // A new send while the refused ones are not sent again: held.
     let rids = pipeline(&mut a, "b", "after", 1).await;
-    assert_eq!(acks(&mut a, rids).await[0].0, codes::OK);
+    let held = acks(&mut a, rids).await;
+    assert_eq!((held[0].0, held[0].2.as_str()), (codes::SERVICE_UNAVAILABLE, codes::SEND_HELD));
+    // Recovery: the refused ones sent again in order, then the new one; the whole
+    // burst is stored in send order.
+    resend_in_order(&mut a, "b", "burst", k, n).await;
+    resend_in_order(&mut a, "b", "after", 0, 1).await;
+    let mut want: Vec<String> = (0..n).map(|i| format!("burst{i}")).collect();
+    want.push("after0".into());
+    assert_eq!(timeline(&mut b).await, want);
+    assert_eq!(timeline(&mut a).await, want, "the sender's timeline too");
 }
 
 /// A gateway core keeps at most `max_sends_in_flight_per_core` Sends in flight to logic
@@ -122,19 +161,17 @@ async fn a_cores_sends_in_flight_are_bounded_at_the_gateway(mode: Mode) {
     let n = 300;
     let rids = pipeline(&mut a, "b", "burst", n).await;
     let got = acks(&mut a, rids).await;
-    let accepted: Vec<usize> = (0..n).filter(|i| got[*i].0 == codes::OK).collect();
-    let at_gateway =
-        got.iter().filter(|(code, _, m)| *code == codes::SERVICE_UNAVAILABLE && m.contains("waiting for logic"));
-    assert!(at_gateway.count() > 0, "a burst of {n} past a core's bound of 2 is partly refused there: {got:?}");
+    let k = accepted_prefix(&got);
+    assert!(k > 0, "some of the burst is accepted");
     assert!(
-        got.iter().all(|(code, ..)| *code == codes::OK || *code == codes::SERVICE_UNAVAILABLE),
-        "every send is accepted or refused as busy: {got:?}"
+        k < n && got[k].2.contains("waiting for logic"),
+        "a burst of {n} past a core's bound of 2 is partly refused there: {got:?}"
     );
-    assert!(!accepted.is_empty(), "some of the burst is accepted");
-    let want: Vec<String> = accepted.iter().map(|i| format!("burst{i}")).collect();
+    let want: Vec<String> = (0..k).map(|i| format!("burst{i}")).collect();
     assert_eq!(timeline(&mut b).await, want);
-    let rids = pipeline(&mut a, "b", "after", 1).await;
-    assert_eq!(acks(&mut a, rids).await[0].0, codes::OK);
+    resend_in_order(&mut a, "b", "burst", k, n).await;
+    let want: Vec<String> = (0..n).map(|i| format!("burst{i}")).collect();
+    assert_eq!(timeline(&mut b).await, want, "the whole burst, in send order");
 }
 
 in_both_modes!(

@@ -197,8 +197,15 @@ pub struct Conn {
     since_ms: u64,
     /// In `AwaitLink`: when the wait for the link ends with 80009. In `AwaitOpened`:
     /// when the `SessionOpen` went to the link, in µs of the core's clock (the login
-    /// latency metric; a field of its own would cost every idle connection 8 B).
+    /// latency metric; a field of its own would cost every idle connection 8 B). In
+    /// `Open`: until when Sends are held behind `held_send`.
     wait_until_ms: u64,
+    /// In `Open`: a hash of the `client_msg_id` of a Send this core refused as busy, 0
+    /// when none. Later Sends with another id are refused too (`codes::SEND_HELD`) until
+    /// it is sent again or `wait_until_ms` passes, so a refusal cannot let a later send
+    /// of the connection overtake it. (Fits the struct's padding: no byte per idle
+    /// connection.)
+    held_send: u32,
     /// Token bucket in milli-frames; refilled lazily on each frame.
     tokens: u64,
     refill_ms: u64,
@@ -235,6 +242,24 @@ fn error(request_id: u32, code: u32, message: &str) -> Action {
 /// SendAck 80009 text when the core's Sends in flight to logic are at their bound.
 pub const SENDS_IN_FLIGHT_FULL: &str = "server busy: too many sends waiting for logic; retry in 100 ms";
 
+/// SendAck(80009) for a Send refused here: nothing stored, retry.
+fn send_refused(rid: u32, client_msg_id: &str, text: &str) -> Action {
+    let parts = SendAckParts { client_msg_id, code: codes::SERVICE_UNAVAILABLE, message: text, ..Default::default() };
+    Action::Reply(message::send_ack(rid, &parts).into())
+}
+
+/// A Send frame's `client_msg_id` ("" when absent: logic refuses that send).
+fn send_id<'a>(f: &tern_schema::client::Frame<'a>) -> &'a str {
+    f.body_as_send().and_then(|s| s.client_msg_id()).unwrap_or_default()
+}
+
+/// 32-bit FNV-1a of a `client_msg_id`, never 0 (0 means "nothing held"). A collision
+/// only lets one send through a hold early: an order slip, never a loss.
+fn send_id_hash(id: &str) -> u32 {
+    let h = id.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    h.max(1)
+}
+
 /// The client-facing error for a header/decoding failure.
 /// Error(80000) text for a WebSocket message whose length is not its frame header's.
 pub const WS_LENGTH_MISMATCH: &str = "the frame header's length does not match the WebSocket message";
@@ -260,6 +285,7 @@ impl Conn {
             login_request_id: 0,
             since_ms: now_ms,
             wait_until_ms: 0,
+            held_send: 0,
             tokens: bucket_capacity(limits),
             refill_ms: now_ms,
             user_id: Box::from(""),
@@ -329,11 +355,14 @@ impl Conn {
         if self.phase == Phase::Open {
             self.since_ms = env.now_ms;
         }
+        let body = f.body_type();
         if !self.take_token(env) {
+            if self.phase == Phase::Open && body == Body::Send {
+                self.hold_sends(send_id(&f), env);
+            }
             out.push_back(error(rid, codes::RATE_LIMITED, "inbound frame rate exceeded; frame dropped"));
             return;
         }
-        let body = f.body_type();
         match self.phase {
             Phase::AwaitLogin => match f.body_as_login() {
                 Some(login) => self.login(rid, login, env, out),
@@ -364,21 +393,46 @@ impl Conn {
                 // per push cost logic's link reader as much as the sends (see
                 // ARCHITECTURE.md, "Group messages").
                 Body::PushAck if is_group_ack(&f) => out.push_back(Action::Dropped),
-                Body::Send if env.link_up && !env.sends.try_take() => {
-                    let client_msg_id = f.body_as_send().and_then(|s| s.client_msg_id()).unwrap_or_default();
-                    let parts = SendAckParts {
-                        client_msg_id,
-                        code: codes::SERVICE_UNAVAILABLE,
-                        message: SENDS_IN_FLIGHT_FULL,
-                        ..Default::default()
-                    };
-                    out.push_back(Action::Reply(message::send_ack(rid, &parts).into()));
-                }
+                Body::Send => self.send(rid, send_id(&f), env, out),
                 _ if env.link_up => out.push_back(Action::Forward),
                 _ => out.push_back(error(rid, codes::SERVICE_UNAVAILABLE, "service unavailable, retry later")),
             },
             Phase::Closed => {}
         }
+    }
+
+    /// An authenticated Send: refused if it would overtake a send refused before it (see
+    /// `held_send`) or the link cannot take it now, else forwarded.
+    fn send(&mut self, rid: u32, client_msg_id: &str, env: &Env<'_>, out: &mut Actions) {
+        if self.held_send != 0 {
+            if self.held_send == send_id_hash(client_msg_id) || env.now_ms >= self.wait_until_ms {
+                self.held_send = 0;
+            } else {
+                env.sends.count_held();
+                return out.push_back(send_refused(rid, client_msg_id, codes::SEND_HELD));
+            }
+        }
+        if !env.link_up {
+            self.hold_sends(client_msg_id, env);
+            return out.push_back(error(rid, codes::SERVICE_UNAVAILABLE, "service unavailable, retry later"));
+        }
+        if !env.sends.try_take() {
+            self.hold_sends(client_msg_id, env);
+            return out.push_back(send_refused(rid, client_msg_id, SENDS_IN_FLIGHT_FULL));
+        }
+        out.push_back(Action::Forward);
+    }
+
+    /// The Send `client_msg_id` was refused as busy: hold the connection's later Sends
+    /// behind it (renewed when the same send is refused again). An earlier send still
+    /// held stays the one to wait for: this one was written after it.
+    fn hold_sends(&mut self, client_msg_id: &str, env: &Env<'_>) {
+        let id = send_id_hash(client_msg_id);
+        if self.held_send != 0 && self.held_send != id && env.now_ms < self.wait_until_ms {
+            return;
+        }
+        self.held_send = id;
+        self.wait_until_ms = env.now_ms.saturating_add(codes::SEND_HOLD_MS);
     }
 
     /// The bytes could not be cut into a frame (bad header, oversize, not a frame).
@@ -640,7 +694,7 @@ mod tests {
                 limits,
                 now_ms: 1_000,
                 link_up: true,
-                sends: SendWindow::new(2, metrics::Counter::noop()),
+                sends: SendWindow::new(2, metrics::Counter::noop(), metrics::Counter::noop()),
             }
         }
         fn env(&self) -> Env<'_> {
@@ -687,7 +741,11 @@ mod tests {
                         Body::Error => format!("reply Error({})", f.body_as_error().unwrap().code()),
                         Body::Kick => format!("reply Kick({:?})", f.body_as_kick().unwrap().reason()),
                         Body::Pong => format!("reply Pong({})", f.request_id()),
-                        Body::SendAck => format!("reply SendAck({})", f.body_as_send_ack().unwrap().code()),
+                        Body::SendAck => {
+                            let ack = f.body_as_send_ack().unwrap();
+                            let held = if ack.message() == Some(codes::SEND_HELD) { " held" } else { "" };
+                            format!("reply SendAck({}{held})", ack.code())
+                        }
                         other => format!("reply {}", other.variant_name().unwrap_or("?")),
                     }
                 }
@@ -928,12 +986,68 @@ mod tests {
         // Only Sends are bounded: the rest still goes to logic.
         assert_eq!(t.feed(&encode::pull(1, SyncKind::Message, 0, 10)), "forward");
         t.sends.answered(2);
-        assert_eq!(t.feed(&send(8, "cm-8")), "forward");
+        assert_eq!(t.feed(&send(8, "cm-7")), "forward");
         assert_eq!(t.feed(&send(9, "cm-9")), "reply SendAck(80009)");
         // Link down: the usual Error, and no place taken.
         t.link_up = false;
-        assert_eq!(t.feed(&send(10, "cm-10")), "reply Error(80009)");
+        assert_eq!(t.feed(&send(10, "cm-9")), "reply Error(80009)");
         assert_eq!(t.sends.in_flight(), 2);
+    }
+
+    /// One sender's order across a busy refusal: once a Send is refused (window full,
+    /// link down or frame rate), the connection's later Sends with other ids are refused
+    /// too until it comes again, so none of them is stored before it; a client that
+    /// gave it up is held for `SEND_HOLD_MS` at most.
+    #[test]
+    fn a_refused_send_holds_the_connections_later_sends() {
+        let mut t = T::logged_in();
+        let send = |rid, id: &str| {
+            message::send(rid, id, "bob", &[message::ElemParts { text: "hi", ..Default::default() }], 1)
+        };
+        t.sends.answered(0);
+        assert_eq!(t.feed(&send(1, "a")), "forward");
+        assert_eq!(t.feed(&send(2, "b")), "forward");
+        assert_eq!(t.feed(&send(3, "c")), "reply SendAck(80009)", "window full");
+        t.sends.answered(2);
+        // Room again, but "c" was refused first: "d" may not overtake it.
+        assert_eq!(t.feed(&send(4, "d")), "reply SendAck(80009 held)");
+        assert_eq!(t.feed(&encode::pull(5, SyncKind::Message, 0, 10)), "forward", "only Sends are held");
+        t.now_ms += 2_000; // the frame-rate bucket refills
+        assert_eq!(t.feed(&send(6, "c")), "forward", "the refused send itself ends the hold");
+        assert_eq!(t.feed(&send(7, "d")), "forward");
+        assert_eq!(t.sends.in_flight(), 2);
+
+        // Refused again while held: still the same send to wait for.
+        assert_eq!(t.feed(&send(8, "e")), "reply SendAck(80009)");
+        assert_eq!(t.feed(&send(9, "e")), "reply SendAck(80009)");
+        t.sends.answered(4);
+        assert_eq!(t.feed(&send(10, "f")), "reply SendAck(80009 held)");
+        // A client that never sends "e" again is held for SEND_HOLD_MS at most.
+        t.now_ms += codes::SEND_HOLD_MS;
+        assert_eq!(t.feed(&send(11, "f")), "forward");
+
+        // Link down refuses as busy too; a later send written meanwhile waits for it.
+        t.link_up = false;
+        assert_eq!(t.feed(&send(12, "g")), "reply Error(80009)");
+        t.link_up = true;
+        assert_eq!(t.feed(&send(13, "h")), "reply SendAck(80009 held)");
+        t.now_ms += 2_000;
+        // A later send refused by the frame rate does not take the hold from "g".
+        let mut refused_by_rate = false;
+        for rid in 14..40 {
+            let r = t.feed(&send(rid, "h"));
+            if r == "reply Error(80005)" {
+                refused_by_rate = true;
+                break;
+            }
+            assert_eq!(r, "reply SendAck(80009 held)");
+        }
+        assert!(refused_by_rate, "the bucket runs dry");
+        t.now_ms += 2_000;
+        assert_eq!(t.feed(&send(50, "h")), "reply SendAck(80009 held)", "still held behind g");
+        assert_eq!(t.feed(&send(51, "g")), "forward");
+        t.sends.answered(6);
+        assert_eq!(t.feed(&send(52, "h")), "forward");
     }
 
     #[test]

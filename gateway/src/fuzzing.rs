@@ -306,7 +306,7 @@ fn run_conn(data: &[u8], log: Option<&mut Vec<String>>) {
         now_ms: 0,
         link: true,
         congested: false,
-        sends: SendWindow::new(0, metrics::Counter::noop()),
+        sends: SendWindow::new(0, metrics::Counter::noop(), metrics::Counter::noop()),
         m: Model::default(),
         out: Actions::new(),
         log,

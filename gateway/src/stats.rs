@@ -21,6 +21,9 @@ pub struct Stats {
     pub group_acks_dropped: Counter,
     /// Sends answered 80009 by the core: its Sends in flight to logic at their bound.
     pub sends_refused: Counter,
+    /// Sends answered 80009 because an earlier Send of their connection was refused as
+    /// busy and not yet sent again.
+    pub sends_held: Counter,
     /// The core's Sends in flight to logic (set by the sweep).
     pub sends_in_flight: Gauge,
     /// Login: accepted → logic's answer arrived (ms resolution: the accept time is the
@@ -44,6 +47,7 @@ impl Stats {
             stale_deliveries: counter!("tern_gateway_stale_deliveries_total", "core" => core.clone()),
             group_acks_dropped: counter!("tern_gateway_group_acks_dropped_total", "core" => core.clone()),
             sends_refused: counter!("tern_gateway_sends_refused_total", "core" => core.clone()),
+            sends_held: counter!("tern_gateway_sends_held_total", "core" => core.clone()),
             sends_in_flight: gauge!("tern_gateway_sends_in_flight", "core" => core.clone()),
             login_seconds: histogram!("tern_gateway_login_seconds", "core" => core.clone()),
             login_link_seconds: histogram!("tern_gateway_login_link_seconds", "core" => core.clone()),

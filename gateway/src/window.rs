@@ -23,17 +23,25 @@ pub struct SendWindow {
     /// Logic reported on this link at least once.
     reported: Cell<bool>,
     refused: metrics::Counter,
+    /// Sends refused because an earlier send of their connection was (see `conn`).
+    held: metrics::Counter,
 }
 
 impl SendWindow {
-    pub fn new(max: u32, refused: metrics::Counter) -> Self {
+    pub fn new(max: u32, refused: metrics::Counter, held: metrics::Counter) -> Self {
         SendWindow {
             max: u64::from(max),
             forwarded: Cell::new(0),
             answered: Cell::new(0),
             reported: Cell::new(false),
             refused,
+            held,
         }
+    }
+
+    /// Counts a Send refused because an earlier one of its connection was.
+    pub fn count_held(&self) {
+        self.held.increment(1);
     }
 
     /// A new link: logic counts from zero again, and has not reported yet.
@@ -73,7 +81,7 @@ mod tests {
     use super::*;
 
     fn window(max: u32) -> SendWindow {
-        SendWindow::new(max, metrics::Counter::noop())
+        SendWindow::new(max, metrics::Counter::noop(), metrics::Counter::noop())
     }
 
     #[test]

@@ -329,7 +329,7 @@ impl Core {
             link_wake: Notify::default(),
             stopping: Latch::default(),
             link_stop: Latch::default(),
-            sends: SendWindow::new(cfg_max_sends, stats.sends_refused.clone()),
+            sends: SendWindow::new(cfg_max_sends, stats.sends_refused.clone(), stats.sends_held.clone()),
             rings: RefCell::new(RingPool::default()),
             stats,
         }

@@ -26,6 +26,7 @@ pub mod messages;
 pub mod owners;
 pub mod password;
 pub mod router;
+pub mod send_holds;
 pub mod seq;
 pub mod server;
 pub mod sessions;

@@ -14,6 +14,8 @@
 //! whose group is not in memory is the exception: loading it (every member page) would
 //! stall the reader, so it is prepared and written in a task of its own, and the link's
 //! later sends to that group follow it there until it has its seq (order per group kept).
+//! A send refused as busy on the reader holds its connection's later sends behind it
+//! until it comes again ([`crate::send_holds`]), so a refusal cannot reorder a burst.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -29,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ServiceError;
 use crate::messages::{self as msg, Pending, Prepared, Recaller, SendRequest};
+use crate::send_holds::SendHolds;
 use crate::Logic;
 
 fn reply(tx: &mpsc::Sender<Vec<u8>>, conn: ConnRef, frame: &[u8]) {
@@ -72,18 +75,7 @@ pub async fn handle(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, turn: &mut S
         };
     };
     match f.body_type() {
-        // An app with a before-send callback: off the reader, in connection order (1:1
-        // and group sends alike).
-        Body::Send if logic.callbacks.has_before_send(app) => {
-            turn.push_hooked(logic, tx, conn, rid, bytes, app, user, &session.device_id)
-        }
-        Body::Send
-            if f.body_as_send()
-                .is_some_and(|s| s.conversation_type() == tern_schema::client::ConversationType::Group) =>
-        {
-            turn.push_group(logic, tx, conn, rid, &f, bytes, app, user, &session.device_id).await
-        }
-        Body::Send => turn.push(logic, tx, conn, rid, &f, app, user, &session.device_id).await,
+        Body::Send => turn.send(logic, tx, conn, rid, &f, bytes, app, user, &session.device_id).await,
         Body::Pull if f.body_as_pull().and_then(|p| p.group_id()).is_some_and(|g| !g.is_empty()) => {
             let p = f.body_as_pull().expect("checked type");
             let group = match GroupId::new(p.group_id().unwrap_or_default()) {
@@ -287,6 +279,8 @@ pub struct SendTurn {
     max_in_flight: usize,
     /// Sends of this link answered since it came up (see [`answer`]).
     answered: Arc<AtomicU64>,
+    /// Connections whose sends wait for one refused as busy ([`crate::send_holds`]).
+    holds: SendHolds,
 }
 
 impl SendTurn {
@@ -298,6 +292,7 @@ impl SendTurn {
             in_flight: Arc::new(AtomicUsize::new(0)),
             max_in_flight: max_in_flight.max(1),
             answered: Arc::new(AtomicU64::new(0)),
+            holds: SendHolds::default(),
         }
     }
 
@@ -328,8 +323,44 @@ impl SendTurn {
         None
     }
 
+    /// One Send of `conn`: refused at once if an earlier send of the connection was
+    /// refused as busy and has not come again ([`crate::send_holds`]), else prepared (1:1
+    /// or group, or off the reader for an app with a before-send callback, in connection
+    /// order); a busy refusal here holds the connection's later sends behind it.
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
+        &mut self,
+        logic: &Arc<Logic>,
+        tx: &mpsc::Sender<Vec<u8>>,
+        conn: ConnRef,
+        rid: u32,
+        f: &Frame<'_>,
+        bytes: &[u8],
+        app: AppId,
+        user: UserId,
+        device_id: &str,
+    ) {
+        let s = f.body_as_send().expect("checked type");
+        let client_msg_id = s.client_msg_id().unwrap_or_default();
+        if self.holds.holds_back(conn, client_msg_id) {
+            metrics::counter!("tern_sends_held_total").increment(1);
+            let answered = &*self.answered;
+            return refuse_send(tx, answered, conn, rid, client_msg_id, codes::SERVICE_UNAVAILABLE, codes::SEND_HELD);
+        }
+        let refused = if logic.callbacks.has_before_send(app) {
+            self.push_hooked(logic, tx, conn, rid, bytes, app, user, device_id)
+        } else if s.conversation_type() == tern_schema::client::ConversationType::Group {
+            self.push_group(logic, tx, conn, rid, f, bytes, app, user, device_id).await
+        } else {
+            self.push(logic, tx, conn, rid, f, app, user, device_id).await
+        };
+        if let Some(code) = refused {
+            self.holds.refused(conn, client_msg_id, code);
+        }
+    }
+
     /// Prepares one Send frame and adds it to the turn, or answers it at once (refused,
-    /// or a resend of a message being written).
+    /// or a resend of a message being written). Returns the code of a refusal made here.
     #[allow(clippy::too_many_arguments)]
     async fn push(
         &mut self,
@@ -341,12 +372,15 @@ impl SendTurn {
         app: AppId,
         user: UserId,
         device_id: &str,
-    ) {
+    ) -> Option<u32> {
         let read_at = std::time::Instant::now();
         let s = f.body_as_send().expect("checked type");
         let client_msg_id = s.client_msg_id().unwrap_or_default();
         let answered = &*self.answered;
-        let refuse = |code: u32, message: &str| refuse_send(tx, answered, conn, rid, client_msg_id, code, message);
+        let refuse = |code: u32, message: &str| {
+            refuse_send(tx, answered, conn, rid, client_msg_id, code, message);
+            Some(code)
+        };
         let to = match UserId::new(s.to_id().unwrap_or_default()) {
             Ok(u) => u,
             Err(e) => return refuse(msg::errors::INVALID_MESSAGE, &format!("to_id: {e}")),
@@ -363,6 +397,7 @@ impl SendTurn {
                 if self.pending.len() >= MAX_TURN_SENDS {
                     self.flush(logic, tx);
                 }
+                None
             }
             Ok(Prepared::Waiting(rx)) => {
                 let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned(), read_at };
@@ -372,10 +407,12 @@ impl SendTurn {
                         rx.await.unwrap_or_else(|_| Err(ServiceError::refused(codes::INTERNAL, "internal error")));
                     answer(&tx, &answered, to.conn, &send_ack(&to, &result));
                 });
+                None
             }
             Ok(Prepared::Done(accepted)) => {
                 let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned(), read_at };
                 answer(tx, &self.answered, conn, &send_ack(&to, &Ok(accepted)));
+                None
             }
             Err(r) => refuse(r.code(), &r.message()),
         }
@@ -386,7 +423,7 @@ impl SendTurn {
     /// (so one connection's pipelined group sends keep their order), and its write goes
     /// with the turn's. A send to a cold group (its state must be read from the store
     /// first) goes off the reader instead ([`SendTurn::defer_group`]), so the link's
-    /// other sends are not held behind that read.
+    /// other sends are not held behind that read. Returns the code of a refusal made here.
     #[allow(clippy::too_many_arguments)]
     async fn push_group(
         &mut self,
@@ -399,12 +436,15 @@ impl SendTurn {
         app: AppId,
         user: UserId,
         device_id: &str,
-    ) {
+    ) -> Option<u32> {
         let read_at = std::time::Instant::now();
         let s = f.body_as_send().expect("checked type");
         let client_msg_id = s.client_msg_id().unwrap_or_default();
         let answered = &*self.answered;
-        let refuse = |code: u32, message: &str| refuse_send(tx, answered, conn, rid, client_msg_id, code, message);
+        let refuse = |code: u32, message: &str| {
+            refuse_send(tx, answered, conn, rid, client_msg_id, code, message);
+            Some(code)
+        };
         let group = match GroupId::new(s.to_id().unwrap_or_default()) {
             Ok(g) => g,
             Err(e) => return refuse(msg::errors::INVALID_MESSAGE, &format!("to_id: {e}")),
@@ -419,7 +459,8 @@ impl SendTurn {
             self.deferred.remove(&(app, group.clone())).and_then(|mut rx| pending(&mut rx).then_some(rx))
         };
         if ahead.is_some() || logic.groups.is_cold(app, &group) {
-            return self.defer_group(logic, tx, conn, rid, bytes, app, group, user, device_id, ahead);
+            self.defer_group(logic, tx, conn, rid, bytes, app, group, user, device_id, ahead);
+            return None;
         }
         let req = group_send(&s, app, group, user, device_id, conn);
         let to = AckTo { conn, request_id: rid, client_msg_id: client_msg_id.to_owned(), read_at };
@@ -430,6 +471,7 @@ impl SendTurn {
                 if self.pending.len() >= MAX_TURN_SENDS {
                     self.flush(logic, tx);
                 }
+                None
             }
             Ok(crate::groups::GroupPrepared::Waiting(rx)) => {
                 let (tx, answered) = (tx.clone(), self.answered.clone());
@@ -438,9 +480,11 @@ impl SendTurn {
                         rx.await.unwrap_or_else(|_| Err(ServiceError::refused(codes::INTERNAL, "internal error")));
                     answer(&tx, &answered, to.conn, &send_ack(&to, &result));
                 });
+                None
             }
             Ok(crate::groups::GroupPrepared::Done(accepted)) => {
-                answer(tx, &self.answered, conn, &send_ack(&to, &Ok(accepted)))
+                answer(tx, &self.answered, conn, &send_ack(&to, &Ok(accepted)));
+                None
             }
             Err(r) => refuse(r.code(), &r.message()),
         }
@@ -511,7 +555,8 @@ impl SendTurn {
     /// Runs one Send (1:1 or group) of an app with a before-send callback in a task of its own,
     /// counted in this link's sends in flight (the business server's answer must not
     /// stall the link reader, which carries every app's sends): see
-    /// [`crate::callbacks::send_in_order`], which keeps the connection's order.
+    /// [`crate::callbacks::send_in_order`], which keeps the connection's order. Returns
+    /// the code of a refusal made here (on the reader, not the task's).
     #[allow(clippy::too_many_arguments)]
     fn push_hooked(
         &mut self,
@@ -523,13 +568,16 @@ impl SendTurn {
         app: AppId,
         user: UserId,
         device_id: &str,
-    ) {
+    ) -> Option<u32> {
         let read_at = std::time::Instant::now();
         let f = frame::parse_client_framed(bytes, crate::link::MAX_LINK_PAYLOAD).expect("parsed before");
         let s = f.body_as_send().expect("checked type");
         let client_msg_id = s.client_msg_id().unwrap_or_default();
         let answered = &*self.answered;
-        let refuse = |code: u32, message: &str| refuse_send(tx, answered, conn, rid, client_msg_id, code, message);
+        let refuse = |code: u32, message: &str| {
+            refuse_send(tx, answered, conn, rid, client_msg_id, code, message);
+            Some(code)
+        };
         let group = s.conversation_type() == tern_schema::client::ConversationType::Group;
         let to_id = s.to_id().unwrap_or_default();
         let checked = if group {
@@ -570,6 +618,7 @@ impl SendTurn {
             answer(&tx, &answered, conn, &send_ack(&ack_to, &result));
             in_flight.fetch_sub(1, Ordering::Relaxed);
         });
+        None
     }
 
     /// Hands the turn's sends to the store in one request; a task completes them.

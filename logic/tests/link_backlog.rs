@@ -1,6 +1,7 @@
 //! A link whose outbound queue is backed up takes no new sends: each is refused at once
 //! with 80009 (and nothing of it is stored) until the gateway core has written what is
-//! queued; then sends are accepted again. Driven through `upstream::handle`, the link
+//! queued; then sends are accepted again, the refused one first (a connection's later
+//! sends are held behind a refused one until it comes again). Driven through `upstream::handle`, the link
 //! reader's entry point, with the link queue held by the test.
 
 mod support;
@@ -67,23 +68,34 @@ async fn a_backed_up_link_refuses_sends_until_it_drains() {
     assert_eq!(acks[0].0, tern_schema::codes::SERVICE_UNAVAILABLE, "{acks:?}");
     assert!(acks[0].1.contains("behind"), "{acks:?}");
 
-    // Drained: the next send is accepted and stored.
+    // Drained, but the refused send was not sent again: a new one is held behind it.
+    let b = Owner::User(UserId::new("b").unwrap());
+    let stored = || async {
+        let log = h.store.read_log(AppId(APP), &b, SyncKind::Message, Seq::ZERO, 10).await.unwrap();
+        log.iter()
+            .map(|e| message::decode_stored(&e.payload).unwrap().client_msg_id().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
     upstream::handle(&logic, &tx, &mut turn, conn, &send(2, "after")).await;
     turn.flush(&logic, &tx);
+    let acks = send_acks(&mut rx);
+    assert_eq!(acks, [(tern_schema::codes::SERVICE_UNAVAILABLE, tern_schema::codes::SEND_HELD.to_owned())]);
+    assert!(stored().await.is_empty(), "the refused sends left nothing behind");
+
+    // The refused send again, then the new one: both accepted, stored in send order.
     let mut acks = Vec::new();
-    for _ in 0..200 {
-        acks.extend(send_acks(&mut rx));
-        if !acks.is_empty() {
-            break;
+    for (rid, id) in [(3, "while-behind"), (4, "after")] {
+        upstream::handle(&logic, &tx, &mut turn, conn, &send(rid, id)).await;
+        turn.flush(&logic, &tx);
+        for _ in 0..200 {
+            let got = send_acks(&mut rx);
+            if !got.is_empty() {
+                acks.extend(got);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert_eq!(acks.iter().map(|a| a.0).collect::<Vec<_>>(), [tern_schema::codes::OK], "{acks:?}");
-    let b = Owner::User(UserId::new("b").unwrap());
-    let log = h.store.read_log(AppId(APP), &b, SyncKind::Message, Seq::ZERO, 10).await.unwrap();
-    let ids: Vec<String> = log
-        .iter()
-        .map(|e| message::decode_stored(&e.payload).unwrap().client_msg_id().unwrap_or_default().to_string())
-        .collect();
-    assert_eq!(ids, ["after"], "the refused send left nothing behind");
+    assert_eq!(acks.iter().map(|a| a.0).collect::<Vec<_>>(), [tern_schema::codes::OK; 2], "{acks:?}");
+    assert_eq!(stored().await, ["while-behind", "after"]);
 }

@@ -19,6 +19,8 @@ pub const SIGN_MISSING: u32 = 60000;
 pub const SIGN_BAD_APP: u32 = 60001;
 /// The recipient has blocked the sender (SendAck).
 pub const BLOCKED_BY_RECIPIENT: u32 = 30007;
+/// The sender exceeded its send rate (`[messages] sends_per_sec`); nothing stored, retry.
+pub const SEND_RATE_EXCEEDED: u32 = 50006;
 
 /// Signature does not verify (wrong secret, user, app or tampered).
 pub const SIGN_WRONG: u32 = 60003;
@@ -49,6 +51,23 @@ pub const UNEXPECTED_FRAME: u32 = 80008;
 pub const SERVICE_UNAVAILABLE: u32 = 80009;
 /// A field is invalid (the message names it).
 pub const INVALID_FIELD: u32 = 80010;
+
+/// SendAck(80009) text for a Send held behind an earlier busy refusal on its connection.
+/// After refusing a Send as busy (80009, 80005, 50006), the server refuses every later
+/// Send of that connection with another `client_msg_id` until the refused one is sent
+/// again, for at most [`SEND_HOLD_MS`]: so a client that resends refused sends in the
+/// order it first sent them gets its whole burst stored in that order (PROTOCOL.md,
+/// "One sender's order").
+pub const SEND_HELD: &str = "an earlier send of this connection was refused as busy: send it again first";
+/// How long a connection's Sends stay held behind a refused one that is not sent again
+/// (a client that gave it up is not refused for ever).
+pub const SEND_HOLD_MS: u64 = 10_000;
+
+/// Whether a refused Send's code means "busy, nothing stored, retry": the codes that
+/// hold the connection's later Sends behind it.
+pub fn is_busy_send_refusal(code: u32) -> bool {
+    matches!(code, SERVICE_UNAVAILABLE | RATE_LIMITED | SEND_RATE_EXCEEDED)
+}
 
 /// Unexpected server-side failure.
 pub const INTERNAL: u32 = 90000;

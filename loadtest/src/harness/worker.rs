@@ -1045,7 +1045,7 @@ impl Worker {
 
     /// A send the server refused with `code`: written again later if it was busy
     /// (80009) and `--retry-busy` allows another try, as a client backs off and retries
-    /// (`None`: held at the outbox's head); else it is handed back, refused.
+    /// (`None`: back in the outbox, in send order); else it is handed back, refused.
     fn retry_if_busy(&mut self, k: usize, p: Pending, code: u32, now: u64) -> Option<Pending> {
         if code != tern_schema::codes::SERVICE_UNAVAILABLE || p.tries > self.init.retry_busy {
             return Some(p);
@@ -1060,7 +1060,11 @@ impl Worker {
         dev.retry_at_us = now + backoff + jitter;
         dev.window = (dev.window / 2).max(1);
         dev.window_acks = 0;
-        dev.outbox.push_front(p);
+        // Back in send order, not at the head: when several sends of a burst are
+        // refused (the server holds a connection's later sends behind a refused one,
+        // PROTOCOL.md), the first refused must be written first again.
+        let at = dev.outbox.partition_point(|q| (q.run, q.index) < (p.run, p.index));
+        dev.outbox.insert(at, p);
         None
     }
 
@@ -2051,6 +2055,36 @@ mod tests {
         feed(&mut w, 1, &busy(rid)).unwrap();
         assert_eq!(w.book.as_ref().unwrap().failed, vec![1]);
         assert!(w.devs[1].outbox.is_empty());
+    }
+
+    /// Two sends of a burst refused (the later one held behind the first, as the server
+    /// does): written again in send order, whatever order the refusals came in.
+    #[test]
+    fn refused_sends_of_a_burst_are_written_again_in_send_order() {
+        let busy = |rid| {
+            message::send_ack(
+                rid,
+                &message::SendAckParts { code: tern_schema::codes::SERVICE_UNAVAILABLE, ..Default::default() },
+            )
+        };
+        let mut w = worker();
+        w.init.retry_busy = 2;
+        w.devs[1].phase = Phase::LoggingIn { rid: 1 };
+        feed(&mut w, 1, &login_ack(1, 0)).unwrap();
+        w.dispatch(1, Pending { run: 1, index: 1, due_us: 0, to: 0, tries: 0, written_us: 0 }, 10);
+        w.dispatch(1, Pending { run: 1, index: 2, due_us: 0, to: 0, tries: 0, written_us: 0 }, 20);
+        w.dispatch(1, Pending { run: 1, index: 3, due_us: 0, to: 0, tries: 0, written_us: 0 }, 30);
+        assert_eq!(written(&mut w, 1).iter().filter(|f| f.starts_with("Send")).count(), 3);
+        let rids: Vec<u32> = w.devs[1].pending.iter().map(|p| p.0).collect();
+        feed(&mut w, 1, &busy(rids[0])).unwrap();
+        feed(&mut w, 1, &busy(rids[1])).unwrap();
+        feed(&mut w, 1, &busy(rids[2])).unwrap();
+        w.sweep(1_000 + 4 * BUSY_RETRY_US + BUSY_RETRY_JITTER_US);
+        let again: Vec<String> = written(&mut w, 1).into_iter().filter(|f| f.starts_with("Send")).collect();
+        assert!(!again.is_empty() && again[0].contains("1-1"), "the first refused goes first: {again:?}");
+        let order: Vec<usize> =
+            ["1-1", "1-2", "1-3"].iter().filter_map(|id| again.iter().position(|f| f.contains(id))).collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "in send order: {again:?}");
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub mod errors {
     /// The message was already recalled.
     pub const ALREADY_RECALLED: u32 = 50005;
     /// The connection sends faster than its rate allows.
-    pub const SEND_RATE_EXCEEDED: u32 = 50006;
+    pub const SEND_RATE_EXCEEDED: u32 = tern_schema::codes::SEND_RATE_EXCEEDED;
     /// No message with that key (in this app).
     pub const NO_SUCH_MESSAGE: u32 = 50007;
     /// The caller is not a party to the message (or not its sender, for a recall).

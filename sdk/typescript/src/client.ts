@@ -11,12 +11,11 @@
  *   survive reconnects and are sent again, in call order, with the same client message
  *   id, which the server deduplicates: a message is never stored twice. Busy answers
  *   (80009, 50006, 80005: nothing stored) are retried with backoff.
- * - Sends are stored in call order, but for one case the protocol leaves open: sends
- *   already written when an earlier one is refused as busy may be accepted, and stored,
- *   before it (the server refuses by load, not per connection). After a busy refusal
- *   the client writes nothing for a backoff, then writes the oldest unacknowledged send
- *   and the rest one at a time until none is left (then it pipelines again): sends made
- *   meanwhile, and the refused sends, keep call order behind the refused one.
+ * - Sends are stored in call order, also across busy refusals: the server refuses a
+ *   connection's later sends too once it refused one (PROTOCOL.md, "One sender's
+ *   order"), and after a busy refusal the client writes nothing for a backoff, then
+ *   writes the oldest unacknowledged send and the rest one at a time until none is left
+ *   (then it pipelines again).
  * - Own sends of this instance are reported by `send()` only; the same entries pulled
  *   later are not emitted again as `message` events.
  *
@@ -831,12 +830,11 @@ export class TernClient extends Emitter<TernEvents> {
   // would be stored behind the sends written after it. So after a busy refusal nothing
   // is written for a backoff; then the oldest unacknowledged send is written first and
   // the rest follow one at a time, each once the one before is answered, until none is
-  // left unacknowledged; then the client pipelines again. One at a time, not merely
-  // "the refused one first", because the server refuses by load (per gateway core, not
-  // per connection): a send written right behind a retried one may be accepted while
-  // the retried one is refused again. What no client can undo: sends already on the
-  // wire when an earlier one is refused may be accepted before it (PROTOCOL.md "Busy");
-  // those refused as well come back here and are written again in call order.
+  // left unacknowledged; then the client pipelines again. The server holds the
+  // connection's sends written after a refused one (refused too, until the refused one
+  // comes again: PROTOCOL.md "One sender's order"); they come back here and are written
+  // again in call order. One at a time rather than pipelined, so a retry refused again
+  // costs one refusal, not one per send behind it.
 
   /**
    * Writes the sends waiting to be written, in call order: all of them, or after a busy
