@@ -446,8 +446,15 @@ fn sends_past_the_cores_window_are_answered_by_the_gateway() {
     fake.send(0, &encode::link_deliver(&[conn], &ok));
     fake.send(0, &encode::link_sends_answered(1));
     assert_eq!(c.recv_kind(), "SendAck");
+    // A place is free, but m3 was refused first: a new Send is held behind it ...
     c.send(&send(4, "m4"));
-    upstream(4);
+    let held = c.recv().expect("an answer to the fourth Send");
+    let f = frame::parse_client_framed(&held, 1 << 20).unwrap();
+    let ack = f.body_as_send_ack().expect("a SendAck from the gateway itself");
+    assert_eq!((f.request_id(), ack.code(), ack.message()), (4, codes::SERVICE_UNAVAILABLE, Some(codes::SEND_HELD)));
+    // ... until m3 comes again, which takes the place.
+    c.send(&send(5, "m3"));
+    upstream(5);
     drop(c);
     g.shutdown();
 }
