@@ -393,7 +393,7 @@ impl Conn {
                 // per push cost logic's link reader as much as the sends (see
                 // ARCHITECTURE.md, "Group messages").
                 Body::PushAck if is_group_ack(&f) => out.push_back(Action::Dropped),
-                Body::Send => self.send(rid, send_id(&f), env, out),
+                Body::Send => self.send(rid, &f, env, out),
                 _ if env.link_up => out.push_back(Action::Forward),
                 _ => out.push_back(error(rid, codes::SERVICE_UNAVAILABLE, "service unavailable, retry later")),
             },
@@ -403,8 +403,11 @@ impl Conn {
 
     /// An authenticated Send: refused if it would overtake a send refused before it (see
     /// `held_send`) or the link cannot take it now, else forwarded.
-    fn send(&mut self, rid: u32, client_msg_id: &str, env: &Env<'_>, out: &mut Actions) {
+    /// The `client_msg_id` is decoded only when a hold is met or made: a Send forwarded
+    /// with nothing held costs one integer test.
+    fn send(&mut self, rid: u32, f: &tern_schema::client::Frame<'_>, env: &Env<'_>, out: &mut Actions) {
         if self.held_send != 0 {
+            let client_msg_id = send_id(f);
             if self.held_send == send_id_hash(client_msg_id) || env.now_ms >= self.wait_until_ms {
                 self.held_send = 0;
             } else {
@@ -413,10 +416,11 @@ impl Conn {
             }
         }
         if !env.link_up {
-            self.hold_sends(client_msg_id, env);
+            self.hold_sends(send_id(f), env);
             return out.push_back(error(rid, codes::SERVICE_UNAVAILABLE, "service unavailable, retry later"));
         }
         if !env.sends.try_take() {
+            let client_msg_id = send_id(f);
             self.hold_sends(client_msg_id, env);
             return out.push_back(send_refused(rid, client_msg_id, SENDS_IN_FLIGHT_FULL));
         }

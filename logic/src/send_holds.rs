@@ -89,11 +89,13 @@ impl SendHolds {
     }
 
     /// Connections held now (expired holds not yet swept included).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.by_conn.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.by_conn.is_empty()
     }
 }

@@ -75,7 +75,27 @@ pub async fn handle(logic: &Arc<Logic>, tx: &mpsc::Sender<Vec<u8>>, turn: &mut S
         };
     };
     match f.body_type() {
-        Body::Send => turn.send(logic, tx, conn, rid, &f, bytes, app, user, &session.device_id).await,
+        Body::Send => {
+            let s = f.body_as_send().expect("checked type");
+            let client_msg_id = s.client_msg_id().unwrap_or_default();
+            if turn.held_back(tx, conn, rid, client_msg_id) {
+                return;
+            }
+            let device_id = &session.device_id;
+            // An app with a before-send callback: off the reader, in connection order (1:1
+            // and group sends alike).
+            let refused = if logic.callbacks.has_before_send(app) {
+                turn.push_hooked(logic, tx, conn, rid, bytes, app, user, device_id)
+            } else if s.conversation_type() == tern_schema::client::ConversationType::Group {
+                turn.push_group(logic, tx, conn, rid, &f, bytes, app, user, device_id).await
+            } else {
+                turn.push(logic, tx, conn, rid, &f, app, user, device_id).await
+            };
+            // A busy refusal on the reader holds the connection's later sends behind it.
+            if let Some(code) = refused {
+                turn.holds.refused(conn, client_msg_id, code);
+            }
+        }
         Body::Pull if f.body_as_pull().and_then(|p| p.group_id()).is_some_and(|g| !g.is_empty()) => {
             let p = f.body_as_pull().expect("checked type");
             let group = match GroupId::new(p.group_id().unwrap_or_default()) {
@@ -323,40 +343,15 @@ impl SendTurn {
         None
     }
 
-    /// One Send of `conn`: refused at once if an earlier send of the connection was
-    /// refused as busy and has not come again ([`crate::send_holds`]), else prepared (1:1
-    /// or group, or off the reader for an app with a before-send callback, in connection
-    /// order); a busy refusal here holds the connection's later sends behind it.
-    #[allow(clippy::too_many_arguments)]
-    async fn send(
-        &mut self,
-        logic: &Arc<Logic>,
-        tx: &mpsc::Sender<Vec<u8>>,
-        conn: ConnRef,
-        rid: u32,
-        f: &Frame<'_>,
-        bytes: &[u8],
-        app: AppId,
-        user: UserId,
-        device_id: &str,
-    ) {
-        let s = f.body_as_send().expect("checked type");
-        let client_msg_id = s.client_msg_id().unwrap_or_default();
-        if self.holds.holds_back(conn, client_msg_id) {
-            metrics::counter!("tern_sends_held_total").increment(1);
-            let answered = &*self.answered;
-            return refuse_send(tx, answered, conn, rid, client_msg_id, codes::SERVICE_UNAVAILABLE, codes::SEND_HELD);
+    /// Answers a Send of `conn` with 80009 at once if an earlier send of the connection
+    /// was refused as busy and has not come again ([`crate::send_holds`]); `true` if so.
+    fn held_back(&mut self, tx: &mpsc::Sender<Vec<u8>>, conn: ConnRef, rid: u32, client_msg_id: &str) -> bool {
+        if !self.holds.holds_back(conn, client_msg_id) {
+            return false;
         }
-        let refused = if logic.callbacks.has_before_send(app) {
-            self.push_hooked(logic, tx, conn, rid, bytes, app, user, device_id)
-        } else if s.conversation_type() == tern_schema::client::ConversationType::Group {
-            self.push_group(logic, tx, conn, rid, f, bytes, app, user, device_id).await
-        } else {
-            self.push(logic, tx, conn, rid, f, app, user, device_id).await
-        };
-        if let Some(code) = refused {
-            self.holds.refused(conn, client_msg_id, code);
-        }
+        metrics::counter!("tern_sends_held_total").increment(1);
+        refuse_send(tx, &self.answered, conn, rid, client_msg_id, codes::SERVICE_UNAVAILABLE, codes::SEND_HELD);
+        true
     }
 
     /// Prepares one Send frame and adds it to the turn, or answers it at once (refused,

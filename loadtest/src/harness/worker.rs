@@ -1999,18 +1999,20 @@ mod tests {
         assert!(!w.devs[0].catching_up && w.devs[0].pulling.is_none());
     }
 
+    /// A SendAck(80009) for request `rid`: busy, nothing stored.
+    fn busy_ack(rid: u32) -> Vec<u8> {
+        message::send_ack(
+            rid,
+            &message::SendAckParts { code: tern_schema::codes::SERVICE_UNAVAILABLE, ..Default::default() },
+        )
+    }
+
     /// With `--retry-busy 2`, a send refused 80009 is held (with the device's later
     /// sends behind it) for the backoff, written again with the same id, held twice as
     /// long when refused again, and counted as failed only when its retries are spent;
     /// without the flag, the first refusal fails it.
     #[test]
     fn busy_refusals_are_retried_after_a_backoff_when_asked() {
-        let busy = |rid| {
-            message::send_ack(
-                rid,
-                &message::SendAckParts { code: tern_schema::codes::SERVICE_UNAVAILABLE, ..Default::default() },
-            )
-        };
         let sends =
             |w: &mut Worker| -> Vec<String> { written(w, 1).into_iter().filter(|f| f.starts_with("Send")).collect() };
         let mut w = worker();
@@ -2020,7 +2022,7 @@ mod tests {
         w.dispatch(1, Pending { run: 1, index: 1, due_us: 0, to: 0, tries: 0, written_us: 0 }, 10);
         assert_eq!(sends(&mut w).len(), 1);
         let rid = w.devs[1].pending[0].0;
-        feed(&mut w, 1, &busy(rid)).unwrap();
+        feed(&mut w, 1, &busy_ack(rid)).unwrap();
         // Refused (at 1 ms), so held: a later send waits behind it, nothing is failed.
         w.dispatch(1, Pending { run: 1, index: 2, due_us: 1_500, to: 0, tries: 0, written_us: 0 }, 1_500);
         w.sweep(90_000);
@@ -2032,7 +2034,7 @@ mod tests {
         assert_eq!(w.book.as_ref().unwrap().resent, 1);
         // Refused again (the other is accepted): held for twice as long.
         let (first, second) = (w.devs[1].pending[0].0, w.devs[1].pending[1].0);
-        feed(&mut w, 1, &busy(first)).unwrap();
+        feed(&mut w, 1, &busy_ack(first)).unwrap();
         feed(&mut w, 1, &message::send_ack(second, &message::SendAckParts { code: 200, ..Default::default() }))
             .unwrap();
         assert!(w.devs[1].retry_at_us >= 1_000 + 2 * BUSY_RETRY_US, "doubled: {}", w.devs[1].retry_at_us);
@@ -2042,7 +2044,7 @@ mod tests {
         assert_eq!(sends(&mut w).len(), 1);
         // A third refusal: its two retries are spent, it fails.
         let rid = w.devs[1].pending[0].0;
-        feed(&mut w, 1, &busy(rid)).unwrap();
+        feed(&mut w, 1, &busy_ack(rid)).unwrap();
         let b = w.book.as_ref().unwrap();
         assert_eq!((b.answered, b.tick.acked, b.failed.clone(), b.resent), (2, 1, vec![1], 2));
 
@@ -2052,7 +2054,7 @@ mod tests {
         feed(&mut w, 1, &login_ack(1, 0)).unwrap();
         w.dispatch(1, Pending { run: 1, index: 1, due_us: 0, to: 0, tries: 0, written_us: 0 }, 10);
         let rid = w.devs[1].pending[0].0;
-        feed(&mut w, 1, &busy(rid)).unwrap();
+        feed(&mut w, 1, &busy_ack(rid)).unwrap();
         assert_eq!(w.book.as_ref().unwrap().failed, vec![1]);
         assert!(w.devs[1].outbox.is_empty());
     }
@@ -2061,12 +2063,6 @@ mod tests {
     /// does): written again in send order, whatever order the refusals came in.
     #[test]
     fn refused_sends_of_a_burst_are_written_again_in_send_order() {
-        let busy = |rid| {
-            message::send_ack(
-                rid,
-                &message::SendAckParts { code: tern_schema::codes::SERVICE_UNAVAILABLE, ..Default::default() },
-            )
-        };
         let mut w = worker();
         w.init.retry_busy = 2;
         w.devs[1].phase = Phase::LoggingIn { rid: 1 };
@@ -2076,9 +2072,9 @@ mod tests {
         w.dispatch(1, Pending { run: 1, index: 3, due_us: 0, to: 0, tries: 0, written_us: 0 }, 30);
         assert_eq!(written(&mut w, 1).iter().filter(|f| f.starts_with("Send")).count(), 3);
         let rids: Vec<u32> = w.devs[1].pending.iter().map(|p| p.0).collect();
-        feed(&mut w, 1, &busy(rids[0])).unwrap();
-        feed(&mut w, 1, &busy(rids[1])).unwrap();
-        feed(&mut w, 1, &busy(rids[2])).unwrap();
+        feed(&mut w, 1, &busy_ack(rids[0])).unwrap();
+        feed(&mut w, 1, &busy_ack(rids[1])).unwrap();
+        feed(&mut w, 1, &busy_ack(rids[2])).unwrap();
         w.sweep(1_000 + 4 * BUSY_RETRY_US + BUSY_RETRY_JITTER_US);
         let again: Vec<String> = written(&mut w, 1).into_iter().filter(|f| f.starts_with("Send")).collect();
         assert!(!again.is_empty() && again[0].contains("1-1"), "the first refused goes first: {again:?}");
